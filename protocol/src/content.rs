@@ -1,0 +1,632 @@
+//! Message contents: one [`Content`] enum with a variant per message type.
+//!
+//! Names follow ipyparallel's where one exists. Values (function arguments,
+//! pushed variables, results) travel as encoded JSON from [`crate::value`],
+//! with their bulk data in the message's buffers.
+
+use crate::error::Result;
+use crate::message::parse_json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+
+/// Outcome of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// It worked.
+    #[default]
+    Ok,
+    /// It failed; the reply says why.
+    Error,
+    /// It was aborted before it ran.
+    Aborted,
+}
+
+/// The reply to a request that runs on an engine (execute, apply, push,
+/// pull) or to a control or query request. On error, `ename`/`evalue` and,
+/// for script errors, `line`/`column` say what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TaskReply {
+    /// ok, error or aborted.
+    pub status: Status,
+    /// The encoded result value, if the request produced one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Json>,
+    /// The engine's execution counter after this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_count: Option<u64>,
+    /// Error class (`RemoteError`, `EngineDied`, `UnknownName`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ename: Option<String>,
+    /// Error message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evalue: Option<String>,
+    /// Lines of context for the error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traceback: Vec<String>,
+    /// Script line of the error, 1-based.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// Script column of the error, 1-based.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    /// The engine that produced the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_id: Option<u32>,
+}
+
+impl TaskReply {
+    /// A plain success.
+    pub fn ok() -> TaskReply {
+        TaskReply::default()
+    }
+
+    /// A success carrying an encoded result.
+    pub fn with_result(result: Json) -> TaskReply {
+        TaskReply {
+            result: Some(result),
+            ..TaskReply::default()
+        }
+    }
+
+    /// A failure of class `ename` with message `evalue`.
+    pub fn error(ename: &str, evalue: impl Into<String>) -> TaskReply {
+        TaskReply {
+            status: Status::Error,
+            ename: Some(ename.to_string()),
+            evalue: Some(evalue.into()),
+            ..TaskReply::default()
+        }
+    }
+}
+
+/// An engine asks the hub for an id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RegistrationRequest {
+    /// The engine's uuid; also its identity on the hub's engine sockets.
+    pub uuid: String,
+    /// An id the engine had before (a hub restart); honoured if free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+}
+
+/// The hub's answer to a registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RegistrationReply {
+    /// ok or error.
+    pub status: Status,
+    /// The engine's id.
+    pub id: u32,
+    /// Heartbeat period in milliseconds.
+    pub hb_period_ms: u64,
+    /// Why registration failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evalue: Option<String>,
+}
+
+/// An engine leaves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct UnregistrationRequest {
+    /// The leaving engine's id.
+    pub id: u32,
+}
+
+/// An engine joined or left (notification channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct EngineNotification {
+    /// The engine's id.
+    pub id: u32,
+    /// The engine's uuid.
+    pub uuid: String,
+    /// Why it left (`unregistered`, `heartbeat timeout`), for unregistration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A client asks to connect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ConnectionRequest {}
+
+/// The engine table, sent to a connecting client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ConnectionReply {
+    /// ok.
+    pub status: Status,
+    /// Engine id → uuid.
+    pub engines: BTreeMap<u32, String>,
+}
+
+/// Asks for queue lengths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct QueueRequest {
+    /// Engines to report; all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<u32>>,
+    /// Include the msg ids of queued tasks.
+    #[serde(default)]
+    pub verbose: bool,
+}
+
+/// One engine's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct EngineQueue {
+    /// Requests sent to it and not yet answered.
+    pub queue: u64,
+    /// Requests it has answered.
+    pub completed: u64,
+    /// Load-balanced tasks among `queue`.
+    pub tasks: u64,
+    /// With `verbose`: the msg ids in its queue.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub msg_ids: Vec<String>,
+}
+
+/// Queue lengths per engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct QueueReply {
+    /// ok.
+    pub status: Status,
+    /// Engine id → its queue.
+    pub engines: BTreeMap<u32, EngineQueue>,
+    /// Load-balanced tasks not yet assigned to an engine.
+    pub unassigned: u64,
+}
+
+/// Asks for the results of earlier requests by msg id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ResultRequest {
+    /// The msg ids.
+    pub msg_ids: Vec<String>,
+}
+
+/// Results by msg id. Finished ones come in `results` (records as JSON),
+/// with their buffers in the message's buffers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ResultReply {
+    /// ok, or error if an id is unknown.
+    pub status: Status,
+    /// Ids still running.
+    pub pending: Vec<String>,
+    /// Ids finished.
+    pub completed: Vec<String>,
+    /// Finished records by msg id.
+    #[serde(default)]
+    pub results: BTreeMap<String, Json>,
+    /// Why the request failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evalue: Option<String>,
+}
+
+/// Asks for every msg id the hub has recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HistoryRequest {}
+
+/// Every recorded msg id, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HistoryReply {
+    /// ok.
+    pub status: Status,
+    /// The msg ids.
+    pub history: Vec<String>,
+}
+
+/// Queries task records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DbRequest {
+    /// Conditions on record fields: `{field: value}` for equality or
+    /// `{field: {"$gt": v, "$lt": w, ...}}` for ranges.
+    pub query: Json,
+    /// Fields to return; all when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+}
+
+/// Matching task records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DbReply {
+    /// ok or error.
+    pub status: Status,
+    /// The records.
+    pub records: Vec<Json>,
+    /// Why the query failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evalue: Option<String>,
+}
+
+/// Forgets finished task records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PurgeRequest {
+    /// These msg ids.
+    #[serde(default)]
+    pub msg_ids: Vec<String>,
+    /// Or every finished record.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// Runs earlier requests again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ResubmitRequest {
+    /// The msg ids to run again.
+    pub msg_ids: Vec<String>,
+}
+
+/// Old msg id → new msg id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ResubmitReply {
+    /// ok or error.
+    pub status: Status,
+    /// Old → new msg ids.
+    pub resubmitted: BTreeMap<String, String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evalue: Option<String>,
+}
+
+/// Runs code in the engine's namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ExecuteRequest {
+    /// Rhai source.
+    pub code: String,
+    /// Don't publish the result on iopub.
+    #[serde(default)]
+    pub silent: bool,
+    /// Count it in the execution counter (Jupyter field).
+    #[serde(default = "yes")]
+    pub store_history: bool,
+    /// Jupyter field, unused.
+    #[serde(default)]
+    pub user_expressions: BTreeMap<String, String>,
+    /// Jupyter field, always false: engines have no stdin.
+    #[serde(default)]
+    pub allow_stdin: bool,
+    /// Abort queued requests after an error (Jupyter field).
+    #[serde(default)]
+    pub stop_on_error: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Calls a function on the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ApplyRequest {
+    /// A closure (`|a, b| a + b`), a function definition (`fn f(a) {..}`)
+    /// or the name of a function or function-valued variable on the engine.
+    pub f: String,
+    /// Encoded argument values; `{"$zpar": "ref", "name": n}` names an engine
+    /// variable.
+    #[serde(default)]
+    pub args: Vec<Json>,
+}
+
+/// Sets variables in the engine's namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PushRequest {
+    /// Name → encoded value.
+    pub namespace: BTreeMap<String, Json>,
+}
+
+/// Reads variables from the engine's namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PullRequest {
+    /// The names.
+    pub names: Vec<String>,
+    /// Reply with the one value rather than an array.
+    #[serde(default)]
+    pub single: bool,
+}
+
+/// Aborts queued requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct AbortRequest {
+    /// These msg ids, or every queued one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg_ids: Option<Vec<String>>,
+}
+
+/// Stops the running script.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct InterruptRequest {}
+
+/// Empties the engine's namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ClearRequest {}
+
+/// Stops an engine, or (with `hub`) the whole cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ShutdownRequest {
+    /// Jupyter field, unused.
+    #[serde(default)]
+    pub restart: bool,
+    /// Stop the hub too, after the engines.
+    #[serde(default)]
+    pub hub: bool,
+}
+
+/// A stream of output from an engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Stream {
+    /// `stdout` or `stderr`.
+    pub name: String,
+    /// The text.
+    pub text: String,
+}
+
+/// The code an engine is about to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ExecuteInput {
+    /// The code.
+    pub code: String,
+    /// The execution counter.
+    pub execution_count: u64,
+}
+
+/// The value of the last expression of an execute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ExecuteResult {
+    /// The execution counter.
+    pub execution_count: u64,
+    /// MIME bundle; `text/plain` holds the display form.
+    pub data: BTreeMap<String, Json>,
+    /// Jupyter field.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, Json>,
+}
+
+/// An error, as published on iopub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ErrorContent {
+    /// Error class.
+    pub ename: String,
+    /// Error message.
+    pub evalue: String,
+    /// Context lines.
+    #[serde(default)]
+    pub traceback: Vec<String>,
+}
+
+/// busy / idle / starting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StatusContent {
+    /// The state.
+    pub execution_state: String,
+}
+
+macro_rules! contents {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty) = $name:literal,)*) => {
+        /// Every message type zpar knows, one variant each.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Content {
+            $($(#[$doc])* $variant($ty),)*
+            /// A type zpar does not know; kept so a peer can answer it.
+            Unknown {
+                /// The header's msg_type.
+                msg_type: String,
+                /// The content as it came.
+                content: Json,
+            },
+        }
+
+        impl Content {
+            /// The wire name of this message type.
+            pub fn msg_type(&self) -> &str {
+                match self {
+                    $(Content::$variant(_) => $name,)*
+                    Content::Unknown { msg_type, .. } => msg_type,
+                }
+            }
+
+            /// Parses content JSON according to its header's msg_type.
+            pub fn from_json(msg_type: &str, bytes: &[u8]) -> Result<Content> {
+                match msg_type {
+                    $($name => Ok(Content::$variant(parse_json(concat!("content of ", $name), bytes)?)),)*
+                    other => Ok(Content::Unknown {
+                        msg_type: other.to_string(),
+                        content: parse_json("content", bytes)?,
+                    }),
+                }
+            }
+
+            /// Serializes the content.
+            pub fn to_json(&self) -> Vec<u8> {
+                let r = match self {
+                    $(Content::$variant(c) => serde_json::to_vec(c),)*
+                    Content::Unknown { content, .. } => serde_json::to_vec(content),
+                };
+                r.expect("contents serialize")
+            }
+        }
+    };
+}
+
+contents! {
+    /// Engine → hub: give me an id.
+    RegistrationRequest(RegistrationRequest) = "registration_request",
+    /// Hub → engine: your id.
+    RegistrationReply(RegistrationReply) = "registration_reply",
+    /// Engine → hub: I am leaving.
+    UnregistrationRequest(UnregistrationRequest) = "unregistration_request",
+    /// Hub → engine: noted.
+    UnregistrationReply(TaskReply) = "unregistration_reply",
+    /// Hub → clients: an engine joined.
+    RegistrationNotification(EngineNotification) = "registration_notification",
+    /// Hub → clients: an engine left.
+    UnregistrationNotification(EngineNotification) = "unregistration_notification",
+    /// Client → hub: hello.
+    ConnectionRequest(ConnectionRequest) = "connection_request",
+    /// Hub → client: the engines.
+    ConnectionReply(ConnectionReply) = "connection_reply",
+    /// Client → hub: queue lengths.
+    QueueRequest(QueueRequest) = "queue_request",
+    /// Hub → client: queue lengths.
+    QueueReply(QueueReply) = "queue_reply",
+    /// Client → hub: results by msg id.
+    ResultRequest(ResultRequest) = "result_request",
+    /// Hub → client: results.
+    ResultReply(ResultReply) = "result_reply",
+    /// Client → hub: all msg ids.
+    HistoryRequest(HistoryRequest) = "history_request",
+    /// Hub → client: all msg ids.
+    HistoryReply(HistoryReply) = "history_reply",
+    /// Client → hub: query task records.
+    DbRequest(DbRequest) = "db_request",
+    /// Hub → client: task records.
+    DbReply(DbReply) = "db_reply",
+    /// Client → hub: forget records.
+    PurgeRequest(PurgeRequest) = "purge_request",
+    /// Hub → client: forgotten.
+    PurgeReply(TaskReply) = "purge_reply",
+    /// Client → hub: run again.
+    ResubmitRequest(ResubmitRequest) = "resubmit_request",
+    /// Hub → client: the new ids.
+    ResubmitReply(ResubmitReply) = "resubmit_reply",
+    /// Run code.
+    ExecuteRequest(ExecuteRequest) = "execute_request",
+    /// Code ran.
+    ExecuteReply(TaskReply) = "execute_reply",
+    /// Call a function.
+    ApplyRequest(ApplyRequest) = "apply_request",
+    /// The function returned.
+    ApplyReply(TaskReply) = "apply_reply",
+    /// Set variables.
+    PushRequest(PushRequest) = "push_request",
+    /// Variables set.
+    PushReply(TaskReply) = "push_reply",
+    /// Read variables.
+    PullRequest(PullRequest) = "pull_request",
+    /// The variables.
+    PullReply(TaskReply) = "pull_reply",
+    /// Abort queued requests.
+    AbortRequest(AbortRequest) = "abort_request",
+    /// Aborted.
+    AbortReply(TaskReply) = "abort_reply",
+    /// Stop the running script.
+    InterruptRequest(InterruptRequest) = "interrupt_request",
+    /// Interrupted.
+    InterruptReply(TaskReply) = "interrupt_reply",
+    /// Empty the namespace.
+    ClearRequest(ClearRequest) = "clear_request",
+    /// Emptied.
+    ClearReply(TaskReply) = "clear_reply",
+    /// Stop.
+    ShutdownRequest(ShutdownRequest) = "shutdown_request",
+    /// Stopping.
+    ShutdownReply(TaskReply) = "shutdown_reply",
+    /// Output text (iopub).
+    Stream(Stream) = "stream",
+    /// Code about to run (iopub).
+    ExecuteInput(ExecuteInput) = "execute_input",
+    /// An execute's value (iopub).
+    ExecuteResult(ExecuteResult) = "execute_result",
+    /// An error (iopub).
+    Error(ErrorContent) = "error",
+    /// Busy or idle (iopub).
+    Status(StatusContent) = "status",
+}
+
+impl Content {
+    /// The reply payload, for the reply types that carry a [`TaskReply`].
+    pub fn task_reply(&self) -> Option<&TaskReply> {
+        match self {
+            Content::ExecuteReply(r)
+            | Content::ApplyReply(r)
+            | Content::PushReply(r)
+            | Content::PullReply(r)
+            | Content::AbortReply(r)
+            | Content::InterruptReply(r)
+            | Content::ClearReply(r)
+            | Content::ShutdownReply(r)
+            | Content::PurgeReply(r)
+            | Content::UnregistrationReply(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The reply type that answers a request type, if it has one.
+    pub fn reply_type(request_type: &str) -> Option<&'static str> {
+        Some(match request_type {
+            "execute_request" => "execute_reply",
+            "apply_request" => "apply_reply",
+            "push_request" => "push_reply",
+            "pull_request" => "pull_reply",
+            "abort_request" => "abort_reply",
+            "interrupt_request" => "interrupt_reply",
+            "clear_request" => "clear_reply",
+            "shutdown_request" => "shutdown_reply",
+            "purge_request" => "purge_reply",
+            "unregistration_request" => "unregistration_reply",
+            _ => return None,
+        })
+    }
+
+    /// A [`TaskReply`]-carrying content of type `reply_type`. Unknown reply
+    /// types become [`Content::Unknown`].
+    pub fn task_reply_of(reply_type: &str, reply: TaskReply) -> Content {
+        match reply_type {
+            "execute_reply" => Content::ExecuteReply(reply),
+            "apply_reply" => Content::ApplyReply(reply),
+            "push_reply" => Content::PushReply(reply),
+            "pull_reply" => Content::PullReply(reply),
+            "abort_reply" => Content::AbortReply(reply),
+            "interrupt_reply" => Content::InterruptReply(reply),
+            "clear_reply" => Content::ClearReply(reply),
+            "shutdown_reply" => Content::ShutdownReply(reply),
+            "purge_reply" => Content::PurgeReply(reply),
+            "unregistration_reply" => Content::UnregistrationReply(reply),
+            other => Content::Unknown {
+                msg_type: other.to_string(),
+                content: serde_json::to_value(reply).expect("replies serialize"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_by_type() {
+        let c = Content::ExecuteRequest(ExecuteRequest {
+            code: "1 + 1".into(),
+            ..Default::default()
+        });
+        let back = Content::from_json(c.msg_type(), &c.to_json()).unwrap();
+        assert_eq!(back, c);
+        let r = Content::ApplyReply(TaskReply::error("RemoteError", "boom"));
+        assert_eq!(Content::from_json("apply_reply", &r.to_json()).unwrap(), r);
+    }
+
+    #[test]
+    fn unknown_types_keep_their_json() {
+        let c = Content::from_json("frobnicate_request", br#"{"x": 1}"#).unwrap();
+        assert_eq!(c.msg_type(), "frobnicate_request");
+        assert!(matches!(c, Content::Unknown { .. }));
+    }
+
+    #[test]
+    fn wrong_shapes_name_the_type() {
+        let e = Content::from_json("execute_request", br#"{"code": 5}"#).unwrap_err();
+        assert!(e.to_string().contains("execute_request"), "{e}");
+        let e = Content::from_json("registration_reply", br#"{}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field"), "{e}");
+    }
+
+    #[test]
+    fn every_request_with_a_reply_maps_back() {
+        for req in [
+            "execute_request",
+            "apply_request",
+            "pull_request",
+            "shutdown_request",
+        ] {
+            let rep = Content::reply_type(req).unwrap();
+            let c = Content::task_reply_of(rep, TaskReply::ok());
+            assert_eq!(c.msg_type(), rep);
+            assert!(c.task_reply().is_some());
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The protocol's error type: everything a peer can send wrong, named.
+
+use std::path::PathBuf;
+
+/// What went wrong while decoding, verifying or encoding a message, or while
+/// reading a connection file.
+///
+/// Every variant says what was wrong with the input; none of them is ever a
+/// panic. A receiver logs it in one line and drops the message.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The frames contained no `<IDS|MSG>` delimiter.
+    #[error("malformed message: no <IDS|MSG> delimiter among {frames} frames")]
+    NoDelimiter {
+        /// How many frames arrived.
+        frames: usize,
+    },
+    /// Fewer than the five frames that must follow the delimiter.
+    #[error("malformed message: {found} frames after the delimiter, need at least 5 (signature, header, parent_header, metadata, content)")]
+    TooFewFrames {
+        /// How many frames followed the delimiter.
+        found: usize,
+    },
+    /// A frame exceeded the configured size limit.
+    #[error("oversized frame: the {frame} frame has {size} bytes, the limit is {limit}")]
+    Oversized {
+        /// Which frame (`header`, `content`, `buffer 3`, ...).
+        frame: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// More frames than the configured limit.
+    #[error("too many frames: {found}, the limit is {limit}")]
+    TooManyFrames {
+        /// How many frames arrived.
+        found: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A JSON frame was not valid UTF-8.
+    #[error("the {frame} frame is not valid UTF-8: {source}")]
+    Utf8 {
+        /// Which frame.
+        frame: &'static str,
+        /// The decoder's complaint.
+        #[source]
+        source: std::str::Utf8Error,
+    },
+    /// A JSON frame did not parse, or did not have the expected shape.
+    #[error("the {frame} frame is not valid: {source}")]
+    Json {
+        /// Which frame (`header`, `content of execute_request`, ...).
+        frame: String,
+        /// What serde_json said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The signature frame was empty although signing is on.
+    #[error("unsigned message: the signature frame is empty but this session signs with a key")]
+    MissingSignature,
+    /// The signature did not match the four JSON frames.
+    #[error("invalid signature: the HMAC does not match the message (wrong key, or the message was altered)")]
+    BadSignature,
+    /// The signature was seen before.
+    #[error("replayed message: signature {signature} was already seen")]
+    Replay {
+        /// The hex signature.
+        signature: String,
+    },
+    /// A signature scheme other than `hmac-sha256` was requested.
+    #[error("unsupported signature scheme {0:?}: zpar supports only \"hmac-sha256\"")]
+    UnsupportedScheme(String),
+    /// An encoded value did not fit the buffers that came with it.
+    #[error("bad value encoding: {0}")]
+    Value(String),
+    /// A connection file could not be read or written.
+    #[error("connection file {path}: {source}")]
+    ConnectionFileIo {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A connection file is not valid JSON of the expected shape.
+    #[error("connection file {path} is not valid: {source} (delete it and restart the hub to rewrite it)")]
+    ConnectionFileFormat {
+        /// The file.
+        path: PathBuf,
+        /// What serde_json said (it names the missing or wrong field).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A socket operation failed.
+    #[error("socket error: {0}")]
+    Zmq(#[from] zmq::Error),
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = ProtocolError> = std::result::Result<T, E>;

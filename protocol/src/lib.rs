@@ -1,0 +1,53 @@
+//! # zpar-protocol: the wire format every zpar process speaks
+//!
+//! zpar's hub, engines and clients exchange Jupyter-format messages (version
+//! 5.x, as ipyparallel does) over ZeroMQ:
+//!
+//! ```text
+//! [identities…] "<IDS|MSG>" signature header parent_header metadata content [buffers…]
+//! ```
+//!
+//! This crate owns that format and nothing else: no sockets policy, no
+//! threads. It works in three layers, each usable on its own:
+//!
+//! - [`frames`]: zmq frames ⇄ [`RawMessage`] (split at the delimiter, size
+//!   limits checked, JSON left as bytes, buffers untouched) — what a router
+//!   needs to forward without parsing;
+//! - [`session`]: [`Session`] signs the four JSON frames with HMAC-SHA256 and
+//!   verifies them in constant time, before any JSON is parsed, with a
+//!   bounded replay guard;
+//! - [`message`] / [`content`]: the typed [`Message`] with a [`Content`] enum,
+//!   one variant per message type.
+//!
+//! Values that move between clients and engines are [`Value`]s: JSON for
+//! small things, raw little-endian buffer frames for blobs and numeric
+//! arrays. [`connection`] reads and writes the hub's connection files.
+//!
+//! ```
+//! use zpar_protocol::{Content, ExecuteRequest, Message, Session};
+//! let client = Session::new(b"key", "hmac-sha256", "me").unwrap();
+//! let mut engine = Session::new(b"key", "hmac-sha256", "engine").unwrap();
+//! let req = Message::new(&client, Content::ExecuteRequest(ExecuteRequest {
+//!     code: "40 + 2".into(), ..Default::default() }));
+//! let frames = client.encode(&req).into_frames();      // what goes on the wire
+//! let got = engine.decode_frames(frames).unwrap();      // verified, then parsed
+//! assert!(matches!(got.content, Content::ExecuteRequest(r) if r.code == "40 + 2"));
+//! ```
+
+pub mod connection;
+pub mod content;
+pub mod error;
+pub mod frames;
+pub mod header;
+pub mod message;
+pub mod session;
+pub mod value;
+
+pub use connection::{ClientConnection, EngineConnection, Profile};
+pub use content::*;
+pub use error::{ProtocolError, Result};
+pub use frames::{recv_frames, send_frames, Limits, RawMessage, DELIMITER};
+pub use header::{iso8601_now, new_id, Header};
+pub use message::Message;
+pub use session::{Session, SIGNATURE_SCHEME};
+pub use value::Value;

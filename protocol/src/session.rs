@@ -1,0 +1,333 @@
+//! Signing and verifying messages: the [`Session`].
+//!
+//! The signature is the lowercase hex HMAC-SHA256 of the four JSON frames
+//! (header, parent header, metadata, content), exactly as Jupyter signs them;
+//! buffers are not signed. Verification runs in constant time and before any
+//! JSON is parsed, and a bounded replay guard refuses a signature seen before.
+
+use crate::error::{ProtocolError, Result};
+use crate::frames::{Limits, RawMessage};
+use crate::header::{new_id, Header};
+use crate::message::Message;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::{HashSet, VecDeque};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The only signature scheme zpar accepts.
+pub const SIGNATURE_SCHEME: &str = "hmac-sha256";
+
+/// How many signatures the replay guard remembers by default.
+pub const DEFAULT_REPLAY_WINDOW: usize = 1 << 16;
+
+/// One peer's identity on the wire: key, session id, username, plus the
+/// replay guard for what it receives.
+///
+/// ```
+/// use zpar_protocol::{Content, Message, Session};
+/// let mut alice = Session::new(b"secret", "hmac-sha256", "alice").unwrap();
+/// let mut bob = Session::new(b"secret", "hmac-sha256", "bob").unwrap();
+/// let msg = Message::new(&alice, Content::InterruptRequest(Default::default()));
+/// let raw = alice.encode(&msg);
+/// let back = bob.decode(raw).unwrap();
+/// assert_eq!(back.header.msg_type, "interrupt_request");
+/// ```
+pub struct Session {
+    mac: Option<HmacSha256>,
+    /// This session's id, sent in every header.
+    pub session_id: String,
+    /// The username sent in every header.
+    pub username: String,
+    /// Size limits applied when decoding.
+    pub limits: Limits,
+    replay: ReplayGuard,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("session_id", &self.session_id)
+            .field("username", &self.username)
+            .field("signing", &self.mac.is_some())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A session with a fresh id. An empty `key` turns signing off, as in
+    /// Jupyter; any scheme but `hmac-sha256` is refused.
+    pub fn new(key: &[u8], scheme: &str, username: &str) -> Result<Session> {
+        if scheme != SIGNATURE_SCHEME {
+            return Err(ProtocolError::UnsupportedScheme(scheme.to_string()));
+        }
+        let mac = if key.is_empty() {
+            None
+        } else {
+            Some(HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length"))
+        };
+        Ok(Session {
+            mac,
+            session_id: new_id(),
+            username: username.to_string(),
+            limits: Limits::default(),
+            replay: ReplayGuard::new(DEFAULT_REPLAY_WINDOW),
+        })
+    }
+
+    /// Whether messages are signed.
+    pub fn signs(&self) -> bool {
+        self.mac.is_some()
+    }
+
+    /// A header for a new message from this session.
+    pub fn header(&self, msg_type: &str) -> Header {
+        Header::new(msg_type, &self.session_id, &self.username)
+    }
+
+    /// The hex signature of the four JSON frames (empty when not signing).
+    pub fn sign(&self, parts: [&[u8]; 4]) -> String {
+        match &self.mac {
+            None => String::new(),
+            Some(mac) => {
+                let mut mac = mac.clone();
+                for p in parts {
+                    mac.update(p);
+                }
+                to_hex(&mac.finalize().into_bytes())
+            }
+        }
+    }
+
+    /// Checks a raw message's signature in constant time, then records it in
+    /// the replay guard. Call this before parsing any JSON.
+    pub fn verify(&mut self, raw: &RawMessage) -> Result<()> {
+        self.check_signature(raw)?;
+        if self.mac.is_some() && !self.replay.insert(&raw.signature) {
+            return Err(ProtocolError::Replay {
+                signature: String::from_utf8_lossy(&raw.signature).into_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a signature without touching the replay guard.
+    pub fn check_signature(&self, raw: &RawMessage) -> Result<()> {
+        let Some(mac) = &self.mac else {
+            return Ok(());
+        };
+        if raw.signature.is_empty() {
+            return Err(ProtocolError::MissingSignature);
+        }
+        let expected = from_hex(&raw.signature).ok_or(ProtocolError::BadSignature)?;
+        let mut mac = mac.clone();
+        for p in raw.signed_parts() {
+            mac.update(p);
+        }
+        mac.verify_slice(&expected)
+            .map_err(|_| ProtocolError::BadSignature)
+    }
+
+    /// Serializes and signs a typed message.
+    pub fn encode(&self, msg: &Message) -> RawMessage {
+        let header = serde_json::to_vec(&msg.header).expect("headers serialize");
+        let parent = match &msg.parent_header {
+            Some(p) => serde_json::to_vec(p).expect("headers serialize"),
+            None => b"{}".to_vec(),
+        };
+        let metadata = serde_json::to_vec(&msg.metadata).expect("maps serialize");
+        let content = msg.content.to_json();
+        self.assemble(
+            msg.identities
+                .iter()
+                .map(|i| zmq::Message::from(&i[..]))
+                .collect(),
+            header,
+            parent,
+            metadata,
+            content,
+            Vec::new(),
+        )
+    }
+
+    /// Serializes and signs a typed message, moving its buffers along.
+    pub fn encode_owned(&self, mut msg: Message) -> RawMessage {
+        let buffers = std::mem::take(&mut msg.buffers);
+        let mut raw = self.encode(&msg);
+        raw.buffers = buffers;
+        raw
+    }
+
+    /// Builds a raw message from already-serialized JSON frames and signs it.
+    pub fn assemble(
+        &self,
+        identities: Vec<zmq::Message>,
+        header: Vec<u8>,
+        parent_header: Vec<u8>,
+        metadata: Vec<u8>,
+        content: Vec<u8>,
+        buffers: Vec<zmq::Message>,
+    ) -> RawMessage {
+        let signature = self.sign([&header, &parent_header, &metadata, &content]);
+        RawMessage {
+            identities,
+            signature: zmq::Message::from(signature.as_bytes()),
+            header: header.into(),
+            parent_header: parent_header.into(),
+            metadata: metadata.into(),
+            content: content.into(),
+            buffers,
+        }
+    }
+
+    /// Verifies and parses a raw message into a typed one.
+    pub fn decode(&mut self, raw: RawMessage) -> Result<Message> {
+        self.verify(&raw)?;
+        Message::parse(raw)
+    }
+
+    /// Splits frames, verifies and parses them, with this session's limits.
+    pub fn decode_frames(&mut self, frames: Vec<zmq::Message>) -> Result<Message> {
+        let raw = RawMessage::from_frames(frames, &self.limits)?;
+        self.decode(raw)
+    }
+}
+
+/// A bounded set of recently seen signatures; the oldest is forgotten first.
+#[derive(Debug)]
+pub struct ReplayGuard {
+    seen: HashSet<Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
+    capacity: usize,
+}
+
+impl ReplayGuard {
+    /// A guard that remembers up to `capacity` signatures.
+    pub fn new(capacity: usize) -> ReplayGuard {
+        ReplayGuard {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records a signature; false if it was already there.
+    pub fn insert(&mut self, signature: &[u8]) -> bool {
+        if self.seen.contains(signature) {
+            return false;
+        }
+        if self.order.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(signature.to_vec());
+        self.order.push_back(signature.to_vec());
+        true
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn from_hex(hex: &[u8]) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    hex.chunks_exact(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::Content;
+
+    fn pair() -> (Session, Session) {
+        (
+            Session::new(b"key", SIGNATURE_SCHEME, "a").unwrap(),
+            Session::new(b"key", SIGNATURE_SCHEME, "b").unwrap(),
+        )
+    }
+
+    #[test]
+    fn known_hmac_vector() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let s = Session::new(b"Jefe", SIGNATURE_SCHEME, "u").unwrap();
+        let sig = s.sign([b"what do ya ", b"want ", b"for ", b"nothing?"]);
+        assert_eq!(
+            sig,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn refuses_other_schemes() {
+        let e = Session::new(b"k", "hmac-md5", "u").unwrap_err();
+        assert!(e.to_string().contains("hmac-md5"));
+    }
+
+    #[test]
+    fn rejects_tampering_missing_signature_and_replay() {
+        let (a, mut b) = pair();
+        let msg = Message::new(&a, Content::ClearRequest(Default::default()));
+        let raw = a.encode(&msg);
+        let copy = raw.duplicate();
+        b.decode(raw).unwrap();
+        assert!(matches!(b.decode(copy), Err(ProtocolError::Replay { .. })));
+
+        let mut bad = a.encode(&Message::new(&a, Content::ClearRequest(Default::default())));
+        let mut content = bad.content.to_vec();
+        content[0] = b' ';
+        bad.content = content.into();
+        assert!(matches!(b.decode(bad), Err(ProtocolError::BadSignature)));
+
+        let mut unsigned = a.encode(&Message::new(&a, Content::ClearRequest(Default::default())));
+        unsigned.signature = zmq::Message::new();
+        assert!(matches!(
+            b.decode(unsigned),
+            Err(ProtocolError::MissingSignature)
+        ));
+
+        let mut garbage = a.encode(&Message::new(&a, Content::ClearRequest(Default::default())));
+        garbage.signature = zmq::Message::from("zz");
+        assert!(matches!(
+            b.decode(garbage),
+            Err(ProtocolError::BadSignature)
+        ));
+    }
+
+    #[test]
+    fn empty_key_means_no_signing() {
+        let a = Session::new(b"", SIGNATURE_SCHEME, "a").unwrap();
+        let mut b = Session::new(b"", SIGNATURE_SCHEME, "b").unwrap();
+        let raw = a.encode(&Message::new(&a, Content::ClearRequest(Default::default())));
+        assert!(raw.signature.is_empty());
+        b.decode(raw).unwrap();
+    }
+
+    #[test]
+    fn replay_guard_is_bounded() {
+        let mut g = ReplayGuard::new(2);
+        assert!(g.insert(b"a"));
+        assert!(g.insert(b"b"));
+        assert!(!g.insert(b"a"));
+        assert!(g.insert(b"c"));
+        assert!(g.insert(b"a"), "the oldest signature is forgotten");
+        assert_eq!(g.seen.len(), 2);
+    }
+}

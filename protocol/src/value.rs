@@ -1,0 +1,538 @@
+//! Values that travel between clients and engines: JSON plus buffers.
+//!
+//! Scalars, strings, arrays and maps are plain JSON. Byte blobs and numeric
+//! arrays never become JSON text: the JSON holds a small marker object
+//! `{"$zpar": "f64", "buffer": i, "frames": k, "len": n}` and the data rides
+//! in `k` raw little-endian buffer frames of at most [`CHUNK_BYTES`] each,
+//! starting at buffer `i`. Chunking keeps every frame a size ZeroMQ moves
+//! well and lets receivers reuse allocations. Other markers: `bytes`, `i64`,
+//! `float` (NaN and infinities), `fn` (function source), `ref` (a variable
+//! already on the engine) and `map` (a map that itself has a `$zpar` key).
+
+use crate::error::{ProtocolError, Result};
+use serde_json::{json, Map, Value as Json};
+use std::collections::BTreeMap;
+
+/// The largest buffer frame a value is split into.
+pub const CHUNK_BYTES: usize = 4 << 20;
+
+const TAG: &str = "$zpar";
+
+/// A value as it travels.
+///
+/// ```
+/// use zpar_protocol::Value;
+/// let v = Value::from(vec![1.0, 2.0, 3.0]);
+/// let (json, buffers) = v.encode();
+/// assert_eq!(buffers.len(), 1); // the floats are not in the JSON
+/// assert_eq!(Value::decode(&json, &buffers).unwrap(), v);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    /// Nothing (Rhai's `()`, JSON null).
+    #[default]
+    Unit,
+    /// true or false.
+    Bool(bool),
+    /// A 64-bit integer.
+    Int(i64),
+    /// A 64-bit float.
+    Float(f64),
+    /// Text.
+    Str(String),
+    /// A list of values.
+    Array(Vec<Value>),
+    /// A map with string keys, in key order.
+    Map(BTreeMap<String, Value>),
+    /// A byte blob (a buffer).
+    Bytes(Vec<u8>),
+    /// A numeric array of f64 (a buffer).
+    F64Array(Vec<f64>),
+    /// A numeric array of i64 (a buffer).
+    I64Array(Vec<i64>),
+    /// Function source (`|a, b| a + b` or `fn f(x) { .. }`), made a function
+    /// on the engine.
+    Function(String),
+    /// A reference to a variable on the engine (apply arguments only).
+    Reference(String),
+}
+
+impl Value {
+    /// The kind's name, as error messages show it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Unit => "unit",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "string",
+            Value::Array(_) => "array",
+            Value::Map(_) => "map",
+            Value::Bytes(_) => "blob",
+            Value::F64Array(_) => "f64 array",
+            Value::I64Array(_) => "i64 array",
+            Value::Function(_) => "function",
+            Value::Reference(_) => "reference",
+        }
+    }
+
+    /// Encodes into JSON and buffer frames (numbered from 0).
+    pub fn encode(&self) -> (Json, Vec<zmq::Message>) {
+        let mut buffers = Vec::new();
+        let json = self.encode_into(&mut buffers);
+        (json, buffers)
+    }
+
+    /// Encodes, appending buffer frames to `buffers` and numbering them after
+    /// the ones already there, so several values can share one message.
+    pub fn encode_into(&self, buffers: &mut Vec<zmq::Message>) -> Json {
+        match self {
+            Value::Unit => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Int(i) => json!(i),
+            Value::Float(f) if f.is_finite() => json!(f),
+            Value::Float(f) => {
+                let v = if f.is_nan() {
+                    "nan"
+                } else if *f > 0.0 {
+                    "inf"
+                } else {
+                    "-inf"
+                };
+                json!({TAG: "float", "v": v})
+            }
+            Value::Str(s) => Json::String(s.clone()),
+            Value::Array(a) => Json::Array(a.iter().map(|v| v.encode_into(buffers)).collect()),
+            Value::Map(m) => {
+                let obj: Map<String, Json> = m
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.encode_into(buffers)))
+                    .collect();
+                if m.contains_key(TAG) {
+                    json!({TAG: "map", "v": obj})
+                } else {
+                    Json::Object(obj)
+                }
+            }
+            Value::Bytes(b) => chunked("bytes", b, b.len(), buffers),
+            Value::F64Array(a) => chunked("f64", f64_bytes(a), a.len(), buffers),
+            Value::I64Array(a) => chunked("i64", i64_bytes(a), a.len(), buffers),
+            Value::Function(src) => json!({TAG: "fn", "source": src}),
+            Value::Reference(name) => json!({TAG: "ref", "name": name}),
+        }
+    }
+
+    /// Decodes JSON whose buffer markers index into `buffers`.
+    pub fn decode(json: &Json, buffers: &[zmq::Message]) -> Result<Value> {
+        Ok(match json {
+            Json::Null => Value::Unit,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => Value::Str(s.clone()),
+            Json::Array(a) => Value::Array(
+                a.iter()
+                    .map(|v| Value::decode(v, buffers))
+                    .collect::<Result<_>>()?,
+            ),
+            Json::Object(obj) => match obj.get(TAG) {
+                None => Value::Map(decode_map(obj, buffers)?),
+                Some(tag) => decode_tagged(tag, obj, buffers)?,
+            },
+        })
+    }
+
+    /// The value as plain JSON (buffers inlined as arrays of numbers), for
+    /// display and for converting into user types with serde.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Unit => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Int(i) => json!(i),
+            Value::Float(f) => json!(f),
+            Value::Str(s) => Json::String(s.clone()),
+            Value::Array(a) => Json::Array(a.iter().map(Value::to_json).collect()),
+            Value::Map(m) => {
+                Json::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
+            Value::Bytes(b) => json!(b),
+            Value::F64Array(a) => json!(a),
+            Value::I64Array(a) => json!(a),
+            Value::Function(s) => Json::String(s.clone()),
+            Value::Reference(s) => Json::String(s.clone()),
+        }
+    }
+
+    /// A value from plain JSON (no markers are interpreted).
+    pub fn from_json(json: &Json) -> Value {
+        match json {
+            Json::Null => Value::Unit,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => Value::Str(s.clone()),
+            Json::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
+            Json::Object(o) => Value::Map(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Any serde value, through JSON.
+    pub fn from_serde<T: serde::Serialize + ?Sized>(v: &T) -> serde_json::Result<Value> {
+        Ok(Value::from_json(&serde_json::to_value(v)?))
+    }
+
+    /// Into any serde type, through JSON.
+    pub fn to_serde<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_value(self.to_json())
+    }
+
+    /// The integer, if this is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The number as f64, if this is an int or a float.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// The string, if this is one.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Unit => write!(f, "()"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x:?}"),
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Array(a) => {
+                write!(f, "[")?;
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{v}")?;
+                }
+                write!(f, "]")
+            }
+            Value::Map(m) => {
+                write!(f, "#{{")?;
+                for (i, (k, v)) in m.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{k}: {v}")?;
+                }
+                write!(f, "}}")
+            }
+            Value::Bytes(b) => write!(f, "blob({} bytes)", b.len()),
+            Value::F64Array(a) => short_array(f, "f64", a),
+            Value::I64Array(a) => short_array(f, "i64", a),
+            Value::Function(s) => write!(f, "Fn({s})"),
+            Value::Reference(s) => write!(f, "Reference({s:?})"),
+        }
+    }
+}
+
+fn short_array<T: std::fmt::Debug>(
+    f: &mut std::fmt::Formatter<'_>,
+    kind: &str,
+    a: &[T],
+) -> std::fmt::Result {
+    if a.len() <= 8 {
+        write!(f, "{kind}{a:?}")
+    } else {
+        write!(
+            f,
+            "{kind}[{:?}, {:?}, ... {:?}; len {}]",
+            a[0],
+            a[1],
+            a[a.len() - 1],
+            a.len()
+        )
+    }
+}
+
+macro_rules! from_impls {
+    ($($t:ty => |$v:ident| $e:expr;)*) => { $(impl From<$t> for Value { fn from($v: $t) -> Value { $e } })* };
+}
+
+from_impls! {
+    () => |_v| Value::Unit;
+    bool => |v| Value::Bool(v);
+    i64 => |v| Value::Int(v);
+    i32 => |v| Value::Int(v.into());
+    u32 => |v| Value::Int(v.into());
+    usize => |v| Value::Int(v as i64);
+    f64 => |v| Value::Float(v);
+    &str => |v| Value::Str(v.to_string());
+    String => |v| Value::Str(v);
+    Vec<f64> => |v| Value::F64Array(v);
+    Vec<i64> => |v| Value::I64Array(v);
+    Vec<u8> => |v| Value::Bytes(v);
+    Vec<Value> => |v| Value::Array(v);
+    BTreeMap<String, Value> => |v| Value::Map(v);
+}
+
+fn chunked(kind: &str, bytes: &[u8], len: usize, buffers: &mut Vec<zmq::Message>) -> Json {
+    let first = buffers.len();
+    if bytes.is_empty() {
+        buffers.push(zmq::Message::new());
+    }
+    for chunk in bytes.chunks(CHUNK_BYTES) {
+        buffers.push(zmq::Message::from(chunk));
+    }
+    json!({TAG: kind, "buffer": first, "frames": buffers.len() - first, "len": len})
+}
+
+fn decode_map(
+    obj: &Map<String, Json>,
+    buffers: &[zmq::Message],
+) -> Result<BTreeMap<String, Value>> {
+    obj.iter()
+        .map(|(k, v)| Ok((k.clone(), Value::decode(v, buffers)?)))
+        .collect()
+}
+
+fn decode_tagged(tag: &Json, obj: &Map<String, Json>, buffers: &[zmq::Message]) -> Result<Value> {
+    let field = |name: &str| {
+        obj.get(name)
+            .ok_or_else(|| ProtocolError::Value(format!("a {tag} marker lacks its {name:?} field")))
+    };
+    let text = |name: &str| -> Result<String> {
+        field(name)?.as_str().map(str::to_string).ok_or_else(|| {
+            ProtocolError::Value(format!("the {name:?} of a {tag} marker is not a string"))
+        })
+    };
+    match tag.as_str() {
+        Some("float") => match text("v")?.as_str() {
+            "nan" => Ok(Value::Float(f64::NAN)),
+            "inf" => Ok(Value::Float(f64::INFINITY)),
+            "-inf" => Ok(Value::Float(f64::NEG_INFINITY)),
+            other => Err(ProtocolError::Value(format!(
+                "unknown special float {other:?}"
+            ))),
+        },
+        Some("map") => match field("v")? {
+            Json::Object(inner) => Ok(Value::Map(decode_map(inner, buffers)?)),
+            _ => Err(ProtocolError::Value(
+                "a map marker's \"v\" is not an object".into(),
+            )),
+        },
+        Some("fn") => Ok(Value::Function(text("source")?)),
+        Some("ref") => Ok(Value::Reference(text("name")?)),
+        Some(kind @ ("bytes" | "f64" | "i64")) => {
+            let num = |name: &str| -> Result<usize> {
+                field(name)?.as_u64().map(|n| n as usize).ok_or_else(|| {
+                    ProtocolError::Value(format!("the {name:?} of a {kind} marker is not a count"))
+                })
+            };
+            let (first, frames, len) = (num("buffer")?, num("frames")?, num("len")?);
+            let parts = first
+                .checked_add(frames)
+                .and_then(|end| buffers.get(first..end))
+                .ok_or_else(|| {
+                    ProtocolError::Value(format!(
+                        "a {kind} value names buffers {first}..{} but the message has {}",
+                        first.saturating_add(frames),
+                        buffers.len()
+                    ))
+                })?;
+            let width = if kind == "bytes" { 1 } else { 8 };
+            let total: usize = parts.iter().map(|p| p.len()).sum();
+            if Some(total) != len.checked_mul(width) {
+                return Err(ProtocolError::Value(format!(
+                    "a {kind} value of {len} elements arrived with {total} bytes"
+                )));
+            }
+            Ok(match kind {
+                "bytes" => {
+                    let mut out = Vec::with_capacity(total);
+                    for p in parts {
+                        out.extend_from_slice(p);
+                    }
+                    Value::Bytes(out)
+                }
+                "f64" => {
+                    let mut out = vec![0f64; len];
+                    gather(parts, f64_bytes_mut(&mut out));
+                    Value::F64Array(out)
+                }
+                _ => {
+                    let mut out = vec![0i64; len];
+                    gather(parts, i64_bytes_mut(&mut out));
+                    Value::I64Array(out)
+                }
+            })
+        }
+        _ => Err(ProtocolError::Value(format!("unknown value marker {tag}"))),
+    }
+}
+
+/// Copies the parts, in order, into `out` (whose length is their total).
+fn gather(parts: &[zmq::Message], out: &mut [u8]) {
+    let mut at = 0;
+    for p in parts {
+        out[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+}
+
+// Numeric arrays are moved as their in-memory bytes, which on little-endian
+// targets are exactly the wire's little-endian bytes: one copy, no per-element
+// work. zpar does not build on big-endian targets (see the compile_error).
+#[cfg(not(target_endian = "little"))]
+compile_error!("zpar's value codec assumes a little-endian target");
+
+/// The bytes of an f64 slice.
+pub fn f64_bytes(a: &[f64]) -> &[u8] {
+    // SAFETY: f64 has no padding and every bit pattern is a valid u8; the
+    // length covers exactly the slice's memory; u8 needs no alignment.
+    unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<u8>(), std::mem::size_of_val(a)) }
+}
+
+fn f64_bytes_mut(a: &mut [f64]) -> &mut [u8] {
+    // SAFETY: as above; additionally every byte pattern is a valid f64.
+    unsafe { std::slice::from_raw_parts_mut(a.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(a)) }
+}
+
+/// The bytes of an i64 slice.
+pub fn i64_bytes(a: &[i64]) -> &[u8] {
+    // SAFETY: i64 has no padding; see f64_bytes.
+    unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<u8>(), std::mem::size_of_val(a)) }
+}
+
+fn i64_bytes_mut(a: &mut [i64]) -> &mut [u8] {
+    // SAFETY: every byte pattern is a valid i64; see f64_bytes.
+    unsafe { std::slice::from_raw_parts_mut(a.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(a)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(v: Value) {
+        let (json, buffers) = v.encode();
+        let text = serde_json::to_string(&json).unwrap();
+        let json: Json = serde_json::from_str(&text).unwrap();
+        let back = Value::decode(&json, &buffers).unwrap();
+        match (&v, &back) {
+            (Value::Float(a), Value::Float(b)) if a.is_nan() => assert!(b.is_nan()),
+            _ => assert_eq!(back, v, "via {text}"),
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for v in [
+            Value::Unit,
+            Value::Bool(true),
+            Value::Int(-7),
+            Value::Int(i64::MAX),
+            Value::Float(1.0),
+            Value::Float(-0.5),
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Str(String::new()),
+            Value::Str("héllo \"x\"".into()),
+            Value::Array(vec![]),
+            Value::Map(BTreeMap::new()),
+            Value::Bytes(vec![]),
+            Value::Bytes(vec![0, 255, 7]),
+            Value::F64Array(vec![]),
+            Value::F64Array(vec![1.5, -2.0, f64::MAX]),
+            Value::I64Array(vec![]),
+            Value::I64Array(vec![i64::MIN, 0, 3]),
+            Value::Function("|a, b| a + b".into()),
+            Value::Reference("com".into()),
+        ] {
+            round_trip(v);
+        }
+    }
+
+    #[test]
+    fn nested_values_share_one_buffer_list() {
+        let mut m = BTreeMap::new();
+        m.insert("a".to_string(), Value::F64Array(vec![1.0; 10]));
+        m.insert("$zpar".to_string(), Value::Bytes(vec![1, 2]));
+        m.insert(
+            "nested".to_string(),
+            Value::Array(vec![
+                Value::I64Array(vec![1, 2]),
+                Value::Map(BTreeMap::new()),
+            ]),
+        );
+        let v = Value::Map(m);
+        let (_, buffers) = v.encode();
+        assert_eq!(buffers.len(), 3);
+        round_trip(v);
+    }
+
+    #[test]
+    fn large_arrays_are_chunked() {
+        let n = CHUNK_BYTES / 8 * 2 + 3;
+        let v = Value::F64Array((0..n).map(|i| i as f64).collect());
+        let (json, buffers) = v.encode();
+        assert_eq!(buffers.len(), 3);
+        assert_eq!(json["frames"], 3);
+        assert_eq!(Value::decode(&json, &buffers).unwrap(), v);
+    }
+
+    #[test]
+    fn bad_markers_are_errors() {
+        let buffers = vec![zmq::Message::from(&[0u8; 8][..])];
+        for bad in [
+            json!({"$zpar": "f64", "buffer": 0, "frames": 1, "len": 2}),
+            json!({"$zpar": "f64", "buffer": 1, "frames": 1, "len": 1}),
+            json!({"$zpar": "f64", "buffer": usize::MAX, "frames": 2, "len": 1}),
+            json!({"$zpar": "f64", "buffer": "x", "frames": 1, "len": 1}),
+            json!({"$zpar": "what"}),
+            json!({"$zpar": 5}),
+            json!({"$zpar": "fn"}),
+            json!({"$zpar": "float", "v": "big"}),
+            json!({"$zpar": "map", "v": 1}),
+        ] {
+            assert!(Value::decode(&bad, &buffers).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn serde_conversions() {
+        let v = Value::from_serde(&vec![(1, "a")]).unwrap();
+        assert_eq!(
+            v,
+            Value::Array(vec![Value::Array(vec![
+                Value::Int(1),
+                Value::Str("a".into())
+            ])])
+        );
+        let back: Vec<(i64, String)> = v.to_serde().unwrap();
+        assert_eq!(back, vec![(1, "a".to_string())]);
+        let xs: Vec<f64> = Value::F64Array(vec![1.0, 2.5]).to_serde().unwrap();
+        assert_eq!(xs, vec![1.0, 2.5]);
+    }
+}
