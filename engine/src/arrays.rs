@@ -62,9 +62,20 @@ macro_rules! numeric_array {
                 Rc::try_unwrap(self.0).unwrap_or_else(|rc| (*rc).clone())
             }
 
-            fn zip(&self, other: &Self, op: &str, f: impl Fn($elem, $elem) -> $elem) -> RhaiResult<Self> {
+            fn zip(
+                &self,
+                other: &Self,
+                op: &str,
+                f: impl Fn($elem, $elem) -> $elem,
+            ) -> RhaiResult<Self> {
                 same_len(op, self.0.len(), other.0.len())?;
-                Ok($ty::new(self.0.iter().zip(other.0.iter()).map(|(a, b)| f(*a, *b)).collect()))
+                Ok($ty::new(
+                    self.0
+                        .iter()
+                        .zip(other.0.iter())
+                        .map(|(a, b)| f(*a, *b))
+                        .collect(),
+                ))
             }
 
             fn map(&self, f: impl Fn($elem) -> $elem) -> Self {
@@ -91,23 +102,42 @@ macro_rules! numeric_array {
             fn register(engine: &mut Engine) {
                 engine
                     .register_type_with_name::<$ty>($name)
-                    .register_fn($ctor, |n: INT, fill: $script| $ty::new(vec![fill as $elem; n.max(0) as usize]))
+                    .register_fn($ctor, |n: INT, fill: $script| {
+                        $ty::new(vec![fill as $elem; n.max(0) as usize])
+                    })
                     .register_fn($ctor, $ty::from_array)
                     .register_fn("+", |a: &mut $ty, b: $ty| a.zip(&b, "add", |x, y| x + y))
-                    .register_fn("-", |a: &mut $ty, b: $ty| a.zip(&b, "subtract", |x, y| x - y))
-                    .register_fn("*", |a: &mut $ty, b: $ty| a.zip(&b, "multiply", |x, y| x * y))
-                    .register_fn("+", |a: &mut $ty, b: $script| { let b = b as $elem; a.map(|x| x + b) })
-                    .register_fn("-", |a: &mut $ty, b: $script| { let b = b as $elem; a.map(|x| x - b) })
-                    .register_fn("*", |a: &mut $ty, b: $script| { let b = b as $elem; a.map(|x| x * b) })
+                    .register_fn("-", |a: &mut $ty, b: $ty| {
+                        a.zip(&b, "subtract", |x, y| x - y)
+                    })
+                    .register_fn("*", |a: &mut $ty, b: $ty| {
+                        a.zip(&b, "multiply", |x, y| x * y)
+                    })
+                    .register_fn("+", |a: &mut $ty, b: $script| {
+                        let b = b as $elem;
+                        a.map(|x| x + b)
+                    })
+                    .register_fn("-", |a: &mut $ty, b: $script| {
+                        let b = b as $elem;
+                        a.map(|x| x - b)
+                    })
+                    .register_fn("*", |a: &mut $ty, b: $script| {
+                        let b = b as $elem;
+                        a.map(|x| x * b)
+                    })
                     .register_fn("==", |a: &mut $ty, b: $ty| *a == b)
                     .register_fn("!=", |a: &mut $ty, b: $ty| *a != b)
                     .register_get("len", |a: &mut $ty| a.0.len() as INT)
                     .register_fn("len", |a: &mut $ty| a.0.len() as INT)
-                    .register_fn("sum", |a: &mut $ty| a.0.iter().copied().sum::<$elem>() as $script)
+                    .register_fn("sum", |a: &mut $ty| {
+                        a.0.iter().copied().sum::<$elem>() as $script
+                    })
                     .register_fn("to_array", |a: &mut $ty| -> Array {
                         a.0.iter().map(|x| Dynamic::from(*x as $script)).collect()
                     })
-                    .register_fn("push", |a: &mut $ty, x: $script| Rc::make_mut(&mut a.0).push(x as $elem))
+                    .register_fn("push", |a: &mut $ty, x: $script| {
+                        Rc::make_mut(&mut a.0).push(x as $elem)
+                    })
                     .register_indexer_get(|a: &mut $ty, i: INT| -> RhaiResult<$script> {
                         Ok(a.0[index(a.0.len(), i)?] as $script)
                     })
@@ -126,7 +156,11 @@ macro_rules! numeric_array {
             type Item = $script;
             type IntoIter = std::vec::IntoIter<$script>;
             fn into_iter(self) -> Self::IntoIter {
-                self.0.iter().map(|x| *x as $script).collect::<Vec<_>>().into_iter()
+                self.0
+                    .iter()
+                    .map(|x| *x as $script)
+                    .collect::<Vec<_>>()
+                    .into_iter()
             }
         }
     };
@@ -136,7 +170,9 @@ numeric_array!(F64Array, f64, FLOAT, "F64Array", "f64_array", |d| d
     .as_float()
     .ok()
     .or_else(|| d.as_int().ok().map(|i| i as f64)));
-numeric_array!(I64Array, i64, INT, "I64Array", "i64_array", |d| d.as_int().ok());
+numeric_array!(I64Array, i64, INT, "I64Array", "i64_array", |d| d
+    .as_int()
+    .ok());
 
 /// Registers both array types and their functions on a script engine.
 pub fn register(engine: &mut Engine) {
@@ -171,7 +207,9 @@ mod tests {
         assert_eq!(r.as_slice(), &[2.0, 3.0]);
         let s: FLOAT = e.eval("f64_array([1, 2, 3]).sum()").unwrap();
         assert_eq!(s, 6.0);
-        let i: INT = e.eval("let a = i64_array(3, 1); a[1] = 5; a.sum() + a.len").unwrap();
+        let i: INT = e
+            .eval("let a = i64_array(3, 1); a[1] = 5; a.sum() + a.len")
+            .unwrap();
         assert_eq!(i, 10);
     }
 
@@ -187,7 +225,9 @@ mod tests {
     #[test]
     fn mismatches_are_script_errors() {
         let e = engine();
-        let err = e.eval::<F64Array>("f64_array(2, 0.0) + f64_array(3, 0.0)").unwrap_err();
+        let err = e
+            .eval::<F64Array>("f64_array(2, 0.0) + f64_array(3, 0.0)")
+            .unwrap_err();
         assert!(err.to_string().contains("different lengths"), "{err}");
         let err = e.eval::<INT>("i64_array(2, 0)[5]").unwrap_err();
         assert!(err.to_string().contains("out of bounds"), "{err}");
@@ -198,7 +238,9 @@ mod tests {
     #[test]
     fn iterates() {
         let e = engine();
-        let r: INT = e.eval("let t = 0; for x in i64_array([1, 2, 3]) { t += x } t").unwrap();
+        let r: INT = e
+            .eval("let t = 0; for x in i64_array([1, 2, 3]) { t += x } t")
+            .unwrap();
         assert_eq!(r, 6);
     }
 }

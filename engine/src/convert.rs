@@ -87,6 +87,24 @@ fn to_value_at(d: &Dynamic, path: &mut String) -> Result<Value, Untransferable> 
     })
 }
 
+/// Encodes a script value for the wire, appending its buffers. Numeric
+/// arrays and blobs go straight from script memory to frames (one copy).
+pub fn encode_dynamic(
+    d: &Dynamic,
+    buffers: &mut Vec<zmq::Message>,
+) -> Result<serde_json::Value, Untransferable> {
+    if let Some(a) = d.read_lock::<F64Array>() {
+        return Ok(zpar_protocol::value::encode_f64s(a.as_slice(), buffers));
+    }
+    if let Some(a) = d.read_lock::<I64Array>() {
+        return Ok(zpar_protocol::value::encode_i64s(a.as_slice(), buffers));
+    }
+    if let Some(b) = d.read_lock::<Blob>() {
+        return Ok(zpar_protocol::value::encode_bytes(&b, buffers));
+    }
+    Ok(to_value(d)?.encode_into(buffers))
+}
+
 /// The script-facing name of a value's type.
 pub fn pretty_type(d: &Dynamic) -> String {
     let name = d.type_name();
@@ -119,8 +137,16 @@ pub fn from_value(v: Value) -> Result<Dynamic, String> {
         Value::Bytes(b) => Dynamic::from_blob(b),
         Value::F64Array(a) => Dynamic::from(F64Array::new(a)),
         Value::I64Array(a) => Dynamic::from(I64Array::new(a)),
-        Value::Function(src) => return Err(format!("a function ({src}) cannot be nested inside another value")),
-        Value::Reference(name) => return Err(format!("Reference({name:?}) is only allowed as an apply argument")),
+        Value::Function(src) => {
+            return Err(format!(
+                "a function ({src}) cannot be nested inside another value"
+            ))
+        }
+        Value::Reference(name) => {
+            return Err(format!(
+                "Reference({name:?}) is only allowed as an apply argument"
+            ))
+        }
     })
 }
 
@@ -153,9 +179,12 @@ mod tests {
     #[test]
     fn function_pointers_do_not_travel() {
         let engine = rhai::Engine::new();
-        let d: Dynamic = engine.eval(r#"[1, #{f: Fn("print")}]"#).unwrap();
+        let d: Dynamic = engine.eval(r#"[1, #{f: Fn("abs")}]"#).unwrap();
         let e = to_value(&d).unwrap_err();
         assert_eq!(e.type_name, "Fn");
-        assert_eq!(e.to_string(), "a value of type Fn cannot be sent (at [1].f)");
+        assert_eq!(
+            e.to_string(),
+            "a value of type Fn cannot be sent (at [1].f)"
+        );
     }
 }

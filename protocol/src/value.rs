@@ -297,6 +297,22 @@ from_impls! {
     BTreeMap<String, Value> => |v| Value::Map(v);
 }
 
+/// Encodes an f64 slice straight into buffer frames (one copy), as
+/// [`Value::F64Array`] would be, without building a `Value` first.
+pub fn encode_f64s(a: &[f64], buffers: &mut Vec<zmq::Message>) -> Json {
+    chunked("f64", f64_bytes(a), a.len(), buffers)
+}
+
+/// Encodes an i64 slice straight into buffer frames, like [`encode_f64s`].
+pub fn encode_i64s(a: &[i64], buffers: &mut Vec<zmq::Message>) -> Json {
+    chunked("i64", i64_bytes(a), a.len(), buffers)
+}
+
+/// Encodes bytes straight into buffer frames, like [`encode_f64s`].
+pub fn encode_bytes(b: &[u8], buffers: &mut Vec<zmq::Message>) -> Json {
+    chunked("bytes", b, b.len(), buffers)
+}
+
 fn chunked(kind: &str, bytes: &[u8], len: usize, buffers: &mut Vec<zmq::Message>) -> Json {
     let first = buffers.len();
     if bytes.is_empty() {

@@ -1,0 +1,150 @@
+//! Binary trees over engine ids, as the seed workflow builds them.
+//!
+//! A tree is a `{child: parent}` map; the root's parent is `None`. The root
+//! is the first id; the first half of the rest forms its left subtree and
+//! the second half its right, recursively — so a pre-order walk visits the
+//! ids in their original order.
+
+use std::collections::BTreeMap;
+
+/// The `{child: parent}` tree over `ids`.
+///
+/// ```
+/// let t = zpar_client::bintree(&[0, 1, 2, 3, 4, 5, 6]);
+/// let expect = [(0, None), (1, Some(0)), (2, Some(1)), (3, Some(1)),
+///               (4, Some(0)), (5, Some(4)), (6, Some(4))];
+/// assert_eq!(t, expect.into_iter().collect());
+/// ```
+pub fn bintree(ids: &[u32]) -> BTreeMap<u32, Option<u32>> {
+    let mut out = BTreeMap::new();
+    build(ids, None, &mut out);
+    out
+}
+
+fn build(ids: &[u32], parent: Option<u32>, out: &mut BTreeMap<u32, Option<u32>>) {
+    let Some((&root, rest)) = ids.split_first() else {
+        return;
+    };
+    out.insert(root, parent);
+    let half = rest.len() / 2;
+    build(&rest[..half], Some(root), out);
+    build(&rest[half..], Some(root), out);
+}
+
+/// `{parent: [children]}`; the entry under `None` holds the root.
+///
+/// ```
+/// let r = zpar_client::reverse_bintree(&zpar_client::bintree(&[0, 1, 2, 3, 4, 5, 6]));
+/// assert_eq!(r[&None], vec![0]);
+/// assert_eq!(r[&Some(0)], vec![1, 4]);
+/// ```
+pub fn reverse_bintree(tree: &BTreeMap<u32, Option<u32>>) -> BTreeMap<Option<u32>, Vec<u32>> {
+    let mut out: BTreeMap<Option<u32>, Vec<u32>> = BTreeMap::new();
+    for (child, parent) in tree {
+        out.entry(*parent).or_default().push(*child);
+    }
+    out
+}
+
+/// How many steps `n` is below the root (0 for the root; 0 for ids not in
+/// the tree).
+pub fn depth(n: u32, tree: &BTreeMap<u32, Option<u32>>) -> usize {
+    let mut d = 0;
+    let mut at = tree.get(&n).copied().flatten();
+    while let Some(p) = at {
+        d += 1;
+        if d > tree.len() {
+            break; // a cycle; not a tree
+        }
+        at = tree.get(&p).copied().flatten();
+    }
+    d
+}
+
+/// The tree as text, one id a line, indented by depth (as the seed prints
+/// it).
+///
+/// ```
+/// let s = zpar_client::format_bintree(&zpar_client::bintree(&[0, 1, 2]), "  ");
+/// assert_eq!(s, "0\n  1\n  2\n");
+/// ```
+pub fn format_bintree(tree: &BTreeMap<u32, Option<u32>>, indent: &str) -> String {
+    let mut s = String::new();
+    for n in tree.keys() {
+        s.push_str(&indent.repeat(depth(*n, tree)));
+        s.push_str(&n.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+/// Prints [`format_bintree`] with a two-space indent.
+pub fn print_bintree(tree: &BTreeMap<u32, Option<u32>>) {
+    print!("{}", format_bintree(tree, "  "));
+}
+
+/// The ids in `tree` below and including `n`.
+pub fn subtree(n: u32, tree: &BTreeMap<u32, Option<u32>>) -> Vec<u32> {
+    let mut out = vec![n];
+    let mut i = 0;
+    while i < out.len() {
+        let at = out[i];
+        out.extend(
+            tree.iter()
+                .filter(|(_, p)| **p == Some(at))
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_trees() {
+        assert!(bintree(&[]).is_empty());
+        assert_eq!(bintree(&[7]), [(7, None)].into_iter().collect());
+        // The seed's split for 4: left [1], right [2, 3].
+        let t = bintree(&[0, 1, 2, 3]);
+        assert_eq!(
+            t,
+            [(0, None), (1, Some(0)), (2, Some(0)), (3, Some(2))]
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(depth(3, &t), 2);
+        assert_eq!(subtree(2, &t), vec![2, 3]);
+    }
+
+    #[test]
+    fn preorder_is_id_order() {
+        for n in 1..20u32 {
+            let ids: Vec<u32> = (0..n).collect();
+            let t = bintree(&ids);
+            let rev = reverse_bintree(&t);
+            let mut order = Vec::new();
+            let mut stack = vec![0u32];
+            while let Some(x) = stack.pop() {
+                order.push(x);
+                if let Some(ch) = rev.get(&Some(x)) {
+                    stack.extend(ch.iter().rev());
+                }
+            }
+            assert_eq!(order, ids, "n = {n}");
+            assert!(t.values().filter(|p| p.is_none()).count() == 1);
+        }
+    }
+
+    #[test]
+    fn prints_indented() {
+        let t = bintree(&[0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            format_bintree(&t, "  "),
+            "0\n  1\n    2\n    3\n  4\n    5\n    6\n"
+        );
+    }
+}

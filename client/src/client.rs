@@ -1,0 +1,419 @@
+//! [`Client`]: the connection to a hub.
+
+use crate::error::{Error, Result};
+use crate::io::{Channel, ClientEvent, Command, EngineTable, IoLoop, IoSockets};
+use crate::result::{AsyncResult, ResultState, Shape};
+use crate::view::{DirectView, LoadBalancedView, Targets};
+use serde_json::{json, Map, Value as Json};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use zpar_protocol::connection::read_json_file;
+use zpar_protocol::{
+    AbortRequest, ClearRequest, ClientConnection, ConnectionRequest, Content, InterruptRequest,
+    Message, Profile, QueueReply, QueueRequest, Session, ShutdownRequest,
+};
+
+/// How long [`Client::connect`] waits for the hub to answer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to a hub. Cheap to clone; all clones share one I/O thread,
+/// which stops when the last clone is dropped.
+///
+/// ```no_run
+/// use zpar_client::{Client, Value};
+/// # fn main() -> zpar_client::Result<()> {
+/// let client = Client::connect()?;                  // the default profile
+/// client.wait_for_engines(2, std::time::Duration::from_secs(10))?;
+/// let view = client.all();
+/// view.push("x", Value::Int(20))?.get()?;
+/// let r = view.execute("x * 2 + 2")?.get()?;
+/// assert!(r.iter().all(|v| *v == Value::Int(42)));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub session: Session,
+    commands: mpsc::Sender<Command>,
+    wake: UnixStream,
+    pub table: Arc<EngineTable>,
+    pub connection: ClientConnection,
+    io_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        let _ = (&self.wake).write(&[1]);
+        if let Some(t) = self.io_thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request to build: where it goes and which replies it expects.
+pub(crate) struct Request {
+    pub channel: Channel,
+    pub content: Content,
+    pub metadata: Map<String, Json>,
+    pub buffers: Vec<zmq::Message>,
+    /// One slot per expected reply: the engine, or None for "any" (tasks).
+    pub replies: Vec<Option<u32>>,
+}
+
+impl Client {
+    /// Connects using the default profile's connection file
+    /// (`~/.zpar/profile_default/security/zpar-client.json`, or under
+    /// `$ZPAR_DIR`), like ipyparallel's `Client()`.
+    pub fn connect() -> Result<Client> {
+        Client::from_profile("default")
+    }
+
+    /// Connects using a named profile.
+    pub fn from_profile(name: &str) -> Result<Client> {
+        Client::from_file(&Profile::named(name).client_file())
+    }
+
+    /// Connects using a connection file.
+    pub fn from_file(path: &Path) -> Result<Client> {
+        let conn: ClientConnection = read_json_file(path)?;
+        Client::from_connection(conn)
+    }
+
+    /// Connects to the hub a connection describes.
+    pub fn from_connection(conn: ClientConnection) -> Result<Client> {
+        Client::from_connection_timeout(conn, CONNECT_TIMEOUT)
+    }
+
+    /// Like [`from_connection`](Self::from_connection) with a chosen wait.
+    pub fn from_connection_timeout(conn: ClientConnection, timeout: Duration) -> Result<Client> {
+        let ctx = zmq::Context::new();
+        let session = Session::new(conn.key.as_bytes(), &conn.signature_scheme, "client")?;
+        let mut io_session = Session::new(conn.key.as_bytes(), &conn.signature_scheme, "client")?;
+        io_session.session_id = session.session_id.clone();
+        let identity = session.session_id.as_bytes().to_vec();
+        let dealer = |port: u16| -> Result<zmq::Socket> {
+            let s = ctx.socket(zmq::DEALER)?;
+            s.set_identity(&identity)?;
+            s.set_linger(0)?;
+            s.set_sndhwm(0)?;
+            s.set_rcvhwm(0)?;
+            s.connect(&conn.url(port))?;
+            Ok(s)
+        };
+        let sub = |port: u16| -> Result<zmq::Socket> {
+            let s = ctx.socket(zmq::SUB)?;
+            s.set_subscribe(b"")?;
+            s.set_linger(0)?;
+            s.set_rcvhwm(0)?;
+            s.connect(&conn.url(port))?;
+            Ok(s)
+        };
+        let sockets = IoSockets {
+            query: dealer(conn.registration)?,
+            mux: dealer(conn.mux)?,
+            task: dealer(conn.task)?,
+            control: dealer(conn.control)?,
+            iopub: sub(conn.iopub)?,
+            notification: sub(conn.notification)?,
+        };
+        let (wake_tx, wake_rx) =
+            UnixStream::pair().map_err(|e| Error::Cluster(format!("wake pipe: {e}")))?;
+        wake_tx.set_nonblocking(true).ok();
+        wake_rx.set_nonblocking(true).ok();
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let table = Arc::new(EngineTable::default());
+        let io = IoLoop::new(sockets, io_session, cmd_rx, wake_rx, table.clone());
+        let thread = std::thread::Builder::new()
+            .name("zpar-client-io".into())
+            .spawn(move || {
+                let _ctx = ctx; // the context lives as long as its sockets
+                io.run()
+            })
+            .map_err(|e| Error::Cluster(format!("spawning the I/O thread: {e}")))?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                session,
+                commands: cmd_tx,
+                wake: wake_tx,
+                table,
+                connection: conn,
+                io_thread: Mutex::new(Some(thread)),
+            }),
+        };
+        client.refresh_engines(timeout)?;
+        Ok(client)
+    }
+
+    /// This client's session id (its identity at the hub).
+    pub fn session_id(&self) -> &str {
+        &self.inner.session.session_id
+    }
+
+    /// The connection this client uses.
+    pub fn connection(&self) -> &ClientConnection {
+        &self.inner.connection
+    }
+
+    fn command(&self, c: Command) -> Result<()> {
+        self.inner.commands.send(c).map_err(|_| Error::Closed)?;
+        let _ = (&self.inner.wake).write(&[1]);
+        Ok(())
+    }
+
+    /// Sends a query on the registration channel and waits for its reply.
+    pub(crate) fn query(&self, content: Content, timeout: Duration) -> Result<Message> {
+        let msg = Message::new(&self.inner.session, content);
+        let msg_id = msg.header.msg_id.clone();
+        let what = msg.header.msg_type.clone();
+        let (tx, rx) = mpsc::channel();
+        let frames = self.inner.session.encode(&msg).into_frames();
+        self.command(Command::Query {
+            frames,
+            msg_id,
+            reply: tx,
+        })?;
+        rx.recv_timeout(timeout).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => Error::NoHub {
+                url: self
+                    .inner
+                    .connection
+                    .url(self.inner.connection.registration),
+                waited: timeout,
+            }
+            .with_context(&what),
+            mpsc::RecvTimeoutError::Disconnected => Error::Closed,
+        })
+    }
+
+    /// Asks the hub for the engine table and stores it.
+    pub fn refresh_engines(&self, timeout: Duration) -> Result<Vec<u32>> {
+        let reply = self.query(Content::ConnectionRequest(ConnectionRequest {}), timeout)?;
+        let Content::ConnectionReply(r) = reply.content else {
+            return Err(Error::Hub {
+                ename: "UnexpectedReply".into(),
+                message: format!("{} to a connection request", reply.header.msg_type),
+            });
+        };
+        let ids: Vec<u32> = r.engines.keys().copied().collect();
+        *self.inner.table.engines.lock().expect("table lock") = r.engines;
+        self.inner.table.changed.notify_all();
+        Ok(ids)
+    }
+
+    /// The ids of the registered engines, as this client last heard.
+    pub fn ids(&self) -> Vec<u32> {
+        self.inner
+            .table
+            .engines
+            .lock()
+            .expect("table lock")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Waits until at least `n` engines are registered.
+    pub fn wait_for_engines(&self, n: usize, timeout: Duration) -> Result<Vec<u32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ids = self.ids();
+            if ids.len() >= n {
+                return Ok(ids);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout {
+                    waited: timeout,
+                    what: format!("{n} engines (have {})", ids.len()),
+                });
+            }
+            {
+                // Notifications wake us; a periodic refresh covers any that
+                // were published before our subscription took.
+                let table = self.inner.table.engines.lock().expect("table lock");
+                let _ = self
+                    .inner
+                    .table
+                    .changed
+                    .wait_timeout(table, left.min(Duration::from_millis(100)))
+                    .expect("table lock");
+            }
+            if self.ids().len() < n {
+                self.refresh_engines(left.max(Duration::from_millis(100)))?;
+            }
+        }
+    }
+
+    /// Receives what happens from now on (streamed output, engines joining
+    /// and leaving). Only the latest receiver gets events.
+    pub fn events(&self) -> Result<mpsc::Receiver<ClientEvent>> {
+        let (tx, rx) = mpsc::channel();
+        self.command(Command::Events(tx))?;
+        Ok(rx)
+    }
+
+    /// A direct view over some engines.
+    pub fn view(&self, targets: impl Into<Targets>) -> DirectView {
+        DirectView::new(self.clone(), targets.into())
+    }
+
+    /// A direct view over all engines (resolved at each call).
+    pub fn all(&self) -> DirectView {
+        self.view(Targets::All)
+    }
+
+    /// A load-balanced view over all engines.
+    pub fn load_balanced(&self) -> LoadBalancedView {
+        LoadBalancedView::new(self.clone(), None)
+    }
+
+    /// Resolves targets to engine ids now.
+    pub(crate) fn resolve(&self, targets: &Targets) -> Result<Vec<u32>> {
+        let ids = self.ids();
+        let ids = match targets {
+            Targets::All => ids,
+            Targets::List(list) => {
+                for t in list {
+                    if !ids.contains(t) {
+                        return Err(Error::UnknownEngine(*t));
+                    }
+                }
+                list.clone()
+            }
+        };
+        if ids.is_empty() {
+            return Err(Error::NoEngines);
+        }
+        Ok(ids)
+    }
+
+    /// Signs and sends requests; one [`AsyncResult`] covers all replies.
+    pub(crate) fn submit(&self, requests: Vec<Request>, shape: Shape) -> Result<AsyncResult> {
+        let mut slots = Vec::new();
+        let mut messages = Vec::with_capacity(requests.len());
+        let mut track = Vec::with_capacity(requests.len());
+        for r in requests {
+            let mut msg = Message::new(&self.inner.session, r.content);
+            msg.metadata = r.metadata;
+            msg.buffers = r.buffers;
+            let id = msg.header.msg_id.clone();
+            for engine in &r.replies {
+                slots.push((id.clone(), *engine));
+            }
+            track.push((id, r.replies.len()));
+            messages.push((
+                r.channel,
+                self.inner.session.encode_owned(msg).into_frames(),
+            ));
+        }
+        let state = ResultState::new(slots);
+        self.command(Command::Send {
+            messages,
+            track,
+            state: state.clone(),
+        })?;
+        Ok(AsyncResult::new(state, shape))
+    }
+
+    /// A control request to each target.
+    fn control(&self, targets: &Targets, content: Content) -> Result<AsyncResult> {
+        let ids = self.resolve(targets)?;
+        let mut meta = Map::new();
+        meta.insert("targets".into(), json!(ids));
+        self.submit(
+            vec![Request {
+                channel: Channel::Control,
+                content,
+                metadata: meta,
+                buffers: vec![],
+                replies: ids.into_iter().map(Some).collect(),
+            }],
+            Shape::PerReply,
+        )
+    }
+
+    /// Per-engine queue lengths and completed counts.
+    pub fn queue_status(&self) -> Result<QueueReply> {
+        let reply = self.query(
+            Content::QueueRequest(QueueRequest::default()),
+            CONNECT_TIMEOUT,
+        )?;
+        match reply.content {
+            Content::QueueReply(q) => Ok(q),
+            other => Err(Error::Hub {
+                ename: "UnexpectedReply".into(),
+                message: format!("{} to a queue request", other.msg_type()),
+            }),
+        }
+    }
+
+    /// Aborts queued requests on the targets: the given msg ids, or all
+    /// queued work when `msg_ids` is None.
+    pub fn abort(
+        &self,
+        targets: impl Into<Targets>,
+        msg_ids: Option<Vec<String>>,
+    ) -> Result<AsyncResult> {
+        self.control(
+            &targets.into(),
+            Content::AbortRequest(AbortRequest { msg_ids }),
+        )
+    }
+
+    /// Stops the script running on each target; the engines stay up.
+    pub fn interrupt(&self, targets: impl Into<Targets>) -> Result<AsyncResult> {
+        self.control(
+            &targets.into(),
+            Content::InterruptRequest(InterruptRequest {}),
+        )
+    }
+
+    /// Empties the namespace of each target.
+    pub fn clear(&self, targets: impl Into<Targets>) -> Result<AsyncResult> {
+        self.control(&targets.into(), Content::ClearRequest(ClearRequest {}))
+    }
+
+    /// Stops engines; with `hub`, the hub stops every engine and then
+    /// itself.
+    pub fn shutdown(&self, targets: impl Into<Targets>, hub: bool) -> Result<AsyncResult> {
+        let content = Content::ShutdownRequest(ShutdownRequest {
+            restart: false,
+            hub,
+        });
+        if hub {
+            let mut meta = Map::new();
+            meta.insert("hub".into(), json!(true));
+            return self.submit(
+                vec![Request {
+                    channel: Channel::Control,
+                    content,
+                    metadata: meta,
+                    buffers: vec![],
+                    replies: vec![None],
+                }],
+                Shape::PerReply,
+            );
+        }
+        self.control(&targets.into(), content)
+    }
+}
+
+impl Error {
+    fn with_context(self, what: &str) -> Error {
+        match self {
+            Error::NoHub { url, waited } => Error::NoHub {
+                url: format!("{url} (no answer to {what})"),
+                waited,
+            },
+            other => other,
+        }
+    }
+}

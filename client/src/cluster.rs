@@ -1,0 +1,372 @@
+//! [`LocalCluster`]: a hub and engines as processes on this machine.
+//!
+//! It runs the `zpar` binary (`zpar hub`, `zpar engine`), waits until every
+//! engine is registered, and stops them all when dropped — also when a test
+//! panics. `zpar cluster start` uses the same code.
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use zpar_protocol::Profile;
+
+/// The pid file `zpar cluster start` leaves in the profile folder.
+pub const PID_FILE: &str = "cluster.json";
+
+/// What `zpar cluster status` and `stop` read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterPids {
+    /// The hub's pid.
+    pub hub: u32,
+    /// The engines' pids.
+    pub engines: Vec<u32>,
+}
+
+/// How to start a local cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    engines: usize,
+    binary: Option<PathBuf>,
+    profile_dir: Option<PathBuf>,
+    hub_args: Vec<String>,
+    engine_args: Vec<String>,
+    log_dir: Option<PathBuf>,
+    timeout: Duration,
+}
+
+impl ClusterBuilder {
+    /// How many engines (default 2).
+    pub fn engines(mut self, n: usize) -> Self {
+        self.engines = n;
+        self
+    }
+
+    /// The `zpar` binary to run (default: `$ZPAR_BIN`, else a `zpar` next to
+    /// this program or one folder up, else `zpar` on the PATH).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Use this profile folder (default: a fresh temporary one, removed on
+    /// drop).
+    pub fn profile_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.profile_dir = Some(dir.into());
+        self
+    }
+
+    /// Extra `zpar hub` arguments (e.g. `--hb-period-ms 100`).
+    pub fn hub_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.hub_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Extra `zpar engine` arguments.
+    pub fn engine_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.engine_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Send the processes' output to files in this folder instead of
+    /// inheriting this process's stderr (for clusters that outlive it).
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.log_dir = Some(dir.into());
+        self
+    }
+
+    /// How long to wait for the hub and every engine (default 30 s).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Starts the hub, then the engines, and waits until all are registered.
+    pub fn start(self) -> Result<LocalCluster> {
+        let binary = self.binary.clone().unwrap_or_else(find_binary);
+        let (dir, temporary) = match &self.profile_dir {
+            Some(d) => (d.clone(), false),
+            None => (
+                std::env::temp_dir().join(format!("zpar-cluster-{}", zpar_protocol::new_id())),
+                true,
+            ),
+        };
+        let profile = Profile::from_dir(&dir);
+        std::fs::create_dir_all(profile.security_dir())
+            .map_err(|e| Error::Cluster(format!("cannot create {}: {e}", dir.display())))?;
+        // A stale file from a hub that died must not be mistaken for ours.
+        let _ = std::fs::remove_file(profile.client_file());
+        let _ = std::fs::remove_file(profile.engine_file());
+        let mut cluster = LocalCluster {
+            hub: None,
+            engines: Vec::new(),
+            profile,
+            temporary,
+            binary,
+            engine_args: self.engine_args.clone(),
+            log_dir: self.log_dir.clone(),
+            client: None,
+            detached: false,
+        };
+        let mut hub_cmd = Command::new(&cluster.binary);
+        hub_cmd
+            .arg("hub")
+            .arg("--profile-dir")
+            .arg(&dir)
+            .args(&self.hub_args);
+        let hub = cluster.spawn(hub_cmd, "hub")?;
+        cluster.hub = Some(hub);
+        let deadline = Instant::now() + self.timeout;
+        cluster.wait_for_file(deadline)?;
+        let conn = zpar_protocol::connection::read_json_file(&cluster.profile.client_file())?;
+        let client = Client::from_connection_timeout(conn, self.timeout)?;
+        cluster.client = Some(client);
+        cluster.add_engines(self.engines)?;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        cluster.client()?.wait_for_engines(self.engines, left)?;
+        Ok(cluster)
+    }
+}
+
+/// A running hub and its engines; stopped on drop.
+///
+/// ```no_run
+/// use zpar_client::{LocalCluster, Value};
+/// # fn main() -> zpar_client::Result<()> {
+/// let cluster = LocalCluster::start(4)?;
+/// let client = cluster.client()?;
+/// let ids = client.all().apply_sync("|| 1", vec![])?;
+/// assert_eq!(ids.len(), 4);
+/// # Ok(()) } // everything stops here
+/// ```
+pub struct LocalCluster {
+    hub: Option<Child>,
+    engines: Vec<(String, Child)>,
+    profile: Profile,
+    temporary: bool,
+    binary: PathBuf,
+    engine_args: Vec<String>,
+    log_dir: Option<PathBuf>,
+    client: Option<Client>,
+    detached: bool,
+}
+
+impl LocalCluster {
+    /// A builder with defaults: 2 engines, temporary profile.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            engines: 2,
+            binary: None,
+            profile_dir: None,
+            hub_args: Vec::new(),
+            engine_args: Vec::new(),
+            log_dir: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Starts `n` engines with defaults.
+    pub fn start(n: usize) -> Result<LocalCluster> {
+        LocalCluster::builder().engines(n).start()
+    }
+
+    /// A client connected to this cluster (clones share one connection).
+    pub fn client(&self) -> Result<Client> {
+        self.client.clone().ok_or(Error::Closed)
+    }
+
+    /// The profile folder.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The pids of the hub and the engines.
+    pub fn pids(&self) -> ClusterPids {
+        ClusterPids {
+            hub: self.hub.as_ref().map(Child::id).unwrap_or(0),
+            engines: self.engines.iter().map(|(_, c)| c.id()).collect(),
+        }
+    }
+
+    fn spawn(&self, mut cmd: Command, name: &str) -> Result<Child> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        match &self.log_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| Error::Cluster(format!("log folder: {e}")))?;
+                let f = std::fs::File::create(d.join(format!("{name}.log")))
+                    .map_err(|e| Error::Cluster(format!("log file: {e}")))?;
+                cmd.stderr(f);
+            }
+            None => {
+                cmd.stderr(Stdio::inherit());
+            }
+        }
+        cmd.spawn().map_err(|e| {
+            Error::Cluster(format!(
+                "cannot run {} ({e}); build it with `cargo build --release` or set ZPAR_BIN",
+                self.binary.display()
+            ))
+        })
+    }
+
+    fn wait_for_file(&mut self, deadline: Instant) -> Result<()> {
+        let file = self.profile.client_file();
+        let mut pause = Duration::from_micros(200);
+        while !file.exists() {
+            if let Some(status) = self.hub.as_mut().and_then(|h| h.try_wait().ok().flatten()) {
+                return Err(Error::Cluster(format!(
+                    "the hub exited at start ({status}); see its log above"
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Cluster(format!(
+                    "the hub wrote no {} in time",
+                    file.display()
+                )));
+            }
+            // Polling a file: nothing to block on, so back off gently.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Starts `n` more engines (does not wait for them).
+    pub fn add_engines(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            let uuid = zpar_protocol::new_id();
+            let mut cmd = Command::new(&self.binary);
+            cmd.arg("engine")
+                .arg("--profile-dir")
+                .arg(&self.profile.dir)
+                .arg("--uuid")
+                .arg(&uuid)
+                .args(&self.engine_args);
+            let name = format!("engine-{}", self.engines.len());
+            let child = self.spawn(cmd, &name)?;
+            self.engines.push((uuid, child));
+        }
+        Ok(())
+    }
+
+    /// The pid of the engine with this id.
+    pub fn engine_pid(&self, id: u32) -> Option<u32> {
+        let client = self.client.as_ref()?;
+        let uuid = client.inner.table.engines.lock().ok()?.get(&id)?.clone();
+        self.engines
+            .iter()
+            .find(|(u, _)| *u == uuid)
+            .map(|(_, c)| c.id())
+    }
+
+    /// Kills the engine with this id at once (SIGKILL), as a crash would.
+    pub fn kill_engine(&mut self, id: u32) -> Result<()> {
+        let pid = self.engine_pid(id).ok_or(Error::UnknownEngine(id))?;
+        let (_, child) = self
+            .engines
+            .iter_mut()
+            .find(|(_, c)| c.id() == pid)
+            .ok_or(Error::UnknownEngine(id))?;
+        child
+            .kill()
+            .map_err(|e| Error::Cluster(format!("kill engine {id}: {e}")))?;
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// Kills the hub at once (SIGKILL).
+    pub fn kill_hub(&mut self) -> Result<()> {
+        if let Some(h) = self.hub.as_mut() {
+            h.kill()
+                .map_err(|e| Error::Cluster(format!("kill hub: {e}")))?;
+            let _ = h.wait();
+        }
+        Ok(())
+    }
+
+    /// Leaves the processes running after this value is dropped and writes
+    /// the pid file, for `zpar cluster start --daemon`.
+    pub fn detach(mut self) -> Result<ClusterPids> {
+        let pids = self.pids();
+        zpar_protocol::connection::write_json_file(&self.profile.dir.join(PID_FILE), &pids)?;
+        self.detached = true;
+        Ok(pids)
+    }
+
+    /// Stops everything: asks the hub to shut the cluster down, then makes
+    /// sure every process is gone.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(client) = self.client.take() {
+            if let Ok(ar) = client.shutdown(crate::Targets::All, true) {
+                ar.wait(Some(Duration::from_secs(2)));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut children: Vec<&mut Child> = self.hub.iter_mut().collect();
+        children.extend(self.engines.iter_mut().map(|(_, c)| c));
+        for c in children {
+            let mut pause = Duration::from_millis(1);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(50));
+                    }
+                }
+            }
+        }
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.profile.dir);
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.shutdown();
+        }
+    }
+}
+
+/// Where the `zpar` binary probably is.
+pub fn find_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ZPAR_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(3) {
+            let candidate = dir.join("zpar");
+            if candidate.is_file() && candidate != exe {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from("zpar")
+}
+
+/// Whether a process is alive (Linux: its /proc entry exists and is not a
+/// zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}

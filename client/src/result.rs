@@ -1,0 +1,419 @@
+//! [`AsyncResult`]: the handle every request returns at once.
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use zpar_protocol::Value;
+
+/// One engine's answer to one request.
+#[derive(Debug, Clone)]
+pub struct EngineReply {
+    /// The engine that answered.
+    pub engine: u32,
+    /// The request's msg id.
+    pub msg_id: String,
+    /// The value, or what went wrong.
+    pub outcome: Result<Value>,
+    /// What the request printed.
+    pub stdout: String,
+    /// What it wrote to stderr (`debug`).
+    pub stderr: String,
+    /// When the engine started it (ISO 8601), if it ran.
+    pub started: Option<String>,
+    /// When the engine finished it (ISO 8601), if it ran.
+    pub completed: Option<String>,
+    /// When the client received the reply.
+    pub received: SystemTime,
+}
+
+/// Submission, start, completion and receipt of one request on one engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// When the client sent it.
+    pub submitted: SystemTime,
+    /// When the engine started it (ISO 8601).
+    pub started: Option<String>,
+    /// When the engine finished it (ISO 8601).
+    pub completed: Option<String>,
+    /// When the client received the reply.
+    pub received: SystemTime,
+}
+
+/// A slot for one expected reply: which msg id, which engine (None: any,
+/// for load-balanced tasks).
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub msg_id: String,
+    pub engine: Option<u32>,
+    pub reply: Option<EngineReply>,
+    /// Output streamed on iopub before the reply came.
+    pub streamed: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub slots: Vec<Slot>,
+    pub done: usize,
+}
+
+/// Shared between the I/O thread (which fills it) and the user's
+/// [`AsyncResult`].
+#[derive(Debug)]
+pub(crate) struct ResultState {
+    pub parts: Mutex<Parts>,
+    pub cond: Condvar,
+    pub submitted: SystemTime,
+}
+
+impl ResultState {
+    pub fn new(slots: Vec<(String, Option<u32>)>) -> Arc<ResultState> {
+        Arc::new(ResultState {
+            parts: Mutex::new(Parts {
+                slots: slots
+                    .into_iter()
+                    .map(|(msg_id, engine)| Slot {
+                        msg_id,
+                        engine,
+                        reply: None,
+                        streamed: String::new(),
+                    })
+                    .collect(),
+                done: 0,
+            }),
+            cond: Condvar::new(),
+            submitted: SystemTime::now(),
+        })
+    }
+
+    /// Files a reply in its slot. Returns true if it was expected. A reply
+    /// the hub made without naming an engine (`engine_known` false) fills
+    /// the first open slot of its msg id.
+    pub fn fill(&self, reply: EngineReply, engine_known: bool) -> bool {
+        let mut parts = self.parts.lock().expect("result lock");
+        let idx = parts.slots.iter().position(|s| {
+            s.reply.is_none()
+                && s.msg_id == reply.msg_id
+                && (!engine_known || s.engine.is_none_or(|e| e == reply.engine))
+        });
+        let Some(i) = idx else { return false };
+        parts.slots[i].reply = Some(reply);
+        parts.done += 1;
+        if parts.done == parts.slots.len() {
+            self.cond.notify_all();
+        }
+        true
+    }
+
+    /// Appends streamed output for the slot of (msg id, engine).
+    pub fn stream(&self, msg_id: &str, engine: u32, text: &str) {
+        let mut parts = self.parts.lock().expect("result lock");
+        if let Some(s) = parts.slots.iter_mut().find(|s| {
+            s.msg_id == msg_id && s.engine.is_none_or(|e| e == engine) && s.reply.is_none()
+        }) {
+            s.streamed.push_str(text);
+        }
+    }
+}
+
+/// The result of a request to one or more engines, available at once and
+/// filled in as replies arrive.
+///
+/// ```no_run
+/// # fn main() -> zpar_client::Result<()> {
+/// let client = zpar_client::Client::connect()?;
+/// let ar = client.all().execute("let x = 6 * 7; x")?;
+/// let by_engine = ar.get_dict()?;           // waits, engine id → value
+/// println!("{by_engine:?} {:?}", ar.stdout());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AsyncResult {
+    pub(crate) state: Arc<ResultState>,
+    pub(crate) msg_ids: Vec<String>,
+    /// How to shape the values: flatten per-engine lists (map, gather).
+    pub(crate) shape: Shape,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// One value per reply.
+    PerReply,
+    /// Each reply is a list; concatenate them (map, gather).
+    Concat,
+}
+
+impl AsyncResult {
+    pub(crate) fn new(state: Arc<ResultState>, shape: Shape) -> AsyncResult {
+        let msg_ids = {
+            let parts = state.parts.lock().expect("result lock");
+            let mut ids: Vec<String> = Vec::new();
+            for s in &parts.slots {
+                if !ids.contains(&s.msg_id) {
+                    ids.push(s.msg_id.clone());
+                }
+            }
+            ids
+        };
+        AsyncResult {
+            state,
+            msg_ids,
+            shape,
+        }
+    }
+
+    /// The msg ids of the requests behind this result.
+    pub fn msg_ids(&self) -> &[String] {
+        &self.msg_ids
+    }
+
+    /// Whether every reply has arrived.
+    pub fn ready(&self) -> bool {
+        let p = self.state.parts.lock().expect("result lock");
+        p.done == p.slots.len()
+    }
+
+    /// How many replies have arrived, and how many are expected.
+    pub fn progress(&self) -> (usize, usize) {
+        let p = self.state.parts.lock().expect("result lock");
+        (p.done, p.slots.len())
+    }
+
+    /// Waits until every reply is in, or `timeout` passes (None: forever).
+    /// True if everything arrived.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut p = self.state.parts.lock().expect("result lock");
+        while p.done < p.slots.len() {
+            match deadline {
+                None => p = self.state.cond.wait(p).expect("result lock"),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    p = self
+                        .state
+                        .cond
+                        .wait_timeout(p, left)
+                        .expect("result lock")
+                        .0;
+                }
+            }
+        }
+        true
+    }
+
+    /// Waits for every reply; the values in request order, or the error(s).
+    pub fn get(&self) -> Result<Vec<Value>> {
+        self.wait(None);
+        self.collect()
+    }
+
+    /// Like [`get`](Self::get), giving up after `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<Value>> {
+        if !self.wait(Some(timeout)) {
+            let (done, total) = self.progress();
+            return Err(Error::Timeout {
+                waited: timeout,
+                what: format!("{} of {total} replies to {}", total - done, self.describe()),
+            });
+        }
+        self.collect()
+    }
+
+    /// The single value of a one-engine request.
+    pub fn get_one(&self) -> Result<Value> {
+        let mut v = self.get()?;
+        match v.len() {
+            1 => Ok(v.pop().expect("one")),
+            n => Err(Error::Value(format!("expected one value, got {n}"))),
+        }
+    }
+
+    /// Waits and converts the values into a serde type.
+    pub fn get_as<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>> {
+        self.get()?
+            .iter()
+            .map(|v| v.to_serde().map_err(|e| Error::Value(e.to_string())))
+            .collect()
+    }
+
+    /// Waits; values keyed by engine id. With several requests per engine
+    /// (a map), the last one's value wins.
+    pub fn get_dict(&self) -> Result<BTreeMap<u32, Value>> {
+        self.wait(None);
+        let replies = self.replies();
+        errors_of(&replies)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| r.outcome.ok().map(|v| (r.engine, v)))
+            .collect())
+    }
+
+    /// The replies received so far, in request order.
+    pub fn replies(&self) -> Vec<EngineReply> {
+        let p = self.state.parts.lock().expect("result lock");
+        p.slots.iter().filter_map(|s| s.reply.clone()).collect()
+    }
+
+    /// What each engine printed, so far (streamed output included).
+    pub fn stdout(&self) -> BTreeMap<u32, String> {
+        let p = self.state.parts.lock().expect("result lock");
+        let mut out: BTreeMap<u32, String> = BTreeMap::new();
+        for s in &p.slots {
+            match (&s.reply, s.engine) {
+                (Some(r), _) => out.entry(r.engine).or_default().push_str(&r.stdout),
+                (None, Some(e)) if !s.streamed.is_empty() => {
+                    out.entry(e).or_default().push_str(&s.streamed)
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// What each engine wrote to stderr.
+    pub fn stderr(&self) -> BTreeMap<u32, String> {
+        let p = self.state.parts.lock().expect("result lock");
+        let mut out: BTreeMap<u32, String> = BTreeMap::new();
+        for r in p.slots.iter().filter_map(|s| s.reply.as_ref()) {
+            out.entry(r.engine).or_default().push_str(&r.stderr);
+        }
+        out
+    }
+
+    /// Timings of each finished request, by engine.
+    pub fn timings(&self) -> Vec<(u32, Timing)> {
+        let p = self.state.parts.lock().expect("result lock");
+        p.slots
+            .iter()
+            .filter_map(|s| s.reply.as_ref())
+            .map(|r| {
+                (
+                    r.engine,
+                    Timing {
+                        submitted: self.state.submitted,
+                        started: r.started.clone(),
+                        completed: r.completed.clone(),
+                        received: r.received,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Waits and joins the values into one, as `gather` means it: numeric
+    /// arrays into one numeric array, lists into one list.
+    pub fn get_gathered(&self) -> Result<Value> {
+        self.wait(None);
+        let replies = self.replies();
+        errors_of(&replies)?;
+        Ok(crate::view::concat(
+            replies.into_iter().filter_map(|r| r.outcome.ok()).collect(),
+        ))
+    }
+
+    fn describe(&self) -> String {
+        match self.msg_ids.as_slice() {
+            [one] => format!("request {one}"),
+            many => format!("{} requests", many.len()),
+        }
+    }
+
+    fn collect(&self) -> Result<Vec<Value>> {
+        let replies = self.replies();
+        errors_of(&replies)?;
+        let values = replies.into_iter().filter_map(|r| r.outcome.ok());
+        match self.shape {
+            Shape::PerReply => Ok(values.collect()),
+            Shape::Concat => Ok(match crate::view::concat(values.collect()) {
+                Value::Array(a) => a,
+                Value::F64Array(a) => a.into_iter().map(Value::Float).collect(),
+                Value::I64Array(a) => a.into_iter().map(Value::Int).collect(),
+                other => vec![other],
+            }),
+        }
+    }
+}
+
+fn errors_of(replies: &[EngineReply]) -> Result<()> {
+    let mut errors: Vec<Error> = replies
+        .iter()
+        .filter_map(|r| r.outcome.as_ref().err().cloned())
+        .collect();
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.pop().expect("one")),
+        _ => Err(Error::Multiple(errors)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(engine: u32, msg_id: &str, outcome: Result<Value>) -> EngineReply {
+        EngineReply {
+            engine,
+            msg_id: msg_id.into(),
+            outcome,
+            stdout: format!("out{engine}"),
+            stderr: String::new(),
+            started: None,
+            completed: None,
+            received: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn fills_slots_in_request_order() {
+        let st = ResultState::new(vec![("m".into(), Some(1)), ("m".into(), Some(0))]);
+        let ar = AsyncResult::new(st.clone(), Shape::PerReply);
+        assert!(!ar.ready());
+        assert!(st.fill(reply(0, "m", Ok(Value::Int(0))), true));
+        assert!(
+            !st.fill(reply(0, "m", Ok(Value::Int(9))), true),
+            "no second reply from one engine"
+        );
+        assert!(!ar.wait(Some(Duration::from_millis(1))));
+        assert!(st.fill(reply(1, "m", Ok(Value::Int(1))), true));
+        assert_eq!(ar.get().unwrap(), vec![Value::Int(1), Value::Int(0)]);
+        assert_eq!(ar.get_dict().unwrap().len(), 2);
+        assert_eq!(ar.stdout()[&1], "out1");
+    }
+
+    #[test]
+    fn errors_are_combined() {
+        let st = ResultState::new(vec![
+            ("a".into(), Some(0)),
+            ("b".into(), Some(1)),
+            ("c".into(), Some(2)),
+        ]);
+        let ar = AsyncResult::new(st.clone(), Shape::PerReply);
+        st.fill(reply(0, "a", Ok(Value::Int(0))), true);
+        st.fill(
+            reply(
+                1,
+                "b",
+                Err(Error::EngineDied {
+                    engine: 1,
+                    msg_id: "b".into(),
+                }),
+            ),
+            true,
+        );
+        st.fill(reply(2, "c", Err(Error::UnknownEngine(2))), true);
+        let e = ar.get().unwrap_err();
+        assert!(matches!(&e, Error::Multiple(v) if v.len() == 2), "{e}");
+        assert!(e.to_string().contains("engine 1 died"));
+    }
+
+    #[test]
+    fn timeouts_say_what_is_missing() {
+        let st = ResultState::new(vec![("a".into(), None)]);
+        let ar = AsyncResult::new(st, Shape::Concat);
+        let e = ar.get_timeout(Duration::from_millis(5)).unwrap_err();
+        assert!(e.to_string().contains("1 of 1 replies to request a"), "{e}");
+    }
+}

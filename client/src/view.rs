@@ -1,0 +1,626 @@
+//! Views: [`DirectView`] (named engines) and [`LoadBalancedView`] (any
+//! free engine).
+
+use crate::bintree::bintree;
+use crate::client::{Client, Request};
+use crate::error::{Error, Result};
+use crate::io::Channel;
+use crate::result::{AsyncResult, Shape};
+use serde_json::{json, Map, Value as Json};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+use zpar_protocol::{ApplyRequest, Content, ExecuteRequest, PullRequest, PushRequest, Value};
+
+/// Which engines a view talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Every engine registered when a call is made.
+    All,
+    /// These engines.
+    List(Vec<u32>),
+}
+
+impl From<u32> for Targets {
+    fn from(id: u32) -> Targets {
+        Targets::List(vec![id])
+    }
+}
+
+impl From<Vec<u32>> for Targets {
+    fn from(ids: Vec<u32>) -> Targets {
+        Targets::List(ids)
+    }
+}
+
+impl From<&[u32]> for Targets {
+    fn from(ids: &[u32]) -> Targets {
+        Targets::List(ids.to_vec())
+    }
+}
+
+impl From<Range<u32>> for Targets {
+    fn from(r: Range<u32>) -> Targets {
+        Targets::List(r.collect())
+    }
+}
+
+/// The engine-side loop that applies a function to each item of a chunk.
+const MAP_CHUNK: &str = "|zpar_items, zpar_f| { let zpar_out = []; for zpar_x in zpar_items { zpar_out.push(zpar_f.call(zpar_x)); } zpar_out }";
+
+/// Requests to named engines. Calls return an [`AsyncResult`] at once; with
+/// [`block`](Self::block) set they wait for it first.
+///
+/// ```no_run
+/// use zpar_client::{Client, Value};
+/// # fn main() -> zpar_client::Result<()> {
+/// let client = Client::connect()?;
+/// let view = client.all();
+/// view.scatter("xs", Value::from((0..100i64).collect::<Vec<i64>>()), false)?.get()?;
+/// view.execute("let total = xs.sum();")?.get()?;
+/// let totals = view.pull("total")?.get()?;       // one value per engine
+/// let squares = view.map_sync("|x| x * x", (0..8).map(Value::Int).collect())?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct DirectView {
+    client: Client,
+    targets: Targets,
+    /// Wait for each request before returning its result.
+    pub block: bool,
+}
+
+impl DirectView {
+    pub(crate) fn new(client: Client, targets: Targets) -> DirectView {
+        DirectView {
+            client,
+            targets,
+            block: false,
+        }
+    }
+
+    /// The client behind this view.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The engine ids this view addresses now.
+    pub fn targets(&self) -> Result<Vec<u32>> {
+        self.client.resolve(&self.targets)
+    }
+
+    /// Sets [`block`](Self::block).
+    pub fn set_block(&mut self, block: bool) -> &mut Self {
+        self.block = block;
+        self
+    }
+
+    fn finish(&self, ar: AsyncResult) -> Result<AsyncResult> {
+        if self.block {
+            ar.wait(None);
+        }
+        Ok(ar)
+    }
+
+    /// One message for every target; the hub fans it out.
+    fn broadcast(
+        &self,
+        content: Content,
+        buffers: Vec<zmq::Message>,
+        metadata: Map<String, Json>,
+    ) -> Result<AsyncResult> {
+        let ids = self.targets()?;
+        let mut meta = metadata;
+        meta.insert("targets".into(), json!(ids));
+        let ar = self.client.submit(
+            vec![Request {
+                channel: Channel::Mux,
+                content,
+                metadata: meta,
+                buffers,
+                replies: ids.into_iter().map(Some).collect(),
+            }],
+            Shape::PerReply,
+        )?;
+        self.finish(ar)
+    }
+
+    /// Runs code on every target; each reply's value is the code's last
+    /// expression (unit if none).
+    pub fn execute(&self, code: &str) -> Result<AsyncResult> {
+        self.execute_with(code, Map::new())
+    }
+
+    /// Like [`execute`](Self::execute) with request metadata
+    /// (`max_operations`, `timeout` in seconds).
+    pub fn execute_with(&self, code: &str, metadata: Map<String, Json>) -> Result<AsyncResult> {
+        self.broadcast(
+            Content::ExecuteRequest(ExecuteRequest {
+                code: code.to_string(),
+                silent: false,
+                store_history: true,
+                ..Default::default()
+            }),
+            vec![],
+            metadata,
+        )
+    }
+
+    /// Calls `f` (a closure like `|a, b| a + b`, a `fn` definition, or the
+    /// name of an engine function) with `args` on every target. Arguments
+    /// may be [`Value::Reference`]s to engine variables.
+    pub fn apply(&self, f: &str, args: Vec<Value>) -> Result<AsyncResult> {
+        let mut buffers = Vec::new();
+        let args = args.iter().map(|a| a.encode_into(&mut buffers)).collect();
+        self.broadcast(
+            Content::ApplyRequest(ApplyRequest {
+                f: f.to_string(),
+                args,
+            }),
+            buffers,
+            Map::new(),
+        )
+    }
+
+    /// Same as [`apply`](Self::apply).
+    pub fn apply_async(&self, f: &str, args: Vec<Value>) -> Result<AsyncResult> {
+        self.apply(f, args)
+    }
+
+    /// [`apply`](Self::apply) and wait: one value per target.
+    pub fn apply_sync(&self, f: &str, args: Vec<Value>) -> Result<Vec<Value>> {
+        self.apply(f, args)?.get()
+    }
+
+    /// Applies `f` to every item of `seq`, split in contiguous blocks over
+    /// the targets; results in input order.
+    pub fn map(&self, f: &str, seq: Vec<Value>) -> Result<AsyncResult> {
+        let ids = self.targets()?;
+        let n = seq.len();
+        let mut requests = Vec::with_capacity(ids.len());
+        for (p, id) in ids.iter().enumerate() {
+            let range = partition(n, ids.len(), p);
+            if range.is_empty() {
+                continue;
+            }
+            let chunk = Value::Array(seq[range].to_vec());
+            let mut buffers = Vec::new();
+            let args = vec![
+                chunk.encode_into(&mut buffers),
+                Value::Function(f.to_string()).encode_into(&mut buffers),
+            ];
+            requests.push(Request {
+                channel: Channel::Mux,
+                content: Content::ApplyRequest(ApplyRequest {
+                    f: MAP_CHUNK.into(),
+                    args,
+                }),
+                metadata: targets_meta(&[*id]),
+                buffers,
+                replies: vec![Some(*id)],
+            });
+        }
+        let ar = self.client.submit(requests, Shape::Concat)?;
+        self.finish(ar)
+    }
+
+    /// [`map`](Self::map) and wait.
+    pub fn map_sync(&self, f: &str, seq: Vec<Value>) -> Result<Vec<Value>> {
+        self.map(f, seq)?.get()
+    }
+
+    /// Sets one variable on every target.
+    pub fn push(&self, name: &str, value: impl Into<Value>) -> Result<AsyncResult> {
+        let mut ns = BTreeMap::new();
+        ns.insert(name.to_string(), value.into());
+        self.push_many(ns)
+    }
+
+    /// Sets several variables on every target.
+    pub fn push_many(&self, namespace: BTreeMap<String, Value>) -> Result<AsyncResult> {
+        let mut buffers = Vec::new();
+        let namespace = namespace
+            .iter()
+            .map(|(k, v)| (k.clone(), v.encode_into(&mut buffers)))
+            .collect();
+        self.broadcast(
+            Content::PushRequest(PushRequest { namespace }),
+            buffers,
+            Map::new(),
+        )
+    }
+
+    /// Reads one variable from every target: one value per target.
+    pub fn pull(&self, name: &str) -> Result<AsyncResult> {
+        self.broadcast(
+            Content::PullRequest(PullRequest {
+                names: vec![name.to_string()],
+                single: true,
+            }),
+            vec![],
+            Map::new(),
+        )
+    }
+
+    /// Reads several variables from every target: an array per target.
+    pub fn pull_many(&self, names: &[&str]) -> Result<AsyncResult> {
+        self.broadcast(
+            Content::PullRequest(PullRequest {
+                names: names.iter().map(|s| s.to_string()).collect(),
+                single: false,
+            }),
+            vec![],
+            Map::new(),
+        )
+    }
+
+    /// `push` and wait.
+    pub fn set(&self, name: &str, value: impl Into<Value>) -> Result<()> {
+        self.push(name, value)?.get().map(|_| ())
+    }
+
+    /// `pull` and wait: one value per target.
+    pub fn get(&self, name: &str) -> Result<Vec<Value>> {
+        self.pull(name)?.get()
+    }
+
+    /// Splits a sequence (array, numeric array, or blob) into contiguous
+    /// blocks, one per target — the first `len % n` targets get one item
+    /// more, as in ipyparallel — and sets `name` to its block on each. With
+    /// `flatten`, a one-item block is set as the item itself.
+    pub fn scatter(&self, name: &str, seq: impl Into<Value>, flatten: bool) -> Result<AsyncResult> {
+        let seq = seq.into();
+        let ids = self.targets()?;
+        let n = seq_len(&seq)?;
+        let mut requests = Vec::with_capacity(ids.len());
+        for (p, id) in ids.iter().enumerate() {
+            let range = partition(n, ids.len(), p);
+            let part = slice(&seq, range, flatten);
+            let mut buffers = Vec::new();
+            let mut namespace = BTreeMap::new();
+            namespace.insert(name.to_string(), part.encode_into(&mut buffers));
+            requests.push(Request {
+                channel: Channel::Mux,
+                content: Content::PushRequest(PushRequest { namespace }),
+                metadata: targets_meta(&[*id]),
+                buffers,
+                replies: vec![Some(*id)],
+            });
+        }
+        let ar = self.client.submit(requests, Shape::PerReply)?;
+        self.finish(ar)
+    }
+
+    /// Pulls `name` from every target and joins the blocks in target order.
+    /// Use [`AsyncResult::get_gathered`] for the joined value.
+    pub fn gather(&self, name: &str) -> Result<AsyncResult> {
+        let ids = self.targets()?;
+        let requests = ids
+            .iter()
+            .map(|id| Request {
+                channel: Channel::Mux,
+                content: Content::PullRequest(PullRequest {
+                    names: vec![name.to_string()],
+                    single: true,
+                }),
+                metadata: targets_meta(&[*id]),
+                buffers: vec![],
+                replies: vec![Some(*id)],
+            })
+            .collect();
+        let ar = self.client.submit(requests, Shape::Concat)?;
+        self.finish(ar)
+    }
+
+    /// Creates a `BinaryTreeCommunicator` named `name` on every target,
+    /// connects them along `bintree(targets)` (root: the first target) and
+    /// returns once every link is live.
+    pub fn setup_communicator(&self, name: &str, timeout: Duration) -> Result<()> {
+        if !is_identifier(name) {
+            return Err(Error::Value(format!(
+                "{name:?} is not a valid variable name"
+            )));
+        }
+        let ids = self.targets()?;
+        let root = ids[0];
+        let tree = bintree(&ids);
+        let per_engine: Vec<Request> = ids
+            .iter()
+            .map(|id| Request {
+                channel: Channel::Mux,
+                content: Content::ExecuteRequest(ExecuteRequest {
+                    code: format!(
+                        "let {name} = BinaryTreeCommunicator({id}, {});",
+                        *id == root
+                    ),
+                    silent: true,
+                    store_history: false,
+                    ..Default::default()
+                }),
+                metadata: targets_meta(&[*id]),
+                buffers: vec![],
+                replies: vec![Some(*id)],
+            })
+            .collect();
+        self.client
+            .submit(per_engine, Shape::PerReply)?
+            .get_timeout(timeout)?;
+        let view = self.client.view(ids.clone());
+        let infos = view
+            .apply("|c| c.info", vec![Value::Reference(name.into())])?
+            .get_timeout(timeout)?;
+        let peers: BTreeMap<String, Value> = ids.iter().map(|i| i.to_string()).zip(infos).collect();
+        let pub_url = self
+            .client
+            .view(root)
+            .apply("|c| c.pub_url", vec![Value::Reference(name.into())])?
+            .get_timeout(timeout)?
+            .pop()
+            .unwrap_or_default();
+        let tree_value: BTreeMap<String, Value> = tree
+            .iter()
+            .map(|(c, p)| {
+                (
+                    c.to_string(),
+                    p.map(|p| Value::Int(p.into())).unwrap_or(Value::Unit),
+                )
+            })
+            .collect();
+        view.apply(
+            "|c, peers, tree, url, root| c.connect(peers, tree, url, root)",
+            vec![
+                Value::Reference(name.into()),
+                Value::Map(peers),
+                Value::Map(tree_value),
+                pub_url,
+                Value::Int(root.into()),
+            ],
+        )?
+        .get_timeout(timeout + timeout)?;
+        Ok(())
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn targets_meta(ids: &[u32]) -> Map<String, Json> {
+    let mut m = Map::new();
+    m.insert("targets".into(), json!(ids));
+    m
+}
+
+/// Block `p` of `n` items split over `q` parts: the first `n % q` parts get
+/// one item more (ipyparallel's partition).
+///
+/// ```
+/// use zpar_client::partition;
+/// assert_eq!(partition(10, 4, 0), 0..3);
+/// assert_eq!(partition(10, 4, 1), 3..6);
+/// assert_eq!(partition(10, 4, 3), 8..10);
+/// ```
+pub fn partition(n: usize, q: usize, p: usize) -> Range<usize> {
+    let (base, rem) = (n / q, n % q);
+    let low = p * base + p.min(rem);
+    let high = low + base + usize::from(p < rem);
+    low..high
+}
+
+fn seq_len(v: &Value) -> Result<usize> {
+    Ok(match v {
+        Value::Array(a) => a.len(),
+        Value::F64Array(a) => a.len(),
+        Value::I64Array(a) => a.len(),
+        Value::Bytes(b) => b.len(),
+        other => {
+            return Err(Error::Value(format!(
+                "scatter needs a sequence, not a {}",
+                other.kind()
+            )))
+        }
+    })
+}
+
+fn slice(v: &Value, r: Range<usize>, flatten: bool) -> Value {
+    let one = flatten && r.len() == 1;
+    match v {
+        Value::Array(a) if one => a[r.start].clone(),
+        Value::Array(a) => Value::Array(a[r].to_vec()),
+        Value::F64Array(a) if one => Value::Float(a[r.start]),
+        Value::F64Array(a) => Value::F64Array(a[r].to_vec()),
+        Value::I64Array(a) if one => Value::Int(a[r.start]),
+        Value::I64Array(a) => Value::I64Array(a[r].to_vec()),
+        Value::Bytes(b) => Value::Bytes(b[r].to_vec()),
+        other => other.clone(),
+    }
+}
+
+/// Joins gathered blocks: numeric arrays into one numeric array, blobs into
+/// one blob, anything else into one array (a non-array block counts as one
+/// item).
+pub fn concat(parts: Vec<Value>) -> Value {
+    if !parts.is_empty()
+        && parts
+            .iter()
+            .all(|p| matches!(p, Value::F64Array(_) | Value::Float(_)))
+    {
+        let mut out = Vec::new();
+        for p in parts {
+            match p {
+                Value::F64Array(a) => out.extend(a),
+                Value::Float(x) => out.push(x),
+                _ => unreachable!(),
+            }
+        }
+        return Value::F64Array(out);
+    }
+    if !parts.is_empty() && parts.iter().all(|p| matches!(p, Value::I64Array(_))) {
+        return Value::I64Array(
+            parts
+                .into_iter()
+                .flat_map(|p| {
+                    if let Value::I64Array(a) = p {
+                        a
+                    } else {
+                        vec![]
+                    }
+                })
+                .collect(),
+        );
+    }
+    if !parts.is_empty() && parts.iter().all(|p| matches!(p, Value::Bytes(_))) {
+        return Value::Bytes(
+            parts
+                .into_iter()
+                .flat_map(|p| if let Value::Bytes(a) = p { a } else { vec![] })
+                .collect(),
+        );
+    }
+    let mut out = Vec::new();
+    for p in parts {
+        match p {
+            Value::Array(a) => out.extend(a),
+            Value::I64Array(a) => out.extend(a.into_iter().map(Value::Int)),
+            Value::F64Array(a) => out.extend(a.into_iter().map(Value::Float)),
+            other => out.push(other),
+        }
+    }
+    Value::Array(out)
+}
+
+/// Tasks for whichever engine is free; the hub chooses.
+///
+/// ```no_run
+/// use zpar_client::{Client, Value};
+/// # fn main() -> zpar_client::Result<()> {
+/// let lb = Client::connect()?.load_balanced();
+/// let ar = lb.apply("|x| x + 1", vec![Value::Int(41)])?;
+/// assert_eq!(ar.get_one()?, Value::Int(42));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LoadBalancedView {
+    client: Client,
+    targets: Option<Vec<u32>>,
+    /// Wait for each request before returning its result.
+    pub block: bool,
+}
+
+impl LoadBalancedView {
+    pub(crate) fn new(client: Client, targets: Option<Vec<u32>>) -> LoadBalancedView {
+        LoadBalancedView {
+            client,
+            targets,
+            block: false,
+        }
+    }
+
+    /// Restricts the view to these engines.
+    pub fn with_targets(mut self, ids: Vec<u32>) -> LoadBalancedView {
+        self.targets = Some(ids);
+        self
+    }
+
+    fn task(&self, f: &str, args: Vec<Value>) -> Request {
+        let mut buffers = Vec::new();
+        let args = args.iter().map(|a| a.encode_into(&mut buffers)).collect();
+        let mut meta = Map::new();
+        if let Some(t) = &self.targets {
+            meta.insert("targets".into(), json!(t));
+        }
+        Request {
+            channel: Channel::Task,
+            content: Content::ApplyRequest(ApplyRequest {
+                f: f.to_string(),
+                args,
+            }),
+            metadata: meta,
+            buffers,
+            replies: vec![None],
+        }
+    }
+
+    /// Runs `f(args)` on one engine.
+    pub fn apply(&self, f: &str, args: Vec<Value>) -> Result<AsyncResult> {
+        let ar = self
+            .client
+            .submit(vec![self.task(f, args)], Shape::PerReply)?;
+        if self.block {
+            ar.wait(None);
+        }
+        Ok(ar)
+    }
+
+    /// Same as [`apply`](Self::apply).
+    pub fn apply_async(&self, f: &str, args: Vec<Value>) -> Result<AsyncResult> {
+        self.apply(f, args)
+    }
+
+    /// [`apply`](Self::apply) and wait for the value.
+    pub fn apply_sync(&self, f: &str, args: Vec<Value>) -> Result<Value> {
+        self.apply(f, args)?.get_one()
+    }
+
+    /// Applies `f` to every item, `chunksize` items per task; results in
+    /// input order.
+    pub fn map(&self, f: &str, seq: Vec<Value>, chunksize: usize) -> Result<AsyncResult> {
+        let chunksize = chunksize.max(1);
+        let requests = seq
+            .chunks(chunksize)
+            .map(|c| {
+                self.task(
+                    MAP_CHUNK,
+                    vec![Value::Array(c.to_vec()), Value::Function(f.to_string())],
+                )
+            })
+            .collect();
+        let ar = self.client.submit(requests, Shape::Concat)?;
+        if self.block {
+            ar.wait(None);
+        }
+        Ok(ar)
+    }
+
+    /// [`map`](Self::map) and wait.
+    pub fn map_sync(&self, f: &str, seq: Vec<Value>, chunksize: usize) -> Result<Vec<Value>> {
+        self.map(f, seq, chunksize)?.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cover_everything_once() {
+        for n in 0..30 {
+            for q in 1..9 {
+                let mut next = 0;
+                for p in 0..q {
+                    let r = partition(n, q, p);
+                    assert_eq!(r.start, next);
+                    next = r.end;
+                }
+                assert_eq!(next, n);
+            }
+        }
+    }
+
+    #[test]
+    fn slices_and_concat_round_trip() {
+        let v = Value::F64Array((0..10).map(f64::from).collect());
+        let parts: Vec<Value> = (0..3)
+            .map(|p| slice(&v, partition(10, 3, p), false))
+            .collect();
+        assert_eq!(concat(parts), v);
+        let a = Value::Array((0..3).map(Value::Int).collect());
+        let flat: Vec<Value> = (0..3)
+            .map(|p| slice(&a, partition(3, 3, p), true))
+            .collect();
+        assert_eq!(flat, vec![Value::Int(0), Value::Int(1), Value::Int(2)]);
+        assert_eq!(concat(flat), a);
+    }
+}

@@ -1,0 +1,414 @@
+//! One engine's persistent script namespace.
+//!
+//! A [`Namespace`] owns a Rhai engine, a scope of top-level variables and the
+//! functions defined so far. Each `execute` compiles the code against the
+//! scope, runs it with every function defined before, and keeps its new
+//! `let` variables and `fn` definitions — as an IPython namespace does.
+
+use crate::convert::{from_value, pretty_type, to_value};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, ParseError, Position, Scope, AST};
+use std::collections::HashSet;
+use zpar_protocol::Value;
+
+/// A script failed: what class of error, its message and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{ename}: {message}{}", location(*.line, *.column))]
+pub struct ScriptError {
+    /// `SyntaxError`, `RuntimeError`, `Interrupted`, `OperationLimit`,
+    /// `UnknownName`, `NotTransferable`, `BadArgument`.
+    pub ename: String,
+    /// What went wrong.
+    pub message: String,
+    /// 1-based line, when the script has one.
+    pub line: Option<u32>,
+    /// 1-based column, when the script has one.
+    pub column: Option<u32>,
+}
+
+fn location(line: Option<u32>, column: Option<u32>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+        (Some(l), None) => format!(" (line {l})"),
+        _ => String::new(),
+    }
+}
+
+impl ScriptError {
+    /// An error with no position.
+    pub fn new(ename: &str, message: impl Into<String>) -> ScriptError {
+        ScriptError {
+            ename: ename.to_string(),
+            message: message.into(),
+            line: None,
+            column: None,
+        }
+    }
+
+    fn at(mut self, pos: Position) -> ScriptError {
+        self.line = pos.line().map(|l| l as u32);
+        self.column = pos.position().map(|c| c as u32);
+        self
+    }
+}
+
+impl From<ParseError> for ScriptError {
+    fn from(e: ParseError) -> ScriptError {
+        ScriptError::new("SyntaxError", strip_position(e.to_string(), e.position()))
+            .at(e.position())
+    }
+}
+
+impl From<Box<EvalAltResult>> for ScriptError {
+    fn from(e: Box<EvalAltResult>) -> ScriptError {
+        // Errors inside called functions carry the innermost position.
+        let inner = e.unwrap_inner();
+        let pos = if inner.position().is_none() {
+            e.position()
+        } else {
+            inner.position()
+        };
+        let ename = match inner {
+            EvalAltResult::ErrorTerminated(token, _) => {
+                let why = token.clone().into_string().unwrap_or_default();
+                return ScriptError::new(
+                    "Interrupted",
+                    if why.is_empty() {
+                        "the script was interrupted".to_string()
+                    } else {
+                        why
+                    },
+                )
+                .at(pos);
+            }
+            EvalAltResult::ErrorTooManyOperations(_) => "OperationLimit",
+            EvalAltResult::ErrorParsing(..) => "SyntaxError",
+            EvalAltResult::ErrorVariableNotFound(..) | EvalAltResult::ErrorFunctionNotFound(..) => {
+                "UnknownName"
+            }
+            _ => "RuntimeError",
+        };
+        ScriptError::new(ename, strip_position(e.to_string(), e.position())).at(pos)
+    }
+}
+
+/// Rhai appends " (line L, position C)" to messages; we report those apart.
+fn strip_position(msg: String, pos: Position) -> String {
+    if pos.is_none() {
+        return msg;
+    }
+    let suffix = format!(" ({pos})");
+    msg.strip_suffix(&suffix).map(str::to_string).unwrap_or(msg)
+}
+
+/// Whether `name` can be a script variable.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A persistent namespace: variables and functions that survive between
+/// requests.
+///
+/// ```
+/// use zpar_engine::Namespace;
+/// let mut ns = Namespace::new(rhai::Engine::new());
+/// ns.execute("let x = 20; fn double(v) { v * 2 }").unwrap();
+/// let r = ns.execute("double(x) + 2").unwrap();
+/// assert_eq!(r.as_int().unwrap(), 42);
+/// ```
+pub struct Namespace {
+    engine: Engine,
+    scope: Scope<'static>,
+    functions: AST,
+}
+
+impl Namespace {
+    /// A namespace running scripts on `engine` (with whatever natives,
+    /// limits and callbacks it has registered).
+    pub fn new(engine: Engine) -> Namespace {
+        Namespace {
+            engine,
+            scope: Scope::new(),
+            functions: AST::empty(),
+        }
+    }
+
+    /// The script engine, to register more native functions or types.
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// Runs code in the namespace; the value of its last expression.
+    pub fn execute(&mut self, code: &str) -> Result<Dynamic, ScriptError> {
+        let ast = self.engine.compile_with_scope(&self.scope, code)?;
+        let run = self.functions.merge(&ast);
+        let result = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &run);
+        // Keep definitions even if the run failed: closures it stored in
+        // variables must stay callable.
+        self.functions = self.functions.merge(&ast.clone_functions_only());
+        self.compact_scope();
+        Ok(result?)
+    }
+
+    /// Calls `f` with `args`. `f` is a closure (`|a, b| a + b`), a function
+    /// definition (`fn f(a) { .. }`), or the name of a function or of a
+    /// variable holding one. An argument that is a [`Value::Reference`] is
+    /// the engine variable of that name.
+    pub fn apply(&mut self, f: &str, args: Vec<Value>) -> Result<Dynamic, ScriptError> {
+        let mut call_args = Vec::with_capacity(args.len());
+        for (i, a) in args.into_iter().enumerate() {
+            call_args.push(match a {
+                Value::Reference(name) => self.lookup(&name)?,
+                Value::Function(src) => Dynamic::from(self.function(&src, true)?.0),
+                other => from_value(other)
+                    .map_err(|m| ScriptError::new("BadArgument", format!("argument {i}: {m}")))?,
+            });
+        }
+        let (fn_ptr, one_off) = self.function(f, false)?;
+        let ast = one_off.as_ref().unwrap_or(&self.functions);
+        let result = fn_ptr.call::<Dynamic>(&self.engine, ast, call_args);
+        self.compact_scope();
+        Ok(result?)
+    }
+
+    /// Sets a variable, replacing any earlier one of that name. A
+    /// [`Value::Function`] becomes a function pointer (and a `fn` definition
+    /// is defined on the engine too).
+    pub fn push(&mut self, name: &str, value: Value) -> Result<(), ScriptError> {
+        if !is_identifier(name) {
+            return Err(ScriptError::new(
+                "BadArgument",
+                format!("{name:?} is not a valid variable name"),
+            ));
+        }
+        let d = match value {
+            Value::Function(src) => Dynamic::from(self.function(&src, true)?.0),
+            Value::Reference(other) => self.lookup(&other)?,
+            v => from_value(v)
+                .map_err(|m| ScriptError::new("BadArgument", format!("{name}: {m}")))?,
+        };
+        self.scope.set_or_push(name, d);
+        Ok(())
+    }
+
+    /// Reads a variable as a wire value.
+    pub fn pull(&self, name: &str) -> Result<Value, ScriptError> {
+        let d = self.lookup(name)?;
+        to_value(&d).map_err(|e| ScriptError::new("NotTransferable", format!("{name}: {e}")))
+    }
+
+    /// A variable's script value.
+    pub fn lookup(&self, name: &str) -> Result<Dynamic, ScriptError> {
+        self.scope.get(name).cloned().ok_or_else(|| {
+            ScriptError::new(
+                "UnknownName",
+                format!("no variable named {name:?} on this engine"),
+            )
+        })
+    }
+
+    /// Forgets every variable and function.
+    pub fn clear(&mut self) {
+        self.scope.clear();
+        self.functions = AST::empty();
+    }
+
+    /// The names of the variables defined now.
+    pub fn names(&self) -> Vec<String> {
+        let mut seen = HashSet::new();
+        let mut out: Vec<String> = self
+            .scope
+            .iter_raw()
+            .map(|(n, _, _)| n.to_string())
+            .filter(|n| seen.insert(n.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Turns function source into a function pointer. A `fn` definition is
+    /// kept in the namespace when `keep`; otherwise its AST is returned so
+    /// the caller can call it once without defining it.
+    fn function(&mut self, src: &str, keep: bool) -> Result<(FnPtr, Option<AST>), ScriptError> {
+        let src = src.trim();
+        if src.starts_with("fn ") || src.starts_with("private fn ") {
+            let ast = self.engine.compile(src)?;
+            let name = ast
+                .iter_functions()
+                .next()
+                .map(|f| f.name.to_string())
+                .ok_or_else(|| ScriptError::new("BadArgument", "the source defines no function"))?;
+            let ptr = FnPtr::new(name.as_str()).map_err(ScriptError::from)?;
+            let defs = ast.clone_functions_only();
+            if keep {
+                self.functions = self.functions.merge(&defs);
+                return Ok((ptr, None));
+            }
+            return Ok((ptr, Some(self.functions.merge(&defs))));
+        }
+        if is_identifier(src) {
+            if let Some(v) = self.scope.get(src) {
+                let v = v.flatten_clone();
+                let ptr = v.try_cast::<FnPtr>().ok_or_else(|| {
+                    ScriptError::new("BadArgument", format!("{src} is not a function"))
+                })?;
+                return Ok((ptr, None));
+            }
+            return Ok((FnPtr::new(src).map_err(ScriptError::from)?, None));
+        }
+        // A closure's body is an anonymous function of the AST that made it,
+        // found by hash when called: keep it with the namespace's functions.
+        let ast = self.engine.compile_with_scope(&self.scope, src)?;
+        self.functions = self.functions.merge(&ast.clone_functions_only());
+        let run = self.functions.merge(&ast);
+        let v = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &run)?;
+        let type_name = pretty_type(&v);
+        let ptr = v.try_cast::<FnPtr>().ok_or_else(|| {
+            ScriptError::new(
+                "BadArgument",
+                format!("apply needs a function, but {src:?} is a {type_name}"),
+            )
+        })?;
+        Ok((ptr, None))
+    }
+
+    /// `let x` run twice leaves two `x` in the scope; keep only the newest
+    /// so shadowed values are freed.
+    fn compact_scope(&mut self) {
+        let mut names = HashSet::new();
+        let total = self.scope.len();
+        let distinct = self
+            .scope
+            .iter_raw()
+            .filter(|(n, _, _)| names.insert(*n))
+            .count();
+        if distinct == total {
+            return;
+        }
+        let old = std::mem::take(&mut self.scope);
+        let entries: Vec<(String, Dynamic)> = old.into_iter().map(|(n, v, _)| (n, v)).collect();
+        let mut seen = HashSet::new();
+        let mut keep: Vec<(String, Dynamic)> = entries
+            .into_iter()
+            .rev()
+            .filter(|(n, _)| seen.insert(n.clone()))
+            .collect();
+        keep.reverse();
+        for (n, v) in keep {
+            self.scope.push_dynamic(n, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns() -> Namespace {
+        let mut e = Engine::new();
+        crate::arrays::register(&mut e);
+        Namespace::new(e)
+    }
+
+    #[test]
+    fn variables_and_functions_persist() {
+        let mut n = ns();
+        let _ = n.execute("let a = 1; fn inc(x) { x + 1 }").unwrap();
+        let _ = n.execute("let b = inc(a);").unwrap();
+        assert_eq!(n.pull("b").unwrap(), Value::Int(2));
+        let _ = n.execute("fn inc(x) { x + 10 }").unwrap();
+        assert_eq!(n.execute("inc(0)").unwrap().as_int().unwrap(), 10);
+    }
+
+    #[test]
+    fn shadowed_variables_are_freed() {
+        let mut n = ns();
+        for i in 0..5 {
+            let _ = n.execute(&format!("let x = {i};")).unwrap();
+        }
+        assert_eq!(n.scope.len(), 1);
+        assert_eq!(n.pull("x").unwrap(), Value::Int(4));
+    }
+
+    #[test]
+    fn apply_closures_definitions_names_and_references() {
+        let mut n = ns();
+        n.push("a", Value::Int(40)).unwrap();
+        let r = n.apply(
+            "|x, y| x + y",
+            vec![Value::Reference("a".into()), Value::Int(2)],
+        );
+        assert_eq!(r.unwrap().as_int().unwrap(), 42);
+        let r = n.apply("fn sq(x) { x * x }", vec![Value::Int(7)]).unwrap();
+        assert_eq!(r.as_int().unwrap(), 49);
+        let _ = n.execute("fn twice(x) { 2 * x }").unwrap();
+        assert_eq!(
+            n.apply("twice", vec![Value::Int(4)])
+                .unwrap()
+                .as_int()
+                .unwrap(),
+            8
+        );
+        n.push("add", Value::Function("|a, b| a + b".into()))
+            .unwrap();
+        assert_eq!(
+            n.apply("add", vec![Value::Int(1), Value::Int(2)])
+                .unwrap()
+                .as_int()
+                .unwrap(),
+            3
+        );
+        assert_eq!(n.execute("call(add, 5, 6)").unwrap().as_int().unwrap(), 11);
+        // a closure that captures an engine variable
+        assert_eq!(n.apply("|| a + 1", vec![]).unwrap().as_int().unwrap(), 41);
+    }
+
+    #[test]
+    fn errors_have_class_and_position() {
+        let mut n = ns();
+        let e = n.execute("let x = 1;\nlet y = ;").unwrap_err();
+        assert_eq!(e.ename, "SyntaxError");
+        assert_eq!(e.line, Some(2));
+        let e = n.execute("let z = 1;\n  nope + 1").unwrap_err();
+        assert_eq!(e.ename, "UnknownName");
+        assert_eq!((e.line, e.column), (Some(2), Some(3)));
+        assert!(e.message.contains("nope"), "{e}");
+        let e = n.pull("missing").unwrap_err();
+        assert!(e.message.contains("\"missing\""));
+        let e = n.apply("a", vec![]).unwrap_err();
+        assert_eq!(e.ename, "UnknownName");
+        n.push("v", Value::Int(1)).unwrap();
+        let e = n.apply("v", vec![]).unwrap_err();
+        assert!(e.message.contains("not a function"), "{e}");
+        let e = n.apply("1 + 1", vec![]).unwrap_err();
+        assert!(
+            e.message.contains("is a i64") || e.message.contains("is a"),
+            "{e}"
+        );
+        let e = n.push("not valid", Value::Int(1)).unwrap_err();
+        assert_eq!(e.ename, "BadArgument");
+    }
+
+    #[test]
+    fn functions_cannot_be_pulled() {
+        let mut n = ns();
+        let _ = n.execute("let f = |x| x;").unwrap();
+        let e = n.pull("f").unwrap_err();
+        assert_eq!(e.ename, "NotTransferable");
+        assert!(e.message.contains("Fn"), "{e}");
+    }
+
+    #[test]
+    fn clear_forgets_everything() {
+        let mut n = ns();
+        let _ = n.execute("let a = 1; fn f() { 1 }").unwrap();
+        n.clear();
+        assert!(n.pull("a").is_err());
+        assert!(n.execute("f()").is_err());
+    }
+}

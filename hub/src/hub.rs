@@ -1,0 +1,830 @@
+//! The hub's poll loop: binding, routing, registration and faults.
+//!
+//! # Design
+//!
+//! One thread owns every client- and engine-facing socket and runs a
+//! `zmq::poll` loop over them; the heartbeat runs on its own thread and
+//! reports dead engines over an inproc pipe. Requests are verified (HMAC,
+//! replay) and their header and metadata parsed — never their content or
+//! buffers — then forwarded as the same frames, so a 100 MiB push costs the
+//! hub no copy. A client message that names several engines (`targets` in
+//! its metadata) is fanned out here, once per engine. Replies come back
+//! prefixed by the engine's identity; the hub notes the reply and forwards
+//! the rest, whose first frame is the client's identity.
+//!
+//! Engine-facing ROUTERs are `ROUTER_MANDATORY`: a message for an engine
+//! whose connection is not up yet is kept and retried rather than silently
+//! dropped.
+
+use crate::heartbeat;
+use crate::registry::{Channel, Pending, Registry};
+use crate::scheduler::{Scheduler, Scheme};
+use crate::HubError;
+use serde_json::{json, Map, Value as Json};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use zpar_protocol::connection::write_json_file;
+use zpar_protocol::{
+    recv_frames, send_frames, ClientConnection, ConnectionReply, Content, EngineConnection,
+    EngineNotification, EngineQueue, Header, Message, Profile, QueueReply, RawMessage,
+    RegistrationReply, Session, ShutdownRequest, Status, TaskReply,
+};
+
+/// How to run a hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Interface to bind (default 127.0.0.1).
+    pub ip: String,
+    /// Ports to bind, in [`PortPlan`] order; 0 picks one at random.
+    pub ports: PortPlan,
+    /// Where to write connection files.
+    pub profile: Profile,
+    /// HMAC key; a fresh random one when None.
+    pub key: Option<String>,
+    /// Heartbeat period.
+    pub hb_period: Duration,
+    /// Missed heartbeats before an engine is declared dead.
+    pub hb_misses: u64,
+    /// Load-balancing scheme.
+    pub scheme: Scheme,
+}
+
+impl HubConfig {
+    /// Defaults: loopback, random ports, 1 s heartbeats, 3 misses.
+    pub fn new(profile: Profile) -> HubConfig {
+        HubConfig {
+            ip: "127.0.0.1".into(),
+            ports: PortPlan::default(),
+            profile,
+            key: None,
+            hb_period: Duration::from_secs(1),
+            hb_misses: 3,
+            scheme: Scheme::LeastLoad,
+        }
+    }
+}
+
+/// Every port the hub binds; 0 means any free port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortPlan {
+    /// Registration and queries.
+    pub registration: u16,
+    /// Heartbeat pings.
+    pub hb_ping: u16,
+    /// Heartbeat pongs.
+    pub hb_pong: u16,
+    /// Direct requests, client side.
+    pub mux_client: u16,
+    /// Direct requests, engine side.
+    pub mux_engine: u16,
+    /// Load-balanced requests, client side.
+    pub task_client: u16,
+    /// Load-balanced requests, engine side.
+    pub task_engine: u16,
+    /// Control, client side.
+    pub control_client: u16,
+    /// Control, engine side.
+    pub control_engine: u16,
+    /// Output, engine side.
+    pub iopub_engine: u16,
+    /// Output, client side.
+    pub iopub_client: u16,
+    /// Notifications.
+    pub notification: u16,
+}
+
+struct Sockets {
+    query: zmq::Socket,
+    mux_client: zmq::Socket,
+    mux_engine: zmq::Socket,
+    task_client: zmq::Socket,
+    task_engine: zmq::Socket,
+    control_client: zmq::Socket,
+    control_engine: zmq::Socket,
+    iopub_engine: zmq::Socket,
+    iopub_client: zmq::Socket,
+    notification: zmq::Socket,
+    hb_pipe: zmq::Socket,
+}
+
+impl Sockets {
+    fn client(&self, ch: Channel) -> &zmq::Socket {
+        match ch {
+            Channel::Mux => &self.mux_client,
+            Channel::Task => &self.task_client,
+            Channel::Control => &self.control_client,
+        }
+    }
+
+    fn engine(&self, ch: Channel) -> &zmq::Socket {
+        match ch {
+            Channel::Mux => &self.mux_engine,
+            Channel::Task => &self.task_engine,
+            Channel::Control => &self.control_engine,
+        }
+    }
+}
+
+/// A message waiting for its engine's connection to come up.
+struct Unroutable {
+    channel: Channel,
+    engine: Vec<u8>,
+    frames: Vec<zmq::Message>,
+    since: Instant,
+}
+
+/// A bound hub, ready to [`run`](Hub::run).
+pub struct Hub {
+    config: HubConfig,
+    sockets: Sockets,
+    session: Session,
+    registry: Registry,
+    scheduler: Scheduler,
+    hb_thread: Option<std::thread::JoinHandle<()>>,
+    client_connection: ClientConnection,
+    engine_connection: EngineConnection,
+    files: Vec<PathBuf>,
+    unroutable: VecDeque<Unroutable>,
+    stopping: bool,
+    _ctx: zmq::Context,
+}
+
+fn bind(
+    ctx: &zmq::Context,
+    kind: zmq::SocketType,
+    ip: &str,
+    port: u16,
+) -> Result<(zmq::Socket, u16), HubError> {
+    let s = ctx.socket(kind)?;
+    s.set_linger(1000)?;
+    s.set_sndhwm(0)?;
+    s.set_rcvhwm(0)?;
+    let addr = if port == 0 {
+        format!("tcp://{ip}:*")
+    } else {
+        format!("tcp://{ip}:{port}")
+    };
+    s.bind(&addr).map_err(|source| HubError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    let endpoint = s.get_last_endpoint()?.unwrap_or_default();
+    let bound = endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or(HubError::Bind {
+            addr,
+            source: zmq::Error::EINVAL,
+        })?;
+    Ok((s, bound))
+}
+
+impl Hub {
+    /// Binds every socket, starts the heartbeat and writes the connection
+    /// files.
+    pub fn bind(config: HubConfig) -> Result<Hub, HubError> {
+        let ctx = zmq::Context::new();
+        let ip = config.ip.as_str();
+        let p = config.ports;
+        let (query, registration) = bind(&ctx, zmq::ROUTER, ip, p.registration)?;
+        let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping)?;
+        let (hb_pong_sock, hb_pong) = bind(&ctx, zmq::ROUTER, ip, p.hb_pong)?;
+        let (mux_client, mux_c) = bind(&ctx, zmq::ROUTER, ip, p.mux_client)?;
+        let (mux_engine, mux_e) = bind(&ctx, zmq::ROUTER, ip, p.mux_engine)?;
+        let (task_client, task_c) = bind(&ctx, zmq::ROUTER, ip, p.task_client)?;
+        let (task_engine, task_e) = bind(&ctx, zmq::ROUTER, ip, p.task_engine)?;
+        let (control_client, control_c) = bind(&ctx, zmq::ROUTER, ip, p.control_client)?;
+        let (control_engine, control_e) = bind(&ctx, zmq::ROUTER, ip, p.control_engine)?;
+        let (iopub_engine, iopub_e) = bind(&ctx, zmq::SUB, ip, p.iopub_engine)?;
+        iopub_engine.set_subscribe(b"")?;
+        let (iopub_client, iopub_c) = bind(&ctx, zmq::PUB, ip, p.iopub_client)?;
+        let (notification, notif) = bind(&ctx, zmq::PUB, ip, p.notification)?;
+        for s in [&mux_engine, &task_engine, &control_engine] {
+            s.set_router_mandatory(true)?;
+        }
+        let pipe_addr = format!("inproc://zpar-hb-{}", zpar_protocol::new_id());
+        let hb_pipe = ctx.socket(zmq::PAIR)?;
+        hb_pipe.bind(&pipe_addr)?;
+        let hb_end = ctx.socket(zmq::PAIR)?;
+        hb_end.connect(&pipe_addr)?;
+        let hb_thread = heartbeat::spawn(
+            hb_ping_sock,
+            hb_pong_sock,
+            hb_end,
+            config.hb_period,
+            config.hb_misses,
+        );
+
+        let key = config.key.clone().unwrap_or_else(zpar_protocol::new_id);
+        let session = Session::new(key.as_bytes(), zpar_protocol::SIGNATURE_SCHEME, "hub")?;
+        let client_connection = ClientConnection {
+            transport: "tcp".into(),
+            ip: config.ip.clone(),
+            key: key.clone(),
+            signature_scheme: zpar_protocol::SIGNATURE_SCHEME.into(),
+            registration,
+            mux: mux_c,
+            task: task_c,
+            control: control_c,
+            iopub: iopub_c,
+            notification: notif,
+        };
+        let engine_connection = EngineConnection {
+            transport: "tcp".into(),
+            ip: config.ip.clone(),
+            key,
+            signature_scheme: zpar_protocol::SIGNATURE_SCHEME.into(),
+            registration,
+            hb_ping,
+            hb_pong,
+            mux: mux_e,
+            task: task_e,
+            control: control_e,
+            iopub: iopub_e,
+        };
+        let files = vec![config.profile.client_file(), config.profile.engine_file()];
+        write_json_file(&files[0], &client_connection)?;
+        write_json_file(&files[1], &engine_connection)?;
+        Ok(Hub {
+            scheduler: Scheduler::new(config.scheme),
+            config,
+            sockets: Sockets {
+                query,
+                mux_client,
+                mux_engine,
+                task_client,
+                task_engine,
+                control_client,
+                control_engine,
+                iopub_engine,
+                iopub_client,
+                notification,
+                hb_pipe,
+            },
+            session,
+            registry: Registry::default(),
+            hb_thread: Some(hb_thread),
+            client_connection,
+            engine_connection,
+            files,
+            unroutable: VecDeque::new(),
+            stopping: false,
+            _ctx: ctx,
+        })
+    }
+
+    /// What clients connect to.
+    pub fn client_connection(&self) -> &ClientConnection {
+        &self.client_connection
+    }
+
+    /// What engines connect to.
+    pub fn engine_connection(&self) -> &EngineConnection {
+        &self.engine_connection
+    }
+
+    /// Serves until `stop` is set or a client asks the hub to shut down.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<(), HubError> {
+        info!(
+            ip = %self.config.ip,
+            registration = self.client_connection.registration,
+            profile = %self.config.profile.dir.display(),
+            "hub listening"
+        );
+        const BATCH: usize = 256;
+        while !stop.load(Ordering::Relaxed) && !self.stopping {
+            let timeout = if self.unroutable.is_empty() { 200 } else { 2 };
+            let ready: Vec<bool> = {
+                let s = &self.sockets;
+                let mut items = [
+                    s.query.as_poll_item(zmq::POLLIN),
+                    s.mux_client.as_poll_item(zmq::POLLIN),
+                    s.mux_engine.as_poll_item(zmq::POLLIN),
+                    s.task_client.as_poll_item(zmq::POLLIN),
+                    s.task_engine.as_poll_item(zmq::POLLIN),
+                    s.control_client.as_poll_item(zmq::POLLIN),
+                    s.control_engine.as_poll_item(zmq::POLLIN),
+                    s.iopub_engine.as_poll_item(zmq::POLLIN),
+                    s.hb_pipe.as_poll_item(zmq::POLLIN),
+                ];
+                match zmq::poll(&mut items, timeout) {
+                    Ok(_) => items.iter().map(|i| i.is_readable()).collect(),
+                    Err(zmq::Error::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if ready[8] {
+                self.drain_heartbeat();
+            }
+            if ready[6] {
+                self.drain(
+                    BATCH,
+                    |h| &h.sockets.control_engine,
+                    |h, f| h.on_engine_reply(Channel::Control, f),
+                );
+            }
+            if ready[5] {
+                self.drain(
+                    BATCH,
+                    |h| &h.sockets.control_client,
+                    |h, f| h.on_client_request(Channel::Control, f),
+                );
+            }
+            if ready[0] {
+                self.drain(BATCH, |h| &h.sockets.query, Hub::on_query);
+            }
+            if ready[2] {
+                self.drain(
+                    BATCH,
+                    |h| &h.sockets.mux_engine,
+                    |h, f| h.on_engine_reply(Channel::Mux, f),
+                );
+            }
+            if ready[4] {
+                self.drain(
+                    BATCH,
+                    |h| &h.sockets.task_engine,
+                    |h, f| h.on_engine_reply(Channel::Task, f),
+                );
+            }
+            if ready[1] {
+                self.drain(
+                    BATCH,
+                    |h| &h.sockets.mux_client,
+                    |h, f| h.on_client_request(Channel::Mux, f),
+                );
+            }
+            if ready[3] {
+                self.drain(
+                    BATCH,
+                    |h| &h.sockets.task_client,
+                    |h, f| h.on_client_request(Channel::Task, f),
+                );
+            }
+            if ready[7] {
+                self.drain(
+                    BATCH,
+                    |h| &h.sockets.iopub_engine,
+                    |h, f| {
+                        if let Err(e) = send_frames(&h.sockets.iopub_client, f, zmq::DONTWAIT) {
+                            debug!(error = %e, "iopub message dropped");
+                        }
+                    },
+                );
+            }
+            self.retry_unroutable();
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn drain(
+        &mut self,
+        max: usize,
+        socket: impl Fn(&Hub) -> &zmq::Socket,
+        mut handle: impl FnMut(&mut Hub, Vec<zmq::Message>),
+    ) {
+        for _ in 0..max {
+            match recv_frames(socket(self), zmq::DONTWAIT) {
+                Ok(frames) => handle(self, frames),
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    warn!(error = %e, "receive failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drain_heartbeat(&mut self) {
+        while let Ok(frames) = recv_frames(&self.sockets.hb_pipe, zmq::DONTWAIT) {
+            if frames.first().map(|f| &f[..]) == Some(heartbeat::DEAD) {
+                if let Some(id) = frames.get(1).and_then(|u| self.registry.id_of(u)) {
+                    self.engine_gone(
+                        id,
+                        "missed heartbeats: the engine died or hangs in native code",
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends a typed message from the hub.
+    fn send(&self, socket: &zmq::Socket, msg: Message) {
+        let raw = self.session.encode_owned(msg);
+        if let Err(e) = send_frames(socket, raw.into_frames(), zmq::DONTWAIT) {
+            warn!(error = %e, "hub message not sent");
+        }
+    }
+
+    /// An error reply to a request the hub cannot forward.
+    fn reject(
+        &self,
+        channel: Channel,
+        identities: Vec<Vec<u8>>,
+        request: &Header,
+        engine: Option<u32>,
+        ename: &str,
+        evalue: String,
+    ) {
+        debug!(msg_id = %request.msg_id, %ename, %evalue, "request rejected");
+        let reply_type = Content::reply_type(&request.msg_type)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}_reply", request.msg_type.trim_end_matches("_request")));
+        let mut r = TaskReply::error(ename, evalue);
+        r.engine_id = engine;
+        let mut meta = Map::new();
+        if let Some(id) = engine {
+            meta.insert("engine".into(), json!(id));
+        }
+        meta.insert("status".into(), json!("error"));
+        let msg = Message {
+            identities,
+            header: self.session.header(&reply_type),
+            parent_header: Some(request.clone()),
+            metadata: meta,
+            content: Content::task_reply_of(&reply_type, r),
+            buffers: vec![],
+        };
+        self.send(self.sockets.client(channel), msg);
+    }
+
+    fn on_client_request(&mut self, channel: Channel, frames: Vec<zmq::Message>) {
+        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
+            Ok(r) => r,
+            Err(e) => return warn!(error = %e, ?channel, "dropped a malformed client message"),
+        };
+        if let Err(e) = self.session.verify(&raw) {
+            return warn!(error = %e, ?channel, "dropped a client message");
+        }
+        let (header, metadata) = match (raw.header(), raw.metadata()) {
+            (Ok(h), Ok(m)) => (h, m),
+            (Err(e), _) | (_, Err(e)) => {
+                return warn!(error = %e, ?channel, "dropped a client message")
+            }
+        };
+        let identities: Vec<Vec<u8>> = raw.identities.iter().map(|f| f.to_vec()).collect();
+        let Some(client) = identities.first().cloned() else {
+            return warn!("dropped a client message without identity");
+        };
+        if channel == Channel::Control && header.msg_type == "shutdown_request" {
+            let hub_too = serde_json::from_slice::<ShutdownRequest>(&raw.content)
+                .map(|r| r.hub)
+                .unwrap_or(false)
+                || metadata.get("hub").and_then(Json::as_bool).unwrap_or(false);
+            if hub_too {
+                return self.shutdown_cluster(identities, header);
+            }
+        }
+        let targets: Vec<u32> = match channel {
+            Channel::Task => {
+                let allowed = metadata.get("targets").and_then(parse_ids);
+                match self.scheduler.pick(&mut self.registry, allowed.as_deref()) {
+                    Some(id) => vec![id],
+                    None => {
+                        let why = if self.registry.ids().is_empty() {
+                            "no engines are registered".to_string()
+                        } else {
+                            format!("none of the engines {allowed:?} is registered")
+                        };
+                        return self.reject(channel, identities, &header, None, "NoEngines", why);
+                    }
+                }
+            }
+            _ => match metadata.get("targets").and_then(parse_ids) {
+                Some(t) if !t.is_empty() => t,
+                _ => {
+                    return self.reject(
+                        channel,
+                        identities,
+                        &header,
+                        None,
+                        "NoTargets",
+                        "the request names no target engines (metadata \"targets\")".into(),
+                    )
+                }
+            },
+        };
+        let mut live = Vec::with_capacity(targets.len());
+        for id in targets {
+            match self.registry.get(id) {
+                Some(e) => live.push((id, e.uuid.clone())),
+                None => self.reject(
+                    channel,
+                    identities.clone(),
+                    &header,
+                    Some(id),
+                    "UnknownEngine",
+                    format!("engine {id} is not registered (it died, left or never existed)"),
+                ),
+            }
+        }
+        let n = live.len();
+        let mut raw = Some(raw);
+        for (i, (id, uuid)) in live.into_iter().enumerate() {
+            let copy = if i + 1 == n {
+                raw.take().expect("last use")
+            } else {
+                raw.as_ref().expect("still here").duplicate()
+            };
+            self.registry.add_pending(
+                id,
+                header.msg_id.clone(),
+                Pending {
+                    client: client.clone(),
+                    header: header.clone(),
+                    channel,
+                    received: Instant::now(),
+                },
+            );
+            self.route(channel, &uuid, copy.into_frames());
+        }
+    }
+
+    /// Sends frames to an engine; keeps them for later if its connection is
+    /// not up yet.
+    fn route(&mut self, channel: Channel, uuid: &[u8], frames: Vec<zmq::Message>) {
+        let sock = self.sockets.engine(channel);
+        match sock.send(uuid, zmq::SNDMORE | zmq::DONTWAIT) {
+            Ok(()) => {
+                if let Err(e) = send_frames(sock, frames, 0) {
+                    warn!(error = %e, "forwarding to an engine failed");
+                }
+            }
+            Err(zmq::Error::EHOSTUNREACH) | Err(zmq::Error::EAGAIN) => {
+                self.unroutable.push_back(Unroutable {
+                    channel,
+                    engine: uuid.to_vec(),
+                    frames,
+                    since: Instant::now(),
+                })
+            }
+            Err(e) => warn!(error = %e, "forwarding to an engine failed"),
+        }
+    }
+
+    fn retry_unroutable(&mut self) {
+        for _ in 0..self.unroutable.len() {
+            let Some(u) = self.unroutable.pop_front() else {
+                break;
+            };
+            if self.registry.id_of(&u.engine).is_none() {
+                continue; // the engine is gone; its pending requests were failed
+            }
+            if u.since.elapsed() > Duration::from_secs(30) {
+                warn!("dropped a message for an engine that never connected its sockets");
+                continue;
+            }
+            let sock = self.sockets.engine(u.channel);
+            match sock.send(&u.engine[..], zmq::SNDMORE | zmq::DONTWAIT) {
+                Ok(()) => {
+                    let _ = send_frames(sock, u.frames, 0);
+                }
+                Err(_) => self.unroutable.push_back(u),
+            }
+        }
+    }
+
+    fn on_engine_reply(&mut self, channel: Channel, mut frames: Vec<zmq::Message>) {
+        if frames.is_empty() {
+            return;
+        }
+        let uuid = frames.remove(0);
+        let Some(engine) = self.registry.id_of(&uuid) else {
+            return debug!(?channel, "dropped a reply from an unregistered engine");
+        };
+        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
+            Ok(r) => r,
+            Err(e) => return warn!(error = %e, engine, "dropped a malformed engine message"),
+        };
+        if let Err(e) = self.session.verify(&raw) {
+            return warn!(error = %e, engine, "dropped an engine message");
+        }
+        let parent = match raw.parent_header() {
+            Ok(Some(p)) => p,
+            Ok(None) => return warn!(engine, "dropped an engine reply without parent"),
+            Err(e) => return warn!(error = %e, engine, "dropped an engine message"),
+        };
+        self.registry.complete(engine, &parent.msg_id);
+        if raw.identities.is_empty() {
+            return; // an answer to the hub's own request
+        }
+        if let Err(e) = send_frames(
+            self.sockets.client(channel),
+            raw.into_frames(),
+            zmq::DONTWAIT,
+        ) {
+            debug!(error = %e, "reply to a departed client dropped");
+        }
+    }
+
+    fn on_query(&mut self, frames: Vec<zmq::Message>) {
+        let msg = match self.session.decode_frames(frames) {
+            Ok(m) => m,
+            Err(e) => return warn!(error = %e, "dropped a bad query"),
+        };
+        let reply_content = match &msg.content {
+            Content::RegistrationRequest(r) => {
+                let uuid = msg.identities.first().cloned().unwrap_or_default();
+                if uuid.is_empty() || uuid != r.uuid.as_bytes() {
+                    Content::RegistrationReply(RegistrationReply {
+                        status: Status::Error,
+                        evalue: Some(
+                            "the registration uuid must be the engine's socket identity".into(),
+                        ),
+                        ..Default::default()
+                    })
+                } else {
+                    let (id, fresh) = self.registry.register(&uuid, r.id);
+                    if fresh {
+                        let _ = self
+                            .sockets
+                            .hb_pipe
+                            .send_multipart([heartbeat::WATCH, &uuid[..]], 0);
+                        info!(engine = id, uuid = %r.uuid, "engine registered");
+                        self.notify(Content::RegistrationNotification(EngineNotification {
+                            id,
+                            uuid: r.uuid.clone(),
+                            reason: None,
+                        }));
+                    }
+                    Content::RegistrationReply(RegistrationReply {
+                        status: Status::Ok,
+                        id,
+                        hb_period_ms: self.config.hb_period.as_millis() as u64,
+                        evalue: None,
+                    })
+                }
+            }
+            Content::UnregistrationRequest(r) => {
+                let sender = msg.identities.first().map(|u| self.registry.id_of(u));
+                if sender == Some(Some(r.id)) {
+                    self.engine_gone(r.id, "unregistered");
+                    Content::UnregistrationReply(TaskReply::ok())
+                } else {
+                    Content::UnregistrationReply(TaskReply::error(
+                        "NotPermitted",
+                        format!("only engine {} itself may unregister it", r.id),
+                    ))
+                }
+            }
+            Content::ConnectionRequest(_) => Content::ConnectionReply(ConnectionReply {
+                status: Status::Ok,
+                engines: self.registry.table(),
+            }),
+            Content::QueueRequest(r) => {
+                let engines = self
+                    .registry
+                    .engines()
+                    .filter(|e| r.targets.as_ref().is_none_or(|t| t.contains(&e.id)))
+                    .map(|e| {
+                        (
+                            e.id,
+                            EngineQueue {
+                                queue: e.pending.len() as u64,
+                                completed: e.completed,
+                                tasks: e.tasks(),
+                                msg_ids: if r.verbose {
+                                    e.pending.keys().cloned().collect()
+                                } else {
+                                    vec![]
+                                },
+                            },
+                        )
+                    })
+                    .collect();
+                Content::QueueReply(QueueReply {
+                    status: Status::Ok,
+                    engines,
+                    unassigned: self.unroutable.len() as u64,
+                })
+            }
+            other => {
+                let t = other.msg_type().to_string();
+                let reply_type = format!("{}_reply", t.trim_end_matches("_request"));
+                Content::task_reply_of(
+                    &reply_type,
+                    TaskReply::error(
+                        "UnknownMessageType",
+                        format!("the hub does not serve {t} on this channel"),
+                    ),
+                )
+            }
+        };
+        let reply = msg.reply(&self.session, reply_content);
+        self.send(&self.sockets.query, reply);
+    }
+
+    fn notify(&self, content: Content) {
+        let msg = Message::new(&self.session, content);
+        self.send(&self.sockets.notification, msg);
+    }
+
+    /// An engine left or died: fail what it owed, tell the clients.
+    fn engine_gone(&mut self, id: u32, reason: &str) {
+        let Some(entry) = self.registry.unregister(id) else {
+            return;
+        };
+        let _ = self
+            .sockets
+            .hb_pipe
+            .send_multipart([heartbeat::FORGET, &entry.uuid[..]], 0);
+        if reason == "unregistered" {
+            info!(engine = id, "engine unregistered");
+        } else {
+            warn!(engine = id, pending = entry.pending.len(), %reason, "engine died");
+        }
+        for (msg_id, p) in entry.pending {
+            if p.client.is_empty() {
+                continue;
+            }
+            debug!(engine = id, %msg_id, "failing a request of a dead engine");
+            self.reject(
+                p.channel,
+                vec![p.client],
+                &p.header,
+                Some(id),
+                "EngineDied",
+                format!("engine {id} died before answering ({reason})"),
+            );
+        }
+        self.notify(Content::UnregistrationNotification(EngineNotification {
+            id,
+            uuid: String::from_utf8_lossy(&entry.uuid).into_owned(),
+            reason: Some(reason.to_string()),
+        }));
+    }
+
+    /// Stops every engine, answers the client, then stops the loop.
+    fn shutdown_cluster(&mut self, identities: Vec<Vec<u8>>, request: Header) {
+        info!("shutdown requested by a client");
+        for id in self.registry.ids() {
+            let uuid = self
+                .registry
+                .get(id)
+                .map(|e| e.uuid.clone())
+                .unwrap_or_default();
+            let msg = Message::new(
+                &self.session,
+                Content::ShutdownRequest(ShutdownRequest::default()),
+            );
+            let raw = self.session.encode(&msg);
+            self.route(Channel::Control, &uuid, raw.into_frames());
+        }
+        let reply = Message {
+            identities,
+            header: self.session.header("shutdown_reply"),
+            parent_header: Some(request),
+            metadata: Map::new(),
+            content: Content::ShutdownReply(TaskReply::ok()),
+            buffers: vec![],
+        };
+        self.send(&self.sockets.control_client, reply);
+        self.stopping = true;
+    }
+
+    fn shutdown(&mut self) {
+        if !self.stopping {
+            // Stopped by a signal: engines are told to stop too.
+            for id in self.registry.ids() {
+                let uuid = self
+                    .registry
+                    .get(id)
+                    .map(|e| e.uuid.clone())
+                    .unwrap_or_default();
+                let msg = Message::new(
+                    &self.session,
+                    Content::ShutdownRequest(ShutdownRequest::default()),
+                );
+                let raw = self.session.encode(&msg);
+                self.route(Channel::Control, &uuid, raw.into_frames());
+            }
+        }
+        let _ = self.sockets.hb_pipe.send(heartbeat::STOP, 0);
+        if let Some(t) = self.hb_thread.take() {
+            let _ = t.join();
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        info!("hub stopped");
+    }
+}
+
+fn parse_ids(v: &Json) -> Option<Vec<u32>> {
+    match v {
+        Json::Array(a) => a
+            .iter()
+            .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
+            .collect(),
+        Json::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(|n| vec![n]),
+        _ => None,
+    }
+}

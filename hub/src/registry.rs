@@ -1,0 +1,204 @@
+//! The engine table: ids, uuids, and what each engine is working on.
+//!
+//! Plain bookkeeping, no sockets: the hub loop asks it who is registered,
+//! records what it forwards, and on an engine's death takes back everything
+//! that engine still owed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+use zpar_protocol::Header;
+
+/// Which pair of hub sockets a request travelled on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Direct requests to named engines.
+    Mux,
+    /// Load-balanced requests.
+    Task,
+    /// Control requests.
+    Control,
+}
+
+/// A request forwarded to an engine and not yet answered.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The requesting client's identity ([] for the hub's own requests).
+    pub client: Vec<u8>,
+    /// The request's header, the parent of its reply.
+    pub header: Header,
+    /// Where it came from.
+    pub channel: Channel,
+    /// When the hub received it.
+    pub received: Instant,
+}
+
+/// One registered engine.
+#[derive(Debug)]
+pub struct EngineEntry {
+    /// Its id.
+    pub id: u32,
+    /// Its uuid, also its identity on the engine sockets.
+    pub uuid: Vec<u8>,
+    /// Requests it owes replies to, by msg id.
+    pub pending: HashMap<String, Pending>,
+    /// How many replies it has sent.
+    pub completed: u64,
+    /// The scheduler's clock value when it last got a task.
+    pub last_assigned: u64,
+}
+
+impl EngineEntry {
+    /// Load-balanced tasks in its queue.
+    pub fn tasks(&self) -> u64 {
+        self.pending
+            .values()
+            .filter(|p| p.channel == Channel::Task)
+            .count() as u64
+    }
+}
+
+/// Registered engines by id and uuid. Ids count up from 0 and are never
+/// reused.
+#[derive(Debug, Default)]
+pub struct Registry {
+    engines: BTreeMap<u32, EngineEntry>,
+    by_uuid: HashMap<Vec<u8>, u32>,
+    next_id: u32,
+}
+
+impl Registry {
+    /// Registers `uuid`. A uuid already registered keeps its id; a requested
+    /// id (an engine coming back after a hub restart) is honoured if no
+    /// other engine holds it. Returns the id and whether it is new.
+    pub fn register(&mut self, uuid: &[u8], requested: Option<u32>) -> (u32, bool) {
+        if let Some(id) = self.by_uuid.get(uuid) {
+            return (*id, false);
+        }
+        let id = match requested {
+            Some(r) if !self.engines.contains_key(&r) => r,
+            _ => self.next_id,
+        };
+        self.next_id = self.next_id.max(id + 1);
+        self.engines.insert(
+            id,
+            EngineEntry {
+                id,
+                uuid: uuid.to_vec(),
+                pending: HashMap::new(),
+                completed: 0,
+                last_assigned: 0,
+            },
+        );
+        self.by_uuid.insert(uuid.to_vec(), id);
+        (id, true)
+    }
+
+    /// Removes an engine, returning what it owed.
+    pub fn unregister(&mut self, id: u32) -> Option<EngineEntry> {
+        let e = self.engines.remove(&id)?;
+        self.by_uuid.remove(&e.uuid);
+        Some(e)
+    }
+
+    /// The id registered for a uuid.
+    pub fn id_of(&self, uuid: &[u8]) -> Option<u32> {
+        self.by_uuid.get(uuid).copied()
+    }
+
+    /// An engine by id.
+    pub fn get(&self, id: u32) -> Option<&EngineEntry> {
+        self.engines.get(&id)
+    }
+
+    /// An engine by id, to change.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut EngineEntry> {
+        self.engines.get_mut(&id)
+    }
+
+    /// Every engine, by id.
+    pub fn engines(&self) -> impl Iterator<Item = &EngineEntry> {
+        self.engines.values()
+    }
+
+    /// The ids.
+    pub fn ids(&self) -> Vec<u32> {
+        self.engines.keys().copied().collect()
+    }
+
+    /// id → uuid, as clients see it.
+    pub fn table(&self) -> BTreeMap<u32, String> {
+        self.engines
+            .values()
+            .map(|e| (e.id, String::from_utf8_lossy(&e.uuid).into_owned()))
+            .collect()
+    }
+
+    /// Raises the next fresh id to at least `id` (after a restart).
+    pub fn reserve_ids_below(&mut self, id: u32) {
+        self.next_id = self.next_id.max(id);
+    }
+
+    /// Records that `id` now owes a reply to `msg_id`.
+    pub fn add_pending(&mut self, id: u32, msg_id: String, pending: Pending) {
+        if let Some(e) = self.engines.get_mut(&id) {
+            e.pending.insert(msg_id, pending);
+        }
+    }
+
+    /// `id` answered `msg_id`; returns what was pending.
+    pub fn complete(&mut self, id: u32, msg_id: &str) -> Option<Pending> {
+        let e = self.engines.get_mut(&id)?;
+        let p = e.pending.remove(msg_id);
+        if p.is_some() {
+            e.completed += 1;
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> Pending {
+        Pending {
+            client: b"c".to_vec(),
+            header: zpar_protocol::Header::new("execute_request", "s", "u"),
+            channel: Channel::Mux,
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn ids_count_up_and_are_never_reused() {
+        let mut r = Registry::default();
+        assert_eq!(r.register(b"a", None), (0, true));
+        assert_eq!(r.register(b"b", None), (1, true));
+        assert_eq!(r.register(b"a", None), (0, false), "same uuid, same id");
+        r.unregister(0).unwrap();
+        assert_eq!(r.register(b"c", None), (2, true));
+        assert_eq!(r.ids(), vec![1, 2]);
+    }
+
+    #[test]
+    fn requested_ids_are_honoured_when_free() {
+        let mut r = Registry::default();
+        assert_eq!(r.register(b"a", Some(5)), (5, true));
+        assert_eq!(r.register(b"b", Some(5)), (6, true));
+        assert_eq!(r.register(b"c", None), (7, true));
+    }
+
+    #[test]
+    fn pending_work_is_returned_on_unregister() {
+        let mut r = Registry::default();
+        r.register(b"a", None);
+        r.add_pending(0, "m1".into(), pending());
+        r.add_pending(0, "m2".into(), pending());
+        assert!(r.complete(0, "m1").is_some());
+        assert!(r.complete(0, "m1").is_none());
+        let e = r.unregister(0).unwrap();
+        assert_eq!(e.completed, 1);
+        assert_eq!(e.pending.len(), 1);
+        assert!(r.id_of(b"a").is_none());
+    }
+}

@@ -1,0 +1,144 @@
+//! Choosing an engine for a load-balanced task.
+
+use crate::registry::Registry;
+
+/// How the hub picks an engine for a load-balanced task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// The engine with the fewest outstanding requests (ties: least
+    /// recently used).
+    #[default]
+    LeastLoad,
+    /// The least recently used engine.
+    Lru,
+    /// Any engine, at random.
+    Random,
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scheme, String> {
+        match s {
+            "leastload" | "least-load" | "least_load" => Ok(Scheme::LeastLoad),
+            "lru" => Ok(Scheme::Lru),
+            "random" => Ok(Scheme::Random),
+            other => Err(format!(
+                "unknown scheme {other:?}: use leastload, lru or random"
+            )),
+        }
+    }
+}
+
+/// Picks engines by a [`Scheme`].
+#[derive(Debug)]
+pub struct Scheduler {
+    scheme: Scheme,
+    clock: u64,
+    rng: u64,
+}
+
+impl Scheduler {
+    /// A scheduler for `scheme`.
+    pub fn new(scheme: Scheme) -> Scheduler {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        Scheduler {
+            scheme,
+            clock: 0,
+            rng: seed | 1,
+        }
+    }
+
+    /// Picks one of `allowed` (all engines when None) and marks it used.
+    pub fn pick(&mut self, registry: &mut Registry, allowed: Option<&[u32]>) -> Option<u32> {
+        let candidates: Vec<u32> = registry
+            .ids()
+            .into_iter()
+            .filter(|id| allowed.is_none_or(|a| a.contains(id)))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let load = |id: &u32| {
+            registry
+                .get(*id)
+                .map(|e| (e.pending.len(), e.last_assigned))
+                .unwrap_or_default()
+        };
+        let chosen = match self.scheme {
+            Scheme::LeastLoad => *candidates.iter().min_by_key(|id| load(id))?,
+            Scheme::Lru => *candidates.iter().min_by_key(|id| load(id).1)?,
+            Scheme::Random => {
+                // xorshift64
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                candidates[(self.rng % candidates.len() as u64) as usize]
+            }
+        };
+        self.clock += 1;
+        if let Some(e) = registry.get_mut(chosen) {
+            e.last_assigned = self.clock;
+        }
+        Some(chosen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Channel, Pending};
+
+    fn registry(n: usize) -> Registry {
+        let mut r = Registry::default();
+        for i in 0..n {
+            r.register(format!("e{i}").as_bytes(), None);
+        }
+        r
+    }
+
+    #[test]
+    fn least_load_prefers_idle_engines() {
+        let mut r = registry(3);
+        r.add_pending(
+            0,
+            "m".into(),
+            Pending {
+                client: vec![],
+                header: zpar_protocol::Header::new("apply_request", "s", "u"),
+                channel: Channel::Task,
+                received: std::time::Instant::now(),
+            },
+        );
+        let mut s = Scheduler::new(Scheme::LeastLoad);
+        let a = s.pick(&mut r, None).unwrap();
+        let b = s.pick(&mut r, None).unwrap();
+        assert_ne!(a, 0);
+        assert_ne!(b, 0);
+        assert_ne!(a, b, "ties go to the least recently used");
+    }
+
+    #[test]
+    fn lru_cycles_and_subsets_are_respected() {
+        let mut r = registry(3);
+        let mut s = Scheduler::new(Scheme::Lru);
+        let picks: Vec<u32> = (0..6).map(|_| s.pick(&mut r, None).unwrap()).collect();
+        assert_eq!(&picks[..3], &picks[3..]);
+        for _ in 0..10 {
+            assert_eq!(s.pick(&mut r, Some(&[2])), Some(2));
+        }
+        assert_eq!(s.pick(&mut r, Some(&[9])), None);
+        let mut rnd = Scheduler::new(Scheme::Random);
+        for _ in 0..20 {
+            assert!(rnd.pick(&mut r, Some(&[0, 1])).unwrap() < 2);
+        }
+    }
+
+    #[test]
+    fn parses_names() {
+        assert_eq!("lru".parse::<Scheme>().unwrap(), Scheme::Lru);
+        assert!("fastest".parse::<Scheme>().is_err());
+    }
+}

@@ -1,0 +1,602 @@
+//! `zpar bench`: zpar's speed beside raw ZeroMQ, measured in one run.
+//!
+//! Every figure is a median over repetitions, printed with its ratio to a
+//! baseline measured in the same run on the same machine: a raw ZeroMQ
+//! DEALER → ROUTER/ROUTER forwarder → DEALER echo (three processes) for
+//! round trips, a single raw DEALER/ROUTER hop, and raw one-way throughput
+//! of large messages. The raw peers are this same binary in hidden roles
+//! (`zpar bench raw-echo`, `raw-forwarder`, `raw-sink`).
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use zpar_client::{Client, LocalCluster, Value};
+use zpar_protocol::{Content, ExecuteRequest, Message, Session};
+
+/// Arguments of `zpar bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// What to measure: all, protocol, cluster, allreduce, raw.
+    #[arg(default_value = "all")]
+    pub suite: String,
+    /// Engines for the cluster suite.
+    #[arg(long, default_value_t = 2)]
+    pub engines: usize,
+    /// Print one JSON record instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Multiply repetition counts (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Internal: the raw peer's address.
+    #[arg(long, hide = true)]
+    pub url: Option<String>,
+    /// Internal: messages the raw sink expects.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub count: usize,
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Figure {
+    /// What was measured.
+    pub name: String,
+    /// The median.
+    pub value: f64,
+    /// Its unit (`us`, `MB/s`, `tasks/s`, `MiB`, `s`).
+    pub unit: String,
+    /// The baseline's name, if compared.
+    pub baseline: Option<String>,
+    /// value / baseline (for times: lower is better; for rates: higher).
+    pub ratio: Option<f64>,
+}
+
+struct Report {
+    figures: Vec<Figure>,
+    json: bool,
+}
+
+impl Report {
+    fn add(&mut self, name: &str, value: f64, unit: &str, baseline: Option<(&str, f64)>) {
+        let fig = Figure {
+            name: name.into(),
+            value,
+            unit: unit.into(),
+            baseline: baseline.map(|(b, _)| b.to_string()),
+            ratio: baseline.map(|(_, b)| value / b),
+        };
+        if !self.json {
+            let ratio = match (&fig.baseline, fig.ratio) {
+                (Some(b), Some(r)) => format!("{r:>7.2}x {b}"),
+                _ => String::new(),
+            };
+            println!(
+                "{:<48} {:>12.1} {:<8} {}",
+                fig.name, fig.value, fig.unit, ratio
+            );
+        }
+        self.figures.push(fig);
+    }
+}
+
+/// The median of some samples.
+pub fn median(samples: &mut [f64]) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len();
+    if n % 2 == 1 {
+        samples[n / 2]
+    } else {
+        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+    }
+}
+
+fn reps(base: usize, scale: f64) -> usize {
+    ((base as f64 * scale).round() as usize).max(3)
+}
+
+fn time_us(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed().as_secs_f64() * 1e6)
+}
+
+fn median_us(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..(n / 10).max(2) {
+        f()?; // warm up
+    }
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        samples.push(time_us(&mut f)?);
+    }
+    Ok(median(&mut samples))
+}
+
+/// Runs `zpar bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.suite.as_str() {
+        "raw-echo" => return raw_echo(args.url.as_deref().context("--url")?),
+        "raw-forwarder" => return raw_forwarder(),
+        "raw-sink" => return raw_sink(args.count),
+        _ => {}
+    }
+    let mut report = Report {
+        figures: Vec::new(),
+        json: args.json,
+    };
+    if !args.json {
+        println!(
+            "{:<48} {:>12} {:<8} ratio to baseline (same run)",
+            "figure (median)", "value", "unit"
+        );
+    }
+    let suites: Vec<&str> = match args.suite.as_str() {
+        "all" => vec!["protocol", "cluster", "allreduce"],
+        s @ ("protocol" | "cluster" | "allreduce" | "raw") => vec![s],
+        other => bail!("unknown bench suite {other:?}: all, protocol, cluster, allreduce or raw"),
+    };
+    let needs_raw = suites
+        .iter()
+        .any(|s| matches!(*s, "cluster" | "allreduce" | "raw"));
+    let raw = if needs_raw {
+        Some(raw_baselines(&mut report, args.scale)?)
+    } else {
+        None
+    };
+    for s in suites {
+        match s {
+            "protocol" => protocol(&mut report, args.scale)?,
+            "cluster" => cluster(&mut report, &args, raw.as_ref().expect("measured"))?,
+            "allreduce" => allreduce(&mut report, &args, raw.as_ref().expect("measured"))?,
+            _ => {}
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "figures": report.figures }))?
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- protocol
+
+fn protocol(report: &mut Report, scale: f64) -> Result<()> {
+    let a = Session::new(b"bench-key", "hmac-sha256", "a")?;
+    let mut b = Session::new(b"bench-key", "hmac-sha256", "b")?;
+    b.limits.max_buffer_frame = 1 << 30;
+    let n = reps(20_000, scale);
+    let mut enc = Vec::with_capacity(n);
+    let mut dec = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let msg = Message::new(
+            &a,
+            Content::ExecuteRequest(ExecuteRequest {
+                code: "let x = 1 + 1;".into(),
+                ..Default::default()
+            }),
+        );
+        let frames = a.encode(&msg).into_frames();
+        let t1 = Instant::now();
+        let back = b.decode_frames(frames)?;
+        let t2 = Instant::now();
+        std::hint::black_box(back);
+        enc.push((t1 - t).as_secs_f64() * 1e6);
+        dec.push((t2 - t1).as_secs_f64() * 1e6);
+    }
+    let e = median(&mut enc);
+    let d = median(&mut dec);
+    report.add(
+        "protocol: execute_request build+sign+serialize",
+        e,
+        "us",
+        None,
+    );
+    report.add("protocol: execute_request parse+verify", d, "us", None);
+    report.add(
+        "protocol: small round trip (encode+decode)",
+        e + d,
+        "us",
+        None,
+    );
+
+    let big = Value::F64Array((0..(16 << 20) / 8).map(|i| i as f64).collect());
+    let m = reps(20, scale);
+    let mut enc = Vec::new();
+    let mut dec = Vec::new();
+    for _ in 0..m {
+        let t = Instant::now();
+        let mut msg = Message::new(&a, Content::PushRequest(Default::default()));
+        let mut buffers = Vec::new();
+        let json = big.encode_into(&mut buffers);
+        if let Content::PushRequest(p) = &mut msg.content {
+            p.namespace.insert("x".into(), json);
+        }
+        msg.buffers = buffers;
+        let frames = a.encode_owned(msg).into_frames();
+        let t1 = Instant::now();
+        let back = b.decode_frames(frames)?;
+        let value = match &back.content {
+            Content::PushRequest(p) => Value::decode(&p.namespace["x"], &back.buffers)?,
+            _ => bail!("unexpected content"),
+        };
+        let t2 = Instant::now();
+        std::hint::black_box(value);
+        enc.push((t1 - t).as_secs_f64() * 1e6);
+        dec.push((t2 - t1).as_secs_f64() * 1e6);
+    }
+    let e = median(&mut enc);
+    let d = median(&mut dec);
+    report.add(
+        "protocol: 16 MiB f64 message encode (1 copy)",
+        e,
+        "us",
+        None,
+    );
+    report.add(
+        "protocol: 16 MiB f64 message decode (1 copy)",
+        d,
+        "us",
+        None,
+    );
+    report.add(
+        "protocol: 16 MiB encode throughput",
+        16.0 * 1.048576 / (e / 1e6),
+        "MB/s",
+        None,
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- raw zmq
+
+/// Raw ZeroMQ figures every zpar figure is compared with.
+pub struct Raw {
+    /// DEALER → forwarder → echo round trip, µs.
+    pub forwarder_rtt: f64,
+    /// DEALER ↔ ROUTER echo round trip, µs.
+    pub hop_rtt: f64,
+    /// One-way throughput with 8 MiB messages, MB/s.
+    pub throughput_8m: f64,
+    /// One-way throughput with 16 MiB messages, MB/s.
+    pub throughput_16m: f64,
+}
+
+struct Helper(Child);
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_helper(args: &[&str]) -> Result<(Helper, String)> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().context("helper stdout")?;
+    BufReader::new(stdout).read_line(&mut line)?;
+    Ok((Helper(child), line.trim().to_string()))
+}
+
+fn raw_baselines(report: &mut Report, scale: f64) -> Result<Raw> {
+    let ctx = zmq::Context::new();
+    // Forwarder and echo in their own processes.
+    let (_fwd, ports) = spawn_helper(&["raw-forwarder"])?;
+    let (front, back) = ports.split_once(' ').context("forwarder ports")?;
+    let (_echo, _) = spawn_helper(&["raw-echo", "--url", &format!("tcp://127.0.0.1:{back}")])?;
+    let dealer = ctx.socket(zmq::DEALER)?;
+    dealer.connect(&format!("tcp://127.0.0.1:{front}"))?;
+    let ping = |d: &zmq::Socket| -> Result<()> {
+        d.send(&b"ping"[..], 0)?;
+        d.recv_msg(0)?;
+        Ok(())
+    };
+    let forwarder_rtt = median_us(reps(2000, scale), || ping(&dealer))?;
+    report.add(
+        "raw zmq: forwarder round trip (3 processes)",
+        forwarder_rtt,
+        "us",
+        None,
+    );
+
+    let (_echo2, port) = spawn_helper(&["raw-echo", "--url", "bind"])?;
+    let hop = ctx.socket(zmq::DEALER)?;
+    hop.connect(&format!("tcp://127.0.0.1:{port}"))?;
+    let hop_rtt = median_us(reps(2000, scale), || ping(&hop))?;
+    report.add(
+        "raw zmq: DEALER/ROUTER round trip (1 hop)",
+        hop_rtt,
+        "us",
+        None,
+    );
+
+    let mut rates = Vec::new();
+    for mib in [8usize, 16] {
+        let count = ((256 / mib) as f64 * scale.max(0.25)).round().max(4.0) as usize;
+        let (_sink, port) = spawn_helper(&["raw-sink", "--count", &count.to_string()])?;
+        let push = ctx.socket(zmq::DEALER)?;
+        push.set_sndhwm(0)?;
+        push.connect(&format!("tcp://127.0.0.1:{port}"))?;
+        push.send(&b"hello"[..], 0)?;
+        push.recv_msg(0)?; // the sink is connected
+        let payload = vec![7u8; mib << 20];
+        let t = Instant::now();
+        for _ in 0..count {
+            push.send(zmq::Message::from(&payload[..]), 0)?;
+        }
+        push.recv_msg(0)?; // the sink got them all
+        let secs = t.elapsed().as_secs_f64();
+        let rate = (count * (mib << 20)) as f64 / 1e6 / secs;
+        report.add(
+            &format!("raw zmq: one-way throughput, {mib} MiB messages"),
+            rate,
+            "MB/s",
+            None,
+        );
+        rates.push(rate);
+    }
+    Ok(Raw {
+        forwarder_rtt,
+        hop_rtt,
+        throughput_8m: rates[0],
+        throughput_16m: rates[1],
+    })
+}
+
+fn raw_forwarder() -> Result<()> {
+    let ctx = zmq::Context::new();
+    let front = ctx.socket(zmq::ROUTER)?;
+    front.bind("tcp://127.0.0.1:*")?;
+    let back = ctx.socket(zmq::ROUTER)?;
+    back.bind("tcp://127.0.0.1:*")?;
+    let port = |s: &zmq::Socket| -> Result<String> {
+        let e = s
+            .get_last_endpoint()?
+            .map_err(|_| anyhow::anyhow!("endpoint"))?;
+        Ok(e.rsplit(':').next().unwrap_or_default().to_string())
+    };
+    println!("{} {}", port(&front)?, port(&back)?);
+    let mut echo_id: Option<Vec<u8>> = None;
+    loop {
+        let mut items = [
+            front.as_poll_item(zmq::POLLIN),
+            back.as_poll_item(zmq::POLLIN),
+        ];
+        zmq::poll(&mut items, -1)?;
+        if items[1].is_readable() {
+            let mut frames = zpar_protocol::recv_frames(&back, 0)?;
+            let id = frames.remove(0).to_vec();
+            if echo_id.is_none() {
+                echo_id = Some(id);
+                continue; // the echo's hello
+            }
+            zpar_protocol::send_frames(&front, frames, 0)?;
+        }
+        if items[0].is_readable() {
+            let frames = zpar_protocol::recv_frames(&front, 0)?;
+            if let Some(id) = &echo_id {
+                back.send(&id[..], zmq::SNDMORE)?;
+                zpar_protocol::send_frames(&back, frames, 0)?;
+            }
+        }
+    }
+}
+
+fn raw_echo(url: &str) -> Result<()> {
+    let ctx = zmq::Context::new();
+    if url == "bind" {
+        let router = ctx.socket(zmq::ROUTER)?;
+        router.bind("tcp://127.0.0.1:*")?;
+        let e = router
+            .get_last_endpoint()?
+            .map_err(|_| anyhow::anyhow!("endpoint"))?;
+        println!("{}", e.rsplit(':').next().unwrap_or_default());
+        loop {
+            let frames = zpar_protocol::recv_frames(&router, 0)?;
+            zpar_protocol::send_frames(&router, frames, 0)?;
+        }
+    }
+    let dealer = ctx.socket(zmq::DEALER)?;
+    dealer.connect(url)?;
+    dealer.send(&b"hello"[..], 0)?;
+    println!("ready");
+    loop {
+        let frames = zpar_protocol::recv_frames(&dealer, 0)?;
+        zpar_protocol::send_frames(&dealer, frames, 0)?;
+    }
+}
+
+fn raw_sink(count: usize) -> Result<()> {
+    let ctx = zmq::Context::new();
+    let router = ctx.socket(zmq::ROUTER)?;
+    router.set_rcvhwm(0)?;
+    router.bind("tcp://127.0.0.1:*")?;
+    let e = router
+        .get_last_endpoint()?
+        .map_err(|_| anyhow::anyhow!("endpoint"))?;
+    println!("{}", e.rsplit(':').next().unwrap_or_default());
+    let hello = zpar_protocol::recv_frames(&router, 0)?;
+    zpar_protocol::send_frames(&router, hello, 0)?;
+    let mut id = Vec::new();
+    for _ in 0..count {
+        let frames = zpar_protocol::recv_frames(&router, 0)?;
+        id = frames[0].to_vec();
+    }
+    router.send(&id[..], zmq::SNDMORE)?;
+    router.send(&b"done"[..], 0)?;
+    // Stay until killed, so the ack is not lost with the socket.
+    loop {
+        std::thread::park();
+    }
+}
+
+// ---------------------------------------------------------------- cluster
+
+/// Resident set size of a process, in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn cluster(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
+    let started = Instant::now();
+    let cluster = LocalCluster::start(4).context("starting a 4-engine cluster")?;
+    report.add(
+        "cluster start -n 4 until all registered",
+        started.elapsed().as_secs_f64() * 1e3,
+        "ms",
+        None,
+    );
+    drop(cluster);
+
+    let cluster = LocalCluster::start(args.engines.max(1))?;
+    let client = cluster.client()?;
+    let pids = cluster.pids();
+    report.add("idle hub RSS", rss_mib(pids.hub), "MiB", None);
+    report.add("idle engine RSS", rss_mib(pids.engines[0]), "MiB", None);
+    let one = client.view(client.ids()[0]);
+    let all = client.all();
+    let fwd = Some(("raw forwarder rtt", raw.forwarder_rtt));
+    let rtt = median_us(reps(1000, args.scale), || {
+        one.execute("1")?.get()?;
+        Ok(())
+    })?;
+    report.add("execute round trip, one engine", rtt, "us", fwd);
+    let rtt_all = median_us(reps(1000, args.scale), || {
+        all.execute("1")?.get()?;
+        Ok(())
+    })?;
+    report.add(
+        &format!("execute round trip, all {} engines", args.engines),
+        rtt_all,
+        "us",
+        fwd,
+    );
+    let apply = median_us(reps(1000, args.scale), || {
+        one.apply("|x| x + 1", vec![Value::Int(1)])?.get()?;
+        Ok(())
+    })?;
+    report.add("apply round trip, one engine", apply, "us", fwd);
+
+    let views: Vec<_> = client.ids().into_iter().map(|i| client.view(i)).collect();
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let n = reps(5000, args.scale);
+        let t = Instant::now();
+        let results: Vec<_> = (0..n)
+            .map(|i| views[i % views.len()].apply("|x| x + 1", vec![Value::Int(i as i64)]))
+            .collect::<Result<_, _>>()?;
+        for r in &results {
+            r.get()?;
+        }
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    report.add(
+        "5,000 async applies (direct, round robin)",
+        median(&mut rates),
+        "tasks/s",
+        None,
+    );
+
+    for mib in [1usize, 16, 128] {
+        let data = Value::F64Array((0..(mib << 20) / 8).map(|i| i as f64).collect());
+        let n = reps(if mib == 128 { 5 } else { 20 }, args.scale);
+        let push = median_us(n, || {
+            one.push("bench_data", data.clone())?.get()?;
+            Ok(())
+        })?;
+        let mbs = |us: f64| (mib << 20) as f64 / 1e6 / (us / 1e6);
+        let tp = Some(("raw one-way 8 MiB", raw.throughput_8m));
+        report.add(&format!("push {mib} MiB f64 array"), mbs(push), "MB/s", tp);
+        let pull = median_us(n, || {
+            one.pull("bench_data")?.get()?;
+            Ok(())
+        })?;
+        report.add(&format!("pull {mib} MiB f64 array"), mbs(pull), "MB/s", tp);
+    }
+    one.execute("bench_data = ();")?.get()?;
+
+    let ints = Value::I64Array((0..1_000_000).collect());
+    let sg = median_us(reps(10, args.scale), || {
+        all.scatter("bench_ints", ints.clone(), false)?.get()?;
+        let back = all.gather("bench_ints")?.get_gathered()?;
+        if back != ints {
+            bail!("gather returned something else");
+        }
+        Ok(())
+    })?;
+    report.add("scatter + gather 1,000,000 integers", sg / 1e3, "ms", None);
+    all.execute("bench_ints = ();")?.get()?;
+    report.add("hub RSS after the run", rss_mib(pids.hub), "MiB", None);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- allreduce
+
+fn allreduce(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
+    let cluster = LocalCluster::start(4)?;
+    let client: Client = cluster.client()?;
+    let view = client.all();
+    view.setup_communicator("com", Duration::from_secs(30))?;
+    view.push("add", Value::Function("|a, b| a + b".into()))?
+        .get()?;
+    let hop = Some(("raw 1-hop rtt", raw.hop_rtt));
+    for (label, make, calls) in [
+        ("one integer", "let v = 1;", 1000usize),
+        ("1,000 f64 (8 KB)", "let v = f64_array(1000, 1.0);", 500),
+        (
+            "1,000,000 f64 (8 MB)",
+            "let v = f64_array(1000000, 1.0);",
+            30,
+        ),
+    ] {
+        let calls = reps(calls, args.scale);
+        view.execute(make)?.get()?;
+        // Inside the engines: each times every call and keeps the median.
+        let code = format!(
+            "let ts = []; for i in 0..{calls} {{ let t = timestamp(); let r = com.allreduce(add, v); ts.push(t.elapsed); }} ts.sort(); ts[ts.len / 2] * 1000000.0"
+        );
+        let inside = view.execute(&code)?.get()?;
+        let mut us: Vec<f64> = inside.iter().filter_map(Value::as_f64).collect();
+        report.add(
+            &format!("allreduce 4 engines, {label}, in engines"),
+            median(&mut us),
+            "us",
+            hop,
+        );
+        let e2e = median_us(reps(calls.min(200), args.scale), || {
+            view.execute("com.allreduce(add, v); ()")?.get()?;
+            Ok(())
+        })?;
+        report.add(
+            &format!("allreduce 4 engines, {label}, client end to end"),
+            e2e,
+            "us",
+            hop,
+        );
+    }
+    Ok(())
+}
