@@ -288,6 +288,33 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Waits until the hub and every engine process have exited (after a
+    /// shutdown), without killing them.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut children: Vec<&mut Child> = self.hub.iter_mut().collect();
+        children.extend(self.engines.iter_mut().map(|(_, c)| c));
+        for c in children {
+            let mut pause = Duration::from_micros(500);
+            // Child has no wait-with-timeout: poll its status with backoff.
+            while c
+                .try_wait()
+                .map_err(|e| Error::Cluster(e.to_string()))?
+                .is_none()
+            {
+                if Instant::now() >= deadline {
+                    return Err(Error::Timeout {
+                        waited: timeout,
+                        what: format!("process {} to exit", c.id()),
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
     /// Leaves the processes running after this value is dropped and writes
     /// the pid file, for `zpar cluster start --daemon`.
     pub fn detach(mut self) -> Result<ClusterPids> {

@@ -613,11 +613,12 @@ impl Serving {
             io.stdout.clear();
             io.stderr.clear();
             io.stop_reason = None;
-            io.op_limit = msg
-                .metadata
-                .get("max_operations")
-                .and_then(Json::as_u64)
-                .or(self.default_op_limit);
+            // A request's own limit wins; 0 there means "no limit".
+            io.op_limit = match msg.metadata.get("max_operations").and_then(Json::as_u64) {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => self.default_op_limit,
+            };
             io.deadline = msg
                 .metadata
                 .get("timeout")

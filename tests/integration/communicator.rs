@@ -1,0 +1,146 @@
+//! The tree communicator and the seed workflow, for several cluster sizes.
+
+use crate::support::{cluster, WAIT};
+use std::time::{Duration, Instant};
+use zpar::{bintree, subtree, Error, Value};
+
+fn setup(n: usize) -> (zpar::LocalCluster, zpar::Client) {
+    let (c, client) = cluster(n);
+    let view = client.all();
+    let ids: Vec<Value> = client.ids().iter().map(|&i| Value::Int(i.into())).collect();
+    view.scatter("id", Value::Array(ids), true)
+        .unwrap()
+        .get()
+        .unwrap();
+    view.setup_communicator("com", WAIT).unwrap();
+    view.push("add", Value::Function("|a, b| a + b".into()))
+        .unwrap()
+        .get()
+        .unwrap();
+    (c, client)
+}
+
+#[test]
+fn collectives_are_right_for_every_cluster_size() {
+    for n in [1usize, 2, 3, 4, 7, 8] {
+        let (_c, client) = setup(n);
+        let view = client.all();
+        let ids = client.ids();
+        // allreduce of scattered 0..1000, folded locally first
+        view.scatter(
+            "data",
+            Value::Array((0..1000).map(Value::Int).collect()),
+            false,
+        )
+        .unwrap()
+        .get()
+        .unwrap();
+        let sums = view
+            .execute("com.allreduce(add, data, false)")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        assert_eq!(sums, vec![Value::Int(499_500); n], "n = {n}");
+        // reduce of ids, not broadcast: root total, others their subtree
+        let partial = view
+            .execute("com.reduce(add, id, true)")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        let tree = bintree(&ids);
+        for (id, got) in ids.iter().zip(&partial) {
+            let want: i64 = subtree(*id, &tree).iter().map(|&i| i64::from(i)).sum();
+            assert_eq!(*got, Value::Int(want), "n = {n}, engine {id}");
+        }
+        // non-commutative: concatenation gives the engines' strings in id order
+        let cat = view
+            .execute("com.allreduce(add, `<${id}>`)")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        let want: String = ids.iter().map(|i| format!("<{i}>")).collect();
+        assert_eq!(cat, vec![Value::Str(want); n], "n = {n}");
+        // elementwise f64 arrays stay native
+        let arr = view
+            .execute("let r = com.allreduce(add, f64_array(1000, 1.0) * id); [r.len, r[0], r[999], type_of(r)]")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        let total = (n * (n - 1) / 2) as f64;
+        let want = Value::Array(vec![
+            Value::Int(1000),
+            Value::Float(total),
+            Value::Float(total),
+            Value::from("F64Array"),
+        ]);
+        assert_eq!(arr, vec![want; n], "n = {n}");
+    }
+}
+
+#[test]
+fn many_collectives_in_a_row_never_mix() {
+    let (_c, client) = setup(4);
+    let r = client
+        .all()
+        .execute("let ok = true; for i in 0..300 { let s = com.allreduce(add, id + i); if s != 6 + 4 * i { ok = false; } } ok")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(r, vec![Value::Bool(true); 4]);
+    // publish / consume and barrier
+    let r = client
+        .all()
+        .execute("com.barrier(); if com.is_root { com.publish(\"hello\") } else { com.consume() }")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(r, vec![Value::from("hello"); 4]);
+}
+
+#[test]
+fn a_dead_peer_fails_the_collective_with_its_name() {
+    let (mut c, client) = setup(4);
+    // tree for 4: 0 -> {1, 2}, 2 -> {3}. Engine 3 never joins: it spins.
+    let view = client.all();
+    view.execute("com.timeout = 2.0;").unwrap().get().unwrap();
+    let ar = view
+        .execute("if id == 3 { loop {} } com.allreduce(add, id)")
+        .unwrap();
+    // Kill engine 3 once every engine has taken the request.
+    let deadline = Instant::now() + WAIT;
+    while client
+        .queue_status()
+        .unwrap()
+        .engines
+        .values()
+        .any(|q| q.queue == 0)
+    {
+        assert!(Instant::now() < deadline, "engines never started");
+    }
+    c.kill_engine(3).unwrap();
+    let t = Instant::now();
+    assert!(ar.wait(Some(WAIT)), "the collective hung");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    for reply in ar.replies() {
+        match (&reply.outcome, reply.engine) {
+            (Err(Error::EngineDied { .. }), 3) => {}
+            (Err(Error::RemoteError { message, .. }), e) if e != 3 => {
+                assert!(message.contains("engine 3"), "engine {e}: {message}");
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    // The survivors still work, and a fresh communicator over them works.
+    let survivors = client.view(vec![0, 1, 2]);
+    survivors.setup_communicator("com2", WAIT).unwrap();
+    let r = survivors
+        .execute("com2.allreduce(add, 1)")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(r, vec![Value::Int(3); 3]);
+}
