@@ -300,6 +300,7 @@ fn raw_baselines(report: &mut Report, scale: f64) -> Result<Raw> {
     let (front, back) = ports.split_once(' ').context("forwarder ports")?;
     let (_echo, _) = spawn_helper(&["raw-echo", "--url", &format!("tcp://127.0.0.1:{back}")])?;
     let dealer = ctx.socket(zmq::DEALER)?;
+    dealer.set_rcvtimeo(10_000)?; // a lost message fails the bench, never hangs it
     dealer.connect(&format!("tcp://127.0.0.1:{front}"))?;
     let ping = |d: &zmq::Socket| -> Result<()> {
         d.send(&b"ping"[..], 0)?;
@@ -316,6 +317,7 @@ fn raw_baselines(report: &mut Report, scale: f64) -> Result<Raw> {
 
     let (_echo2, port) = spawn_helper(&["raw-echo", "--url", "bind"])?;
     let hop = ctx.socket(zmq::DEALER)?;
+    hop.set_rcvtimeo(10_000)?;
     hop.connect(&format!("tcp://127.0.0.1:{port}"))?;
     let hop_rtt = median_us(reps(2000, scale), || ping(&hop))?;
     report.add(
@@ -331,6 +333,7 @@ fn raw_baselines(report: &mut Report, scale: f64) -> Result<Raw> {
         let (_sink, port) = spawn_helper(&["raw-sink", "--count", &count.to_string()])?;
         let push = ctx.socket(zmq::DEALER)?;
         push.set_sndhwm(0)?;
+        push.set_rcvtimeo(60_000)?;
         push.connect(&format!("tcp://127.0.0.1:{port}"))?;
         push.send(&b"hello"[..], 0)?;
         push.recv_msg(0)?; // the sink is connected
@@ -382,8 +385,11 @@ fn raw_forwarder() -> Result<()> {
             let mut frames = zpar_protocol::recv_frames(&back, 0)?;
             let id = frames.remove(0).to_vec();
             if echo_id.is_none() {
+                // The echo's hello: welcome it, so it knows we can route to it.
+                back.send(&id[..], zmq::SNDMORE)?;
+                back.send(&b"welcome"[..], 0)?;
                 echo_id = Some(id);
-                continue; // the echo's hello
+                continue;
             }
             zpar_protocol::send_frames(&front, frames, 0)?;
         }
@@ -414,6 +420,7 @@ fn raw_echo(url: &str) -> Result<()> {
     let dealer = ctx.socket(zmq::DEALER)?;
     dealer.connect(url)?;
     dealer.send(&b"hello"[..], 0)?;
+    dealer.recv_msg(0)?; // the forwarder's welcome
     println!("ready");
     loop {
         let frames = zpar_protocol::recv_frames(&dealer, 0)?;

@@ -376,6 +376,9 @@ pub fn find_binary() -> PathBuf {
         return PathBuf::from(p);
     }
     if let Ok(exe) = std::env::current_exe() {
+        if exe.file_name().is_some_and(|n| n == "zpar") {
+            return exe; // we are the zpar binary (zpar cluster, zpar bench)
+        }
         for dir in exe.ancestors().skip(1).take(3) {
             let candidate = dir.join("zpar");
             if candidate.is_file() && candidate != exe {

@@ -6,7 +6,7 @@
 //! the frames to this thread over an mpsc channel, and poke a Unix socket
 //! pair so the `zmq::poll` here wakes at once (zmq can poll a plain file
 //! descriptor beside its own sockets). Replies are matched to their
-//! [`ResultState`] by parent msg id and filled in; the waiting user thread
+//! `ResultState` by parent msg id and filled in; the waiting user thread
 //! wakes on the result's condvar. Output streamed on iopub is filed with its
 //! request, and engine joins and leaves update the engine table.
 

@@ -1,4 +1,30 @@
-//! zpar-client (in progress)
+//! # zpar-client: driving a cluster from Rust
+//!
+//! [`Client`] connects to a hub and keeps the engine table current. Its
+//! sockets belong to one background I/O thread ([`io`]); every call signs
+//! and encodes on the caller's thread and returns an [`AsyncResult`] at once,
+//! filled in as replies arrive. Views choose engines:
+//!
+//! - [`DirectView`] (`client.view(ids)`, `client.all()`): execute, apply,
+//!   map, push, pull, scatter, gather, and `setup_communicator` for the
+//!   engines' tree interconnect;
+//! - [`LoadBalancedView`] (`client.load_balanced()`): tasks for whichever
+//!   engine the hub picks.
+//!
+//! [`LocalCluster`] starts a hub and engines as processes (for examples,
+//! tests and `zpar cluster`) and stops them on drop; [`mod@bintree`] builds the
+//! seed's binary tree over engine ids ([`bintree()`](crate::bintree::bintree)).
+//!
+//! ```no_run
+//! use zpar_client::{LocalCluster, Value};
+//! # fn main() -> zpar_client::Result<()> {
+//! let cluster = LocalCluster::start(2)?;
+//! let view = cluster.client()?.all();
+//! let r = view.apply_sync("|a, b| a + b", vec![Value::Int(40), Value::Int(2)])?;
+//! assert_eq!(r, vec![Value::Int(42), Value::Int(42)]);
+//! # Ok(()) }
+//! ```
+
 pub mod bintree;
 pub mod client;
 pub mod cluster;

@@ -10,7 +10,7 @@
 //!
 //! - **Order.** The ROUTER tells a parent which child sent which partial, so
 //!   it combines `own, children in ascending id` — for the pre-order trees
-//!   [`bintree`-shaped] that is the sequential left fold in id order, and an
+//!   (`bintree`-shaped) that is the sequential left fold in id order, and an
 //!   associative but non-commutative `f` gives the sequential answer.
 //! - **Sequence numbers.** Every collective call advances a counter on every
 //!   engine (they all make the same calls in the same order) and every

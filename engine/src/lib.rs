@@ -1,4 +1,31 @@
-//! zpar-engine (in progress)
+//! # zpar-engine: the worker that runs code
+//!
+//! An engine registers with the hub, then serves requests in one persistent
+//! [Rhai](https://rhai.rs) namespace ([`namespace`]): top-level `let`
+//! variables and `fn` definitions survive between requests. It owns:
+//!
+//! - the request loop ([`server`]): execute, apply, push, pull on the mux
+//!   and task channels; control (abort, interrupt, clear, shutdown) read
+//!   first, and polled mid-script from Rhai's progress callback so an
+//!   interrupt stops a running loop; `print` streamed on iopub;
+//! - the heartbeat, on a thread of its own ([`heartbeat`]);
+//! - value conversion between scripts and the wire ([`convert`]) and native
+//!   numeric arrays ([`arrays`]);
+//! - the `BinaryTreeCommunicator` ([`communicator`]): engines reducing and
+//!   broadcasting among themselves over their own sockets.
+//!
+//! It is a library so a Rust program can add native functions and run its
+//! own engine binary:
+//!
+//! ```no_run
+//! use zpar_engine::{EngineConfig, EngineServer};
+//! let file = zpar_protocol::Profile::named("default").engine_file();
+//! let conn = zpar_protocol::connection::read_json_file(&file).unwrap();
+//! let mut server = EngineServer::new(EngineConfig::new(conn));
+//! server.on_setup(|e| { e.register_fn("dot", |a: i64, b: i64| a * b); });
+//! server.run().unwrap();
+//! ```
+
 pub mod arrays;
 pub mod communicator;
 pub mod convert;
