@@ -89,7 +89,14 @@ impl RawMessage {
         if trimmed == b"{}" || trimmed.is_empty() {
             return Ok(None);
         }
-        parse_json("parent_header", &self.parent_header).map(Some)
+        let v: serde_json::Value = parse_json("parent_header", &self.parent_header)?;
+        if v.as_object().is_some_and(|o| o.is_empty()) {
+            return Ok(None);
+        }
+        serde_json::from_value(v).map(Some).map_err(|source| ProtocolError::Json {
+            frame: "parent_header".into(),
+            source,
+        })
     }
 
     /// Parses just the metadata.

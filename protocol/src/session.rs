@@ -237,14 +237,16 @@ fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Lower-case hex only, as Jupyter writes and accepts it: were upper case
+/// accepted too, one signature would have many spellings and a replay could
+/// slip past the replay guard, which remembers the bytes that came.
 fn from_hex(hex: &[u8]) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     };
     hex.chunks_exact(2)

@@ -1,0 +1,225 @@
+//! A Python with `jupyter_client` and `pyzmq` for the interop tests.
+//!
+//! In order: `$ZPAR_PYTHON` if set (it must have both packages); otherwise the
+//! venv `target/pyenv` of this workspace, created with `python3 -m venv` and
+//! filled with `pip install jupyter_client pyzmq` when it cannot import them.
+//! Creation is guarded by a lock file (tests run in parallel threads and
+//! processes). Without `python3` on PATH the tests print a SKIPPED line and
+//! return; a failed pip install (no network) fails them.
+
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest wait for venv creation and pip (pip's own network timeout is
+/// shorter), and for another test's setup to finish.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// The Python to run the peer with, or None (after printing why) when
+/// `python3` is absent.
+pub fn python() -> Option<PathBuf> {
+    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let python = PYTHON.get_or_init(find_or_make).clone();
+    if python.is_none() {
+        say("SKIPPED: python3 not found; jupyter interop not tested");
+    }
+    python
+}
+
+/// Writes straight to stderr, past the test harness's output capture, so a
+/// skip or a slow setup step is seen even when the test passes.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+fn find_or_make() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ZPAR_PYTHON") {
+        let p = PathBuf::from(p);
+        assert!(
+            has_jupyter(&p),
+            "ZPAR_PYTHON={} cannot `import jupyter_client, zmq`: \
+             pip install jupyter_client pyzmq into it, or unset ZPAR_PYTHON",
+            p.display()
+        );
+        return Some(p);
+    }
+    match Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Err(e) if e.kind() == ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot run python3: {e}"),
+        Ok(child) => {
+            wait(child, Duration::from_secs(60), "python3 --version");
+        }
+    }
+
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("protocol/ is in the workspace");
+    let venv = workspace.join("target/pyenv");
+    let python = venv.join("bin/python");
+    if has_jupyter(&python) {
+        return Some(python);
+    }
+    let _lock = Lock::acquire(&venv.with_extension("lock"));
+    if has_jupyter(&python) {
+        return Some(python); // another test made it while we waited
+    }
+    let log = venv.with_extension("log");
+    if !python.exists() {
+        say(&format!(
+            "creating {} for the jupyter interop tests",
+            venv.display()
+        ));
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            &log,
+            "python3 -m venv target/pyenv (is the venv module installed, e.g. python3-venv?)",
+        );
+    }
+    say(&format!(
+        "pip-installing jupyter_client and pyzmq into {}",
+        venv.display()
+    ));
+    run(
+        Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "jupyter_client",
+            "pyzmq",
+        ]),
+        &log,
+        "pip install jupyter_client pyzmq (is PyPI reachable?)",
+    );
+    assert!(
+        has_jupyter(&python),
+        "{} still cannot `import jupyter_client, zmq` after pip install; see {}",
+        python.display(),
+        log.display()
+    );
+    Some(python)
+}
+
+fn has_jupyter(python: &Path) -> bool {
+    match Command::new(python)
+        .args(["-c", "import jupyter_client, zmq"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => wait(
+            child,
+            Duration::from_secs(120),
+            "python -c 'import jupyter_client'",
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Runs a setup command with its output appended to `log`; fails the test
+/// with the log's tail if it fails or times out.
+fn run(cmd: &mut Command, log: &Path, what: &str) {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
+    let err = out.try_clone().unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    if !wait(child, SETUP_TIMEOUT, what) {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "{what} failed; the jupyter interop test needs it. Last lines of {}:\n{}",
+            log.display(),
+            tail.join("\n")
+        );
+    }
+}
+
+/// Waits for a child to exit, polling, and kills it after `timeout`.
+/// True if it exited successfully.
+fn wait(mut child: std::process::Child, timeout: Duration, what: &str) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                eprintln!("{what} did not finish within {timeout:?}; killed it");
+                return false;
+            }
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+    }
+}
+
+/// A lock file holding the owner's pid; a lock whose owner is gone is taken
+/// over, so a killed test run does not block the next one.
+struct Lock(PathBuf);
+
+impl Lock {
+    fn acquire(path: &Path) -> Lock {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        }
+        let deadline = Instant::now() + SETUP_TIMEOUT;
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(mut f) => {
+                    let _ = write!(f, "{}", std::process::id());
+                    return Lock(path.to_path_buf());
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    if owner_is_gone(path) {
+                        let _ = fs::remove_file(path);
+                        continue;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "timed out waiting for {} (another test run is setting up the \
+                         Python venv); delete the file if no test is running",
+                        path.display()
+                    );
+                    thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("cannot create lock file {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+fn owner_is_gone(path: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(path) else {
+        return false;
+    };
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        return false; // being written right now
+    };
+    Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists()
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
