@@ -17,10 +17,12 @@
 //! dropped.
 
 use crate::heartbeat;
-use crate::registry::{Channel, Pending, Registry};
+use crate::records::Records;
+use crate::registry::{Channel, Registry};
+use crate::requests::QueuedTask;
 use crate::scheduler::{Scheduler, Scheme};
 use crate::HubError;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,9 +30,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use zpar_protocol::connection::write_json_file;
 use zpar_protocol::{
-    recv_frames, send_frames, ClientConnection, ConnectionReply, Content, EngineConnection,
-    EngineNotification, EngineQueue, Header, Message, Profile, QueueReply, RawMessage,
-    RegistrationReply, Session, ShutdownRequest, Status, TaskReply,
+    recv_frames, send_frames, ClientConnection, Content, EngineConnection, Header, Message,
+    Profile, Session, ShutdownRequest, TaskReply,
 };
 
 /// How to run a hub.
@@ -50,7 +51,39 @@ pub struct HubConfig {
     pub hb_misses: u64,
     /// Load-balancing scheme.
     pub scheme: Scheme,
+    /// Where task records live.
+    pub db: Db,
+    /// Largest request or result buffers recorded, in bytes.
+    pub max_buffer_bytes: usize,
 }
+
+/// Where the hub keeps task records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Db {
+    /// In memory, at most this many records (oldest finished dropped first).
+    Memory {
+        /// The bound.
+        limit: usize,
+    },
+    /// In a SQLite file; a restarted hub keeps them.
+    Sqlite(PathBuf),
+}
+
+impl std::str::FromStr for Db {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Db, String> {
+        match s.split_once(':') {
+            Some(("sqlite", path)) if !path.is_empty() => Ok(Db::Sqlite(PathBuf::from(path))),
+            _ if s == "memory" => Ok(Db::Memory {
+                limit: DEFAULT_DB_LIMIT,
+            }),
+            _ => Err(format!("unknown --db {s:?}: use memory or sqlite:PATH")),
+        }
+    }
+}
+
+/// Records kept by the memory store unless told otherwise.
+pub const DEFAULT_DB_LIMIT: usize = 10_000;
 
 impl HubConfig {
     /// Defaults: loopback, random ports, 1 s heartbeats, 3 misses.
@@ -63,6 +96,10 @@ impl HubConfig {
             hb_period: Duration::from_secs(1),
             hb_misses: 3,
             scheme: Scheme::LeastLoad,
+            db: Db::Memory {
+                limit: DEFAULT_DB_LIMIT,
+            },
+            max_buffer_bytes: 1 << 20,
         }
     }
 }
@@ -96,18 +133,18 @@ pub struct PortPlan {
     pub notification: u16,
 }
 
-struct Sockets {
-    query: zmq::Socket,
-    mux_client: zmq::Socket,
-    mux_engine: zmq::Socket,
-    task_client: zmq::Socket,
-    task_engine: zmq::Socket,
-    control_client: zmq::Socket,
-    control_engine: zmq::Socket,
-    iopub_engine: zmq::Socket,
-    iopub_client: zmq::Socket,
-    notification: zmq::Socket,
-    hb_pipe: zmq::Socket,
+pub(crate) struct Sockets {
+    pub(crate) query: zmq::Socket,
+    pub(crate) mux_client: zmq::Socket,
+    pub(crate) mux_engine: zmq::Socket,
+    pub(crate) task_client: zmq::Socket,
+    pub(crate) task_engine: zmq::Socket,
+    pub(crate) control_client: zmq::Socket,
+    pub(crate) control_engine: zmq::Socket,
+    pub(crate) iopub_engine: zmq::Socket,
+    pub(crate) iopub_client: zmq::Socket,
+    pub(crate) notification: zmq::Socket,
+    pub(crate) hb_pipe: zmq::Socket,
 }
 
 impl Sockets {
@@ -129,7 +166,7 @@ impl Sockets {
 }
 
 /// A message waiting for its engine's connection to come up.
-struct Unroutable {
+pub(crate) struct Unroutable {
     channel: Channel,
     engine: Vec<u8>,
     frames: Vec<zmq::Message>,
@@ -138,16 +175,22 @@ struct Unroutable {
 
 /// A bound hub, ready to [`run`](Hub::run).
 pub struct Hub {
-    config: HubConfig,
-    sockets: Sockets,
-    session: Session,
-    registry: Registry,
-    scheduler: Scheduler,
+    pub(crate) config: HubConfig,
+    pub(crate) sockets: Sockets,
+    pub(crate) session: Session,
+    pub(crate) registry: Registry,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) records: Records,
+    /// Load-balanced tasks not yet assigned (waiting for dependencies or
+    /// engines).
+    pub(crate) waiting: VecDeque<QueuedTask>,
+    /// Replies of this loop iteration, sent once their records are durable.
+    pub(crate) outbox: Vec<(Channel, Vec<zmq::Message>)>,
+    pub(crate) unroutable: VecDeque<Unroutable>,
     hb_thread: Option<std::thread::JoinHandle<()>>,
     client_connection: ClientConnection,
     engine_connection: EngineConnection,
     files: Vec<PathBuf>,
-    unroutable: VecDeque<Unroutable>,
     stopping: bool,
     _ctx: zmq::Context,
 }
@@ -246,6 +289,35 @@ impl Hub {
             control: control_e,
             iopub: iopub_e,
         };
+        let mut records = match &config.db {
+            Db::Memory { limit } => Records::memory(*limit, config.max_buffer_bytes),
+            Db::Sqlite(path) => {
+                Records::sqlite(path, config.max_buffer_bytes).map_err(|source| HubError::Db {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+        };
+        let mut registry = Registry::default();
+        if let Some(max) = records.max_engine().unwrap_or(None) {
+            // Ids stay unique across restarts.
+            registry.reserve_ids_below(max + 1);
+        }
+        let orphans = records.pending().unwrap_or_default();
+        if !orphans.is_empty() {
+            warn!(
+                count = orphans.len(),
+                "records pending from before a restart are marked failed"
+            );
+        }
+        for r in orphans {
+            let _ = records.update(&r.msg_id, r.engine, |r| {
+                r.status = "error".into();
+                r.ename = Some("HubRestarted".into());
+                r.evalue = Some("the hub restarted while this request was pending".into());
+            });
+        }
+        let _ = records.flush();
         let files = vec![config.profile.client_file(), config.profile.engine_file()];
         write_json_file(&files[0], &client_connection)?;
         write_json_file(&files[1], &engine_connection)?;
@@ -266,7 +338,10 @@ impl Hub {
                 hb_pipe,
             },
             session,
-            registry: Registry::default(),
+            registry,
+            records,
+            waiting: VecDeque::new(),
+            outbox: Vec::new(),
             hb_thread: Some(hb_thread),
             client_connection,
             engine_connection,
@@ -376,6 +451,7 @@ impl Hub {
                     },
                 );
             }
+            self.flush_records();
             self.retry_unroutable();
         }
         self.shutdown();
@@ -413,16 +489,8 @@ impl Hub {
         }
     }
 
-    /// Sends a typed message from the hub.
-    fn send(&self, socket: &zmq::Socket, msg: Message) {
-        let raw = self.session.encode_owned(msg);
-        if let Err(e) = send_frames(socket, raw.into_frames(), zmq::DONTWAIT) {
-            warn!(error = %e, "hub message not sent");
-        }
-    }
-
     /// An error reply to a request the hub cannot forward.
-    fn reject(
+    pub(crate) fn reject(
         &self,
         channel: Channel,
         identities: Vec<Vec<u8>>,
@@ -437,11 +505,7 @@ impl Hub {
             .unwrap_or_else(|| format!("{}_reply", request.msg_type.trim_end_matches("_request")));
         let mut r = TaskReply::error(ename, evalue);
         r.engine_id = engine;
-        let mut meta = Map::new();
-        if let Some(id) = engine {
-            meta.insert("engine".into(), json!(id));
-        }
-        meta.insert("status".into(), json!("error"));
+        let meta = crate::requests::error_metadata(engine);
         let msg = Message {
             identities,
             header: self.session.header(&reply_type),
@@ -453,101 +517,9 @@ impl Hub {
         self.send(self.sockets.client(channel), msg);
     }
 
-    fn on_client_request(&mut self, channel: Channel, frames: Vec<zmq::Message>) {
-        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
-            Ok(r) => r,
-            Err(e) => return warn!(error = %e, ?channel, "dropped a malformed client message"),
-        };
-        if let Err(e) = self.session.verify(&raw) {
-            return warn!(error = %e, ?channel, "dropped a client message");
-        }
-        let (header, metadata) = match (raw.header(), raw.metadata()) {
-            (Ok(h), Ok(m)) => (h, m),
-            (Err(e), _) | (_, Err(e)) => {
-                return warn!(error = %e, ?channel, "dropped a client message")
-            }
-        };
-        let identities: Vec<Vec<u8>> = raw.identities.iter().map(|f| f.to_vec()).collect();
-        let Some(client) = identities.first().cloned() else {
-            return warn!("dropped a client message without identity");
-        };
-        if channel == Channel::Control && header.msg_type == "shutdown_request" {
-            let hub_too = serde_json::from_slice::<ShutdownRequest>(&raw.content)
-                .map(|r| r.hub)
-                .unwrap_or(false)
-                || metadata.get("hub").and_then(Json::as_bool).unwrap_or(false);
-            if hub_too {
-                return self.shutdown_cluster(identities, header);
-            }
-        }
-        let targets: Vec<u32> = match channel {
-            Channel::Task => {
-                let allowed = metadata.get("targets").and_then(parse_ids);
-                match self.scheduler.pick(&mut self.registry, allowed.as_deref()) {
-                    Some(id) => vec![id],
-                    None => {
-                        let why = if self.registry.ids().is_empty() {
-                            "no engines are registered".to_string()
-                        } else {
-                            format!("none of the engines {allowed:?} is registered")
-                        };
-                        return self.reject(channel, identities, &header, None, "NoEngines", why);
-                    }
-                }
-            }
-            _ => match metadata.get("targets").and_then(parse_ids) {
-                Some(t) if !t.is_empty() => t,
-                _ => {
-                    return self.reject(
-                        channel,
-                        identities,
-                        &header,
-                        None,
-                        "NoTargets",
-                        "the request names no target engines (metadata \"targets\")".into(),
-                    )
-                }
-            },
-        };
-        let mut live = Vec::with_capacity(targets.len());
-        for id in targets {
-            match self.registry.get(id) {
-                Some(e) => live.push((id, e.uuid.clone())),
-                None => self.reject(
-                    channel,
-                    identities.clone(),
-                    &header,
-                    Some(id),
-                    "UnknownEngine",
-                    format!("engine {id} is not registered (it died, left or never existed)"),
-                ),
-            }
-        }
-        let n = live.len();
-        let mut raw = Some(raw);
-        for (i, (id, uuid)) in live.into_iter().enumerate() {
-            let copy = if i + 1 == n {
-                raw.take().expect("last use")
-            } else {
-                raw.as_ref().expect("still here").duplicate()
-            };
-            self.registry.add_pending(
-                id,
-                header.msg_id.clone(),
-                Pending {
-                    client: client.clone(),
-                    header: header.clone(),
-                    channel,
-                    received: Instant::now(),
-                },
-            );
-            self.route(channel, &uuid, copy.into_frames());
-        }
-    }
-
     /// Sends frames to an engine; keeps them for later if its connection is
     /// not up yet.
-    fn route(&mut self, channel: Channel, uuid: &[u8], frames: Vec<zmq::Message>) {
+    pub(crate) fn route(&mut self, channel: Channel, uuid: &[u8], frames: Vec<zmq::Message>) {
         let sock = self.sockets.engine(channel);
         match sock.send(uuid, zmq::SNDMORE | zmq::DONTWAIT) {
             Ok(()) => {
@@ -564,6 +536,19 @@ impl Hub {
                 })
             }
             Err(e) => warn!(error = %e, "forwarding to an engine failed"),
+        }
+    }
+
+    /// Makes this iteration's records durable, then sends the replies that
+    /// waited for them.
+    pub(crate) fn flush_records(&mut self) {
+        if let Err(e) = self.records.flush() {
+            warn!(error = %e, "task records not committed");
+        }
+        for (channel, frames) in std::mem::take(&mut self.outbox) {
+            if let Err(e) = send_frames(self.sockets.client(channel), frames, zmq::DONTWAIT) {
+                debug!(error = %e, "reply to a departed client dropped");
+            }
         }
     }
 
@@ -589,178 +574,13 @@ impl Hub {
         }
     }
 
-    fn on_engine_reply(&mut self, channel: Channel, mut frames: Vec<zmq::Message>) {
-        if frames.is_empty() {
-            return;
-        }
-        let uuid = frames.remove(0);
-        let Some(engine) = self.registry.id_of(&uuid) else {
-            return debug!(?channel, "dropped a reply from an unregistered engine");
-        };
-        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
-            Ok(r) => r,
-            Err(e) => return warn!(error = %e, engine, "dropped a malformed engine message"),
-        };
-        if let Err(e) = self.session.verify(&raw) {
-            return warn!(error = %e, engine, "dropped an engine message");
-        }
-        let parent = match raw.parent_header() {
-            Ok(Some(p)) => p,
-            Ok(None) => return warn!(engine, "dropped an engine reply without parent"),
-            Err(e) => return warn!(error = %e, engine, "dropped an engine message"),
-        };
-        self.registry.complete(engine, &parent.msg_id);
-        if raw.identities.is_empty() {
-            return; // an answer to the hub's own request
-        }
-        if let Err(e) = send_frames(
-            self.sockets.client(channel),
-            raw.into_frames(),
-            zmq::DONTWAIT,
-        ) {
-            debug!(error = %e, "reply to a departed client dropped");
-        }
-    }
-
-    fn on_query(&mut self, frames: Vec<zmq::Message>) {
-        let msg = match self.session.decode_frames(frames) {
-            Ok(m) => m,
-            Err(e) => return warn!(error = %e, "dropped a bad query"),
-        };
-        let reply_content = match &msg.content {
-            Content::RegistrationRequest(r) => {
-                let uuid = msg.identities.first().cloned().unwrap_or_default();
-                if uuid.is_empty() || uuid != r.uuid.as_bytes() {
-                    Content::RegistrationReply(RegistrationReply {
-                        status: Status::Error,
-                        evalue: Some(
-                            "the registration uuid must be the engine's socket identity".into(),
-                        ),
-                        ..Default::default()
-                    })
-                } else {
-                    let (id, fresh) = self.registry.register(&uuid, r.id);
-                    if fresh {
-                        let _ = self
-                            .sockets
-                            .hb_pipe
-                            .send_multipart([heartbeat::WATCH, &uuid[..]], 0);
-                        info!(engine = id, uuid = %r.uuid, "engine registered");
-                        self.notify(Content::RegistrationNotification(EngineNotification {
-                            id,
-                            uuid: r.uuid.clone(),
-                            reason: None,
-                        }));
-                    }
-                    Content::RegistrationReply(RegistrationReply {
-                        status: Status::Ok,
-                        id,
-                        hb_period_ms: self.config.hb_period.as_millis() as u64,
-                        evalue: None,
-                    })
-                }
-            }
-            Content::UnregistrationRequest(r) => {
-                let sender = msg.identities.first().map(|u| self.registry.id_of(u));
-                if sender == Some(Some(r.id)) {
-                    self.engine_gone(r.id, "unregistered");
-                    Content::UnregistrationReply(TaskReply::ok())
-                } else {
-                    Content::UnregistrationReply(TaskReply::error(
-                        "NotPermitted",
-                        format!("only engine {} itself may unregister it", r.id),
-                    ))
-                }
-            }
-            Content::ConnectionRequest(_) => Content::ConnectionReply(ConnectionReply {
-                status: Status::Ok,
-                engines: self.registry.table(),
-            }),
-            Content::QueueRequest(r) => {
-                let engines = self
-                    .registry
-                    .engines()
-                    .filter(|e| r.targets.as_ref().is_none_or(|t| t.contains(&e.id)))
-                    .map(|e| {
-                        (
-                            e.id,
-                            EngineQueue {
-                                queue: e.pending.len() as u64,
-                                completed: e.completed,
-                                tasks: e.tasks(),
-                                msg_ids: if r.verbose {
-                                    e.pending.keys().cloned().collect()
-                                } else {
-                                    vec![]
-                                },
-                            },
-                        )
-                    })
-                    .collect();
-                Content::QueueReply(QueueReply {
-                    status: Status::Ok,
-                    engines,
-                    unassigned: self.unroutable.len() as u64,
-                })
-            }
-            other => {
-                let t = other.msg_type().to_string();
-                let reply_type = format!("{}_reply", t.trim_end_matches("_request"));
-                Content::task_reply_of(
-                    &reply_type,
-                    TaskReply::error(
-                        "UnknownMessageType",
-                        format!("the hub does not serve {t} on this channel"),
-                    ),
-                )
-            }
-        };
-        let reply = msg.reply(&self.session, reply_content);
-        self.send(&self.sockets.query, reply);
-    }
-
-    fn notify(&self, content: Content) {
+    pub(crate) fn notify(&self, content: Content) {
         let msg = Message::new(&self.session, content);
         self.send(&self.sockets.notification, msg);
     }
 
-    /// An engine left or died: fail what it owed, tell the clients.
-    fn engine_gone(&mut self, id: u32, reason: &str) {
-        let Some(entry) = self.registry.unregister(id) else {
-            return;
-        };
-        let _ = self
-            .sockets
-            .hb_pipe
-            .send_multipart([heartbeat::FORGET, &entry.uuid[..]], 0);
-        if reason == "unregistered" {
-            info!(engine = id, "engine unregistered");
-        } else {
-            warn!(engine = id, pending = entry.pending.len(), %reason, "engine died");
-        }
-        for (msg_id, p) in entry.pending {
-            if p.client.is_empty() {
-                continue;
-            }
-            debug!(engine = id, %msg_id, "failing a request of a dead engine");
-            self.reject(
-                p.channel,
-                vec![p.client],
-                &p.header,
-                Some(id),
-                "EngineDied",
-                format!("engine {id} died before answering ({reason})"),
-            );
-        }
-        self.notify(Content::UnregistrationNotification(EngineNotification {
-            id,
-            uuid: String::from_utf8_lossy(&entry.uuid).into_owned(),
-            reason: Some(reason.to_string()),
-        }));
-    }
-
     /// Stops every engine, answers the client, then stops the loop.
-    fn shutdown_cluster(&mut self, identities: Vec<Vec<u8>>, request: Header) {
+    pub(crate) fn shutdown_cluster(&mut self, identities: Vec<Vec<u8>>, request: Header) {
         info!("shutdown requested by a client");
         for id in self.registry.ids() {
             let uuid = self
@@ -815,7 +635,7 @@ impl Hub {
     }
 }
 
-fn parse_ids(v: &Json) -> Option<Vec<u32>> {
+pub(crate) fn parse_ids(v: &Json) -> Option<Vec<u32>> {
     match v {
         Json::Array(a) => a
             .iter()

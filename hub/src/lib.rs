@@ -28,9 +28,12 @@
 
 pub mod heartbeat;
 pub mod hub;
+mod queries;
+pub mod records;
 pub mod registry;
+mod requests;
 pub mod scheduler;
-pub use hub::{Hub, HubConfig, PortPlan};
+pub use hub::{Db, Hub, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
 pub use scheduler::Scheme;
 
 /// Why a hub could not start or keep running.
@@ -51,4 +54,13 @@ pub enum HubError {
     /// A socket failed.
     #[error("socket error: {0}")]
     Zmq(#[from] zmq::Error),
+    /// The task database could not be opened.
+    #[error("cannot open the task database {path}: {source}")]
+    Db {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
 }

@@ -20,7 +20,6 @@ pub enum Channel {
 }
 
 /// A request forwarded to an engine and not yet answered.
-#[derive(Debug, Clone)]
 pub struct Pending {
     /// The requesting client's identity ([] for the hub's own requests).
     pub client: Vec<u8>,
@@ -30,10 +29,12 @@ pub struct Pending {
     pub channel: Channel,
     /// When the hub received it.
     pub received: Instant,
+    /// A load-balanced task with retries left: what to run again elsewhere
+    /// if this engine dies.
+    pub(crate) retry: Option<Box<crate::requests::QueuedTask>>,
 }
 
 /// One registered engine.
-#[derive(Debug)]
 pub struct EngineEntry {
     /// Its id.
     pub id: u32,
@@ -59,7 +60,7 @@ impl EngineEntry {
 
 /// Registered engines by id and uuid. Ids count up from 0 and are never
 /// reused.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Registry {
     engines: BTreeMap<u32, EngineEntry>,
     by_uuid: HashMap<Vec<u8>, u32>,
@@ -166,6 +167,7 @@ mod tests {
             header: zpar_protocol::Header::new("execute_request", "s", "u"),
             channel: Channel::Mux,
             received: Instant::now(),
+            retry: None,
         }
     }
 

@@ -110,6 +110,7 @@ mod tests {
                 header: zpar_protocol::Header::new("apply_request", "s", "u"),
                 channel: Channel::Task,
                 received: std::time::Instant::now(),
+                retry: None,
             },
         );
         let mut s = Scheduler::new(Scheme::LeastLoad);

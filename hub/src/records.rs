@@ -1,0 +1,861 @@
+//! Task records: every request the hub forwards, and what came of it.
+//!
+//! A record is kept per (msg id, engine): a request fanned out to four
+//! engines makes four records. Two stores share one interface, [`Records`]:
+//!
+//! - memory (default): bounded by `limit` records; when full, the oldest
+//!   *finished* records go first, never a pending one;
+//! - SQLite (`--db sqlite:PATH`): everything, in WAL mode. Writes of one
+//!   loop iteration share a transaction that the hub commits *before* it
+//!   forwards the replies of that iteration, so a `kill -9` of the hub never
+//!   loses the record of a task whose result a client has seen.
+//!
+//! Buffers (bulk data) are recorded only up to `max_buffer_bytes` per
+//! request or result; a larger one is recorded without its buffers, and
+//! fetching it later says so.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value as Json};
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+
+/// JSON frames and buffers of one message, as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Parts {
+    /// Header JSON.
+    pub header: Json,
+    /// Metadata JSON.
+    pub metadata: Json,
+    /// Content JSON.
+    pub content: Json,
+    /// Buffers, unless they were too large to keep.
+    #[serde(skip)]
+    pub buffers: Vec<Vec<u8>>,
+    /// True when buffers existed but were not kept.
+    #[serde(default)]
+    pub buffers_dropped: bool,
+}
+
+impl Parts {
+    fn buffer_bytes(&self) -> usize {
+        self.buffers.iter().map(Vec::len).sum()
+    }
+}
+
+/// One request on one engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// The request's msg id.
+    pub msg_id: String,
+    /// The engine it went to (None: a task not yet assigned).
+    pub engine: Option<u32>,
+    /// The requesting client's session.
+    pub client: String,
+    /// `execute_request`, `apply_request`, ...
+    pub msg_type: String,
+    /// `mux`, `task` or `control`.
+    pub channel: String,
+    /// When the hub received it (Unix seconds).
+    pub submitted: f64,
+    /// When the engine started it (ISO 8601).
+    pub started: Option<String>,
+    /// When the engine finished it (ISO 8601).
+    pub completed: Option<String>,
+    /// When the hub received the reply (Unix seconds).
+    pub received: Option<f64>,
+    /// `pending`, `ok`, `error` or `aborted`.
+    pub status: String,
+    /// The request.
+    pub request: Parts,
+    /// The reply, once there is one.
+    pub result: Option<Parts>,
+    /// What it printed.
+    pub stdout: String,
+    /// What it wrote to stderr.
+    pub stderr: String,
+    /// Error class, on error.
+    pub ename: Option<String>,
+    /// Error message, on error.
+    pub evalue: Option<String>,
+}
+
+/// Fields a query can test.
+pub const FIELDS: &[&str] = &[
+    "msg_id",
+    "engine",
+    "client",
+    "msg_type",
+    "channel",
+    "submitted",
+    "started",
+    "completed",
+    "received",
+    "status",
+    "ename",
+];
+
+impl TaskRecord {
+    /// Whether it has an answer.
+    pub fn finished(&self) -> bool {
+        self.status != "pending"
+    }
+
+    fn field(&self, name: &str) -> Json {
+        match name {
+            "msg_id" => json!(self.msg_id),
+            "engine" => json!(self.engine),
+            "client" => json!(self.client),
+            "msg_type" => json!(self.msg_type),
+            "channel" => json!(self.channel),
+            "submitted" => json!(self.submitted),
+            "started" => json!(self.started),
+            "completed" => json!(self.completed),
+            "received" => json!(self.received),
+            "status" => json!(self.status),
+            "ename" => json!(self.ename),
+            _ => Json::Null,
+        }
+    }
+
+    /// The record as JSON (all fields, or just `keys`), without buffers.
+    pub fn to_json(&self, keys: Option<&[String]>) -> Json {
+        let mut m = Map::new();
+        for f in FIELDS
+            .iter()
+            .copied()
+            .chain(["stdout", "stderr", "evalue", "result", "request"])
+        {
+            if keys.is_some_and(|k| !k.iter().any(|k| k == f)) {
+                continue;
+            }
+            let v = match f {
+                "stdout" => json!(self.stdout),
+                "stderr" => json!(self.stderr),
+                "evalue" => json!(self.evalue),
+                "result" => serde_json::to_value(&self.result).unwrap_or(Json::Null),
+                "request" => serde_json::to_value(&self.request).unwrap_or(Json::Null),
+                other => self.field(other),
+            };
+            m.insert(f.to_string(), v);
+        }
+        Json::Object(m)
+    }
+}
+
+/// A condition on one field.
+#[derive(Debug, Clone, PartialEq)]
+enum Cond {
+    Eq(Json),
+    Ne(Json),
+    Lt(Json),
+    Le(Json),
+    Gt(Json),
+    Ge(Json),
+    In(Vec<Json>),
+}
+
+/// A parsed query: `{field: value}` for equality, or
+/// `{field: {"$lt": v, "$gte": w, "$ne": x, "$in": [..]}}`; all must hold.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Filter(Vec<(String, Cond)>);
+
+impl Filter {
+    /// Parses and validates a query; errors name the bad field or operator.
+    pub fn parse(query: &Json) -> Result<Filter, String> {
+        let obj = match query {
+            Json::Null => return Ok(Filter::default()),
+            Json::Object(o) => o,
+            other => return Err(format!("a query is an object of conditions, not {other}")),
+        };
+        let mut conds = Vec::new();
+        for (field, v) in obj {
+            if !FIELDS.contains(&field.as_str()) {
+                return Err(format!(
+                    "unknown field {field:?}; fields are {}",
+                    FIELDS.join(", ")
+                ));
+            }
+            match v {
+                Json::Object(ops) if ops.keys().all(|k| k.starts_with('$')) && !ops.is_empty() => {
+                    for (op, arg) in ops {
+                        let c = match op.as_str() {
+                            "$eq" => Cond::Eq(arg.clone()),
+                            "$ne" => Cond::Ne(arg.clone()),
+                            "$lt" => Cond::Lt(arg.clone()),
+                            "$lte" => Cond::Le(arg.clone()),
+                            "$gt" => Cond::Gt(arg.clone()),
+                            "$gte" => Cond::Ge(arg.clone()),
+                            "$in" => match arg {
+                                Json::Array(a) => Cond::In(a.clone()),
+                                _ => return Err(format!("{field}: $in takes an array")),
+                            },
+                            other => return Err(format!("{field}: unknown operator {other:?} ($eq $ne $lt $lte $gt $gte $in)")),
+                        };
+                        conds.push((field.clone(), c));
+                    }
+                }
+                other => conds.push((field.clone(), Cond::Eq(other.clone()))),
+            }
+        }
+        Ok(Filter(conds))
+    }
+
+    /// Whether a record passes.
+    pub fn matches(&self, r: &TaskRecord) -> bool {
+        self.0.iter().all(|(f, c)| {
+            let v = r.field(f);
+            match c {
+                Cond::Eq(x) => same(&v, x),
+                Cond::Ne(x) => !same(&v, x),
+                Cond::In(xs) => xs.iter().any(|x| same(&v, x)),
+                Cond::Lt(x) => order(&v, x).is_some_and(|o| o.is_lt()),
+                Cond::Le(x) => order(&v, x).is_some_and(|o| o.is_le()),
+                Cond::Gt(x) => order(&v, x).is_some_and(|o| o.is_gt()),
+                Cond::Ge(x) => order(&v, x).is_some_and(|o| o.is_ge()),
+            }
+        })
+    }
+}
+
+fn same(a: &Json, b: &Json) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn order(a: &Json, b: &Json) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Json::String(x), Json::String(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// Where records live.
+pub enum Records {
+    /// Bounded, in memory.
+    Memory(MemoryStore),
+    /// Complete, in SQLite.
+    Sqlite(SqliteStore),
+}
+
+/// Errors of the SQLite store.
+pub type DbResult<T> = Result<T, rusqlite::Error>;
+
+impl Records {
+    /// A memory store keeping at most `limit` records.
+    pub fn memory(limit: usize, max_buffer_bytes: usize) -> Records {
+        Records::Memory(MemoryStore {
+            records: HashMap::new(),
+            order: VecDeque::new(),
+            limit: limit.max(1),
+            max_buffer_bytes,
+        })
+    }
+
+    /// A SQLite store at `path` (created if missing; existing records kept).
+    pub fn sqlite(path: &Path, max_buffer_bytes: usize) -> DbResult<Records> {
+        Ok(Records::Sqlite(SqliteStore::open(path, max_buffer_bytes)?))
+    }
+
+    fn cap(&self) -> usize {
+        match self {
+            Records::Memory(m) => m.max_buffer_bytes,
+            Records::Sqlite(s) => s.max_buffer_bytes,
+        }
+    }
+
+    /// Drops buffers over the size cap, marking them dropped.
+    fn trim(&self, parts: &mut Parts) {
+        if parts.buffer_bytes() > self.cap() {
+            parts.buffers.clear();
+            parts.buffers_dropped = true;
+        }
+    }
+
+    /// Records a new request.
+    pub fn insert(&mut self, mut rec: TaskRecord) -> DbResult<()> {
+        self.trim(&mut rec.request);
+        match self {
+            Records::Memory(m) => {
+                m.insert(rec);
+                Ok(())
+            }
+            Records::Sqlite(s) => s.upsert(&rec),
+        }
+    }
+
+    /// Changes the record of (msg id, engine) — `engine` None finds the
+    /// unassigned one. Returns false if there is no such record.
+    pub fn update(
+        &mut self,
+        msg_id: &str,
+        engine: Option<u32>,
+        f: impl FnOnce(&mut TaskRecord),
+    ) -> DbResult<bool> {
+        let cap = self.cap();
+        let fix = |r: &mut TaskRecord| {
+            f(r);
+            if let Some(p) = r.result.as_mut() {
+                if p.buffer_bytes() > cap {
+                    p.buffers.clear();
+                    p.buffers_dropped = true;
+                }
+            }
+        };
+        match self {
+            Records::Memory(m) => Ok(m.update(msg_id, engine, fix)),
+            Records::Sqlite(s) => s.update(msg_id, engine, fix),
+        }
+    }
+
+    /// Every record of a msg id (one per engine).
+    pub fn get(&self, msg_id: &str) -> DbResult<Vec<TaskRecord>> {
+        match self {
+            Records::Memory(m) => Ok(m.records.get(msg_id).cloned().unwrap_or_default()),
+            Records::Sqlite(s) => s.get(msg_id),
+        }
+    }
+
+    /// Records passing a filter, oldest first.
+    pub fn query(&self, filter: &Filter) -> DbResult<Vec<TaskRecord>> {
+        match self {
+            Records::Memory(m) => Ok(m
+                .order
+                .iter()
+                .filter_map(|id| m.records.get(id))
+                .flatten()
+                .filter(|r| filter.matches(r))
+                .cloned()
+                .collect()),
+            Records::Sqlite(s) => Ok(s.all()?.into_iter().filter(|r| filter.matches(r)).collect()),
+        }
+    }
+
+    /// Every recorded msg id, oldest first.
+    pub fn history(&self) -> DbResult<Vec<String>> {
+        match self {
+            Records::Memory(m) => Ok(m.order.iter().cloned().collect()),
+            Records::Sqlite(s) => s.history(),
+        }
+    }
+
+    /// Forgets finished records: these msg ids, or all. Pending ones stay.
+    pub fn purge(&mut self, msg_ids: &[String], all: bool) -> DbResult<usize> {
+        match self {
+            Records::Memory(m) => Ok(m.purge(msg_ids, all)),
+            Records::Sqlite(s) => s.purge(msg_ids, all),
+        }
+    }
+
+    /// Makes this iteration's writes durable (SQLite commit).
+    pub fn flush(&mut self) -> DbResult<()> {
+        match self {
+            Records::Memory(_) => Ok(()),
+            Records::Sqlite(s) => s.commit(),
+        }
+    }
+
+    /// The highest engine id seen in any record (to keep ids fresh after a
+    /// restart).
+    pub fn max_engine(&self) -> DbResult<Option<u32>> {
+        match self {
+            Records::Memory(m) => Ok(m.records.values().flatten().filter_map(|r| r.engine).max()),
+            Records::Sqlite(s) => s.max_engine(),
+        }
+    }
+
+    /// Records still pending (after a restart, these can never finish).
+    pub fn pending(&self) -> DbResult<Vec<TaskRecord>> {
+        self.query(&Filter(vec![("status".into(), Cond::Eq(json!("pending")))]))
+    }
+
+    /// How many records there are.
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Memory(m) => m.records.values().map(Vec::len).sum(),
+            Records::Sqlite(s) => s.count().unwrap_or(0),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The bounded in-memory store.
+pub struct MemoryStore {
+    records: HashMap<String, Vec<TaskRecord>>,
+    /// msg ids, oldest first.
+    order: VecDeque<String>,
+    limit: usize,
+    max_buffer_bytes: usize,
+}
+
+impl MemoryStore {
+    fn count(&self) -> usize {
+        self.records.values().map(Vec::len).sum()
+    }
+
+    fn insert(&mut self, rec: TaskRecord) {
+        let id = rec.msg_id.clone();
+        match self.records.get_mut(&id) {
+            Some(v) => v.push(rec),
+            None => {
+                self.records.insert(id.clone(), vec![rec]);
+                self.order.push_back(id);
+            }
+        }
+        self.evict();
+    }
+
+    /// Drops the oldest finished msg ids while over the limit.
+    fn evict(&mut self) {
+        let mut i = 0;
+        while self.count() > self.limit && i < self.order.len() {
+            let id = &self.order[i];
+            let done = self
+                .records
+                .get(id)
+                .is_none_or(|v| v.iter().all(TaskRecord::finished));
+            if done {
+                let id = self.order.remove(i).expect("in range");
+                self.records.remove(&id);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn update(
+        &mut self,
+        msg_id: &str,
+        engine: Option<u32>,
+        f: impl FnOnce(&mut TaskRecord),
+    ) -> bool {
+        let Some(v) = self.records.get_mut(msg_id) else {
+            return false;
+        };
+        let idx = v
+            .iter()
+            .position(|r| r.engine == engine)
+            .or_else(|| v.iter().position(|r| r.engine.is_none()));
+        let Some(i) = idx else { return false };
+        f(&mut v[i]);
+        self.evict();
+        true
+    }
+
+    fn purge(&mut self, msg_ids: &[String], all: bool) -> usize {
+        let before = self.count();
+        let targets: Vec<String> = if all {
+            self.order.iter().cloned().collect()
+        } else {
+            msg_ids.to_vec()
+        };
+        for id in targets {
+            if let Some(v) = self.records.get_mut(&id) {
+                v.retain(|r| !r.finished());
+                if v.is_empty() {
+                    self.records.remove(&id);
+                    self.order.retain(|x| *x != id);
+                }
+            }
+        }
+        before - self.count()
+    }
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    conn: Connection,
+    in_tx: bool,
+    max_buffer_bytes: usize,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    msg_id TEXT NOT NULL,
+    engine INTEGER,
+    engine_key INTEGER NOT NULL,
+    client TEXT NOT NULL,
+    msg_type TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    submitted REAL NOT NULL,
+    started TEXT,
+    completed TEXT,
+    received REAL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    request_buffers BLOB,
+    result TEXT,
+    result_buffers BLOB,
+    stdout TEXT NOT NULL,
+    stderr TEXT NOT NULL,
+    ename TEXT,
+    evalue TEXT,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    UNIQUE (msg_id, engine_key)
+);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
+";
+
+/// Buffers as one blob: a count, then each length (u64 LE), then the bytes.
+fn pack(buffers: &[Vec<u8>]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(8 + 8 * buffers.len() + buffers.iter().map(Vec::len).sum::<usize>());
+    out.extend_from_slice(&(buffers.len() as u64).to_le_bytes());
+    for b in buffers {
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    }
+    for b in buffers {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+fn unpack(blob: &[u8]) -> Vec<Vec<u8>> {
+    let read = |at: usize| {
+        blob.get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
+    let Some(n) = read(0) else { return Vec::new() };
+    let mut lens = Vec::with_capacity(n.min(1 << 16));
+    for i in 0..n {
+        match read(8 + 8 * i) {
+            Some(l) => lens.push(l),
+            None => return Vec::new(),
+        }
+    }
+    let mut at = 8 + 8 * n;
+    let mut out = Vec::with_capacity(lens.len());
+    for l in lens {
+        match blob.get(at..at.saturating_add(l)) {
+            Some(b) => out.push(b.to_vec()),
+            None => return Vec::new(),
+        }
+        at += l;
+    }
+    out
+}
+
+impl SqliteStore {
+    fn open(path: &Path, max_buffer_bytes: usize) -> DbResult<SqliteStore> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL + NORMAL: a committed transaction survives the process being
+        // killed (it is in the WAL file); only an OS crash could lose the
+        // last few.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn,
+            in_tx: false,
+            max_buffer_bytes,
+        })
+    }
+
+    fn begin(&mut self) -> DbResult<()> {
+        if !self.in_tx {
+            self.conn.execute_batch("BEGIN")?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> DbResult<()> {
+        if self.in_tx {
+            self.conn.execute_batch("COMMIT")?;
+            self.in_tx = false;
+        }
+        Ok(())
+    }
+
+    fn upsert(&mut self, r: &TaskRecord) -> DbResult<()> {
+        self.begin()?;
+        let request = serde_json::to_string(&r.request).expect("json");
+        let result = r
+            .result
+            .as_ref()
+            .map(|p| serde_json::to_string(p).expect("json"));
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO tasks (msg_id, engine, engine_key, client, msg_type, channel, submitted, started,
+                 completed, received, status, request, request_buffers, result, result_buffers, stdout, stderr, ename, evalue)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            )?
+            .execute(params![
+                r.msg_id,
+                r.engine,
+                r.engine.map_or(-1, i64::from),
+                r.client,
+                r.msg_type,
+                r.channel,
+                r.submitted,
+                r.started,
+                r.completed,
+                r.received,
+                r.status,
+                request,
+                pack(&r.request.buffers),
+                result,
+                r.result.as_ref().map(|p| pack(&p.buffers)),
+                r.stdout,
+                r.stderr,
+                r.ename,
+                r.evalue,
+            ])?;
+        Ok(())
+    }
+
+    fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+        let request: String = row.get("request")?;
+        let mut request: Parts = serde_json::from_str(&request).unwrap_or_default();
+        request.buffers = row
+            .get::<_, Option<Vec<u8>>>("request_buffers")?
+            .map(|b| unpack(&b))
+            .unwrap_or_default();
+        let result: Option<String> = row.get("result")?;
+        let result = match result {
+            Some(s) => {
+                let mut p: Parts = serde_json::from_str(&s).unwrap_or_default();
+                p.buffers = row
+                    .get::<_, Option<Vec<u8>>>("result_buffers")?
+                    .map(|b| unpack(&b))
+                    .unwrap_or_default();
+                Some(p)
+            }
+            None => None,
+        };
+        Ok(TaskRecord {
+            msg_id: row.get("msg_id")?,
+            engine: row.get("engine")?,
+            client: row.get("client")?,
+            msg_type: row.get("msg_type")?,
+            channel: row.get("channel")?,
+            submitted: row.get("submitted")?,
+            started: row.get("started")?,
+            completed: row.get("completed")?,
+            received: row.get("received")?,
+            status: row.get("status")?,
+            request,
+            result,
+            stdout: row.get("stdout")?,
+            stderr: row.get("stderr")?,
+            ename: row.get("ename")?,
+            evalue: row.get("evalue")?,
+        })
+    }
+
+    fn get(&self, msg_id: &str) -> DbResult<Vec<TaskRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT * FROM tasks WHERE msg_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([msg_id], SqliteStore::row)?;
+        rows.collect()
+    }
+
+    fn update(
+        &mut self,
+        msg_id: &str,
+        engine: Option<u32>,
+        f: impl FnOnce(&mut TaskRecord),
+    ) -> DbResult<bool> {
+        let key = engine.map_or(-1, i64::from);
+        let found: Option<TaskRecord> = self
+            .conn
+            .prepare_cached("SELECT * FROM tasks WHERE msg_id = ?1 AND (engine_key = ?2 OR engine_key = -1) ORDER BY engine_key DESC LIMIT 1")?
+            .query_row(params![msg_id, key], SqliteStore::row)
+            .optional()?;
+        let Some(mut r) = found else { return Ok(false) };
+        let old_key = r.engine.map_or(-1, i64::from);
+        f(&mut r);
+        self.begin()?;
+        if r.engine.map_or(-1, i64::from) != old_key {
+            self.conn
+                .prepare_cached("DELETE FROM tasks WHERE msg_id = ?1 AND engine_key = ?2")?
+                .execute(params![msg_id, old_key])?;
+        }
+        self.upsert(&r)?;
+        Ok(true)
+    }
+
+    fn all(&self) -> DbResult<Vec<TaskRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT * FROM tasks ORDER BY seq")?;
+        let rows = stmt.query_map([], SqliteStore::row)?;
+        rows.collect()
+    }
+
+    fn history(&self) -> DbResult<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT msg_id FROM tasks GROUP BY msg_id ORDER BY MIN(seq)")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect()
+    }
+
+    fn purge(&mut self, msg_ids: &[String], all: bool) -> DbResult<usize> {
+        self.begin()?;
+        let n = if all {
+            self.conn
+                .execute("DELETE FROM tasks WHERE status != 'pending'", [])?
+        } else {
+            let mut n = 0;
+            for id in msg_ids {
+                n += self
+                    .conn
+                    .prepare_cached("DELETE FROM tasks WHERE msg_id = ?1 AND status != 'pending'")?
+                    .execute([id])?;
+            }
+            n
+        };
+        self.commit()?;
+        Ok(n)
+    }
+
+    fn max_engine(&self) -> DbResult<Option<u32>> {
+        self.conn
+            .query_row("SELECT MAX(engine) FROM tasks", [], |r| r.get(0))
+    }
+
+    fn count(&self) -> DbResult<usize> {
+        self.conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| {
+            r.get::<_, i64>(0).map(|n| n as usize)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, engine: Option<u32>, status: &str) -> TaskRecord {
+        TaskRecord {
+            msg_id: id.into(),
+            engine,
+            client: "c".into(),
+            msg_type: "apply_request".into(),
+            channel: "task".into(),
+            submitted: 1.0,
+            started: None,
+            completed: None,
+            received: None,
+            status: status.into(),
+            request: Parts {
+                buffers: vec![vec![1, 2, 3]],
+                ..Parts::default()
+            },
+            result: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            ename: None,
+            evalue: None,
+        }
+    }
+
+    fn finish(r: &mut TaskRecord) {
+        r.status = "ok".into();
+        r.result = Some(Parts {
+            content: json!({"status": "ok"}),
+            buffers: vec![vec![9; 10]],
+            ..Parts::default()
+        });
+    }
+
+    fn exercise(mut store: Records) {
+        store.insert(rec("a", Some(0), "pending")).unwrap();
+        store.insert(rec("a", Some(1), "pending")).unwrap();
+        store.insert(rec("t", None, "pending")).unwrap();
+        assert!(store.update("a", Some(1), finish).unwrap());
+        assert!(!store.update("zz", Some(1), finish).unwrap());
+        // an unassigned task gets its engine on update
+        assert!(store
+            .update("t", Some(4), |r| {
+                r.engine = Some(4);
+                finish(r)
+            })
+            .unwrap());
+        store.flush().unwrap();
+        let a = store.get("a").unwrap();
+        assert_eq!(a.len(), 2);
+        let done = a.iter().find(|r| r.engine == Some(1)).unwrap();
+        assert_eq!(done.result.as_ref().unwrap().buffers, vec![vec![9; 10]]);
+        assert_eq!(store.get("t").unwrap()[0].engine, Some(4));
+        assert_eq!(store.history().unwrap(), vec!["a", "t"]);
+        let f = Filter::parse(&json!({"status": "ok", "engine": {"$gte": 2}})).unwrap();
+        let q = store.query(&f).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].msg_id, "t");
+        assert_eq!(store.max_engine().unwrap(), Some(4));
+        assert_eq!(store.pending().unwrap().len(), 1);
+        assert_eq!(store.purge(&[], true).unwrap(), 2, "pending records stay");
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn memory_store() {
+        exercise(Records::memory(100, 1 << 20));
+    }
+
+    #[test]
+    fn sqlite_store_and_reopen() {
+        let dir = std::env::temp_dir().join(format!("zpar-records-{}", zpar_protocol::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tasks.db");
+        exercise(Records::sqlite(&path, 1 << 20).unwrap());
+        let again = Records::sqlite(&path, 1 << 20).unwrap();
+        assert_eq!(again.len(), 1, "records survive a reopen");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn memory_store_is_bounded_and_keeps_pending() {
+        let mut s = Records::memory(3, 1 << 20);
+        s.insert(rec("p", Some(0), "pending")).unwrap();
+        for i in 0..10 {
+            s.insert(rec(&format!("d{i}"), Some(0), "ok")).unwrap();
+        }
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.get("p").unwrap().len(), 1, "never drops a pending record");
+        assert!(s.get("d0").unwrap().is_empty());
+        assert_eq!(s.get("d9").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn big_buffers_are_not_kept() {
+        let mut s = Records::memory(10, 4);
+        s.insert(rec("a", Some(0), "pending")).unwrap();
+        s.update("a", Some(0), finish).unwrap();
+        let r = &s.get("a").unwrap()[0];
+        assert!(r.request.buffers.len() == 1, "3 bytes fit");
+        let res = r.result.as_ref().unwrap();
+        assert!(res.buffers.is_empty() && res.buffers_dropped);
+    }
+
+    #[test]
+    fn bad_queries_are_named() {
+        assert!(Filter::parse(&json!({"colour": 1}))
+            .unwrap_err()
+            .contains("colour"));
+        assert!(Filter::parse(&json!({"engine": {"$near": 1}}))
+            .unwrap_err()
+            .contains("$near"));
+        assert!(Filter::parse(&json!([1])).is_err());
+        assert!(Filter::parse(&Json::Null)
+            .unwrap()
+            .matches(&rec("x", None, "ok")));
+    }
+
+    #[test]
+    fn packing_round_trips_and_survives_garbage() {
+        let b = vec![vec![], vec![1u8, 2], vec![3; 100]];
+        assert_eq!(unpack(&pack(&b)), b);
+        assert!(unpack(&[1, 2, 3]).is_empty());
+        assert!(unpack(&pack(&b)[..20]).is_empty());
+    }
+}
