@@ -35,8 +35,8 @@ pub enum Error {
         /// The request.
         msg_id: String,
     },
-    /// A wait ran out.
-    #[error("timed out after {waited:?} waiting for {what}")]
+    /// A wait ran out, or a task ran past its timeout on the engine.
+    #[error("timed out{}: {what}", after(*.waited))]
     Timeout {
         /// How long we waited.
         waited: Duration,
@@ -96,6 +96,14 @@ fn location(line: Option<u32>, column: Option<u32>) -> String {
         (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
         (Some(l), None) => format!(" (line {l})"),
         _ => String::new(),
+    }
+}
+
+fn after(waited: Duration) -> String {
+    if waited.is_zero() {
+        String::new()
+    } else {
+        format!(" after {waited:?}")
     }
 }
 

@@ -13,12 +13,13 @@
 use crate::error::Error;
 use crate::result::{EngineReply, ResultState};
 use serde_json::Value as Json;
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::SystemTime;
 use tracing::{debug, warn};
 use zpar_protocol::{
@@ -75,8 +76,14 @@ pub(crate) enum Command {
         reply: mpsc::Sender<Message>,
     },
     Events(mpsc::Sender<ClientEvent>),
+    /// Forget requests whose results were dropped; answers how many.
+    PurgeLocal(mpsc::Sender<usize>),
     Stop,
 }
+
+/// Replies that came before their request was tracked (a resubmit's
+/// results can beat the resubmit reply); kept briefly, bounded.
+const ORPHANS: usize = 4096;
 
 /// The engine table, shared with user threads.
 #[derive(Debug, Default)]
@@ -100,7 +107,10 @@ pub(crate) struct IoLoop {
     pub commands: mpsc::Receiver<Command>,
     pub wake: UnixStream,
     pub table: Arc<EngineTable>,
-    tracked: HashMap<String, (Arc<ResultState>, usize)>,
+    /// Requests awaiting replies. Weak: a result the user dropped is not
+    /// kept alive here, so a map of 100,000 tasks costs nothing once taken.
+    tracked: HashMap<String, (Weak<ResultState>, usize)>,
+    orphans: VecDeque<(String, Message)>,
     queries: HashMap<String, mpsc::Sender<Message>>,
     events: Option<mpsc::Sender<ClientEvent>>,
 }
@@ -120,6 +130,7 @@ impl IoLoop {
             wake,
             table,
             tracked: HashMap::new(),
+            orphans: VecDeque::new(),
             queries: HashMap::new(),
             events: None,
         }
@@ -193,8 +204,19 @@ impl IoLoop {
                     track,
                     state,
                 }) => {
+                    let ids: Vec<String> = track.iter().map(|(id, _)| id.clone()).collect();
                     for (msg_id, n) in track {
-                        self.tracked.insert(msg_id, (state.clone(), n));
+                        self.tracked.insert(msg_id, (Arc::downgrade(&state), n));
+                    }
+                    if !self.orphans.is_empty() {
+                        let (mine, rest): (VecDeque<_>, VecDeque<_>) =
+                            std::mem::take(&mut self.orphans)
+                                .into_iter()
+                                .partition(|(id, _)| ids.contains(id));
+                        self.orphans = rest;
+                        for (id, msg) in mine {
+                            self.file_reply(id, msg);
+                        }
                     }
                     for (channel, frames) in messages {
                         if let Err(e) = send_frames(self.socket(channel), frames, 0) {
@@ -213,6 +235,12 @@ impl IoLoop {
                     }
                 }
                 Ok(Command::Events(tx)) => self.events = Some(tx),
+                Ok(Command::PurgeLocal(tx)) => {
+                    let before = self.tracked.len();
+                    self.tracked.retain(|_, (w, _)| w.strong_count() > 0);
+                    self.orphans.clear();
+                    let _ = tx.send(before - self.tracked.len());
+                }
                 Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
                 Err(mpsc::TryRecvError::Empty) => return true,
             }
@@ -248,8 +276,16 @@ impl IoLoop {
     }
 
     fn file_reply(&mut self, msg_id: String, msg: Message) {
-        let Some((state, left)) = self.tracked.get_mut(&msg_id) else {
-            debug!(%msg_id, "reply to an untracked request");
+        let Some((weak, left)) = self.tracked.get_mut(&msg_id) else {
+            debug!(%msg_id, "reply to a request not tracked (yet)");
+            if self.orphans.len() >= ORPHANS {
+                self.orphans.pop_front();
+            }
+            self.orphans.push_back((msg_id, msg));
+            return;
+        };
+        let Some(state) = weak.upgrade() else {
+            self.tracked.remove(&msg_id); // the result was dropped
             return;
         };
         let meta_engine = msg
@@ -315,7 +351,11 @@ impl IoLoop {
                 .map(|e| e as u32);
             if let (Content::Stream(s), Some(engine)) = (&msg.content, engine) {
                 let parent = msg.parent_header.as_ref().map(|p| p.msg_id.clone());
-                if let Some((state, _)) = parent.as_ref().and_then(|p| self.tracked.get(p)) {
+                if let Some(state) = parent
+                    .as_ref()
+                    .and_then(|p| self.tracked.get(p))
+                    .and_then(|(w, _)| w.upgrade())
+                {
                     state.stream(parent.as_deref().unwrap_or_default(), engine, &s.text);
                 }
                 self.emit(ClientEvent::Stream {
@@ -404,7 +444,7 @@ pub(crate) fn outcome_of(
                 }
                 "Timeout" => Error::Timeout {
                     waited: std::time::Duration::ZERO,
-                    what: message,
+                    what: format!("request {msg_id} on engine {engine}: {message}"),
                 },
                 _ => Error::RemoteError {
                     engine,

@@ -64,6 +64,8 @@ pub(crate) struct ResultState {
     pub parts: Mutex<Parts>,
     pub cond: Condvar,
     pub submitted: SystemTime,
+    /// Told this result's tag when it completes (for `imap`).
+    pub on_done: Mutex<Option<(std::sync::mpsc::Sender<usize>, usize)>>,
 }
 
 impl ResultState {
@@ -83,6 +85,7 @@ impl ResultState {
             }),
             cond: Condvar::new(),
             submitted: SystemTime::now(),
+            on_done: Mutex::new(None),
         })
     }
 
@@ -101,6 +104,9 @@ impl ResultState {
         parts.done += 1;
         if parts.done == parts.slots.len() {
             self.cond.notify_all();
+            if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
+                let _ = tx.send(tag);
+            }
         }
         true
     }
@@ -312,6 +318,28 @@ impl AsyncResult {
         Ok(crate::view::concat(
             replies.into_iter().filter_map(|r| r.outcome.ok()).collect(),
         ))
+    }
+
+    /// Waits, showing a progress bar (done/total, rate, ETA) when stderr is
+    /// a terminal, and nothing when not.
+    pub fn wait_interactive(&self) {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            self.wait(None);
+            return;
+        }
+        let (_, total) = self.progress();
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} tasks  {per_sec}  eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        while !self.wait(Some(Duration::from_millis(100))) {
+            bar.set_position(self.progress().0 as u64);
+        }
+        bar.finish_and_clear();
     }
 
     fn describe(&self) -> String {

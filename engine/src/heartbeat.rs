@@ -1,13 +1,19 @@
 //! The engine's heartbeat: a thread of its own that echoes the hub's pings,
 //! so an engine busy in a long script still counts as alive.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// A running heartbeat thread; stops when dropped.
 pub struct Heartbeat {
     stop: Arc<AtomicBool>,
+    /// Milliseconds after `epoch` of the last ping from the hub.
+    last_ping: Arc<AtomicU64>,
+    epoch: Instant,
+    hub_changed: Arc<AtomicBool>,
+    hub: Arc<Mutex<Option<Vec<u8>>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -33,18 +39,57 @@ impl Heartbeat {
         dealer.send(&b"hello"[..], 0)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let epoch = Instant::now();
+        let last_ping = Arc::new(AtomicU64::new(0));
+        let seen = last_ping.clone();
+        let hub_changed = Arc::new(AtomicBool::new(false));
+        let changed = hub_changed.clone();
+        let hub = Arc::new(Mutex::new(None));
+        let known = hub.clone();
         let thread = std::thread::Builder::new()
             .name("zpar-heartbeat".into())
-            .spawn(move || echo(sub, dealer, flag))
+            .spawn(move || echo(sub, dealer, flag, seen, changed, known, epoch))
             .expect("spawning the heartbeat thread");
         Ok(Heartbeat {
             stop,
+            last_ping,
+            epoch,
+            hub_changed,
+            hub,
             thread: Some(thread),
         })
     }
+
+    /// The hub instance this engine registered with (from the registration
+    /// reply); pings of any other instance mean the hub restarted.
+    pub fn set_hub(&self, instance: &str) {
+        if !instance.is_empty() {
+            *self.hub.lock().expect("hub lock") = Some(instance.as_bytes().to_vec());
+        }
+    }
+
+    /// Whether pings now come from another hub than before (a hub
+    /// restarted in place); true once per change.
+    pub fn take_hub_changed(&self) -> bool {
+        self.hub_changed.swap(false, Ordering::Relaxed)
+    }
+
+    /// How long since the hub's last ping (since start, if none yet).
+    pub fn silence(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ping.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
 }
 
-fn echo(sub: zmq::Socket, dealer: zmq::Socket, stop: Arc<AtomicBool>) {
+fn echo(
+    sub: zmq::Socket,
+    dealer: zmq::Socket,
+    stop: Arc<AtomicBool>,
+    seen: Arc<AtomicU64>,
+    changed: Arc<AtomicBool>,
+    hub: Arc<Mutex<Option<Vec<u8>>>>,
+    epoch: Instant,
+) {
     while !stop.load(Ordering::Relaxed) {
         match sub.poll(zmq::POLLIN, 100) {
             Ok(0) => continue,
@@ -55,6 +100,18 @@ fn echo(sub: zmq::Socket, dealer: zmq::Socket, stop: Arc<AtomicBool>) {
             }
         }
         while let Ok(ping) = sub.recv_msg(zmq::DONTWAIT) {
+            seen.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            // Pings are `<hub instance>:<beat>`: a new instance is a new hub.
+            let instance = ping
+                .split(|b| *b == b':')
+                .next()
+                .unwrap_or_default()
+                .to_vec();
+            let mut known = hub.lock().expect("hub lock");
+            if known.as_ref().is_some_and(|h| *h != instance) {
+                changed.store(true, Ordering::Relaxed);
+            }
+            *known = Some(instance);
             if let Err(e) = dealer.send(ping, zmq::DONTWAIT) {
                 tracing::debug!(error = %e, "heartbeat pong not sent");
             }

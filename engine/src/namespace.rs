@@ -69,16 +69,21 @@ impl From<Box<EvalAltResult>> for ScriptError {
         };
         let ename = match inner {
             EvalAltResult::ErrorTerminated(token, _) => {
+                // Tokens are "Class|message" (see server.rs) or plain text.
                 let why = token.clone().into_string().unwrap_or_default();
-                return ScriptError::new(
-                    "Interrupted",
-                    if why.is_empty() {
-                        "the script was interrupted".to_string()
-                    } else {
-                        why
-                    },
-                )
-                .at(pos);
+                let (ename, message) = match why.split_once('|') {
+                    Some((class, msg))
+                        if !class.is_empty()
+                            && class.chars().all(|c| c.is_ascii_alphanumeric()) =>
+                    {
+                        (class.to_string(), msg.to_string())
+                    }
+                    _ if why.is_empty() => {
+                        ("Interrupted".into(), "the script was interrupted".into())
+                    }
+                    _ => ("Interrupted".into(), why),
+                };
+                return ScriptError::new(&ename, message).at(pos);
             }
             EvalAltResult::ErrorTooManyOperations(_) => "OperationLimit",
             EvalAltResult::ErrorParsing(..) => "SyntaxError",

@@ -83,7 +83,8 @@ struct Io {
     /// Why the running script must stop, once something asked.
     stop_reason: Option<String>,
     op_limit: Option<u64>,
-    deadline: Option<Instant>,
+    /// When the running request must stop, and its timeout in seconds.
+    deadline: Option<(Instant, f64)>,
     shutdown: bool,
     aborted: HashSet<String>,
     /// Control requests that need the namespace (clear), served after the
@@ -170,7 +171,7 @@ impl Io {
             match &msg.content {
                 Content::InterruptRequest(_) => {
                     if running {
-                        self.stop_reason = Some("interrupted by the client".into());
+                        self.stop_reason = Some("Interrupted|interrupted by the client".into());
                     }
                     self.reply(
                         Channel::Control,
@@ -196,7 +197,7 @@ impl Io {
                 Content::ShutdownRequest(_) => {
                     info!(engine = self.engine_id, "shutdown requested");
                     self.shutdown = true;
-                    self.stop_reason = Some("the engine is shutting down".into());
+                    self.stop_reason = Some("Interrupted|the engine is shutting down".into());
                     self.reply(
                         Channel::Control,
                         &msg,
@@ -270,14 +271,16 @@ impl Io {
         if let Some(limit) = self.op_limit {
             if ops > limit {
                 return Some(format!(
-                    "the request exceeded its limit of {limit} operations"
+                    "OperationLimit|the request exceeded its limit of {limit} operations"
                 ));
             }
         }
-        if ops % CONTROL_CHECK_OPS == 0 {
-            if let Some(d) = self.deadline {
+        if ops.is_multiple_of(CONTROL_CHECK_OPS) {
+            if let Some((d, secs)) = self.deadline {
                 if Instant::now() >= d {
-                    return Some("the request ran past its timeout".into());
+                    return Some(format!(
+                        "Timeout|the request ran past its timeout of {secs} s"
+                    ));
                 }
             }
             if matches!(self.control.poll(zmq::POLLIN, 0), Ok(n) if n > 0) {
@@ -365,7 +368,9 @@ impl EngineServer {
             uuid.as_bytes(),
         )?;
 
-        let engine_id = register(&mut session, &registration, &uuid, &self.config)?;
+        let (engine_id, hb_period, hub_instance) =
+            register(&mut session, &registration, &uuid, &self.config)?;
+        heartbeat.set_hub(&hub_instance);
         info!(engine = engine_id, uuid = %uuid, "registered with the hub");
 
         let io = Rc::new(RefCell::new(Io {
@@ -400,19 +405,29 @@ impl EngineServer {
             comm_env,
             execution_count: 0,
             default_op_limit: self.config.max_operations,
+            hub: HubWatch {
+                registration,
+                heartbeat,
+                uuid: uuid.clone(),
+                hb_period,
+                lost: false,
+                last_attempt: Instant::now(),
+            },
         };
         state.serve(&self);
 
         // Leave politely so the hub need not wait for missed heartbeats.
-        let bye = {
+        let (bye, engine_id) = {
             let io = state.io.borrow();
-            io.session.encode(&Message::new(
+            let id = io.engine_id;
+            let bye = io.session.encode(&Message::new(
                 &io.session,
-                Content::UnregistrationRequest(UnregistrationRequest { id: engine_id }),
-            ))
+                Content::UnregistrationRequest(UnregistrationRequest { id }),
+            ));
+            (bye, id)
         };
-        let _ = send_frames(&registration, bye.into_frames(), zmq::DONTWAIT);
-        drop(heartbeat);
+        let _ = send_frames(&state.hub.registration, bye.into_frames(), zmq::DONTWAIT);
+        drop(state);
         info!(engine = engine_id, "engine stopped");
         Ok(())
     }
@@ -449,7 +464,7 @@ fn register(
     socket: &zmq::Socket,
     uuid: &str,
     config: &EngineConfig,
-) -> Result<u32, EngineError> {
+) -> Result<(u32, Duration, String), EngineError> {
     let started = Instant::now();
     let mut wait = Duration::from_millis(100);
     loop {
@@ -476,7 +491,11 @@ fn register(
                     if r.status != Status::Ok {
                         return Err(EngineError::Refused(r.evalue.unwrap_or_default()));
                     }
-                    return Ok(r.id);
+                    return Ok((
+                        r.id,
+                        Duration::from_millis(r.hb_period_ms.max(1)),
+                        r.hub_instance,
+                    ));
                 }
                 Ok(other) => debug!(msg_type = %other.header.msg_type, "ignored while registering"),
                 Err(e) => warn!(error = %e, "bad message while registering"),
@@ -493,7 +512,26 @@ fn register(
     }
 }
 
+/// Watches the hub's heartbeat; after a silence (the hub died), registers
+/// again — same uuid, asking for the same id — once pings resume.
+struct HubWatch {
+    registration: zmq::Socket,
+    heartbeat: Heartbeat,
+    uuid: String,
+    hb_period: Duration,
+    lost: bool,
+    last_attempt: Instant,
+}
+
+impl HubWatch {
+    /// How much silence means the hub is gone.
+    fn lost_after(&self) -> Duration {
+        (self.hb_period * 5).max(Duration::from_secs(2))
+    }
+}
+
 struct Serving {
+    hub: HubWatch,
     namespace: Namespace,
     io: Rc<RefCell<Io>>,
     comm_env: CommEnv,
@@ -540,6 +578,7 @@ impl Serving {
                     items[0].is_readable(),
                 )
             };
+            self.watch_hub();
             if control_ready {
                 continue; // control first
             }
@@ -549,6 +588,59 @@ impl Serving {
             if task_ready {
                 self.take_request(Channel::Task);
             }
+        }
+    }
+
+    fn watch_hub(&mut self) {
+        let silence = self.hub.heartbeat.silence();
+        if self.hub.heartbeat.take_hub_changed() {
+            warn!("the hub restarted; registering again");
+            self.hub.lost = true;
+        } else if !self.hub.lost && silence > self.hub.lost_after() {
+            warn!(silence = ?silence, "no heartbeat from the hub; will register again when it is back");
+            self.hub.lost = true;
+        }
+        // Answers to our re-registration.
+        while let Ok(frames) = recv_frames(&self.hub.registration, zmq::DONTWAIT) {
+            let mut io = self.io.borrow_mut();
+            match io.session.decode_frames(frames) {
+                Ok(Message {
+                    content: Content::RegistrationReply(r),
+                    ..
+                }) if r.status == Status::Ok => {
+                    if r.id != io.engine_id {
+                        warn!(
+                            old = io.engine_id,
+                            new = r.id,
+                            "the restarted hub gave this engine a new id"
+                        );
+                        io.engine_id = r.id;
+                    }
+                    info!(engine = r.id, "registered again with the restarted hub");
+                    self.hub.heartbeat.set_hub(&r.hub_instance);
+                    self.hub.lost = false;
+                    self.hub.hb_period = Duration::from_millis(r.hb_period_ms.max(1));
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "bad message on the registration channel"),
+            }
+        }
+        let back = silence < self.hub.hb_period * 2;
+        if self.hub.lost && back && self.hub.last_attempt.elapsed() > Duration::from_millis(500) {
+            self.hub.last_attempt = Instant::now();
+            let io = self.io.borrow();
+            let req = Message::new(
+                &io.session,
+                Content::RegistrationRequest(RegistrationRequest {
+                    uuid: self.hub.uuid.clone(),
+                    id: Some(io.engine_id),
+                }),
+            );
+            let _ = send_frames(
+                &self.hub.registration,
+                io.session.encode(&req).into_frames(),
+                zmq::DONTWAIT,
+            );
         }
     }
 
@@ -624,7 +716,7 @@ impl Serving {
                 .get("timeout")
                 .and_then(Json::as_f64)
                 .filter(|t| *t > 0.0)
-                .map(|t| Instant::now() + Duration::from_secs_f64(t));
+                .map(|t| (Instant::now() + Duration::from_secs_f64(t), t));
         }
         let mut buffers = Vec::new();
         let outcome: Result<Option<Json>, ScriptError> = match &msg.content {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 /// Tracks which engines answered recent pings.
 #[derive(Debug)]
 pub struct HeartMonitor {
+    /// Random per hub start; engines notice a restarted hub by it.
+    instance: String,
     max_misses: u64,
     beat: u64,
     /// uuid → the last beat it answered.
@@ -19,8 +21,9 @@ pub struct HeartMonitor {
 impl HeartMonitor {
     /// A monitor that declares an engine dead after `max_misses` unanswered
     /// beats in a row.
-    pub fn new(max_misses: u64) -> HeartMonitor {
+    pub fn new(instance: &str, max_misses: u64) -> HeartMonitor {
         HeartMonitor {
+            instance: instance.to_string(),
             max_misses: max_misses.max(1),
             beat: 0,
             hearts: HashMap::new(),
@@ -45,8 +48,8 @@ impl HeartMonitor {
         }
     }
 
-    /// Next beat: returns its payload to publish, and the engines now dead
-    /// (no longer watched).
+    /// Next beat: returns its payload to publish (`<hub instance>:<beat>`),
+    /// and the engines now dead (no longer watched).
     pub fn tick(&mut self) -> (Vec<u8>, Vec<Vec<u8>>) {
         self.beat += 1;
         let beat = self.beat;
@@ -60,7 +63,7 @@ impl HeartMonitor {
         for u in &dead {
             self.hearts.remove(u);
         }
-        (beat.to_string().into_bytes(), dead)
+        (format!("{}:{beat}", self.instance).into_bytes(), dead)
     }
 }
 
@@ -82,11 +85,12 @@ pub fn spawn(
     pipe: zmq::Socket,
     period: Duration,
     max_misses: u64,
+    instance: String,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("zpar-hub-heartbeat".into())
         .spawn(move || {
-            let mut monitor = HeartMonitor::new(max_misses);
+            let mut monitor = HeartMonitor::new(&instance, max_misses);
             let mut next = Instant::now() + period;
             loop {
                 let wait = next.saturating_duration_since(Instant::now());
@@ -136,7 +140,7 @@ mod tests {
 
     #[test]
     fn dead_after_max_misses() {
-        let mut m = HeartMonitor::new(3);
+        let mut m = HeartMonitor::new("h", 3);
         m.watch(b"a");
         m.watch(b"b");
         for _ in 0..3 {
@@ -153,7 +157,7 @@ mod tests {
 
     #[test]
     fn forgotten_and_unknown_engines_never_die() {
-        let mut m = HeartMonitor::new(1);
+        let mut m = HeartMonitor::new("h", 1);
         m.watch(b"a");
         m.forget(b"a");
         m.pong(b"stranger");

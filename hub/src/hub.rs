@@ -187,6 +187,8 @@ pub struct Hub {
     /// Replies of this loop iteration, sent once their records are durable.
     pub(crate) outbox: Vec<(Channel, Vec<zmq::Message>)>,
     pub(crate) unroutable: VecDeque<Unroutable>,
+    /// Random per start; the prefix of every heartbeat ping.
+    pub(crate) instance: String,
     hb_thread: Option<std::thread::JoinHandle<()>>,
     client_connection: ClientConnection,
     engine_connection: EngineConnection,
@@ -250,6 +252,7 @@ impl Hub {
             s.set_router_mandatory(true)?;
         }
         let pipe_addr = format!("inproc://zpar-hb-{}", zpar_protocol::new_id());
+        let instance = zpar_protocol::new_id()[..8].to_string();
         let hb_pipe = ctx.socket(zmq::PAIR)?;
         hb_pipe.bind(&pipe_addr)?;
         let hb_end = ctx.socket(zmq::PAIR)?;
@@ -260,6 +263,7 @@ impl Hub {
             hb_end,
             config.hb_period,
             config.hb_misses,
+            instance.clone(),
         );
 
         let key = config.key.clone().unwrap_or_else(zpar_protocol::new_id);
@@ -342,6 +346,7 @@ impl Hub {
             records,
             waiting: VecDeque::new(),
             outbox: Vec::new(),
+            instance,
             hb_thread: Some(hb_thread),
             client_connection,
             engine_connection,

@@ -51,6 +51,7 @@ impl Hub {
                         status: Status::Ok,
                         id,
                         hb_period_ms: self.config.hb_period.as_millis() as u64,
+                        hub_instance: self.instance.clone(),
                         evalue: None,
                     })
                 }
@@ -269,6 +270,8 @@ impl Hub {
                     ));
                     continue;
                 }
+                out.engines
+                    .insert(new_id.clone(), live.iter().map(|(e, _)| *e).collect());
                 for (e, uuid) in live {
                     let mut rec = self.record_of_resubmit(first, &header, &client);
                     rec.engine = Some(e);

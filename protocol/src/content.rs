@@ -100,6 +100,10 @@ pub struct RegistrationReply {
     pub id: u32,
     /// Heartbeat period in milliseconds.
     pub hb_period_ms: u64,
+    /// This hub's instance (random per start), the prefix of its pings: an
+    /// engine that sees pings of another instance knows the hub restarted.
+    #[serde(default)]
+    pub hub_instance: String,
     /// Why registration failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evalue: Option<String>,
@@ -259,6 +263,10 @@ pub struct ResubmitReply {
     pub status: Status,
     /// Old → new msg ids.
     pub resubmitted: BTreeMap<String, String>,
+    /// New msg id → the engines it went to (empty for a load-balanced task,
+    /// which the hub assigns later).
+    #[serde(default)]
+    pub engines: BTreeMap<String, Vec<u32>>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evalue: Option<String>,

@@ -93,10 +93,12 @@ impl RawMessage {
         if v.as_object().is_some_and(|o| o.is_empty()) {
             return Ok(None);
         }
-        serde_json::from_value(v).map(Some).map_err(|source| ProtocolError::Json {
-            frame: "parent_header".into(),
-            source,
-        })
+        serde_json::from_value(v)
+            .map(Some)
+            .map_err(|source| ProtocolError::Json {
+                frame: "parent_header".into(),
+                source,
+            })
     }
 
     /// Parses just the metadata.

@@ -68,7 +68,7 @@ fn operation_limits_and_timeouts_stop_runaway_scripts() {
     let view = client.view(0);
     match view.execute("loop {}").unwrap().get_timeout(WAIT) {
         Err(Error::RemoteError { ename, message, .. }) => {
-            assert_eq!(ename, "Interrupted");
+            assert_eq!(ename, "OperationLimit");
             assert!(message.contains("100000 operations"), "{message}");
         }
         other => panic!("{other:?}"),
@@ -81,8 +81,8 @@ fn operation_limits_and_timeouts_stop_runaway_scripts() {
         .unwrap()
         .get_timeout(WAIT)
     {
-        Err(Error::RemoteError { message, .. }) => {
-            assert!(message.contains("timeout"), "{message}")
+        Err(Error::Timeout { what, .. }) => {
+            assert!(what.contains("timeout of 0.2 s"), "{what}")
         }
         other => panic!("{other:?}"),
     }

@@ -1,0 +1,330 @@
+//! Load-balanced tasks and task records: retries, timeouts, dependencies,
+//! results fetched by other clients, a hub killed and restarted on SQLite.
+
+use crate::support::{cluster, cluster_with, zpar_bin, WAIT};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use zpar::{Client, Error, Value};
+
+/// A task that takes a little while, so several are in flight at once.
+const SLOW_DOUBLE: &str = "|x| { let n = 0; while n < 20000 { n += 1; } x * 2 }";
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn killed_engine_with_retries_loses_nothing() {
+    let (mut c, client) = cluster(4);
+    let lb = client.load_balanced().retries(3);
+    let n = 400;
+    let ar = lb
+        .map(SLOW_DOUBLE, (0..n).map(Value::Int).collect(), 1)
+        .unwrap();
+    wait_until("some tasks are done", || ar.progress().0 >= 20);
+    c.kill_engine(2).unwrap();
+    let got = ar.get_timeout(WAIT).unwrap();
+    assert_eq!(got, (0..n).map(|i| Value::Int(2 * i)).collect::<Vec<_>>());
+    assert!(ar
+        .replies()
+        .iter()
+        .all(|r| r.engine != 2 || r.outcome.is_ok()));
+}
+
+#[test]
+fn killed_engine_without_retries_reports_each_lost_task() {
+    let (mut c, client) = cluster(4);
+    let lb = client.load_balanced();
+    let n = 400;
+    let ar = lb
+        .map(SLOW_DOUBLE, (0..n).map(Value::Int).collect(), 1)
+        .unwrap();
+    wait_until("some tasks are done", || ar.progress().0 >= 20);
+    c.kill_engine(1).unwrap();
+    assert!(ar.wait(Some(WAIT)));
+    let replies = ar.replies();
+    assert_eq!(replies.len(), n as usize);
+    let mut lost = 0;
+    for (i, r) in replies.iter().enumerate() {
+        match &r.outcome {
+            Ok(v) => assert_eq!(
+                *v,
+                Value::Array(vec![Value::Int(2 * i as i64)]),
+                "map replies are chunks"
+            ),
+            Err(Error::EngineDied { engine: 1, .. }) => lost += 1,
+            Err(e) => panic!("task {i}: {e}"),
+        }
+    }
+    assert!(lost > 0, "the dead engine had tasks queued");
+    assert!(matches!(
+        ar.get(),
+        Err(Error::EngineDied { .. } | Error::Multiple(_))
+    ));
+}
+
+#[test]
+fn task_timeouts_fail_with_timeout_and_the_engine_lives() {
+    let (_c, client) = cluster(1);
+    let lb = client.load_balanced().timeout(Duration::from_millis(200));
+    match lb.apply("|| loop {}", vec![]).unwrap().get_timeout(WAIT) {
+        Err(Error::Timeout { what, .. }) => assert!(what.contains("timeout of 0.2"), "{what}"),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert_eq!(lb.apply_sync("|| 7", vec![]).unwrap(), Value::Int(7));
+}
+
+#[test]
+fn after_and_follow_dependencies() {
+    let (_c, client) = cluster(3);
+    let lb = client.load_balanced();
+    let first = lb
+        .apply("|| { let n = 0; while n < 300000 { n += 1; } 1 }", vec![])
+        .unwrap();
+    let second = lb
+        .clone()
+        .after(first.msg_ids())
+        .apply("|| 2", vec![])
+        .unwrap();
+    assert_eq!(second.get_timeout(WAIT).unwrap(), vec![Value::Int(2)]);
+    assert!(
+        first.ready(),
+        "`after` ran only once its dependency finished"
+    );
+    let first_done = first.timings()[0].1.completed.clone().unwrap();
+    let second_start = second.timings()[0].1.started.clone().unwrap();
+    assert!(second_start >= first_done, "{second_start} < {first_done}");
+    let on = first.replies()[0].engine;
+    for _ in 0..5 {
+        let f = lb
+            .clone()
+            .follow(first.msg_ids())
+            .apply("|| 3", vec![])
+            .unwrap();
+        f.get_timeout(WAIT).unwrap();
+        assert_eq!(
+            f.replies()[0].engine,
+            on,
+            "`follow` runs where its dependency ran"
+        );
+    }
+    // impossible: unknown, and failed, dependencies
+    match lb
+        .clone()
+        .after(&["no-such-task".into()])
+        .apply("|| 1", vec![])
+        .unwrap()
+        .get_timeout(WAIT)
+    {
+        Err(Error::Hub { ename, .. }) | Err(Error::RemoteError { ename, .. }) => {
+            assert_eq!(ename, "ImpossibleDependency")
+        }
+        other => panic!("{other:?}"),
+    }
+    let bad = lb.apply("|| undefined_name", vec![]).unwrap();
+    let _ = bad.get_timeout(WAIT);
+    match lb
+        .clone()
+        .after(bad.msg_ids())
+        .apply("|| 1", vec![])
+        .unwrap()
+        .get_timeout(WAIT)
+    {
+        Err(Error::RemoteError { ename, message, .. }) => {
+            assert_eq!(ename, "DependencyFailed");
+            assert!(message.contains(&bad.msg_ids()[0]), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn imap_batches_and_schemes() {
+    let (_c, client) = cluster_with(2, &["--scheme", "lru"], &[]);
+    let lb = client.load_balanced();
+    let ordered: Vec<Value> = lb
+        .imap("|x| x + 1", (0..50).map(Value::Int).collect(), true, 4)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ordered, (1..51).map(Value::Int).collect::<Vec<_>>());
+    let mut any: Vec<i64> = lb
+        .imap("|x| x * 3", (0..50).map(Value::Int).collect(), false, 8)
+        .map(|v| v.unwrap().as_i64().unwrap())
+        .collect();
+    any.sort();
+    assert_eq!(any, (0..50).map(|i| i * 3).collect::<Vec<_>>());
+    let calls: Vec<Vec<Value>> = (0..100)
+        .map(|i| vec![Value::Int(i), Value::Int(1000)])
+        .collect();
+    let sums = lb
+        .apply_batch("|a, b| a + b", calls, 16)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(
+        sums,
+        (0..100).map(|i| Value::Int(i + 1000)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn another_client_fetches_results_and_queries_records() {
+    let (c, client) = cluster(2);
+    let lb = client.load_balanced();
+    let ar = lb
+        .apply("|x| { print(\"working\"); x * 10 }", vec![Value::Int(4)])
+        .unwrap();
+    assert_eq!(ar.get_one().unwrap(), Value::Int(40));
+    let direct = client.all().execute("21 * 2").unwrap();
+    direct.get().unwrap();
+    let id = ar.msg_ids()[0].clone();
+    drop(client);
+
+    let other = Client::from_file(&c.profile().client_file()).unwrap();
+    let fetched = other.get_result(&id).unwrap();
+    assert_eq!(fetched.get_timeout(WAIT).unwrap(), vec![Value::Int(40)]);
+    assert_eq!(fetched.stdout().values().next().unwrap(), "working\n");
+    let both = other
+        .get_result(&direct.msg_ids()[0])
+        .unwrap()
+        .get_dict()
+        .unwrap();
+    assert_eq!(both.len(), 2, "a broadcast is recorded per engine");
+    let status = other.result_status(std::slice::from_ref(&id)).unwrap();
+    assert_eq!(status.completed, vec![id.clone()]);
+    assert!(other.history().unwrap().contains(&id));
+    let recs = other
+        .db_query(
+            serde_json::json!({"msg_id": id, "status": "ok"}),
+            Some(&["msg_id", "engine", "status"]),
+        )
+        .unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].as_object().unwrap().len(), 3);
+    let since = other
+        .db_query(
+            serde_json::json!({"submitted": {"$gt": 0}, "channel": "mux"}),
+            None,
+        )
+        .unwrap();
+    assert_eq!(since.len(), 2);
+    assert!(other
+        .db_query(serde_json::json!({"colour": "red"}), None)
+        .unwrap_err()
+        .to_string()
+        .contains("colour"));
+    // resubmit runs it again under a new id
+    let again = other.resubmit(std::slice::from_ref(&id)).unwrap();
+    assert_eq!(again.get_timeout(WAIT).unwrap(), vec![Value::Int(40)]);
+    assert_ne!(again.msg_ids()[0], id);
+    // purge forgets it
+    assert!(
+        other
+            .purge_results(Some(std::slice::from_ref(&id)))
+            .unwrap()
+            >= 1
+    );
+    assert!(other.get_result(&id).is_err());
+    assert!(other.purge_results(None).unwrap() >= 2);
+}
+
+#[test]
+fn memory_store_is_bounded() {
+    let (_c, client) = cluster_with(1, &["--db-limit", "5"], &[]);
+    let view = client.all();
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            let ar = view.execute(&format!("{i}")).unwrap();
+            ar.get().unwrap();
+            ar.msg_ids()[0].clone()
+        })
+        .collect();
+    let history = client.history().unwrap();
+    assert_eq!(history.len(), 5);
+    assert_eq!(
+        history,
+        ids[15..].to_vec(),
+        "the oldest finished records went first"
+    );
+    match client.get_result(&ids[0]) {
+        Err(Error::Hub { message, .. }) => assert!(message.contains("no record"), "{message}"),
+        other => panic!("{:?}", other.map(|a| a.msg_ids().to_vec())),
+    }
+}
+
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn hub_killed_and_restarted_on_sqlite_keeps_results_and_engines() {
+    let db_dir = std::env::temp_dir().join(format!("zpar-db-{}", zpar_protocol::new_id()));
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let db = format!("sqlite:{}", db_dir.join("tasks.db").display());
+    let (mut c, client) = cluster_with(2, &["--db", &db], &[]);
+    let lb = client.load_balanced();
+    let ar = lb.apply("|x| x + 1", vec![Value::Int(99)]).unwrap();
+    assert_eq!(ar.get_one().unwrap(), Value::Int(100));
+    let id = ar.msg_ids()[0].clone();
+    let ids_before = client.ids();
+    c.kill_hub().unwrap();
+
+    let dir = c.profile().dir.clone();
+    let hub = Reaper(
+        Command::new(zpar_bin())
+            .args([
+                "hub",
+                "--reuse",
+                "--hb-period-ms",
+                "200",
+                "--hb-misses",
+                "5",
+                "--db",
+                &db,
+                "--profile-dir",
+            ])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // A new client on the same ports; the engines come back by themselves.
+    let fresh = Client::from_file(&c.profile().client_file()).unwrap();
+    let ids_after = fresh.wait_for_engines(2, WAIT).unwrap();
+    assert_eq!(ids_after, ids_before, "engines keep their ids");
+    assert_eq!(
+        fresh.get_result(&id).unwrap().get_timeout(WAIT).unwrap(),
+        vec![Value::Int(100)]
+    );
+    assert_eq!(
+        fresh
+            .all()
+            .execute("1 + 1")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap(),
+        vec![Value::Int(2); 2]
+    );
+    // The old client reconnects too.
+    client.refresh_engines(WAIT).unwrap();
+    assert_eq!(
+        client.get_result(&id).unwrap().get_timeout(WAIT).unwrap(),
+        vec![Value::Int(100)]
+    );
+    fresh
+        .shutdown(zpar::Targets::All, true)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    drop(hub);
+    let _ = std::fs::remove_dir_all(db_dir);
+}
