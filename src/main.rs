@@ -26,8 +26,8 @@ enum Cmd {
         #[command(subcommand)]
         action: ClusterCmd,
     },
-    /// An interactive console against a hub.
-    Console(ProfileArgs),
+    /// An interactive console against a hub (%px, %push, %scatter, ...).
+    Console(zpar::console::ConsoleArgs),
     /// Measure zpar against raw ZeroMQ on this machine.
     Bench(zpar::bench::BenchArgs),
 }
@@ -75,6 +75,16 @@ struct HubArgs {
     /// Load-balancing scheme: leastload, lru or random.
     #[arg(long, default_value = "leastload")]
     scheme: zpar_hub::Scheme,
+    /// Task records: `memory` (bounded) or `sqlite:PATH` (kept across
+    /// restarts).
+    #[arg(long, default_value = "memory")]
+    db: zpar_hub::Db,
+    /// Most records the memory store keeps (oldest finished dropped first).
+    #[arg(long, default_value_t = zpar_hub::DEFAULT_DB_LIMIT)]
+    db_limit: usize,
+    /// Largest request or result buffers recorded, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    db_max_buffer: usize,
 }
 
 #[derive(Args)]
@@ -170,8 +180,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Hub(a) => run_hub(a),
         Cmd::Engine(a) => run_engine(a),
         Cmd::Cluster { action } => run_cluster(action),
-        Cmd::Console(_) => {
-            bail!("`zpar console` is not built yet (issue 5); use the client library meanwhile")
+        Cmd::Console(a) => {
+            let code = zpar::console::run(a.config()?)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
         }
         Cmd::Bench(a) => zpar::bench::run(a),
     }
@@ -185,6 +199,13 @@ fn run_hub(a: HubArgs) -> Result<()> {
     config.hb_period = Duration::from_millis(a.hb_period_ms.max(10));
     config.hb_misses = a.hb_misses.max(1);
     config.scheme = a.scheme;
+    config.db = match a.db {
+        zpar_hub::Db::Memory { .. } => zpar_hub::Db::Memory {
+            limit: a.db_limit.max(1),
+        },
+        sqlite => sqlite,
+    };
+    config.max_buffer_bytes = a.db_max_buffer;
     if let Some(base) = a.port_base {
         let p = |i: u16| base.checked_add(i).context("--port-base too high");
         config.ports = zpar_hub::PortPlan {

@@ -126,7 +126,14 @@ pub struct Namespace {
     engine: Engine,
     scope: Scope<'static>,
     functions: AST,
+    /// Closures by source, for apply: compiling `|x| x + 1` costs more than
+    /// running it. Only closures that capture nothing are kept (a capture
+    /// belongs to the moment it was made).
+    closures: std::collections::HashMap<String, FnPtr>,
 }
+
+/// Most closures remembered by a namespace.
+const CLOSURE_CACHE: usize = 512;
 
 impl Namespace {
     /// A namespace running scripts on `engine` (with whatever natives,
@@ -136,6 +143,7 @@ impl Namespace {
             engine,
             scope: Scope::new(),
             functions: AST::empty(),
+            closures: std::collections::HashMap::new(),
         }
     }
 
@@ -219,6 +227,7 @@ impl Namespace {
     pub fn clear(&mut self) {
         self.scope.clear();
         self.functions = AST::empty();
+        self.closures.clear();
     }
 
     /// The names of the variables defined now.
@@ -264,6 +273,9 @@ impl Namespace {
             }
             return Ok((FnPtr::new(src).map_err(ScriptError::from)?, None));
         }
+        if let Some(ptr) = self.closures.get(src) {
+            return Ok((ptr.clone(), None));
+        }
         // A closure's body is an anonymous function of the AST that made it,
         // found by hash when called: keep it with the namespace's functions.
         let ast = self.engine.compile_with_scope(&self.scope, src)?;
@@ -279,6 +291,12 @@ impl Namespace {
                 format!("apply needs a function, but {src:?} is a {type_name}"),
             )
         })?;
+        if ptr.curry().is_empty() && ptr.is_anonymous() {
+            if self.closures.len() >= CLOSURE_CACHE {
+                self.closures.clear();
+            }
+            self.closures.insert(src.to_string(), ptr.clone());
+        }
         Ok((ptr, None))
     }
 
@@ -369,8 +387,18 @@ mod tests {
             3
         );
         assert_eq!(n.execute("call(add, 5, 6)").unwrap().as_int().unwrap(), 11);
-        // a closure that captures an engine variable
+        // a closure that captures an engine variable sees its current value
         assert_eq!(n.apply("|| a + 1", vec![]).unwrap().as_int().unwrap(), 41);
+        let _ = n.execute("let a = 1;").unwrap();
+        assert_eq!(n.apply("|| a + 1", vec![]).unwrap().as_int().unwrap(), 2);
+        // a cached closure still works after other code ran
+        assert_eq!(
+            n.apply("|x, y| x + y", vec![Value::Int(1), Value::Int(2)])
+                .unwrap()
+                .as_int()
+                .unwrap(),
+            3
+        );
     }
 
     #[test]

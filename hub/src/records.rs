@@ -249,6 +249,7 @@ impl Records {
     pub fn memory(limit: usize, max_buffer_bytes: usize) -> Records {
         Records::Memory(MemoryStore {
             records: HashMap::new(),
+            count: 0,
             order: VecDeque::new(),
             limit: limit.max(1),
             max_buffer_bytes,
@@ -375,7 +376,7 @@ impl Records {
     /// How many records there are.
     pub fn len(&self) -> usize {
         match self {
-            Records::Memory(m) => m.records.values().map(Vec::len).sum(),
+            Records::Memory(m) => m.count(),
             Records::Sqlite(s) => s.count().unwrap_or(0),
         }
     }
@@ -389,6 +390,8 @@ impl Records {
 /// The bounded in-memory store.
 pub struct MemoryStore {
     records: HashMap<String, Vec<TaskRecord>>,
+    /// Records in `records`, kept as they change (counting is hot).
+    count: usize,
     /// msg ids, oldest first.
     order: VecDeque<String>,
     limit: usize,
@@ -397,10 +400,11 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn count(&self) -> usize {
-        self.records.values().map(Vec::len).sum()
+        self.count
     }
 
     fn insert(&mut self, rec: TaskRecord) {
+        self.count += 1;
         let id = rec.msg_id.clone();
         match self.records.get_mut(&id) {
             Some(v) => v.push(rec),
@@ -423,7 +427,7 @@ impl MemoryStore {
                 .is_none_or(|v| v.iter().all(TaskRecord::finished));
             if done {
                 let id = self.order.remove(i).expect("in range");
-                self.records.remove(&id);
+                self.count -= self.records.remove(&id).map_or(0, |v| v.len());
             } else {
                 i += 1;
             }
@@ -458,7 +462,9 @@ impl MemoryStore {
         };
         for id in targets {
             if let Some(v) = self.records.get_mut(&id) {
+                let n = v.len();
                 v.retain(|r| !r.finished());
+                self.count -= n - v.len();
                 if v.is_empty() {
                     self.records.remove(&id);
                     self.order.retain(|x| *x != id);

@@ -2,6 +2,8 @@
 //! 127.0.0.1 with random ports. One binary, one module per area.
 
 mod communicator;
+mod console;
 mod core;
 mod faults;
 mod support;
+mod tasks;

@@ -1,0 +1,219 @@
+//! The commands' names, usage lines and help texts (`%help`), and the
+//! command words tab completion offers.
+
+use super::commands::ParseError;
+
+/// A command's name, usage and help.
+#[derive(Debug)]
+pub struct Spec {
+    /// Name without `%`.
+    pub name: &'static str,
+    /// Other names.
+    pub aliases: &'static [&'static str],
+    /// Usage line.
+    pub usage: &'static str,
+    /// One line.
+    pub summary: &'static str,
+    /// More.
+    pub help: &'static str,
+}
+
+/// Every command, in the order `%help` lists them.
+pub const COMMANDS: &[Spec] = &[
+    Spec {
+        name: "px",
+        aliases: &[],
+        usage: "%px [--targets SPEC] [--noblock] [--timeout SECS] CODE",
+        summary: "run Rhai code on the targets",
+        help: "Runs CODE on every target engine, in its persistent namespace (top-level\n\
+               `let` variables and `fn` definitions stay). Output streams in as\n\
+               `[stdout:ID] ...`; each engine's value shows as `Out[ID:N]: ...`, its\n\
+               error as `[ID:error] ...`. An unfinished block (open brace, bracket or\n\
+               string) continues on the next line.\n\
+               --targets SPEC   other engines than the current targets (all, 0,2, 0-3)\n\
+               --noblock        return at once; %wait or %result show the outcome\n\
+               --timeout SECS   stop the code on the engines after SECS seconds\n\
+               Ctrl-C interrupts the code on the engines and returns to the prompt.",
+    },
+    Spec {
+        name: "autopx",
+        aliases: &[],
+        usage: "%autopx",
+        summary: "toggle sending every plain line to the engines as %px",
+        help: "In autopx mode every line that is not a %-command runs as `%px LINE`\n\
+               on the current targets. %autopx again turns it off.",
+    },
+    Spec {
+        name: "push",
+        aliases: &[],
+        usage: "%push [--targets SPEC] NAME = VALUE",
+        summary: "set a variable on the targets",
+        help: "Sets NAME to VALUE on every target. VALUE is JSON or a Rhai literal:\n\
+               numbers, strings, true/false, (), arrays [..], maps #{a: 1}, ranges 0..10\n\
+               or 0..=10, or a function `|a, b| a + b` / `fn f(x) { .. }`.",
+    },
+    Spec {
+        name: "pull",
+        aliases: &[],
+        usage: "%pull [--targets SPEC] NAME",
+        summary: "show a variable from each target",
+        help: "Reads NAME from every target and shows one line per engine.",
+    },
+    Spec {
+        name: "scatter",
+        aliases: &[],
+        usage: "%scatter [--targets SPEC] [--flatten] NAME = SEQUENCE",
+        summary: "split a sequence over the targets",
+        help: "Splits SEQUENCE (an array or range literal) into contiguous blocks, one\n\
+               per target in order, and sets NAME to its block on each. With --flatten\n\
+               a one-item block is set as the item itself (scatter ids this way:\n\
+               `%scatter --flatten id = [0, 1, 2, 3]`).",
+    },
+    Spec {
+        name: "gather",
+        aliases: &[],
+        usage: "%gather [--targets SPEC] NAME",
+        summary: "join a variable's blocks from the targets",
+        help: "Pulls NAME from every target and joins the blocks in target order.",
+    },
+    Spec {
+        name: "comm",
+        aliases: &[],
+        usage: "%comm [--targets SPEC] NAME",
+        summary: "set up a tree communicator named NAME on the targets",
+        help: "Creates a BinaryTreeCommunicator named NAME on every target and connects\n\
+               them along a binary tree rooted at the first target, in one step. Then\n\
+               `%px NAME.allreduce(|a, b| a + b, x, true)` or `NAME.reduce(f, x, true)`.",
+    },
+    Spec {
+        name: "targets",
+        aliases: &[],
+        usage: "%targets [SPEC]",
+        summary: "show or set the current targets",
+        help: "Without SPEC shows the current targets; with SPEC (all, 0,2, 0-3, 0-3,6)\n\
+               makes them the engines later commands address.",
+    },
+    Spec {
+        name: "engines",
+        aliases: &[],
+        usage: "%engines",
+        summary: "list the engines with status and queue length",
+        help: "Lists every registered engine: idle or busy, requests queued on it and\n\
+               completed, and whether it is a current target.",
+    },
+    Spec {
+        name: "result",
+        aliases: &["pxresult"],
+        usage: "%result",
+        summary: "show the last %px result again",
+        help: "Shows the output, values and errors of the last %px again, with what\n\
+               has arrived so far if it is still running.",
+    },
+    Spec {
+        name: "wait",
+        aliases: &["pxwait"],
+        usage: "%wait [SECS]",
+        summary: "wait for commands still running",
+        help: "Waits for %px commands that are still running (sent with --noblock,\n\
+               or left running after Ctrl-C or a timeout) and shows their results.\n\
+               With SECS, gives up waiting after SECS seconds.",
+    },
+    Spec {
+        name: "abort",
+        aliases: &[],
+        usage: "%abort [--targets SPEC]",
+        summary: "drop the work queued on the targets",
+        help: "Aborts requests queued on the targets that have not started yet; they\n\
+               answer with an Aborted error. Running code goes on (see %interrupt).",
+    },
+    Spec {
+        name: "interrupt",
+        aliases: &[],
+        usage: "%interrupt [--targets SPEC]",
+        summary: "stop the code running on the targets",
+        help: "Stops the script running on each target; the engines stay up and\n\
+               answer its request with an Interrupted error.",
+    },
+    Spec {
+        name: "clear",
+        aliases: &[],
+        usage: "%clear [--targets SPEC]",
+        summary: "empty the namespaces of the targets",
+        help: "Removes every variable and function from the targets' namespaces.",
+    },
+    Spec {
+        name: "history",
+        aliases: &[],
+        usage: "%history",
+        summary: "show this session's input",
+        help: "Lists the lines entered in this session. Earlier sessions' lines are\n\
+               in the history file (Up arrow, Ctrl-R to search).",
+    },
+    Spec {
+        name: "quit",
+        aliases: &["exit"],
+        usage: "%quit",
+        summary: "leave the console (or Ctrl-D)",
+        help: "Leaves the console. The engines and their namespaces stay.",
+    },
+    Spec {
+        name: "help",
+        aliases: &[],
+        usage: "%help [NAME]",
+        summary: "list the commands, or explain one",
+        help: "Without NAME lists the commands; `%help px` explains %px.",
+    },
+];
+
+/// The spec of a command name (`px`, `%px`, or an alias).
+pub fn spec(name: &str) -> Option<&'static Spec> {
+    let name = name.trim().trim_start_matches('%');
+    COMMANDS
+        .iter()
+        .find(|s| s.name == name || s.aliases.contains(&name))
+}
+
+/// Every command word, `%` included, for completion.
+pub fn command_words() -> impl Iterator<Item = String> {
+    COMMANDS
+        .iter()
+        .flat_map(|s| std::iter::once(s.name).chain(s.aliases.iter().copied()))
+        .map(|n| format!("%{n}"))
+}
+
+/// The `%help` text: all commands, or one.
+pub fn help(name: Option<&str>) -> Result<String, ParseError> {
+    match name {
+        None => {
+            let mut s = String::from("Commands (`%help NAME` for more):\n");
+            for c in COMMANDS {
+                s.push_str(&format!("  %{:<10} {}\n", c.name, c.summary));
+            }
+            s.push_str(
+                "Input: an unfinished block continues on the next line; Tab completes\n\
+                 commands and the names this session pushed, pulled or defined; Up and\n\
+                 Ctrl-R search the history. Ctrl-C interrupts a running command on the\n\
+                 engines (at the prompt it clears the line); Ctrl-D leaves.",
+            );
+            Ok(s)
+        }
+        Some(n) => match spec(n) {
+            Some(c) => {
+                let mut s = format!("{}\n  {}\n", c.usage, c.summary);
+                if !c.aliases.is_empty() {
+                    let aliases: Vec<String> = c.aliases.iter().map(|a| format!("%{a}")).collect();
+                    s.push_str(&format!("  (also {})\n", aliases.join(", ")));
+                }
+                for line in c.help.lines() {
+                    s.push_str("  ");
+                    s.push_str(line.trim_start());
+                    s.push('\n');
+                }
+                Ok(s.trim_end().to_string())
+            }
+            None => Err(ParseError(format!(
+                "no command %{n} (%help lists the commands)"
+            ))),
+        },
+    }
+}

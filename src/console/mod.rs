@@ -1,0 +1,179 @@
+//! `zpar console`: an interactive REPL against a hub, in the spirit of
+//! IPython's parallel magics (`%px`, `%autopx`, `%pxresult`).
+//!
+//! It connects a [`Client`] to the hub and reads commands: on a terminal
+//! with rustyline (history in the profile folder, Ctrl-R, tab completion,
+//! multi-line blocks), otherwise line by line from standard input, so a
+//! session can be scripted (`zpar console < script`; the exit code is 1 if
+//! a command failed).
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`commands`] | the [`Command`] enum, parsed from a line |
+//! | `help` | command names, usage lines and `%help` texts |
+//! | [`targets`] | `all`, `0,2`, `0-3` |
+//! | [`literal`] | JSON and Rhai literals for `%push` and `%scatter` |
+//! | [`input`] | unfinished blocks continue; names code defines |
+//! | [`render`] | `[stdout:ID]`, `Out[ID:N]:`, `[ID:error]` lines |
+//! | `output` | one printer for the command and event threads |
+//! | `session` | the state and the one `match` over commands |
+//! | `hub` | a thread that notices the hub going and coming back |
+//! | [`repl`] | the rustyline loop and the scripted loop |
+//!
+//! Threads: the caller's thread reads input and runs commands, waiting on
+//! results in short slices so Ctrl-C (a SIGINT flag) is seen at once; one
+//! thread prints streamed output and engine joins and leaves as they come;
+//! one asks the hub every second whether it is still there.
+//!
+//! ```text
+//! $ zpar cluster start -n 4 --daemon
+//! $ zpar console
+//! In [1]: %px print(`engine ${1 + 1}`); 6 * 7
+//! [stdout:0] engine 2
+//! ...
+//! Out[0:1]: 42
+//! ```
+
+pub mod commands;
+mod help;
+mod hub;
+pub mod input;
+pub mod literal;
+mod output;
+pub mod render;
+pub mod repl;
+mod session;
+mod signal;
+pub mod targets;
+
+pub use commands::Command;
+pub use targets::TargetSpec;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use zpar_client::Client;
+use zpar_protocol::{ClientConnection, Profile};
+
+/// `zpar console` arguments.
+#[derive(Args, Debug, Clone)]
+pub struct ConsoleArgs {
+    /// Profile name (folder `$ZPAR_DIR/profile_NAME`, default `default`).
+    #[arg(long, conflicts_with_all = ["profile_dir", "file"])]
+    pub profile: Option<String>,
+    /// Profile folder, given outright.
+    #[arg(long, conflicts_with = "file")]
+    pub profile_dir: Option<PathBuf>,
+    /// Client connection file (default: the profile's zpar-client.json).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// The engines commands address at first: all, 0,2, 0-3.
+    #[arg(long, default_value = "all", value_parser = TargetSpec::parse)]
+    pub targets: TargetSpec,
+    /// Seconds to wait for the hub at start, and at most for the answers to
+    /// data and control commands (%push, %pull, %engines, ...). %px waits
+    /// until done or Ctrl-C.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+impl ConsoleArgs {
+    /// Checks the arguments and resolves the files.
+    pub fn config(&self) -> Result<ConsoleConfig> {
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
+            bail!("--timeout must be a number of seconds above 0");
+        }
+        let (connection_file, folder) = match &self.file {
+            Some(f) => {
+                let dir = f.parent().unwrap_or(Path::new("."));
+                // A profile's file sits in <profile>/security/.
+                let folder = if dir.file_name().is_some_and(|n| n == "security") {
+                    dir.parent().unwrap_or(dir)
+                } else {
+                    dir
+                };
+                (f.clone(), folder.to_path_buf())
+            }
+            None => {
+                let p = Profile::resolve(self.profile.as_deref(), self.profile_dir.as_deref());
+                (p.client_file(), p.dir)
+            }
+        };
+        Ok(ConsoleConfig {
+            connection_file,
+            history_file: Some(folder.join(HISTORY_FILE)),
+            targets: self.targets.clone(),
+            timeout: Duration::from_secs_f64(self.timeout),
+        })
+    }
+}
+
+/// The history file's name in the profile folder.
+pub const HISTORY_FILE: &str = "console_history";
+
+/// What the console needs to start.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// The client connection file.
+    pub connection_file: PathBuf,
+    /// Where input history is kept across sessions (None: nowhere).
+    pub history_file: Option<PathBuf>,
+    /// The first targets.
+    pub targets: TargetSpec,
+    /// Wait for the hub at start, and for data and control commands.
+    pub timeout: Duration,
+}
+
+/// Runs the console until `%quit`, Ctrl-D or the end of the input. Returns
+/// the process exit code: 0, or with piped input 1 if a command failed and
+/// 130 if Ctrl-C stopped one.
+pub fn run(config: ConsoleConfig) -> Result<i32> {
+    let interactive = std::io::stdin().is_terminal();
+    let tty_out = std::io::stdout().is_terminal();
+    let colour = interactive
+        && tty_out
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var("TERM").ok().is_none_or(|t| t != "dumb");
+    let out = output::Output::new(output::Sink::Stdout, colour, interactive && tty_out);
+
+    let conn = read_connection(&config.connection_file, config.timeout)?;
+    let client = Client::from_connection_timeout(conn, config.timeout).with_context(|| {
+        format!(
+            "connecting with {} (start a cluster with `zpar cluster start`)",
+            config.connection_file.display()
+        )
+    })?;
+    signal::install();
+    out.pump(client.events()?)
+        .context("starting the event thread")?;
+    let hub =
+        hub::HubWatch::start(client.clone(), out.clone()).context("starting the hub watch")?;
+    let mut session = session::Session::new(client, out, hub, config.targets, config.timeout);
+    session.banner(interactive);
+    if interactive {
+        repl::interactive(&mut session, config.history_file.as_deref())
+    } else {
+        repl::scripted(&mut session, std::io::stdin().lock())
+    }
+}
+
+/// Reads the connection file, waiting up to `timeout` for a hub that is
+/// still starting to write it.
+fn read_connection(path: &Path, timeout: Duration) -> Result<ClientConnection> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    if !path.exists() {
+        bail!(
+            "no hub connection file {} (start a cluster with `zpar cluster start`, or give \
+             --profile, --profile-dir or --file)",
+            path.display()
+        );
+    }
+    Ok(zpar_protocol::connection::read_json_file(path)?)
+}

@@ -1,0 +1,362 @@
+//! How the console shows things, in the style of IPython's parallel magics:
+//! `[stdout:ID] line`, `Out[ID:N]: value`, `[ID:error] ename: message (line
+//! L, column C)`. Pure functions of their input, so they are unit-tested.
+
+use super::targets::compact;
+use std::time::Duration;
+use zpar_client::{Error, Value};
+use zpar_protocol::QueueReply;
+
+/// ANSI colours, used only on a terminal and without `NO_COLOR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Colour {
+    /// Prompts.
+    Green,
+    /// Values (`Out[..]`) and errors.
+    Red,
+    /// Stream prefixes and notices.
+    Cyan,
+    /// Progress.
+    Dim,
+}
+
+/// `text` in `colour` when `on`.
+pub fn paint(text: &str, colour: Colour, on: bool) -> String {
+    if !on {
+        return text.to_string();
+    }
+    let code = match colour {
+        Colour::Green => "32",
+        Colour::Red => "31",
+        Colour::Cyan => "36",
+        Colour::Dim => "2",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// The most items of an array shown before it is abbreviated.
+const MAX_ITEMS: usize = 40;
+
+/// A value as the console shows it: like its `Display`, with long arrays
+/// abbreviated to their first and last items and their length.
+///
+/// ```
+/// use zpar::console::render::value;
+/// use zpar::Value;
+/// assert_eq!(value(&Value::Array(vec![Value::Int(1), Value::Str("a".into())])), "[1, \"a\"]");
+/// ```
+pub fn value(v: &Value) -> String {
+    match v {
+        Value::Array(a) if a.len() > MAX_ITEMS => {
+            let head: Vec<String> = a[..MAX_ITEMS - 2].iter().map(value).collect();
+            let tail: Vec<String> = a[a.len() - 2..].iter().map(value).collect();
+            format!(
+                "[{}, ..., {}] ({} items)",
+                head.join(", "),
+                tail.join(", "),
+                a.len()
+            )
+        }
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Map(m) => {
+            let items: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", value(v)))
+                .collect();
+            format!("#{{{}}}", items.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One streamed line: `[stdout:ID] text`.
+pub fn stream_line(engine: u32, stream: &str, text: &str, colour: bool) -> String {
+    let prefix = paint(&format!("[{stream}:{engine}]"), Colour::Cyan, colour);
+    if text.is_empty() {
+        prefix
+    } else {
+        format!("{prefix} {text}")
+    }
+}
+
+/// All lines of `text` (a trailing newline ends the last line, it does not
+/// start another).
+pub fn stream_lines(engine: u32, stream: &str, text: &str, colour: bool) -> Vec<String> {
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    if text.is_empty() {
+        return Vec::new();
+    }
+    text.split('\n')
+        .map(|l| stream_line(engine, stream, l.strip_suffix('\r').unwrap_or(l), colour))
+        .collect()
+}
+
+/// An engine's value: `Out[ID:N]: value`. Multi-line text continues
+/// indented under it.
+pub fn out_line(engine: u32, n: u64, v: &Value, colour: bool) -> String {
+    let prefix = paint(&format!("Out[{engine}:{n}]:"), Colour::Red, colour);
+    format!("{prefix} {}", value(v))
+}
+
+/// A named value from one engine (`%pull`): `[ID] name = value`.
+pub fn named_line(engine: u32, name: &str, v: &Value, colour: bool) -> String {
+    let prefix = paint(&format!("[{engine}]"), Colour::Red, colour);
+    format!("{prefix} {name} = {}", value(v))
+}
+
+/// An error as one line per engine: `[ID:error] ename: message (line L,
+/// column C)`; errors not tied to an engine as `error: ...`.
+pub fn error_lines(e: &Error, colour: bool) -> Vec<String> {
+    let tag = |engine: u32| paint(&format!("[{engine}:error]"), Colour::Red, colour);
+    let one = match e {
+        Error::Multiple(all) => return all.iter().flat_map(|e| error_lines(e, colour)).collect(),
+        Error::RemoteError {
+            engine,
+            ename,
+            message,
+            line,
+            column,
+        } => {
+            let at = match (line, column) {
+                (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+                (Some(l), None) => format!(" (line {l})"),
+                _ => String::new(),
+            };
+            format!("{} {ename}: {}{at}", tag(*engine), indent(message))
+        }
+        Error::EngineDied { engine, .. } => format!(
+            "{} EngineDied: the engine died before answering",
+            tag(*engine)
+        ),
+        Error::Aborted { engine, .. } => format!(
+            "{} Aborted: the request was aborted before it ran",
+            tag(*engine)
+        ),
+        Error::UnknownEngine(engine) => format!(
+            "{} UnknownEngine: engine {engine} is not registered with the hub (%engines lists them)",
+            tag(*engine)
+        ),
+        other => format!("{} {}", paint("error:", Colour::Red, colour), indent(&other.to_string())),
+    };
+    vec![one]
+}
+
+/// An error in the reply of `engine`: like [`error_lines`], and an error
+/// that does not name its engine (a timeout the engine enforced, say) is
+/// still shown as `[ID:error] Class: message`.
+pub fn reply_error_lines(engine: u32, e: &Error, colour: bool) -> Vec<String> {
+    // u32::MAX: a reply the hub made without naming an engine.
+    if e.engine().is_some() || matches!(e, Error::Multiple(_)) || engine == u32::MAX {
+        return error_lines(e, colour);
+    }
+    let (class, message) = match e {
+        Error::Timeout { waited, what } if waited.is_zero() => ("Timeout", what.clone()),
+        Error::Timeout { .. } => ("Timeout", e.to_string()),
+        Error::Hub { ename, message } => (ename.as_str(), message.clone()),
+        Error::NoEngines => ("NoEngines", e.to_string()),
+        Error::NoHub { .. } => ("NoHub", e.to_string()),
+        Error::Value(m) => ("ValueError", m.clone()),
+        Error::Protocol(_) => ("ProtocolError", e.to_string()),
+        Error::Closed => ("Closed", e.to_string()),
+        Error::Zmq(_) => ("SocketError", e.to_string()),
+        _ => ("Error", e.to_string()),
+    };
+    vec![format!(
+        "{} {class}: {}",
+        paint(&format!("[{engine}:error]"), Colour::Red, colour),
+        indent(&message)
+    )]
+}
+
+fn indent(text: &str) -> String {
+    text.replace('\n', "\n    ")
+}
+
+/// A console-level failure (no engine to blame): `error: ...`.
+pub fn failure(message: &str, colour: bool) -> String {
+    format!(
+        "{} {}",
+        paint("error:", Colour::Red, colour),
+        indent(message)
+    )
+}
+
+/// A notice about the cluster, on its own line: `[zpar] ...`.
+pub fn notice(message: &str, colour: bool) -> String {
+    paint(&format!("[zpar] {message}"), Colour::Cyan, colour)
+}
+
+/// The progress of a command: `k/n engines done (2.1 s)`.
+pub fn progress(done: usize, total: usize, elapsed: Option<Duration>) -> String {
+    let unit = if total == 1 { "engine" } else { "engines" };
+    match elapsed {
+        Some(t) => format!("{done}/{total} {unit} done ({:.1} s)", t.as_secs_f64()),
+        None => format!("[progress] {done}/{total} {unit} done"),
+    }
+}
+
+/// The prompt: `In [N]: `, or `[px] In [N]: ` in autopx mode; (plain,
+/// coloured).
+pub fn prompt(n: usize, autopx: bool, colour: bool) -> (String, String) {
+    let mode = if autopx { "[px] " } else { "" };
+    let raw = format!("{mode}In [{n}]: ");
+    let styled = if colour {
+        format!(
+            "{mode}{}{}{}",
+            paint("In [", Colour::Green, true),
+            paint(&n.to_string(), Colour::Green, true),
+            paint("]: ", Colour::Green, true)
+        )
+    } else {
+        raw.clone()
+    };
+    (raw, styled)
+}
+
+/// `%engines`: one row per engine.
+pub fn engines_table(q: &QueueReply, targets: &[u32]) -> Vec<String> {
+    if q.engines.is_empty() {
+        return vec!["no engines are registered".to_string()];
+    }
+    let mut rows = vec![format!(
+        "{:>6}  {:<6}  {:>5}  {:>9}  {}",
+        "engine", "status", "queue", "completed", "target"
+    )];
+    for (id, e) in &q.engines {
+        rows.push(format!(
+            "{:>6}  {:<6}  {:>5}  {:>9}  {}",
+            id,
+            if e.queue > 0 { "busy" } else { "idle" },
+            e.queue,
+            e.completed,
+            if targets.contains(id) { "yes" } else { "no" }
+        ));
+    }
+    if q.unassigned > 0 {
+        rows.push(format!(
+            "{} load-balanced tasks wait for an engine",
+            q.unassigned
+        ));
+    }
+    rows
+}
+
+/// Ids for messages: `engines 0-3` / `engine 2`.
+pub fn engines(ids: &[u32]) -> String {
+    match ids {
+        [one] => format!("engine {one}"),
+        many => format!("engines {}", compact(many)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use zpar_protocol::EngineQueue;
+
+    #[test]
+    fn streams_are_prefixed_per_line() {
+        assert_eq!(stream_line(0, "stdout", "hi", false), "[stdout:0] hi");
+        assert_eq!(stream_line(3, "stderr", "", false), "[stderr:3]");
+        assert_eq!(
+            stream_lines(1, "stdout", "a\nb\n", false),
+            ["[stdout:1] a", "[stdout:1] b"]
+        );
+        assert_eq!(stream_lines(1, "stdout", "\n", false), Vec::<String>::new());
+        assert_eq!(stream_lines(1, "stdout", "x\n\ny", false).len(), 3);
+        assert_eq!(
+            stream_line(0, "stdout", "hi", true),
+            "\x1b[36m[stdout:0]\x1b[0m hi"
+        );
+    }
+
+    #[test]
+    fn values_show_like_ipython() {
+        assert_eq!(out_line(2, 7, &Value::Int(42), false), "Out[2:7]: 42");
+        assert_eq!(
+            out_line(0, 1, &Value::Str("s".into()), false),
+            "Out[0:1]: \"s\""
+        );
+        assert_eq!(named_line(1, "x", &Value::Float(0.5), false), "[1] x = 0.5");
+        let long = Value::Array((0..1000).map(Value::Int).collect());
+        let shown = value(&long);
+        assert!(shown.starts_with("[0, 1, 2,"), "{shown}");
+        assert!(shown.ends_with("998, 999] (1000 items)"), "{shown}");
+        let mut m = BTreeMap::new();
+        m.insert("a".to_string(), Value::Array(vec![Value::Unit]));
+        assert_eq!(value(&Value::Map(m)), "#{a: [()]}");
+    }
+
+    #[test]
+    fn errors_name_engine_and_place() {
+        let e = Error::RemoteError {
+            engine: 1,
+            ename: "RuntimeError".into(),
+            message: "boom".into(),
+            line: Some(2),
+            column: Some(5),
+        };
+        assert_eq!(
+            error_lines(&e, false),
+            ["[1:error] RuntimeError: boom (line 2, column 5)"]
+        );
+        let died = Error::EngineDied {
+            engine: 3,
+            msg_id: "m".into(),
+        };
+        let both = Error::Multiple(vec![e, died]);
+        let lines = error_lines(&both, false);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[1],
+            "[3:error] EngineDied: the engine died before answering"
+        );
+        let t = Error::Timeout {
+            waited: Duration::ZERO,
+            what: "the request ran past its timeout of 0.5 s".into(),
+        };
+        assert_eq!(
+            reply_error_lines(4, &t, false),
+            ["[4:error] Timeout: the request ran past its timeout of 0.5 s"]
+        );
+        assert_eq!(
+            reply_error_lines(4, &Error::UnknownEngine(2), false),
+            error_lines(&Error::UnknownEngine(2), false)
+        );
+        let e = error_lines(&Error::NoEngines, false);
+        assert!(e[0].starts_with("error: no engines"), "{e:?}");
+        assert_eq!(failure("a\nb", false), "error: a\n    b");
+    }
+
+    #[test]
+    fn prompts_progress_and_tables() {
+        assert_eq!(prompt(3, false, false).0, "In [3]: ");
+        assert_eq!(prompt(3, true, false).0, "[px] In [3]: ");
+        assert!(prompt(3, false, true).1.contains("\x1b[32m"));
+        assert_eq!(progress(1, 4, None), "[progress] 1/4 engines done");
+        assert_eq!(
+            progress(0, 1, Some(Duration::from_millis(1500))),
+            "0/1 engine done (1.5 s)"
+        );
+        let mut q = QueueReply::default();
+        q.engines.insert(
+            0,
+            EngineQueue {
+                queue: 2,
+                completed: 5,
+                ..Default::default()
+            },
+        );
+        q.engines.insert(1, EngineQueue::default());
+        let t = engines_table(&q, &[1]);
+        assert_eq!(t.len(), 3);
+        assert!(t[1].contains("busy") && t[1].contains("no"), "{t:?}");
+        assert!(t[2].contains("idle") && t[2].ends_with("yes"), "{t:?}");
+        assert_eq!(engines(&[2]), "engine 2");
+        assert_eq!(engines(&[0, 1, 2]), "engines 0-2");
+    }
+}

@@ -1,0 +1,242 @@
+//! `%px` and what follows it: showing a run's output, values and errors,
+//! interrupting it, `%result` and `%wait`.
+
+use super::{Session, Status, WaitEnd, GRACE};
+use crate::console::input;
+use crate::console::render;
+use crate::console::targets::TargetSpec;
+use anyhow::{bail, Result};
+use serde_json::json;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use zpar_client::{AsyncResult, Value};
+
+/// One `%px` and what of it has been shown.
+#[derive(Clone)]
+pub(super) struct PxRun {
+    ar: AsyncResult,
+    /// The execution number each engine gave it (`Out[ID:N]`).
+    counts: BTreeMap<u32, u64>,
+    ids: Vec<u32>,
+    /// Engines whose reply has been shown.
+    shown: Rc<RefCell<BTreeSet<u32>>>,
+}
+
+impl PxRun {
+    /// Engines that have not answered yet.
+    fn waiting(&self) -> Vec<u32> {
+        let answered: BTreeSet<u32> = self.ar.replies().iter().map(|r| r.engine).collect();
+        self.ids
+            .iter()
+            .copied()
+            .filter(|i| !answered.contains(i))
+            .collect()
+    }
+}
+
+impl Session {
+    pub(super) fn px(
+        &mut self,
+        code: &str,
+        targets: &Option<TargetSpec>,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Status> {
+        self.ensure_hub()?;
+        let (view, ids) = self.view(targets)?;
+        let mut meta = serde_json::Map::new();
+        if let Some(t) = timeout {
+            meta.insert("timeout".into(), json!(t.as_secs_f64()));
+        }
+        let ar = view.execute_with(code, meta)?;
+        let counts = ids
+            .iter()
+            .map(|id| {
+                let c = self.counts.entry(*id).or_insert(0);
+                *c += 1;
+                (*id, *c)
+            })
+            .collect();
+        self.names.add(input::defined_names(code));
+        let run = PxRun {
+            ar,
+            counts,
+            ids: ids.clone(),
+            shown: Rc::default(),
+        };
+        self.last = Some(run.clone());
+        if !block {
+            self.out.line(format!(
+                "sent to {}; %wait or %result show the outcome",
+                render::engines(&ids)
+            ));
+            self.pending.push(run);
+            return Ok(Status::Ok);
+        }
+        // The engines enforce a timeout themselves; this is the backstop.
+        let deadline = timeout.map(|t| Instant::now() + t + GRACE);
+        match self.wait_ar(&run.ar, deadline) {
+            WaitEnd::Done => Ok(self.show_run(&run)),
+            WaitEnd::Interrupted => Ok(self.interrupt_run(run, "Ctrl-C")),
+            WaitEnd::TimedOut => {
+                self.interrupt_run(run, "timed out");
+                Ok(Status::Failed)
+            }
+            WaitEnd::HubGone => {
+                self.pending.push(run);
+                bail!(self.hub_gone_while_waiting())
+            }
+        }
+    }
+
+    /// Shows the replies of `run` not shown yet: the rest of their output,
+    /// then values and errors in engine order.
+    pub(super) fn show_run(&self, run: &PxRun) -> Status {
+        let colour = self.out.colour();
+        let mut shown = run.shown.borrow_mut();
+        let replies: Vec<_> = run
+            .ar
+            .replies()
+            .into_iter()
+            .filter(|r| !shown.contains(&r.engine))
+            .collect();
+        for r in &replies {
+            self.out
+                .finish_stream(&r.msg_id, r.engine, "stdout", &r.stdout);
+            self.out
+                .finish_stream(&r.msg_id, r.engine, "stderr", &r.stderr);
+        }
+        let mut status = Status::Ok;
+        let mut lines = Vec::new();
+        for r in &replies {
+            shown.insert(r.engine);
+            match &r.outcome {
+                Ok(Value::Unit) => {}
+                Ok(v) => lines.push(render::out_line(
+                    r.engine,
+                    run.counts.get(&r.engine).copied().unwrap_or_default(),
+                    v,
+                    colour,
+                )),
+                Err(e) => {
+                    status = Status::Failed;
+                    lines.extend(render::reply_error_lines(r.engine, e, colour));
+                }
+            }
+        }
+        self.out.lines(lines);
+        status
+    }
+
+    /// Interrupts the engines still running `run`, waits a moment for their
+    /// answers and shows them; what is still out stays pending.
+    pub(super) fn interrupt_run(&mut self, run: PxRun, why: &str) -> Status {
+        let colour = self.out.colour();
+        let waiting = run.waiting();
+        if !waiting.is_empty() {
+            self.out.line(render::notice(
+                &format!("{why}: interrupting {}", render::engines(&waiting)),
+                colour,
+            ));
+            if let Err(e) = self.client.interrupt(waiting) {
+                self.report(&e.into());
+            }
+            let _ = self.wait_ar(&run.ar, Some(Instant::now() + GRACE.min(self.timeout)));
+        }
+        self.show_run(&run);
+        if !run.ar.ready() {
+            let (done, total) = run.ar.progress();
+            self.out.line(render::notice(
+                &format!(
+                    "{done}/{total} engines answered; the rest still run (%wait waits for them, \
+                     %interrupt or %abort stops them)"
+                ),
+                colour,
+            ));
+            self.pending.push(run);
+        }
+        Status::Interrupted
+    }
+
+    pub(super) fn result(&self) -> Status {
+        let Some(run) = &self.last else {
+            self.out.line("no %px has run yet");
+            return Status::Ok;
+        };
+        let colour = self.out.colour();
+        let replies = run.ar.replies();
+        let mut lines = Vec::new();
+        let streamed = run.ar.stdout();
+        for id in &run.ids {
+            match replies.iter().find(|r| r.engine == *id) {
+                Some(r) => {
+                    lines.extend(render::stream_lines(*id, "stdout", &r.stdout, colour));
+                    lines.extend(render::stream_lines(*id, "stderr", &r.stderr, colour));
+                }
+                None => {
+                    if let Some(text) = streamed.get(id) {
+                        lines.extend(render::stream_lines(*id, "stdout", text, colour));
+                    }
+                }
+            }
+        }
+        for r in &replies {
+            match &r.outcome {
+                Ok(Value::Unit) => {}
+                Ok(v) => lines.push(render::out_line(
+                    r.engine,
+                    run.counts.get(&r.engine).copied().unwrap_or_default(),
+                    v,
+                    colour,
+                )),
+                Err(e) => lines.extend(render::reply_error_lines(r.engine, e, colour)),
+            }
+        }
+        if !run.ar.ready() {
+            let (done, total) = run.ar.progress();
+            lines.push(render::notice(
+                &format!("{done}/{total} engines done; %wait waits for the rest"),
+                colour,
+            ));
+        }
+        self.out.lines(lines);
+        Status::Ok
+    }
+
+    pub(super) fn wait(&mut self, limit: Option<Duration>) -> Result<Status> {
+        if self.pending.is_empty() {
+            self.out.line("nothing is running");
+            return Ok(Status::Ok);
+        }
+        let deadline = limit.map(|l| Instant::now() + l);
+        let mut runs = std::mem::take(&mut self.pending).into_iter();
+        let mut status = Status::Ok;
+        while let Some(run) = runs.next() {
+            match self.wait_ar(&run.ar, deadline) {
+                WaitEnd::Done => status = status.max(self.show_run(&run)),
+                WaitEnd::Interrupted => {
+                    self.pending.extend(runs);
+                    return Ok(self.interrupt_run(run, "Ctrl-C"));
+                }
+                WaitEnd::TimedOut => {
+                    let (done, total) = run.ar.progress();
+                    self.pending.push(run);
+                    self.pending.extend(runs);
+                    bail!(
+                        "still running after {:?}: {done}/{total} engines done (%wait again, or \
+                         %interrupt)",
+                        limit.unwrap_or_default()
+                    );
+                }
+                WaitEnd::HubGone => {
+                    self.pending.push(run);
+                    self.pending.extend(runs);
+                    bail!(self.hub_gone_while_waiting());
+                }
+            }
+        }
+        Ok(status)
+    }
+}
