@@ -172,6 +172,7 @@ impl Client {
     pub(crate) fn query(&self, content: Content, timeout: Duration) -> Result<Message> {
         let msg = Message::new(&self.inner.session, content);
         let msg_id = msg.header.msg_id.clone();
+        let forget = msg_id.clone();
         let what = msg.header.msg_type.clone();
         let (tx, rx) = mpsc::channel();
         let frames = self.inner.session.encode(&msg).into_frames();
@@ -181,14 +182,18 @@ impl Client {
             reply: tx,
         })?;
         rx.recv_timeout(timeout).map_err(|e| match e {
-            mpsc::RecvTimeoutError::Timeout => Error::NoHub {
-                url: self
-                    .inner
-                    .connection
-                    .url(self.inner.connection.registration),
-                waited: timeout,
+            mpsc::RecvTimeoutError::Timeout => {
+                // Stop waiting for it, so unanswered queries do not pile up.
+                let _ = self.command(Command::ForgetQuery(forget));
+                Error::NoHub {
+                    url: self
+                        .inner
+                        .connection
+                        .url(self.inner.connection.registration),
+                    waited: timeout,
+                }
+                .with_context(&what)
             }
-            .with_context(&what),
             mpsc::RecvTimeoutError::Disconnected => Error::Closed,
         })
     }
@@ -688,6 +693,7 @@ fn fill_recorded(state: &ResultState, msg_id: &str, entries: &[Json], buffers: &
                 engine: engine.unwrap_or(u32::MAX),
                 msg_id: msg_id.to_string(),
                 outcome,
+                execution_count: reply.execution_count,
                 stdout: text("stdout").unwrap_or_default(),
                 stderr: text("stderr").unwrap_or_default(),
                 started: text("started"),

@@ -47,7 +47,7 @@ pub enum Error {
     #[error("no engines are registered with the hub: start some with `zpar engine` or `zpar cluster start`")]
     NoEngines,
     /// A target is not a registered engine.
-    #[error("engine {0} is not registered with the hub (ids: see client.ids())")]
+    #[error("engine {0} is not registered with the hub (it died, left, or never existed)")]
     UnknownEngine(u32),
     /// No hub answered.
     #[error("no hub answered at {url} within {waited:?}: is `zpar hub` running for this profile?")]

@@ -76,6 +76,8 @@ pub(crate) enum Command {
         reply: mpsc::Sender<Message>,
     },
     Events(mpsc::Sender<ClientEvent>),
+    /// A query timed out: stop waiting for its reply.
+    ForgetQuery(String),
     /// Forget requests whose results were dropped; answers how many.
     PurgeLocal(mpsc::Sender<usize>),
     Stop,
@@ -235,6 +237,9 @@ impl IoLoop {
                     }
                 }
                 Ok(Command::Events(tx)) => self.events = Some(tx),
+                Ok(Command::ForgetQuery(id)) => {
+                    self.queries.remove(&id);
+                }
                 Ok(Command::PurgeLocal(tx)) => {
                     let before = self.tracked.len();
                     self.tracked.retain(|_, (w, _)| w.strong_count() > 0);
@@ -310,6 +315,7 @@ impl IoLoop {
             engine: engine.unwrap_or(u32::MAX),
             msg_id: msg_id.clone(),
             outcome,
+            execution_count: r.execution_count,
             stdout: meta_str("stdout").unwrap_or_default(),
             stderr: meta_str("stderr").unwrap_or_default(),
             started: meta_str("started"),

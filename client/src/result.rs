@@ -15,6 +15,8 @@ pub struct EngineReply {
     pub msg_id: String,
     /// The value, or what went wrong.
     pub outcome: Result<Value>,
+    /// The engine's execution counter after this request.
+    pub execution_count: Option<u64>,
     /// What the request printed.
     pub stdout: String,
     /// What it wrote to stderr (`debug`).
@@ -386,6 +388,7 @@ mod tests {
             engine,
             msg_id: msg_id.into(),
             outcome,
+            execution_count: None,
             stdout: format!("out{engine}"),
             stderr: String::new(),
             started: None,

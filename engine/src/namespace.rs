@@ -92,7 +92,12 @@ impl From<Box<EvalAltResult>> for ScriptError {
             }
             _ => "RuntimeError",
         };
-        ScriptError::new(ename, strip_position(e.to_string(), e.position())).at(pos)
+        // `throw x` reads better as just x than as "Runtime error: x".
+        let message = match inner {
+            EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+            _ => strip_position(e.to_string(), e.position()),
+        };
+        ScriptError::new(ename, message).at(pos)
     }
 }
 

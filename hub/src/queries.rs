@@ -212,8 +212,7 @@ impl Hub {
                 problems.push(format!("{old}: its buffers were too large to record"));
                 continue;
             }
-            let Ok(mut header) = serde_json::from_value::<Header>(first.request.header.clone())
-            else {
+            let Ok(mut header) = serde_json::from_str::<Header>(&first.request.header) else {
                 problems.push(format!("{old}: the recorded header is unreadable"));
                 continue;
             };
@@ -222,8 +221,8 @@ impl Hub {
             header.date = zpar_protocol::iso8601_now();
             header.session = asker.session.clone();
             let hdr = serde_json::to_vec(&header).expect("json");
-            let meta = serde_json::to_vec(&first.request.metadata).expect("json");
-            let content = serde_json::to_vec(&first.request.content).expect("json");
+            let meta = first.request.metadata.as_bytes().to_vec();
+            let content = first.request.content.as_bytes().to_vec();
             let build = |s: &zpar_protocol::Session| {
                 s.assemble(
                     vec![zmq::Message::from(&client[..])],
@@ -315,7 +314,7 @@ impl Hub {
         rec.stderr.clear();
         rec.ename = None;
         rec.evalue = None;
-        rec.request.header = serde_json::to_value(header).expect("json");
+        rec.request.header = serde_json::to_string(header).expect("json");
         rec
     }
 
@@ -335,9 +334,10 @@ fn result_entry(r: &TaskRecord, buffers: &mut Vec<zmq::Message>) -> Json {
         Some(p) => {
             let start = buffers.len();
             buffers.extend(p.buffers.iter().map(|b| zmq::Message::from(&b[..])));
+            let parse = |t: &str| serde_json::from_str::<Json>(t).unwrap_or(Json::Null);
             (
-                p.content.clone(),
-                p.metadata.clone(),
+                parse(&p.content),
+                parse(&p.metadata),
                 (start, p.buffers.len()),
                 p.buffers_dropped,
             )

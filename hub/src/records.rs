@@ -20,15 +20,17 @@ use serde_json::{json, Map, Value as Json};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
-/// JSON frames and buffers of one message, as recorded.
+/// JSON frames and buffers of one message, as recorded. The frames are
+/// kept as the text that came (parsed only when someone asks), which costs
+/// a fraction of the memory and time of a parsed tree.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Parts {
-    /// Header JSON.
-    pub header: Json,
-    /// Metadata JSON.
-    pub metadata: Json,
-    /// Content JSON.
-    pub content: Json,
+    /// Header JSON text.
+    pub header: String,
+    /// Metadata JSON text.
+    pub metadata: String,
+    /// Content JSON text.
+    pub content: String,
     /// Buffers, unless they were too large to keep.
     #[serde(skip)]
     pub buffers: Vec<Vec<u8>>,
@@ -40,6 +42,18 @@ pub struct Parts {
 impl Parts {
     fn buffer_bytes(&self) -> usize {
         self.buffers.iter().map(Vec::len).sum()
+    }
+
+    /// The frames parsed, for display.
+    pub fn to_json(&self) -> Json {
+        let parse = |t: &str| serde_json::from_str::<Json>(t).unwrap_or(Json::Null);
+        json!({
+            "header": parse(&self.header),
+            "metadata": parse(&self.metadata),
+            "content": parse(&self.content),
+            "buffers": self.buffers.len(),
+            "buffers_dropped": self.buffers_dropped,
+        })
     }
 }
 
@@ -133,8 +147,8 @@ impl TaskRecord {
                 "stdout" => json!(self.stdout),
                 "stderr" => json!(self.stderr),
                 "evalue" => json!(self.evalue),
-                "result" => serde_json::to_value(&self.result).unwrap_or(Json::Null),
-                "request" => serde_json::to_value(&self.request).unwrap_or(Json::Null),
+                "result" => self.result.as_ref().map_or(Json::Null, Parts::to_json),
+                "request" => self.request.to_json(),
                 other => self.field(other),
             };
             m.insert(f.to_string(), v);
@@ -284,7 +298,7 @@ impl Records {
                 m.insert(rec);
                 Ok(())
             }
-            Records::Sqlite(s) => s.upsert(&rec),
+            Records::Sqlite(s) => s.put(rec),
         }
     }
 
@@ -475,11 +489,19 @@ impl MemoryStore {
     }
 }
 
-/// The SQLite store.
+/// The SQLite store. Pending records stay in memory and reach the file
+/// when they finish: one write per task, and a finished task is all a crash
+/// must not lose (a task pending at a crash can never finish anyway).
 pub struct SqliteStore {
     conn: Connection,
     in_tx: bool,
     max_buffer_bytes: usize,
+    /// (msg id, engine or -1) → a record not yet finished.
+    pending: HashMap<(String, i64), TaskRecord>,
+}
+
+fn key_of(engine: Option<u32>) -> i64 {
+    engine.map_or(-1, i64::from)
 }
 
 const SCHEMA: &str = "
@@ -561,6 +583,7 @@ impl SqliteStore {
             conn,
             in_tx: false,
             max_buffer_bytes,
+            pending: HashMap::new(),
         })
     }
 
@@ -578,6 +601,18 @@ impl SqliteStore {
             self.in_tx = false;
         }
         Ok(())
+    }
+
+    /// Keeps a pending record in memory, writes a finished one.
+    fn put(&mut self, r: TaskRecord) -> DbResult<()> {
+        let key = (r.msg_id.clone(), key_of(r.engine));
+        if r.finished() {
+            self.pending.remove(&key);
+            self.upsert(&r)
+        } else {
+            self.pending.insert(key, r);
+            Ok(())
+        }
     }
 
     fn upsert(&mut self, r: &TaskRecord) -> DbResult<()> {
@@ -661,7 +696,14 @@ impl SqliteStore {
             .conn
             .prepare_cached("SELECT * FROM tasks WHERE msg_id = ?1 ORDER BY seq")?;
         let rows = stmt.query_map([msg_id], SqliteStore::row)?;
-        rows.collect()
+        let mut out: Vec<TaskRecord> = rows.collect::<DbResult<_>>()?;
+        out.extend(
+            self.pending
+                .values()
+                .filter(|r| r.msg_id == msg_id)
+                .cloned(),
+        );
+        Ok(out)
     }
 
     fn update(
@@ -670,7 +712,16 @@ impl SqliteStore {
         engine: Option<u32>,
         f: impl FnOnce(&mut TaskRecord),
     ) -> DbResult<bool> {
-        let key = engine.map_or(-1, i64::from);
+        let key = key_of(engine);
+        let held = self
+            .pending
+            .remove(&(msg_id.to_string(), key))
+            .or_else(|| self.pending.remove(&(msg_id.to_string(), -1)));
+        if let Some(mut r) = held {
+            f(&mut r);
+            self.put(r)?;
+            return Ok(true);
+        }
         let found: Option<TaskRecord> = self
             .conn
             .prepare_cached("SELECT * FROM tasks WHERE msg_id = ?1 AND (engine_key = ?2 OR engine_key = -1) ORDER BY engine_key DESC LIMIT 1")?
@@ -694,7 +745,15 @@ impl SqliteStore {
             .conn
             .prepare_cached("SELECT * FROM tasks ORDER BY seq")?;
         let rows = stmt.query_map([], SqliteStore::row)?;
-        rows.collect()
+        let mut out: Vec<TaskRecord> = rows.collect::<DbResult<_>>()?;
+        out.extend(self.pending_by_age().into_iter().cloned());
+        Ok(out)
+    }
+
+    fn pending_by_age(&self) -> Vec<&TaskRecord> {
+        let mut p: Vec<&TaskRecord> = self.pending.values().collect();
+        p.sort_by(|a, b| a.submitted.total_cmp(&b.submitted));
+        p
     }
 
     fn history(&self) -> DbResult<Vec<String>> {
@@ -702,7 +761,13 @@ impl SqliteStore {
             .conn
             .prepare_cached("SELECT msg_id FROM tasks GROUP BY msg_id ORDER BY MIN(seq)")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
-        rows.collect()
+        let mut out: Vec<String> = rows.collect::<DbResult<_>>()?;
+        for r in self.pending_by_age() {
+            if !out.contains(&r.msg_id) {
+                out.push(r.msg_id.clone());
+            }
+        }
+        Ok(out)
     }
 
     fn purge(&mut self, msg_ids: &[String], all: bool) -> DbResult<usize> {
@@ -725,14 +790,20 @@ impl SqliteStore {
     }
 
     fn max_engine(&self) -> DbResult<Option<u32>> {
-        self.conn
-            .query_row("SELECT MAX(engine) FROM tasks", [], |r| r.get(0))
+        let stored: Option<u32> =
+            self.conn
+                .query_row("SELECT MAX(engine) FROM tasks", [], |r| r.get(0))?;
+        Ok(stored
+            .into_iter()
+            .chain(self.pending.values().filter_map(|r| r.engine))
+            .max())
     }
 
     fn count(&self) -> DbResult<usize> {
-        self.conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| {
-            r.get::<_, i64>(0).map(|n| n as usize)
-        })
+        let stored: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?;
+        Ok(stored as usize + self.pending.len())
     }
 }
 
@@ -767,7 +838,7 @@ mod tests {
     fn finish(r: &mut TaskRecord) {
         r.status = "ok".into();
         r.result = Some(Parts {
-            content: json!({"status": "ok"}),
+            content: r#"{"status": "ok"}"#.into(),
             buffers: vec![vec![9; 10]],
             ..Parts::default()
         });
@@ -814,8 +885,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tasks.db");
         exercise(Records::sqlite(&path, 1 << 20).unwrap());
-        let again = Records::sqlite(&path, 1 << 20).unwrap();
-        assert_eq!(again.len(), 1, "records survive a reopen");
+        let mut again = Records::sqlite(&path, 1 << 20).unwrap();
+        assert_eq!(
+            again.len(),
+            0,
+            "pending records live in memory; finished ones were purged"
+        );
+        again.insert(rec("kept", Some(2), "pending")).unwrap();
+        again.update("kept", Some(2), finish).unwrap();
+        again.flush().unwrap();
+        drop(again);
+        let third = Records::sqlite(&path, 1 << 20).unwrap();
+        let kept = third.get("kept").unwrap();
+        assert_eq!(kept.len(), 1, "a finished record survives a reopen");
+        assert_eq!(kept[0].result.as_ref().unwrap().buffers, vec![vec![9; 10]]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

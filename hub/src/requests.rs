@@ -44,6 +44,12 @@ fn json_of(bytes: &[u8]) -> Json {
     serde_json::from_slice(bytes).unwrap_or(Json::Null)
 }
 
+/// A JSON frame's text (verified frames are UTF-8 JSON; anything else is
+/// kept lossily rather than failing the record).
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 fn channel_name(c: Channel) -> &'static str {
     match c {
         Channel::Mux => "mux",
@@ -76,9 +82,9 @@ impl Hub {
             received: None,
             status: "pending".into(),
             request: Parts {
-                header: json_of(&raw.header),
-                metadata: json_of(&raw.metadata),
-                content: json_of(&raw.content),
+                header: text_of(&raw.header),
+                metadata: text_of(&raw.metadata),
+                content: text_of(&raw.content),
                 buffers: if small {
                     raw.buffers.iter().map(|b| b.to_vec()).collect()
                 } else {
@@ -409,16 +415,15 @@ impl Hub {
     }
 
     fn record_reply(&mut self, engine: u32, msg_id: &str, raw: &RawMessage) {
-        let content = json_of(&raw.content);
         let metadata = json_of(&raw.metadata);
-        let reply: TaskReply = serde_json::from_value(content.clone()).unwrap_or_default();
+        let reply: TaskReply = serde_json::from_slice(&raw.content).unwrap_or_default();
         let small =
             raw.buffers.iter().map(|b| b.len()).sum::<usize>() <= self.config.max_buffer_bytes;
         let text = |k: &str| metadata.get(k).and_then(Json::as_str).map(str::to_string);
         let result = Parts {
-            header: json_of(&raw.header),
-            metadata: metadata.clone(),
-            content,
+            header: text_of(&raw.header),
+            metadata: text_of(&raw.metadata),
+            content: text_of(&raw.content),
             buffers: if small {
                 raw.buffers.iter().map(|b| b.to_vec()).collect()
             } else {

@@ -76,7 +76,7 @@ pub enum ProtocolError {
     #[error("bad value encoding: {0}")]
     Value(String),
     /// A connection file could not be read or written.
-    #[error("connection file {path}: {source}")]
+    #[error("cannot read or write the connection file {path}")]
     ConnectionFileIo {
         /// The file.
         path: PathBuf,
