@@ -51,6 +51,9 @@ fn show(values: &[Value]) -> String {
 }
 
 fn main() -> Result<()> {
+    // Without an installed `zpar`, the local cluster's hub and engines are
+    // this very program in another role.
+    zpar::cli::run_as_child_if_asked();
     let opts = options()?;
     // Connect to a running cluster when asked to; otherwise start our own.
     let (_cluster, rc) = match (&opts.profile, &opts.profile_dir) {

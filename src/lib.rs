@@ -26,6 +26,7 @@
 //! `zpar-hub`, `zpar-engine` and `zpar-client`.
 
 pub mod bench;
+pub mod cli;
 pub mod console;
 
 pub use zpar_client::*;

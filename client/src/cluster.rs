@@ -12,6 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zpar_protocol::Profile;
 
+/// Set on a process [`LocalCluster`] starts from the current program (when
+/// no `zpar` binary is found): the program is to act as `zpar hub …` or
+/// `zpar engine …` (see `zpar::cli::run_as_child_if_asked`).
+pub const CHILD_ROLE_ENV: &str = "ZPAR_CHILD_ROLE";
+
 /// The pid file `zpar cluster start` leaves in the profile folder.
 pub const PID_FILE: &str = "cluster.json";
 
@@ -84,7 +89,20 @@ impl ClusterBuilder {
 
     /// Starts the hub, then the engines, and waits until all are registered.
     pub fn start(self) -> Result<LocalCluster> {
-        let binary = self.binary.clone().unwrap_or_else(find_binary);
+        let (binary, as_child) = match self.binary.clone().or_else(find_binary) {
+            Some(b) => (b, false),
+            None => {
+                if std::env::var_os(CHILD_ROLE_ENV).is_some() {
+                    return Err(Error::Cluster(format!(
+                        "this program was started as a cluster process ({CHILD_ROLE_ENV} is set) but did not take \
+                         the role: call zpar::cli::run_as_child_if_asked() first in main, or install zpar"
+                    )));
+                }
+                let exe = std::env::current_exe()
+                    .map_err(|e| Error::Cluster(format!("current program: {e}")))?;
+                (exe, true)
+            }
+        };
         let (dir, temporary) = match &self.profile_dir {
             Some(d) => (d.clone(), false),
             None => (
@@ -104,6 +122,7 @@ impl ClusterBuilder {
             profile,
             temporary,
             binary,
+            as_child,
             engine_args: self.engine_args.clone(),
             log_dir: self.log_dir.clone(),
             client: None,
@@ -148,6 +167,8 @@ pub struct LocalCluster {
     profile: Profile,
     temporary: bool,
     binary: PathBuf,
+    /// Processes are this program in a role, not the `zpar` binary.
+    as_child: bool,
     engine_args: Vec<String>,
     log_dir: Option<PathBuf>,
     client: Option<Client>,
@@ -193,6 +214,11 @@ impl LocalCluster {
 
     fn spawn(&self, mut cmd: Command, name: &str) -> Result<Child> {
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        if self.as_child {
+            cmd.env(CHILD_ROLE_ENV, name);
+        } else {
+            cmd.env_remove(CHILD_ROLE_ENV);
+        }
         match &self.log_dir {
             Some(d) => {
                 std::fs::create_dir_all(d)
@@ -207,7 +233,7 @@ impl LocalCluster {
         }
         cmd.spawn().map_err(|e| {
             Error::Cluster(format!(
-                "cannot run {} ({e}); build it with `cargo build --release` or set ZPAR_BIN",
+                "cannot run {} ({e}); build zpar with `cargo build --release` or set ZPAR_BIN",
                 self.binary.display()
             ))
         })
@@ -370,23 +396,30 @@ impl Drop for LocalCluster {
     }
 }
 
-/// Where the `zpar` binary probably is.
-pub fn find_binary() -> PathBuf {
+/// Where the `zpar` binary is: `$ZPAR_BIN`, this program if it is `zpar`,
+/// a `zpar` beside this program or up to two folders up (cargo's
+/// `target/<profile>/` from an example or test), or one on the `PATH`.
+pub fn find_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ZPAR_BIN") {
-        return PathBuf::from(p);
+        return Some(PathBuf::from(p));
     }
-    if let Ok(exe) = std::env::current_exe() {
+    let exe = std::env::current_exe().ok();
+    if let Some(exe) = &exe {
         if exe.file_name().is_some_and(|n| n == "zpar") {
-            return exe; // we are the zpar binary (zpar cluster, zpar bench)
+            return Some(exe.clone()); // zpar cluster, zpar bench
         }
         for dir in exe.ancestors().skip(1).take(3) {
             let candidate = dir.join("zpar");
-            if candidate.is_file() && candidate != exe {
-                return candidate;
+            if candidate.is_file() {
+                return Some(candidate);
             }
         }
     }
-    PathBuf::from("zpar")
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("zpar"))
+            .find(|c| c.is_file())
+    })
 }
 
 /// Whether a process is alive (Linux: its /proc entry exists and is not a

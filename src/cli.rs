@@ -1,0 +1,482 @@
+//! The `zpar` command line: argument parsing and the glue that turns each
+//! subcommand into a library call (`zpar_hub::Hub`, `zpar_engine::EngineServer`,
+//! `LocalCluster`, the console, the bench).
+//!
+//! It lives in the library rather than in `main.rs` so that a program can
+//! serve as its own hub and engine processes: [`LocalCluster`] runs the
+//! `zpar` binary when it can find one, and otherwise re-runs the current
+//! program with `ZPAR_CHILD_ROLE` set, which [`run_as_child_if_asked`] (called
+//! first thing in `main`) turns into `zpar hub …` or `zpar engine …`. That is
+//! how `cargo run --example bintree_script` works on a fresh checkout, where
+//! cargo has built the example but not the `zpar` binary. Like a binary, this
+//! glue reports errors with `anyhow`.
+//!
+//! [`LocalCluster`]: crate::LocalCluster
+
+use crate::Profile;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Interactive parallel computing for Rust on ZeroMQ.
+#[derive(Parser)]
+#[command(name = "zpar", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a hub: binds its channels and writes the connection files.
+    Hub(HubArgs),
+    /// Run an engine that registers with a hub and executes Rhai code.
+    Engine(EngineArgs),
+    /// Start, stop or inspect a local cluster (a hub and N engines).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCmd,
+    },
+    /// An interactive console against a hub (%px, %push, %scatter, ...).
+    Console(crate::console::ConsoleArgs),
+    /// Measure zpar against raw ZeroMQ on this machine.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Which profile: a folder, a name, or the default.
+#[derive(Args, Clone, Debug)]
+struct ProfileArgs {
+    /// Profile name (folder `$ZPAR_DIR/profile_NAME`, default `default`).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Profile folder, given outright.
+    #[arg(long)]
+    profile_dir: Option<PathBuf>,
+}
+
+impl ProfileArgs {
+    fn resolve(&self) -> Profile {
+        Profile::resolve(self.profile.as_deref(), self.profile_dir.as_deref())
+    }
+}
+
+#[derive(Args)]
+struct HubArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Interface to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: String,
+    /// Bind twelve consecutive ports from this one instead of random ports.
+    #[arg(long)]
+    port_base: Option<u16>,
+    /// Reuse the ports and key of the profile's existing connection files
+    /// (restart a hub in place).
+    #[arg(long)]
+    reuse: bool,
+    /// HMAC key (default: a fresh random key).
+    #[arg(long)]
+    key: Option<String>,
+    /// Heartbeat period in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    hb_period_ms: u64,
+    /// Missed heartbeats before an engine is declared dead.
+    #[arg(long, default_value_t = 3)]
+    hb_misses: u64,
+    /// Load-balancing scheme: leastload, lru or random.
+    #[arg(long, default_value = "leastload")]
+    scheme: zpar_hub::Scheme,
+    /// Task records: `memory` (bounded) or `sqlite:PATH` (kept across
+    /// restarts).
+    #[arg(long, default_value = "memory")]
+    db: zpar_hub::Db,
+    /// Most records the memory store keeps (oldest finished dropped first).
+    #[arg(long, default_value_t = zpar_hub::DEFAULT_DB_LIMIT)]
+    db_limit: usize,
+    /// Largest request or result buffers recorded, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    db_max_buffer: usize,
+}
+
+#[derive(Args)]
+struct EngineArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Engine connection file (default: the profile's zpar-engine.json).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Seconds to keep trying to reach the hub.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Limit of script operations per request (default: none).
+    #[arg(long)]
+    max_operations: Option<u64>,
+    /// Address communicators bind to (default: the hub's address).
+    #[arg(long)]
+    bind_ip: Option<String>,
+    /// This engine's uuid (default: a fresh one).
+    #[arg(long)]
+    uuid: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Start a hub and N engines; waits until all are registered.
+    Start {
+        #[command(flatten)]
+        profile: ProfileArgs,
+        /// Number of engines.
+        #[arg(short = 'n', long, default_value_t = 2)]
+        engines: usize,
+        /// Return at once and leave the cluster running.
+        #[arg(long)]
+        daemon: bool,
+        /// Heartbeat period in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        hb_period_ms: u64,
+    },
+    /// Stop the cluster started for a profile.
+    Stop {
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+    /// Show the cluster of a profile: processes and engines.
+    Status {
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: i32) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM set [`STOP`]; blocking calls see EINTR and loops check
+/// the flag. (std has no signal API; libc's `signal` is linked anyway.)
+fn install_signal_handlers() {
+    extern "C" {
+        fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    }
+    const SIGINT: i32 = 2;
+    const SIGTERM: i32 = 15;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ZPAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The `zpar` binary's `main`.
+pub fn main() {
+    let cli = Cli::parse();
+    init_logging();
+    if let Err(e) = run(cli) {
+        eprintln!("zpar: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Hub(a) => run_hub(a),
+        Cmd::Engine(a) => run_engine(a),
+        Cmd::Cluster { action } => run_cluster(action),
+        Cmd::Console(a) => {
+            let code = crate::console::run(a.config()?)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Cmd::Bench(a) => crate::bench::run(a),
+    }
+}
+
+fn run_hub(a: HubArgs) -> Result<()> {
+    let profile = a.profile.resolve();
+    let mut config = zpar_hub::HubConfig::new(profile.clone());
+    config.ip = a.ip;
+    config.key = a.key;
+    config.hb_period = Duration::from_millis(a.hb_period_ms.max(10));
+    config.hb_misses = a.hb_misses.max(1);
+    config.scheme = a.scheme;
+    config.db = match a.db {
+        zpar_hub::Db::Memory { .. } => zpar_hub::Db::Memory {
+            limit: a.db_limit.max(1),
+        },
+        sqlite => sqlite,
+    };
+    config.max_buffer_bytes = a.db_max_buffer;
+    if let Some(base) = a.port_base {
+        let p = |i: u16| base.checked_add(i).context("--port-base too high");
+        config.ports = zpar_hub::PortPlan {
+            registration: p(0)?,
+            hb_ping: p(1)?,
+            hb_pong: p(2)?,
+            mux_client: p(3)?,
+            mux_engine: p(4)?,
+            task_client: p(5)?,
+            task_engine: p(6)?,
+            control_client: p(7)?,
+            control_engine: p(8)?,
+            iopub_engine: p(9)?,
+            iopub_client: p(10)?,
+            notification: p(11)?,
+        };
+    }
+    if a.reuse {
+        let c: crate::ClientConnection =
+            zpar_protocol::connection::read_json_file(&profile.client_file())
+                .context("--reuse needs the connection files of an earlier hub")?;
+        let e: crate::EngineConnection =
+            zpar_protocol::connection::read_json_file(&profile.engine_file())?;
+        config.key = Some(c.key.clone());
+        config.ip = c.ip.clone();
+        config.ports = zpar_hub::PortPlan {
+            registration: c.registration,
+            hb_ping: e.hb_ping,
+            hb_pong: e.hb_pong,
+            mux_client: c.mux,
+            mux_engine: e.mux,
+            task_client: c.task,
+            task_engine: e.task,
+            control_client: c.control,
+            control_engine: e.control,
+            iopub_engine: e.iopub,
+            iopub_client: c.iopub,
+            notification: c.notification,
+        };
+    }
+    install_signal_handlers();
+    let hub = zpar_hub::Hub::bind(config)?;
+    println!(
+        "zpar hub listening on {} (registration port {}); client file {}",
+        hub.client_connection().ip,
+        hub.client_connection().registration,
+        profile.client_file().display()
+    );
+    hub.run(&STOP)?;
+    Ok(())
+}
+
+fn run_engine(a: EngineArgs) -> Result<()> {
+    let file = a.file.unwrap_or_else(|| a.profile.resolve().engine_file());
+    // The hub may not have written its file yet: wait for it within --timeout.
+    let deadline = Instant::now() + Duration::from_secs_f64(a.timeout.max(0.0));
+    let mut pause = Duration::from_millis(1);
+    while !file.exists() && Instant::now() < deadline {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    let conn: crate::EngineConnection = zpar_protocol::connection::read_json_file(&file)?;
+    let mut config = zpar_engine::EngineConfig::new(conn);
+    config.registration_timeout = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100));
+    config.max_operations = a.max_operations;
+    config.bind_ip = a.bind_ip;
+    config.uuid = a.uuid;
+    install_signal_handlers();
+    config.stop = Some(&STOP);
+    zpar_engine::EngineServer::new(config).run()?;
+    Ok(())
+}
+
+fn run_cluster(action: ClusterCmd) -> Result<()> {
+    match action {
+        ClusterCmd::Start {
+            profile,
+            engines,
+            daemon,
+            hb_period_ms,
+        } => {
+            let profile = profile.resolve();
+            if let Ok(pids) = read_pids(&profile) {
+                if crate::cluster::process_alive(pids.hub) {
+                    bail!(
+                        "a cluster is already running for {} (hub pid {}); `zpar cluster stop` it first",
+                        profile.dir.display(),
+                        pids.hub
+                    );
+                }
+            }
+            let started = Instant::now();
+            let progress = indicatif::ProgressBar::new(engines as u64);
+            progress.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} starting engines {pos}/{len} [{elapsed}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            let mut builder = crate::LocalCluster::builder()
+                .engines(0)
+                .profile_dir(&profile.dir)
+                .hub_args(["--hb-period-ms".to_string(), hb_period_ms.to_string()]);
+            if daemon {
+                builder = builder.log_dir(profile.dir.join("log"));
+            }
+            let mut cluster = builder.start()?;
+            cluster.add_engines(engines)?;
+            let client = cluster.client()?;
+            install_signal_handlers();
+            loop {
+                let n = client.ids().len();
+                if started.elapsed() > Duration::from_secs(1) {
+                    progress.enable_steady_tick(Duration::from_millis(100));
+                    progress.set_position(n as u64);
+                }
+                if n >= engines {
+                    break;
+                }
+                if STOP.load(Ordering::SeqCst) {
+                    bail!("interrupted while starting");
+                }
+                let _ = client.wait_for_engines(engines, Duration::from_millis(100));
+                if started.elapsed() > Duration::from_secs(60) {
+                    bail!("only {n} of {engines} engines registered within 60 s");
+                }
+            }
+            progress.finish_and_clear();
+            let pids = cluster.pids();
+            zpar_protocol::connection::write_json_file(
+                &profile.dir.join(crate::cluster::PID_FILE),
+                &pids,
+            )?;
+            println!(
+                "cluster started in {:.2}s: hub pid {}, engines {:?} (ids {:?}); profile {}",
+                started.elapsed().as_secs_f64(),
+                pids.hub,
+                pids.engines,
+                client.ids(),
+                profile.dir.display()
+            );
+            if daemon {
+                cluster.detach()?;
+                return Ok(());
+            }
+            println!("press Ctrl-C to stop");
+            while !STOP.load(Ordering::SeqCst) {
+                // Woken by the signal (EINTR) or, at the latest, each second.
+                let _ = client.wait_for_engines(usize::MAX, Duration::from_secs(1));
+            }
+            drop(client);
+            cluster.stop();
+            let _ = std::fs::remove_file(profile.dir.join(crate::cluster::PID_FILE));
+            println!("cluster stopped");
+            Ok(())
+        }
+        ClusterCmd::Stop { profile } => {
+            let profile = profile.resolve();
+            let pids = read_pids(&profile)?;
+            if let Ok(client) = crate::Client::from_file(&profile.client_file()) {
+                if let Ok(ar) = client.shutdown(crate::Targets::All, true) {
+                    ar.wait(Some(Duration::from_secs(5)));
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut all = vec![pids.hub];
+            all.extend(&pids.engines);
+            let mut pause = Duration::from_millis(1);
+            while all.iter().any(|p| crate::cluster::process_alive(*p)) && Instant::now() < deadline
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            let left: Vec<u32> = all
+                .into_iter()
+                .filter(|p| crate::cluster::process_alive(*p))
+                .collect();
+            let _ = std::fs::remove_file(profile.dir.join(crate::cluster::PID_FILE));
+            if !left.is_empty() {
+                bail!("processes {left:?} did not stop; kill them by hand");
+            }
+            println!("cluster stopped");
+            Ok(())
+        }
+        ClusterCmd::Status { profile } => {
+            let profile = profile.resolve();
+            let pids = read_pids(&profile)?;
+            let alive = |p: u32| {
+                if crate::cluster::process_alive(p) {
+                    "running"
+                } else {
+                    "gone"
+                }
+            };
+            println!("hub pid {}: {}", pids.hub, alive(pids.hub));
+            for p in &pids.engines {
+                println!("engine pid {p}: {}", alive(*p));
+            }
+            match crate::Client::from_connection_timeout(
+                zpar_protocol::connection::read_json_file(&profile.client_file())?,
+                Duration::from_secs(2),
+            ) {
+                Ok(client) => {
+                    let q = client.queue_status()?;
+                    println!("registered engines: {:?}", client.ids());
+                    for (id, e) in q.engines {
+                        println!(
+                            "  engine {id}: queue {}, completed {}",
+                            e.queue, e.completed
+                        );
+                    }
+                }
+                Err(e) => println!("hub not answering: {e}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn read_pids(profile: &Profile) -> Result<crate::cluster::ClusterPids> {
+    let path = profile.dir.join(crate::cluster::PID_FILE);
+    zpar_protocol::connection::read_json_file(&path).with_context(|| {
+        format!(
+            "no cluster is recorded for {} (start one with `zpar cluster start`)",
+            profile.dir.display()
+        )
+    })
+}
+
+/// If this process was started by [`LocalCluster`](crate::LocalCluster) to
+/// be a hub or an engine (`ZPAR_CHILD_ROLE` is set), run that role with the
+/// command-line arguments and exit; otherwise return at once. Call it first
+/// in the `main` of a program that starts local clusters, so it works even
+/// where no `zpar` binary is installed:
+///
+/// ```no_run
+/// fn main() {
+///     zpar::cli::run_as_child_if_asked();
+///     let cluster = zpar::LocalCluster::start(4).unwrap();
+///     // ...
+/// }
+/// ```
+pub fn run_as_child_if_asked() {
+    if std::env::var_os(crate::cluster::CHILD_ROLE_ENV).is_none() {
+        return;
+    }
+    let args = std::env::args_os().skip(1);
+    let cli = Cli::parse_from(std::iter::once(std::ffi::OsString::from("zpar")).chain(args));
+    init_logging();
+    let code = match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("zpar: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
