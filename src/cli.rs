@@ -458,11 +458,9 @@ fn read_pids(profile: &Profile) -> Result<crate::cluster::ClusterPids> {
 /// where no `zpar` binary is installed:
 ///
 /// ```no_run
-/// fn main() {
-///     zpar::cli::run_as_child_if_asked();
-///     let cluster = zpar::LocalCluster::start(4).unwrap();
-///     // ...
-/// }
+/// // first thing in main:
+/// zpar::cli::run_as_child_if_asked();
+/// let cluster = zpar::LocalCluster::start(4).unwrap();
 /// ```
 pub fn run_as_child_if_asked() {
     if std::env::var_os(crate::cluster::CHILD_ROLE_ENV).is_none() {
