@@ -95,9 +95,10 @@ struct HubArgs {
     /// Most records the memory store keeps (oldest finished dropped first).
     #[arg(long, default_value_t = zpar_hub::DEFAULT_DB_LIMIT)]
     db_limit: usize,
-    /// Largest request or result buffers recorded, in bytes.
-    #[arg(long, default_value_t = 1 << 20)]
-    db_max_buffer: usize,
+    /// Largest request or result buffers recorded, in bytes (default:
+    /// 64 KiB in memory, 64 MiB with SQLite).
+    #[arg(long)]
+    db_max_buffer: Option<usize>,
 }
 
 #[derive(Args)]

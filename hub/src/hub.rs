@@ -53,8 +53,17 @@ pub struct HubConfig {
     pub scheme: Scheme,
     /// Where task records live.
     pub db: Db,
-    /// Largest request or result buffers recorded, in bytes.
-    pub max_buffer_bytes: usize,
+    /// Largest request or result buffers recorded, in bytes (None: 64 KiB
+    /// in memory, 64 MiB in SQLite).
+    pub max_buffer_bytes: Option<usize>,
+}
+
+impl HubConfig {
+    /// The buffer cap in force for a store.
+    pub fn max_buffer(&self, sqlite: bool) -> usize {
+        self.max_buffer_bytes
+            .unwrap_or_else(|| crate::records::default_max_buffer(sqlite))
+    }
 }
 
 /// Where the hub keeps task records.
@@ -99,7 +108,7 @@ impl HubConfig {
             db: Db::Memory {
                 limit: DEFAULT_DB_LIMIT,
             },
-            max_buffer_bytes: 1 << 20,
+            max_buffer_bytes: None,
         }
     }
 }
@@ -294,9 +303,9 @@ impl Hub {
             iopub: iopub_e,
         };
         let mut records = match &config.db {
-            Db::Memory { limit } => Records::memory(*limit, config.max_buffer_bytes),
+            Db::Memory { limit } => Records::memory(*limit, config.max_buffer(false)),
             Db::Sqlite(path) => {
-                Records::sqlite(path, config.max_buffer_bytes).map_err(|source| HubError::Db {
+                Records::sqlite(path, config.max_buffer(true)).map_err(|source| HubError::Db {
                     path: path.clone(),
                     source,
                 })?

@@ -110,6 +110,17 @@ pub const FIELDS: &[&str] = &[
 ];
 
 impl TaskRecord {
+    /// Roughly the memory the record holds, in bytes.
+    pub fn size(&self) -> usize {
+        let parts =
+            |p: &Parts| p.header.len() + p.metadata.len() + p.content.len() + p.buffer_bytes();
+        256 + parts(&self.request)
+            + self.result.as_ref().map_or(0, parts)
+            + self.stdout.len()
+            + self.stderr.len()
+            + self.evalue.as_ref().map_or(0, String::len)
+    }
+
     /// Whether it has an answer.
     pub fn finished(&self) -> bool {
         self.status != "pending"
@@ -247,6 +258,20 @@ fn order(a: &Json, b: &Json) -> Option<std::cmp::Ordering> {
     }
 }
 
+/// About how much the memory store holds before it drops old records: the
+/// hub stays small however long it runs.
+pub const MEMORY_STORE_BYTES: usize = 16 << 20;
+
+/// Largest buffers recorded per request or result by default: small in
+/// memory, larger on disk.
+pub fn default_max_buffer(sqlite: bool) -> usize {
+    if sqlite {
+        64 << 20
+    } else {
+        64 << 10
+    }
+}
+
 /// Where records live.
 pub enum Records {
     /// Bounded, in memory.
@@ -259,11 +284,14 @@ pub enum Records {
 pub type DbResult<T> = Result<T, rusqlite::Error>;
 
 impl Records {
-    /// A memory store keeping at most `limit` records.
+    /// A memory store keeping at most `limit` records and about
+    /// [`MEMORY_STORE_BYTES`] of them.
     pub fn memory(limit: usize, max_buffer_bytes: usize) -> Records {
         Records::Memory(MemoryStore {
             records: HashMap::new(),
             count: 0,
+            bytes: 0,
+            max_bytes: MEMORY_STORE_BYTES,
             order: VecDeque::new(),
             limit: limit.max(1),
             max_buffer_bytes,
@@ -406,6 +434,10 @@ pub struct MemoryStore {
     records: HashMap<String, Vec<TaskRecord>>,
     /// Records in `records`, kept as they change (counting is hot).
     count: usize,
+    /// Their [`TaskRecord::size`] summed, likewise.
+    bytes: usize,
+    /// Most bytes to hold; the oldest finished records go first.
+    max_bytes: usize,
     /// msg ids, oldest first.
     order: VecDeque<String>,
     limit: usize,
@@ -419,6 +451,7 @@ impl MemoryStore {
 
     fn insert(&mut self, rec: TaskRecord) {
         self.count += 1;
+        self.bytes += rec.size();
         let id = rec.msg_id.clone();
         match self.records.get_mut(&id) {
             Some(v) => v.push(rec),
@@ -433,7 +466,7 @@ impl MemoryStore {
     /// Drops the oldest finished msg ids while over the limit.
     fn evict(&mut self) {
         let mut i = 0;
-        while self.count() > self.limit && i < self.order.len() {
+        while (self.count > self.limit || self.bytes > self.max_bytes) && i < self.order.len() {
             let id = &self.order[i];
             let done = self
                 .records
@@ -441,7 +474,9 @@ impl MemoryStore {
                 .is_none_or(|v| v.iter().all(TaskRecord::finished));
             if done {
                 let id = self.order.remove(i).expect("in range");
-                self.count -= self.records.remove(&id).map_or(0, |v| v.len());
+                let gone = self.records.remove(&id).unwrap_or_default();
+                self.count -= gone.len();
+                self.bytes -= gone.iter().map(TaskRecord::size).sum::<usize>();
             } else {
                 i += 1;
             }
@@ -462,7 +497,9 @@ impl MemoryStore {
             .position(|r| r.engine == engine)
             .or_else(|| v.iter().position(|r| r.engine.is_none()));
         let Some(i) = idx else { return false };
+        let before = v[i].size();
         f(&mut v[i]);
+        self.bytes = self.bytes + v[i].size() - before;
         self.evict();
         true
     }
@@ -477,8 +514,14 @@ impl MemoryStore {
         for id in targets {
             if let Some(v) = self.records.get_mut(&id) {
                 let n = v.len();
+                let freed: usize = v
+                    .iter()
+                    .filter(|r| r.finished())
+                    .map(TaskRecord::size)
+                    .sum();
                 v.retain(|r| !r.finished());
                 self.count -= n - v.len();
+                self.bytes -= freed;
                 if v.is_empty() {
                     self.records.remove(&id);
                     self.order.retain(|x| *x != id);
@@ -913,6 +956,23 @@ mod tests {
         assert_eq!(s.get("p").unwrap().len(), 1, "never drops a pending record");
         assert!(s.get("d0").unwrap().is_empty());
         assert_eq!(s.get("d9").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn memory_store_is_bounded_in_bytes() {
+        let mut s = Records::memory(1000, 1 << 20);
+        for i in 0..40 {
+            let mut r = rec(&format!("b{i}"), Some(0), "pending");
+            r.request.buffers = vec![vec![0; 1 << 20]];
+            s.insert(r).unwrap();
+            s.update(&format!("b{i}"), Some(0), finish).unwrap();
+        }
+        let Records::Memory(m) = &s else {
+            unreachable!()
+        };
+        assert!(m.bytes <= MEMORY_STORE_BYTES, "{} bytes held", m.bytes);
+        assert!(s.len() < 40 && s.len() > 5);
+        assert!(s.get("b39").unwrap().len() == 1, "the newest stays");
     }
 
     #[test]

@@ -68,8 +68,10 @@ impl Hub {
         channel: Channel,
         engine: Option<u32>,
     ) -> TaskRecord {
-        let small =
-            raw.buffers.iter().map(|b| b.len()).sum::<usize>() <= self.config.max_buffer_bytes;
+        let small = raw.buffers.iter().map(|b| b.len()).sum::<usize>()
+            <= self
+                .config
+                .max_buffer(matches!(self.config.db, crate::hub::Db::Sqlite(_)));
         TaskRecord {
             msg_id: header.msg_id.clone(),
             engine,
@@ -417,8 +419,10 @@ impl Hub {
     fn record_reply(&mut self, engine: u32, msg_id: &str, raw: &RawMessage) {
         let metadata = json_of(&raw.metadata);
         let reply: TaskReply = serde_json::from_slice(&raw.content).unwrap_or_default();
-        let small =
-            raw.buffers.iter().map(|b| b.len()).sum::<usize>() <= self.config.max_buffer_bytes;
+        let small = raw.buffers.iter().map(|b| b.len()).sum::<usize>()
+            <= self
+                .config
+                .max_buffer(matches!(self.config.db, crate::hub::Db::Sqlite(_)));
         let text = |k: &str| metadata.get(k).and_then(Json::as_str).map(str::to_string);
         let result = Parts {
             header: text_of(&raw.header),
