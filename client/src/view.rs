@@ -126,7 +126,10 @@ impl DirectView {
     }
 
     /// Runs code on every target; each reply's value is the code's last
-    /// expression (unit if none).
+    /// expression (unit if none). The value comes back in the reply, so it
+    /// is not also published on iopub as an `execute_result` (that second
+    /// message cost each round trip about a third); `print` output still
+    /// streams.
     pub fn execute(&self, code: &str) -> Result<AsyncResult> {
         self.execute_with(code, Map::new())
     }
@@ -137,7 +140,8 @@ impl DirectView {
         self.broadcast(
             Content::ExecuteRequest(ExecuteRequest {
                 code: code.to_string(),
-                silent: false,
+                // The reply carries the value; see `execute`.
+                silent: true,
                 store_history: true,
                 ..Default::default()
             }),
