@@ -409,50 +409,33 @@ impl Hub {
             if ready[8] {
                 self.drain_heartbeat();
             }
-            if ready[6] {
-                self.drain(
-                    BATCH,
-                    |h| &h.sockets.control_engine,
-                    |h, f| h.on_engine_reply(Channel::Control, f),
-                );
-            }
-            if ready[5] {
-                self.drain(
-                    BATCH,
-                    |h| &h.sockets.control_client,
-                    |h, f| h.on_client_request(Channel::Control, f),
-                );
-            }
-            if ready[0] {
-                self.drain(BATCH, |h| &h.sockets.query, Hub::on_query);
-            }
-            if ready[2] {
-                self.drain(
-                    BATCH,
-                    |h| &h.sockets.mux_engine,
-                    |h, f| h.on_engine_reply(Channel::Mux, f),
-                );
-            }
-            if ready[4] {
-                self.drain(
-                    BATCH,
-                    |h| &h.sockets.task_engine,
-                    |h, f| h.on_engine_reply(Channel::Task, f),
-                );
-            }
-            if ready[1] {
-                self.drain(
-                    BATCH,
-                    |h| &h.sockets.mux_client,
-                    |h, f| h.on_client_request(Channel::Mux, f),
-                );
-            }
-            if ready[3] {
-                self.drain(
-                    BATCH,
-                    |h| &h.sockets.task_client,
-                    |h, f| h.on_client_request(Channel::Task, f),
-                );
+            // Control first, then queries, replies before new requests.
+            for (idx, channel, from_engine) in [
+                (6, Channel::Control, true),
+                (5, Channel::Control, false),
+                (2, Channel::Mux, true),
+                (4, Channel::Task, true),
+                (1, Channel::Mux, false),
+                (3, Channel::Task, false),
+            ] {
+                if ready[idx] {
+                    if from_engine {
+                        self.drain(
+                            BATCH,
+                            |h| h.sockets.engine(channel),
+                            |h, f| h.on_engine_reply(channel, f),
+                        );
+                    } else {
+                        self.drain(
+                            BATCH,
+                            |h| h.sockets.client(channel),
+                            |h, f| h.on_client_request(channel, f),
+                        );
+                    }
+                }
+                if idx == 5 && ready[0] {
+                    self.drain(BATCH, |h| &h.sockets.query, Hub::on_query);
+                }
             }
             if ready[7] {
                 self.drain(

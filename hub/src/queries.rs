@@ -4,11 +4,10 @@
 
 use crate::hub::Hub;
 use crate::records::{Filter, TaskRecord};
-use crate::registry::{Channel, Pending};
+use crate::registry::Channel;
 use crate::requests::QueuedTask;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
-use std::time::Instant;
 use tracing::{info, warn};
 use zpar_protocol::{
     ConnectionReply, Content, DbReply, EngineNotification, EngineQueue, Header, HistoryReply,
@@ -275,18 +274,8 @@ impl Hub {
                     let mut rec = self.record_of_resubmit(first, &header, &client);
                     rec.engine = Some(e);
                     self.record(rec);
-                    self.registry.add_pending(
-                        e,
-                        new_id.clone(),
-                        Pending {
-                            client: client.clone(),
-                            header: header.clone(),
-                            channel,
-                            received: Instant::now(),
-                            retry: None,
-                        },
-                    );
-                    self.route(channel, &uuid, build(&self.session).into_frames());
+                    let frames = build(&self.session).into_frames();
+                    self.dispatch(e, &uuid, &client, &header, channel, frames);
                 }
             }
             out.resubmitted.insert(old.clone(), new_id);

@@ -205,42 +205,60 @@ impl Hub {
             } else {
                 raw.as_ref().expect("still here").duplicate()
             };
-            self.registry.add_pending(
-                id,
-                header.msg_id.clone(),
-                Pending {
-                    client: client.clone(),
-                    header: header.clone(),
-                    channel,
-                    received: Instant::now(),
-                    retry: None,
-                },
-            );
-            self.route(channel, &uuid, copy.into_frames());
+            self.dispatch(id, &uuid, &client, &header, channel, copy.into_frames());
         }
+    }
+
+    /// Notes that `engine` owes `header`'s reply to `client`, and sends it
+    /// the request.
+    pub(crate) fn dispatch(
+        &mut self,
+        engine: u32,
+        uuid: &[u8],
+        client: &[u8],
+        header: &Header,
+        channel: Channel,
+        frames: Vec<zmq::Message>,
+    ) {
+        self.registry.add_pending(
+            engine,
+            header.msg_id.clone(),
+            Pending {
+                client: client.to_vec(),
+                header: header.clone(),
+                channel,
+                received: Instant::now(),
+                retry: None,
+            },
+        );
+        self.route(channel, uuid, frames);
+    }
+
+    /// The finished records of a dependency, or why the task must wait or
+    /// cannot run. `kind` is `after` or `follow`, for messages.
+    fn dependency(&self, id: &str, kind: &str) -> Result<Vec<TaskRecord>, Readiness> {
+        let recs = self.records.get(id).map_err(|e| {
+            Readiness::Impossible(format!("cannot read records: {e}"), "ImpossibleDependency")
+        })?;
+        if recs.is_empty() {
+            return Err(Readiness::Impossible(
+                format!("`{kind}` names {id}, which the hub has no record of"),
+                "ImpossibleDependency",
+            ));
+        }
+        if recs.iter().any(|r| r.status == "pending") {
+            return Err(Readiness::Wait);
+        }
+        Ok(recs)
     }
 
     /// Where a task may run, judged by its dependencies' records.
     fn readiness(&self, task: &QueuedTask) -> Readiness {
         for id in &task.after {
-            let recs = match self.records.get(id) {
+            let recs = match self.dependency(id, "after") {
                 Ok(r) => r,
-                Err(e) => {
-                    return Readiness::Impossible(
-                        format!("cannot read records: {e}"),
-                        "ImpossibleDependency",
-                    )
-                }
+                Err(why) => return why,
             };
-            if recs.is_empty() {
-                return Readiness::Impossible(
-                    format!("`after` names {id}, which the hub has no record of"),
-                    "ImpossibleDependency",
-                );
-            }
-            if recs.iter().any(|r| r.status == "pending") {
-                return Readiness::Wait;
-            }
             if let Some(bad) = recs.iter().find(|r| r.status != "ok") {
                 return Readiness::Impossible(
                     format!("dependency {id} did not succeed (it ended {})", bad.status),
@@ -250,24 +268,10 @@ impl Hub {
         }
         let mut allowed = task.allowed.clone();
         for id in &task.follow {
-            let recs = match self.records.get(id) {
+            let recs = match self.dependency(id, "follow") {
                 Ok(r) => r,
-                Err(e) => {
-                    return Readiness::Impossible(
-                        format!("cannot read records: {e}"),
-                        "ImpossibleDependency",
-                    )
-                }
+                Err(why) => return why,
             };
-            if recs.is_empty() {
-                return Readiness::Impossible(
-                    format!("`follow` names {id}, which the hub has no record of"),
-                    "ImpossibleDependency",
-                );
-            }
-            if recs.iter().any(|r| r.status == "pending") {
-                return Readiness::Wait;
-            }
             let engines: Vec<u32> = recs.iter().filter_map(|r| r.engine).collect();
             allowed = Some(match allowed {
                 None => engines,
