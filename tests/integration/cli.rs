@@ -1,0 +1,174 @@
+//! The `zpar` command line as a user runs it: clusters started, inspected
+//! and stopped through the profile; an engine started before its hub; a hub
+//! stopped by SIGTERM cleaning up.
+
+use crate::support::{zpar_bin, WAIT};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Instant;
+use zpar::{Client, Profile, Value};
+
+fn zpar(args: &[&str], profile: &Path) -> Output {
+    Command::new(zpar_bin())
+        .args(args)
+        .arg("--profile-dir")
+        .arg(profile)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running zpar")
+}
+
+fn temp_profile(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("zpar-cli-{name}-{}", zpar_protocol::new_id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Kills what a failing test leaves running.
+struct Reaper(Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Stops a daemon cluster even if the test fails half way.
+struct StopOnDrop<'a>(&'a Path);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = zpar(&["cluster", "stop"], self.0);
+        let _ = std::fs::remove_dir_all(self.0);
+    }
+}
+
+#[test]
+fn cluster_start_status_stop_through_the_profile() {
+    let dir = temp_profile("daemon");
+    let _guard = StopOnDrop(&dir);
+    let out = zpar(&["cluster", "start", "-n", "3", "--daemon"], &dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("cluster started") && text.contains("ids [0, 1, 2]"),
+        "{text}"
+    );
+
+    let client = Client::from_file(&Profile::from_dir(&dir).client_file()).unwrap();
+    assert_eq!(
+        client
+            .all()
+            .execute("40 + 2")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap(),
+        vec![Value::Int(42); 3]
+    );
+
+    let again = zpar(&["cluster", "start", "-n", "1", "--daemon"], &dir);
+    assert!(
+        !again.status.success(),
+        "a second cluster on one profile is refused"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
+
+    let status = zpar(&["cluster", "status"], &dir);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(text.contains("registered engines: [0, 1, 2]"), "{text}");
+    assert_eq!(text.matches("running").count(), 4, "{text}");
+
+    drop(client);
+    let stop = zpar(&["cluster", "stop"], &dir);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(!Profile::from_dir(&dir).client_file().exists());
+    let after = zpar(&["cluster", "status"], &dir);
+    assert!(!after.status.success(), "no cluster is recorded any more");
+}
+
+#[test]
+fn engine_started_before_its_hub_waits_and_registers() {
+    let dir = temp_profile("early");
+    let mut procs = Reaper(Vec::new());
+    procs.0.push(
+        Command::new(zpar_bin())
+            .args(["engine", "--timeout", "30", "--profile-dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    procs.0.push(
+        Command::new(zpar_bin())
+            .args(["hub", "--profile-dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The hub prints where it listens once bound; then connect.
+    let mut line = String::new();
+    let stdout = procs.0[1].stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert!(line.contains("zpar hub listening"), "{line}");
+    let client = Client::from_file(&Profile::from_dir(&dir).client_file()).unwrap();
+    assert_eq!(client.wait_for_engines(1, WAIT).unwrap(), vec![0]);
+
+    // SIGTERM: the hub stops its engines and removes its files.
+    let hub_pid = procs.0[1].id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &hub_pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + WAIT;
+    for child in &mut procs.0 {
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {} did not exit after SIGTERM",
+                child.id()
+            );
+            std::thread::yield_now();
+        }
+    }
+    assert!(
+        !Profile::from_dir(&dir).client_file().exists(),
+        "the hub removed its connection file"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn subcommands_fail_clearly_on_bad_input() {
+    let dir = temp_profile("bad");
+    let out = zpar(&["cluster", "status"], &dir);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cluster is recorded"));
+    let out = zpar(&["engine", "--timeout", "0.2"], &dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zpar-engine.json"), "{err}");
+    let out = Command::new(zpar_bin())
+        .args(["hub", "--scheme", "fastest"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("leastload, lru or random"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
