@@ -25,21 +25,25 @@
 //! # Ok(()) }
 //! ```
 
+pub mod balanced;
 pub mod bintree;
 pub mod client;
 pub mod cluster;
 pub mod error;
 pub mod io;
+pub mod records;
 pub mod result;
 pub mod view;
 
+pub use balanced::{Imap, LoadBalancedView};
 pub use bintree::{bintree, depth, format_bintree, print_bintree, reverse_bintree, subtree};
 pub use client::Client;
 pub use cluster::{ClusterBuilder, LocalCluster};
 pub use error::{Error, Result};
 pub use io::ClientEvent;
+pub use records::ResultStatus;
 pub use result::{AsyncResult, EngineReply, Timing};
-pub use view::{concat, partition, DirectView, LoadBalancedView, Targets};
+pub use view::{concat, partition, DirectView, Targets};
 pub use zpar_protocol::Value;
 
 /// A reference to a variable on the engine, for apply arguments.

@@ -27,10 +27,12 @@
 //! ```
 
 pub mod arrays;
+mod channels;
 pub mod communicator;
 pub mod convert;
 pub mod heartbeat;
 pub mod namespace;
+mod requests;
 pub mod server;
 pub use namespace::{Namespace, ScriptError};
 pub use server::{EngineConfig, EngineServer};

@@ -1,0 +1,267 @@
+//! [`LoadBalancedView`]: tasks for whichever engine is free, with retries,
+//! timeouts, dependencies, streaming (`imap`) and batches.
+
+use crate::client::{Client, Request};
+use crate::error::Result;
+use crate::io::Channel;
+use crate::result::{AsyncResult, Shape};
+use crate::view::MAP_CHUNK;
+use serde_json::{json, Map};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use zpar_protocol::{ApplyRequest, Content, Value};
+
+/// The engine-side loop that calls a function once per argument list.
+const BATCH: &str = "|zpar_calls, zpar_f| { let zpar_out = []; for zpar_args in zpar_calls { let zpar_g = zpar_f; for zpar_a in zpar_args { zpar_g = zpar_g.curry(zpar_a); } zpar_out.push(zpar_g.call()); } zpar_out }";
+
+/// Tasks for whichever engine is free; the hub chooses (least load, LRU
+/// or random: `zpar hub --scheme`).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use zpar_client::{Client, Value};
+/// # fn main() -> zpar_client::Result<()> {
+/// let lb = Client::connect()?.load_balanced().retries(2).timeout(Duration::from_secs(10));
+/// let first = lb.apply("|x| x + 1", vec![Value::Int(41)])?;
+/// let second = lb.clone().after(first.msg_ids()).apply("|| 2", vec![])?;
+/// assert_eq!(first.get_one()?, Value::Int(42));
+/// for v in lb.imap("|x| x * x", (0..100).map(Value::Int).collect(), false, 16) {
+///     println!("{}", v?); // in completion order, at most 16 outstanding
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LoadBalancedView {
+    client: Client,
+    targets: Option<Vec<u32>>,
+    retries: u32,
+    timeout: Option<Duration>,
+    after: Vec<String>,
+    follow: Vec<String>,
+    /// Wait for each request before returning its result.
+    pub block: bool,
+}
+
+impl LoadBalancedView {
+    pub(crate) fn new(client: Client, targets: Option<Vec<u32>>) -> LoadBalancedView {
+        LoadBalancedView {
+            client,
+            targets,
+            retries: 0,
+            timeout: None,
+            after: Vec::new(),
+            follow: Vec::new(),
+            block: false,
+        }
+    }
+
+    /// Restricts the view to these engines.
+    pub fn with_targets(mut self, ids: Vec<u32>) -> LoadBalancedView {
+        self.targets = Some(ids);
+        self
+    }
+
+    /// Re-runs a task elsewhere up to `n` times if its engine dies.
+    pub fn retries(mut self, n: u32) -> LoadBalancedView {
+        self.retries = n;
+        self
+    }
+
+    /// Stops a task that runs longer than `t` (wall clock, from its start on
+    /// the engine); it fails with [`Error::Timeout`](crate::Error::Timeout).
+    pub fn timeout(mut self, t: Duration) -> LoadBalancedView {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// Runs tasks only after these msg ids have succeeded.
+    pub fn after(mut self, msg_ids: &[String]) -> LoadBalancedView {
+        self.after = msg_ids.to_vec();
+        self
+    }
+
+    /// Runs tasks on the engine(s) where these msg ids ran.
+    pub fn follow(mut self, msg_ids: &[String]) -> LoadBalancedView {
+        self.follow = msg_ids.to_vec();
+        self
+    }
+
+    fn task(&self, f: &str, args: Vec<Value>) -> Request {
+        let mut buffers = Vec::new();
+        let args = args.iter().map(|a| a.encode_into(&mut buffers)).collect();
+        let mut meta = Map::new();
+        if let Some(t) = &self.targets {
+            meta.insert("targets".into(), json!(t));
+        }
+        if self.retries > 0 {
+            meta.insert("retries".into(), json!(self.retries));
+        }
+        if let Some(t) = self.timeout {
+            meta.insert("timeout".into(), json!(t.as_secs_f64()));
+        }
+        if !self.after.is_empty() {
+            meta.insert("after".into(), json!(self.after));
+        }
+        if !self.follow.is_empty() {
+            meta.insert("follow".into(), json!(self.follow));
+        }
+        Request {
+            channel: Channel::Task,
+            content: Content::ApplyRequest(ApplyRequest {
+                f: f.to_string(),
+                args,
+            }),
+            metadata: meta,
+            buffers,
+            replies: vec![None],
+        }
+    }
+
+    fn finish(&self, ar: AsyncResult) -> Result<AsyncResult> {
+        if self.block {
+            ar.wait(None);
+        }
+        Ok(ar)
+    }
+
+    /// Runs `f(args)` on one engine.
+    pub fn apply(&self, f: &str, args: Vec<Value>) -> Result<AsyncResult> {
+        let ar = self
+            .client
+            .submit(vec![self.task(f, args)], Shape::PerReply)?;
+        self.finish(ar)
+    }
+
+    /// Same as [`apply`](Self::apply).
+    pub fn apply_async(&self, f: &str, args: Vec<Value>) -> Result<AsyncResult> {
+        self.apply(f, args)
+    }
+
+    /// [`apply`](Self::apply) and wait for the value.
+    pub fn apply_sync(&self, f: &str, args: Vec<Value>) -> Result<Value> {
+        self.apply(f, args)?.get_one()
+    }
+
+    /// Applies `f` to every item, `chunksize` items per task; results in
+    /// input order.
+    pub fn map(&self, f: &str, seq: Vec<Value>, chunksize: usize) -> Result<AsyncResult> {
+        let chunksize = chunksize.max(1);
+        let requests = seq
+            .chunks(chunksize)
+            .map(|c| {
+                self.task(
+                    MAP_CHUNK,
+                    vec![Value::Array(c.to_vec()), Value::Function(f.to_string())],
+                )
+            })
+            .collect();
+        let ar = self.client.submit(requests, Shape::Concat)?;
+        self.finish(ar)
+    }
+
+    /// [`map`](Self::map) and wait.
+    pub fn map_sync(&self, f: &str, seq: Vec<Value>, chunksize: usize) -> Result<Vec<Value>> {
+        self.map(f, seq, chunksize)?.get()
+    }
+
+    /// Calls `f` once per argument list, `batch` calls per message: many
+    /// small tasks without one message each. Results in input order; a
+    /// failing call fails its batch.
+    pub fn apply_batch(
+        &self,
+        f: &str,
+        calls: Vec<Vec<Value>>,
+        batch: usize,
+    ) -> Result<AsyncResult> {
+        let requests = calls
+            .chunks(batch.max(1))
+            .map(|c| {
+                let lists = c.iter().map(|args| Value::Array(args.clone())).collect();
+                self.task(
+                    BATCH,
+                    vec![Value::Array(lists), Value::Function(f.to_string())],
+                )
+            })
+            .collect();
+        let ar = self.client.submit(requests, Shape::Concat)?;
+        self.finish(ar)
+    }
+
+    /// Applies `f` to each item as its own task, keeping at most
+    /// `max_outstanding` in flight, and yields results as they come:
+    /// in input order if `ordered`, else in completion order.
+    pub fn imap(&self, f: &str, items: Vec<Value>, ordered: bool, max_outstanding: usize) -> Imap {
+        let (tx, rx) = std::sync::mpsc::channel();
+        Imap {
+            view: self.clone(),
+            f: f.to_string(),
+            items: items.into_iter(),
+            ordered,
+            max_outstanding: max_outstanding.max(1),
+            next_index: 0,
+            next_yield: 0,
+            outstanding: std::collections::HashMap::new(),
+            ready: BTreeMap::new(),
+            tx,
+            rx,
+        }
+    }
+}
+
+/// Streaming results of [`LoadBalancedView::imap`].
+pub struct Imap {
+    view: LoadBalancedView,
+    f: String,
+    items: std::vec::IntoIter<Value>,
+    ordered: bool,
+    max_outstanding: usize,
+    next_index: usize,
+    next_yield: usize,
+    outstanding: std::collections::HashMap<usize, AsyncResult>,
+    ready: BTreeMap<usize, Result<Value>>,
+    tx: std::sync::mpsc::Sender<usize>,
+    rx: std::sync::mpsc::Receiver<usize>,
+}
+
+impl Iterator for Imap {
+    type Item = Result<Value>;
+
+    fn next(&mut self) -> Option<Result<Value>> {
+        loop {
+            while self.outstanding.len() < self.max_outstanding {
+                let Some(item) = self.items.next() else { break };
+                let i = self.next_index;
+                self.next_index += 1;
+                let req = self.view.task(&self.f, vec![item]);
+                match self.view.client.submit_notify(
+                    vec![req],
+                    Shape::PerReply,
+                    Some((self.tx.clone(), i)),
+                ) {
+                    Ok(ar) => {
+                        self.outstanding.insert(i, ar);
+                    }
+                    Err(e) => {
+                        self.ready.insert(i, Err(e));
+                    }
+                }
+            }
+            if self.ordered {
+                if let Some(v) = self.ready.remove(&self.next_yield) {
+                    self.next_yield += 1;
+                    return Some(v);
+                }
+            } else if let Some((_, v)) = self.ready.pop_first() {
+                return Some(v);
+            }
+            if self.outstanding.is_empty() {
+                return None;
+            }
+            // Every task gets a reply (a result, an error, EngineDied).
+            let tag = self.rx.recv().ok()?;
+            if let Some(ar) = self.outstanding.remove(&tag) {
+                self.ready.insert(tag, ar.get_one());
+            }
+        }
+    }
+}

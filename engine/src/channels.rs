@@ -1,0 +1,250 @@
+//! The engine's sockets and per-request state, shared by the request loop
+//! and the script engine's callbacks (`print`, progress): output streams,
+//! replies, and control requests served even while a script runs.
+
+use serde_json::{json, Map, Value as Json};
+use std::collections::HashSet;
+use std::time::Instant;
+use tracing::{debug, info, warn};
+use zpar_protocol::{
+    recv_frames, send_frames, Content, Header, Message, Session, Status, Stream, TaskReply,
+};
+
+/// How many script operations run between two looks at the control socket.
+pub const CONTROL_CHECK_OPS: u64 = 1024;
+
+/// The sockets and per-request state the script callbacks also reach.
+pub(crate) struct Io {
+    pub(crate) session: Session,
+    pub(crate) engine_id: u32,
+    pub(crate) control: zmq::Socket,
+    pub(crate) mux: zmq::Socket,
+    pub(crate) task: zmq::Socket,
+    pub(crate) iopub: zmq::Socket,
+    /// The request being run, as parent of its output.
+    pub(crate) parent: Option<Header>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    /// Why the running script must stop, once something asked.
+    pub(crate) stop_reason: Option<String>,
+    pub(crate) op_limit: Option<u64>,
+    /// When the running request must stop, and its timeout in seconds.
+    pub(crate) deadline: Option<(Instant, f64)>,
+    pub(crate) shutdown: bool,
+    pub(crate) aborted: HashSet<String>,
+    /// Control requests that need the namespace (clear), served after the
+    /// running request.
+    pub(crate) deferred: Vec<Message>,
+}
+
+impl Io {
+    pub(crate) fn publish(&mut self, content: Content) {
+        let mut msg = Message::new(&self.session, content);
+        msg.parent_header = self.parent.clone();
+        msg.metadata.insert("engine".into(), json!(self.engine_id));
+        let mut raw = self.session.encode(&msg);
+        raw.identities = vec![zmq::Message::from(
+            format!("engine.{}.{}", self.engine_id, msg.header.msg_type).as_bytes(),
+        )];
+        if let Err(e) = send_frames(&self.iopub, raw.into_frames(), zmq::DONTWAIT) {
+            debug!(error = %e, "iopub message dropped");
+        }
+    }
+
+    pub(crate) fn stream(&mut self, name: &str, text: &str) {
+        let mut line = text.to_string();
+        line.push('\n');
+        if name == "stdout" {
+            self.stdout.push_str(&line);
+        } else {
+            self.stderr.push_str(&line);
+        }
+        self.publish(Content::Stream(Stream {
+            name: name.to_string(),
+            text: line,
+        }));
+    }
+
+    pub(crate) fn reply(
+        &mut self,
+        socket: Channel,
+        request: &Message,
+        content: Content,
+        metadata: Map<String, Json>,
+        buffers: Vec<zmq::Message>,
+    ) {
+        let mut reply = request.reply(&self.session, content);
+        reply.metadata = metadata;
+        reply.buffers = buffers;
+        let raw = self.session.encode_owned(reply);
+        let sock = match socket {
+            Channel::Control => &self.control,
+            Channel::Mux => &self.mux,
+            Channel::Task => &self.task,
+        };
+        if let Err(e) = send_frames(sock, raw.into_frames(), 0) {
+            warn!(error = %e, "reply not sent");
+        }
+    }
+
+    pub(crate) fn basic_metadata(&self) -> Map<String, Json> {
+        let mut m = Map::new();
+        m.insert("engine".into(), json!(self.engine_id));
+        m
+    }
+
+    /// Reads and serves everything waiting on control. Returns true if the
+    /// running script must stop.
+    pub(crate) fn serve_control(&mut self, running: bool) -> bool {
+        loop {
+            let frames = match recv_frames(&self.control, zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => {
+                    warn!(error = %e, "control socket failed");
+                    break;
+                }
+            };
+            let msg = match self.session.decode_frames(frames) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "dropped a bad control message");
+                    continue;
+                }
+            };
+            let meta = self.basic_metadata();
+            match &msg.content {
+                Content::InterruptRequest(_) => {
+                    if running {
+                        self.stop_reason = Some("Interrupted|interrupted by the client".into());
+                    }
+                    self.reply(
+                        Channel::Control,
+                        &msg,
+                        Content::InterruptReply(TaskReply::ok()),
+                        meta,
+                        vec![],
+                    );
+                }
+                Content::AbortRequest(r) => {
+                    match &r.msg_ids {
+                        Some(ids) => self.aborted.extend(ids.iter().cloned()),
+                        None => self.abort_queued(),
+                    }
+                    self.reply(
+                        Channel::Control,
+                        &msg,
+                        Content::AbortReply(TaskReply::ok()),
+                        meta,
+                        vec![],
+                    );
+                }
+                Content::ShutdownRequest(_) => {
+                    info!(engine = self.engine_id, "shutdown requested");
+                    self.shutdown = true;
+                    self.stop_reason = Some("Interrupted|the engine is shutting down".into());
+                    self.reply(
+                        Channel::Control,
+                        &msg,
+                        Content::ShutdownReply(TaskReply::ok()),
+                        meta,
+                        vec![],
+                    );
+                }
+                Content::ClearRequest(_) => self.deferred.push(msg),
+                other => {
+                    let reply_type = reply_type_for(other.msg_type());
+                    let err = TaskReply::error(
+                        "UnknownMessageType",
+                        format!(
+                            "{} is not a control request an engine serves",
+                            other.msg_type()
+                        ),
+                    );
+                    self.reply(
+                        Channel::Control,
+                        &msg,
+                        Content::task_reply_of(&reply_type, err),
+                        meta,
+                        vec![],
+                    );
+                }
+            }
+        }
+        self.stop_reason.is_some()
+    }
+
+    /// Answers every request already waiting on mux and task as aborted.
+    pub(crate) fn abort_queued(&mut self) {
+        for channel in [Channel::Mux, Channel::Task] {
+            loop {
+                let sock = if channel == Channel::Mux {
+                    &self.mux
+                } else {
+                    &self.task
+                };
+                let Ok(frames) = recv_frames(sock, zmq::DONTWAIT) else {
+                    break;
+                };
+                match self.session.decode_frames(frames) {
+                    Ok(m) => self.reply_aborted(channel, &m),
+                    Err(e) => warn!(error = %e, "dropped a bad queued message"),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn reply_aborted(&mut self, channel: Channel, msg: &Message) {
+        let reply_type = reply_type_for(&msg.header.msg_type);
+        let r = TaskReply {
+            status: Status::Aborted,
+            engine_id: Some(self.engine_id),
+            ..TaskReply::default()
+        };
+        let meta = self.basic_metadata();
+        self.reply(
+            channel,
+            msg,
+            Content::task_reply_of(&reply_type, r),
+            meta,
+            vec![],
+        );
+    }
+
+    /// Called by the script engine's progress callback.
+    pub(crate) fn check_progress(&mut self, ops: u64) -> Option<String> {
+        if let Some(limit) = self.op_limit {
+            if ops > limit {
+                return Some(format!(
+                    "OperationLimit|the request exceeded its limit of {limit} operations"
+                ));
+            }
+        }
+        if ops.is_multiple_of(CONTROL_CHECK_OPS) {
+            if let Some((d, secs)) = self.deadline {
+                if Instant::now() >= d {
+                    return Some(format!(
+                        "Timeout|the request ran past its timeout of {secs} s"
+                    ));
+                }
+            }
+            if matches!(self.control.poll(zmq::POLLIN, 0), Ok(n) if n > 0) {
+                self.serve_control(true);
+            }
+        }
+        self.stop_reason.clone()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Channel {
+    Control,
+    Mux,
+    Task,
+}
+
+pub(crate) fn reply_type_for(request_type: &str) -> String {
+    Content::reply_type(request_type)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}_reply", request_type.trim_end_matches("_request")))
+}

@@ -1,0 +1,347 @@
+//! The request loop: control first, then one request at a time from mux and
+//! task, each run in the namespace and answered on the socket it came from;
+//! and the watch on the hub's heartbeat that re-registers after a restart.
+
+use crate::channels::{reply_type_for, Channel, Io};
+use crate::communicator::CommEnv;
+use crate::convert::{encode_dynamic, to_value};
+use crate::heartbeat::Heartbeat;
+use crate::namespace::{Namespace, ScriptError};
+use crate::server::EngineServer;
+use serde_json::Value as Json;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+use zpar_protocol::{
+    iso8601_now, recv_frames, send_frames, Content, ExecuteResult, Message, RegistrationRequest,
+    Status, TaskReply, Value,
+};
+
+/// Watches the hub's heartbeat; after a silence (the hub died), registers
+/// again — same uuid, asking for the same id — once pings resume.
+pub(crate) struct HubWatch {
+    pub(crate) registration: zmq::Socket,
+    pub(crate) heartbeat: Heartbeat,
+    pub(crate) uuid: String,
+    pub(crate) hb_period: Duration,
+    pub(crate) lost: bool,
+    pub(crate) last_attempt: Instant,
+}
+
+impl HubWatch {
+    /// How much silence means the hub is gone.
+    fn lost_after(&self) -> Duration {
+        (self.hb_period * 5).max(Duration::from_secs(2))
+    }
+}
+
+pub(crate) struct Serving {
+    pub(crate) hub: HubWatch,
+    pub(crate) namespace: Namespace,
+    pub(crate) io: Rc<RefCell<Io>>,
+    pub(crate) comm_env: CommEnv,
+    pub(crate) execution_count: u64,
+    pub(crate) default_op_limit: Option<u64>,
+}
+
+impl Serving {
+    pub(crate) fn serve(&mut self, server: &EngineServer) {
+        loop {
+            {
+                let mut io = self.io.borrow_mut();
+                io.stop_reason = None;
+                io.serve_control(false);
+            }
+            self.serve_deferred(server);
+            if self.io.borrow().shutdown
+                || server
+                    .config
+                    .stop
+                    .is_some_and(|s| s.load(Ordering::Relaxed))
+            {
+                return;
+            }
+            // Poll with a timeout so a lost wake-up can never stall us.
+            let (mux_ready, task_ready, control_ready) = {
+                let io = self.io.borrow();
+                let mut items = [
+                    io.control.as_poll_item(zmq::POLLIN),
+                    io.mux.as_poll_item(zmq::POLLIN),
+                    io.task.as_poll_item(zmq::POLLIN),
+                ];
+                match zmq::poll(&mut items, 250) {
+                    Ok(_) => {}
+                    Err(zmq::Error::EINTR) => continue,
+                    Err(e) => {
+                        warn!(error = %e, "poll failed");
+                        continue;
+                    }
+                }
+                (
+                    items[1].is_readable(),
+                    items[2].is_readable(),
+                    items[0].is_readable(),
+                )
+            };
+            self.watch_hub();
+            if control_ready {
+                continue; // control first
+            }
+            if mux_ready {
+                self.take_request(Channel::Mux);
+            }
+            if task_ready {
+                self.take_request(Channel::Task);
+            }
+        }
+    }
+
+    fn watch_hub(&mut self) {
+        let silence = self.hub.heartbeat.silence();
+        if self.hub.heartbeat.take_hub_changed() {
+            warn!("the hub restarted; registering again");
+            self.hub.lost = true;
+        } else if !self.hub.lost && silence > self.hub.lost_after() {
+            warn!(silence = ?silence, "no heartbeat from the hub; will register again when it is back");
+            self.hub.lost = true;
+        }
+        // Answers to our re-registration.
+        while let Ok(frames) = recv_frames(&self.hub.registration, zmq::DONTWAIT) {
+            let mut io = self.io.borrow_mut();
+            match io.session.decode_frames(frames) {
+                Ok(Message {
+                    content: Content::RegistrationReply(r),
+                    ..
+                }) if r.status == Status::Ok => {
+                    if r.id != io.engine_id {
+                        warn!(
+                            old = io.engine_id,
+                            new = r.id,
+                            "the restarted hub gave this engine a new id"
+                        );
+                        io.engine_id = r.id;
+                    }
+                    info!(engine = r.id, "registered again with the restarted hub");
+                    self.hub.heartbeat.set_hub(&r.hub_instance);
+                    self.hub.lost = false;
+                    self.hub.hb_period = Duration::from_millis(r.hb_period_ms.max(1));
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "bad message on the registration channel"),
+            }
+        }
+        let back = silence < self.hub.hb_period * 2;
+        if self.hub.lost && back && self.hub.last_attempt.elapsed() > Duration::from_millis(500) {
+            self.hub.last_attempt = Instant::now();
+            let io = self.io.borrow();
+            let req = Message::new(
+                &io.session,
+                Content::RegistrationRequest(RegistrationRequest {
+                    uuid: self.hub.uuid.clone(),
+                    id: Some(io.engine_id),
+                }),
+            );
+            let _ = send_frames(
+                &self.hub.registration,
+                io.session.encode(&req).into_frames(),
+                zmq::DONTWAIT,
+            );
+        }
+    }
+
+    fn serve_deferred(&mut self, server: &EngineServer) {
+        let deferred = std::mem::take(&mut self.io.borrow_mut().deferred);
+        for msg in deferred {
+            // Clearing also rebuilds the script engine, dropping any state
+            // natives hold (communicators and their sockets).
+            let engine = server.script_engine(&self.io, &self.comm_env);
+            self.namespace = Namespace::new(engine);
+            let mut io = self.io.borrow_mut();
+            let meta = io.basic_metadata();
+            io.reply(
+                Channel::Control,
+                &msg,
+                Content::ClearReply(TaskReply::ok()),
+                meta,
+                vec![],
+            );
+        }
+    }
+
+    fn take_request(&mut self, channel: Channel) {
+        let msg = {
+            let mut io = self.io.borrow_mut();
+            let sock = if channel == Channel::Mux {
+                &io.mux
+            } else {
+                &io.task
+            };
+            let frames = match recv_frames(sock, zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(zmq::Error::EAGAIN) => return,
+                Err(e) => {
+                    warn!(error = %e, "receive failed");
+                    return;
+                }
+            };
+            match io.session.decode_frames(frames) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "dropped a bad request");
+                    return;
+                }
+            }
+        };
+        {
+            let mut io = self.io.borrow_mut();
+            if io.aborted.remove(&msg.header.msg_id) {
+                io.reply_aborted(channel, &msg);
+                return;
+            }
+        }
+        self.run_request(channel, msg);
+    }
+
+    fn run_request(&mut self, channel: Channel, msg: Message) {
+        let started = iso8601_now();
+        {
+            let mut io = self.io.borrow_mut();
+            io.parent = Some(msg.header.clone());
+            io.stdout.clear();
+            io.stderr.clear();
+            io.stop_reason = None;
+            // A request's own limit wins; 0 there means "no limit".
+            io.op_limit = match msg.metadata.get("max_operations").and_then(Json::as_u64) {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => self.default_op_limit,
+            };
+            io.deadline = msg
+                .metadata
+                .get("timeout")
+                .and_then(Json::as_f64)
+                .filter(|t| *t > 0.0)
+                .map(|t| (Instant::now() + Duration::from_secs_f64(t), t));
+        }
+        let mut buffers = Vec::new();
+        let outcome: Result<Option<Json>, ScriptError> = match &msg.content {
+            Content::ExecuteRequest(r) => {
+                self.execution_count += 1;
+                let silent = r.silent;
+                self.namespace.execute(&r.code).map(|d| {
+                    if d.is_unit() {
+                        return None;
+                    }
+                    let shown = d.to_string();
+                    if !silent {
+                        let mut data = std::collections::BTreeMap::new();
+                        data.insert("text/plain".to_string(), Json::String(shown.clone()));
+                        self.io
+                            .borrow_mut()
+                            .publish(Content::ExecuteResult(ExecuteResult {
+                                execution_count: self.execution_count,
+                                data,
+                                metadata: Default::default(),
+                            }));
+                    }
+                    // A value that cannot travel is shown, not sent.
+                    Some(match to_value(&d) {
+                        Ok(v) => v.encode_into(&mut buffers),
+                        Err(_) => Value::Str(shown).encode_into(&mut buffers),
+                    })
+                })
+            }
+            Content::ApplyRequest(r) => decode_values(&r.args, &msg.buffers)
+                .and_then(|args| self.namespace.apply(&r.f, args))
+                .and_then(|d| {
+                    encode_dynamic(&d, &mut buffers).map_err(|e| {
+                        ScriptError::new("NotTransferable", format!("the result of apply: {e}"))
+                    })
+                })
+                .map(Some),
+            Content::PushRequest(r) => r
+                .namespace
+                .iter()
+                .try_for_each(|(name, json)| {
+                    let v = Value::decode(json, &msg.buffers)
+                        .map_err(|e| ScriptError::new("BadArgument", format!("{name}: {e}")))?;
+                    self.namespace.push(name, v)
+                })
+                .map(|_| None),
+            Content::PullRequest(r) => {
+                let mut encoded = Vec::with_capacity(r.names.len());
+                let mut failed = None;
+                for n in &r.names {
+                    let got = self.namespace.lookup(n).and_then(|d| {
+                        encode_dynamic(&d, &mut buffers)
+                            .map_err(|e| ScriptError::new("NotTransferable", format!("{n}: {e}")))
+                    });
+                    match got {
+                        Ok(j) => encoded.push(j),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None if r.single && encoded.len() == 1 => Ok(encoded.pop()),
+                    None => Ok(Some(Json::Array(encoded))),
+                }
+            }
+            other => Err(ScriptError::new(
+                "UnknownMessageType",
+                format!("{} is not a request an engine serves", other.msg_type()),
+            )),
+        };
+        let mut io = self.io.borrow_mut();
+        let mut reply = match outcome {
+            Ok(result) => TaskReply {
+                result,
+                ..TaskReply::default()
+            },
+            Err(e) => {
+                buffers.clear();
+                let mut r = TaskReply::error(&e.ename, e.message.clone());
+                r.line = e.line;
+                r.column = e.column;
+                r
+            }
+        };
+        reply.engine_id = Some(io.engine_id);
+        reply.execution_count = Some(self.execution_count);
+        let mut meta = io.basic_metadata();
+        meta.insert("started".into(), Json::String(started));
+        meta.insert("completed".into(), Json::String(iso8601_now()));
+        meta.insert(
+            "stdout".into(),
+            Json::String(std::mem::take(&mut io.stdout)),
+        );
+        meta.insert(
+            "stderr".into(),
+            Json::String(std::mem::take(&mut io.stderr)),
+        );
+        let reply_type = reply_type_for(&msg.header.msg_type);
+        io.reply(
+            channel,
+            &msg,
+            Content::task_reply_of(&reply_type, reply),
+            meta,
+            buffers,
+        );
+        io.parent = None;
+    }
+}
+
+fn decode_values(args: &[Json], buffers: &[zmq::Message]) -> Result<Vec<Value>, ScriptError> {
+    args.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            Value::decode(a, buffers)
+                .map_err(|e| ScriptError::new("BadArgument", format!("argument {i}: {e}")))
+        })
+        .collect()
+}

@@ -1,0 +1,324 @@
+//! The SQLite record store.
+
+use super::{DbResult, Parts, TaskRecord};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The SQLite store. Pending records stay in memory and reach the file
+/// when they finish: one write per task, and a finished task is all a crash
+/// must not lose (a task pending at a crash can never finish anyway).
+pub struct SqliteStore {
+    conn: Connection,
+    in_tx: bool,
+    pub(super) max_buffer_bytes: usize,
+    /// (msg id, engine or -1) → a record not yet finished.
+    pending: HashMap<(String, i64), TaskRecord>,
+}
+
+fn key_of(engine: Option<u32>) -> i64 {
+    engine.map_or(-1, i64::from)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    msg_id TEXT NOT NULL,
+    engine INTEGER,
+    engine_key INTEGER NOT NULL,
+    client TEXT NOT NULL,
+    msg_type TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    submitted REAL NOT NULL,
+    started TEXT,
+    completed TEXT,
+    received REAL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    request_buffers BLOB,
+    result TEXT,
+    result_buffers BLOB,
+    stdout TEXT NOT NULL,
+    stderr TEXT NOT NULL,
+    ename TEXT,
+    evalue TEXT,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    UNIQUE (msg_id, engine_key)
+);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
+";
+
+/// Buffers as one blob: a count, then each length (u64 LE), then the bytes.
+pub(super) fn pack(buffers: &[Vec<u8>]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(8 + 8 * buffers.len() + buffers.iter().map(Vec::len).sum::<usize>());
+    out.extend_from_slice(&(buffers.len() as u64).to_le_bytes());
+    for b in buffers {
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    }
+    for b in buffers {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+pub(super) fn unpack(blob: &[u8]) -> Vec<Vec<u8>> {
+    let read = |at: usize| {
+        blob.get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
+    let Some(n) = read(0) else { return Vec::new() };
+    let mut lens = Vec::with_capacity(n.min(1 << 16));
+    for i in 0..n {
+        match read(8 + 8 * i) {
+            Some(l) => lens.push(l),
+            None => return Vec::new(),
+        }
+    }
+    let mut at = 8 + 8 * n;
+    let mut out = Vec::with_capacity(lens.len());
+    for l in lens {
+        match blob.get(at..at.saturating_add(l)) {
+            Some(b) => out.push(b.to_vec()),
+            None => return Vec::new(),
+        }
+        at += l;
+    }
+    out
+}
+
+impl SqliteStore {
+    pub(super) fn open(path: &Path, max_buffer_bytes: usize) -> DbResult<SqliteStore> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL + NORMAL: a committed transaction survives the process being
+        // killed (it is in the WAL file); only an OS crash could lose the
+        // last few.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn,
+            in_tx: false,
+            max_buffer_bytes,
+            pending: HashMap::new(),
+        })
+    }
+
+    fn begin(&mut self) -> DbResult<()> {
+        if !self.in_tx {
+            self.conn.execute_batch("BEGIN")?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    pub(super) fn commit(&mut self) -> DbResult<()> {
+        if self.in_tx {
+            self.conn.execute_batch("COMMIT")?;
+            self.in_tx = false;
+        }
+        Ok(())
+    }
+
+    /// Keeps a pending record in memory, writes a finished one.
+    pub(super) fn put(&mut self, r: TaskRecord) -> DbResult<()> {
+        let key = (r.msg_id.clone(), key_of(r.engine));
+        if r.finished() {
+            self.pending.remove(&key);
+            self.upsert(&r)
+        } else {
+            self.pending.insert(key, r);
+            Ok(())
+        }
+    }
+
+    fn upsert(&mut self, r: &TaskRecord) -> DbResult<()> {
+        self.begin()?;
+        let request = serde_json::to_string(&r.request).expect("json");
+        let result = r
+            .result
+            .as_ref()
+            .map(|p| serde_json::to_string(p).expect("json"));
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO tasks (msg_id, engine, engine_key, client, msg_type, channel, submitted, started,
+                 completed, received, status, request, request_buffers, result, result_buffers, stdout, stderr, ename, evalue)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            )?
+            .execute(params![
+                r.msg_id,
+                r.engine,
+                r.engine.map_or(-1, i64::from),
+                r.client,
+                r.msg_type,
+                r.channel,
+                r.submitted,
+                r.started,
+                r.completed,
+                r.received,
+                r.status,
+                request,
+                pack(&r.request.buffers),
+                result,
+                r.result.as_ref().map(|p| pack(&p.buffers)),
+                r.stdout,
+                r.stderr,
+                r.ename,
+                r.evalue,
+            ])?;
+        Ok(())
+    }
+
+    fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+        let request: String = row.get("request")?;
+        let mut request: Parts = serde_json::from_str(&request).unwrap_or_default();
+        request.buffers = row
+            .get::<_, Option<Vec<u8>>>("request_buffers")?
+            .map(|b| unpack(&b))
+            .unwrap_or_default();
+        let result: Option<String> = row.get("result")?;
+        let result = match result {
+            Some(s) => {
+                let mut p: Parts = serde_json::from_str(&s).unwrap_or_default();
+                p.buffers = row
+                    .get::<_, Option<Vec<u8>>>("result_buffers")?
+                    .map(|b| unpack(&b))
+                    .unwrap_or_default();
+                Some(p)
+            }
+            None => None,
+        };
+        Ok(TaskRecord {
+            msg_id: row.get("msg_id")?,
+            engine: row.get("engine")?,
+            client: row.get("client")?,
+            msg_type: row.get("msg_type")?,
+            channel: row.get("channel")?,
+            submitted: row.get("submitted")?,
+            started: row.get("started")?,
+            completed: row.get("completed")?,
+            received: row.get("received")?,
+            status: row.get("status")?,
+            request,
+            result,
+            stdout: row.get("stdout")?,
+            stderr: row.get("stderr")?,
+            ename: row.get("ename")?,
+            evalue: row.get("evalue")?,
+        })
+    }
+
+    pub(super) fn get(&self, msg_id: &str) -> DbResult<Vec<TaskRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT * FROM tasks WHERE msg_id = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([msg_id], SqliteStore::row)?;
+        let mut out: Vec<TaskRecord> = rows.collect::<DbResult<_>>()?;
+        out.extend(
+            self.pending
+                .values()
+                .filter(|r| r.msg_id == msg_id)
+                .cloned(),
+        );
+        Ok(out)
+    }
+
+    pub(super) fn update(
+        &mut self,
+        msg_id: &str,
+        engine: Option<u32>,
+        f: impl FnOnce(&mut TaskRecord),
+    ) -> DbResult<bool> {
+        let key = key_of(engine);
+        let held = self
+            .pending
+            .remove(&(msg_id.to_string(), key))
+            .or_else(|| self.pending.remove(&(msg_id.to_string(), -1)));
+        if let Some(mut r) = held {
+            f(&mut r);
+            self.put(r)?;
+            return Ok(true);
+        }
+        let found: Option<TaskRecord> = self
+            .conn
+            .prepare_cached("SELECT * FROM tasks WHERE msg_id = ?1 AND (engine_key = ?2 OR engine_key = -1) ORDER BY engine_key DESC LIMIT 1")?
+            .query_row(params![msg_id, key], SqliteStore::row)
+            .optional()?;
+        let Some(mut r) = found else { return Ok(false) };
+        let old_key = r.engine.map_or(-1, i64::from);
+        f(&mut r);
+        self.begin()?;
+        if r.engine.map_or(-1, i64::from) != old_key {
+            self.conn
+                .prepare_cached("DELETE FROM tasks WHERE msg_id = ?1 AND engine_key = ?2")?
+                .execute(params![msg_id, old_key])?;
+        }
+        self.upsert(&r)?;
+        Ok(true)
+    }
+
+    pub(super) fn all(&self) -> DbResult<Vec<TaskRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT * FROM tasks ORDER BY seq")?;
+        let rows = stmt.query_map([], SqliteStore::row)?;
+        let mut out: Vec<TaskRecord> = rows.collect::<DbResult<_>>()?;
+        out.extend(self.pending_by_age().into_iter().cloned());
+        Ok(out)
+    }
+
+    fn pending_by_age(&self) -> Vec<&TaskRecord> {
+        let mut p: Vec<&TaskRecord> = self.pending.values().collect();
+        p.sort_by(|a, b| a.submitted.total_cmp(&b.submitted));
+        p
+    }
+
+    pub(super) fn history(&self) -> DbResult<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT msg_id FROM tasks GROUP BY msg_id ORDER BY MIN(seq)")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        let mut out: Vec<String> = rows.collect::<DbResult<_>>()?;
+        for r in self.pending_by_age() {
+            if !out.contains(&r.msg_id) {
+                out.push(r.msg_id.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn purge(&mut self, msg_ids: &[String], all: bool) -> DbResult<usize> {
+        self.begin()?;
+        let n = if all {
+            self.conn
+                .execute("DELETE FROM tasks WHERE status != 'pending'", [])?
+        } else {
+            let mut n = 0;
+            for id in msg_ids {
+                n += self
+                    .conn
+                    .prepare_cached("DELETE FROM tasks WHERE msg_id = ?1 AND status != 'pending'")?
+                    .execute([id])?;
+            }
+            n
+        };
+        self.commit()?;
+        Ok(n)
+    }
+
+    pub(super) fn max_engine(&self) -> DbResult<Option<u32>> {
+        let stored: Option<u32> =
+            self.conn
+                .query_row("SELECT MAX(engine) FROM tasks", [], |r| r.get(0))?;
+        Ok(stored
+            .into_iter()
+            .chain(self.pending.values().filter_map(|r| r.engine))
+            .max())
+    }
+
+    pub(super) fn count(&self) -> DbResult<usize> {
+        let stored: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?;
+        Ok(stored as usize + self.pending.len())
+    }
+}
