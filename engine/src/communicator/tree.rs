@@ -1,103 +1,51 @@
-//! `BinaryTreeCommunicator`: engines reducing and broadcasting among
-//! themselves, without the hub or the client.
-//!
-//! # Design
-//!
-//! Every engine binds a ROUTER that its children's DEALERs connect to; the
-//! root also binds a PUB that every other engine's SUB connects to. A
-//! reduction flows up the tree (child DEALER → parent ROUTER); the result
-//! comes down in one publish from the root.
-//!
-//! - **Order.** The ROUTER tells a parent which child sent which partial, so
-//!   it combines `own, children in ascending id` — for the pre-order trees
-//!   (`bintree`-shaped) that is the sequential left fold in id order, and an
-//!   associative but non-commutative `f` gives the sequential answer.
-//! - **Sequence numbers.** Every collective call advances a counter on every
-//!   engine (they all make the same calls in the same order) and every
-//!   message carries it. Older messages (left over from a failed call) are
-//!   dropped; newer ones (a fast child already in the next call) are kept
-//!   for later. Calls in a row can never mix.
-//! - **Faults.** Every wait has a deadline (default 30 s, per communicator
-//!   and per call). A parent waits a little longer the higher it sits
-//!   (`timeout + height × timeout/4`), so the engine nearest a dead peer
-//!   notices first and sends the failure up; the root publishes it, and
-//!   every engine fails with an error naming the engine that did not answer.
-//! - **Connect handshake.** PUB drops what it sends before a subscription is
-//!   in place, so `connect` does not sleep: the root publishes probes until
-//!   every engine has seen one and reported `ready` up the tree, then
-//!   publishes `go`.
-//!
-//! Wire frames, up: `[kind, seq, json, buffers…]` with kind `up`, `ready` or
-//! `fail`; down (PUB): `[kind, seq, json, buffers…]` with kind `bc`, `probe`,
-//! `go` or `fail`. Values use the protocol's value codec, so numeric arrays
-//! travel as raw buffers.
+//! The communicator's state and wire: links to parent, children and root,
+//! sequence numbers, the connect handshake, and waiting for parts and
+//! broadcasts with deadlines.
 
+use super::{CommEnv, RhaiResult, DEFAULT_TIMEOUT_SECS};
 use crate::convert::{encode_dynamic, from_value, pretty_type};
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position, FLOAT, INT};
+use rhai::{Dynamic, EvalAltResult, Map, Position, FLOAT, INT};
 use serde_json::{json, Value as Json};
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 use zpar_protocol::{recv_frames, Value};
 
-type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
-
-/// The default wait for any one collective, in seconds.
-pub const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
-
-/// What a communicator needs from its engine: the zmq context, the address
-/// to bind on, and the engine's id (for messages).
-#[derive(Clone)]
-pub struct CommEnv {
-    /// The engine's zmq context.
-    pub ctx: zmq::Context,
-    /// The interface to bind on.
-    pub ip: String,
-    /// The engine's id.
-    pub engine_id: u32,
-}
-
-/// The script type. Clones share one communicator.
-#[derive(Clone)]
-pub struct BinaryTreeCommunicator(Rc<RefCell<Comm>>);
-
-struct Links {
-    parent: Option<(u32, zmq::Socket)>,
-    children: Vec<u32>,
-    sub: Option<zmq::Socket>,
-    root_id: u32,
+pub(super) struct Links {
+    pub(super) parent: Option<(u32, zmq::Socket)>,
+    pub(super) children: Vec<u32>,
+    pub(super) sub: Option<zmq::Socket>,
+    pub(super) root_id: u32,
     /// Longest path down to a leaf.
-    height: u32,
+    pub(super) height: u32,
     /// Height of the whole tree.
-    tree_height: u32,
+    pub(super) tree_height: u32,
 }
 
-struct Comm {
-    id: u32,
-    is_root: bool,
-    router: zmq::Socket,
-    router_url: String,
-    host: String,
-    publisher: Option<(zmq::Socket, String)>,
-    links: Option<Links>,
-    seq: u64,
-    timeout: Duration,
+pub(super) struct Comm {
+    pub(super) id: u32,
+    pub(super) is_root: bool,
+    pub(super) router: zmq::Socket,
+    pub(super) router_url: String,
+    pub(super) host: String,
+    pub(super) publisher: Option<(zmq::Socket, String)>,
+    pub(super) links: Option<Links>,
+    pub(super) seq: u64,
+    pub(super) timeout: Duration,
     /// Messages from children that arrived early: (child, seq) → frames.
-    early_up: HashMap<(u32, u64), Vec<zmq::Message>>,
+    pub(super) early_up: HashMap<(u32, u64), Vec<zmq::Message>>,
     /// Broadcasts that arrived early: seq → frames.
-    early_down: HashMap<u64, Vec<zmq::Message>>,
+    pub(super) early_down: HashMap<u64, Vec<zmq::Message>>,
 }
 
-fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
+pub(super) fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(Dynamic::from(msg.into()), Position::NONE).into()
 }
 
-fn zerr(what: &str, e: zmq::Error) -> Box<EvalAltResult> {
+pub(super) fn zerr(what: &str, e: zmq::Error) -> Box<EvalAltResult> {
     err(format!("communicator: {what}: {e}"))
 }
 
-fn secs(t: FLOAT) -> RhaiResult<Duration> {
+pub(super) fn secs(t: FLOAT) -> RhaiResult<Duration> {
     if !(t.is_finite() && t > 0.0) {
         return Err(err(format!(
             "a timeout must be a positive number of seconds, not {t}"
@@ -107,14 +55,14 @@ fn secs(t: FLOAT) -> RhaiResult<Duration> {
 }
 
 /// One received message, split.
-struct Incoming {
-    kind: String,
-    seq: u64,
-    payload: Json,
-    buffers: Vec<zmq::Message>,
+pub(super) struct Incoming {
+    pub(super) kind: String,
+    pub(super) seq: u64,
+    pub(super) payload: Json,
+    pub(super) buffers: Vec<zmq::Message>,
 }
 
-fn split(frames: Vec<zmq::Message>) -> Option<Incoming> {
+pub(super) fn split(frames: Vec<zmq::Message>) -> Option<Incoming> {
     let mut it = frames.into_iter();
     let kind = it.next()?.as_str()?.to_string();
     let seq = it.next()?.as_str()?.parse().ok()?;
@@ -127,7 +75,7 @@ fn split(frames: Vec<zmq::Message>) -> Option<Incoming> {
     })
 }
 
-fn frames_of(
+pub(super) fn frames_of(
     kind: &str,
     seq: u64,
     payload: &Json,
@@ -143,23 +91,23 @@ fn frames_of(
     out
 }
 
-fn send_all(sock: &zmq::Socket, frames: Vec<zmq::Message>) -> zmq::Result<()> {
+pub(super) fn send_all(sock: &zmq::Socket, frames: Vec<zmq::Message>) -> zmq::Result<()> {
     zpar_protocol::send_frames(sock, frames, 0)
 }
 
-fn encode(d: &Dynamic) -> RhaiResult<(Json, Vec<zmq::Message>)> {
+pub(super) fn encode(d: &Dynamic) -> RhaiResult<(Json, Vec<zmq::Message>)> {
     let mut buffers = Vec::new();
     let json = encode_dynamic(d, &mut buffers).map_err(|e| err(format!("communicator: {e}")))?;
     Ok((json!({ "value": json }), buffers))
 }
 
-fn decode(inc: &Incoming) -> RhaiResult<Dynamic> {
+pub(super) fn decode(inc: &Incoming) -> RhaiResult<Dynamic> {
     let v = Value::decode(&inc.payload["value"], &inc.buffers)
         .map_err(|e| err(format!("communicator: {e}")))?;
     from_value(v).map_err(err)
 }
 
-fn remaining(deadline: Instant) -> i64 {
+pub(super) fn remaining(deadline: Instant) -> i64 {
     deadline
         .saturating_duration_since(Instant::now())
         .as_millis()
@@ -167,7 +115,7 @@ fn remaining(deadline: Instant) -> i64 {
 }
 
 impl Comm {
-    fn new(env: &CommEnv, id: INT, is_root: bool) -> RhaiResult<Comm> {
+    pub(super) fn new(env: &CommEnv, id: INT, is_root: bool) -> RhaiResult<Comm> {
         let id = u32::try_from(id).map_err(|_| {
             err(format!(
                 "communicator id must be a non-negative integer, not {id}"
@@ -213,7 +161,7 @@ impl Comm {
         })
     }
 
-    fn info(&self) -> Map {
+    pub(super) fn info(&self) -> Map {
         let mut m = Map::new();
         m.insert("id".into(), (self.id as INT).into());
         m.insert("url".into(), self.router_url.clone().into());
@@ -221,13 +169,13 @@ impl Comm {
         m
     }
 
-    fn links(&self) -> RhaiResult<&Links> {
+    pub(super) fn links(&self) -> RhaiResult<&Links> {
         self.links
             .as_ref()
             .ok_or_else(|| err("the communicator is not connected yet: call com.connect(peers, tree, pub_url, root_id) first"))
     }
 
-    fn connect(
+    pub(super) fn connect(
         &mut self,
         ctx: &zmq::Context,
         peers: Map,
@@ -334,7 +282,7 @@ impl Comm {
     }
 
     /// Probes until every engine is subscribed, then `go`.
-    fn handshake(&mut self, timeout: Duration) -> RhaiResult<()> {
+    pub(super) fn handshake(&mut self, timeout: Duration) -> RhaiResult<()> {
         let deadline = Instant::now() + timeout;
         let links = self.links.as_ref().expect("just set");
         let mut ready: Vec<u32> = Vec::new();
@@ -434,7 +382,11 @@ impl Comm {
     }
 
     /// Waits for each child's part of collective `seq`; in child order.
-    fn gather_children(&mut self, seq: u64, deadline: Instant) -> Result<Vec<Incoming>, String> {
+    pub(super) fn gather_children(
+        &mut self,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<Vec<Incoming>, String> {
         let links = self.links.as_ref().expect("checked by caller");
         let mut got: BTreeMap<u32, Incoming> = BTreeMap::new();
         for c in &links.children {
@@ -516,7 +468,11 @@ impl Comm {
     }
 
     /// Waits for the root's broadcast for `seq`.
-    fn receive_broadcast(&mut self, seq: u64, deadline: Instant) -> Result<Incoming, String> {
+    pub(super) fn receive_broadcast(
+        &mut self,
+        seq: u64,
+        deadline: Instant,
+    ) -> Result<Incoming, String> {
         let links = self.links.as_ref().expect("checked by caller");
         if let Some(frames) = self.early_down.remove(&seq) {
             if let Some(inc) = split(frames) {
@@ -558,11 +514,11 @@ impl Comm {
         }
     }
 
-    fn timeout_for(&self, height: u32) -> Duration {
+    pub(super) fn timeout_for(&self, height: u32) -> Duration {
         self.timeout + self.timeout / 4 * height
     }
 
-    fn send_up(
+    pub(super) fn send_up(
         &self,
         kind: &str,
         seq: u64,
@@ -574,7 +530,7 @@ impl Comm {
         send_all(dealer, frames_of(kind, seq, payload, buffers)).map_err(|e| zerr("send", e))
     }
 
-    fn publish_frames(
+    pub(super) fn publish_frames(
         &self,
         kind: &str,
         seq: u64,
@@ -587,7 +543,7 @@ impl Comm {
 
     /// Reports a failure: up the tree from a non-root, to everyone from the
     /// root. Returns the error for the caller.
-    fn fail(&self, seq: u64, message: String, broadcast: bool) -> Box<EvalAltResult> {
+    pub(super) fn fail(&self, seq: u64, message: String, broadcast: bool) -> Box<EvalAltResult> {
         let payload = json!({ "error": message });
         let _ = if self.is_root {
             if broadcast {
@@ -602,7 +558,7 @@ impl Comm {
     }
 }
 
-fn frames_seq(frames: &[zmq::Message]) -> u64 {
+pub(super) fn frames_seq(frames: &[zmq::Message]) -> u64 {
     frames
         .get(1)
         .and_then(|f| f.as_str())
@@ -610,7 +566,7 @@ fn frames_seq(frames: &[zmq::Message]) -> u64 {
         .unwrap_or(0)
 }
 
-fn subtree_height(parents: &BTreeMap<u32, Option<u32>>, node: u32) -> RhaiResult<u32> {
+pub(super) fn subtree_height(parents: &BTreeMap<u32, Option<u32>>, node: u32) -> RhaiResult<u32> {
     let mut best = 0;
     let mut stack = vec![(node, 0u32)];
     let mut visited = 0usize;
@@ -627,281 +583,4 @@ fn subtree_height(parents: &BTreeMap<u32, Option<u32>>, node: u32) -> RhaiResult
         }
     }
     Ok(best)
-}
-
-impl BinaryTreeCommunicator {
-    fn reduce(
-        &self,
-        ctx: &NativeCallContext,
-        f: &FnPtr,
-        value: Dynamic,
-        flat: bool,
-        all: bool,
-        timeout: Option<Duration>,
-    ) -> RhaiResult<Dynamic> {
-        let mut value = if flat {
-            value
-        } else {
-            fold_sequence(ctx, f, value)?
-        };
-        let (seq, deadline_children, deadline_bc, is_root, broadcast) = {
-            let mut c = self.0.borrow_mut();
-            let links = c.links()?;
-            let base = timeout.unwrap_or(c.timeout);
-            let now = Instant::now();
-            let (h, th) = (links.height, links.tree_height);
-            c.seq += 1;
-            (
-                c.seq,
-                now + base + base / 4 * h,
-                now + base + base / 4 * (th + 1),
-                c.is_root,
-                all,
-            )
-        };
-        // Children's parts, in id order.
-        let parts = {
-            let mut c = self.0.borrow_mut();
-            match c.gather_children(seq, deadline_children) {
-                Ok(p) => p,
-                Err(m) => return Err(c.fail(seq, m, broadcast)),
-            }
-        };
-        for part in &parts {
-            let v = decode(part)?;
-            value = f.call_within_context(ctx, (value, v))?;
-        }
-        let c = self.0.borrow();
-        if !is_root {
-            let (payload, buffers) = encode(&value)?;
-            c.send_up("up", seq, &payload, buffers)?;
-        }
-        if !broadcast {
-            return Ok(value);
-        }
-        if is_root {
-            let (payload, buffers) = encode(&value)?;
-            c.publish_frames("bc", seq, &payload, buffers)?;
-            return Ok(value);
-        }
-        drop(c);
-        let inc = self
-            .0
-            .borrow_mut()
-            .receive_broadcast(seq, deadline_bc)
-            .map_err(|m| err(format!("collective failed: {m}")))?;
-        if inc.kind == "fail" {
-            return Err(err(format!(
-                "collective failed: {}",
-                inc.payload["error"].as_str().unwrap_or("a peer failed")
-            )));
-        }
-        decode(&inc)
-    }
-
-    fn publish(&self, value: Dynamic) -> RhaiResult<Dynamic> {
-        let mut c = self.0.borrow_mut();
-        c.links()?;
-        if !c.is_root {
-            return Err(err(format!(
-                "publish: engine {} is not the root; call consume() here",
-                c.id
-            )));
-        }
-        c.seq += 1;
-        let (payload, buffers) = encode(&value)?;
-        c.publish_frames("bc", c.seq, &payload, buffers)?;
-        Ok(value)
-    }
-
-    fn consume(&self, timeout: Option<Duration>) -> RhaiResult<Dynamic> {
-        let mut c = self.0.borrow_mut();
-        let links = c.links()?;
-        if c.is_root {
-            return Err(err("consume: the root publishes; call publish(value) here"));
-        }
-        let base = timeout.unwrap_or(c.timeout);
-        let deadline = Instant::now() + base + base / 4 * (links.tree_height + 1);
-        c.seq += 1;
-        let seq = c.seq;
-        let inc = c
-            .receive_broadcast(seq, deadline)
-            .map_err(|m| err(format!("consume failed: {m}")))?;
-        decode(&inc)
-    }
-}
-
-fn fold_sequence(ctx: &NativeCallContext, f: &FnPtr, seq: Dynamic) -> RhaiResult<Dynamic> {
-    let items: Vec<Dynamic> = if let Some(a) = seq.read_lock::<rhai::Array>() {
-        a.clone()
-    } else if let Some(a) = seq.read_lock::<crate::arrays::F64Array>() {
-        a.as_slice().iter().map(|x| Dynamic::from(*x)).collect()
-    } else if let Some(a) = seq.read_lock::<crate::arrays::I64Array>() {
-        a.as_slice().iter().map(|x| Dynamic::from(*x)).collect()
-    } else {
-        return Err(err(format!(
-            "reduce with flat = false needs a sequence (array, f64 or i64 array), not a {}",
-            pretty_type(&seq)
-        )));
-    };
-    let mut it = items.into_iter();
-    let Some(mut acc) = it.next() else {
-        return Err(err(
-            "reduce with flat = false: this engine's sequence is empty",
-        ));
-    };
-    for x in it {
-        acc = f.call_within_context(ctx, (acc, x))?;
-    }
-    Ok(acc)
-}
-
-/// Registers the `BinaryTreeCommunicator` type and its methods.
-pub fn register(engine: &mut Engine, env: CommEnv) {
-    let ctor_env = env.clone();
-    engine
-        .register_type_with_name::<BinaryTreeCommunicator>("BinaryTreeCommunicator")
-        .register_fn(
-            "BinaryTreeCommunicator",
-            move |id: INT, is_root: bool| -> RhaiResult<BinaryTreeCommunicator> {
-                Ok(BinaryTreeCommunicator(Rc::new(RefCell::new(Comm::new(
-                    &ctor_env, id, is_root,
-                )?))))
-            },
-        )
-        .register_get("info", |c: &mut BinaryTreeCommunicator| c.0.borrow().info())
-        .register_get("pub_url", |c: &mut BinaryTreeCommunicator| {
-            c.0.borrow()
-                .publisher
-                .as_ref()
-                .map(|(_, u)| u.clone())
-                .unwrap_or_default()
-        })
-        .register_get("id", |c: &mut BinaryTreeCommunicator| {
-            c.0.borrow().id as INT
-        })
-        .register_get("is_root", |c: &mut BinaryTreeCommunicator| {
-            c.0.borrow().is_root
-        })
-        .register_get("timeout", |c: &mut BinaryTreeCommunicator| {
-            c.0.borrow().timeout.as_secs_f64()
-        })
-        .register_set(
-            "timeout",
-            |c: &mut BinaryTreeCommunicator, t: FLOAT| -> RhaiResult<()> {
-                c.0.borrow_mut().timeout = secs(t)?;
-                Ok(())
-            },
-        )
-        .register_fn(
-            "set_timeout",
-            |c: &mut BinaryTreeCommunicator, t: FLOAT| -> RhaiResult<()> {
-                c.0.borrow_mut().timeout = secs(t)?;
-                Ok(())
-            },
-        )
-        .register_fn("to_string", |c: &mut BinaryTreeCommunicator| {
-            let c = c.0.borrow();
-            format!(
-                "BinaryTreeCommunicator(id={}, root={}, connected={})",
-                c.id,
-                c.is_root,
-                c.links.is_some()
-            )
-        });
-    let connect_env = env.clone();
-    engine.register_fn(
-        "connect",
-        move |c: &mut BinaryTreeCommunicator,
-              peers: Map,
-              tree: Map,
-              pub_url: &str,
-              root_id: INT|
-              -> RhaiResult<()> {
-            let timeout = c.0.borrow().timeout;
-            c.0.borrow_mut()
-                .connect(&connect_env.ctx, peers, tree, pub_url, root_id, timeout)
-        },
-    );
-    engine
-        .register_fn(
-            "reduce",
-            |ctx: NativeCallContext, c: &mut BinaryTreeCommunicator, f: FnPtr, v: Dynamic| {
-                c.reduce(&ctx, &f, v, true, false, None)
-            },
-        )
-        .register_fn(
-            "reduce",
-            |ctx: NativeCallContext,
-             c: &mut BinaryTreeCommunicator,
-             f: FnPtr,
-             v: Dynamic,
-             flat: bool| { c.reduce(&ctx, &f, v, flat, false, None) },
-        )
-        .register_fn(
-            "reduce",
-            |ctx: NativeCallContext,
-             c: &mut BinaryTreeCommunicator,
-             f: FnPtr,
-             v: Dynamic,
-             flat: bool,
-             all: bool| { c.reduce(&ctx, &f, v, flat, all, None) },
-        )
-        .register_fn(
-            "reduce",
-            |ctx: NativeCallContext,
-             c: &mut BinaryTreeCommunicator,
-             f: FnPtr,
-             v: Dynamic,
-             flat: bool,
-             all: bool,
-             t: FLOAT| { c.reduce(&ctx, &f, v, flat, all, Some(secs(t)?)) },
-        )
-        .register_fn(
-            "allreduce",
-            |ctx: NativeCallContext, c: &mut BinaryTreeCommunicator, f: FnPtr, v: Dynamic| {
-                c.reduce(&ctx, &f, v, true, true, None)
-            },
-        )
-        .register_fn(
-            "allreduce",
-            |ctx: NativeCallContext,
-             c: &mut BinaryTreeCommunicator,
-             f: FnPtr,
-             v: Dynamic,
-             flat: bool| { c.reduce(&ctx, &f, v, flat, true, None) },
-        )
-        .register_fn(
-            "allreduce",
-            |ctx: NativeCallContext,
-             c: &mut BinaryTreeCommunicator,
-             f: FnPtr,
-             v: Dynamic,
-             flat: bool,
-             t: FLOAT| { c.reduce(&ctx, &f, v, flat, true, Some(secs(t)?)) },
-        )
-        .register_fn("publish", |c: &mut BinaryTreeCommunicator, v: Dynamic| {
-            c.publish(v)
-        })
-        .register_fn("consume", |c: &mut BinaryTreeCommunicator| c.consume(None))
-        .register_fn("consume", |c: &mut BinaryTreeCommunicator, t: FLOAT| {
-            c.consume(Some(secs(t)?))
-        })
-        .register_fn(
-            "barrier",
-            |ctx: NativeCallContext, c: &mut BinaryTreeCommunicator| {
-                let keep = FnPtr::new("barrier_keep_left").expect("valid name");
-                c.reduce(&ctx, &keep, Dynamic::UNIT, true, true, None)
-                    .map(|_| ())
-            },
-        )
-        .register_fn(
-            "barrier",
-            |ctx: NativeCallContext, c: &mut BinaryTreeCommunicator, t: FLOAT| {
-                let keep = FnPtr::new("barrier_keep_left").expect("valid name");
-                c.reduce(&ctx, &keep, Dynamic::UNIT, true, true, Some(secs(t)?))
-                    .map(|_| ())
-            },
-        )
-        .register_fn("barrier_keep_left", |a: Dynamic, _b: Dynamic| a);
 }
