@@ -579,6 +579,21 @@ impl Hub {
     /// Stops every engine, answers the client, then stops the loop.
     pub(crate) fn shutdown_cluster(&mut self, identities: Vec<Vec<u8>>, request: Header) {
         info!("shutdown requested by a client");
+        self.stop_engines();
+        let reply = Message {
+            identities,
+            header: self.session.header("shutdown_reply"),
+            parent_header: Some(request),
+            metadata: Map::new(),
+            content: Content::ShutdownReply(TaskReply::ok()),
+            buffers: vec![],
+        };
+        self.send(&self.sockets.control_client, reply);
+        self.stopping = true;
+    }
+
+    /// Sends every engine a shutdown request.
+    fn stop_engines(&mut self) {
         for id in self.registry.ids() {
             let uuid = self
                 .registry
@@ -592,34 +607,12 @@ impl Hub {
             let raw = self.session.encode(&msg);
             self.route(Channel::Control, &uuid, raw.into_frames());
         }
-        let reply = Message {
-            identities,
-            header: self.session.header("shutdown_reply"),
-            parent_header: Some(request),
-            metadata: Map::new(),
-            content: Content::ShutdownReply(TaskReply::ok()),
-            buffers: vec![],
-        };
-        self.send(&self.sockets.control_client, reply);
-        self.stopping = true;
     }
 
     fn shutdown(&mut self) {
         if !self.stopping {
             // Stopped by a signal: engines are told to stop too.
-            for id in self.registry.ids() {
-                let uuid = self
-                    .registry
-                    .get(id)
-                    .map(|e| e.uuid.clone())
-                    .unwrap_or_default();
-                let msg = Message::new(
-                    &self.session,
-                    Content::ShutdownRequest(ShutdownRequest::default()),
-                );
-                let raw = self.session.encode(&msg);
-                self.route(Channel::Control, &uuid, raw.into_frames());
-            }
+            self.stop_engines();
         }
         let _ = self.sockets.hb_pipe.send(heartbeat::STOP, 0);
         if let Some(t) = self.hb_thread.take() {

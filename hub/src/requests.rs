@@ -33,6 +33,21 @@ enum Readiness {
     Impossible(String, &'static str),
 }
 
+/// A message's frames as a record keeps them; its buffers only if `small`.
+fn parts_of(raw: &RawMessage, small: bool) -> Parts {
+    Parts {
+        header: text_of(&raw.header),
+        metadata: text_of(&raw.metadata),
+        content: text_of(&raw.content),
+        buffers: if small {
+            raw.buffers.iter().map(|b| b.to_vec()).collect()
+        } else {
+            Vec::new()
+        },
+        buffers_dropped: !small,
+    }
+}
+
 pub(crate) fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -83,17 +98,7 @@ impl Hub {
             completed: None,
             received: None,
             status: "pending".into(),
-            request: Parts {
-                header: text_of(&raw.header),
-                metadata: text_of(&raw.metadata),
-                content: text_of(&raw.content),
-                buffers: if small {
-                    raw.buffers.iter().map(|b| b.to_vec()).collect()
-                } else {
-                    Vec::new()
-                },
-                buffers_dropped: !small,
-            },
+            request: parts_of(raw, small),
             result: None,
             stdout: String::new(),
             stderr: String::new(),
@@ -428,17 +433,7 @@ impl Hub {
                 .config
                 .max_buffer(matches!(self.config.db, crate::hub::Db::Sqlite(_)));
         let text = |k: &str| metadata.get(k).and_then(Json::as_str).map(str::to_string);
-        let result = Parts {
-            header: text_of(&raw.header),
-            metadata: text_of(&raw.metadata),
-            content: text_of(&raw.content),
-            buffers: if small {
-                raw.buffers.iter().map(|b| b.to_vec()).collect()
-            } else {
-                Vec::new()
-            },
-            buffers_dropped: !small,
-        };
+        let result = parts_of(raw, small);
         let status = serde_json::to_value(reply.status)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string));
