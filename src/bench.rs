@@ -660,12 +660,26 @@ fn allreduce(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
     view.push("add", Value::Function("|a, b| a + b".into()))?
         .get()?;
     let hop = Some(("raw 1-hop rtt", raw.hop_rtt));
-    for (label, make, calls) in [
-        ("one integer", "let v = 1;", 1000usize),
-        ("1,000 f64 (8 KB)", "let v = f64_array(1000, 1.0);", 500),
+    // `add` is a script closure (whole values); "sum" is the named,
+    // chunk-pipelined elementwise path.
+    for (label, make, f, calls) in [
+        ("one integer", "let v = 1;", "add", 1000usize),
+        (
+            "1,000 f64 (8 KB)",
+            "let v = f64_array(1000, 1.0);",
+            "add",
+            500,
+        ),
         (
             "1,000,000 f64 (8 MB)",
             "let v = f64_array(1000000, 1.0);",
+            "add",
+            30,
+        ),
+        (
+            "1,000,000 f64 (8 MB), named \"sum\"",
+            "let v = f64_array(1000000, 1.0);",
+            "\"sum\"",
             30,
         ),
     ] {
@@ -673,7 +687,7 @@ fn allreduce(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
         view.execute(make)?.get()?;
         // Inside the engines: each times every call and keeps the median.
         let code = format!(
-            "let ts = []; for i in 0..{calls} {{ let t = timestamp(); let r = com.allreduce(add, v); ts.push(t.elapsed); }} ts.sort(); ts[ts.len / 2] * 1000000.0"
+            "let ts = []; for i in 0..{calls} {{ let t = timestamp(); let r = com.allreduce({f}, v); ts.push(t.elapsed); }} ts.sort(); ts[ts.len / 2] * 1000000.0"
         );
         let inside = view.execute(&code)?.get()?;
         let mut us: Vec<f64> = inside.iter().filter_map(Value::as_f64).collect();
@@ -684,7 +698,7 @@ fn allreduce(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
             hop,
         );
         let e2e = median_us(reps(calls.min(200), args.scale), || {
-            view.execute("com.allreduce(add, v); ()")?.get()?;
+            view.execute(&format!("com.allreduce({f}, v); ()"))?.get()?;
             Ok(())
         })?;
         report.add(

@@ -144,3 +144,59 @@ fn a_dead_peer_fails_the_collective_with_its_name() {
         .unwrap();
     assert_eq!(r, vec![Value::Int(3); 3]);
 }
+
+#[test]
+fn named_elementwise_reductions_are_pipelined_and_right() {
+    let (_c, client) = setup(4);
+    let view = client.all();
+    // 300,000 elements: three chunks, the last one short.
+    let r = view
+        .execute(
+            "let a = f64_array(300000, 1.0) * (id + 1); let s = com.allreduce(\"sum\", a); \
+             let m = com.allreduce(\"max\", a); let p = com.reduce(\"prod\", i64_array(5, id + 1), true, true); \
+             [s.len, s[0], s[299999], m[7], p[4], type_of(s), type_of(p), com.allreduce(\"sum\", id)]",
+        )
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    let want = Value::Array(vec![
+        Value::Int(300_000),
+        Value::Float(10.0),
+        Value::Float(10.0),
+        Value::Float(4.0),
+        Value::Int(24),
+        Value::from("F64Array"),
+        Value::from("I64Array"),
+        Value::Int(6),
+    ]);
+    assert_eq!(r, vec![want; 4]);
+    // Without broadcast each engine holds its subtree's part.
+    let partial = view
+        .execute("com.reduce(\"sum\", i64_array(3, 1))[0]")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(
+        partial,
+        vec![Value::Int(4), Value::Int(1), Value::Int(2), Value::Int(1)]
+    );
+    // Mismatched lengths fail everywhere, naming what is wrong, and the
+    // communicator still works afterwards.
+    view.execute("com.timeout = 2.0;").unwrap().get().unwrap();
+    let bad = view
+        .execute("com.allreduce(\"sum\", f64_array(10 + id, 0.0))")
+        .unwrap()
+        .get_timeout(WAIT);
+    assert!(bad.unwrap_err().to_string().contains("elements"));
+    let ok = view
+        .execute("com.allreduce(\"sum\", 1)")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(ok, vec![Value::Int(4); 4]);
+    let unknown = view
+        .execute("com.allreduce(\"median\", 1)")
+        .unwrap()
+        .get_timeout(WAIT);
+    assert!(unknown.unwrap_err().to_string().contains("median"));
+}

@@ -59,11 +59,13 @@ pub struct CommEnv {
 #[derive(Clone)]
 pub struct BinaryTreeCommunicator(Rc<RefCell<Comm>>);
 
+mod native;
 mod tree;
+use native::Op;
 use tree::{decode, encode, err, secs, Comm};
 
 impl BinaryTreeCommunicator {
-    fn reduce(
+    pub(super) fn reduce(
         &self,
         ctx: &NativeCallContext,
         f: &FnPtr,
@@ -337,4 +339,58 @@ pub fn register(engine: &mut Engine, env: CommEnv) {
             },
         )
         .register_fn("barrier_keep_left", |a: Dynamic, _b: Dynamic| a);
+    native::register_scalar_ops(engine);
+    // Named elementwise operations: "sum", "prod", "min", "max".
+    type Name = rhai::ImmutableString;
+    engine
+        .register_fn(
+            "reduce",
+            |ctx: NativeCallContext, c: &mut BinaryTreeCommunicator, op: Name, v: Dynamic| {
+                c.reduce_named(&ctx, Op::parse(&op)?, v, true, false, None)
+            },
+        )
+        .register_fn(
+            "reduce",
+            |ctx: NativeCallContext,
+             c: &mut BinaryTreeCommunicator,
+             op: Name,
+             v: Dynamic,
+             flat: bool| {
+                c.reduce_named(&ctx, Op::parse(&op)?, v, flat, false, None)
+            },
+        )
+        .register_fn(
+            "reduce",
+            |ctx: NativeCallContext,
+             c: &mut BinaryTreeCommunicator,
+             op: Name,
+             v: Dynamic,
+             flat: bool,
+             all: bool| { c.reduce_named(&ctx, Op::parse(&op)?, v, flat, all, None) },
+        )
+        .register_fn(
+            "allreduce",
+            |ctx: NativeCallContext, c: &mut BinaryTreeCommunicator, op: Name, v: Dynamic| {
+                c.reduce_named(&ctx, Op::parse(&op)?, v, true, true, None)
+            },
+        )
+        .register_fn(
+            "allreduce",
+            |ctx: NativeCallContext,
+             c: &mut BinaryTreeCommunicator,
+             op: Name,
+             v: Dynamic,
+             flat: bool| { c.reduce_named(&ctx, Op::parse(&op)?, v, flat, true, None) },
+        )
+        .register_fn(
+            "allreduce",
+            |ctx: NativeCallContext,
+             c: &mut BinaryTreeCommunicator,
+             op: Name,
+             v: Dynamic,
+             flat: bool,
+             t: FLOAT| {
+                c.reduce_named(&ctx, Op::parse(&op)?, v, flat, true, Some(secs(t)?))
+            },
+        );
 }

@@ -6,7 +6,7 @@ use super::{CommEnv, RhaiResult, DEFAULT_TIMEOUT_SECS};
 use crate::convert::{encode_dynamic, from_value, pretty_type};
 use rhai::{Dynamic, EvalAltResult, Map, Position, FLOAT, INT};
 use serde_json::{json, Value as Json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use zpar_protocol::{recv_frames, Value};
 
@@ -32,9 +32,9 @@ pub(super) struct Comm {
     pub(super) seq: u64,
     pub(super) timeout: Duration,
     /// Messages from children that arrived early: (child, seq) → frames.
-    pub(super) early_up: HashMap<(u32, u64), Vec<zmq::Message>>,
+    pub(super) early_up: HashMap<(u32, u64), VecDeque<Vec<zmq::Message>>>,
     /// Broadcasts that arrived early: seq → frames.
-    pub(super) early_down: HashMap<u64, Vec<zmq::Message>>,
+    pub(super) early_down: HashMap<u64, VecDeque<Vec<zmq::Message>>>,
 }
 
 pub(super) fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
@@ -390,7 +390,11 @@ impl Comm {
         let links = self.links.as_ref().expect("checked by caller");
         let mut got: BTreeMap<u32, Incoming> = BTreeMap::new();
         for c in &links.children {
-            if let Some(frames) = self.early_up.remove(&(*c, seq)) {
+            if let Some(frames) = self
+                .early_up
+                .get_mut(&(*c, seq))
+                .and_then(VecDeque::pop_front)
+            {
                 if let Some(inc) = split(frames) {
                     got.insert(*c, inc);
                 }
@@ -452,7 +456,10 @@ impl Comm {
                 if inc.seq > seq {
                     // Re-split later; keep the raw frames.
                     let frames = frames_of(&inc.kind, inc.seq, &inc.payload, inc.buffers);
-                    self.early_up.insert((child, frames_seq(&frames)), frames);
+                    self.early_up
+                        .entry((child, frames_seq(&frames)))
+                        .or_default()
+                        .push_back(frames);
                     continue;
                 }
                 got.insert(child, inc);
@@ -474,7 +481,7 @@ impl Comm {
         deadline: Instant,
     ) -> Result<Incoming, String> {
         let links = self.links.as_ref().expect("checked by caller");
-        if let Some(frames) = self.early_down.remove(&seq) {
+        if let Some(frames) = self.early_down.get_mut(&seq).and_then(VecDeque::pop_front) {
             if let Some(inc) = split(frames) {
                 return Ok(inc);
             }
@@ -505,12 +512,105 @@ impl Comm {
                 }
                 if inc.seq > seq {
                     let s = inc.seq;
-                    self.early_down
-                        .insert(s, frames_of(&inc.kind, inc.seq, &inc.payload, inc.buffers));
+                    self.early_down.entry(s).or_default().push_back(frames_of(
+                        &inc.kind,
+                        inc.seq,
+                        &inc.payload,
+                        inc.buffers,
+                    ));
                     continue;
                 }
                 return Ok(inc);
             }
+        }
+    }
+
+    /// The next message of collective `seq` from any child (stashed ones
+    /// first), or None once `deadline` passes. Older messages are dropped,
+    /// newer ones stashed; messages of one child come in the order sent.
+    pub(super) fn next_up(&mut self, seq: u64, deadline: Instant) -> Option<(u32, Incoming)> {
+        let children = self.links.as_ref()?.children.clone();
+        for c in &children {
+            if let Some(frames) = self
+                .early_up
+                .get_mut(&(*c, seq))
+                .and_then(VecDeque::pop_front)
+            {
+                if let Some(inc) = split(frames) {
+                    return Some((*c, inc));
+                }
+            }
+        }
+        loop {
+            let Ok(frames) = recv_frames(&self.router, zmq::DONTWAIT) else {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                let _ = self.router.poll(zmq::POLLIN, remaining(deadline));
+                continue;
+            };
+            let mut it = frames.into_iter();
+            let Some(child) = it
+                .next()
+                .and_then(|f| f.as_str().and_then(|s| s.parse::<u32>().ok()))
+            else {
+                continue;
+            };
+            let Some(inc) = split(it.collect()) else {
+                tracing::warn!(
+                    engine = self.id,
+                    child,
+                    "communicator: dropped a malformed message"
+                );
+                continue;
+            };
+            if !children.contains(&child) || inc.kind == "ready" || inc.seq < seq {
+                continue;
+            }
+            if inc.seq > seq {
+                let frames = frames_of(&inc.kind, inc.seq, &inc.payload, inc.buffers);
+                self.early_up
+                    .entry((child, frames_seq(&frames)))
+                    .or_default()
+                    .push_back(frames);
+                continue;
+            }
+            return Some((child, inc));
+        }
+    }
+
+    /// The next broadcast message of collective `seq` (stashed ones first),
+    /// or None once `deadline` passes.
+    pub(super) fn next_down(&mut self, seq: u64, deadline: Instant) -> Option<Incoming> {
+        if let Some(frames) = self.early_down.get_mut(&seq).and_then(VecDeque::pop_front) {
+            if let Some(inc) = split(frames) {
+                return Some(inc);
+            }
+        }
+        let sub = self.links.as_ref()?.sub.as_ref()?;
+        loop {
+            let Ok(frames) = recv_frames(sub, zmq::DONTWAIT) else {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                let _ = sub.poll(zmq::POLLIN, remaining(deadline));
+                continue;
+            };
+            let Some(inc) = split(frames) else { continue };
+            if inc.seq < seq || inc.kind == "probe" || inc.kind == "go" {
+                continue;
+            }
+            if inc.seq > seq {
+                let s = inc.seq;
+                self.early_down.entry(s).or_default().push_back(frames_of(
+                    &inc.kind,
+                    inc.seq,
+                    &inc.payload,
+                    inc.buffers,
+                ));
+                continue;
+            }
+            return Some(inc);
         }
     }
 

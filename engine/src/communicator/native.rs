@@ -1,0 +1,359 @@
+//! Named elementwise reductions (`"sum"`, `"prod"`, `"min"`, `"max"`) on
+//! numeric arrays, pipelined in chunks up and down the tree.
+//!
+//! A script function must see whole values, so the general path sends whole
+//! arrays. A named elementwise operation need not: here each array travels
+//! as chunks of [`CHUNK_ELEMS`] elements, each its own message, so a parent
+//! combines and forwards chunk k while chunk k+1 is still on the wire, and
+//! the root publishes chunk k as soon as it is complete. Chunks are combined
+//! straight from the received frames into the engine's own array: no
+//! intermediate copy, no script call per element.
+
+use super::tree::{err, Incoming};
+use super::{BinaryTreeCommunicator, RhaiResult};
+use crate::arrays::{F64Array, I64Array};
+use rhai::{Dynamic, FnPtr, NativeCallContext};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Elements per chunk (1 MiB of f64).
+pub const CHUNK_ELEMS: usize = 1 << 17;
+
+/// A named elementwise operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// a + b
+    Sum,
+    /// a * b
+    Prod,
+    /// the smaller
+    Min,
+    /// the larger
+    Max,
+}
+
+impl Op {
+    /// Parses `sum`, `prod`, `min`, `max`.
+    pub fn parse(name: &str) -> RhaiResult<Op> {
+        Ok(match name {
+            "sum" | "add" | "+" => Op::Sum,
+            "prod" | "mul" | "*" => Op::Prod,
+            "min" => Op::Min,
+            "max" => Op::Max,
+            other => return Err(err(format!("unknown reduction {other:?}: use \"sum\", \"prod\", \"min\" or \"max\", or pass a function"))),
+        })
+    }
+
+    fn f64(self, a: f64, b: f64) -> f64 {
+        match self {
+            Op::Sum => a + b,
+            Op::Prod => a * b,
+            Op::Min => a.min(b),
+            Op::Max => a.max(b),
+        }
+    }
+
+    fn i64(self, a: i64, b: i64) -> i64 {
+        match self {
+            Op::Sum => a.wrapping_add(b),
+            Op::Prod => a.wrapping_mul(b),
+            Op::Min => a.min(b),
+            Op::Max => a.max(b),
+        }
+    }
+
+    /// The same operation on two scalars (ints stay ints).
+    pub fn scalars(self, a: &Dynamic, b: &Dynamic) -> RhaiResult<Dynamic> {
+        if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+            return Ok(Dynamic::from(self.i64(x, y)));
+        }
+        let num = |d: &Dynamic| {
+            d.as_float()
+                .ok()
+                .or_else(|| d.as_int().ok().map(|i| i as f64))
+        };
+        match (num(a), num(b)) {
+            (Some(x), Some(y)) => Ok(Dynamic::from(self.f64(x, y))),
+            _ => Err(err(format!(
+                "a named reduction takes numbers or numeric arrays, not {} and {}",
+                a.type_name(),
+                b.type_name()
+            ))),
+        }
+    }
+}
+
+/// The engine's own data, mutable.
+enum Own {
+    F(Vec<f64>),
+    I(Vec<i64>),
+}
+
+impl Own {
+    fn len(&self) -> usize {
+        match self {
+            Own::F(v) => v.len(),
+            Own::I(v) => v.len(),
+        }
+    }
+
+    fn dtype(&self) -> &'static str {
+        match self {
+            Own::F(_) => "f64",
+            Own::I(_) => "i64",
+        }
+    }
+
+    fn chunk_bytes(&self, k: usize) -> zmq::Message {
+        let r = chunk_range(self.len(), k);
+        match self {
+            Own::F(v) => zmq::Message::from(zpar_protocol::value::f64_bytes(&v[r])),
+            Own::I(v) => zmq::Message::from(zpar_protocol::value::i64_bytes(&v[r])),
+        }
+    }
+
+    /// own[chunk k] op= the chunk in `frame` (little-endian elements).
+    fn combine(&mut self, op: Op, k: usize, frame: &[u8]) {
+        let r = chunk_range(self.len(), k);
+        match self {
+            Own::F(v) => {
+                for (o, b) in v[r].iter_mut().zip(frame.chunks_exact(8)) {
+                    *o = op.f64(*o, f64::from_le_bytes(b.try_into().expect("8 bytes")));
+                }
+            }
+            Own::I(v) => {
+                for (o, b) in v[r].iter_mut().zip(frame.chunks_exact(8)) {
+                    *o = op.i64(*o, i64::from_le_bytes(b.try_into().expect("8 bytes")));
+                }
+            }
+        }
+    }
+
+    /// own[chunk k] = the chunk in `frame`.
+    fn overwrite(&mut self, k: usize, frame: &[u8]) {
+        let r = chunk_range(self.len(), k);
+        match self {
+            Own::F(v) => {
+                for (o, b) in v[r].iter_mut().zip(frame.chunks_exact(8)) {
+                    *o = f64::from_le_bytes(b.try_into().expect("8 bytes"));
+                }
+            }
+            Own::I(v) => {
+                for (o, b) in v[r].iter_mut().zip(frame.chunks_exact(8)) {
+                    *o = i64::from_le_bytes(b.try_into().expect("8 bytes"));
+                }
+            }
+        }
+    }
+
+    fn into_dynamic(self) -> Dynamic {
+        match self {
+            Own::F(v) => Dynamic::from(F64Array::new(v)),
+            Own::I(v) => Dynamic::from(I64Array::new(v)),
+        }
+    }
+}
+
+fn chunks(len: usize) -> usize {
+    len.div_ceil(CHUNK_ELEMS).max(1)
+}
+
+fn chunk_range(len: usize, k: usize) -> std::ops::Range<usize> {
+    (k * CHUNK_ELEMS).min(len)..((k + 1) * CHUNK_ELEMS).min(len)
+}
+
+/// Checks that a chunk fits this engine's array; the frame with its bytes.
+fn chunk_of<'a>(
+    inc: &'a Incoming,
+    child: u32,
+    own: &Own,
+    k: usize,
+) -> Result<&'a zmq::Message, String> {
+    let p = &inc.payload;
+    let (dtype, len, at) = (p["dtype"].as_str(), p["len"].as_u64(), p["k"].as_u64());
+    if dtype != Some(own.dtype()) || len != Some(own.len() as u64) {
+        return Err(format!(
+            "engine {child} reduces a {} array of {} elements, this engine a {} array of {}",
+            dtype.unwrap_or("?"),
+            len.unwrap_or(0),
+            own.dtype(),
+            own.len()
+        ));
+    }
+    let frame = inc
+        .buffers
+        .first()
+        .ok_or_else(|| format!("engine {child} sent a chunk without data"))?;
+    if at != Some(k as u64) || frame.len() != chunk_range(own.len(), k).len() * 8 {
+        return Err(format!(
+            "engine {child} sent a chunk out of order or of the wrong size"
+        ));
+    }
+    Ok(frame)
+}
+
+impl BinaryTreeCommunicator {
+    /// `reduce` / `allreduce` with a named operation: numeric arrays go
+    /// the chunked way, scalars the general way with a native function.
+    pub(super) fn reduce_named(
+        &self,
+        ctx: &NativeCallContext,
+        op: Op,
+        value: Dynamic,
+        flat: bool,
+        all: bool,
+        timeout: Option<Duration>,
+    ) -> RhaiResult<Dynamic> {
+        let scalar = FnPtr::new(match op {
+            Op::Sum => "zpar_reduce_sum",
+            Op::Prod => "zpar_reduce_prod",
+            Op::Min => "zpar_reduce_min",
+            Op::Max => "zpar_reduce_max",
+        })
+        .expect("valid names");
+        if !flat {
+            // Fold this engine's own sequence first, as with a function.
+            return self.reduce(ctx, &scalar, value, false, all, timeout);
+        }
+        let own = if let Some(a) = value.read_lock::<F64Array>() {
+            Some(Own::F(a.as_slice().to_vec()))
+        } else {
+            value
+                .read_lock::<I64Array>()
+                .map(|a| Own::I(a.as_slice().to_vec()))
+        };
+        match own {
+            Some(own) => self.reduce_chunked(op, own, all, timeout),
+            None => self.reduce(ctx, &scalar, value, true, all, timeout),
+        }
+    }
+
+    fn reduce_chunked(
+        &self,
+        op: Op,
+        mut own: Own,
+        all: bool,
+        timeout: Option<Duration>,
+    ) -> RhaiResult<Dynamic> {
+        let mut c = self.0.borrow_mut();
+        let (children, height, tree_height) = {
+            let l = c.links()?;
+            (l.children.clone(), l.height, l.tree_height)
+        };
+        let base = timeout.unwrap_or(c.timeout);
+        let now = Instant::now();
+        let up_deadline = now + base + base / 4 * height;
+        let down_deadline = now + base + base / 4 * (tree_height + 1);
+        c.seq += 1;
+        let seq = c.seq;
+        let n = chunks(own.len());
+        let meta =
+            |k: usize, own: &Own| json!({"k": k, "n": n, "len": own.len(), "dtype": own.dtype()});
+        // Per child, the chunks received and not yet combined (in order).
+        let mut queued: Vec<std::collections::VecDeque<Incoming>> =
+            (0..children.len()).map(|_| Default::default()).collect();
+        for k in 0..n {
+            while let Some(i) = queued.iter().position(|q| q.is_empty()) {
+                let Some((child, inc)) = c.next_up(seq, up_deadline) else {
+                    let why = format!(
+                        "engine {} did not send its part to engine {} within {:.1?} (is it dead or in another collective?)",
+                        children[i], c.id, c.timeout_for(height)
+                    );
+                    return Err(c.fail(seq, why, all));
+                };
+                if inc.kind == "fail" {
+                    let why = inc.payload["error"]
+                        .as_str()
+                        .unwrap_or("a peer failed")
+                        .to_string();
+                    return Err(c.fail(seq, why, all));
+                }
+                if let Some(j) = children.iter().position(|x| *x == child) {
+                    queued[j].push_back(inc);
+                }
+            }
+            for (j, q) in queued.iter_mut().enumerate() {
+                let inc = q.pop_front().expect("filled above");
+                match chunk_of(&inc, children[j], &own, k) {
+                    Ok(frame) => own.combine(op, k, frame),
+                    Err(why) => return Err(c.fail(seq, why, all)),
+                }
+            }
+            if !c.is_root {
+                c.send_up("upc", seq, &meta(k, &own), vec![own.chunk_bytes(k)])?;
+            } else if all {
+                c.publish_frames("bcc", seq, &meta(k, &own), vec![own.chunk_bytes(k)])?;
+            }
+        }
+        if all && !c.is_root {
+            let root = c.links()?.root_id;
+            for k in 0..n {
+                let Some(inc) = c.next_down(seq, down_deadline) else {
+                    return Err(err(format!(
+                        "collective failed: engine {} got no broadcast from the root (engine {root}) within {:.1?}",
+                        c.id,
+                        c.timeout_for(tree_height + 1)
+                    )));
+                };
+                if inc.kind == "fail" {
+                    return Err(err(format!(
+                        "collective failed: {}",
+                        inc.payload["error"].as_str().unwrap_or("a peer failed")
+                    )));
+                }
+                match chunk_of(&inc, root, &own, k) {
+                    Ok(frame) => own.overwrite(k, frame),
+                    Err(why) => return Err(err(format!("collective failed: {why}"))),
+                }
+            }
+        }
+        drop(c);
+        Ok(own.into_dynamic())
+    }
+}
+
+/// Registers the scalar forms of the named operations.
+pub fn register_scalar_ops(engine: &mut rhai::Engine) {
+    for (name, op) in [
+        ("zpar_reduce_sum", Op::Sum),
+        ("zpar_reduce_prod", Op::Prod),
+        ("zpar_reduce_min", Op::Min),
+        ("zpar_reduce_max", Op::Max),
+    ] {
+        engine.register_fn(name, move |a: Dynamic, b: Dynamic| op.scalars(&a, &b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunking_covers_the_array() {
+        for len in [
+            0,
+            1,
+            CHUNK_ELEMS - 1,
+            CHUNK_ELEMS,
+            CHUNK_ELEMS + 1,
+            3 * CHUNK_ELEMS + 5,
+        ] {
+            let n = chunks(len);
+            let total: usize = (0..n).map(|k| chunk_range(len, k).len()).sum();
+            assert_eq!(total, len);
+        }
+    }
+
+    #[test]
+    fn combine_and_ops() {
+        let mut own = Own::F(vec![1.0, 5.0]);
+        let other: Vec<u8> = [2.0f64, 3.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        own.combine(Op::Max, 0, &other);
+        assert!(matches!(&own, Own::F(v) if *v == vec![2.0, 5.0]));
+        let s = Op::Sum
+            .scalars(&Dynamic::from(2_i64), &Dynamic::from(3_i64))
+            .unwrap();
+        assert_eq!(s.as_int().unwrap(), 5);
+        assert!(Op::parse("median").is_err());
+    }
+}
