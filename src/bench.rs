@@ -561,6 +561,29 @@ fn cluster(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
     report.add("scatter + gather 1,000,000 integers", sg / 1e3, "ms", None);
     all.execute("bench_ints = ();")?.get()?;
     report.add("hub RSS after the run", rss_mib(pids.hub), "MiB", None);
+    // The same hub through more rounds of mixed work: its memory must stay
+    // flat (records are bounded in count and bytes).
+    let lb = client.load_balanced();
+    let data = Value::F64Array(vec![1.0; (16 << 20) / 8]);
+    for round in 1..=3 {
+        for _ in 0..reps(200, args.scale) {
+            all.execute("1")?.get()?;
+        }
+        let tasks: Vec<_> = (0..reps(2000, args.scale))
+            .map(|i| lb.apply("|x| x", vec![Value::Int(i as i64)]))
+            .collect::<Result<_, _>>()?;
+        for t in &tasks {
+            t.get()?;
+        }
+        one.push("bench_data", data.clone())?.get()?;
+        one.pull("bench_data")?.get()?;
+        report.add(
+            &format!("hub RSS after extra round {round}"),
+            rss_mib(pids.hub),
+            "MiB",
+            None,
+        );
+    }
     Ok(())
 }
 
