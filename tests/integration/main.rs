@@ -6,5 +6,6 @@ mod communicator;
 mod console;
 mod core;
 mod faults;
+mod jupyter_client;
 mod support;
 mod tasks;

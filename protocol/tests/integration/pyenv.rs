@@ -60,9 +60,12 @@ fn find_or_make() -> Option<PathBuf> {
         }
     }
 
+    // The workspace root holds Cargo.lock; this file is also compiled into
+    // the root package's tests, so find it rather than assume a depth.
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("protocol/ is in the workspace");
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .expect("the workspace root has a Cargo.lock");
     let venv = workspace.join("target/pyenv");
     let python = venv.join("bin/python");
     if has_jupyter(&python) {
