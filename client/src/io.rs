@@ -20,7 +20,6 @@ use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::time::SystemTime;
 use tracing::{debug, warn};
 use zpar_protocol::{
     recv_frames, send_frames, Content, Message, Session, Status, TaskReply, Value,
@@ -293,35 +292,19 @@ impl IoLoop {
             self.tracked.remove(&msg_id); // the result was dropped
             return;
         };
-        let meta_engine = msg
-            .metadata
-            .get("engine")
-            .and_then(Json::as_u64)
-            .map(|e| e as u32);
-        let meta_str = |k: &str| {
-            msg.metadata
-                .get(k)
-                .and_then(Json::as_str)
-                .map(str::to_string)
-        };
         let fallback = TaskReply::error(
             "UnknownReply",
             format!("unexpected reply type {}", msg.header.msg_type),
         );
         let r = msg.content.task_reply().unwrap_or(&fallback);
+        let meta_engine = msg
+            .metadata
+            .get("engine")
+            .and_then(Json::as_u64)
+            .map(|e| e as u32);
         let engine = r.engine_id.or(meta_engine);
         let outcome = outcome_of(r, engine.unwrap_or(u32::MAX), &msg_id, &msg.buffers);
-        let reply = EngineReply {
-            engine: engine.unwrap_or(u32::MAX),
-            msg_id: msg_id.clone(),
-            outcome,
-            execution_count: r.execution_count,
-            stdout: meta_str("stdout").unwrap_or_default(),
-            stderr: meta_str("stderr").unwrap_or_default(),
-            started: meta_str("started"),
-            completed: meta_str("completed"),
-            received: SystemTime::now(),
-        };
+        let reply = EngineReply::new(engine, &msg_id, outcome, r, &msg.metadata);
         if state.fill(reply, engine.is_some()) {
             *left -= 1;
             if *left == 0 {

@@ -253,8 +253,6 @@ fn fill_recorded(state: &ResultState, msg_id: &str, entries: &[Json], buffers: &
         let reply: zpar_protocol::TaskReply =
             serde_json::from_value(e.get("content").cloned().unwrap_or(Json::Null))
                 .unwrap_or_default();
-        let meta = e.get("metadata").cloned().unwrap_or(Json::Null);
-        let text = |k: &str| meta.get(k).and_then(Json::as_str).map(str::to_string);
         let mut outcome = crate::io::outcome_of(&reply, engine.unwrap_or(u32::MAX), msg_id, own);
         if e.get("buffers_dropped").and_then(Json::as_bool) == Some(true) && outcome.is_ok() {
             outcome = Err(Error::Hub {
@@ -264,18 +262,13 @@ fn fill_recorded(state: &ResultState, msg_id: &str, entries: &[Json], buffers: &
                 ),
             });
         }
+        let meta = e
+            .get("metadata")
+            .and_then(Json::as_object)
+            .cloned()
+            .unwrap_or_default();
         state.fill(
-            crate::result::EngineReply {
-                engine: engine.unwrap_or(u32::MAX),
-                msg_id: msg_id.to_string(),
-                outcome,
-                execution_count: reply.execution_count,
-                stdout: text("stdout").unwrap_or_default(),
-                stderr: text("stderr").unwrap_or_default(),
-                started: text("started"),
-                completed: text("completed"),
-                received: std::time::SystemTime::now(),
-            },
+            crate::result::EngineReply::new(engine, msg_id, outcome, &reply, &meta),
             engine.is_some(),
         );
     }

@@ -29,6 +29,37 @@ pub struct EngineReply {
     pub received: SystemTime,
 }
 
+impl EngineReply {
+    /// A reply as received: its outcome, and the output and timings its
+    /// metadata carries. `engine` None (a hub-made reply) is kept as
+    /// `u32::MAX`.
+    pub(crate) fn new(
+        engine: Option<u32>,
+        msg_id: &str,
+        outcome: Result<Value>,
+        reply: &zpar_protocol::TaskReply,
+        metadata: &serde_json::Map<String, serde_json::Value>,
+    ) -> EngineReply {
+        let text = |k: &str| {
+            metadata
+                .get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        EngineReply {
+            engine: engine.unwrap_or(u32::MAX),
+            msg_id: msg_id.to_string(),
+            outcome,
+            execution_count: reply.execution_count,
+            stdout: text("stdout").unwrap_or_default(),
+            stderr: text("stderr").unwrap_or_default(),
+            started: text("started"),
+            completed: text("completed"),
+            received: SystemTime::now(),
+        }
+    }
+}
+
 /// Submission, start, completion and receipt of one request on one engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timing {

@@ -112,35 +112,24 @@ impl Own {
         }
     }
 
-    /// own[chunk k] op= the chunk in `frame` (little-endian elements).
-    fn combine(&mut self, op: Op, k: usize, frame: &[u8]) {
+    /// own[chunk k] op= the chunk in `frame` (little-endian elements); with
+    /// no op, own[chunk k] = the chunk.
+    fn combine(&mut self, op: Option<Op>, k: usize, frame: &[u8]) {
         let r = chunk_range(self.len(), k);
+        let elems = frame
+            .chunks_exact(8)
+            .map(|b| <[u8; 8]>::try_from(b).expect("8 bytes"));
         match self {
             Own::F(v) => {
-                for (o, b) in v[r].iter_mut().zip(frame.chunks_exact(8)) {
-                    *o = op.f64(*o, f64::from_le_bytes(b.try_into().expect("8 bytes")));
+                for (o, b) in v[r].iter_mut().zip(elems) {
+                    let x = f64::from_le_bytes(b);
+                    *o = op.map_or(x, |op| op.f64(*o, x));
                 }
             }
             Own::I(v) => {
-                for (o, b) in v[r].iter_mut().zip(frame.chunks_exact(8)) {
-                    *o = op.i64(*o, i64::from_le_bytes(b.try_into().expect("8 bytes")));
-                }
-            }
-        }
-    }
-
-    /// own[chunk k] = the chunk in `frame`.
-    fn overwrite(&mut self, k: usize, frame: &[u8]) {
-        let r = chunk_range(self.len(), k);
-        match self {
-            Own::F(v) => {
-                for (o, b) in v[r].iter_mut().zip(frame.chunks_exact(8)) {
-                    *o = f64::from_le_bytes(b.try_into().expect("8 bytes"));
-                }
-            }
-            Own::I(v) => {
-                for (o, b) in v[r].iter_mut().zip(frame.chunks_exact(8)) {
-                    *o = i64::from_le_bytes(b.try_into().expect("8 bytes"));
+                for (o, b) in v[r].iter_mut().zip(elems) {
+                    let x = i64::from_le_bytes(b);
+                    *o = op.map_or(x, |op| op.i64(*o, x));
                 }
             }
         }
@@ -275,7 +264,7 @@ impl BinaryTreeCommunicator {
             for (j, q) in queued.iter_mut().enumerate() {
                 let inc = q.pop_front().expect("filled above");
                 match chunk_of(&inc, children[j], &own, k) {
-                    Ok(frame) => own.combine(op, k, frame),
+                    Ok(frame) => own.combine(Some(op), k, frame),
                     Err(why) => return Err(c.fail(seq, why, all)),
                 }
             }
@@ -302,7 +291,7 @@ impl BinaryTreeCommunicator {
                     )));
                 }
                 match chunk_of(&inc, root, &own, k) {
-                    Ok(frame) => own.overwrite(k, frame),
+                    Ok(frame) => own.combine(None, k, frame),
                     Err(why) => return Err(err(format!("collective failed: {why}"))),
                 }
             }
@@ -348,7 +337,7 @@ mod tests {
     fn combine_and_ops() {
         let mut own = Own::F(vec![1.0, 5.0]);
         let other: Vec<u8> = [2.0f64, 3.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        own.combine(Op::Max, 0, &other);
+        own.combine(Some(Op::Max), 0, &other);
         assert!(matches!(&own, Own::F(v) if *v == vec![2.0, 5.0]));
         let s = Op::Sum
             .scalars(&Dynamic::from(2_i64), &Dynamic::from(3_i64))

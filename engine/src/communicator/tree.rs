@@ -388,28 +388,11 @@ impl Comm {
         deadline: Instant,
     ) -> Result<Vec<Incoming>, String> {
         let links = self.links.as_ref().expect("checked by caller");
+        let (children, height) = (links.children.clone(), links.height);
         let mut got: BTreeMap<u32, Incoming> = BTreeMap::new();
-        for c in &links.children {
-            if let Some(frames) = self
-                .early_up
-                .get_mut(&(*c, seq))
-                .and_then(VecDeque::pop_front)
-            {
-                if let Some(inc) = split(frames) {
-                    got.insert(*c, inc);
-                }
-            }
-        }
-        while got.len() < links.children.len() {
-            if let Some(failure) = got.values().find(|i| i.kind == "fail") {
-                return Err(failure.payload["error"]
-                    .as_str()
-                    .unwrap_or("a peer failed")
-                    .to_string());
-            }
-            if Instant::now() >= deadline {
-                let missing: Vec<String> = links
-                    .children
+        while got.len() < children.len() {
+            let Some((child, inc)) = self.next_up(seq, deadline) else {
+                let missing: Vec<String> = children
                     .iter()
                     .filter(|c| !got.contains_key(c))
                     .map(|c| format!("engine {c}"))
@@ -418,58 +401,16 @@ impl Comm {
                     "{} did not send its part to engine {} within {:.1?} (is it dead or in another collective?)",
                     missing.join(" and "),
                     self.id,
-                    self.timeout_for(links.height)
+                    self.timeout_for(height)
                 ));
+            };
+            if inc.kind == "fail" {
+                return Err(inc.payload["error"]
+                    .as_str()
+                    .unwrap_or("a peer failed")
+                    .to_string());
             }
-            if self
-                .router
-                .poll(zmq::POLLIN, remaining(deadline))
-                .unwrap_or(0)
-                == 0
-            {
-                continue;
-            }
-            while let Ok(frames) = recv_frames(&self.router, zmq::DONTWAIT) {
-                let mut it = frames.into_iter();
-                let Some(child) = it
-                    .next()
-                    .and_then(|f| f.as_str().and_then(|s| s.parse::<u32>().ok()))
-                else {
-                    tracing::warn!(
-                        engine = self.id,
-                        "communicator: dropped a message from an unknown peer"
-                    );
-                    continue;
-                };
-                let rest: Vec<zmq::Message> = it.collect();
-                let Some(inc) = split(rest) else {
-                    tracing::warn!(
-                        engine = self.id,
-                        child,
-                        "communicator: dropped a malformed message"
-                    );
-                    continue;
-                };
-                if !links.children.contains(&child) || inc.kind == "ready" || inc.seq < seq {
-                    continue; // stale, or not ours
-                }
-                if inc.seq > seq {
-                    // Re-split later; keep the raw frames.
-                    let frames = frames_of(&inc.kind, inc.seq, &inc.payload, inc.buffers);
-                    self.early_up
-                        .entry((child, frames_seq(&frames)))
-                        .or_default()
-                        .push_back(frames);
-                    continue;
-                }
-                got.insert(child, inc);
-            }
-        }
-        if let Some(failure) = got.values().find(|i| i.kind == "fail") {
-            return Err(failure.payload["error"]
-                .as_str()
-                .unwrap_or("a peer failed")
-                .to_string());
+            got.insert(child, inc);
         }
         Ok(got.into_values().collect())
     }
@@ -481,48 +422,14 @@ impl Comm {
         deadline: Instant,
     ) -> Result<Incoming, String> {
         let links = self.links.as_ref().expect("checked by caller");
-        if let Some(frames) = self.early_down.get_mut(&seq).and_then(VecDeque::pop_front) {
-            if let Some(inc) = split(frames) {
-                return Ok(inc);
-            }
-        }
-        let sub = links.sub.as_ref().expect("non-roots subscribe");
-        loop {
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "engine {} got no broadcast from the root (engine {}) within {:.1?}",
-                    self.id,
-                    links.root_id,
-                    self.timeout_for(links.tree_height + 1)
-                ));
-            }
-            if sub.poll(zmq::POLLIN, remaining(deadline)).unwrap_or(0) == 0 {
-                continue;
-            }
-            while let Ok(frames) = recv_frames(sub, zmq::DONTWAIT) {
-                let Some(inc) = split(frames) else {
-                    tracing::warn!(
-                        engine = self.id,
-                        "communicator: dropped a malformed broadcast"
-                    );
-                    continue;
-                };
-                if !matches!(inc.kind.as_str(), "bc" | "fail") || inc.seq < seq {
-                    continue;
-                }
-                if inc.seq > seq {
-                    let s = inc.seq;
-                    self.early_down.entry(s).or_default().push_back(frames_of(
-                        &inc.kind,
-                        inc.seq,
-                        &inc.payload,
-                        inc.buffers,
-                    ));
-                    continue;
-                }
-                return Ok(inc);
-            }
-        }
+        let (root, tree_height) = (links.root_id, links.tree_height);
+        self.next_down(seq, deadline).ok_or_else(|| {
+            format!(
+                "engine {} got no broadcast from the root (engine {root}) within {:.1?}",
+                self.id,
+                self.timeout_for(tree_height + 1)
+            )
+        })
     }
 
     /// The next message of collective `seq` from any child (stashed ones
