@@ -4,8 +4,8 @@
 //! pushed variables, results) travel as encoded JSON from [`crate::value`],
 //! with their bulk data in the message's buffers.
 
+use crate::error::parse_json;
 use crate::error::Result;
-use crate::message::parse_json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -553,44 +553,54 @@ impl Content {
         }
     }
 
-    /// The reply type that answers a request type, if it has one.
+    /// The reply type that answers a request type, if zpar serves it.
     pub fn reply_type(request_type: &str) -> Option<&'static str> {
-        Some(match request_type {
-            "execute_request" => "execute_reply",
-            "apply_request" => "apply_reply",
-            "push_request" => "push_reply",
-            "pull_request" => "pull_reply",
-            "abort_request" => "abort_reply",
-            "interrupt_request" => "interrupt_reply",
-            "clear_request" => "clear_reply",
-            "shutdown_request" => "shutdown_reply",
-            "purge_request" => "purge_reply",
-            "unregistration_request" => "unregistration_reply",
-            _ => return None,
-        })
+        TASK_REPLIES
+            .iter()
+            .find(|(req, _)| *req == request_type)
+            .map(|(_, rep)| *rep)
     }
 
-    /// A [`TaskReply`]-carrying content of type `reply_type`. Unknown reply
-    /// types become [`Content::Unknown`].
+    /// The reply type for any request type: zpar's pairing where it has
+    /// one, else Jupyter's convention (`foo_request` → `foo_reply`), so even
+    /// a request nobody serves can be answered.
+    pub fn reply_type_for(request_type: &str) -> String {
+        match Content::reply_type(request_type) {
+            Some(r) => r.to_string(),
+            None => format!("{}_reply", request_type.trim_end_matches("_request")),
+        }
+    }
+
+    /// A [`TaskReply`]-carrying content of type `reply_type`. Reply types
+    /// that do not carry a [`TaskReply`] become [`Content::Unknown`].
     pub fn task_reply_of(reply_type: &str, reply: TaskReply) -> Content {
-        match reply_type {
-            "execute_reply" => Content::ExecuteReply(reply),
-            "apply_reply" => Content::ApplyReply(reply),
-            "push_reply" => Content::PushReply(reply),
-            "pull_reply" => Content::PullReply(reply),
-            "abort_reply" => Content::AbortReply(reply),
-            "interrupt_reply" => Content::InterruptReply(reply),
-            "clear_reply" => Content::ClearReply(reply),
-            "shutdown_reply" => Content::ShutdownReply(reply),
-            "purge_reply" => Content::PurgeReply(reply),
-            "unregistration_reply" => Content::UnregistrationReply(reply),
-            other => Content::Unknown {
-                msg_type: other.to_string(),
-                content: serde_json::to_value(reply).expect("replies serialize"),
-            },
+        let json = serde_json::to_value(&reply).expect("replies serialize");
+        if TASK_REPLIES.iter().any(|(_, rep)| *rep == reply_type) {
+            if let Ok(c) = Content::from_json(reply_type, json.to_string().as_bytes()) {
+                return c;
+            }
+        }
+        Content::Unknown {
+            msg_type: reply_type.to_string(),
+            content: json,
         }
     }
 }
+
+/// Every request type answered by a [`TaskReply`], with its reply type: the
+/// one place the pairing is written.
+pub const TASK_REPLIES: &[(&str, &str)] = &[
+    ("execute_request", "execute_reply"),
+    ("apply_request", "apply_reply"),
+    ("push_request", "push_reply"),
+    ("pull_request", "pull_reply"),
+    ("abort_request", "abort_reply"),
+    ("interrupt_request", "interrupt_reply"),
+    ("clear_request", "clear_reply"),
+    ("shutdown_request", "shutdown_reply"),
+    ("purge_request", "purge_reply"),
+    ("unregistration_request", "unregistration_reply"),
+];
 
 #[cfg(test)]
 mod tests {
@@ -636,5 +646,12 @@ mod tests {
             assert_eq!(c.msg_type(), rep);
             assert!(c.task_reply().is_some());
         }
+        for (req, rep) in TASK_REPLIES {
+            assert_eq!(Content::reply_type_for(req), *rep);
+            let c = Content::task_reply_of(rep, TaskReply::error("BadRequest", "x"));
+            assert_eq!(c.msg_type(), *rep);
+            assert!(c.task_reply().is_some(), "{rep} carries a TaskReply");
+        }
+        assert_eq!(Content::reply_type_for("frob_request"), "frob_reply");
     }
 }

@@ -93,9 +93,44 @@ pub enum ProtocolError {
         #[source]
         source: serde_json::Error,
     },
+    /// A validly signed message whose metadata breaks zpar's contract (a
+    /// key of the wrong type).
+    #[error("the {what} breaks zpar's contract{}: {source}", at_key(key))]
+    Contract {
+        /// `request metadata` or `reply metadata`.
+        what: &'static str,
+        /// The key that broke it, when one can be named.
+        key: Option<String>,
+        /// What serde_json said (it names the key).
+        #[source]
+        source: serde_json::Error,
+    },
     /// A socket operation failed.
     #[error("socket error: {0}")]
     Zmq(#[from] zmq::Error),
+}
+
+fn at_key(key: &Option<String>) -> String {
+    key.as_ref()
+        .map(|k| format!(" at `{k}`"))
+        .unwrap_or_default()
+}
+
+/// Parses one JSON frame, naming the frame in the error.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(frame: &str, bytes: &[u8]) -> Result<T> {
+    let text = std::str::from_utf8(bytes).map_err(|source| ProtocolError::Utf8 {
+        frame: match frame {
+            "header" => "header",
+            "parent_header" => "parent_header",
+            "metadata" => "metadata",
+            _ => "content",
+        },
+        source,
+    })?;
+    serde_json::from_str(text).map_err(|source| ProtocolError::Json {
+        frame: frame.to_string(),
+        source,
+    })
 }
 
 /// Shorthand for results in this crate.

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
 /// The Jupyter messaging protocol version zpar speaks.
 pub const PROTOCOL_VERSION: &str = "5.3";
@@ -54,32 +57,40 @@ pub fn iso8601_now() -> String {
     iso8601(SystemTime::now())
 }
 
-/// Formats a time as ISO 8601 with microseconds in UTC.
+/// What [`iso8601`] writes: `2026-11-26T08:48:37.123456Z`.
+const FORMAT: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+/// Formats a time as ISO 8601 with microseconds in UTC. Times before the
+/// Unix epoch are written as the epoch, as are times past the year 9999.
 pub fn iso8601(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
-    )
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let utc = i64::try_from(since.as_secs())
+        .ok()
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+        .filter(|d| d.year() <= 9999)
+        .and_then(|d| d.replace_microsecond(since.subsec_micros()).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    utc.format(FORMAT)
+        .expect("a UTC date-time has every component the ISO 8601 format names")
 }
 
-/// Parses the ISO 8601 forms zpar and Jupyter write (`Z` or `+00:00`,
-/// optional fraction) into seconds since the Unix epoch.
+/// Parses the ISO 8601 forms zpar and Jupyter write (`T` or a space between
+/// date and time, optional fraction of any length, then `Z`, `z`, nothing
+/// for UTC, or `+HH:MM`/`-HH:MM`) into seconds since the Unix epoch. `None`
+/// for anything else, an impossible date (month 13, February 30) included.
 pub fn parse_iso8601(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
+    // `get` rather than indexing: a peer's date may hold multi-byte text.
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i32>().ok();
+    let small = |r: std::ops::Range<usize>| u8::try_from(num(r)?).ok();
+    let month = Month::try_from(small(5..7)?).ok()?;
+    let date = Date::from_calendar_date(num(0..4)?, month, small(8..10)?).ok()?;
+    let time = Time::from_hms(small(11..13)?, small(14..16)?, small(17..19)?).ok()?;
+    let mut rest = s.get(19..)?;
     let mut frac = 0.0;
     if let Some(r) = rest.strip_prefix('.') {
         let n = r.bytes().take_while(u8::is_ascii_digit).count();
@@ -87,40 +98,16 @@ pub fn parse_iso8601(s: &str) -> Option<f64> {
         rest = &r[n..];
     }
     let offset = match rest {
-        "" | "Z" | "z" => 0,
+        "" | "Z" | "z" => UtcOffset::UTC,
         tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) => {
             let sign = if tz.starts_with('-') { -1 } else { 1 };
-            sign * (tz.get(1..3)?.parse::<i64>().ok()? * 3600
-                + tz.get(4..6)?.parse::<i64>().ok()? * 60)
+            let part = |r: std::ops::Range<usize>| tz.get(r)?.parse::<i8>().ok();
+            UtcOffset::from_hms(sign * part(1..3)?, sign * part(4..6)?, 0).ok()?
         }
         _ => return None,
     };
-    let days = days_from_civil(y, mo, d);
-    Some((days * 86_400 + h * 3600 + mi * 60 + se - offset) as f64 + frac)
-}
-
-// Howard Hinnant's civil calendar algorithms (public domain).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let at = PrimitiveDateTime::new(date, time).assume_offset(offset);
+    Some(at.unix_timestamp() as f64 + frac)
 }
 
 #[cfg(test)]
@@ -147,6 +134,25 @@ mod tests {
         );
         assert_eq!(parse_iso8601("not a date"), None);
         assert_eq!(parse_iso8601("2026-11-26T10:00:00 junk"), None);
+        assert_eq!(
+            parse_iso8601("2026-11-26 09:00:00.5z"),
+            Some(1_795_683_600.5)
+        );
+        assert_eq!(
+            parse_iso8601("2026-11-26T04:30:00-04:30"),
+            Some(1_795_683_600.0)
+        );
+        assert_eq!(parse_iso8601("2026-11-26T09:00:00"), Some(1_795_683_600.0));
+        assert_eq!(parse_iso8601("2026-02-30T09:00:00Z"), None);
+        assert_eq!(parse_iso8601("2026-11-26T09:00:00+0100"), None);
+    }
+
+    #[test]
+    fn out_of_range_times_write_the_epoch() {
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(iso8601(before), "1970-01-01T00:00:00.000000Z");
+        let far = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(iso8601(far), "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]

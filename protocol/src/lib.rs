@@ -34,8 +34,10 @@
 //! assert!(matches!(got.content, Content::ExecuteRequest(r) if r.code == "40 + 2"));
 //! ```
 
+pub mod backoff;
 pub mod connection;
 pub mod content;
+pub mod contract;
 pub mod error;
 pub mod frames;
 pub mod header;
@@ -43,8 +45,10 @@ pub mod message;
 pub mod session;
 pub mod value;
 
+pub use backoff::{poll_until, Backoff};
 pub use connection::{ClientConnection, EngineConnection, Profile};
 pub use content::*;
+pub use contract::{Channel, ErrorClass, RecordStatus, ReplyMetadata, RequestMetadata};
 pub use error::{ProtocolError, Result};
 pub use frames::{recv_frames, send_frames, Limits, RawMessage, DELIMITER};
 pub use header::{iso8601_now, new_id, Header};

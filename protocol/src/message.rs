@@ -2,6 +2,7 @@
 //! buffers, and the partial parses a router needs.
 
 use crate::content::Content;
+use crate::error::parse_json;
 use crate::error::{ProtocolError, Result};
 use crate::frames::RawMessage;
 use crate::header::Header;
@@ -105,20 +106,4 @@ impl RawMessage {
     pub fn metadata(&self) -> Result<Map<String, Json>> {
         parse_json("metadata", &self.metadata)
     }
-}
-
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(frame: &str, bytes: &[u8]) -> Result<T> {
-    let text = std::str::from_utf8(bytes).map_err(|source| ProtocolError::Utf8 {
-        frame: match frame {
-            "header" => "header",
-            "parent_header" => "parent_header",
-            "metadata" => "metadata",
-            _ => "content",
-        },
-        source,
-    })?;
-    serde_json::from_str(text).map_err(|source| ProtocolError::Json {
-        frame: frame.to_string(),
-        source,
-    })
 }

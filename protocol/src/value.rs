@@ -423,27 +423,26 @@ fn gather(parts: &[zmq::Message], out: &mut [u8]) {
 #[cfg(not(target_endian = "little"))]
 compile_error!("zpar's value codec assumes a little-endian target");
 
-/// The bytes of an f64 slice.
+/// The bytes of an f64 slice (native order; zpar runs on little-endian
+/// machines, the wire's order).
 pub fn f64_bytes(a: &[f64]) -> &[u8] {
-    // SAFETY: f64 has no padding and every bit pattern is a valid u8; the
-    // length covers exactly the slice's memory; u8 needs no alignment.
-    unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<u8>(), std::mem::size_of_val(a)) }
+    bytemuck::cast_slice(a)
 }
 
+/// The bytes of an f64 slice to fill; a `Vec<f64>` destination is aligned,
+/// so unaligned received frames are copied into it rather than cast.
 fn f64_bytes_mut(a: &mut [f64]) -> &mut [u8] {
-    // SAFETY: as above; additionally every byte pattern is a valid f64.
-    unsafe { std::slice::from_raw_parts_mut(a.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(a)) }
+    bytemuck::cast_slice_mut(a)
 }
 
-/// The bytes of an i64 slice.
+/// The bytes of an i64 slice (native order, as [`f64_bytes`]).
 pub fn i64_bytes(a: &[i64]) -> &[u8] {
-    // SAFETY: i64 has no padding; see f64_bytes.
-    unsafe { std::slice::from_raw_parts(a.as_ptr().cast::<u8>(), std::mem::size_of_val(a)) }
+    bytemuck::cast_slice(a)
 }
 
+/// The bytes of an i64 slice to fill (see [`f64_bytes_mut`]).
 fn i64_bytes_mut(a: &mut [i64]) -> &mut [u8] {
-    // SAFETY: every byte pattern is a valid i64; see f64_bytes.
-    unsafe { std::slice::from_raw_parts_mut(a.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(a)) }
+    bytemuck::cast_slice_mut(a)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Shared test helpers: a deterministic PRNG and a supply of valid messages.
+//! Shared test helpers: seeded random numbers and a supply of valid messages.
 
 use std::collections::BTreeMap;
 use zpar_protocol::{
@@ -6,51 +6,40 @@ use zpar_protocol::{
     RegistrationRequest, Session, Stream, TaskReply, Value,
 };
 
-/// xorshift64: tiny, deterministic, good enough to pick mutations.
-pub struct Rng(u64);
+/// The tests' random numbers: `fastrand` seeded with a fixed number
+/// (`Rng::with_seed`), so every run and every machine sees the same inputs.
+pub use fastrand::Rng;
 
-impl Rng {
-    /// A generator; the same seed gives the same sequence on every machine.
-    pub fn new(seed: u64) -> Rng {
-        assert_ne!(seed, 0, "xorshift needs a non-zero seed");
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
+/// What the tests draw beyond `fastrand`'s own methods.
+pub trait RngExt {
     /// True `percent` times in a hundred.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
-    }
-
-    pub fn byte(&mut self) -> u8 {
-        self.next_u64() as u8
-    }
-
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-
+    fn chance(&mut self, percent: u8) -> bool;
+    /// `n` random bytes.
+    fn bytes(&mut self, n: usize) -> Vec<u8>;
     /// Fewer than `max` random bytes.
-    pub fn some_bytes(&mut self, max: usize) -> Vec<u8> {
-        let n = self.below(max);
+    fn some_bytes(&mut self, max: usize) -> Vec<u8>;
+    /// One of `items` (not empty).
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T;
+}
+
+impl RngExt for Rng {
+    fn chance(&mut self, percent: u8) -> bool {
+        self.u8(..100) < percent
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut out = vec![0; n];
+        self.fill(&mut out);
+        out
+    }
+
+    fn some_bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = self.usize(..max);
         self.bytes(n)
     }
 
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.usize(..items.len())]
     }
 }
 
@@ -63,15 +52,15 @@ pub fn sample_value(rng: &mut Rng, depth: u32) -> Value {
     } else {
         leaf_kinds + 2
     };
-    match rng.below(kinds) {
+    match rng.usize(..kinds) {
         0 => Value::Unit,
         1 => Value::Bool(rng.chance(50)),
-        2 => Value::Int(rng.next_u64() as i64 >> rng.below(64)),
+        2 => Value::Int(rng.u64(..) as i64 >> rng.usize(..64)),
         3 => Value::Float(*rng.pick(&[0.5, -1e300, f64::NAN, f64::INFINITY, 3.0])),
         4 => Value::Str(rng.pick(&["", "héllo", "$zpar", "<IDS|MSG>"]).to_string()),
         5 => Value::Bytes(rng.some_bytes(24)),
-        6 => Value::F64Array((0..rng.below(6)).map(|i| i as f64 * 0.25).collect()),
-        7 => Value::I64Array((0..rng.below(6)).map(|i| i as i64 - 3).collect()),
+        6 => Value::F64Array((0..rng.usize(..6)).map(|i| i as f64 * 0.25).collect()),
+        7 => Value::I64Array((0..rng.usize(..6)).map(|i| i as i64 - 3).collect()),
         8 => {
             if rng.chance(50) {
                 Value::Function("|a, b| a + b".into())
@@ -80,14 +69,14 @@ pub fn sample_value(rng: &mut Rng, depth: u32) -> Value {
             }
         }
         9 => Value::Array(
-            (0..rng.below(4))
+            (0..rng.usize(..4))
                 .map(|_| sample_value(rng, depth - 1))
                 .collect(),
         ),
         _ => {
             let keys = ["a", "b", "$zpar", "buffer", "len"];
             Value::Map(
-                (0..rng.below(4))
+                (0..rng.usize(..4))
                     .map(|_| (rng.pick(&keys).to_string(), sample_value(rng, depth - 1)))
                     .collect(),
             )
@@ -99,7 +88,7 @@ pub fn sample_value(rng: &mut Rng, depth: u32) -> Value {
 /// replies (with a parent header), some with routing identities.
 pub fn sample_message(session: &Session, rng: &mut Rng) -> Message {
     let mut buffers = Vec::new();
-    let content = match rng.below(8) {
+    let content = match rng.usize(..8) {
         0 => Content::ExecuteRequest(ExecuteRequest {
             code: "let x = 40 + 2;\nprint(`x = ${x}`); x".into(),
             silent: rng.chance(50),
@@ -107,7 +96,7 @@ pub fn sample_message(session: &Session, rng: &mut Rng) -> Message {
         }),
         1 => {
             let args = [
-                Value::F64Array((0..rng.below(16)).map(|i| i as f64 / 3.0).collect()),
+                Value::F64Array((0..rng.usize(..16)).map(|i| i as f64 / 3.0).collect()),
                 Value::Bytes(rng.some_bytes(40)),
                 Value::I64Array(vec![i64::MIN, -1, 0, i64::MAX]),
                 Value::Int(42),
@@ -156,14 +145,14 @@ pub fn sample_message(session: &Session, rng: &mut Rng) -> Message {
     } else {
         Message::new(session, content)
     };
-    msg.identities = (0..rng.below(3))
+    msg.identities = (0..rng.usize(..3))
         .map(|_| {
-            let n = 1 + rng.below(8);
+            let n = 1 + rng.usize(..8);
             rng.bytes(n)
         })
         .collect();
     msg.metadata
-        .insert("engine".into(), serde_json::json!(rng.below(4)));
+        .insert("engine".into(), serde_json::json!(rng.usize(..4)));
     msg.buffers = buffers;
     msg
 }

@@ -5,7 +5,7 @@
 #[path = "../../../fuzz/src/lib.rs"]
 pub mod body;
 
-use crate::common::{sample_message, wire_frames, Rng};
+use crate::common::{sample_message, wire_frames, Rng, RngExt};
 use zpar_protocol::{Content, ExecuteRequest, Message, Session, SIGNATURE_SCHEME};
 
 fn join(frames: &[Vec<u8>]) -> Vec<u8> {
@@ -33,7 +33,7 @@ fn a_valid_message_in_the_fuzz_input_format_decodes() {
 #[test]
 fn fuzz_body_survives_random_and_damaged_inputs() {
     let sender = Session::new(body::KEY, SIGNATURE_SCHEME, "seed").unwrap();
-    let mut rng = Rng::new(0xf022_0001);
+    let mut rng = Rng::with_seed(0xf022_0001);
     let tokens: [&[u8]; 6] = [
         &[body::SEPARATOR],
         b"<IDS|MSG>",
@@ -44,18 +44,18 @@ fn fuzz_body_survives_random_and_damaged_inputs() {
     ];
     for i in 0..400 {
         let mut input = if i % 4 == 0 {
-            let n = rng.below(200);
+            let n = rng.usize(..200);
             rng.bytes(n)
         } else {
             join(&wire_frames(&sender, sample_message(&sender, &mut rng)))
         };
-        for _ in 0..rng.below(5) {
+        for _ in 0..rng.usize(..5) {
             if input.is_empty() {
                 break;
             }
-            let at = rng.below(input.len());
-            match rng.below(3) {
-                0 => input[at] = rng.byte(),
+            let at = rng.usize(..input.len());
+            match rng.usize(..3) {
+                0 => input[at] = rng.u8(..),
                 1 => {
                     input.truncate(at);
                 }
@@ -79,7 +79,7 @@ fn write_fuzz_seed_corpus() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/decode");
     std::fs::create_dir_all(&dir).unwrap();
     let sender = Session::new(body::KEY, SIGNATURE_SCHEME, "seed").unwrap();
-    let mut rng = Rng::new(0x5eed);
+    let mut rng = Rng::with_seed(0x5eed);
     for i in 0..64 {
         let input = join(&wire_frames(&sender, sample_message(&sender, &mut rng)));
         std::fs::write(dir.join(format!("seed-{i:02}")), input).unwrap();

@@ -154,22 +154,17 @@ impl Peer {
 
     /// Waits (polling, bounded) for the peer to exit; asserts it succeeded.
     fn finish(&mut self) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let stderr = self.stderr();
-                assert!(
-                    status.success(),
-                    "the Python peer failed ({status}):\n{stderr}"
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the Python peer did not exit within {TIMEOUT:?} of shutdown_request:\n{}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
+        let status = pyenv::exit_within(&mut self.child, TIMEOUT, "the Python peer");
+        let stderr = self.stderr();
+        match status {
+            Some(status) => assert!(
+                status.success(),
+                "the Python peer failed ({status}):\n{stderr}"
+            ),
+            None => panic!(
+                "the Python peer did not exit within {TIMEOUT:?} of shutdown_request \
+                 (killed it):\n{stderr}"
+            ),
         }
     }
 }

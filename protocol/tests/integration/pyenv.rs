@@ -5,29 +5,46 @@
 //! filled with `pip install jupyter_client pyzmq` when it cannot import them.
 //! Creation is guarded by a lock file (tests run in parallel threads and
 //! processes). Without `python3` on PATH the tests print a SKIPPED line and
-//! return; a failed pip install (no network) fails them.
+//! return — except under CI (`CI` set and not empty), where a missing Python
+//! fails them, so a CI run cannot pass by skipping. A failed venv creation or
+//! pip install (no network) fails them everywhere.
 
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::thread;
 use std::time::{Duration, Instant};
+use zpar_protocol::backoff::{poll_until, Backoff};
+
+/// How often to look again at a child or a lock: from 1 ms up to 100 ms.
+const PAUSES: Backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
 
 /// Longest wait for venv creation and pip (pip's own network timeout is
 /// shorter), and for another test's setup to finish.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The Python to run the peer with, or None (after printing why) when
-/// `python3` is absent.
+/// `python3` is absent outside CI. Under CI a missing `python3` fails the
+/// test instead.
 pub fn python() -> Option<PathBuf> {
     static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
     let python = PYTHON.get_or_init(find_or_make).clone();
     if python.is_none() {
-        say("SKIPPED: python3 not found; jupyter interop not tested");
+        assert!(
+            !in_ci(),
+            "python3 not found, and CI is set, so the jupyter interop test may not skip: \
+             install python3 with its venv module (e.g. apt-get install python3-venv) in .ci/run, \
+             or point ZPAR_PYTHON at a Python with jupyter_client and pyzmq"
+        );
+        say("SKIPPED: python3 not found; jupyter interop not tested (it would fail under CI)");
     }
     python
+}
+
+/// Whether this run is CI's: `CI` set to anything but the empty string.
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
 /// Writes straight to stderr, past the test harness's output capture, so a
@@ -159,20 +176,33 @@ fn run(cmd: &mut Command, log: &Path, what: &str) {
 /// Waits for a child to exit, polling, and kills it after `timeout`.
 /// True if it exited successfully.
 fn wait(mut child: std::process::Child, timeout: Duration, what: &str) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                eprintln!("{what} did not finish within {timeout:?}; killed it");
-                return false;
-            }
-            Err(e) => panic!("waiting for {what}: {e}"),
+    match exit_within(&mut child, timeout, what) {
+        Some(status) => status.success(),
+        None => {
+            eprintln!("{what} did not finish within {timeout:?}; killed it");
+            false
         }
     }
+}
+
+/// The child's exit status once it exits within `timeout` (polled with
+/// back-off: std has no wait with a timeout); otherwise kills it and
+/// returns None.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    what: &str,
+) -> Option<std::process::ExitStatus> {
+    let status = poll_until(Instant::now() + timeout, PAUSES, || {
+        child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
 }
 
 /// A lock file holding the owner's pid; a lock whose owner is gone is taken
@@ -185,29 +215,30 @@ impl Lock {
             fs::create_dir_all(dir)
                 .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         }
-        let deadline = Instant::now() + SETUP_TIMEOUT;
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(path) {
+        let taken = poll_until(
+            Instant::now() + SETUP_TIMEOUT,
+            PAUSES,
+            || match OpenOptions::new().write(true).create_new(true).open(path) {
                 Ok(mut f) => {
                     let _ = write!(f, "{}", std::process::id());
-                    return Lock(path.to_path_buf());
+                    Some(Lock(path.to_path_buf()))
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     if owner_is_gone(path) {
                         let _ = fs::remove_file(path);
-                        continue;
                     }
-                    assert!(
-                        Instant::now() < deadline,
-                        "timed out waiting for {} (another test run is setting up the \
-                         Python venv); delete the file if no test is running",
-                        path.display()
-                    );
-                    thread::sleep(Duration::from_millis(100));
+                    None
                 }
                 Err(e) => panic!("cannot create lock file {}: {e}", path.display()),
-            }
-        }
+            },
+        );
+        taken.unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for {} (another test run is setting up the \
+                 Python venv); delete the file if no test is running",
+                path.display()
+            )
+        })
     }
 }
 

@@ -1,8 +1,8 @@
 //! Deterministic mutation loops: thousands of valid messages, values and
-//! dates, damaged at random (fixed seeds, xorshift), through the decoder.
+//! dates, damaged at random (fixed seeds, fastrand), through the decoder.
 //! Nothing may panic; every failure must be a typed error.
 
-use crate::common::{sample_message, sample_value, wire_frames, zmq_frames, Rng};
+use crate::common::{sample_message, sample_value, wire_frames, zmq_frames, Rng, RngExt};
 use crate::fuzz_decode::body::{decode_parts, value_round_trips, KEY};
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
@@ -12,13 +12,13 @@ use zpar_protocol::{ProtocolError, Session, Value, DELIMITER, SIGNATURE_SCHEME};
 
 #[test]
 fn mutated_dates_never_panic() {
-    let mut rng = Rng::new(0x5eed_da7e);
+    let mut rng = Rng::with_seed(0x5eed_da7e);
     let inserts = ["é", "€", "𝄞", "+", "-", ":", ".", "Z", "0", " "];
     for _ in 0..5_000 {
         let mut date: Vec<char> = zpar_protocol::iso8601_now().chars().collect();
-        for _ in 0..1 + rng.below(3) {
-            let at = rng.below(date.len() + 1);
-            match rng.below(3) {
+        for _ in 0..1 + rng.usize(..3) {
+            let at = rng.usize(..date.len() + 1);
+            match rng.usize(..3) {
                 0 if at < date.len() => {
                     date.remove(at);
                 }
@@ -41,34 +41,34 @@ fn mutate(frames: &mut Vec<Vec<u8>>, rng: &mut Rng) -> &'static str {
         return "insert into empty";
     }
     let n = frames.len();
-    let i = rng.below(n);
-    match rng.below(10) {
+    let i = rng.usize(..n);
+    match rng.usize(..10) {
         0 => {
             if !frames[i].is_empty() {
-                let at = rng.below(frames[i].len());
-                frames[i][at] ^= 1 << rng.below(8);
+                let at = rng.usize(..frames[i].len());
+                frames[i][at] ^= 1 << rng.usize(..8);
             }
             "flip a bit"
         }
         1 => {
             if !frames[i].is_empty() {
-                let at = rng.below(frames[i].len());
+                let at = rng.usize(..frames[i].len());
                 frames[i][at] = if rng.chance(50) {
                     *rng.pick(JSONISH)
                 } else {
-                    rng.byte()
+                    rng.u8(..)
                 };
             }
             "replace a byte"
         }
         2 => {
-            let len = rng.below(frames[i].len() + 1);
+            let len = rng.usize(..frames[i].len() + 1);
             frames[i].truncate(len);
             "truncate a frame"
         }
         3 => {
             let copy = frames[i].clone();
-            let at = rng.below(n + 1);
+            let at = rng.usize(..n + 1);
             frames.insert(at, copy);
             "duplicate a frame"
         }
@@ -77,37 +77,37 @@ fn mutate(frames: &mut Vec<Vec<u8>>, rng: &mut Rng) -> &'static str {
             "drop a frame"
         }
         5 => {
-            let j = rng.below(n);
+            let j = rng.usize(..n);
             frames.swap(i, j);
             "swap two frames"
         }
         6 => {
-            let junk = match rng.below(4) {
+            let junk = match rng.usize(..4) {
                 0 => DELIMITER.to_vec(),
                 1 => b"{}".to_vec(),
                 2 => Vec::new(),
                 _ => {
-                    let len = rng.below(64);
+                    let len = rng.usize(..64);
                     rng.bytes(len)
                 }
             };
-            let at = rng.below(n + 1);
+            let at = rng.usize(..n + 1);
             frames.insert(at, junk);
             "insert a junk frame"
         }
         7 => {
-            let extra = rng.below(16);
+            let extra = rng.usize(..16);
             let tail = rng.bytes(extra);
             frames[i].extend(tail);
             "extend a frame"
         }
         8 => {
             // Splice a slice of one frame into another (e.g. JSON into JSON).
-            let j = rng.below(n);
+            let j = rng.usize(..n);
             let src = frames[j].clone();
-            let from = rng.below(src.len() + 1);
-            let to = from + rng.below(src.len() - from + 1);
-            let at = rng.below(frames[i].len() + 1);
+            let from = rng.usize(..src.len() + 1);
+            let to = from + rng.usize(..src.len() - from + 1);
+            let at = rng.usize(..frames[i].len() + 1);
             frames[i].splice(at..at, src[from..to].iter().copied());
             "splice frames"
         }
@@ -149,7 +149,7 @@ fn tally(counts: &mut BTreeMap<&'static str, usize>, r: &Result<(), ProtocolErro
 fn mutated_messages_never_panic_the_decoder() {
     const MESSAGES: usize = 10_000;
     let sender = Session::new(KEY, SIGNATURE_SCHEME, "mutator").unwrap();
-    let mut rng = Rng::new(0x2a5e_ed0f_2a11);
+    let mut rng = Rng::with_seed(0x2a5e_ed0f_2a11);
     let mut keyed = BTreeMap::new();
     let mut resigned = BTreeMap::new();
     let mut open = BTreeMap::new();
@@ -157,7 +157,7 @@ fn mutated_messages_never_panic_the_decoder() {
         let msg = sample_message(&sender, &mut rng);
         let mut frames = wire_frames(&sender, msg);
         let mut done = Vec::new();
-        for _ in 0..1 + rng.below(3) {
+        for _ in 0..1 + rng.usize(..3) {
             done.push(mutate(&mut frames, &mut rng));
         }
         let outcome =
@@ -188,7 +188,7 @@ fn mutated_messages_never_panic_the_decoder() {
 fn mutate_json(json: &mut Json, rng: &mut Rng) {
     let mut nodes = 0;
     count_nodes(json, &mut nodes);
-    let target = rng.below(nodes);
+    let target = rng.usize(..nodes);
     let mut seen = 0;
     replace_node(json, target, &mut seen, rng);
 }
@@ -204,7 +204,7 @@ fn count_nodes(json: &Json, n: &mut usize) {
 
 fn replace_node(json: &mut Json, target: usize, seen: &mut usize, rng: &mut Rng) -> bool {
     if *seen == target {
-        *json = match rng.below(6) {
+        *json = match rng.usize(..6) {
             0 => json!(*rng.pick(&[
                 0u64,
                 1,
@@ -223,7 +223,7 @@ fn replace_node(json: &mut Json, target: usize, seen: &mut usize, rng: &mut Rng)
             }
             4 => {
                 let kind = *rng.pick(&["f64", "i64", "bytes", "map", "float", "fn", "ref"]);
-                let mut marker = json!({"$zpar": kind, "buffer": rng.below(4), "frames": rng.below(3), "len": rng.below(5)});
+                let mut marker = json!({"$zpar": kind, "buffer": rng.usize(..4), "frames": rng.usize(..3), "len": rng.usize(..5)});
                 if rng.chance(50) {
                     marker["v"] = json.clone();
                 }
@@ -231,7 +231,7 @@ fn replace_node(json: &mut Json, target: usize, seen: &mut usize, rng: &mut Rng)
             }
             _ => match json {
                 Json::Object(o) if !o.is_empty() => {
-                    let key = o.keys().nth(rng.below(o.len())).unwrap().clone();
+                    let key = o.keys().nth(rng.usize(..o.len())).unwrap().clone();
                     o.remove(&key);
                     return true;
                 }
@@ -253,23 +253,23 @@ fn replace_node(json: &mut Json, target: usize, seen: &mut usize, rng: &mut Rng)
 /// dropped, truncated or extended, and the JSON text itself damaged.
 #[test]
 fn mutated_value_markers_never_panic_value_decode() {
-    let mut rng = Rng::new(0x00dd_ba11);
+    let mut rng = Rng::with_seed(0x00dd_ba11);
     let (mut ok, mut failed) = (0, 0);
     for i in 0..5_000 {
         let value = sample_value(&mut rng, 3);
         let (mut json, buffers) = value.encode();
         let mut buffers: Vec<Vec<u8>> = buffers.iter().map(|b| b.to_vec()).collect();
-        for _ in 0..1 + rng.below(3) {
+        for _ in 0..1 + rng.usize(..3) {
             mutate_json(&mut json, &mut rng);
         }
         if !buffers.is_empty() && rng.chance(30) {
-            let b = rng.below(buffers.len());
-            match rng.below(3) {
+            let b = rng.usize(..buffers.len());
+            match rng.usize(..3) {
                 0 => {
                     buffers.remove(b);
                 }
                 1 => {
-                    let len = rng.below(buffers[b].len() + 1);
+                    let len = rng.usize(..buffers[b].len() + 1);
                     buffers[b].truncate(len);
                 }
                 _ => buffers[b].extend([0u8; 8]),
@@ -278,8 +278,8 @@ fn mutated_value_markers_never_panic_value_decode() {
         // Also through the text: a damaged byte, then whatever still parses.
         let mut text = serde_json::to_vec(&json).unwrap();
         if rng.chance(30) && !text.is_empty() {
-            let at = rng.below(text.len());
-            text[at] = rng.byte();
+            let at = rng.usize(..text.len());
+            text[at] = rng.u8(..);
         }
         let Ok(json) = serde_json::from_slice::<Json>(&text) else {
             continue;

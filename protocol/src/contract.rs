@@ -1,0 +1,445 @@
+//! The typed contracts between zpar's processes: what a request's and a
+//! reply's metadata hold, which channel a request travelled on, what state a
+//! task record is in, and the classes of errors the hub and engines report.
+//!
+//! Jupyter leaves metadata free-form (a JSON object), so it stays a map on
+//! the wire and in [`Message`](crate::Message). zpar's own keys are read and
+//! written only through the structs here, so a hub, an engine and a client
+//! built from the same commit agree by construction. A peer that breaks the
+//! contract (a `targets` that is a string, a `retries` that is negative)
+//! gets a [`ProtocolError::Contract`] naming the key, never a panic.
+//!
+//! ```
+//! use zpar_protocol::contract::RequestMetadata;
+//! let meta = RequestMetadata { targets: Some(vec![0, 2]), retries: 1, ..Default::default() };
+//! let map = meta.to_map();
+//! assert_eq!(RequestMetadata::from_map(&map).unwrap(), meta);
+//! ```
+
+use crate::content::Status;
+use crate::error::{ProtocolError, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use std::fmt;
+
+/// Which pair of hub sockets a request travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// Direct requests to named engines.
+    Mux,
+    /// Load-balanced requests; the hub picks the engine.
+    Task,
+    /// Control requests (abort, interrupt, clear, shutdown), served before
+    /// queued work.
+    Control,
+}
+
+impl Channel {
+    /// The name used in records and queries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Mux => "mux",
+            Channel::Task => "task",
+            Channel::Control => "control",
+        }
+    }
+
+    /// The channel of a recorded name.
+    pub fn parse(name: &str) -> Option<Channel> {
+        match name {
+            "mux" => Some(Channel::Mux),
+            "task" => Some(Channel::Task),
+            "control" => Some(Channel::Control),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a task record stands: still waiting for its reply, or finished
+/// with the reply's [`Status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordStatus {
+    /// Sent (or queued) and not answered yet.
+    #[default]
+    Pending,
+    /// Answered, by an engine or by the hub on its behalf.
+    Done(Status),
+}
+
+impl RecordStatus {
+    /// `pending`, `ok`, `error` or `aborted`, as records and queries show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordStatus::Pending => "pending",
+            RecordStatus::Done(Status::Ok) => "ok",
+            RecordStatus::Done(Status::Error) => "error",
+            RecordStatus::Done(Status::Aborted) => "aborted",
+        }
+    }
+
+    /// The status of a recorded name; None for a name no zpar wrote.
+    pub fn parse(name: &str) -> Option<RecordStatus> {
+        Some(match name {
+            "pending" => RecordStatus::Pending,
+            "ok" => RecordStatus::Done(Status::Ok),
+            "error" => RecordStatus::Done(Status::Error),
+            "aborted" => RecordStatus::Done(Status::Aborted),
+            _ => return None,
+        })
+    }
+
+    /// Whether the record has its answer.
+    pub fn is_finished(self) -> bool {
+        self != RecordStatus::Pending
+    }
+}
+
+impl fmt::Display for RecordStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The class of an error reply (its `ename`). The hub's and the engines' own
+/// classes are variants; a script's error class (`RuntimeError`,
+/// `SyntaxError`, ...) is [`ErrorClass::Script`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The engine died (or was dropped) before answering.
+    EngineDied,
+    /// A target engine is not registered.
+    UnknownEngine,
+    /// No engine can take the request.
+    NoEngines,
+    /// A direct request named no targets.
+    NoTargets,
+    /// The receiver does not serve this message type on this channel.
+    UnknownMessageType,
+    /// The request was signed correctly but its content or metadata break
+    /// the contract (a `code` that is a number, a `targets` that is text).
+    BadRequest,
+    /// A peer asked for something only another peer may do.
+    NotPermitted,
+    /// A task ran past its time limit on the engine.
+    Timeout,
+    /// An `after`/`follow` dependency can never be met.
+    ImpossibleDependency,
+    /// An `after` dependency finished, but not successfully.
+    DependencyFailed,
+    /// The hub restarted while the request was pending.
+    HubRestarted,
+    /// The hub could not read or write its task records.
+    DatabaseError,
+    /// The script failed; the class is the script error's.
+    Script(String),
+}
+
+impl ErrorClass {
+    /// The `ename` on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorClass::EngineDied => "EngineDied",
+            ErrorClass::UnknownEngine => "UnknownEngine",
+            ErrorClass::NoEngines => "NoEngines",
+            ErrorClass::NoTargets => "NoTargets",
+            ErrorClass::UnknownMessageType => "UnknownMessageType",
+            ErrorClass::BadRequest => "BadRequest",
+            ErrorClass::NotPermitted => "NotPermitted",
+            ErrorClass::Timeout => "Timeout",
+            ErrorClass::ImpossibleDependency => "ImpossibleDependency",
+            ErrorClass::DependencyFailed => "DependencyFailed",
+            ErrorClass::HubRestarted => "HubRestarted",
+            ErrorClass::DatabaseError => "DatabaseError",
+            ErrorClass::Script(name) => name,
+        }
+    }
+
+    /// The class of an `ename`; any name zpar does not define is a script's.
+    pub fn parse(ename: &str) -> ErrorClass {
+        match ename {
+            "EngineDied" => ErrorClass::EngineDied,
+            "UnknownEngine" => ErrorClass::UnknownEngine,
+            "NoEngines" => ErrorClass::NoEngines,
+            "NoTargets" => ErrorClass::NoTargets,
+            "UnknownMessageType" => ErrorClass::UnknownMessageType,
+            "BadRequest" => ErrorClass::BadRequest,
+            "NotPermitted" => ErrorClass::NotPermitted,
+            "Timeout" => ErrorClass::Timeout,
+            "ImpossibleDependency" => ErrorClass::ImpossibleDependency,
+            "DependencyFailed" => ErrorClass::DependencyFailed,
+            "HubRestarted" => ErrorClass::HubRestarted,
+            "DatabaseError" => ErrorClass::DatabaseError,
+            other => ErrorClass::Script(other.to_string()),
+        }
+    }
+
+    /// Whether the hub refused the request without any engine seeing it.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ErrorClass::NoTargets
+                | ErrorClass::UnknownMessageType
+                | ErrorClass::BadRequest
+                | ErrorClass::NotPermitted
+        )
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for ErrorClass {
+    fn from(ename: &str) -> ErrorClass {
+        ErrorClass::parse(ename)
+    }
+}
+
+/// What a client says about a request in its metadata.
+///
+/// On the mux and control channels `targets` names the engines (the hub fans
+/// the request out); on the task channel it restricts where the hub may run
+/// it. `after`, `follow` and `retries` apply to load-balanced tasks;
+/// `max_operations` and `timeout` bound the work on the engine.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RequestMetadata {
+    /// Engine ids (one id or a list on the wire).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "one_or_many"
+    )]
+    pub targets: Option<Vec<u32>>,
+    /// Run only after these msg ids finished successfully.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// Run on an engine that ran all of these msg ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follow: Vec<String>,
+    /// How many times to run it again elsewhere if its engine dies.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// With a `shutdown_request`: stop the hub too.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hub: bool,
+    /// Rhai operations the engine allows this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_operations: Option<u64>,
+    /// Seconds the engine allows this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<u32>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(u32),
+        Many(Vec<u32>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)
+        .map_err(|_| {
+            serde::de::Error::custom("`targets` must be an engine id or a list of engine ids")
+        })?
+        .map(|t| match t {
+            OneOrMany::One(id) => vec![id],
+            OneOrMany::Many(ids) => ids,
+        }))
+}
+
+impl RequestMetadata {
+    /// Reads zpar's keys from a request's metadata; other keys are ignored
+    /// (Jupyter and ipyparallel put their own there).
+    pub fn from_map(map: &Map<String, Json>) -> Result<RequestMetadata> {
+        from_map("request metadata", map)
+    }
+
+    /// The metadata map to send.
+    pub fn to_map(&self) -> Map<String, Json> {
+        to_map(self)
+    }
+}
+
+/// What an engine (or the hub, for a reply it makes itself) says about a
+/// reply in its metadata.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ReplyMetadata {
+    /// The engine that ran the request; None for a reply the hub made
+    /// without any engine (a refused request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<u32>,
+    /// The reply's status, repeated here as ipyparallel reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// When the engine started the request (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// When the engine finished it (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<String>,
+    /// What the request printed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+    /// What it wrote to stderr.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+}
+
+impl ReplyMetadata {
+    /// Reads zpar's keys from a reply's (or an iopub message's) metadata.
+    pub fn from_map(map: &Map<String, Json>) -> Result<ReplyMetadata> {
+        from_map("reply metadata", map)
+    }
+
+    /// Reads a metadata frame as it came; a frame that breaks the contract
+    /// reads as empty metadata (the caller logs the error).
+    pub fn from_bytes(bytes: &[u8]) -> Result<ReplyMetadata> {
+        let map: Map<String, Json> =
+            serde_json::from_slice(bytes).map_err(|source| ProtocolError::Contract {
+                what: "reply metadata",
+                key: None,
+                source,
+            })?;
+        ReplyMetadata::from_map(&map)
+    }
+
+    /// The metadata map to send.
+    pub fn to_map(&self) -> Map<String, Json> {
+        to_map(self)
+    }
+}
+
+fn from_map<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    map: &Map<String, Json>,
+) -> Result<T> {
+    T::deserialize(map).map_err(|source| {
+        // serde names the expected type, not the key: find the key that
+        // fails on its own.
+        let key = map
+            .iter()
+            .find(|(k, v)| {
+                let alone: Map<String, Json> = [((*k).clone(), (*v).clone())].into_iter().collect();
+                T::deserialize(&alone).is_err()
+            })
+            .map(|(k, _)| k.clone());
+        ProtocolError::Contract { what, key, source }
+    })
+}
+
+fn to_map<T: Serialize>(value: &T) -> Map<String, Json> {
+    match serde_json::to_value(value) {
+        Ok(Json::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Json) -> Map<String, Json> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn targets_are_one_id_or_many() {
+        let one = RequestMetadata::from_map(&map(json!({"targets": 3}))).unwrap();
+        assert_eq!(one.targets, Some(vec![3]));
+        let many = RequestMetadata::from_map(&map(json!({"targets": [0, 1]}))).unwrap();
+        assert_eq!(many.targets, Some(vec![0, 1]));
+        let none = RequestMetadata::from_map(&map(json!({"other": "ipyparallel's"}))).unwrap();
+        assert_eq!(none, RequestMetadata::default());
+    }
+
+    #[test]
+    fn broken_metadata_is_an_error_naming_the_key() {
+        for (bad, key) in [
+            (json!({"targets": "all"}), "targets"),
+            (json!({"targets": [-1]}), "targets"),
+            (json!({"retries": -2}), "retries"),
+            (json!({"after": "m1"}), "after"),
+            (json!({"hub": "yes", "ipyparallel": "its own"}), "`hub`"),
+        ] {
+            let e = RequestMetadata::from_map(&map(bad.clone())).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("request metadata"), "{bad}: {text}");
+            assert!(text.contains(key), "{bad}: {text}");
+        }
+        let e = ReplyMetadata::from_map(&map(json!({"engine": "zero"}))).unwrap_err();
+        assert!(e.to_string().contains("reply metadata"), "{e}");
+    }
+
+    #[test]
+    fn metadata_round_trips() {
+        let req = RequestMetadata {
+            targets: Some(vec![1]),
+            after: vec!["a".into()],
+            follow: vec!["b".into()],
+            retries: 2,
+            hub: true,
+            max_operations: Some(10),
+            timeout: Some(1.5),
+        };
+        assert_eq!(RequestMetadata::from_map(&req.to_map()).unwrap(), req);
+        assert!(RequestMetadata::default().to_map().is_empty());
+        let rep = ReplyMetadata {
+            engine: Some(4),
+            status: Some(Status::Error),
+            started: Some("2026-01-01T00:00:00.000000Z".into()),
+            completed: None,
+            stdout: "hi\n".into(),
+            stderr: String::new(),
+        };
+        assert_eq!(ReplyMetadata::from_map(&rep.to_map()).unwrap(), rep);
+        let bytes = serde_json::to_vec(&rep.to_map()).unwrap();
+        assert_eq!(ReplyMetadata::from_bytes(&bytes).unwrap(), rep);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for c in [Channel::Mux, Channel::Task, Channel::Control] {
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Channel::parse("iopub"), None);
+        for s in [
+            RecordStatus::Pending,
+            RecordStatus::Done(Status::Ok),
+            RecordStatus::Done(Status::Error),
+            RecordStatus::Done(Status::Aborted),
+        ] {
+            assert_eq!(RecordStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(RecordStatus::parse("running"), None);
+        for e in [
+            ErrorClass::EngineDied,
+            ErrorClass::BadRequest,
+            ErrorClass::HubRestarted,
+            ErrorClass::Script("RuntimeError".into()),
+        ] {
+            assert_eq!(ErrorClass::parse(e.as_str()), e);
+        }
+        assert!(ErrorClass::NoTargets.is_refusal());
+        assert!(!ErrorClass::EngineDied.is_refusal());
+    }
+}
