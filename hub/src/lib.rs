@@ -7,15 +7,21 @@
 //! - **heartbeats** (PUB ping + ROUTER pong, on a thread of their own,
 //!   [`heartbeat`]): an engine that misses `hb_misses` beats is unregistered
 //!   and every request pending on it fails with `EngineDied`;
-//! - **routing** ([`hub`]): direct (mux), load-balanced (task) and control
-//!   requests from client-facing ROUTERs to engine-facing ROUTERs, one
-//!   message with a target list fanned out here; replies routed back by the
-//!   client identity they carry; iopub forwarded from engines to clients;
+//! - **routing**: direct (mux), load-balanced (task) and control requests
+//!   from client-facing ROUTERs to engine-facing ROUTERs, one message with a
+//!   target list fanned out here; replies routed back by the client identity
+//!   they carry; iopub forwarded from engines to clients;
+//! - **task records** ([`records`]): every request and its reply, in memory
+//!   or in SQLite, committed before the reply goes out;
 //! - **notifications** (PUB): engines joining and leaving.
 //!
-//! It does not run code, parse request contents or copy buffers. The engine
-//! table ([`registry`]) and the load-balancing choice ([`scheduler`]) are
-//! plain state machines, tested without sockets.
+//! It does not run code, parse request contents or copy buffers.
+//!
+//! The crate is in two layers. [`core`] is the logic — engine table,
+//! scheduler, dependencies, retries, records, queries — as a state machine
+//! with no I/O: `HubCore::handle(event, now) -> Vec<Action>`, unit-tested by
+//! feeding it events. [`hub`] binds the sockets, runs the poll loop, turns
+//! what it receives into events and performs the actions.
 //!
 //! ```no_run
 //! use std::sync::atomic::AtomicBool;
@@ -26,13 +32,11 @@
 //! hub.run(&STOP).unwrap(); // until STOP is set or a client shuts the cluster down
 //! ```
 
+pub mod core;
 pub mod heartbeat;
 pub mod hub;
-mod queries;
 pub mod records;
-pub mod registry;
-mod requests;
-pub mod scheduler;
+pub use crate::core::{registry, scheduler};
 pub use hub::{Db, Hub, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
 pub use scheduler::Scheme;
 

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value as Json};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use zpar_protocol::{Channel, RecordStatus};
 
 /// JSON frames and buffers of one message, as recorded. The frames are
 /// kept as the text that came (parsed only when someone asks), which costs
@@ -67,8 +68,8 @@ pub struct TaskRecord {
     pub client: String,
     /// `execute_request`, `apply_request`, ...
     pub msg_type: String,
-    /// `mux`, `task` or `control`.
-    pub channel: String,
+    /// Where the request came in.
+    pub channel: Channel,
     /// When the hub received it (Unix seconds).
     pub submitted: f64,
     /// When the engine started it (ISO 8601).
@@ -77,8 +78,8 @@ pub struct TaskRecord {
     pub completed: Option<String>,
     /// When the hub received the reply (Unix seconds).
     pub received: Option<f64>,
-    /// `pending`, `ok`, `error` or `aborted`.
-    pub status: String,
+    /// Pending, or finished with the reply's status.
+    pub status: RecordStatus,
     /// The request.
     pub request: Parts,
     /// The reply, once there is one.
@@ -122,7 +123,7 @@ impl TaskRecord {
 
     /// Whether it has an answer.
     pub fn finished(&self) -> bool {
-        self.status != "pending"
+        self.status.is_finished()
     }
 
     fn field(&self, name: &str) -> Json {
@@ -131,12 +132,12 @@ impl TaskRecord {
             "engine" => json!(self.engine),
             "client" => json!(self.client),
             "msg_type" => json!(self.msg_type),
-            "channel" => json!(self.channel),
+            "channel" => json!(self.channel.as_str()),
             "submitted" => json!(self.submitted),
             "started" => json!(self.started),
             "completed" => json!(self.completed),
             "received" => json!(self.received),
-            "status" => json!(self.status),
+            "status" => json!(self.status.as_str()),
             "ename" => json!(self.ename),
             _ => Json::Null,
         }
@@ -411,7 +412,8 @@ impl Records {
 
     /// Records still pending (after a restart, these can never finish).
     pub fn pending(&self) -> DbResult<Vec<TaskRecord>> {
-        self.query(&Filter(vec![("status".into(), Cond::Eq(json!("pending")))]))
+        let pending = RecordStatus::Pending.as_str();
+        self.query(&Filter(vec![("status".into(), Cond::Eq(json!(pending)))]))
     }
 
     /// How many records there are.
@@ -438,19 +440,23 @@ pub use sqlite::SqliteStore;
 mod tests {
     use super::sqlite::{pack, unpack};
     use super::*;
+    use zpar_protocol::Status;
 
-    fn rec(id: &str, engine: Option<u32>, status: &str) -> TaskRecord {
+    const PENDING: RecordStatus = RecordStatus::Pending;
+    const OK: RecordStatus = RecordStatus::Done(Status::Ok);
+
+    fn rec(id: &str, engine: Option<u32>, status: RecordStatus) -> TaskRecord {
         TaskRecord {
             msg_id: id.into(),
             engine,
             client: "c".into(),
             msg_type: "apply_request".into(),
-            channel: "task".into(),
+            channel: Channel::Task,
             submitted: 1.0,
             started: None,
             completed: None,
             received: None,
-            status: status.into(),
+            status,
             request: Parts {
                 buffers: vec![vec![1, 2, 3]],
                 ..Parts::default()
@@ -464,7 +470,7 @@ mod tests {
     }
 
     fn finish(r: &mut TaskRecord) {
-        r.status = "ok".into();
+        r.status = RecordStatus::Done(Status::Ok);
         r.result = Some(Parts {
             content: r#"{"status": "ok"}"#.into(),
             buffers: vec![vec![9; 10]],
@@ -473,9 +479,9 @@ mod tests {
     }
 
     fn exercise(mut store: Records) {
-        store.insert(rec("a", Some(0), "pending")).unwrap();
-        store.insert(rec("a", Some(1), "pending")).unwrap();
-        store.insert(rec("t", None, "pending")).unwrap();
+        store.insert(rec("a", Some(0), PENDING)).unwrap();
+        store.insert(rec("a", Some(1), PENDING)).unwrap();
+        store.insert(rec("t", None, PENDING)).unwrap();
         assert!(store.update("a", Some(1), finish).unwrap());
         assert!(!store.update("zz", Some(1), finish).unwrap());
         // an unassigned task gets its engine on update
@@ -519,7 +525,7 @@ mod tests {
             0,
             "pending records live in memory; finished ones were purged"
         );
-        again.insert(rec("kept", Some(2), "pending")).unwrap();
+        again.insert(rec("kept", Some(2), PENDING)).unwrap();
         again.update("kept", Some(2), finish).unwrap();
         again.flush().unwrap();
         drop(again);
@@ -533,9 +539,9 @@ mod tests {
     #[test]
     fn memory_store_is_bounded_and_keeps_pending() {
         let mut s = Records::memory(3, 1 << 20);
-        s.insert(rec("p", Some(0), "pending")).unwrap();
+        s.insert(rec("p", Some(0), PENDING)).unwrap();
         for i in 0..10 {
-            s.insert(rec(&format!("d{i}"), Some(0), "ok")).unwrap();
+            s.insert(rec(&format!("d{i}"), Some(0), OK)).unwrap();
         }
         assert_eq!(s.len(), 3);
         assert_eq!(s.get("p").unwrap().len(), 1, "never drops a pending record");
@@ -547,7 +553,7 @@ mod tests {
     fn memory_store_is_bounded_in_bytes() {
         let mut s = Records::memory(1000, 1 << 20);
         for i in 0..40 {
-            let mut r = rec(&format!("b{i}"), Some(0), "pending");
+            let mut r = rec(&format!("b{i}"), Some(0), PENDING);
             r.request.buffers = vec![vec![0; 1 << 20]];
             s.insert(r).unwrap();
             s.update(&format!("b{i}"), Some(0), finish).unwrap();
@@ -563,7 +569,7 @@ mod tests {
     #[test]
     fn big_buffers_are_not_kept() {
         let mut s = Records::memory(10, 4);
-        s.insert(rec("a", Some(0), "pending")).unwrap();
+        s.insert(rec("a", Some(0), PENDING)).unwrap();
         s.update("a", Some(0), finish).unwrap();
         let r = &s.get("a").unwrap()[0];
         assert!(r.request.buffers.len() == 1, "3 bytes fit");
@@ -582,7 +588,7 @@ mod tests {
         assert!(Filter::parse(&json!([1])).is_err());
         assert!(Filter::parse(&Json::Null)
             .unwrap()
-            .matches(&rec("x", None, "ok")));
+            .matches(&rec("x", None, OK)));
     }
 
     #[test]

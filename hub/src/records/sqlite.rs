@@ -4,6 +4,7 @@ use super::{DbResult, Parts, TaskRecord};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::Path;
+use zpar_protocol::{Channel, RecordStatus};
 
 /// The SQLite store. Pending records stay in memory and reach the file
 /// when they finish: one write per task, and a finished task is all a crash
@@ -150,12 +151,12 @@ impl SqliteStore {
                 r.engine.map_or(-1, i64::from),
                 r.client,
                 r.msg_type,
-                r.channel,
+                r.channel.as_str(),
                 r.submitted,
                 r.started,
                 r.completed,
                 r.received,
-                r.status,
+                r.status.as_str(),
                 request,
                 pack(&r.request.buffers),
                 result,
@@ -192,12 +193,12 @@ impl SqliteStore {
             engine: row.get("engine")?,
             client: row.get("client")?,
             msg_type: row.get("msg_type")?,
-            channel: row.get("channel")?,
+            channel: text_column(row, "channel", Channel::parse)?,
             submitted: row.get("submitted")?,
             started: row.get("started")?,
             completed: row.get("completed")?,
             received: row.get("received")?,
-            status: row.get("status")?,
+            status: text_column(row, "status", RecordStatus::parse)?,
             request,
             result,
             stdout: row.get("stdout")?,
@@ -321,4 +322,21 @@ impl SqliteStore {
             .query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?;
         Ok(stored as usize + self.pending.len())
     }
+}
+
+/// A text column holding one of zpar's names; a name no zpar wrote (a file
+/// edited by hand, or from a newer zpar) is a clear error naming the column.
+fn text_column<T>(
+    row: &rusqlite::Row<'_>,
+    column: &'static str,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("unknown {column} {text:?} in the task database").into(),
+        )
+    })
 }

@@ -2,67 +2,51 @@
 //! connecting, asking for queues, results, history and records, purging and
 //! resubmitting.
 
-use crate::hub::Hub;
+use super::queued::QueuedTask;
+use super::{Action, Frames, HubCore, LossReason};
 use crate::records::{Filter, TaskRecord};
-use crate::registry::Channel;
-use crate::requests::QueuedTask;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
 use tracing::{info, warn};
 use zpar_protocol::{
-    ConnectionReply, Content, DbReply, EngineNotification, EngineQueue, Header, HistoryReply,
-    Message, QueueReply, RegistrationReply, ResubmitReply, ResultReply, Status, TaskReply,
+    Channel, ConnectionReply, Content, DbReply, EngineNotification, EngineQueue, ErrorClass,
+    Header, HistoryReply, Message, QueueReply, RawMessage, RecordStatus, RegistrationReply,
+    RegistrationRequest, ResubmitReply, ResultReply, Status, TaskReply,
 };
 
-impl Hub {
-    pub(crate) fn on_query(&mut self, frames: Vec<zmq::Message>) {
-        let msg = match self.session.decode_frames(frames) {
-            Ok(m) => m,
-            Err(e) => return warn!(error = %e, "dropped a bad query"),
+impl HubCore {
+    pub(super) fn on_query(&mut self, frames: Frames, now: f64, out: &mut Vec<Action>) {
+        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
+            Ok(r) => r,
+            Err(e) => return warn!(error = %e, "dropped a malformed query"),
         };
+        if let Err(e) = self.session.verify(&raw) {
+            return warn!(error = %e, "dropped a query");
+        }
+        let header = match raw.header() {
+            Ok(h) => h,
+            Err(e) => return warn!(error = %e, "dropped a query"),
+        };
+        let identities: Vec<Vec<u8>> = raw.identities.iter().map(|f| f.to_vec()).collect();
+        let msg = match Message::parse(raw) {
+            Ok(m) => m,
+            Err(e) => {
+                // Signed, but its content is not what its type says.
+                warn!(error = %e, msg_type = %header.msg_type, "refused a malformed query");
+                return self.refuse_query(identities, header, e.to_string());
+            }
+        };
+        let asker = msg.identities.first().cloned().unwrap_or_default();
         let mut buffers = Vec::new();
         let reply_content = match &msg.content {
-            Content::RegistrationRequest(r) => {
-                let uuid = msg.identities.first().cloned().unwrap_or_default();
-                if uuid.is_empty() || uuid != r.uuid.as_bytes() {
-                    Content::RegistrationReply(RegistrationReply {
-                        status: Status::Error,
-                        evalue: Some(
-                            "the registration uuid must be the engine's socket identity".into(),
-                        ),
-                        ..Default::default()
-                    })
-                } else {
-                    let (id, fresh) = self.registry.register(&uuid, r.id);
-                    if fresh {
-                        let _ = self
-                            .sockets
-                            .hb_pipe
-                            .send_multipart([crate::heartbeat::WATCH, &uuid[..]], 0);
-                        info!(engine = id, uuid = %r.uuid, "engine registered");
-                        self.notify(Content::RegistrationNotification(EngineNotification {
-                            id,
-                            uuid: r.uuid.clone(),
-                            reason: None,
-                        }));
-                    }
-                    Content::RegistrationReply(RegistrationReply {
-                        status: Status::Ok,
-                        id,
-                        hb_period_ms: self.config.hb_period.as_millis() as u64,
-                        hub_instance: self.instance.clone(),
-                        evalue: None,
-                    })
-                }
-            }
+            Content::RegistrationRequest(r) => self.register(&asker, r, now, out),
             Content::UnregistrationRequest(r) => {
-                let sender = msg.identities.first().map(|u| self.registry.id_of(u));
-                if sender == Some(Some(r.id)) {
-                    self.engine_gone(r.id, "unregistered");
+                if self.registry.id_of(&asker) == Some(r.id) {
+                    self.engine_lost(r.id, LossReason::Unregistered, now, out);
                     Content::UnregistrationReply(TaskReply::ok())
                 } else {
                     Content::UnregistrationReply(TaskReply::error(
-                        "NotPermitted",
+                        ErrorClass::NotPermitted.as_str(),
                         format!("only engine {} itself may unregister it", r.id),
                     ))
                 }
@@ -95,7 +79,7 @@ impl Hub {
                 Content::QueueReply(QueueReply {
                     status: Status::Ok,
                     engines,
-                    unassigned: (self.waiting.len() + self.unroutable.len()) as u64,
+                    unassigned: self.waiting.len() as u64,
                 })
             }
             Content::ResultRequest(r) => {
@@ -130,21 +114,25 @@ impl Hub {
                     }),
                 }
             }
-            Content::PurgeRequest(r) => match self.records.purge(&r.msg_ids, r.all) {
-                Ok(n) => Content::PurgeReply(TaskReply::with_result(json!(n))),
-                Err(e) => Content::PurgeReply(TaskReply::error("DatabaseError", e.to_string())),
-            },
+            Content::PurgeRequest(r) => {
+                self.uncommitted = true;
+                match self.records.purge(&r.msg_ids, r.all) {
+                    Ok(n) => Content::PurgeReply(TaskReply::with_result(json!(n))),
+                    Err(e) => Content::PurgeReply(TaskReply::error(
+                        ErrorClass::DatabaseError.as_str(),
+                        e.to_string(),
+                    )),
+                }
+            }
             Content::ResubmitRequest(r) => {
-                let client = msg.identities.first().cloned().unwrap_or_default();
-                Content::ResubmitReply(self.resubmit(&r.msg_ids, client, &msg.header))
+                Content::ResubmitReply(self.resubmit(&r.msg_ids, asker, &msg.header, now, out))
             }
             other => {
                 let t = other.msg_type().to_string();
-                let reply_type = format!("{}_reply", t.trim_end_matches("_request"));
                 Content::task_reply_of(
-                    &reply_type,
+                    &Content::reply_type_for(&t),
                     TaskReply::error(
-                        "UnknownMessageType",
+                        ErrorClass::UnknownMessageType.as_str(),
                         format!("the hub does not serve {t} on this channel"),
                     ),
                 )
@@ -152,8 +140,71 @@ impl Hub {
         };
         let mut reply = msg.reply(&self.session, reply_content);
         reply.buffers = buffers;
-        self.send(&self.sockets.query, reply);
-        self.flush_records();
+        let frames = self.session.encode_owned(reply).into_frames();
+        self.held.push(Action::ToQuery { frames });
+    }
+
+    /// Registers an engine; its identity must be the uuid it names.
+    fn register(
+        &mut self,
+        uuid: &[u8],
+        r: &RegistrationRequest,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) -> Content {
+        if uuid.is_empty() || uuid != r.uuid.as_bytes() {
+            return Content::RegistrationReply(RegistrationReply {
+                status: Status::Error,
+                evalue: Some("the registration uuid must be the engine's socket identity".into()),
+                ..Default::default()
+            });
+        }
+        let (id, fresh) = self.registry.register(uuid, r.id);
+        if fresh {
+            out.push(Action::Watch {
+                uuid: uuid.to_vec(),
+            });
+            info!(engine = id, uuid = %r.uuid, "engine registered");
+            self.notify(
+                Content::RegistrationNotification(EngineNotification {
+                    id,
+                    uuid: r.uuid.clone(),
+                    reason: None,
+                }),
+                out,
+            );
+            // Tasks that waited for an engine may run now.
+            self.schedule_waiting(now, out);
+        }
+        Content::RegistrationReply(RegistrationReply {
+            status: Status::Ok,
+            id,
+            hb_period_ms: self.config.hb_period.as_millis() as u64,
+            hub_instance: self.config.instance.clone(),
+            evalue: None,
+        })
+    }
+
+    /// Answers a signed query whose content does not fit its type.
+    fn refuse_query(&mut self, identities: Vec<Vec<u8>>, request: Header, why: String) {
+        let reply_type = Content::reply_type_for(&request.msg_type);
+        let msg = Message {
+            identities,
+            header: self.session.header(&reply_type),
+            parent_header: Some(request),
+            metadata: zpar_protocol::ReplyMetadata {
+                status: Some(Status::Error),
+                ..Default::default()
+            }
+            .to_map(),
+            content: Content::task_reply_of(
+                &reply_type,
+                TaskReply::error(ErrorClass::BadRequest.as_str(), why),
+            ),
+            buffers: vec![],
+        };
+        let frames = self.session.encode_owned(msg).into_frames();
+        self.held.push(Action::ToQuery { frames });
     }
 
     /// Finished records by msg id, their result buffers appended to
@@ -195,7 +246,14 @@ impl Hub {
 
     /// Sends recorded requests again under new msg ids, on behalf of the
     /// asking client.
-    fn resubmit(&mut self, msg_ids: &[String], client: Vec<u8>, asker: &Header) -> ResubmitReply {
+    fn resubmit(
+        &mut self,
+        msg_ids: &[String],
+        client: Vec<u8>,
+        asker: &Header,
+        now: f64,
+        actions: &mut Vec<Action>,
+    ) -> ResubmitReply {
         let mut out = ResubmitReply {
             status: Status::Ok,
             ..Default::default()
@@ -217,7 +275,9 @@ impl Hub {
             };
             let new_id = zpar_protocol::new_id();
             header.msg_id = new_id.clone();
-            header.date = zpar_protocol::iso8601_now();
+            header.date = zpar_protocol::header::iso8601(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(now.max(0.0)),
+            );
             header.session = asker.session.clone();
             let hdr = serde_json::to_vec(&header).expect("json");
             let meta = first.request.metadata.as_bytes().to_vec();
@@ -237,24 +297,20 @@ impl Hub {
                         .collect(),
                 )
             };
-            let channel = match first.channel.as_str() {
-                "task" => Channel::Task,
-                "control" => Channel::Control,
-                _ => Channel::Mux,
-            };
+            let channel = first.channel;
             if channel == Channel::Task {
                 let raw = build(&self.session);
-                let rec = self.record_of_resubmit(first, &header, &client);
-                self.record(rec);
+                let rec = self.record_of_resubmit(first, &header, &client, now);
+                self.insert_record(rec);
                 self.waiting.push_back(QueuedTask {
                     raw,
                     header: header.clone(),
-                    client: client.clone(),
                     identities: vec![client.clone()],
                     after: Vec::new(),
                     follow: Vec::new(),
                     allowed: None,
                     retries: 0,
+                    attempt: 0,
                 });
             } else {
                 let engines: Vec<u32> = recs.iter().filter_map(|r| r.engine).collect();
@@ -271,11 +327,22 @@ impl Hub {
                 out.engines
                     .insert(new_id.clone(), live.iter().map(|(e, _)| *e).collect());
                 for (e, uuid) in live {
-                    let mut rec = self.record_of_resubmit(first, &header, &client);
+                    let mut rec = self.record_of_resubmit(first, &header, &client, now);
                     rec.engine = Some(e);
-                    self.record(rec);
-                    let frames = build(&self.session).into_frames();
-                    self.dispatch(e, &uuid, &client, &header, channel, frames);
+                    self.insert_record(rec);
+                    let pending = super::registry::Pending {
+                        client: client.clone(),
+                        header: header.clone(),
+                        channel,
+                        received: now,
+                        retry: None,
+                    };
+                    self.registry.add_pending(e, header.msg_id.clone(), pending);
+                    actions.push(Action::ToEngine {
+                        channel,
+                        uuid,
+                        frames: build(&self.session).into_frames(),
+                    });
                 }
             }
             out.resubmitted.insert(old.clone(), new_id);
@@ -284,17 +351,23 @@ impl Hub {
             out.status = Status::Error;
             out.evalue = Some(problems.join("; "));
         }
-        self.schedule_waiting();
+        self.schedule_waiting(now, actions);
         out
     }
 
-    fn record_of_resubmit(&self, old: &TaskRecord, header: &Header, client: &[u8]) -> TaskRecord {
+    fn record_of_resubmit(
+        &self,
+        old: &TaskRecord,
+        header: &Header,
+        client: &[u8],
+        now: f64,
+    ) -> TaskRecord {
         let mut rec = old.clone();
         rec.msg_id = header.msg_id.clone();
         rec.engine = None;
         rec.client = String::from_utf8_lossy(client).into_owned();
-        rec.submitted = crate::requests::now_secs();
-        rec.status = "pending".into();
+        rec.submitted = now;
+        rec.status = RecordStatus::Pending;
         rec.started = None;
         rec.completed = None;
         rec.received = None;
@@ -305,14 +378,6 @@ impl Hub {
         rec.evalue = None;
         rec.request.header = serde_json::to_string(header).expect("json");
         rec
-    }
-
-    /// Sends a hub-made message.
-    pub(crate) fn send(&self, socket: &zmq::Socket, msg: Message) {
-        let raw = self.session.encode_owned(msg);
-        if let Err(e) = zpar_protocol::send_frames(socket, raw.into_frames(), zmq::DONTWAIT) {
-            warn!(error = %e, "hub message not sent");
-        }
     }
 }
 
@@ -351,7 +416,7 @@ fn result_entry(r: &TaskRecord, buffers: &mut Vec<zmq::Message>) -> Json {
     };
     let mut m = BTreeMap::new();
     m.insert("engine", json!(r.engine));
-    m.insert("status", json!(r.status));
+    m.insert("status", json!(r.status.as_str()));
     m.insert("content", content);
     m.insert("metadata", metadata);
     m.insert("buffer_start", json!(count.0));

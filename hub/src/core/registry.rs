@@ -4,20 +4,9 @@
 //! records what it forwards, and on an engine's death takes back everything
 //! that engine still owed.
 
+use super::queued::QueuedTask;
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
-use zpar_protocol::Header;
-
-/// Which pair of hub sockets a request travelled on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    /// Direct requests to named engines.
-    Mux,
-    /// Load-balanced requests.
-    Task,
-    /// Control requests.
-    Control,
-}
+use zpar_protocol::{Channel, Header};
 
 /// A request forwarded to an engine and not yet answered.
 pub struct Pending {
@@ -27,11 +16,11 @@ pub struct Pending {
     pub header: Header,
     /// Where it came from.
     pub channel: Channel,
-    /// When the hub received it.
-    pub received: Instant,
-    /// A load-balanced task with retries left: what to run again elsewhere
-    /// if this engine dies.
-    pub(crate) retry: Option<Box<crate::requests::QueuedTask>>,
+    /// When the hub received it (Unix seconds).
+    pub received: f64,
+    /// A load-balanced task: what to run again elsewhere if this engine
+    /// dies and the task has retries left.
+    pub(crate) retry: Option<Box<QueuedTask>>,
 }
 
 /// One registered engine.
@@ -166,7 +155,7 @@ mod tests {
             client: b"c".to_vec(),
             header: zpar_protocol::Header::new("execute_request", "s", "u"),
             channel: Channel::Mux,
-            received: Instant::now(),
+            received: 0.0,
             retry: None,
         }
     }

@@ -1,6 +1,6 @@
 //! Choosing an engine for a load-balanced task.
 
-use crate::registry::Registry;
+use super::registry::Registry;
 
 /// How the hub picks an engine for a load-balanced task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,20 +34,25 @@ impl std::str::FromStr for Scheme {
 pub struct Scheduler {
     scheme: Scheme,
     clock: u64,
-    rng: u64,
+    rng: fastrand::Rng,
 }
 
 impl Scheduler {
-    /// A scheduler for `scheme`.
+    /// A scheduler for `scheme`, seeded from the system.
     pub fn new(scheme: Scheme) -> Scheduler {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        Scheduler::with_rng(scheme, fastrand::Rng::new())
+    }
+
+    /// A scheduler whose random choices follow `seed` (for tests).
+    pub fn seeded(scheme: Scheme, seed: u64) -> Scheduler {
+        Scheduler::with_rng(scheme, fastrand::Rng::with_seed(seed))
+    }
+
+    fn with_rng(scheme: Scheme, rng: fastrand::Rng) -> Scheduler {
         Scheduler {
             scheme,
             clock: 0,
-            rng: seed | 1,
+            rng,
         }
     }
 
@@ -70,13 +75,7 @@ impl Scheduler {
         let chosen = match self.scheme {
             Scheme::LeastLoad => *candidates.iter().min_by_key(|id| load(id))?,
             Scheme::Lru => *candidates.iter().min_by_key(|id| load(id).1)?,
-            Scheme::Random => {
-                // xorshift64
-                self.rng ^= self.rng << 13;
-                self.rng ^= self.rng >> 7;
-                self.rng ^= self.rng << 17;
-                candidates[(self.rng % candidates.len() as u64) as usize]
-            }
+            Scheme::Random => candidates[self.rng.usize(..candidates.len())],
         };
         self.clock += 1;
         if let Some(e) = registry.get_mut(chosen) {
@@ -89,7 +88,8 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Channel, Pending};
+    use crate::core::registry::Pending;
+    use zpar_protocol::Channel;
 
     fn registry(n: usize) -> Registry {
         let mut r = Registry::default();
@@ -109,7 +109,7 @@ mod tests {
                 client: vec![],
                 header: zpar_protocol::Header::new("apply_request", "s", "u"),
                 channel: Channel::Task,
-                received: std::time::Instant::now(),
+                received: 0.0,
                 retry: None,
             },
         );

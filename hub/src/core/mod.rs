@@ -1,0 +1,461 @@
+//! The hub's logic as a state machine with no I/O.
+//!
+//! [`HubCore::handle`] takes one [`Event`] — a message from a client or an
+//! engine, an engine lost, a tick — and the current time, and returns the
+//! [`Action`]s to perform, in order: frames to send to an engine or a client,
+//! a notification to publish, records to commit, heartbeats to start or stop
+//! watching. The poll loop in [`crate::hub`] only receives frames, calls
+//! `handle` and performs the actions; nothing here touches a socket, a clock
+//! or a thread, so every rule below is unit-tested by feeding events and
+//! reading actions.
+//!
+//! What the core owns:
+//!
+//! - the engine table ([`registry`]) and the load-balancing choice
+//!   ([`scheduler`]);
+//! - fan-out of a direct request to its targets ([`requests`]);
+//! - the load-balanced queue: `after`/`follow` dependencies, retries, and
+//!   the fate of an engine's work when it is lost ([`tasks`]);
+//! - registration and every query on the registration channel
+//!   ([`queries`]);
+//! - the task records, and their ordering: every reply to a client waits in
+//!   the core until the next [`Event::Tick`], which returns
+//!   [`Action::CommitRecords`] *before* those replies. A `kill -9` of the
+//!   hub therefore never loses the record of a result a client has seen.
+//!
+//! Frames stay [`zmq::Message`]s (plain buffers; no socket needed), so a
+//! 100 MiB push is forwarded as the frames that came, without a copy.
+//!
+//! ```
+//! use zpar_hub::core::{Action, CoreConfig, Event, HubCore};
+//! use zpar_hub::records::Records;
+//! use zpar_protocol::{Content, Message, RegistrationRequest, Session};
+//!
+//! let session = Session::new(b"key", "hmac-sha256", "hub").unwrap();
+//! let mut core = HubCore::new(session, CoreConfig::default(), Records::memory(100, 1 << 16));
+//! let engine = Session::new(b"key", "hmac-sha256", "engine").unwrap();
+//! let mut hello = Message::new(&engine, Content::RegistrationRequest(RegistrationRequest {
+//!     uuid: "e0".into(), id: None }));
+//! hello.identities = vec![b"e0".to_vec()];
+//! let frames = engine.encode(&hello).into_frames();
+//! let actions = core.handle(Event::Query { frames }, 0.0);
+//! assert!(matches!(&actions[0], Action::Watch { uuid } if uuid == b"e0"));
+//! let sent = core.handle(Event::Tick, 0.0); // the registration reply goes out
+//! assert!(sent.iter().any(|a| matches!(a, Action::ToQuery { .. })));
+//! ```
+
+mod queries;
+pub mod queued;
+pub mod registry;
+mod requests;
+pub mod scheduler;
+mod tasks;
+#[cfg(test)]
+mod tests;
+
+use crate::records::{Records, TaskRecord};
+use queued::QueuedTask;
+use registry::Registry;
+use scheduler::{Scheduler, Scheme};
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+use tracing::{debug, warn};
+use zpar_protocol::{
+    Channel, Content, ErrorClass, Header, Message, RecordStatus, ReplyMetadata, Session, Status,
+    TaskReply,
+};
+
+/// Frames as they travel: plain buffers, no socket needed.
+pub type Frames = Vec<zmq::Message>;
+
+/// Something that happened, for the core to act on.
+#[derive(Debug)]
+pub enum Event {
+    /// A client's message on a client-facing mux, task or control socket;
+    /// the first frame is the client's identity.
+    ClientRequest {
+        /// Which socket.
+        channel: Channel,
+        /// The frames as received.
+        frames: Frames,
+    },
+    /// An engine's message on an engine-facing mux, task or control socket;
+    /// the first frame is the engine's identity (its uuid).
+    EngineReply {
+        /// Which socket.
+        channel: Channel,
+        /// The frames as received.
+        frames: Frames,
+    },
+    /// A message on the registration/query socket: an engine registering or
+    /// leaving, a client connecting or asking about queues and records.
+    Query {
+        /// The frames as received; the first is the sender's identity.
+        frames: Frames,
+    },
+    /// The heartbeat lost an engine.
+    EngineLost {
+        /// The engine's uuid.
+        uuid: Vec<u8>,
+        /// Why.
+        reason: LossReason,
+    },
+    /// The end of a batch of events: commit what was recorded, then let the
+    /// replies that waited for it go out.
+    Tick,
+    /// The hub is stopping (a signal): tell every engine to stop.
+    Stop,
+}
+
+/// Why an engine is no longer registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossReason {
+    /// It asked to leave.
+    Unregistered,
+    /// It stopped answering heartbeats: it died, or hangs in native code.
+    MissedHeartbeats,
+}
+
+impl LossReason {
+    /// Whether the engine failed (rather than leaving in good order).
+    pub fn is_failure(self) -> bool {
+        self == LossReason::MissedHeartbeats
+    }
+
+    /// The reason as notifications and error messages give it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            LossReason::Unregistered => "unregistered",
+            LossReason::MissedHeartbeats => {
+                "missed heartbeats: the engine died or hangs in native code"
+            }
+        }
+    }
+}
+
+/// What the poll loop must do, in the order given.
+#[derive(Debug)]
+pub enum Action {
+    /// Send frames to an engine on one of its sockets (the loop puts the
+    /// engine's identity in front).
+    ToEngine {
+        /// Which socket.
+        channel: Channel,
+        /// The engine's uuid, its identity on the hub's engine sockets.
+        uuid: Vec<u8>,
+        /// The message.
+        frames: Frames,
+    },
+    /// Send a reply to a client; the frames start with its identity.
+    ToClient {
+        /// Which client-facing socket.
+        channel: Channel,
+        /// The message.
+        frames: Frames,
+    },
+    /// Answer on the registration/query socket; the frames start with the
+    /// asker's identity.
+    ToQuery {
+        /// The message.
+        frames: Frames,
+    },
+    /// Publish on the notification socket.
+    Notify {
+        /// The message.
+        frames: Frames,
+    },
+    /// Make every record written so far durable; nothing after this action
+    /// may go out before it is done.
+    CommitRecords,
+    /// Start watching an engine's heartbeat.
+    Watch {
+        /// The engine's uuid.
+        uuid: Vec<u8>,
+    },
+    /// Stop watching an engine's heartbeat.
+    Forget {
+        /// The engine's uuid.
+        uuid: Vec<u8>,
+    },
+    /// Stop the hub once the actions before this one are done.
+    Stop,
+}
+
+/// The settings the core needs.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// How the load-balanced queue picks engines.
+    pub scheme: Scheme,
+    /// The heartbeat period engines are told at registration.
+    pub hb_period: Duration,
+    /// This hub's instance, random per start: engines notice a restarted
+    /// hub by it.
+    pub instance: String,
+    /// Largest buffers recorded with a request or result, in bytes.
+    pub max_buffer_bytes: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> CoreConfig {
+        CoreConfig {
+            scheme: Scheme::LeastLoad,
+            hb_period: Duration::from_secs(1),
+            instance: "hub".into(),
+            max_buffer_bytes: 64 << 10,
+        }
+    }
+}
+
+/// The hub's state: engines, queue, records. See the [module](self) docs.
+pub struct HubCore {
+    pub(crate) config: CoreConfig,
+    pub(crate) session: Session,
+    pub(crate) registry: Registry,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) records: Records,
+    /// Load-balanced tasks not yet assigned (waiting for dependencies or
+    /// engines), oldest first.
+    pub(crate) waiting: VecDeque<QueuedTask>,
+    /// Replies held until the records they depend on are committed.
+    held: Vec<Action>,
+    /// Records were written since the last commit.
+    uncommitted: bool,
+}
+
+impl HubCore {
+    /// A core over `records`. Records left pending by an earlier run (a
+    /// restart on SQLite) can never finish: they are marked failed, and
+    /// engine ids already used stay unused.
+    pub fn new(session: Session, config: CoreConfig, mut records: Records) -> HubCore {
+        let mut registry = Registry::default();
+        if let Some(max) = records.max_engine().unwrap_or(None) {
+            registry.reserve_ids_below(max + 1);
+        }
+        let orphans = records.pending().unwrap_or_default();
+        if !orphans.is_empty() {
+            warn!(
+                count = orphans.len(),
+                "records pending from before a restart are marked failed"
+            );
+        }
+        for r in orphans {
+            let _ = records.update(&r.msg_id, r.engine, |r| {
+                r.status = RecordStatus::Done(Status::Error);
+                r.ename = Some(ErrorClass::HubRestarted.to_string());
+                r.evalue = Some("the hub restarted while this request was pending".into());
+            });
+        }
+        if let Err(e) = records.flush() {
+            warn!(error = %e, "task records not committed");
+        }
+        HubCore {
+            scheduler: Scheduler::new(config.scheme),
+            config,
+            session,
+            registry,
+            records,
+            waiting: VecDeque::new(),
+            held: Vec::new(),
+            uncommitted: false,
+        }
+    }
+
+    /// Handles one event at time `now` (Unix seconds), returning what to do.
+    pub fn handle(&mut self, event: Event, now: f64) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::ClientRequest { channel, frames } => {
+                self.on_client_request(channel, frames, now, &mut out)
+            }
+            Event::EngineReply { channel, frames } => {
+                self.on_engine_reply(channel, frames, now, &mut out)
+            }
+            Event::Query { frames } => self.on_query(frames, now, &mut out),
+            Event::EngineLost { uuid, reason } => {
+                if let Some(id) = self.registry.id_of(&uuid) {
+                    self.engine_lost(id, reason, now, &mut out);
+                }
+            }
+            Event::Tick => self.on_tick(&mut out),
+            Event::Stop => self.stop_engines(&mut out),
+        }
+        out
+    }
+
+    /// The records, to read (or to commit, when the loop performs
+    /// [`Action::CommitRecords`]).
+    pub fn records_mut(&mut self) -> &mut Records {
+        &mut self.records
+    }
+
+    /// The engine table.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Load-balanced tasks not yet assigned.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Makes the random choices of the `random` scheme follow `seed`.
+    pub fn seed_scheduler(&mut self, seed: u64) {
+        self.scheduler = Scheduler::seeded(self.config.scheme, seed);
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Action>) {
+        if self.uncommitted {
+            out.push(Action::CommitRecords);
+            self.uncommitted = false;
+        }
+        out.append(&mut self.held);
+    }
+
+    /// Checks what must always hold, panicking with what broke. Tests call
+    /// it after every event.
+    pub fn check_invariants(&self) {
+        let mut seen_tasks = HashSet::new();
+        for e in self.registry.engines() {
+            assert_eq!(
+                self.registry.id_of(&e.uuid),
+                Some(e.id),
+                "engine {} is not found by its uuid",
+                e.id
+            );
+            for (msg_id, p) in &e.pending {
+                if p.channel == Channel::Task {
+                    assert!(
+                        seen_tasks.insert(msg_id.clone()),
+                        "task {msg_id} is pending on two engines"
+                    );
+                }
+                if !p.client.is_empty() {
+                    let recs = self.records.get(msg_id).unwrap_or_default();
+                    let rec = recs.iter().find(|r| r.engine == Some(e.id));
+                    assert!(
+                        rec.is_some_and(|r| r.status == RecordStatus::Pending),
+                        "request {msg_id} is pending on engine {} but its record is not",
+                        e.id
+                    );
+                }
+            }
+        }
+        for t in &self.waiting {
+            assert!(
+                !seen_tasks.contains(&t.header.msg_id),
+                "task {} is both waiting and on an engine",
+                t.header.msg_id
+            );
+            let recs = self.records.get(&t.header.msg_id).unwrap_or_default();
+            assert!(
+                recs.iter()
+                    .any(|r| r.engine.is_none() && r.status == RecordStatus::Pending),
+                "waiting task {} has no pending unassigned record",
+                t.header.msg_id
+            );
+        }
+    }
+
+    // ----- helpers shared by the handlers -----
+
+    /// Records a new request.
+    pub(crate) fn insert_record(&mut self, rec: TaskRecord) {
+        self.uncommitted = true;
+        if let Err(e) = self.records.insert(rec) {
+            warn!(error = %e, "task record not written");
+        }
+    }
+
+    /// Changes the record of (msg id, engine).
+    pub(crate) fn update_record(
+        &mut self,
+        msg_id: &str,
+        engine: Option<u32>,
+        f: impl FnOnce(&mut TaskRecord),
+    ) {
+        self.uncommitted = true;
+        if let Err(e) = self.records.update(msg_id, engine, f) {
+            warn!(error = %e, %msg_id, "task record not updated");
+        }
+    }
+
+    /// Marks a record failed by the hub (no engine reply).
+    pub(crate) fn fail_record(
+        &mut self,
+        msg_id: &str,
+        engine: Option<u32>,
+        class: &ErrorClass,
+        why: &str,
+        now: f64,
+    ) {
+        self.update_record(msg_id, engine, |r| {
+            r.status = RecordStatus::Done(Status::Error);
+            r.ename = Some(class.to_string());
+            r.evalue = Some(why.to_string());
+            r.received = Some(now);
+        });
+    }
+
+    /// Holds a reply to a client until the next commit.
+    pub(crate) fn reply_to_client(&mut self, channel: Channel, frames: Frames) {
+        self.held.push(Action::ToClient { channel, frames });
+    }
+
+    /// Holds a hub-made message for a client.
+    pub(crate) fn send_to_client(&mut self, channel: Channel, msg: Message) {
+        let frames = self.session.encode_owned(msg).into_frames();
+        self.reply_to_client(channel, frames);
+    }
+
+    /// Holds an error reply to a request the hub answers itself.
+    pub(crate) fn reject(
+        &mut self,
+        channel: Channel,
+        identities: Vec<Vec<u8>>,
+        request: &Header,
+        engine: Option<u32>,
+        class: ErrorClass,
+        evalue: String,
+    ) {
+        debug!(msg_id = %request.msg_id, ename = %class, %evalue, "request answered by the hub");
+        let reply_type = Content::reply_type_for(&request.msg_type);
+        let mut r = TaskReply::error(class.as_str(), evalue);
+        r.engine_id = engine;
+        let metadata = ReplyMetadata {
+            engine,
+            status: Some(Status::Error),
+            ..Default::default()
+        };
+        let msg = Message {
+            identities,
+            header: self.session.header(&reply_type),
+            parent_header: Some(request.clone()),
+            metadata: metadata.to_map(),
+            content: Content::task_reply_of(&reply_type, r),
+            buffers: vec![],
+        };
+        self.send_to_client(channel, msg);
+    }
+
+    /// A hub-made notification for every client.
+    pub(crate) fn notify(&self, content: Content, out: &mut Vec<Action>) {
+        let msg = Message::new(&self.session, content);
+        let frames = self.session.encode_owned(msg).into_frames();
+        out.push(Action::Notify { frames });
+    }
+
+    /// Tells every engine to stop.
+    pub(crate) fn stop_engines(&mut self, out: &mut Vec<Action>) {
+        for e in self.registry.engines() {
+            let msg = Message::new(
+                &self.session,
+                Content::ShutdownRequest(zpar_protocol::ShutdownRequest::default()),
+            );
+            out.push(Action::ToEngine {
+                channel: Channel::Control,
+                uuid: e.uuid.clone(),
+                frames: self.session.encode_owned(msg).into_frames(),
+            });
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Requests from clients and replies from engines: checking, recording,
+//! fanning out to targets, and routing replies back.
+
+use super::queued::QueuedTask;
+use super::registry::Pending;
+use super::{Action, Frames, HubCore};
+use crate::records::{Parts, TaskRecord};
+use tracing::{debug, warn};
+use zpar_protocol::{
+    Channel, ErrorClass, Header, RawMessage, RecordStatus, ReplyMetadata, RequestMetadata,
+    ShutdownRequest, TaskReply,
+};
+
+/// A message's frames as a record keeps them; its buffers only if `small`.
+pub(crate) fn parts_of(raw: &RawMessage, small: bool) -> Parts {
+    Parts {
+        header: text_of(&raw.header),
+        metadata: text_of(&raw.metadata),
+        content: text_of(&raw.content),
+        buffers: if small {
+            raw.buffers.iter().map(|b| b.to_vec()).collect()
+        } else {
+            Vec::new()
+        },
+        buffers_dropped: !small,
+    }
+}
+
+/// A JSON frame's text (verified frames are UTF-8 JSON; anything else is
+/// kept lossily rather than failing the record).
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl HubCore {
+    /// Whether a message's buffers are small enough to record.
+    fn small(&self, raw: &RawMessage) -> bool {
+        raw.buffers.iter().map(|b| b.len()).sum::<usize>() <= self.config.max_buffer_bytes
+    }
+
+    /// The request as a new pending record.
+    pub(crate) fn record_of(
+        &self,
+        raw: &RawMessage,
+        header: &Header,
+        client: &[u8],
+        channel: Channel,
+        engine: Option<u32>,
+        now: f64,
+    ) -> TaskRecord {
+        TaskRecord {
+            msg_id: header.msg_id.clone(),
+            engine,
+            client: String::from_utf8_lossy(client).into_owned(),
+            msg_type: header.msg_type.clone(),
+            channel,
+            submitted: now,
+            started: None,
+            completed: None,
+            received: None,
+            status: RecordStatus::Pending,
+            request: parts_of(raw, self.small(raw)),
+            result: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            ename: None,
+            evalue: None,
+        }
+    }
+
+    pub(super) fn on_client_request(
+        &mut self,
+        channel: Channel,
+        frames: Frames,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
+            Ok(r) => r,
+            Err(e) => return warn!(error = %e, %channel, "dropped a malformed client message"),
+        };
+        if let Err(e) = self.session.verify(&raw) {
+            return warn!(error = %e, %channel, "dropped a client message");
+        }
+        let header = match raw.header() {
+            Ok(h) => h,
+            Err(e) => return warn!(error = %e, %channel, "dropped a client message"),
+        };
+        let identities: Vec<Vec<u8>> = raw.identities.iter().map(|f| f.to_vec()).collect();
+        if identities.is_empty() {
+            return warn!("dropped a client message without identity");
+        }
+        // From here on the request is signed and has a header: it gets an
+        // answer, whatever else is wrong with it.
+        let metadata = match raw.metadata().and_then(|m| RequestMetadata::from_map(&m)) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, %channel, msg_id = %header.msg_id, "refused a request");
+                return self.reject(
+                    channel,
+                    identities,
+                    &header,
+                    None,
+                    ErrorClass::BadRequest,
+                    e.to_string(),
+                );
+            }
+        };
+        if channel == Channel::Control && header.msg_type == "shutdown_request" {
+            let content_says = serde_json::from_slice::<ShutdownRequest>(&raw.content)
+                .map(|r| r.hub)
+                .unwrap_or(false);
+            if content_says || metadata.hub {
+                return self.shutdown_cluster(identities, header, out);
+            }
+        }
+        if channel == Channel::Task {
+            let client = identities[0].clone();
+            let rec = self.record_of(&raw, &header, &client, channel, None, now);
+            self.insert_record(rec);
+            self.waiting.push_back(QueuedTask {
+                after: metadata.after,
+                follow: metadata.follow,
+                allowed: metadata.targets,
+                retries: metadata.retries,
+                attempt: 0,
+                header,
+                identities,
+                raw,
+            });
+            return self.schedule_waiting(now, out);
+        }
+        self.fan_out(channel, raw, header, identities, metadata.targets, now, out);
+    }
+
+    /// Sends a direct or control request to each of its targets, recording
+    /// it once per engine; unknown targets get an error reply each.
+    #[allow(clippy::too_many_arguments)]
+    fn fan_out(
+        &mut self,
+        channel: Channel,
+        raw: RawMessage,
+        header: Header,
+        identities: Vec<Vec<u8>>,
+        targets: Option<Vec<u32>>,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        let targets = match targets {
+            Some(t) if !t.is_empty() => t,
+            _ => {
+                return self.reject(
+                    channel,
+                    identities,
+                    &header,
+                    None,
+                    ErrorClass::NoTargets,
+                    "the request names no target engines (metadata \"targets\")".into(),
+                )
+            }
+        };
+        let client = identities[0].clone();
+        let mut live = Vec::with_capacity(targets.len());
+        for id in targets {
+            match self.registry.get(id) {
+                Some(e) => live.push((id, e.uuid.clone())),
+                None => self.reject(
+                    channel,
+                    identities.clone(),
+                    &header,
+                    Some(id),
+                    ErrorClass::UnknownEngine,
+                    format!("engine {id} is not registered (it died, left or never existed)"),
+                ),
+            }
+        }
+        let n = live.len();
+        let mut raw = Some(raw);
+        for (i, (id, uuid)) in live.into_iter().enumerate() {
+            let Some(request) = raw.as_ref() else { break };
+            let rec = self.record_of(request, &header, &client, channel, Some(id), now);
+            self.insert_record(rec);
+            // The last target takes the frames as they came; the others a copy.
+            let frames = if i + 1 == n {
+                raw.take().map(RawMessage::into_frames)
+            } else {
+                Some(request.duplicate().into_frames())
+            };
+            let pending = Pending {
+                client: client.clone(),
+                header: header.clone(),
+                channel,
+                received: now,
+                retry: None,
+            };
+            self.registry
+                .add_pending(id, header.msg_id.clone(), pending);
+            out.push(Action::ToEngine {
+                channel,
+                uuid,
+                frames: frames.unwrap_or_default(),
+            });
+        }
+    }
+
+    pub(super) fn on_engine_reply(
+        &mut self,
+        channel: Channel,
+        mut frames: Frames,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        if frames.is_empty() {
+            return;
+        }
+        let uuid = frames.remove(0);
+        let Some(engine) = self.registry.id_of(&uuid) else {
+            return debug!(%channel, "dropped a reply from an unregistered engine");
+        };
+        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
+            Ok(r) => r,
+            Err(e) => return warn!(error = %e, engine, "dropped a malformed engine message"),
+        };
+        if let Err(e) = self.session.verify(&raw) {
+            return warn!(error = %e, engine, "dropped an engine message");
+        }
+        let parent = match raw.parent_header() {
+            Ok(Some(p)) => p,
+            Ok(None) => return warn!(engine, "dropped an engine reply without parent"),
+            Err(e) => return warn!(error = %e, engine, "dropped an engine message"),
+        };
+        let was_pending = self.registry.complete(engine, &parent.msg_id).is_some();
+        if was_pending {
+            self.record_reply(engine, &parent.msg_id, &raw, now);
+        } else if channel == Channel::Task {
+            // A late reply of an earlier attempt: the task was given to
+            // another engine (or failed) when this one was lost. The client
+            // gets one answer per task, never two.
+            return debug!(engine, msg_id = %parent.msg_id, "dropped a reply of an earlier attempt");
+        }
+        if !raw.identities.is_empty() {
+            self.reply_to_client(channel, raw.into_frames());
+        }
+        if channel == Channel::Task {
+            self.schedule_waiting(now, out);
+        }
+    }
+
+    fn record_reply(&mut self, engine: u32, msg_id: &str, raw: &RawMessage, now: f64) {
+        let metadata = ReplyMetadata::from_bytes(&raw.metadata).unwrap_or_else(|e| {
+            warn!(error = %e, engine, %msg_id, "recording a reply without its metadata");
+            ReplyMetadata::default()
+        });
+        let reply: TaskReply = serde_json::from_slice(&raw.content).unwrap_or_else(|e| {
+            warn!(error = %e, engine, %msg_id, "recording a reply whose content is not a reply");
+            TaskReply::error(
+                ErrorClass::BadRequest.as_str(),
+                format!("the engine's reply is not readable: {e}"),
+            )
+        });
+        let result = parts_of(raw, self.small(raw));
+        self.update_record(msg_id, Some(engine), |r| {
+            r.engine = Some(engine);
+            r.status = RecordStatus::Done(reply.status);
+            r.started = metadata.started;
+            r.completed = metadata.completed;
+            r.received = Some(now);
+            r.stdout = metadata.stdout;
+            r.stderr = metadata.stderr;
+            r.ename = reply.ename;
+            r.evalue = reply.evalue;
+            r.result = Some(result);
+        });
+    }
+
+    /// Stops every engine, answers the client, then stops the hub.
+    fn shutdown_cluster(
+        &mut self,
+        identities: Vec<Vec<u8>>,
+        request: Header,
+        out: &mut Vec<Action>,
+    ) {
+        tracing::info!("shutdown requested by a client");
+        self.stop_engines(out);
+        let msg = zpar_protocol::Message {
+            identities,
+            header: self.session.header("shutdown_reply"),
+            parent_header: Some(request),
+            metadata: Default::default(),
+            content: zpar_protocol::Content::ShutdownReply(TaskReply::ok()),
+            buffers: vec![],
+        };
+        self.send_to_client(Channel::Control, msg);
+        self.on_tick(out);
+        out.push(Action::Stop);
+    }
+}

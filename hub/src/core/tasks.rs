@@ -1,0 +1,220 @@
+//! The load-balanced queue: when a waiting task may run (its `after` and
+//! `follow` dependencies), where (the scheduler), and what becomes of an
+//! engine's work when the engine is lost (retries elsewhere, or
+//! `EngineDied` answered once).
+
+use super::queued::QueuedTask;
+use super::registry::Pending;
+use super::{Action, HubCore, LossReason};
+use crate::records::TaskRecord;
+use tracing::{debug, info, warn};
+use zpar_protocol::{Channel, Content, EngineNotification, ErrorClass, RecordStatus, Status};
+
+/// Whether a task's dependencies let it run now.
+#[derive(Debug)]
+enum Readiness {
+    /// It may run, on these engines (None: any).
+    Ready(Option<Vec<u32>>),
+    /// A dependency is still pending.
+    Wait,
+    /// It can never run.
+    Impossible(ErrorClass, String),
+}
+
+impl HubCore {
+    /// The finished records of a dependency, or why the task must wait or
+    /// cannot run. `kind` is `after` or `follow`, for messages.
+    fn dependency(&self, id: &str, kind: &str) -> Result<Vec<TaskRecord>, Readiness> {
+        let recs = self.records.get(id).map_err(|e| {
+            Readiness::Impossible(
+                ErrorClass::ImpossibleDependency,
+                format!("cannot read records: {e}"),
+            )
+        })?;
+        if recs.is_empty() {
+            return Err(Readiness::Impossible(
+                ErrorClass::ImpossibleDependency,
+                format!("`{kind}` names {id}, which the hub has no record of"),
+            ));
+        }
+        if recs.iter().any(|r| !r.finished()) {
+            return Err(Readiness::Wait);
+        }
+        Ok(recs)
+    }
+
+    /// Where a task may run, judged by its dependencies' records.
+    fn readiness(&self, task: &QueuedTask) -> Readiness {
+        for id in &task.after {
+            let recs = match self.dependency(id, "after") {
+                Ok(r) => r,
+                Err(why) => return why,
+            };
+            if let Some(bad) = recs
+                .iter()
+                .find(|r| r.status != RecordStatus::Done(Status::Ok))
+            {
+                return Readiness::Impossible(
+                    ErrorClass::DependencyFailed,
+                    format!("dependency {id} did not succeed (it ended {})", bad.status),
+                );
+            }
+        }
+        let mut allowed = task.allowed.clone();
+        for id in &task.follow {
+            let recs = match self.dependency(id, "follow") {
+                Ok(r) => r,
+                Err(why) => return why,
+            };
+            let engines: Vec<u32> = recs.iter().filter_map(|r| r.engine).collect();
+            allowed = Some(match allowed {
+                None => engines,
+                Some(a) => a.into_iter().filter(|e| engines.contains(e)).collect(),
+            });
+        }
+        let Some(candidates) = allowed else {
+            return Readiness::Ready(None);
+        };
+        let live: Vec<u32> = candidates
+            .iter()
+            .copied()
+            .filter(|e| self.registry.get(*e).is_some())
+            .collect();
+        if live.is_empty() {
+            return Readiness::Impossible(
+                if task.follow.is_empty() {
+                    ErrorClass::NoEngines
+                } else {
+                    ErrorClass::ImpossibleDependency
+                },
+                if task.follow.is_empty() {
+                    format!("none of the engines {candidates:?} is registered")
+                } else {
+                    format!(
+                        "no live engine ran all of {:?} (candidates {candidates:?})",
+                        task.follow
+                    )
+                },
+            );
+        }
+        Readiness::Ready(Some(live))
+    }
+
+    /// Assigns every waiting task that can run now; fails impossible ones.
+    pub(crate) fn schedule_waiting(&mut self, now: f64, out: &mut Vec<Action>) {
+        let mut i = 0;
+        while i < self.waiting.len() {
+            match self.readiness(&self.waiting[i]) {
+                Readiness::Wait => i += 1,
+                Readiness::Impossible(class, why) => {
+                    if let Some(t) = self.waiting.remove(i) {
+                        self.fail_task(t, class, why, now);
+                    }
+                }
+                Readiness::Ready(allowed) => {
+                    // No engine (yet): keep it; engines may come.
+                    let Some(engine) = self.scheduler.pick(&mut self.registry, allowed.as_deref())
+                    else {
+                        i += 1;
+                        continue;
+                    };
+                    if let Some(t) = self.waiting.remove(i) {
+                        self.assign(t, engine, now, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a task that can never run.
+    fn fail_task(&mut self, t: QueuedTask, class: ErrorClass, why: String, now: f64) {
+        self.fail_record(&t.header.msg_id, None, &class, &why, now);
+        self.reject(Channel::Task, t.identities, &t.header, None, class, why);
+    }
+
+    /// Sends a task to `engine`, keeping a copy if it may run again.
+    fn assign(&mut self, t: QueuedTask, engine: u32, now: f64, out: &mut Vec<Action>) {
+        let Some(uuid) = self.registry.get(engine).map(|e| e.uuid.clone()) else {
+            return;
+        };
+        self.update_record(&t.header.msg_id, None, |r| r.engine = Some(engine));
+        let retry = (t.retries > 0).then(|| Box::new(t.for_retry()));
+        let pending = Pending {
+            client: t.client().to_vec(),
+            header: t.header.clone(),
+            channel: Channel::Task,
+            received: now,
+            retry,
+        };
+        self.registry
+            .add_pending(engine, t.header.msg_id.clone(), pending);
+        out.push(Action::ToEngine {
+            channel: Channel::Task,
+            uuid,
+            frames: t.raw.into_frames(),
+        });
+    }
+
+    /// An engine left or died: retry or fail what it owed, tell the clients.
+    pub(crate) fn engine_lost(
+        &mut self,
+        id: u32,
+        reason: LossReason,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(entry) = self.registry.unregister(id) else {
+            return;
+        };
+        out.push(Action::Forget {
+            uuid: entry.uuid.clone(),
+        });
+        if reason.is_failure() {
+            warn!(
+                engine = id,
+                pending = entry.pending.len(),
+                reason = reason.describe(),
+                "engine lost"
+            );
+        } else {
+            info!(engine = id, "engine unregistered");
+        }
+        // Oldest first, so retried tasks keep their order in the queue.
+        let mut owed: Vec<(String, Pending)> = entry.pending.into_iter().collect();
+        owed.sort_by(|a, b| a.1.received.total_cmp(&b.1.received));
+        for (msg_id, p) in owed {
+            if let Some(mut task) = p.retry {
+                task.retries -= 1;
+                task.attempt += 1;
+                info!(engine = id, %msg_id, retries_left = task.retries, attempt = task.attempt,
+                    "running a task of a lost engine again");
+                self.update_record(&msg_id, Some(id), |r| r.engine = None);
+                self.waiting.push_back(*task);
+                continue;
+            }
+            let why = format!("engine {id} died before answering ({})", reason.describe());
+            self.fail_record(&msg_id, Some(id), &ErrorClass::EngineDied, &why, now);
+            if p.client.is_empty() {
+                continue; // the hub's own request
+            }
+            debug!(engine = id, %msg_id, "failing a request of a lost engine");
+            self.reject(
+                p.channel,
+                vec![p.client],
+                &p.header,
+                Some(id),
+                ErrorClass::EngineDied,
+                why,
+            );
+        }
+        self.notify(
+            Content::UnregistrationNotification(EngineNotification {
+                id,
+                uuid: String::from_utf8_lossy(&entry.uuid).into_owned(),
+                reason: Some(reason.describe().to_string()),
+            }),
+            out,
+        );
+        self.schedule_waiting(now, out);
+    }
+}

@@ -1,0 +1,1471 @@
+//! Socket-free tests of the hub core: each drives a [`HubCore`] with events
+//! built by real client and engine [`Session`]s, takes every action it
+//! returns (decoding each message through the real codec), and ends by
+//! proving nothing else came out. The core's invariants are checked after
+//! every event.
+
+use super::*;
+use crate::records::Records;
+use serde_json::json;
+use std::collections::VecDeque;
+use zpar_protocol::{
+    AbortRequest, ApplyRequest, ConnectionRequest, DbRequest, ExecuteRequest, HistoryRequest,
+    PurgeRequest, QueueRequest, RegistrationRequest, RequestMetadata, ResubmitRequest,
+    ResultRequest, UnregistrationRequest,
+};
+
+const KEY: &[u8] = b"test-key";
+const CLIENT: &[u8] = b"client-1";
+
+/// A core with a client and engines around it, all in memory.
+struct HubHarness {
+    core: HubCore,
+    client: Session,
+    /// One session per engine uuid, as each engine has its own.
+    engines: std::collections::HashMap<Vec<u8>, Session>,
+    now: f64,
+    out: VecDeque<Action>,
+}
+
+impl Drop for HubHarness {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && !self.out.is_empty() {
+            panic!(
+                "the test left {} actions unchecked: {:?}",
+                self.out.len(),
+                self.out.iter().map(describe).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+fn describe(a: &Action) -> String {
+    match a {
+        Action::ToEngine { channel, uuid, .. } => {
+            format!("ToEngine({channel}, {})", String::from_utf8_lossy(uuid))
+        }
+        Action::ToClient { channel, .. } => format!("ToClient({channel})"),
+        Action::ToQuery { .. } => "ToQuery".into(),
+        Action::Notify { .. } => "Notify".into(),
+        Action::CommitRecords => "CommitRecords".into(),
+        Action::Watch { .. } => "Watch".into(),
+        Action::Forget { .. } => "Forget".into(),
+        Action::Stop => "Stop".into(),
+    }
+}
+
+fn uuid_of(id: u32) -> String {
+    format!("engine-{id}")
+}
+
+impl HubHarness {
+    fn new() -> HubHarness {
+        HubHarness::with(Scheme::LeastLoad, Records::memory(1000, 1 << 16))
+    }
+
+    fn with(scheme: Scheme, records: Records) -> HubHarness {
+        let session = Session::new(KEY, "hmac-sha256", "hub").unwrap();
+        let config = CoreConfig {
+            scheme,
+            instance: "inst".into(),
+            ..CoreConfig::default()
+        };
+        let mut core = HubCore::new(session, config, records);
+        core.seed_scheduler(7);
+        HubHarness {
+            core,
+            client: Session::new(KEY, "hmac-sha256", "client").unwrap(),
+            engines: Default::default(),
+            now: 1000.0,
+            out: VecDeque::new(),
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        self.now += 0.001;
+        let actions = self.core.handle(event, self.now);
+        self.core.check_invariants();
+        self.out.extend(actions);
+    }
+
+    fn tick(&mut self) {
+        self.handle(Event::Tick);
+    }
+
+    /// The next action, whatever it is.
+    fn take(&mut self) -> Action {
+        self.out.pop_front().expect("expected another action")
+    }
+
+    fn expect_commit(&mut self) {
+        let a = self.take();
+        assert!(
+            matches!(a, Action::CommitRecords),
+            "expected CommitRecords, got {}",
+            describe(&a)
+        );
+    }
+
+    fn assert_no_more(&mut self) {
+        let left: Vec<String> = self.out.drain(..).map(|a| describe(&a)).collect();
+        assert!(left.is_empty(), "unexpected actions: {left:?}");
+    }
+
+    /// Sends a query as `identity` and returns the hub's answer (after the
+    /// tick that releases it); other actions stay queued before it.
+    fn query_as(&mut self, identity: &[u8], content: Content) -> Message {
+        let mut msg = Message::new(&self.client, content);
+        msg.identities = vec![identity.to_vec()];
+        let frames = self.client.encode(&msg).into_frames();
+        self.handle(Event::Query { frames });
+        self.tick();
+        let pos = self
+            .out
+            .iter()
+            .position(|a| matches!(a, Action::ToQuery { .. }))
+            .expect("a query reply");
+        let Some(Action::ToQuery { frames }) = self.out.remove(pos) else {
+            unreachable!()
+        };
+        let reply = self.client.decode_frames(frames).expect("a valid reply");
+        assert_eq!(reply.identities, vec![identity.to_vec()]);
+        assert_eq!(reply.parent_header.as_ref(), Some(&msg.header));
+        reply
+    }
+
+    fn query(&mut self, content: Content) -> Message {
+        self.query_as(CLIENT, content)
+    }
+
+    /// Registers an engine, taking the actions registration makes.
+    fn register_as(&mut self, uuid: &str, requested: Option<u32>) -> u32 {
+        let reply = self.query_as(
+            uuid.as_bytes(),
+            Content::RegistrationRequest(RegistrationRequest {
+                uuid: uuid.into(),
+                id: requested,
+            }),
+        );
+        let Content::RegistrationReply(r) = reply.content else {
+            panic!("not a registration reply: {:?}", reply.content)
+        };
+        assert_eq!(r.status, Status::Ok);
+        assert_eq!(r.hub_instance, "inst");
+        assert!(matches!(self.take(), Action::Watch { uuid: u } if u == uuid.as_bytes()));
+        let n = self.take_notification();
+        assert!(
+            matches!(n.content, Content::RegistrationNotification(ref e) if e.id == r.id && e.uuid == uuid)
+        );
+        r.id
+    }
+
+    /// Registers engines 0..n (uuids `engine-0`, ...).
+    fn engines(&mut self, n: u32) -> Vec<u32> {
+        let ids: Vec<u32> = (0..n)
+            .map(|i| {
+                let id = self.register_as(&uuid_of(i), None);
+                self.expect_commit_if_any();
+                id
+            })
+            .collect();
+        self.assert_no_more();
+        ids
+    }
+
+    fn expect_commit_if_any(&mut self) {
+        if matches!(self.out.front(), Some(Action::CommitRecords)) {
+            self.out.pop_front();
+        }
+    }
+
+    fn take_notification(&mut self) -> Message {
+        match self.take() {
+            Action::Notify { frames } => self.client.decode_frames(frames).unwrap(),
+            other => panic!("expected Notify, got {}", describe(&other)),
+        }
+    }
+
+    /// Sends a client request; returns it as sent.
+    fn request(&mut self, channel: Channel, content: Content, meta: RequestMetadata) -> Message {
+        self.request_with(channel, content, meta.to_map())
+    }
+
+    fn request_with(
+        &mut self,
+        channel: Channel,
+        content: Content,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Message {
+        let mut msg = Message::new(&self.client, content);
+        msg.identities = vec![CLIENT.to_vec()];
+        msg.metadata = metadata;
+        let frames = self.client.encode(&msg).into_frames();
+        self.handle(Event::ClientRequest { channel, frames });
+        msg
+    }
+
+    fn execute(&mut self, targets: &[u32]) -> Message {
+        let meta = RequestMetadata {
+            targets: Some(targets.to_vec()),
+            ..Default::default()
+        };
+        self.request(Channel::Mux, execute("1 + 1"), meta)
+    }
+
+    fn task(&mut self, meta: RequestMetadata) -> Message {
+        self.request(Channel::Task, apply(), meta)
+    }
+
+    /// The next action must be a send to an engine; returns (channel, engine
+    /// id, the request as the engine decodes it).
+    fn take_to_engine(&mut self) -> (Channel, u32, Message) {
+        match self.take() {
+            Action::ToEngine {
+                channel,
+                uuid,
+                frames,
+            } => {
+                let id = self
+                    .core
+                    .registry()
+                    .id_of(&uuid)
+                    .expect("sent to a registered engine");
+                let msg = self
+                    .engine_session(&uuid)
+                    .decode_frames(frames)
+                    .expect("a valid request");
+                (channel, id, msg)
+            }
+            other => panic!("expected ToEngine, got {}", describe(&other)),
+        }
+    }
+
+    /// The engine `uuid` answers `request` on `channel`.
+    fn answer_as(&mut self, uuid: &str, channel: Channel, request: &Message, reply: TaskReply) {
+        let reply_type = Content::reply_type_for(&request.header.msg_type);
+        let engine_id = self.core.registry().id_of(uuid.as_bytes());
+        let session = self.engine_session(uuid.as_bytes());
+        let mut msg = request.reply(session, Content::task_reply_of(&reply_type, reply));
+        msg.metadata = ReplyMetadata {
+            engine: engine_id,
+            status: Some(Status::Ok),
+            started: Some("2026-11-29T05:00:00.000000Z".into()),
+            completed: Some("2026-11-29T05:00:01.000000Z".into()),
+            stdout: "printed\n".into(),
+            stderr: String::new(),
+        }
+        .to_map();
+        let mut frames = vec![zmq::Message::from(uuid.as_bytes())];
+        frames.extend(
+            self.engine_session(uuid.as_bytes())
+                .encode(&msg)
+                .into_frames(),
+        );
+        self.handle(Event::EngineReply { channel, frames });
+    }
+
+    fn engine_session(&mut self, uuid: &[u8]) -> &mut Session {
+        self.engines
+            .entry(uuid.to_vec())
+            .or_insert_with(|| Session::new(KEY, "hmac-sha256", "engine").unwrap())
+    }
+
+    fn answer(&mut self, engine: u32, channel: Channel, request: &Message) {
+        self.answer_as(&uuid_of(engine), channel, request, TaskReply::ok());
+    }
+
+    /// The next action must be a reply to the client; returns it decoded.
+    fn take_reply(&mut self) -> (Channel, Message) {
+        match self.take() {
+            Action::ToClient { channel, frames } => {
+                let msg = self.client.decode_frames(frames).expect("a valid reply");
+                assert_eq!(msg.identities, vec![CLIENT.to_vec()]);
+                (channel, msg)
+            }
+            other => panic!("expected ToClient, got {}", describe(&other)),
+        }
+    }
+
+    /// Ticks, then takes the commit (if records were written) and one
+    /// reply.
+    fn flush_reply(&mut self) -> (Channel, Message) {
+        self.tick();
+        self.expect_commit_if_any();
+        self.take_reply()
+    }
+
+    /// Ticks, then takes the commit (if records were written) and `n`
+    /// replies.
+    fn flush_replies(&mut self, n: usize) -> Vec<Message> {
+        self.tick();
+        self.expect_commit_if_any();
+        (0..n).map(|_| self.take_reply().1).collect()
+    }
+
+    fn lose(&mut self, engine: u32, reason: LossReason) {
+        self.handle(Event::EngineLost {
+            uuid: uuid_of(engine).into_bytes(),
+            reason,
+        });
+    }
+
+    /// Takes the Forget and the unregistration notice of a lost engine.
+    fn take_loss(&mut self, engine: u32) {
+        assert!(
+            matches!(self.take(), Action::Forget { uuid } if uuid == uuid_of(engine).as_bytes())
+        );
+        let n = self.take_notification();
+        assert!(
+            matches!(n.content, Content::UnregistrationNotification(ref e) if e.id == engine),
+            "{:?}",
+            n.content
+        );
+    }
+
+    fn record_status(&self, msg_id: &str, engine: Option<u32>) -> RecordStatus {
+        let recs = self.core.records.get(msg_id).unwrap();
+        recs.iter()
+            .find(|r| r.engine == engine)
+            .unwrap_or_else(|| panic!("no record of {msg_id} on {engine:?}"))
+            .status
+    }
+
+    fn pending_on(&self, engine: u32) -> usize {
+        self.core.registry().get(engine).unwrap().pending.len()
+    }
+}
+
+fn execute(code: &str) -> Content {
+    Content::ExecuteRequest(ExecuteRequest {
+        code: code.into(),
+        ..Default::default()
+    })
+}
+
+fn apply() -> Content {
+    Content::ApplyRequest(ApplyRequest {
+        f: "|x| x".into(),
+        args: vec![json!(1)],
+    })
+}
+
+fn error_of(msg: &Message) -> (String, String) {
+    let r = msg.content.task_reply().expect("a task reply");
+    assert_eq!(r.status, Status::Error);
+    (
+        r.ename.clone().unwrap_or_default(),
+        r.evalue.clone().unwrap_or_default(),
+    )
+}
+
+fn targets(ids: &[u32]) -> RequestMetadata {
+    RequestMetadata {
+        targets: Some(ids.to_vec()),
+        ..Default::default()
+    }
+}
+
+fn after(ids: &[&Message]) -> RequestMetadata {
+    RequestMetadata {
+        after: ids.iter().map(|m| m.header.msg_id.clone()).collect(),
+        ..Default::default()
+    }
+}
+
+fn follow(ids: &[&Message]) -> RequestMetadata {
+    RequestMetadata {
+        follow: ids.iter().map(|m| m.header.msg_id.clone()).collect(),
+        ..Default::default()
+    }
+}
+
+fn retries(n: u32) -> RequestMetadata {
+    RequestMetadata {
+        retries: n,
+        ..Default::default()
+    }
+}
+
+// ----- direct requests and fan-out -----
+
+#[test]
+fn a_direct_request_goes_to_its_engine_and_the_reply_back() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let req = h.execute(&[1]);
+    let (channel, engine, got) = h.take_to_engine();
+    assert_eq!((channel, engine), (Channel::Mux, 1));
+    assert_eq!(got.header, req.header);
+    assert_eq!(got.identities, vec![CLIENT.to_vec()]);
+    h.assert_no_more();
+    assert_eq!(h.pending_on(1), 1);
+    h.answer(1, Channel::Mux, &got);
+    let (channel, reply) = h.flush_reply();
+    assert_eq!(channel, Channel::Mux);
+    assert_eq!(reply.parent_header.unwrap().msg_id, req.header.msg_id);
+    assert_eq!(h.pending_on(1), 0);
+    h.assert_no_more();
+}
+
+#[test]
+fn a_request_for_several_targets_is_fanned_out_once_per_engine() {
+    let mut h = HubHarness::new();
+    h.engines(4);
+    let req = h.execute(&[0, 2, 3]);
+    let sent: Vec<(Channel, u32, Message)> = (0..3).map(|_| h.take_to_engine()).collect();
+    h.assert_no_more();
+    assert_eq!(sent.iter().map(|s| s.1).collect::<Vec<_>>(), vec![0, 2, 3]);
+    for (_, _, m) in &sent {
+        assert_eq!(m.header.msg_id, req.header.msg_id);
+        assert_eq!(m.content, execute("1 + 1"));
+    }
+    let recs = h.core.records.get(&req.header.msg_id).unwrap();
+    let mut engines: Vec<Option<u32>> = recs.iter().map(|r| r.engine).collect();
+    engines.sort();
+    assert_eq!(engines, vec![Some(0), Some(2), Some(3)]);
+    for (_, e, m) in &sent {
+        h.answer(*e, Channel::Mux, m);
+    }
+    let replies = h.flush_replies(3);
+    assert!(replies
+        .iter()
+        .all(|r| r.parent_header.as_ref().unwrap().msg_id == req.header.msg_id));
+    h.assert_no_more();
+}
+
+#[test]
+fn unknown_targets_get_an_error_each_and_the_rest_run() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    h.execute(&[0, 7, 9]);
+    let (_, engine, _) = h.take_to_engine();
+    assert_eq!(engine, 0);
+    h.assert_no_more();
+    let replies = h.flush_replies(2);
+    for (r, id) in replies.iter().zip([7, 9]) {
+        let (ename, evalue) = error_of(r);
+        assert_eq!(ename, "UnknownEngine");
+        assert!(evalue.contains(&format!("engine {id}")), "{evalue}");
+        assert_eq!(r.content.task_reply().unwrap().engine_id, Some(id));
+        assert_eq!(r.header.msg_type, "execute_reply");
+    }
+    h.assert_no_more();
+}
+
+#[test]
+fn a_direct_request_without_targets_is_refused() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    h.execute(&[]);
+    let (_, r) = h.flush_reply();
+    assert_eq!(error_of(&r).0, "NoTargets");
+    h.request(Channel::Mux, execute("1"), RequestMetadata::default());
+    let (_, r) = h.flush_reply();
+    assert_eq!(error_of(&r).0, "NoTargets");
+    h.assert_no_more();
+}
+
+#[test]
+fn metadata_of_the_wrong_shape_gets_a_bad_request_reply() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    for (channel, meta) in [
+        (Channel::Mux, json!({"targets": "all"})),
+        (Channel::Task, json!({"retries": -1})),
+        (Channel::Task, json!({"after": 5})),
+        (Channel::Control, json!({"targets": [0.5]})),
+    ] {
+        let req = h.request_with(channel, execute("1"), meta.as_object().cloned().unwrap());
+        let (ch, r) = h.flush_reply();
+        assert_eq!(ch, channel);
+        let (ename, evalue) = error_of(&r);
+        assert_eq!(ename, "BadRequest");
+        assert!(evalue.contains("request metadata"), "{evalue}");
+        assert_eq!(r.parent_header.unwrap().msg_id, req.header.msg_id);
+    }
+    assert_eq!(h.pending_on(0), 0);
+    assert_eq!(h.core.waiting(), 0);
+    h.assert_no_more();
+}
+
+#[test]
+fn unsigned_forged_and_replayed_requests_are_dropped() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let forger = Session::new(b"wrong-key", "hmac-sha256", "forger").unwrap();
+    let mut msg = Message::new(&forger, execute("1"));
+    msg.identities = vec![CLIENT.to_vec()];
+    msg.metadata = targets(&[0]).to_map();
+    let frames = forger.encode(&msg).into_frames();
+    h.handle(Event::ClientRequest {
+        channel: Channel::Mux,
+        frames,
+    });
+    h.assert_no_more();
+
+    let mut msg = Message::new(&h.client, execute("1"));
+    msg.identities = vec![CLIENT.to_vec()];
+    msg.metadata = targets(&[0]).to_map();
+    let raw = h.client.encode(&msg);
+    let again = raw.duplicate().into_frames();
+    h.handle(Event::ClientRequest {
+        channel: Channel::Mux,
+        frames: raw.into_frames(),
+    });
+    h.take_to_engine();
+    h.handle(Event::ClientRequest {
+        channel: Channel::Mux,
+        frames: again,
+    });
+    h.assert_no_more();
+    assert_eq!(h.pending_on(0), 1, "the replay was not forwarded");
+
+    h.handle(Event::ClientRequest {
+        channel: Channel::Mux,
+        frames: vec![zmq::Message::from(&b"garbage"[..])],
+    });
+    h.handle(Event::ClientRequest {
+        channel: Channel::Task,
+        frames: vec![],
+    });
+    h.tick();
+    h.expect_commit();
+    h.assert_no_more();
+}
+
+#[test]
+fn replies_wait_for_the_commit_of_their_records() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    h.answer(0, Channel::Mux, &got);
+    h.assert_no_more();
+    // The record is already final in the store; the reply waits for the
+    // commit, which comes first in the tick.
+    assert_eq!(
+        h.record_status(&req.header.msg_id, Some(0)),
+        RecordStatus::Done(Status::Ok)
+    );
+    h.tick();
+    h.expect_commit();
+    let (_, reply) = h.take_reply();
+    assert_eq!(reply.parent_header.unwrap().msg_id, req.header.msg_id);
+    h.assert_no_more();
+    h.tick();
+    h.assert_no_more();
+}
+
+#[test]
+fn a_reply_is_recorded_with_its_timings_and_output() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    h.answer_as(
+        &uuid_of(0),
+        Channel::Mux,
+        &got,
+        TaskReply::error("RuntimeError", "boom"),
+    );
+    h.flush_reply();
+    let rec = &h.core.records.get(&req.header.msg_id).unwrap()[0];
+    assert_eq!(rec.status, RecordStatus::Done(Status::Error));
+    assert_eq!(rec.ename.as_deref(), Some("RuntimeError"));
+    assert_eq!(rec.evalue.as_deref(), Some("boom"));
+    assert_eq!(rec.stdout, "printed\n");
+    assert_eq!(rec.started.as_deref(), Some("2026-11-29T05:00:00.000000Z"));
+    assert!(rec.received.is_some());
+    assert_eq!(rec.channel, Channel::Mux);
+    assert_eq!(rec.msg_type, "execute_request");
+    h.assert_no_more();
+}
+
+#[test]
+fn replies_from_unregistered_engines_or_with_bad_signatures_are_dropped() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    h.answer_as("stranger", Channel::Mux, &got, TaskReply::ok());
+    let forger = Session::new(b"other", "hmac-sha256", "x").unwrap();
+    let msg = got.reply(&forger, Content::ExecuteReply(TaskReply::ok()));
+    let mut frames = vec![zmq::Message::from(uuid_of(0).as_bytes())];
+    frames.extend(forger.encode(&msg).into_frames());
+    h.handle(Event::EngineReply {
+        channel: Channel::Mux,
+        frames,
+    });
+    h.handle(Event::EngineReply {
+        channel: Channel::Mux,
+        frames: vec![],
+    });
+    h.tick();
+    h.expect_commit();
+    h.assert_no_more();
+    assert_eq!(h.pending_on(0), 1, "still waiting for the real reply");
+    assert_eq!(
+        h.record_status(&req.header.msg_id, Some(0)),
+        RecordStatus::Pending
+    );
+}
+
+#[test]
+fn control_requests_are_fanned_out_and_recorded_as_control() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let req = h.request(
+        Channel::Control,
+        Content::AbortRequest(AbortRequest::default()),
+        targets(&[0, 1]),
+    );
+    for want in [0, 1] {
+        let (channel, engine, _) = h.take_to_engine();
+        assert_eq!((channel, engine), (Channel::Control, want));
+    }
+    h.assert_no_more();
+    for r in h.core.records.get(&req.header.msg_id).unwrap() {
+        assert_eq!(r.channel, Channel::Control);
+        assert_eq!(r.msg_type, "abort_request");
+    }
+}
+
+// ----- load balancing -----
+
+#[test]
+fn least_load_spreads_tasks_over_idle_engines() {
+    let mut h = HubHarness::new();
+    h.engines(3);
+    let mut used = Vec::new();
+    for _ in 0..3 {
+        h.task(RequestMetadata::default());
+        let (channel, engine, _) = h.take_to_engine();
+        assert_eq!(channel, Channel::Task);
+        used.push(engine);
+    }
+    used.sort();
+    assert_eq!(used, vec![0, 1, 2]);
+    h.tick();
+    h.expect_commit();
+    h.assert_no_more();
+}
+
+#[test]
+fn least_load_prefers_the_engine_with_the_shortest_queue() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    h.execute(&[0]);
+    h.execute(&[0]);
+    h.take_to_engine();
+    h.take_to_engine();
+    for _ in 0..2 {
+        h.task(RequestMetadata::default());
+        let (_, engine, _) = h.take_to_engine();
+        assert_eq!(engine, 1, "engine 0 has two requests queued");
+    }
+    h.task(RequestMetadata::default());
+    let (_, engine, _) = h.take_to_engine();
+    assert_eq!(engine, 0, "a tie goes to the least recently used");
+    h.assert_no_more();
+}
+
+#[test]
+fn lru_cycles_through_the_engines() {
+    let mut h = HubHarness::with(Scheme::Lru, Records::memory(1000, 1 << 16));
+    h.engines(3);
+    let picks: Vec<u32> = (0..6)
+        .map(|_| {
+            h.task(RequestMetadata::default());
+            h.take_to_engine().1
+        })
+        .collect();
+    assert_eq!(picks[..3], picks[3..]);
+    let mut first = picks[..3].to_vec();
+    first.sort();
+    assert_eq!(first, vec![0, 1, 2]);
+    h.assert_no_more();
+}
+
+#[test]
+fn random_stays_within_the_allowed_engines() {
+    let mut h = HubHarness::with(Scheme::Random, Records::memory(1000, 1 << 16));
+    h.engines(4);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        h.task(targets(&[1, 3]));
+        seen.insert(h.take_to_engine().1);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![1, 3]);
+    h.assert_no_more();
+}
+
+#[test]
+fn a_task_restricted_to_dead_engines_fails_with_no_engines() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    h.task(targets(&[5]));
+    let (channel, r) = h.flush_reply();
+    assert_eq!(channel, Channel::Task);
+    let (ename, evalue) = error_of(&r);
+    assert_eq!(ename, "NoEngines");
+    assert!(evalue.contains("[5]"), "{evalue}");
+    assert_eq!(h.core.waiting(), 0);
+    h.assert_no_more();
+}
+
+#[test]
+fn a_task_waits_for_an_engine_and_runs_when_one_registers() {
+    let mut h = HubHarness::new();
+    let req = h.task(RequestMetadata::default());
+    h.tick();
+    h.expect_commit();
+    h.assert_no_more();
+    assert_eq!(h.core.waiting(), 1);
+    let id = h.register_as(&uuid_of(0), None);
+    let (_, engine, got) = h.take_to_engine();
+    assert_eq!(engine, id);
+    assert_eq!(got.header.msg_id, req.header.msg_id);
+    h.expect_commit_if_any();
+    h.assert_no_more();
+}
+
+// ----- dependencies -----
+
+#[test]
+fn after_waits_for_its_dependency_to_succeed() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let first = h.task(RequestMetadata::default());
+    let (_, e1, got1) = h.take_to_engine();
+    let second = h.task(after(&[&first]));
+    h.assert_no_more();
+    assert_eq!(h.core.waiting(), 1);
+    h.answer(e1, Channel::Task, &got1);
+    let (_, _, got2) = h.take_to_engine();
+    assert_eq!(got2.header.msg_id, second.header.msg_id);
+    let (_, r) = h.flush_reply();
+    assert_eq!(r.parent_header.unwrap().msg_id, first.header.msg_id);
+    h.assert_no_more();
+}
+
+#[test]
+fn after_a_failed_dependency_the_task_fails() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let first = h.task(RequestMetadata::default());
+    let (_, e, got) = h.take_to_engine();
+    let second = h.task(after(&[&first]));
+    h.answer_as(
+        &uuid_of(e),
+        Channel::Task,
+        &got,
+        TaskReply::error("RuntimeError", "no"),
+    );
+    let replies = h.flush_replies(2);
+    assert_eq!(
+        replies[0].parent_header.as_ref().unwrap().msg_id,
+        first.header.msg_id
+    );
+    let (ename, evalue) = error_of(&replies[1]);
+    assert_eq!(ename, "DependencyFailed");
+    assert!(evalue.contains("ended error"), "{evalue}");
+    assert_eq!(
+        h.record_status(&second.header.msg_id, None),
+        RecordStatus::Done(Status::Error)
+    );
+    h.assert_no_more();
+}
+
+#[test]
+fn a_dependency_the_hub_never_saw_is_impossible() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    h.task(RequestMetadata {
+        after: vec!["no-such-task".into()],
+        ..Default::default()
+    });
+    let (_, r) = h.flush_reply();
+    let (ename, evalue) = error_of(&r);
+    assert_eq!(ename, "ImpossibleDependency");
+    assert!(evalue.contains("no-such-task"), "{evalue}");
+    h.assert_no_more();
+}
+
+#[test]
+fn follow_runs_where_its_dependency_ran() {
+    let mut h = HubHarness::new();
+    h.engines(3);
+    h.task(RequestMetadata::default());
+    h.take_to_engine();
+    let first = h.task(RequestMetadata::default());
+    let (_, where_first, got) = h.take_to_engine();
+    h.answer(where_first, Channel::Task, &got);
+    for _ in 0..3 {
+        h.task(follow(&[&first]));
+        let (_, engine, _) = h.take_to_engine();
+        assert_eq!(engine, where_first);
+    }
+    h.flush_reply();
+    h.assert_no_more();
+}
+
+#[test]
+fn follow_fails_when_its_engine_is_gone() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let first = h.task(RequestMetadata::default());
+    let (_, e, got) = h.take_to_engine();
+    h.answer(e, Channel::Task, &got);
+    h.flush_reply();
+    h.lose(e, LossReason::MissedHeartbeats);
+    h.take_loss(e);
+    h.task(follow(&[&first]));
+    let (_, r) = h.flush_reply();
+    let (ename, evalue) = error_of(&r);
+    assert_eq!(ename, "ImpossibleDependency");
+    assert!(evalue.contains("no live engine"), "{evalue}");
+    h.assert_no_more();
+}
+
+#[test]
+fn after_and_follow_together_wait_then_follow() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let a = h.task(RequestMetadata::default());
+    let (_, ea, got_a) = h.take_to_engine();
+    let b = h.task(RequestMetadata::default());
+    let (_, eb, got_b) = h.take_to_engine();
+    assert_ne!(ea, eb);
+    h.task(RequestMetadata {
+        after: vec![a.header.msg_id.clone()],
+        follow: vec![b.header.msg_id.clone()],
+        ..Default::default()
+    });
+    h.answer(eb, Channel::Task, &got_b);
+    h.assert_no_more();
+    h.answer(ea, Channel::Task, &got_a);
+    let (_, engine, _) = h.take_to_engine();
+    assert_eq!(engine, eb);
+    h.flush_replies(2);
+    h.assert_no_more();
+}
+
+// ----- engines lost -----
+
+#[test]
+fn a_lost_engine_fails_each_pending_request_once() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let reqs: Vec<Message> = (0..3).map(|_| h.execute(&[1])).collect();
+    let task = h.task(targets(&[1]));
+    for _ in 0..4 {
+        h.take_to_engine();
+    }
+    h.lose(1, LossReason::MissedHeartbeats);
+    let forget = h.take();
+    assert!(matches!(forget, Action::Forget { .. }));
+    let n = h.take_notification();
+    let Content::UnregistrationNotification(e) = n.content else {
+        panic!()
+    };
+    assert_eq!(e.id, 1);
+    assert!(e.reason.unwrap().contains("missed heartbeats"));
+    let replies = h.flush_replies(4);
+    let mut answered: Vec<String> = replies
+        .iter()
+        .map(|r| {
+            let (ename, evalue) = error_of(r);
+            assert_eq!(ename, "EngineDied");
+            assert!(evalue.contains("engine 1 died"), "{evalue}");
+            r.parent_header.as_ref().unwrap().msg_id.clone()
+        })
+        .collect();
+    answered.sort();
+    let mut want: Vec<String> = reqs
+        .iter()
+        .chain([&task])
+        .map(|r| r.header.msg_id.clone())
+        .collect();
+    want.sort();
+    assert_eq!(answered, want, "each pending request answered exactly once");
+    for r in &reqs {
+        assert_eq!(
+            h.record_status(&r.header.msg_id, Some(1)),
+            RecordStatus::Done(Status::Error)
+        );
+    }
+    h.lose(1, LossReason::MissedHeartbeats);
+    h.tick();
+    h.assert_no_more();
+}
+
+#[test]
+fn a_task_with_retries_runs_again_on_another_engine() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let req = h.task(retries(1));
+    let (_, first, _) = h.take_to_engine();
+    h.lose(first, LossReason::MissedHeartbeats);
+    h.take_loss(first);
+    let (_, second, got) = h.take_to_engine();
+    assert_ne!(first, second);
+    assert_eq!(got.header.msg_id, req.header.msg_id);
+    h.tick();
+    h.expect_commit();
+    h.assert_no_more();
+    h.answer(second, Channel::Task, &got);
+    let (_, r) = h.flush_reply();
+    assert_eq!(r.content.task_reply().unwrap().status, Status::Ok);
+    assert_eq!(
+        h.record_status(&req.header.msg_id, Some(second)),
+        RecordStatus::Done(Status::Ok)
+    );
+    h.assert_no_more();
+}
+
+#[test]
+fn a_task_out_of_retries_fails_with_engine_died() {
+    let mut h = HubHarness::new();
+    h.engines(3);
+    let req = h.task(retries(1));
+    let (_, first, _) = h.take_to_engine();
+    h.lose(first, LossReason::MissedHeartbeats);
+    h.take_loss(first);
+    let (_, second, _) = h.take_to_engine();
+    h.lose(second, LossReason::MissedHeartbeats);
+    h.take_loss(second);
+    let (_, r) = h.flush_reply();
+    assert_eq!(r.parent_header.as_ref().unwrap().msg_id, req.header.msg_id);
+    assert_eq!(error_of(&r).0, "EngineDied");
+    h.assert_no_more();
+}
+
+#[test]
+fn a_late_reply_of_an_earlier_attempt_is_dropped() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    h.task(retries(2));
+    let (_, first, got_first) = h.take_to_engine();
+    h.lose(first, LossReason::MissedHeartbeats);
+    h.take_loss(first);
+    let (_, second, got_second) = h.take_to_engine();
+    h.tick();
+    h.expect_commit();
+    // The first engine was only slow: it comes back under its old id and
+    // answers the first attempt.
+    let back = h.register_as(&uuid_of(first), Some(first));
+    assert_eq!(back, first);
+    h.answer(first, Channel::Task, &got_first);
+    h.tick();
+    h.assert_no_more();
+    h.answer(second, Channel::Task, &got_second);
+    let (_, r) = h.flush_reply();
+    assert_eq!(r.content.task_reply().unwrap().status, Status::Ok);
+    h.assert_no_more();
+}
+
+#[test]
+fn retried_tasks_keep_their_order() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let reqs: Vec<Message> = (0..3).map(|_| h.task(retries(1))).collect();
+    for _ in 0..3 {
+        h.take_to_engine();
+    }
+    h.lose(0, LossReason::MissedHeartbeats);
+    h.take_loss(0);
+    h.tick();
+    h.expect_commit();
+    h.assert_no_more();
+    assert_eq!(h.core.waiting(), 3, "no engine left: the tasks wait");
+    h.register_as("engine-new", None);
+    let order: Vec<String> = (0..3).map(|_| h.take_to_engine().2.header.msg_id).collect();
+    let want: Vec<String> = reqs.iter().map(|r| r.header.msg_id.clone()).collect();
+    assert_eq!(order, want);
+    h.expect_commit_if_any();
+    h.assert_no_more();
+}
+
+#[test]
+fn an_engine_that_unregisters_is_lost_in_good_order() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let r = h.query_as(
+        uuid_of(1).as_bytes(),
+        Content::UnregistrationRequest(UnregistrationRequest { id: 1 }),
+    );
+    assert_eq!(r.content.task_reply().unwrap().status, Status::Ok);
+    assert!(matches!(h.take(), Action::Forget { .. }));
+    let n = h.take_notification();
+    assert!(
+        matches!(n.content, Content::UnregistrationNotification(ref e) if e.reason.as_deref() == Some("unregistered"))
+    );
+    h.expect_commit_if_any();
+    h.assert_no_more();
+    assert!(h.core.registry().get(1).is_none());
+}
+
+#[test]
+fn only_an_engine_itself_may_unregister_it() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let r = h.query(Content::UnregistrationRequest(UnregistrationRequest {
+        id: 1,
+    }));
+    assert_eq!(error_of(&r).0, "NotPermitted");
+    h.expect_commit_if_any();
+    h.assert_no_more();
+    assert!(h.core.registry().get(1).is_some());
+}
+
+#[test]
+fn losing_an_unknown_engine_does_nothing() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    h.handle(Event::EngineLost {
+        uuid: b"nobody".to_vec(),
+        reason: LossReason::MissedHeartbeats,
+    });
+    h.assert_no_more();
+}
+
+#[test]
+fn loss_reasons_say_whether_the_engine_failed() {
+    assert!(LossReason::MissedHeartbeats.is_failure());
+    assert!(!LossReason::Unregistered.is_failure());
+    assert_eq!(LossReason::Unregistered.describe(), "unregistered");
+}
+
+// ----- registration -----
+
+#[test]
+fn registration_gives_ids_in_order_and_watches_each_engine() {
+    let mut h = HubHarness::new();
+    assert_eq!(h.engines(3), vec![0, 1, 2]);
+    let table = h.query(Content::ConnectionRequest(ConnectionRequest {}));
+    let Content::ConnectionReply(t) = table.content else {
+        panic!()
+    };
+    assert_eq!(t.engines.len(), 3);
+    assert_eq!(t.engines[&2], uuid_of(2));
+    h.expect_commit_if_any();
+    h.assert_no_more();
+}
+
+#[test]
+fn registering_again_keeps_the_id_and_makes_no_noise() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let r = h.query_as(
+        uuid_of(0).as_bytes(),
+        Content::RegistrationRequest(RegistrationRequest {
+            uuid: uuid_of(0),
+            id: None,
+        }),
+    );
+    let Content::RegistrationReply(r) = r.content else {
+        panic!()
+    };
+    assert_eq!(r.id, 0);
+    h.expect_commit_if_any();
+    h.assert_no_more();
+}
+
+#[test]
+fn a_registration_must_come_from_the_uuid_it_names() {
+    let mut h = HubHarness::new();
+    let r = h.query_as(
+        b"someone-else",
+        Content::RegistrationRequest(RegistrationRequest {
+            uuid: "engine-0".into(),
+            id: None,
+        }),
+    );
+    let Content::RegistrationReply(r) = r.content else {
+        panic!()
+    };
+    assert_eq!(r.status, Status::Error);
+    assert!(r.evalue.unwrap().contains("identity"));
+    h.assert_no_more();
+    assert!(h.core.registry().engines().next().is_none());
+}
+
+#[test]
+fn a_restarted_hub_gives_engines_their_old_ids_and_never_reuses_others() {
+    let dir = std::env::temp_dir().join(format!("zpar-core-{}", zpar_protocol::new_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tasks.db");
+    let pending_id;
+    {
+        let mut h = HubHarness::with(Scheme::LeastLoad, Records::sqlite(&path, 1 << 20).unwrap());
+        h.engines(3);
+        let done = h.execute(&[2]);
+        let (_, _, got) = h.take_to_engine();
+        h.answer(2, Channel::Mux, &got);
+        h.flush_reply();
+        let pending = h.execute(&[1]);
+        h.take_to_engine();
+        h.tick();
+        h.expect_commit();
+        h.assert_no_more();
+        pending_id = pending.header.msg_id;
+        let _ = done;
+        h.core.records_mut().flush().unwrap();
+    }
+    let mut h = HubHarness::with(Scheme::LeastLoad, Records::sqlite(&path, 1 << 20).unwrap());
+    // Engine 1 comes back and asks for its old id; a new engine gets a
+    // fresh id above every id in the records.
+    assert_eq!(h.register_as(&uuid_of(1), Some(1)), 1);
+    h.expect_commit_if_any();
+    assert_eq!(h.register_as("engine-new", None), 3);
+    h.expect_commit_if_any();
+    h.assert_no_more();
+    // SQLite keeps pending records in memory: a request pending at the
+    // restart is unknown to the new hub, never reported as pending forever.
+    assert!(h.core.records.get(&pending_id).unwrap().is_empty());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+// ----- queries -----
+
+#[test]
+fn queue_status_counts_each_engines_work_and_the_unassigned() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    h.execute(&[0]);
+    h.execute(&[0]);
+    h.take_to_engine();
+    h.take_to_engine();
+    h.task(targets(&[1]));
+    let (_, _, got) = h.take_to_engine();
+    let first = got;
+    h.task(after(&[&first]));
+    h.answer(1, Channel::Task, &first);
+    let (_, _, _) = h.take_to_engine();
+    let blocked = h.task(RequestMetadata {
+        after: vec![],
+        follow: vec![],
+        targets: None,
+        ..Default::default()
+    });
+    let _ = blocked;
+    h.take_to_engine();
+    let r = h.query(Content::QueueRequest(QueueRequest {
+        targets: None,
+        verbose: true,
+    }));
+    let Content::QueueReply(q) = r.content else {
+        panic!()
+    };
+    let total: u64 = q.engines.values().map(|e| e.queue).sum();
+    assert_eq!(total, 4);
+    assert_eq!(q.engines[&0].msg_ids.len(), q.engines[&0].queue as usize);
+    assert_eq!(q.unassigned, 0);
+    let tasks: u64 = q.engines.values().map(|e| e.tasks).sum();
+    assert_eq!(tasks, 2);
+    assert_eq!(q.engines[&1].completed, 1);
+    h.expect_commit_if_any();
+    h.take_reply();
+    h.assert_no_more();
+}
+
+#[test]
+fn queue_status_counts_tasks_waiting_for_dependencies() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let first = h.task(RequestMetadata::default());
+    h.take_to_engine();
+    h.task(after(&[&first]));
+    h.task(after(&[&first]));
+    let r = h.query(Content::QueueRequest(QueueRequest {
+        targets: Some(vec![0]),
+        verbose: false,
+    }));
+    let Content::QueueReply(q) = r.content else {
+        panic!()
+    };
+    assert_eq!(q.unassigned, 2);
+    assert_eq!(q.engines[&0].queue, 1);
+    assert!(q.engines[&0].msg_ids.is_empty());
+    h.expect_commit_if_any();
+    h.assert_no_more();
+}
+
+#[test]
+fn results_are_pending_completed_or_unknown() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let done = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    h.answer(0, Channel::Mux, &got);
+    h.flush_reply();
+    let running = h.execute(&[0]);
+    h.take_to_engine();
+    let ids = |ms: &[&Message]| ms.iter().map(|m| m.header.msg_id.clone()).collect();
+    let r = h.query(Content::ResultRequest(ResultRequest {
+        msg_ids: ids(&[&done, &running]),
+    }));
+    let Content::ResultReply(res) = r.content else {
+        panic!()
+    };
+    assert_eq!(res.status, Status::Ok);
+    assert_eq!(res.completed, vec![done.header.msg_id.clone()]);
+    assert_eq!(res.pending, vec![running.header.msg_id.clone()]);
+    let entry = &res.results[&done.header.msg_id][0];
+    assert_eq!(entry["status"], "ok");
+    assert_eq!(entry["engine"], 0);
+    h.expect_commit_if_any();
+    let r = h.query(Content::ResultRequest(ResultRequest {
+        msg_ids: vec!["nope".into()],
+    }));
+    let Content::ResultReply(res) = r.content else {
+        panic!()
+    };
+    assert_eq!(res.status, Status::Error);
+    assert!(res.evalue.unwrap().contains("nope"));
+    h.assert_no_more();
+}
+
+#[test]
+fn the_result_of_a_request_the_hub_failed_reads_like_a_reply() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = h.execute(&[0]);
+    h.take_to_engine();
+    h.lose(0, LossReason::MissedHeartbeats);
+    h.take_loss(0);
+    h.flush_reply();
+    let r = h.query(Content::ResultRequest(ResultRequest {
+        msg_ids: vec![req.header.msg_id.clone()],
+    }));
+    let Content::ResultReply(res) = r.content else {
+        panic!()
+    };
+    let entry = &res.results[&req.header.msg_id][0];
+    assert_eq!(entry["status"], "error");
+    assert_eq!(entry["content"]["ename"], "EngineDied");
+    h.assert_no_more();
+}
+
+#[test]
+fn history_and_db_queries_read_the_records() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let a = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    h.answer(0, Channel::Mux, &got);
+    h.flush_reply();
+    let b = h.execute(&[1]);
+    h.take_to_engine();
+    let r = h.query(Content::HistoryRequest(HistoryRequest {}));
+    let Content::HistoryReply(hist) = r.content else {
+        panic!()
+    };
+    assert_eq!(
+        hist.history,
+        vec![a.header.msg_id.clone(), b.header.msg_id.clone()]
+    );
+    h.expect_commit_if_any();
+    let r = h.query(Content::DbRequest(DbRequest {
+        query: json!({"status": "pending"}),
+        keys: Some(vec!["msg_id".into(), "engine".into()]),
+    }));
+    let Content::DbReply(db) = r.content else {
+        panic!()
+    };
+    assert_eq!(
+        db.records,
+        vec![json!({"msg_id": b.header.msg_id, "engine": 1})]
+    );
+    let r = h.query(Content::DbRequest(DbRequest {
+        query: json!({"colour": "red"}),
+        keys: None,
+    }));
+    let Content::DbReply(db) = r.content else {
+        panic!()
+    };
+    assert_eq!(db.status, Status::Error);
+    assert!(db.evalue.unwrap().contains("colour"));
+    h.assert_no_more();
+}
+
+#[test]
+fn purge_forgets_finished_records_and_keeps_pending_ones() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let done = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    h.answer(0, Channel::Mux, &got);
+    h.flush_reply();
+    let running = h.execute(&[0]);
+    h.take_to_engine();
+    let r = h.query(Content::PurgeRequest(PurgeRequest {
+        msg_ids: vec![],
+        all: true,
+    }));
+    assert_eq!(
+        r.content.task_reply().unwrap().result,
+        Some(json!(1)),
+        "one finished record purged"
+    );
+    h.expect_commit();
+    h.assert_no_more();
+    assert!(h.core.records.get(&done.header.msg_id).unwrap().is_empty());
+    assert_eq!(h.core.records.get(&running.header.msg_id).unwrap().len(), 1);
+}
+
+#[test]
+fn resubmit_runs_a_direct_request_again_on_its_engines() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let old = h.execute(&[1]);
+    let (_, _, got) = h.take_to_engine();
+    h.answer(1, Channel::Mux, &got);
+    h.flush_reply();
+    let r = h.query(Content::ResubmitRequest(ResubmitRequest {
+        msg_ids: vec![old.header.msg_id.clone()],
+    }));
+    let Content::ResubmitReply(rs) = r.content else {
+        panic!()
+    };
+    assert_eq!(rs.status, Status::Ok);
+    let new_id = rs.resubmitted[&old.header.msg_id].clone();
+    assert_ne!(new_id, old.header.msg_id);
+    assert_eq!(rs.engines[&new_id], vec![1]);
+    let (channel, engine, again) = h.take_to_engine();
+    assert_eq!((channel, engine), (Channel::Mux, 1));
+    assert_eq!(again.header.msg_id, new_id);
+    h.expect_commit();
+    assert_eq!(again.content, old.content);
+    assert_eq!(h.record_status(&new_id, Some(1)), RecordStatus::Pending);
+    h.answer(1, Channel::Mux, &again);
+    let (_, reply) = h.flush_reply();
+    assert_eq!(reply.parent_header.unwrap().msg_id, new_id);
+    h.assert_no_more();
+}
+
+#[test]
+fn resubmit_queues_a_task_again_and_reports_what_it_cannot() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let old = h.task(RequestMetadata::default());
+    let (_, e, got) = h.take_to_engine();
+    h.answer(e, Channel::Task, &got);
+    h.flush_reply();
+    let r = h.query(Content::ResubmitRequest(ResubmitRequest {
+        msg_ids: vec![old.header.msg_id.clone(), "unknown".into()],
+    }));
+    let Content::ResubmitReply(rs) = r.content else {
+        panic!()
+    };
+    assert_eq!(rs.status, Status::Error);
+    assert!(rs.evalue.unwrap().contains("unknown: no record"));
+    let new_id = rs.resubmitted[&old.header.msg_id].clone();
+    let (channel, _, again) = h.take_to_engine();
+    assert_eq!(channel, Channel::Task);
+    assert_eq!(again.header.msg_id, new_id);
+    h.expect_commit();
+    h.assert_no_more();
+}
+
+#[test]
+fn an_unknown_query_gets_an_unknown_message_type_reply() {
+    let mut h = HubHarness::new();
+    let r = h.query(execute("1"));
+    assert_eq!(r.header.msg_type, "execute_reply");
+    assert_eq!(error_of(&r).0, "UnknownMessageType");
+    h.assert_no_more();
+}
+
+#[test]
+fn a_signed_query_with_broken_content_gets_a_bad_request_reply() {
+    let mut h = HubHarness::new();
+    let mut msg = Message::new(&h.client, Content::QueueRequest(QueueRequest::default()));
+    msg.identities = vec![CLIENT.to_vec()];
+    let hdr = serde_json::to_vec(&msg.header).unwrap();
+    let raw = h.client.assemble(
+        vec![zmq::Message::from(CLIENT)],
+        hdr,
+        b"{}".to_vec(),
+        b"{}".to_vec(),
+        br#"{"targets": "everything"}"#.to_vec(),
+        vec![],
+    );
+    h.handle(Event::Query {
+        frames: raw.into_frames(),
+    });
+    h.tick();
+    let Action::ToQuery { frames } = h.take() else {
+        panic!("expected a query reply")
+    };
+    // A queue_reply that says error: its content is an error reply's, which
+    // a client reads as such without it being a queue table.
+    let raw = zpar_protocol::RawMessage::from_frames(frames, &h.client.limits).unwrap();
+    h.client.verify(&raw).unwrap();
+    assert_eq!(raw.header().unwrap().msg_type, "queue_reply");
+    assert_eq!(
+        raw.parent_header().unwrap().unwrap().msg_id,
+        msg.header.msg_id
+    );
+    let content: serde_json::Value = serde_json::from_slice(&raw.content).unwrap();
+    assert_eq!(content["status"], "error");
+    assert_eq!(content["ename"], "BadRequest");
+    assert!(content["evalue"]
+        .as_str()
+        .unwrap()
+        .contains("queue_request"));
+    h.assert_no_more();
+}
+
+// ----- shutdown -----
+
+#[test]
+fn a_cluster_shutdown_stops_engines_answers_then_stops_the_hub() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let req = h.request(
+        Channel::Control,
+        Content::ShutdownRequest(zpar_protocol::ShutdownRequest {
+            restart: false,
+            hub: true,
+        }),
+        RequestMetadata::default(),
+    );
+    for want in [0, 1] {
+        let (channel, engine, msg) = h.take_to_engine();
+        assert_eq!((channel, engine), (Channel::Control, want));
+        assert!(matches!(msg.content, Content::ShutdownRequest(_)));
+    }
+    let (channel, reply) = h.take_reply();
+    assert_eq!(channel, Channel::Control);
+    assert_eq!(reply.parent_header.unwrap().msg_id, req.header.msg_id);
+    assert!(matches!(h.take(), Action::Stop));
+    h.assert_no_more();
+}
+
+#[test]
+fn a_shutdown_of_one_engine_is_an_ordinary_control_request() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    h.request(
+        Channel::Control,
+        Content::ShutdownRequest(Default::default()),
+        targets(&[1]),
+    );
+    let (channel, engine, _) = h.take_to_engine();
+    assert_eq!((channel, engine), (Channel::Control, 1));
+    h.assert_no_more();
+}
+
+#[test]
+fn stopping_the_hub_tells_every_engine() {
+    let mut h = HubHarness::new();
+    h.engines(3);
+    h.handle(Event::Stop);
+    for want in 0..3 {
+        let (channel, engine, msg) = h.take_to_engine();
+        assert_eq!((channel, engine), (Channel::Control, want));
+        assert!(matches!(msg.content, Content::ShutdownRequest(_)));
+    }
+    h.assert_no_more();
+}
