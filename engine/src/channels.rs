@@ -2,12 +2,14 @@
 //! and the script engine's callbacks (`print`, progress): output streams,
 //! replies, and control requests served even while a script runs.
 
-use serde_json::{json, Map, Value as Json};
+use crate::inbound::{bad_request_reply, decode_request, Inbound};
+use serde_json::{Map, Value as Json};
 use std::collections::HashSet;
 use std::time::Instant;
 use tracing::{debug, info, warn};
 use zpar_protocol::{
-    recv_frames, send_frames, Content, Header, Message, Session, Status, Stream, TaskReply,
+    recv_frames, send_frames, Channel, Content, ErrorClass, Header, Message, ReplyMetadata,
+    Session, Status, Stream, TaskReply,
 };
 
 /// How many script operations run between two looks at the control socket.
@@ -41,7 +43,7 @@ impl Io {
     pub(crate) fn publish(&mut self, content: Content) {
         let mut msg = Message::new(&self.session, content);
         msg.parent_header = self.parent.clone();
-        msg.metadata.insert("engine".into(), json!(self.engine_id));
+        msg.metadata = self.basic_metadata();
         let mut raw = self.session.encode(&msg);
         raw.identities = vec![zmq::Message::from(
             format!("engine.{}.{}", self.engine_id, msg.header.msg_type).as_bytes(),
@@ -87,10 +89,28 @@ impl Io {
         }
     }
 
+    /// Answers a signed request the engine could not understand, so the
+    /// hub does not keep it pending: an error reply of the matching type.
+    pub(crate) fn reply_bad(&mut self, channel: Channel, request: &Message, why: &str) {
+        warn!(
+            engine = self.engine_id,
+            msg_id = %request.header.msg_id,
+            msg_type = %request.header.msg_type,
+            %why,
+            "answering a request the engine cannot understand"
+        );
+        let content = bad_request_reply(request, why, self.engine_id);
+        let meta = self.basic_metadata();
+        self.reply(channel, request, content, meta, vec![]);
+    }
+
+    /// Reply metadata naming this engine.
     pub(crate) fn basic_metadata(&self) -> Map<String, Json> {
-        let mut m = Map::new();
-        m.insert("engine".into(), json!(self.engine_id));
-        m
+        ReplyMetadata {
+            engine: Some(self.engine_id),
+            ..Default::default()
+        }
+        .to_map()
     }
 
     /// Reads and serves everything waiting on control. Returns true if the
@@ -105,9 +125,13 @@ impl Io {
                     break;
                 }
             };
-            let msg = match self.session.decode_frames(frames) {
-                Ok(m) => m,
-                Err(e) => {
+            let msg = match decode_request(&mut self.session, frames) {
+                Inbound::Request(m) => m,
+                Inbound::Bad { request, why } => {
+                    self.reply_bad(Channel::Control, &request, &why);
+                    continue;
+                }
+                Inbound::Dropped(e) => {
                     warn!(error = %e, "dropped a bad control message");
                     continue;
                 }
@@ -153,9 +177,9 @@ impl Io {
                 }
                 Content::ClearRequest(_) => self.deferred.push(msg),
                 other => {
-                    let reply_type = reply_type_for(other.msg_type());
+                    let reply_type = Content::reply_type_for(other.msg_type());
                     let err = TaskReply::error(
-                        "UnknownMessageType",
+                        ErrorClass::UnknownMessageType.as_str(),
                         format!(
                             "{} is not a control request an engine serves",
                             other.msg_type()
@@ -186,16 +210,17 @@ impl Io {
                 let Ok(frames) = recv_frames(sock, zmq::DONTWAIT) else {
                     break;
                 };
-                match self.session.decode_frames(frames) {
-                    Ok(m) => self.reply_aborted(channel, &m),
-                    Err(e) => warn!(error = %e, "dropped a bad queued message"),
+                match decode_request(&mut self.session, frames) {
+                    Inbound::Request(m) => self.reply_aborted(channel, &m),
+                    Inbound::Bad { request, why } => self.reply_bad(channel, &request, &why),
+                    Inbound::Dropped(e) => warn!(error = %e, "dropped a bad queued message"),
                 }
             }
         }
     }
 
     pub(crate) fn reply_aborted(&mut self, channel: Channel, msg: &Message) {
-        let reply_type = reply_type_for(&msg.header.msg_type);
+        let reply_type = Content::reply_type_for(&msg.header.msg_type);
         let r = TaskReply {
             status: Status::Aborted,
             engine_id: Some(self.engine_id),
@@ -234,17 +259,4 @@ impl Io {
         }
         self.stop_reason.clone()
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Channel {
-    Control,
-    Mux,
-    Task,
-}
-
-pub(crate) fn reply_type_for(request_type: &str) -> String {
-    Content::reply_type(request_type)
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{}_reply", request_type.trim_end_matches("_request")))
 }

@@ -8,11 +8,14 @@
 //!   and task channels; control (abort, interrupt, clear, shutdown) read
 //!   first, and polled mid-script from Rhai's progress callback so an
 //!   interrupt stops a running loop; `print` streamed on iopub;
+//! - answering every validly signed request, even one it cannot
+//!   understand (an error reply of the matching type; `inbound.rs`);
 //! - the heartbeat, on a thread of its own ([`heartbeat`]);
 //! - value conversion between scripts and the wire ([`convert`]) and native
 //!   numeric arrays ([`arrays`]);
 //! - the `BinaryTreeCommunicator` ([`communicator`]): engines reducing and
-//!   broadcasting among themselves over their own sockets.
+//!   broadcasting among themselves over their own sockets, the protocol a
+//!   state machine without I/O ([`communicator::collective`]);
 //!
 //! It is a library so a Rust program can add native functions and run its
 //! own engine binary:
@@ -31,6 +34,7 @@ mod channels;
 pub mod communicator;
 pub mod convert;
 pub mod heartbeat;
+mod inbound;
 pub mod namespace;
 mod requests;
 pub mod server;

@@ -2,10 +2,11 @@
 //! task, each run in the namespace and answered on the socket it came from;
 //! and the watch on the hub's heartbeat that re-registers after a restart.
 
-use crate::channels::{reply_type_for, Channel, Io};
+use crate::channels::Io;
 use crate::communicator::CommEnv;
 use crate::convert::{encode_dynamic, to_value};
 use crate::heartbeat::Heartbeat;
+use crate::inbound::{decode_request, Inbound};
 use crate::namespace::{Namespace, ScriptError};
 use crate::server::EngineServer;
 use serde_json::Value as Json;
@@ -15,8 +16,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use zpar_protocol::{
-    iso8601_now, recv_frames, send_frames, Content, ExecuteResult, Message, RegistrationRequest,
-    Status, TaskReply, Value,
+    iso8601_now, recv_frames, send_frames, Channel, Content, ErrorClass, ExecuteResult, Message,
+    RegistrationRequest, ReplyMetadata, RequestMetadata, Status, TaskReply, Value,
 };
 
 /// Watches the hub's heartbeat; after a silence (the hub died), registers
@@ -186,9 +187,13 @@ impl Serving {
                     return;
                 }
             };
-            match io.session.decode_frames(frames) {
-                Ok(m) => m,
-                Err(e) => {
+            match decode_request(&mut io.session, frames) {
+                Inbound::Request(m) => m,
+                Inbound::Bad { request, why } => {
+                    io.reply_bad(channel, &request, &why);
+                    return;
+                }
+                Inbound::Dropped(e) => {
                     warn!(error = %e, "dropped a bad request");
                     return;
                 }
@@ -213,15 +218,15 @@ impl Serving {
             io.stderr.clear();
             io.stop_reason = None;
             // A request's own limit wins; 0 there means "no limit".
-            io.op_limit = match msg.metadata.get("max_operations").and_then(Json::as_u64) {
+            // Checked when the request was decoded (`inbound`).
+            let limits = RequestMetadata::from_map(&msg.metadata).unwrap_or_default();
+            io.op_limit = match limits.max_operations {
                 Some(0) => None,
                 Some(n) => Some(n),
                 None => self.default_op_limit,
             };
-            io.deadline = msg
-                .metadata
-                .get("timeout")
-                .and_then(Json::as_f64)
+            io.deadline = limits
+                .timeout
                 .filter(|t| *t > 0.0)
                 .map(|t| (Instant::now() + Duration::from_secs_f64(t), t));
         }
@@ -293,7 +298,7 @@ impl Serving {
                 }
             }
             other => Err(ScriptError::new(
-                "UnknownMessageType",
+                ErrorClass::UnknownMessageType.as_str(),
                 format!("{} is not a request an engine serves", other.msg_type()),
             )),
         };
@@ -313,18 +318,16 @@ impl Serving {
         };
         reply.engine_id = Some(io.engine_id);
         reply.execution_count = Some(self.execution_count);
-        let mut meta = io.basic_metadata();
-        meta.insert("started".into(), Json::String(started));
-        meta.insert("completed".into(), Json::String(iso8601_now()));
-        meta.insert(
-            "stdout".into(),
-            Json::String(std::mem::take(&mut io.stdout)),
-        );
-        meta.insert(
-            "stderr".into(),
-            Json::String(std::mem::take(&mut io.stderr)),
-        );
-        let reply_type = reply_type_for(&msg.header.msg_type);
+        let meta = ReplyMetadata {
+            engine: Some(io.engine_id),
+            status: Some(reply.status),
+            started: Some(started),
+            completed: Some(iso8601_now()),
+            stdout: std::mem::take(&mut io.stdout),
+            stderr: std::mem::take(&mut io.stderr),
+        }
+        .to_map();
+        let reply_type = Content::reply_type_for(&msg.header.msg_type);
         io.reply(
             channel,
             &msg,

@@ -8,6 +8,14 @@
 //! reduction flows up the tree (child DEALER → parent ROUTER); the result
 //! comes down in one publish from the root.
 //!
+//! The layers, as everywhere in zpar: frames ⇄ decoded messages
+//! ([`wire`]), a state machine with no I/O that makes every protocol
+//! decision ([`collective::Collective`]), and a thin socket loop that feeds
+//! it and performs what it returns (`tree.rs`). The script path (a Rhai
+//! function) and the named path (`"sum"`, `"prod"`, `"min"`, `"max"` on
+//! numeric arrays, in 1 MiB chunks, `native.rs`) share the machine and
+//! differ only in their [`collective::Combine`] step.
+//!
 //! - **Order.** The ROUTER tells a parent which child sent which partial, so
 //!   it combines `own, children in ascending id` — for the pre-order trees
 //!   (`bintree`-shaped) that is the sequential left fold in id order, and an
@@ -16,7 +24,7 @@
 //!   engine (they all make the same calls in the same order) and every
 //!   message carries it. Older messages (left over from a failed call) are
 //!   dropped; newer ones (a fast child already in the next call) are kept
-//!   for later. Calls in a row can never mix.
+//!   for later, decoded. Calls in a row can never mix.
 //! - **Faults.** Every wait has a deadline (default 30 s, per communicator
 //!   and per call). A parent waits a little longer the higher it sits
 //!   (`timeout + height × timeout/4`), so the engine nearest a dead peer
@@ -27,16 +35,18 @@
 //!   every engine has seen one and reported `ready` up the tree, then
 //!   publishes `go`.
 //!
-//! Wire frames, up: `[kind, seq, json, buffers…]` with kind `up`, `ready` or
-//! `fail`; down (PUB): `[kind, seq, json, buffers…]` with kind `bc`, `probe`,
-//! `go` or `fail`. Values use the protocol's value codec, so numeric arrays
-//! travel as raw buffers.
+//! Wire frames, up (DEALER → ROUTER) and down (PUB → SUB): `[kind, seq, k,
+//! json, buffers…]` with kind `part`, `fail`, `ready`, `probe` or `go`.
+//! Values use the protocol's value codec, so numeric arrays travel as raw
+//! buffers.
 
-use crate::convert::pretty_type;
+use crate::convert::{encode_dynamic, from_value, pretty_type};
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, FLOAT, INT};
+use serde_json::json;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use zpar_protocol::Value;
 
 pub(crate) type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -59,12 +69,104 @@ pub struct CommEnv {
 #[derive(Clone)]
 pub struct BinaryTreeCommunicator(Rc<RefCell<Comm>>);
 
+pub mod collective;
 mod native;
 mod tree;
+pub mod wire;
+use collective::{Call, Combine};
 use native::Op;
-use tree::{decode, encode, err, secs, Comm};
+use tree::{drive, err, secs, Comm, DriveError};
+use wire::Payload;
+
+/// A script value as a piece: `{"value": …}` and its buffers.
+fn encode(d: &Dynamic) -> RhaiResult<Payload> {
+    let mut buffers = Vec::new();
+    let json = encode_dynamic(d, &mut buffers).map_err(|e| err(format!("communicator: {e}")))?;
+    Ok(Payload {
+        json: json!({ "value": json }),
+        buffers,
+    })
+}
+
+fn decode(p: &Payload) -> RhaiResult<Dynamic> {
+    let v = Value::decode(&p.json["value"], &p.buffers)
+        .map_err(|e| err(format!("communicator: {e}")))?;
+    from_value(v).map_err(err)
+}
+
+/// The script path's combine step: `acc = f(acc, part)` with whole values.
+struct ScriptFold<'a, 'b> {
+    ctx: &'a NativeCallContext<'b>,
+    f: &'a FnPtr,
+    me: u32,
+    acc: Dynamic,
+    /// This engine's own error, returned to its script as it is.
+    error: Option<Box<EvalAltResult>>,
+}
+
+impl ScriptFold<'_, '_> {
+    fn failed(&mut self, e: Box<EvalAltResult>) -> String {
+        let text = format!("engine {}: {e}", self.me);
+        self.error = Some(e);
+        text
+    }
+}
+
+impl Combine<Payload> for ScriptFold<'_, '_> {
+    fn combine(&mut self, _k: usize, _child: u32, part: Payload) -> Result<(), String> {
+        let v = decode(&part).map_err(|e| self.failed(e))?;
+        let acc = std::mem::take(&mut self.acc);
+        self.acc = self
+            .f
+            .call_within_context(self.ctx, (acc, v))
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    fn piece(&mut self, _k: usize) -> Result<Payload, String> {
+        encode(&self.acc).map_err(|e| self.failed(e))
+    }
+
+    fn accept(&mut self, _k: usize, part: Payload) -> Result<(), String> {
+        self.acc = decode(&part).map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+}
 
 impl BinaryTreeCommunicator {
+    /// The base timeout of a call: its own, or the communicator's.
+    fn timeout_or_default(&self, timeout: Option<Duration>) -> Duration {
+        timeout.unwrap_or(self.0.borrow().timeout)
+    }
+
+    /// Runs `call` with the script combine step; the result is this
+    /// engine's value (the root's for a broadcast).
+    fn run_script(
+        &self,
+        ctx: &NativeCallContext,
+        f: &FnPtr,
+        value: Dynamic,
+        call: Call,
+        what: &str,
+    ) -> RhaiResult<Dynamic> {
+        let me = self.0.borrow().id;
+        let mut fold = ScriptFold {
+            ctx,
+            f,
+            me,
+            acc: value,
+            error: None,
+        };
+        match drive(&self.0, call, &mut fold) {
+            Ok(()) => Ok(fold.acc),
+            Err(DriveError::Script(e)) => Err(e),
+            Err(DriveError::Collective(e)) => Err(fold
+                .error
+                .take()
+                .unwrap_or_else(|| err(format!("{what} failed: {e}")))),
+        }
+    }
+
     pub(super) fn reduce(
         &self,
         ctx: &NativeCallContext,
@@ -74,95 +176,43 @@ impl BinaryTreeCommunicator {
         all: bool,
         timeout: Option<Duration>,
     ) -> RhaiResult<Dynamic> {
-        let mut value = if flat {
+        self.0.borrow().links()?;
+        let value = if flat {
             value
         } else {
             fold_sequence(ctx, f, value)?
         };
-        let (seq, deadline_children, deadline_bc, is_root, broadcast) = {
-            let mut c = self.0.borrow_mut();
-            let links = c.links()?;
-            let base = timeout.unwrap_or(c.timeout);
-            let now = Instant::now();
-            let (h, th) = (links.height, links.tree_height);
-            c.seq += 1;
-            (
-                c.seq,
-                now + base + base / 4 * h,
-                now + base + base / 4 * (th + 1),
-                c.is_root,
-                all,
-            )
-        };
-        // Children's parts, in id order.
-        let parts = {
-            let mut c = self.0.borrow_mut();
-            match c.gather_children(seq, deadline_children) {
-                Ok(p) => p,
-                Err(m) => return Err(c.fail(seq, m, broadcast)),
+        let call = Call::reduce(1, all, self.timeout_or_default(timeout));
+        self.run_script(ctx, f, value, call, "collective")
+    }
+
+    fn publish(&self, ctx: &NativeCallContext, value: Dynamic) -> RhaiResult<Dynamic> {
+        {
+            let c = self.0.borrow();
+            c.links()?;
+            if !c.is_root {
+                return Err(err(format!(
+                    "publish: engine {} is not the root; call consume() here",
+                    c.id
+                )));
             }
-        };
-        for part in &parts {
-            let v = decode(part)?;
-            value = f.call_within_context(ctx, (value, v))?;
         }
-        let c = self.0.borrow();
-        if !is_root {
-            let (payload, buffers) = encode(&value)?;
-            c.send_up("up", seq, &payload, buffers)?;
-        }
-        if !broadcast {
-            return Ok(value);
-        }
-        if is_root {
-            let (payload, buffers) = encode(&value)?;
-            c.publish_frames("bc", seq, &payload, buffers)?;
-            return Ok(value);
-        }
-        drop(c);
-        let inc = self
-            .0
-            .borrow_mut()
-            .receive_broadcast(seq, deadline_bc)
-            .map_err(|m| err(format!("collective failed: {m}")))?;
-        if inc.kind == "fail" {
-            return Err(err(format!(
-                "collective failed: {}",
-                inc.payload["error"].as_str().unwrap_or("a peer failed")
-            )));
-        }
-        decode(&inc)
+        let call = Call::broadcast_only(self.timeout_or_default(None));
+        let keep = FnPtr::new("barrier_keep_left").expect("valid name");
+        self.run_script(ctx, &keep, value, call, "publish")
     }
 
-    fn publish(&self, value: Dynamic) -> RhaiResult<Dynamic> {
-        let mut c = self.0.borrow_mut();
-        c.links()?;
-        if !c.is_root {
-            return Err(err(format!(
-                "publish: engine {} is not the root; call consume() here",
-                c.id
-            )));
+    fn consume(&self, ctx: &NativeCallContext, timeout: Option<Duration>) -> RhaiResult<Dynamic> {
+        {
+            let c = self.0.borrow();
+            c.links()?;
+            if c.is_root {
+                return Err(err("consume: the root publishes; call publish(value) here"));
+            }
         }
-        c.seq += 1;
-        let (payload, buffers) = encode(&value)?;
-        c.publish_frames("bc", c.seq, &payload, buffers)?;
-        Ok(value)
-    }
-
-    fn consume(&self, timeout: Option<Duration>) -> RhaiResult<Dynamic> {
-        let mut c = self.0.borrow_mut();
-        let links = c.links()?;
-        if c.is_root {
-            return Err(err("consume: the root publishes; call publish(value) here"));
-        }
-        let base = timeout.unwrap_or(c.timeout);
-        let deadline = Instant::now() + base + base / 4 * (links.tree_height + 1);
-        c.seq += 1;
-        let seq = c.seq;
-        let inc = c
-            .receive_broadcast(seq, deadline)
-            .map_err(|m| err(format!("consume failed: {m}")))?;
-        decode(&inc)
+        let call = Call::broadcast_only(self.timeout_or_default(timeout));
+        let keep = FnPtr::new("barrier_keep_left").expect("valid name");
+        self.run_script(ctx, &keep, Dynamic::UNIT, call, "consume")
     }
 }
 
@@ -315,13 +365,20 @@ pub fn register(engine: &mut Engine, env: CommEnv) {
              flat: bool,
              t: FLOAT| { c.reduce(&ctx, &f, v, flat, true, Some(secs(t)?)) },
         )
-        .register_fn("publish", |c: &mut BinaryTreeCommunicator, v: Dynamic| {
-            c.publish(v)
-        })
-        .register_fn("consume", |c: &mut BinaryTreeCommunicator| c.consume(None))
-        .register_fn("consume", |c: &mut BinaryTreeCommunicator, t: FLOAT| {
-            c.consume(Some(secs(t)?))
-        })
+        .register_fn(
+            "publish",
+            |ctx: NativeCallContext, c: &mut BinaryTreeCommunicator, v: Dynamic| c.publish(&ctx, v),
+        )
+        .register_fn(
+            "consume",
+            |ctx: NativeCallContext, c: &mut BinaryTreeCommunicator| c.consume(&ctx, None),
+        )
+        .register_fn(
+            "consume",
+            |ctx: NativeCallContext, c: &mut BinaryTreeCommunicator, t: FLOAT| {
+                c.consume(&ctx, Some(secs(t)?))
+            },
+        )
         .register_fn(
             "barrier",
             |ctx: NativeCallContext, c: &mut BinaryTreeCommunicator| {

@@ -9,12 +9,14 @@
 //! straight from the received frames into the engine's own array: no
 //! intermediate copy, no script call per element.
 
-use super::tree::{err, Incoming};
+use super::collective::{Call, Combine};
+use super::tree::{drive, err, DriveError};
+use super::wire::Payload;
 use super::{BinaryTreeCommunicator, RhaiResult};
 use crate::arrays::{F64Array, I64Array};
 use rhai::{Dynamic, FnPtr, NativeCallContext};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Elements per chunk (1 MiB of f64).
 pub const CHUNK_ELEMS: usize = 1 << 17;
@@ -151,34 +153,61 @@ fn chunk_range(len: usize, k: usize) -> std::ops::Range<usize> {
     (k * CHUNK_ELEMS).min(len)..((k + 1) * CHUNK_ELEMS).min(len)
 }
 
-/// Checks that a chunk fits this engine's array; the frame with its bytes.
-fn chunk_of<'a>(
-    inc: &'a Incoming,
-    child: u32,
-    own: &Own,
-    k: usize,
-) -> Result<&'a zmq::Message, String> {
-    let p = &inc.payload;
-    let (dtype, len, at) = (p["dtype"].as_str(), p["len"].as_u64(), p["k"].as_u64());
+/// Checks that piece `k` from `from` fits this engine's array; the frame
+/// with its bytes.
+fn chunk_of<'a>(part: &'a Payload, from: u32, own: &Own, k: usize) -> Result<&'a [u8], String> {
+    let p = &part.json;
+    let (dtype, len) = (p["dtype"].as_str(), p["len"].as_u64());
     if dtype != Some(own.dtype()) || len != Some(own.len() as u64) {
         return Err(format!(
-            "engine {child} reduces a {} array of {} elements, this engine a {} array of {}",
+            "engine {from} reduces a {} array of {} elements, this engine a {} array of {}",
             dtype.unwrap_or("?"),
             len.unwrap_or(0),
             own.dtype(),
             own.len()
         ));
     }
-    let frame = inc
+    let frame = part
         .buffers
         .first()
-        .ok_or_else(|| format!("engine {child} sent a chunk without data"))?;
-    if at != Some(k as u64) || frame.len() != chunk_range(own.len(), k).len() * 8 {
+        .ok_or_else(|| format!("engine {from} sent a chunk without data"))?;
+    if frame.len() != chunk_range(own.len(), k).len() * 8 {
         return Err(format!(
-            "engine {child} sent a chunk out of order or of the wrong size"
+            "engine {from} sent a chunk out of order or of the wrong size"
         ));
     }
     Ok(frame)
+}
+
+/// The named path's combine step: chunk `k` of the children's arrays into
+/// chunk `k` of this engine's, elementwise, straight from the frames.
+struct Chunks {
+    op: Op,
+    own: Own,
+    root: u32,
+}
+
+impl Combine<Payload> for Chunks {
+    fn combine(&mut self, k: usize, child: u32, part: Payload) -> Result<(), String> {
+        let frame = chunk_of(&part, child, &self.own, k)?;
+        self.own.combine(Some(self.op), k, frame);
+        Ok(())
+    }
+
+    fn piece(&mut self, k: usize) -> Result<Payload, String> {
+        let json =
+            json!({"n": chunks(self.own.len()), "len": self.own.len(), "dtype": self.own.dtype()});
+        Ok(Payload {
+            json,
+            buffers: vec![self.own.chunk_bytes(k)],
+        })
+    }
+
+    fn accept(&mut self, k: usize, part: Payload) -> Result<(), String> {
+        let frame = chunk_of(&part, self.root, &self.own, k)?;
+        self.own.combine(None, k, frame);
+        Ok(())
+    }
 }
 
 impl BinaryTreeCommunicator {
@@ -220,84 +249,21 @@ impl BinaryTreeCommunicator {
     fn reduce_chunked(
         &self,
         op: Op,
-        mut own: Own,
+        own: Own,
         all: bool,
         timeout: Option<Duration>,
     ) -> RhaiResult<Dynamic> {
-        let mut c = self.0.borrow_mut();
-        let (children, height, tree_height) = {
-            let l = c.links()?;
-            (l.children.clone(), l.height, l.tree_height)
+        let (root, base) = {
+            let c = self.0.borrow();
+            (c.links()?.tree.root, timeout.unwrap_or(c.timeout))
         };
-        let base = timeout.unwrap_or(c.timeout);
-        let now = Instant::now();
-        let up_deadline = now + base + base / 4 * height;
-        let down_deadline = now + base + base / 4 * (tree_height + 1);
-        c.seq += 1;
-        let seq = c.seq;
-        let n = chunks(own.len());
-        let meta =
-            |k: usize, own: &Own| json!({"k": k, "n": n, "len": own.len(), "dtype": own.dtype()});
-        // Per child, the chunks received and not yet combined (in order).
-        let mut queued: Vec<std::collections::VecDeque<Incoming>> =
-            (0..children.len()).map(|_| Default::default()).collect();
-        for k in 0..n {
-            while let Some(i) = queued.iter().position(|q| q.is_empty()) {
-                let Some((child, inc)) = c.next_up(seq, up_deadline) else {
-                    let why = format!(
-                        "engine {} did not send its part to engine {} within {:.1?} (is it dead or in another collective?)",
-                        children[i], c.id, c.timeout_for(height)
-                    );
-                    return Err(c.fail(seq, why, all));
-                };
-                if inc.kind == "fail" {
-                    let why = inc.payload["error"]
-                        .as_str()
-                        .unwrap_or("a peer failed")
-                        .to_string();
-                    return Err(c.fail(seq, why, all));
-                }
-                if let Some(j) = children.iter().position(|x| *x == child) {
-                    queued[j].push_back(inc);
-                }
-            }
-            for (j, q) in queued.iter_mut().enumerate() {
-                let inc = q.pop_front().expect("filled above");
-                match chunk_of(&inc, children[j], &own, k) {
-                    Ok(frame) => own.combine(Some(op), k, frame),
-                    Err(why) => return Err(c.fail(seq, why, all)),
-                }
-            }
-            if !c.is_root {
-                c.send_up("upc", seq, &meta(k, &own), vec![own.chunk_bytes(k)])?;
-            } else if all {
-                c.publish_frames("bcc", seq, &meta(k, &own), vec![own.chunk_bytes(k)])?;
-            }
+        let call = Call::reduce(chunks(own.len()), all, base);
+        let mut comb = Chunks { op, own, root };
+        match drive(&self.0, call, &mut comb) {
+            Ok(()) => Ok(comb.own.into_dynamic()),
+            Err(DriveError::Script(e)) => Err(e),
+            Err(DriveError::Collective(e)) => Err(err(format!("collective failed: {e}"))),
         }
-        if all && !c.is_root {
-            let root = c.links()?.root_id;
-            for k in 0..n {
-                let Some(inc) = c.next_down(seq, down_deadline) else {
-                    return Err(err(format!(
-                        "collective failed: engine {} got no broadcast from the root (engine {root}) within {:.1?}",
-                        c.id,
-                        c.timeout_for(tree_height + 1)
-                    )));
-                };
-                if inc.kind == "fail" {
-                    return Err(err(format!(
-                        "collective failed: {}",
-                        inc.payload["error"].as_str().unwrap_or("a peer failed")
-                    )));
-                }
-                match chunk_of(&inc, root, &own, k) {
-                    Ok(frame) => own.combine(None, k, frame),
-                    Err(why) => return Err(err(format!("collective failed: {why}"))),
-                }
-            }
-        }
-        drop(c);
-        Ok(own.into_dynamic())
     }
 }
 

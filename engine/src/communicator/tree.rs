@@ -1,24 +1,28 @@
-//! The communicator's state and wire: links to parent, children and root,
-//! sequence numbers, the connect handshake, and waiting for parts and
-//! broadcasts with deadlines.
+//! The communicator's sockets: binding, connecting to parent, children and
+//! root, the connect handshake, and [`Comm::drive`], the thin loop that feeds
+//! received messages to the [`Collective`] and performs what it returns.
+//!
+//! # Design
+//!
+//! All protocol decisions (sequence numbers, stash, order, deadlines,
+//! failures) are the [`Collective`]'s. This layer only decodes frames once
+//! ([`super::wire`]), reads the clock, polls until the machine's next
+//! deadline and sends. The machine is taken out of the `Comm` while a call
+//! runs so the combine step (a script function) runs with nothing borrowed.
 
+use super::collective::{Call, Collective, CollectiveError, Combine, Event, Output, Source, Tree};
+use super::wire::{from_frames, to_frames, Payload, Wire};
 use super::{CommEnv, RhaiResult, DEFAULT_TIMEOUT_SECS};
-use crate::convert::{encode_dynamic, from_value, pretty_type};
+use crate::convert::pretty_type;
 use rhai::{Dynamic, EvalAltResult, Map, Position, FLOAT, INT};
-use serde_json::{json, Value as Json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use zpar_protocol::{recv_frames, Value};
+use zpar_protocol::recv_frames;
 
 pub(super) struct Links {
     pub(super) parent: Option<(u32, zmq::Socket)>,
-    pub(super) children: Vec<u32>,
     pub(super) sub: Option<zmq::Socket>,
-    pub(super) root_id: u32,
-    /// Longest path down to a leaf.
-    pub(super) height: u32,
-    /// Height of the whole tree.
-    pub(super) tree_height: u32,
+    pub(super) tree: Tree,
 }
 
 pub(super) struct Comm {
@@ -29,12 +33,18 @@ pub(super) struct Comm {
     pub(super) host: String,
     pub(super) publisher: Option<(zmq::Socket, String)>,
     pub(super) links: Option<Links>,
-    pub(super) seq: u64,
     pub(super) timeout: Duration,
-    /// Messages from children that arrived early: (child, seq) → frames.
-    pub(super) early_up: HashMap<(u32, u64), VecDeque<Vec<zmq::Message>>>,
-    /// Broadcasts that arrived early: seq → frames.
-    pub(super) early_down: HashMap<u64, VecDeque<Vec<zmq::Message>>>,
+    /// The protocol; `None` before `connect` and while a call runs.
+    pub(super) collective: Option<Collective<Payload>>,
+}
+
+/// Why [`Comm::drive`] ended without a result.
+pub(super) enum DriveError {
+    /// The collective failed (a peer lost, a deadline passed, ...).
+    Collective(CollectiveError),
+    /// The communicator could not run it at all (not connected, busy, a
+    /// socket error).
+    Script(Box<EvalAltResult>),
 }
 
 pub(super) fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
@@ -54,64 +64,26 @@ pub(super) fn secs(t: FLOAT) -> RhaiResult<Duration> {
     Ok(Duration::from_secs_f64(t))
 }
 
-/// One received message, split.
-pub(super) struct Incoming {
-    pub(super) kind: String,
-    pub(super) seq: u64,
-    pub(super) payload: Json,
-    pub(super) buffers: Vec<zmq::Message>,
+fn send_all(sock: &zmq::Socket, w: Wire) -> zmq::Result<()> {
+    zpar_protocol::send_frames(sock, to_frames(w), 0)
 }
 
-pub(super) fn split(frames: Vec<zmq::Message>) -> Option<Incoming> {
-    let mut it = frames.into_iter();
-    let kind = it.next()?.as_str()?.to_string();
-    let seq = it.next()?.as_str()?.parse().ok()?;
-    let payload = serde_json::from_slice(&it.next()?).ok()?;
-    Some(Incoming {
-        kind,
-        seq,
-        payload,
-        buffers: it.collect(),
+/// Milliseconds until `deadline`, between 1 and 1000 (a finite poll).
+fn remaining(deadline: Option<Instant>) -> i64 {
+    deadline.map_or(1000, |d| {
+        d.saturating_duration_since(Instant::now())
+            .as_millis()
+            .clamp(1, 1000) as i64
     })
 }
 
-pub(super) fn frames_of(
-    kind: &str,
-    seq: u64,
-    payload: &Json,
-    buffers: Vec<zmq::Message>,
-) -> Vec<zmq::Message> {
-    let mut out = Vec::with_capacity(3 + buffers.len());
-    out.push(zmq::Message::from(kind));
-    out.push(zmq::Message::from(seq.to_string().as_str()));
-    out.push(zmq::Message::from(
-        serde_json::to_vec(payload).expect("json serializes"),
-    ));
-    out.extend(buffers);
-    out
-}
-
-pub(super) fn send_all(sock: &zmq::Socket, frames: Vec<zmq::Message>) -> zmq::Result<()> {
-    zpar_protocol::send_frames(sock, frames, 0)
-}
-
-pub(super) fn encode(d: &Dynamic) -> RhaiResult<(Json, Vec<zmq::Message>)> {
-    let mut buffers = Vec::new();
-    let json = encode_dynamic(d, &mut buffers).map_err(|e| err(format!("communicator: {e}")))?;
-    Ok((json!({ "value": json }), buffers))
-}
-
-pub(super) fn decode(inc: &Incoming) -> RhaiResult<Dynamic> {
-    let v = Value::decode(&inc.payload["value"], &inc.buffers)
-        .map_err(|e| err(format!("communicator: {e}")))?;
-    from_value(v).map_err(err)
-}
-
-pub(super) fn remaining(deadline: Instant) -> i64 {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis()
-        .clamp(1, 1000) as i64
+/// Splits a ROUTER message into the child's id and the rest.
+fn from_child(frames: Vec<zmq::Message>) -> Option<(u32, Vec<zmq::Message>)> {
+    let mut it = frames.into_iter();
+    let child = it
+        .next()
+        .and_then(|f| f.as_str().and_then(|s| s.parse::<u32>().ok()))?;
+    Some((child, it.collect()))
 }
 
 impl Comm {
@@ -154,10 +126,8 @@ impl Comm {
             host: env.ip.clone(),
             publisher,
             links: None,
-            seq: 0,
             timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
-            early_up: HashMap::new(),
-            early_down: HashMap::new(),
+            collective: None,
         })
     }
 
@@ -219,14 +189,13 @@ impl Comm {
                 if self.is_root { "" } else { "not " }
             )));
         }
-        let children: Vec<u32> = parents
-            .iter()
-            .filter(|(_, p)| **p == Some(self.id))
-            .map(|(c, _)| *c)
-            .collect();
-        let height_of = |start: u32| -> RhaiResult<u32> { subtree_height(&parents, start) };
-        let height = height_of(self.id)?;
-        let tree_height = height_of(root_id)?;
+        let tree = Tree::new(self.id, &parents).map_err(err)?;
+        if tree.root != root_id {
+            return Err(err(format!(
+                "tree: the tree's root is engine {}, not root_id {root_id}",
+                tree.root
+            )));
+        }
 
         let parent = match my_parent {
             None => None,
@@ -268,15 +237,14 @@ impl Comm {
         };
         self.links = Some(Links {
             parent,
-            children,
             sub,
-            root_id,
-            height,
-            tree_height,
+            tree: tree.clone(),
         });
         let result = self.handshake(timeout);
         if result.is_err() {
             self.links = None;
+        } else {
+            self.collective = Some(Collective::new(tree));
         }
         result
     }
@@ -285,22 +253,22 @@ impl Comm {
     pub(super) fn handshake(&mut self, timeout: Duration) -> RhaiResult<()> {
         let deadline = Instant::now() + timeout;
         let links = self.links.as_ref().expect("just set");
+        let (children, root_id) = (&links.tree.children, links.tree.root);
         let mut ready: Vec<u32> = Vec::new();
         let mut probed = self.is_root;
         let mut reported = false;
         let mut last_probe = Instant::now() - Duration::from_secs(1);
         loop {
             if Instant::now() >= deadline {
-                let missing: Vec<String> = links
-                    .children
+                let missing: Vec<String> = children
                     .iter()
                     .filter(|c| !ready.contains(c))
                     .map(|c| format!("engine {c}"))
                     .collect();
                 return Err(err(if !probed {
                     format!(
-                        "connect: engine {} heard nothing from the root (engine {}) within {:?}",
-                        self.id, links.root_id, timeout
+                        "connect: engine {} heard nothing from the root (engine {root_id}) within {:?}",
+                        self.id, timeout
                     )
                 } else if !missing.is_empty() {
                     format!(
@@ -316,34 +284,32 @@ impl Comm {
                     )
                 }));
             }
-            let all_ready = links.children.iter().all(|c| ready.contains(c));
+            let all_ready = children.iter().all(|c| ready.contains(c));
             if self.is_root {
                 let (publ, _) = self.publisher.as_ref().expect("the root publishes");
                 if all_ready {
-                    send_all(publ, frames_of("go", 0, &Json::Null, vec![]))
-                        .map_err(|e| zerr("publish", e))?;
+                    send_all(publ, Wire::Go).map_err(|e| zerr("publish", e))?;
                     return Ok(());
                 }
                 if last_probe.elapsed() >= Duration::from_millis(5) {
-                    send_all(publ, frames_of("probe", 0, &Json::Null, vec![]))
-                        .map_err(|e| zerr("publish", e))?;
+                    send_all(publ, Wire::Probe).map_err(|e| zerr("publish", e))?;
                     last_probe = Instant::now();
                 }
             } else if probed && all_ready && !reported {
                 let (_, dealer) = links.parent.as_ref().expect("non-roots have a parent");
-                send_all(dealer, frames_of("ready", 0, &Json::Null, vec![]))
-                    .map_err(|e| zerr("send", e))?;
+                send_all(dealer, Wire::Ready).map_err(|e| zerr("send", e))?;
                 reported = true;
             }
             let mut items = vec![self.router.as_poll_item(zmq::POLLIN)];
             if let Some(sub) = &links.sub {
                 items.push(sub.as_poll_item(zmq::POLLIN));
             }
-            zmq::poll(
-                &mut items,
-                if self.is_root { 5 } else { remaining(deadline) },
-            )
-            .map_err(|e| zerr("poll", e))?;
+            let wait = if self.is_root {
+                5
+            } else {
+                remaining(Some(deadline))
+            };
+            zmq::poll(&mut items, wait).map_err(|e| zerr("poll", e))?;
             let (router_in, sub_in) = (
                 items[0].is_readable(),
                 items.get(1).is_some_and(|i| i.is_readable()),
@@ -351,29 +317,23 @@ impl Comm {
             drop(items);
             if router_in {
                 while let Ok(frames) = recv_frames(&self.router, zmq::DONTWAIT) {
-                    let mut it = frames.into_iter();
-                    let Some(child) = it
-                        .next()
-                        .and_then(|f| f.as_str().and_then(|s| s.parse::<u32>().ok()))
-                    else {
+                    let Some((child, rest)) = from_child(frames) else {
                         continue;
                     };
-                    if let Some(inc) = split(it.collect()) {
-                        if inc.kind == "ready"
-                            && links.children.contains(&child)
-                            && !ready.contains(&child)
-                        {
-                            ready.push(child);
-                        }
+                    if from_frames(rest) == Ok(Wire::Ready)
+                        && children.contains(&child)
+                        && !ready.contains(&child)
+                    {
+                        ready.push(child);
                     }
                 }
             }
             if sub_in {
                 let sub = links.sub.as_ref().expect("polled");
                 while let Ok(frames) = recv_frames(sub, zmq::DONTWAIT) {
-                    match split(frames).map(|i| i.kind) {
-                        Some(k) if k == "probe" => probed = true,
-                        Some(k) if k == "go" && reported => return Ok(()),
+                    match from_frames(frames) {
+                        Ok(Wire::Probe) => probed = true,
+                        Ok(Wire::Go) if reported => return Ok(()),
                         _ => {}
                     }
                 }
@@ -381,213 +341,115 @@ impl Comm {
         }
     }
 
-    /// Waits for each child's part of collective `seq`; in child order.
-    pub(super) fn gather_children(
-        &mut self,
-        seq: u64,
-        deadline: Instant,
-    ) -> Result<Vec<Incoming>, String> {
-        let links = self.links.as_ref().expect("checked by caller");
-        let (children, height) = (links.children.clone(), links.height);
-        let mut got: BTreeMap<u32, Incoming> = BTreeMap::new();
-        while got.len() < children.len() {
-            let Some((child, inc)) = self.next_up(seq, deadline) else {
-                let missing: Vec<String> = children
-                    .iter()
-                    .filter(|c| !got.contains_key(c))
-                    .map(|c| format!("engine {c}"))
-                    .collect();
-                return Err(format!(
-                    "{} did not send its part to engine {} within {:.1?} (is it dead or in another collective?)",
-                    missing.join(" and "),
-                    self.id,
-                    self.timeout_for(height)
-                ));
-            };
-            if inc.kind == "fail" {
-                return Err(inc.payload["error"]
-                    .as_str()
-                    .unwrap_or("a peer failed")
-                    .to_string());
-            }
-            got.insert(child, inc);
-        }
-        Ok(got.into_values().collect())
-    }
-
-    /// Waits for the root's broadcast for `seq`.
-    pub(super) fn receive_broadcast(
-        &mut self,
-        seq: u64,
-        deadline: Instant,
-    ) -> Result<Incoming, String> {
-        let links = self.links.as_ref().expect("checked by caller");
-        let (root, tree_height) = (links.root_id, links.tree_height);
-        self.next_down(seq, deadline).ok_or_else(|| {
-            format!(
-                "engine {} got no broadcast from the root (engine {root}) within {:.1?}",
-                self.id,
-                self.timeout_for(tree_height + 1)
-            )
-        })
-    }
-
-    /// The next message of collective `seq` from any child (stashed ones
-    /// first), or None once `deadline` passes. Older messages are dropped,
-    /// newer ones stashed; messages of one child come in the order sent.
-    pub(super) fn next_up(&mut self, seq: u64, deadline: Instant) -> Option<(u32, Incoming)> {
-        let children = self.links.as_ref()?.children.clone();
-        for c in &children {
-            if let Some(frames) = self
-                .early_up
-                .get_mut(&(*c, seq))
-                .and_then(VecDeque::pop_front)
-            {
-                if let Some(inc) = split(frames) {
-                    return Some((*c, inc));
-                }
-            }
-        }
-        loop {
-            let Ok(frames) = recv_frames(&self.router, zmq::DONTWAIT) else {
-                if Instant::now() >= deadline {
-                    return None;
-                }
-                let _ = self.router.poll(zmq::POLLIN, remaining(deadline));
-                continue;
-            };
-            let mut it = frames.into_iter();
-            let Some(child) = it
-                .next()
-                .and_then(|f| f.as_str().and_then(|s| s.parse::<u32>().ok()))
-            else {
-                continue;
-            };
-            let Some(inc) = split(it.collect()) else {
-                tracing::warn!(
-                    engine = self.id,
-                    child,
-                    "communicator: dropped a malformed message"
-                );
-                continue;
-            };
-            if !children.contains(&child) || inc.kind == "ready" || inc.seq < seq {
-                continue;
-            }
-            if inc.seq > seq {
-                let frames = frames_of(&inc.kind, inc.seq, &inc.payload, inc.buffers);
-                self.early_up
-                    .entry((child, frames_seq(&frames)))
-                    .or_default()
-                    .push_back(frames);
-                continue;
-            }
-            return Some((child, inc));
-        }
-    }
-
-    /// The next broadcast message of collective `seq` (stashed ones first),
-    /// or None once `deadline` passes.
-    pub(super) fn next_down(&mut self, seq: u64, deadline: Instant) -> Option<Incoming> {
-        if let Some(frames) = self.early_down.get_mut(&seq).and_then(VecDeque::pop_front) {
-            if let Some(inc) = split(frames) {
-                return Some(inc);
-            }
-        }
-        let sub = self.links.as_ref()?.sub.as_ref()?;
-        loop {
-            let Ok(frames) = recv_frames(sub, zmq::DONTWAIT) else {
-                if Instant::now() >= deadline {
-                    return None;
-                }
-                let _ = sub.poll(zmq::POLLIN, remaining(deadline));
-                continue;
-            };
-            let Some(inc) = split(frames) else { continue };
-            if inc.seq < seq || inc.kind == "probe" || inc.kind == "go" {
-                continue;
-            }
-            if inc.seq > seq {
-                let s = inc.seq;
-                self.early_down.entry(s).or_default().push_back(frames_of(
-                    &inc.kind,
-                    inc.seq,
-                    &inc.payload,
-                    inc.buffers,
-                ));
-                continue;
-            }
-            return Some(inc);
-        }
-    }
-
-    pub(super) fn timeout_for(&self, height: u32) -> Duration {
-        self.timeout + self.timeout / 4 * height
-    }
-
-    pub(super) fn send_up(
-        &self,
-        kind: &str,
-        seq: u64,
-        payload: &Json,
-        buffers: Vec<zmq::Message>,
-    ) -> RhaiResult<()> {
+    /// Performs one output of the machine.
+    fn perform(&self, out: Output<Payload>) -> RhaiResult<()> {
         let links = self.links()?;
-        let (_, dealer) = links.parent.as_ref().expect("non-roots have a parent");
-        send_all(dealer, frames_of(kind, seq, payload, buffers)).map_err(|e| zerr("send", e))
-    }
-
-    pub(super) fn publish_frames(
-        &self,
-        kind: &str,
-        seq: u64,
-        payload: &Json,
-        buffers: Vec<zmq::Message>,
-    ) -> RhaiResult<()> {
-        let (publ, _) = self.publisher.as_ref().expect("the root publishes");
-        send_all(publ, frames_of(kind, seq, payload, buffers)).map_err(|e| zerr("publish", e))
-    }
-
-    /// Reports a failure: up the tree from a non-root, to everyone from the
-    /// root. Returns the error for the caller.
-    pub(super) fn fail(&self, seq: u64, message: String, broadcast: bool) -> Box<EvalAltResult> {
-        let payload = json!({ "error": message });
-        let _ = if self.is_root {
-            if broadcast {
-                self.publish_frames("fail", seq, &payload, vec![])
-            } else {
-                Ok(())
+        match out {
+            Output::SendUp(msg) => {
+                let (_, dealer) = links.parent.as_ref().expect("non-roots have a parent");
+                send_all(dealer, Wire::Collective(msg)).map_err(|e| zerr("send", e))
             }
-        } else {
-            self.send_up("fail", seq, &payload, vec![])
-        };
-        err(format!("collective failed: {message}"))
+            Output::Publish(msg) => {
+                let (publ, _) = self.publisher.as_ref().expect("the root publishes");
+                send_all(publ, Wire::Collective(msg)).map_err(|e| zerr("publish", e))
+            }
+            Output::Done | Output::Failed(_) => Ok(()),
+        }
+    }
+
+    /// The next collective message from a child or the root, waiting at
+    /// most until `deadline` (and at most a second); None if nothing came.
+    /// Handshake leftovers and malformed messages are dropped here.
+    fn receive(&self, deadline: Option<Instant>) -> RhaiResult<Option<(Source, Wire)>> {
+        let links = self.links()?;
+        for attempt in 0..2 {
+            if let Ok(frames) = recv_frames(&self.router, zmq::DONTWAIT) {
+                let Some((child, rest)) = from_child(frames) else {
+                    tracing::warn!(
+                        engine = self.id,
+                        "communicator: dropped a message without a child id"
+                    );
+                    return Ok(None);
+                };
+                return Ok(self.decoded(Source::Child(child), rest));
+            }
+            if let Some(sub) = &links.sub {
+                if let Ok(frames) = recv_frames(sub, zmq::DONTWAIT) {
+                    return Ok(self.decoded(Source::Root, frames));
+                }
+            }
+            if attempt == 0 {
+                let mut items = vec![self.router.as_poll_item(zmq::POLLIN)];
+                if let Some(sub) = &links.sub {
+                    items.push(sub.as_poll_item(zmq::POLLIN));
+                }
+                zmq::poll(&mut items, remaining(deadline)).map_err(|e| zerr("poll", e))?;
+            }
+        }
+        Ok(None)
+    }
+
+    fn decoded(&self, source: Source, frames: Vec<zmq::Message>) -> Option<(Source, Wire)> {
+        match from_frames(frames) {
+            Ok(w @ Wire::Collective(_)) => Some((source, w)),
+            Ok(_) => None, // handshake leftovers
+            Err(why) => {
+                tracing::warn!(engine = self.id, ?source, %why, "communicator: dropped a malformed message");
+                None
+            }
+        }
     }
 }
 
-pub(super) fn frames_seq(frames: &[zmq::Message]) -> u64 {
-    frames
-        .get(1)
-        .and_then(|f| f.as_str())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+/// The thin loop: begins `call` on the communicator's machine, feeds it
+/// what arrives, performs what it returns, until it is done or failed.
+/// `comm` is borrowed only around socket work, never while `comb` runs.
+pub(super) fn drive(
+    comm: &std::cell::RefCell<Comm>,
+    call: Call,
+    comb: &mut impl Combine<Payload>,
+) -> Result<(), DriveError> {
+    let mut machine = {
+        let mut c = comm.borrow_mut();
+        c.links().map_err(DriveError::Script)?;
+        c.collective.take().ok_or_else(|| {
+            DriveError::Script(err(
+                "a collective is already running on this communicator (called from inside a reduction?)",
+            ))
+        })?
+    };
+    let result = run_machine(comm, &mut machine, call, comb);
+    if machine.is_active() {
+        machine.abandon();
+    }
+    comm.borrow_mut().collective = Some(machine);
+    result
 }
 
-pub(super) fn subtree_height(parents: &BTreeMap<u32, Option<u32>>, node: u32) -> RhaiResult<u32> {
-    let mut best = 0;
-    let mut stack = vec![(node, 0u32)];
-    let mut visited = 0usize;
-    while let Some((n, d)) = stack.pop() {
-        visited += 1;
-        if visited > parents.len() + 1 {
-            return Err(err("tree: the parent map has a cycle"));
-        }
-        best = best.max(d);
-        for (c, p) in parents {
-            if *p == Some(n) {
-                stack.push((*c, d + 1));
+fn run_machine(
+    comm: &std::cell::RefCell<Comm>,
+    machine: &mut Collective<Payload>,
+    call: Call,
+    comb: &mut impl Combine<Payload>,
+) -> Result<(), DriveError> {
+    let mut outs = machine.handle(Event::Begin(call), Instant::now(), comb);
+    loop {
+        for out in outs.drain(..) {
+            match out {
+                Output::Done => return Ok(()),
+                Output::Failed(e) => return Err(DriveError::Collective(e)),
+                other => comm.borrow().perform(other).map_err(DriveError::Script)?,
             }
         }
+        let got = comm
+            .borrow()
+            .receive(machine.deadline())
+            .map_err(DriveError::Script)?;
+        if let Some((source, Wire::Collective(msg))) = got {
+            outs = machine.handle(Event::Message(source, msg), Instant::now(), comb);
+        }
+        if outs.is_empty() {
+            outs = machine.handle(Event::Tick, Instant::now(), comb);
+        }
     }
-    Ok(best)
 }
