@@ -16,9 +16,12 @@
 use crate::Profile;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+use zpar_protocol::backoff::{poll_until, Backoff};
 
 /// Interactive parallel computing for Rust on ZeroMQ.
 #[derive(Parser)]
@@ -150,25 +153,19 @@ enum ClusterCmd {
     },
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by SIGINT or SIGTERM: the hub, an engine or a foreground cluster
+/// stops. A static so an engine's config can borrow it for `'static`.
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
-extern "C" fn on_signal(_: i32) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// SIGINT and SIGTERM set [`STOP`]; blocking calls see EINTR and loops check
-/// the flag. (std has no signal API; libc's `signal` is linked anyway.)
-fn install_signal_handlers() {
-    extern "C" {
-        fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+/// SIGINT and SIGTERM set [`STOP`] (signal-hook's flag handler, which only
+/// stores to the atomic); blocking calls see EINTR and loops check the flag.
+fn install_signal_handlers() -> Result<()> {
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&STOP)).with_context(|| {
+            format!("cannot install the handler for signal {signal}, so Ctrl-C could not stop zpar cleanly")
+        })?;
     }
-    const SIGINT: i32 = 2;
-    const SIGTERM: i32 = 15;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
-    }
+    Ok(())
 }
 
 fn init_logging() {
@@ -261,7 +258,7 @@ fn run_hub(a: HubArgs) -> Result<()> {
             notification: c.notification,
         };
     }
-    install_signal_handlers();
+    install_signal_handlers()?;
     let hub = zpar_hub::Hub::bind(config)?;
     println!(
         "zpar hub listening on {} (registration port {}); client file {}",
@@ -277,11 +274,9 @@ fn run_engine(a: EngineArgs) -> Result<()> {
     let file = a.file.unwrap_or_else(|| a.profile.resolve().engine_file());
     // The hub may not have written its file yet: wait for it within --timeout.
     let deadline = Instant::now() + Duration::from_secs_f64(a.timeout.max(0.0));
-    let mut pause = Duration::from_millis(1);
-    while !file.exists() && Instant::now() < deadline {
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
+    let pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(200));
+    // Not found in time: reading it below says which file is missing.
+    let _ = poll_until(deadline, pauses, || file.exists().then_some(()));
     let conn: crate::EngineConnection = zpar_protocol::connection::read_json_file(&file)?;
     let mut config = zpar_engine::EngineConfig::new(conn);
     config.registration_timeout = deadline
@@ -290,8 +285,8 @@ fn run_engine(a: EngineArgs) -> Result<()> {
     config.max_operations = a.max_operations;
     config.bind_ip = a.bind_ip;
     config.uuid = a.uuid;
-    install_signal_handlers();
-    config.stop = Some(&STOP);
+    install_signal_handlers()?;
+    config.stop = Some(&**STOP);
     zpar_engine::EngineServer::new(config).run()?;
     Ok(())
 }
@@ -332,7 +327,7 @@ fn run_cluster(action: ClusterCmd) -> Result<()> {
             let mut cluster = builder.start()?;
             cluster.add_engines(engines)?;
             let client = cluster.client()?;
-            install_signal_handlers();
+            install_signal_handlers()?;
             loop {
                 let n = client.ids().len();
                 if started.elapsed() > Duration::from_secs(1) {
@@ -390,12 +385,11 @@ fn run_cluster(action: ClusterCmd) -> Result<()> {
             let deadline = Instant::now() + Duration::from_secs(5);
             let mut all = vec![pids.hub];
             all.extend(&pids.engines);
-            let mut pause = Duration::from_millis(1);
-            while all.iter().any(|p| crate::cluster::process_alive(*p)) && Instant::now() < deadline
-            {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
+            let pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
+            // Those still alive at the deadline are killed below.
+            let _ = poll_until(deadline, pauses, || {
+                (!all.iter().any(|p| crate::cluster::process_alive(*p))).then_some(())
+            });
             let left: Vec<u32> = all
                 .into_iter()
                 .filter(|p| crate::cluster::process_alive(*p))

@@ -3,13 +3,12 @@
 
 use crate::client::{Client, Request};
 use crate::error::Result;
-use crate::io::Channel;
 use crate::result::{AsyncResult, Shape};
 use crate::view::MAP_CHUNK;
-use serde_json::{json, Map};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use zpar_protocol::{ApplyRequest, Content, Value};
+use zpar_protocol::Channel;
+use zpar_protocol::{ApplyRequest, Content, RequestMetadata, Value};
 
 /// The engine-side loop that calls a function once per argument list.
 const BATCH: &str = "|zpar_calls, zpar_f| { let zpar_out = []; for zpar_args in zpar_calls { let zpar_g = zpar_f; for zpar_a in zpar_args { zpar_g = zpar_g.curry(zpar_a); } zpar_out.push(zpar_g.call()); } zpar_out }";
@@ -89,22 +88,15 @@ impl LoadBalancedView {
     fn task(&self, f: &str, args: Vec<Value>) -> Request {
         let mut buffers = Vec::new();
         let args = args.iter().map(|a| a.encode_into(&mut buffers)).collect();
-        let mut meta = Map::new();
-        if let Some(t) = &self.targets {
-            meta.insert("targets".into(), json!(t));
+        let meta = RequestMetadata {
+            targets: self.targets.clone(),
+            retries: self.retries,
+            timeout: self.timeout.map(|t| t.as_secs_f64()),
+            after: self.after.clone(),
+            follow: self.follow.clone(),
+            ..Default::default()
         }
-        if self.retries > 0 {
-            meta.insert("retries".into(), json!(self.retries));
-        }
-        if let Some(t) = self.timeout {
-            meta.insert("timeout".into(), json!(t.as_secs_f64()));
-        }
-        if !self.after.is_empty() {
-            meta.insert("after".into(), json!(self.after));
-        }
-        if !self.follow.is_empty() {
-            meta.insert("follow".into(), json!(self.follow));
-        }
+        .to_map();
         Request {
             channel: Channel::Task,
             content: Content::ApplyRequest(ApplyRequest {

@@ -2,10 +2,10 @@
 
 use crate::balanced::LoadBalancedView;
 use crate::error::{Error, Result};
-use crate::io::{Channel, ClientEvent, Command, EngineTable, IoLoop, IoSockets};
+use crate::io::{ClientEvent, Command, EngineTable, IoLoop, IoSockets};
 use crate::result::{AsyncResult, ResultState, Shape};
 use crate::view::{DirectView, Targets};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zpar_protocol::connection::read_json_file;
 use zpar_protocol::{
-    AbortRequest, ClearRequest, ClientConnection, ConnectionRequest, Content, InterruptRequest,
-    Message, Profile, QueueReply, QueueRequest, Session, ShutdownRequest,
+    AbortRequest, Channel, ClearRequest, ClientConnection, ConnectionRequest, Content,
+    InterruptRequest, Message, Profile, QueueReply, QueueRequest, RequestMetadata, Session,
+    ShutdownRequest,
 };
 
 /// How long [`Client::connect`] waits for the hub to answer.
@@ -343,8 +344,11 @@ impl Client {
     /// A control request to each target.
     fn control(&self, targets: &Targets, content: Content) -> Result<AsyncResult> {
         let ids = self.resolve(targets)?;
-        let mut meta = Map::new();
-        meta.insert("targets".into(), json!(ids));
+        let meta = RequestMetadata {
+            targets: Some(ids.clone()),
+            ..Default::default()
+        }
+        .to_map();
         self.submit(
             vec![Request {
                 channel: Channel::Control,
@@ -406,8 +410,11 @@ impl Client {
             hub,
         });
         if hub {
-            let mut meta = Map::new();
-            meta.insert("hub".into(), json!(true));
+            let meta = RequestMetadata {
+                hub: true,
+                ..Default::default()
+            }
+            .to_map();
             return self.submit(
                 vec![Request {
                     channel: Channel::Control,

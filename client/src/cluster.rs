@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use zpar_protocol::backoff::{poll_until, Backoff};
 use zpar_protocol::Profile;
 
 /// Set on a process [`LocalCluster`] starts from the current program (when
@@ -241,24 +242,26 @@ impl LocalCluster {
 
     fn wait_for_file(&mut self, deadline: Instant) -> Result<()> {
         let file = self.profile.client_file();
-        let mut pause = Duration::from_micros(200);
-        while !file.exists() {
-            if let Some(status) = self.hub.as_mut().and_then(|h| h.try_wait().ok().flatten()) {
-                return Err(Error::Cluster(format!(
+        let hub = &mut self.hub;
+        // Polling a file: nothing to block on, so back off gently.
+        let pauses = Backoff::new(Duration::from_micros(200), Duration::from_millis(20));
+        let seen = poll_until(deadline, pauses, || {
+            if file.exists() {
+                return Some(Ok(()));
+            }
+            let exited = hub.as_mut().and_then(|h| h.try_wait().ok().flatten());
+            exited.map(|status| {
+                Err(Error::Cluster(format!(
                     "the hub exited at start ({status}); see its log above"
-                )));
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Cluster(format!(
-                    "the hub wrote no {} in time",
-                    file.display()
-                )));
-            }
-            // Polling a file: nothing to block on, so back off gently.
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
-        Ok(())
+                )))
+            })
+        });
+        seen.unwrap_or_else(|| {
+            Err(Error::Cluster(format!(
+                "the hub wrote no {} in time",
+                file.display()
+            )))
+        })
     }
 
     /// Starts `n` more engines (does not wait for them).
@@ -321,22 +324,22 @@ impl LocalCluster {
         let mut children: Vec<&mut Child> = self.hub.iter_mut().collect();
         children.extend(self.engines.iter_mut().map(|(_, c)| c));
         for c in children {
-            let mut pause = Duration::from_micros(500);
             // Child has no wait-with-timeout: poll its status with backoff.
-            while c
-                .try_wait()
-                .map_err(|e| Error::Cluster(e.to_string()))?
-                .is_none()
-            {
-                if Instant::now() >= deadline {
-                    return Err(Error::Timeout {
-                        waited: timeout,
-                        what: format!("process {} to exit", c.id()),
-                    });
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
+            let pauses = Backoff::new(Duration::from_micros(500), Duration::from_millis(20));
+            let exited = poll_until(deadline, pauses, || match c.try_wait() {
+                Ok(None) => None,
+                Ok(Some(_)) => Some(Ok(())),
+                Err(e) => Some(Err(Error::Cluster(format!(
+                    "cannot learn whether process {} exited: {e}",
+                    c.id()
+                )))),
+            });
+            exited.unwrap_or_else(|| {
+                Err(Error::Timeout {
+                    waited: timeout,
+                    what: format!("process {} to exit", c.id()),
+                })
+            })?;
         }
         Ok(())
     }
@@ -366,20 +369,14 @@ impl LocalCluster {
         let mut children: Vec<&mut Child> = self.hub.iter_mut().collect();
         children.extend(self.engines.iter_mut().map(|(_, c)| c));
         for c in children {
-            let mut pause = Duration::from_millis(1);
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                    Ok(None) => {
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_millis(50));
-                    }
-                }
+            let pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(50));
+            let gone = poll_until(deadline, pauses, || match c.try_wait() {
+                Ok(Some(_)) | Err(_) => Some(()),
+                Ok(None) => None,
+            });
+            if gone.is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
         if self.temporary {

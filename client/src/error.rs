@@ -35,13 +35,24 @@ pub enum Error {
         /// The request.
         msg_id: String,
     },
-    /// A wait ran out, or a task ran past its timeout on the engine.
-    #[error("timed out{}: {what}", after(*.waited))]
+    /// A wait on this side ran out.
+    #[error("timed out after {waited:?}: {what}")]
     Timeout {
         /// How long we waited.
         waited: Duration,
         /// For what.
         what: String,
+    },
+    /// A task ran past the time limit it set for the engine (`timeout` in
+    /// its metadata); the engine stopped it.
+    #[error("engine {engine}: {message} (request {msg_id})")]
+    TaskTimeout {
+        /// The engine that stopped it.
+        engine: u32,
+        /// The request.
+        msg_id: String,
+        /// What the engine said.
+        message: String,
     },
     /// No engines to run on.
     #[error("no engines are registered with the hub: start some with `zpar engine` or `zpar cluster start`")]
@@ -99,14 +110,6 @@ fn location(line: Option<u32>, column: Option<u32>) -> String {
     }
 }
 
-fn after(waited: Duration) -> String {
-    if waited.is_zero() {
-        String::new()
-    } else {
-        format!(" after {waited:?}")
-    }
-}
-
 fn list(errors: &[Error]) -> String {
     errors
         .iter()
@@ -121,7 +124,8 @@ impl Error {
         match self {
             Error::RemoteError { engine, .. }
             | Error::EngineDied { engine, .. }
-            | Error::Aborted { engine, .. } => Some(*engine),
+            | Error::Aborted { engine, .. }
+            | Error::TaskTimeout { engine, .. } => Some(*engine),
             Error::UnknownEngine(e) => Some(*e),
             _ => None,
         }

@@ -9,9 +9,14 @@
 //! `ResultState` by parent msg id and filled in; the waiting user thread
 //! wakes on the result's condvar. Output streamed on iopub is filed with its
 //! request, and engine joins and leaves update the engine table.
+//!
+//! Results the hub pushes to nobody here (another client's request fetched
+//! with `get_result`) are asked for again on this loop's poll timer: the
+//! poll wakes when the next question is due ([`crate::watch`]).
 
 use crate::error::Error;
 use crate::result::{EngineReply, ResultState};
+use crate::watch::{WatchId, Watches};
 use serde_json::Value as Json;
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, HashMap};
@@ -20,20 +25,18 @@ use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use zpar_protocol::{
-    recv_frames, send_frames, Content, Message, Session, Status, TaskReply, Value,
+    recv_frames, send_frames, Channel, Content, ErrorClass, Message, ReplyMetadata, Session,
+    Status, TaskReply, Value,
 };
 
-/// Which hub channel a request goes to.
+/// One of the client's hub-facing sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    /// Direct requests to named engines.
-    Mux,
-    /// Load-balanced tasks.
-    Task,
-    /// Control (abort, interrupt, clear, shutdown).
-    Control,
+enum Socket {
+    /// A request channel: mux, task or control.
+    Requests(Channel),
     /// Registration and queries.
     Query,
 }
@@ -77,6 +80,12 @@ pub(crate) enum Command {
     Events(mpsc::Sender<ClientEvent>),
     /// A query timed out: stop waiting for its reply.
     ForgetQuery(String),
+    /// Ask the hub for this recorded result until it is done, then fill
+    /// `state` (see [`crate::watch`]).
+    Watch {
+        msg_id: String,
+        state: Arc<ResultState>,
+    },
     /// Forget requests whose results were dropped; answers how many.
     PurgeLocal(mpsc::Sender<usize>),
     Stop,
@@ -113,8 +122,12 @@ pub(crate) struct IoLoop {
     tracked: HashMap<String, (Weak<ResultState>, usize)>,
     orphans: VecDeque<(String, Message)>,
     queries: HashMap<String, mpsc::Sender<Message>>,
+    watches: Watches,
     events: Option<mpsc::Sender<ClientEvent>>,
 }
+
+/// The poll's timeout when nothing is due sooner.
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 impl IoLoop {
     pub fn new(
@@ -133,6 +146,7 @@ impl IoLoop {
             tracked: HashMap::new(),
             orphans: VecDeque::new(),
             queries: HashMap::new(),
+            watches: Watches::default(),
             events: None,
         }
     }
@@ -151,7 +165,7 @@ impl IoLoop {
                     s.iopub.as_poll_item(zmq::POLLIN),
                     s.notification.as_poll_item(zmq::POLLIN),
                 ];
-                match zmq::poll(&mut items, 1000) {
+                match zmq::poll(&mut items, self.poll_timeout_ms()) {
                     Ok(_) => std::array::from_fn(|i| items[i].is_readable()),
                     Err(zmq::Error::EINTR) => continue,
                     Err(e) => {
@@ -168,14 +182,14 @@ impl IoLoop {
             if !self.drain_commands() {
                 return;
             }
-            for (i, channel) in [
-                (1, Channel::Mux),
-                (2, Channel::Task),
-                (3, Channel::Control),
-                (4, Channel::Query),
+            for (i, socket) in [
+                (1, Socket::Requests(Channel::Mux)),
+                (2, Socket::Requests(Channel::Task)),
+                (3, Socket::Requests(Channel::Control)),
+                (4, Socket::Query),
             ] {
                 if ready[i] {
-                    self.drain_socket(channel);
+                    self.drain_socket(socket);
                 }
             }
             if ready[5] {
@@ -184,15 +198,86 @@ impl IoLoop {
             if ready[6] {
                 self.drain_notifications();
             }
+            self.ask_watched();
         }
     }
 
-    fn socket(&self, channel: Channel) -> &zmq::Socket {
-        match channel {
-            Channel::Mux => &self.sockets.mux,
-            Channel::Task => &self.sockets.task,
-            Channel::Control => &self.sockets.control,
-            Channel::Query => &self.sockets.query,
+    /// Milliseconds until the next watched result is due, at most
+    /// [`IDLE_POLL`].
+    fn poll_timeout_ms(&self) -> i64 {
+        let wait = match self.watches.next_wake() {
+            Some(at) => at.saturating_duration_since(Instant::now()).min(IDLE_POLL),
+            None => IDLE_POLL,
+        };
+        // Round up, so a due time 0.4 ms away does not spin the loop.
+        wait.as_micros().div_ceil(1000) as i64
+    }
+
+    /// Sends a `result_request` for every watched result that is due.
+    fn ask_watched(&mut self) {
+        let now = Instant::now();
+        for (watch, msg_id) in self.watches.due(now) {
+            let ask = Message::new(
+                &self.session,
+                Content::ResultRequest(zpar_protocol::ResultRequest {
+                    msg_ids: vec![msg_id.clone()],
+                }),
+            );
+            let query_id = ask.header.msg_id.clone();
+            match send_frames(
+                &self.sockets.query,
+                self.session.encode_owned(ask).into_frames(),
+                0,
+            ) {
+                Ok(()) => self.watches.asked(watch, query_id, now),
+                Err(e) => {
+                    warn!(error = %e, %msg_id, "result request not sent; asking again later");
+                    self.watches.again(watch, now);
+                }
+            }
+        }
+    }
+
+    /// The hub's answer about a watched result: fill it if it is done,
+    /// otherwise ask again later.
+    fn on_watch_reply(
+        &mut self,
+        watch: WatchId,
+        msg_id: String,
+        state: Option<Arc<ResultState>>,
+        msg: Message,
+    ) {
+        let Some(state) = state else {
+            return self.watches.finish(watch); // the user dropped it
+        };
+        let recorded = match &msg.content {
+            Content::ResultReply(r) if r.status == Status::Ok => {
+                r.results.get(&msg_id).and_then(Json::as_array)
+            }
+            Content::ResultReply(r) => {
+                debug!(%msg_id, error = ?r.evalue, "result request failed; asking again later");
+                None
+            }
+            _ => {
+                warn!(%msg_id, msg_type = %msg.header.msg_type, "unexpected reply to a result request");
+                None
+            }
+        };
+        match recorded {
+            Some(entries) => {
+                crate::records::fill_watched(&state, &msg_id, entries, &msg.buffers);
+                self.watches.finish(watch);
+            }
+            None => self.watches.again(watch, Instant::now()),
+        }
+    }
+
+    fn socket(&self, socket: Socket) -> &zmq::Socket {
+        match socket {
+            Socket::Requests(Channel::Mux) => &self.sockets.mux,
+            Socket::Requests(Channel::Task) => &self.sockets.task,
+            Socket::Requests(Channel::Control) => &self.sockets.control,
+            Socket::Query => &self.sockets.query,
         }
     }
 
@@ -220,7 +305,9 @@ impl IoLoop {
                         }
                     }
                     for (channel, frames) in messages {
-                        if let Err(e) = send_frames(self.socket(channel), frames, 0) {
+                        if let Err(e) =
+                            send_frames(self.socket(Socket::Requests(channel)), frames, 0)
+                        {
                             warn!(error = %e, "request not sent");
                         }
                     }
@@ -239,6 +326,10 @@ impl IoLoop {
                 Ok(Command::ForgetQuery(id)) => {
                     self.queries.remove(&id);
                 }
+                Ok(Command::Watch { msg_id, state }) => {
+                    self.watches.add(msg_id, &state, Instant::now());
+                    debug!(watched = self.watches.len(), "watching a pending result");
+                }
                 Ok(Command::PurgeLocal(tx)) => {
                     let before = self.tracked.len();
                     self.tracked.retain(|_, (w, _)| w.strong_count() > 0);
@@ -251,9 +342,9 @@ impl IoLoop {
         }
     }
 
-    fn drain_socket(&mut self, channel: Channel) {
+    fn drain_socket(&mut self, socket: Socket) {
         loop {
-            let frames = match recv_frames(self.socket(channel), zmq::DONTWAIT) {
+            let frames = match recv_frames(self.socket(socket), zmq::DONTWAIT) {
                 Ok(f) => f,
                 Err(zmq::Error::EAGAIN) => return,
                 Err(e) => return warn!(error = %e, "receive failed"),
@@ -261,7 +352,7 @@ impl IoLoop {
             let msg = match self.session.decode_frames(frames) {
                 Ok(m) => m,
                 Err(e) => {
-                    warn!(error = %e, ?channel, "dropped a bad reply");
+                    warn!(error = %e, ?socket, "dropped a bad reply");
                     continue;
                 }
             };
@@ -269,9 +360,11 @@ impl IoLoop {
                 debug!("dropped a reply without parent");
                 continue;
             };
-            if channel == Channel::Query {
+            if socket == Socket::Query {
                 if let Some(tx) = self.queries.remove(&parent) {
                     let _ = tx.send(msg);
+                } else if let Some((watch, msg_id, state)) = self.watches.answer(&parent) {
+                    self.on_watch_reply(watch, msg_id, state, msg);
                 }
                 continue;
             }
@@ -297,14 +390,10 @@ impl IoLoop {
             format!("unexpected reply type {}", msg.header.msg_type),
         );
         let r = msg.content.task_reply().unwrap_or(&fallback);
-        let meta_engine = msg
-            .metadata
-            .get("engine")
-            .and_then(Json::as_u64)
-            .map(|e| e as u32);
-        let engine = r.engine_id.or(meta_engine);
-        let outcome = outcome_of(r, engine.unwrap_or(u32::MAX), &msg_id, &msg.buffers);
-        let reply = EngineReply::new(engine, &msg_id, outcome, r, &msg.metadata);
+        let metadata = reply_metadata(&msg);
+        let engine = r.engine_id.or(metadata.engine);
+        let outcome = outcome_of(r, engine, &msg_id, &msg.buffers);
+        let reply = EngineReply::new(engine, &msg_id, outcome, r, metadata);
         if state.fill(reply, engine.is_some()) {
             *left -= 1;
             if *left == 0 {
@@ -333,11 +422,7 @@ impl IoLoop {
             if !mine {
                 continue;
             }
-            let engine = msg
-                .metadata
-                .get("engine")
-                .and_then(Json::as_u64)
-                .map(|e| e as u32);
+            let engine = reply_metadata(&msg).engine;
             if let (Content::Stream(s), Some(engine)) = (&msg.content, engine) {
                 let parent = msg.parent_header.as_ref().map(|p| p.msg_id.clone());
                 if let Some(state) = parent
@@ -405,44 +490,51 @@ impl IoLoop {
 /// Turns a reply's content into a value or an error.
 pub(crate) fn outcome_of(
     r: &TaskReply,
-    engine: u32,
+    engine: Option<u32>,
     msg_id: &str,
     buffers: &[zmq::Message],
 ) -> Result<Value, Error> {
-    match r.status {
-        Status::Ok => match &r.result {
+    let msg_id = msg_id.to_string();
+    let ename = r.ename.clone().unwrap_or_else(|| "Error".into());
+    let message = r.evalue.clone().unwrap_or_default();
+    let class = ErrorClass::parse(&ename);
+    let from_hub = |ename: String, message: String| Error::Hub { ename, message };
+    match (r.status, engine) {
+        (Status::Ok, _) => match &r.result {
             None => Ok(Value::Unit),
             Some(json) => Value::decode(json, buffers).map_err(Error::from),
         },
-        Status::Aborted => Err(Error::Aborted {
-            engine,
-            msg_id: msg_id.to_string(),
+        (Status::Aborted, Some(engine)) => Err(Error::Aborted { engine, msg_id }),
+        (Status::Aborted, None) => Err(from_hub(ename, message)),
+        (Status::Error, engine) => Err(match (class, engine) {
+            (ErrorClass::NoEngines, _) => Error::NoEngines,
+            (ErrorClass::EngineDied, Some(engine)) => Error::EngineDied { engine, msg_id },
+            (ErrorClass::UnknownEngine, Some(engine)) => Error::UnknownEngine(engine),
+            (ErrorClass::Timeout, Some(engine)) => Error::TaskTimeout {
+                engine,
+                msg_id,
+                message,
+            },
+            (class, _) if class.is_refusal() => from_hub(ename, message),
+            // A failure the hub reported without any engine (a dependency
+            // that failed, a record it could not read).
+            (_, None) => from_hub(ename, message),
+            (_, Some(engine)) => Error::RemoteError {
+                engine,
+                ename,
+                message,
+                line: r.line,
+                column: r.column,
+            },
         }),
-        Status::Error => {
-            let ename = r.ename.clone().unwrap_or_else(|| "Error".into());
-            let message = r.evalue.clone().unwrap_or_default();
-            Err(match ename.as_str() {
-                "EngineDied" => Error::EngineDied {
-                    engine,
-                    msg_id: msg_id.to_string(),
-                },
-                "UnknownEngine" => Error::UnknownEngine(engine),
-                "NoEngines" => Error::NoEngines,
-                "NoTargets" | "UnknownMessageType" | "NotPermitted" => {
-                    Error::Hub { ename, message }
-                }
-                "Timeout" => Error::Timeout {
-                    waited: std::time::Duration::ZERO,
-                    what: format!("request {msg_id} on engine {engine}: {message}"),
-                },
-                _ => Error::RemoteError {
-                    engine,
-                    ename,
-                    message,
-                    line: r.line,
-                    column: r.column,
-                },
-            })
-        }
     }
+}
+
+/// zpar's keys in a reply's metadata; a reply that breaks the contract is
+/// read as if it had none, with a log line.
+fn reply_metadata(msg: &Message) -> ReplyMetadata {
+    ReplyMetadata::from_map(&msg.metadata).unwrap_or_else(|e| {
+        debug!(error = %e, msg_type = %msg.header.msg_type, "reply metadata ignored");
+        ReplyMetadata::default()
+    })
 }

@@ -34,6 +34,7 @@ pub mod io;
 pub mod records;
 pub mod result;
 pub mod view;
+mod watch;
 
 pub use balanced::{Imap, LoadBalancedView};
 pub use bintree::{bintree, depth, format_bintree, print_bintree, reverse_bintree, subtree};

@@ -6,8 +6,7 @@ use crate::error::{Error, Result};
 use crate::io::Command;
 use crate::result::{AsyncResult, ResultState, Shape};
 use serde_json::Value as Json;
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::mpsc;
 use zpar_protocol::{Content, Message};
 
 /// Results the hub recorded, as [`Client::result_status`] reports them.
@@ -82,44 +81,13 @@ impl Client {
             fill_recorded(&state, msg_id, entries, &buffers);
             return Ok(AsyncResult::new(state, Shape::PerReply));
         }
-        // Still pending: poll the hub until it is done.
+        // Still pending: the I/O thread asks the hub again until it is done
+        // (the hub has no push for other clients' results).
         let state = ResultState::new(vec![(msg_id.to_string(), None)]);
-        let weak = Arc::downgrade(&state);
-        let client = self.clone();
-        let id = msg_id.to_string();
-        std::thread::Builder::new()
-            .name("zpar-result-poll".into())
-            .spawn(move || {
-                let mut pause = Duration::from_millis(5);
-                while let Some(state) = weak.upgrade() {
-                    drop(state);
-                    std::thread::sleep(pause); // the hub has no push for other clients' results
-                    pause = (pause * 2).min(Duration::from_millis(200));
-                    let Ok((r, buffers)) = client.result_reply(std::slice::from_ref(&id)) else {
-                        continue;
-                    };
-                    if let (Some(entries), Some(state)) =
-                        (r.results.get(&id).and_then(Json::as_array), weak.upgrade())
-                    {
-                        // Re-shape the slots to the engines that answered.
-                        {
-                            let mut parts = state.parts.lock().expect("result lock");
-                            parts.slots = entries
-                                .iter()
-                                .map(|e| crate::result::Slot {
-                                    msg_id: id.clone(),
-                                    engine: entry_engine(e),
-                                    reply: None,
-                                    streamed: String::new(),
-                                })
-                                .collect();
-                        }
-                        fill_recorded(&state, &id, entries, &buffers);
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| Error::Cluster(format!("spawning a poller: {e}")))?;
+        self.command(Command::Watch {
+            msg_id: msg_id.to_string(),
+            state: state.clone(),
+        })?;
         Ok(AsyncResult::new(state, Shape::PerReply))
     }
 
@@ -178,7 +146,7 @@ impl Client {
             CONNECT_TIMEOUT,
         )?;
         let r = self.expect(reply, "purge request", |c| c.task_reply().cloned())?;
-        crate::io::outcome_of(&r, u32::MAX, "purge", &[])?
+        crate::io::outcome_of(&r, None, "purge", &[])?
             .as_i64()
             .map(|n| n as u64)
             .ok_or_else(|| Error::Value("purge reply without a count".into()))
@@ -240,6 +208,30 @@ fn entry_engine(e: &Json) -> Option<u32> {
     e.get("engine").and_then(Json::as_u64).map(|n| n as u32)
 }
 
+/// Fills a watched result (one slot, engine unknown when it was asked for)
+/// once the hub has its replies: one slot per engine that answered, then
+/// the replies.
+pub(crate) fn fill_watched(
+    state: &ResultState,
+    msg_id: &str,
+    entries: &[Json],
+    buffers: &[zmq::Message],
+) {
+    {
+        let mut parts = state.parts.lock().expect("result lock");
+        parts.slots = entries
+            .iter()
+            .map(|e| crate::result::Slot {
+                msg_id: msg_id.to_string(),
+                engine: entry_engine(e),
+                reply: None,
+                streamed: String::new(),
+            })
+            .collect();
+    }
+    fill_recorded(state, msg_id, entries, buffers);
+}
+
 /// Fills a result from recorded replies (content, metadata, and a slice of
 /// the reply's buffers each).
 fn fill_recorded(state: &ResultState, msg_id: &str, entries: &[Json], buffers: &[zmq::Message]) {
@@ -253,7 +245,7 @@ fn fill_recorded(state: &ResultState, msg_id: &str, entries: &[Json], buffers: &
         let reply: zpar_protocol::TaskReply =
             serde_json::from_value(e.get("content").cloned().unwrap_or(Json::Null))
                 .unwrap_or_default();
-        let mut outcome = crate::io::outcome_of(&reply, engine.unwrap_or(u32::MAX), msg_id, own);
+        let mut outcome = crate::io::outcome_of(&reply, engine, msg_id, own);
         if e.get("buffers_dropped").and_then(Json::as_bool) == Some(true) && outcome.is_ok() {
             outcome = Err(Error::Hub {
                 ename: "ResultTooLarge".into(),
@@ -265,10 +257,10 @@ fn fill_recorded(state: &ResultState, msg_id: &str, entries: &[Json], buffers: &
         let meta = e
             .get("metadata")
             .and_then(Json::as_object)
-            .cloned()
+            .and_then(|m| zpar_protocol::ReplyMetadata::from_map(m).ok())
             .unwrap_or_default();
         state.fill(
-            crate::result::EngineReply::new(engine, msg_id, outcome, &reply, &meta),
+            crate::result::EngineReply::new(engine, msg_id, outcome, &reply, meta),
             engine.is_some(),
         );
     }

@@ -4,13 +4,14 @@ use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use zpar_protocol::Value;
+use zpar_protocol::{ReplyMetadata, Value};
 
 /// One engine's answer to one request.
 #[derive(Debug, Clone)]
 pub struct EngineReply {
-    /// The engine that answered.
-    pub engine: u32,
+    /// The engine that answered; None for a reply the hub made without
+    /// any engine (a refused request, which is always an error).
+    pub engine: Option<u32>,
     /// The request's msg id.
     pub msg_id: String,
     /// The value, or what went wrong.
@@ -31,30 +32,24 @@ pub struct EngineReply {
 
 impl EngineReply {
     /// A reply as received: its outcome, and the output and timings its
-    /// metadata carries. `engine` None (a hub-made reply) is kept as
-    /// `u32::MAX`.
+    /// metadata carries. `engine` is None for a reply the hub made without
+    /// any engine (a refused request).
     pub(crate) fn new(
         engine: Option<u32>,
         msg_id: &str,
         outcome: Result<Value>,
         reply: &zpar_protocol::TaskReply,
-        metadata: &serde_json::Map<String, serde_json::Value>,
+        metadata: ReplyMetadata,
     ) -> EngineReply {
-        let text = |k: &str| {
-            metadata
-                .get(k)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_string)
-        };
         EngineReply {
-            engine: engine.unwrap_or(u32::MAX),
+            engine,
             msg_id: msg_id.to_string(),
             outcome,
             execution_count: reply.execution_count,
-            stdout: text("stdout").unwrap_or_default(),
-            stderr: text("stderr").unwrap_or_default(),
-            started: text("started"),
-            completed: text("completed"),
+            stdout: metadata.stdout,
+            stderr: metadata.stderr,
+            started: metadata.started,
+            completed: metadata.completed,
             received: SystemTime::now(),
         }
     }
@@ -130,7 +125,7 @@ impl ResultState {
         let idx = parts.slots.iter().position(|s| {
             s.reply.is_none()
                 && s.msg_id == reply.msg_id
-                && (!engine_known || s.engine.is_none_or(|e| e == reply.engine))
+                && (!engine_known || s.engine.is_none_or(|e| Some(e) == reply.engine))
         });
         let Some(i) = idx else { return false };
         parts.slots[i].reply = Some(reply);
@@ -286,7 +281,7 @@ impl AsyncResult {
         errors_of(&replies)?;
         Ok(replies
             .into_iter()
-            .filter_map(|r| r.outcome.ok().map(|v| (r.engine, v)))
+            .filter_map(|r| Some((r.engine?, r.outcome.ok()?)))
             .collect())
     }
 
@@ -302,7 +297,11 @@ impl AsyncResult {
         let mut out: BTreeMap<u32, String> = BTreeMap::new();
         for s in &p.slots {
             match (&s.reply, s.engine) {
-                (Some(r), _) => out.entry(r.engine).or_default().push_str(&r.stdout),
+                (Some(r), _) => {
+                    if let Some(e) = r.engine {
+                        out.entry(e).or_default().push_str(&r.stdout)
+                    }
+                }
                 (None, Some(e)) if !s.streamed.is_empty() => {
                     out.entry(e).or_default().push_str(&s.streamed)
                 }
@@ -317,7 +316,9 @@ impl AsyncResult {
         let p = self.state.parts.lock().expect("result lock");
         let mut out: BTreeMap<u32, String> = BTreeMap::new();
         for r in p.slots.iter().filter_map(|s| s.reply.as_ref()) {
-            out.entry(r.engine).or_default().push_str(&r.stderr);
+            if let Some(e) = r.engine {
+                out.entry(e).or_default().push_str(&r.stderr);
+            }
         }
         out
     }
@@ -328,16 +329,16 @@ impl AsyncResult {
         p.slots
             .iter()
             .filter_map(|s| s.reply.as_ref())
-            .map(|r| {
-                (
-                    r.engine,
+            .filter_map(|r| {
+                Some((
+                    r.engine?,
                     Timing {
                         submitted: self.state.submitted,
                         started: r.started.clone(),
                         completed: r.completed.clone(),
                         received: r.received,
                     },
-                )
+                ))
             })
             .collect()
     }
@@ -416,7 +417,7 @@ mod tests {
 
     fn reply(engine: u32, msg_id: &str, outcome: Result<Value>) -> EngineReply {
         EngineReply {
-            engine,
+            engine: Some(engine),
             msg_id: msg_id.into(),
             outcome,
             execution_count: None,

@@ -4,13 +4,15 @@
 use crate::bintree::bintree;
 use crate::client::{Client, Request};
 use crate::error::{Error, Result};
-use crate::io::Channel;
 use crate::result::{AsyncResult, Shape};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
-use zpar_protocol::{ApplyRequest, Content, ExecuteRequest, PullRequest, PushRequest, Value};
+use zpar_protocol::Channel;
+use zpar_protocol::{
+    ApplyRequest, Content, ExecuteRequest, PullRequest, PushRequest, RequestMetadata, Value,
+};
 
 /// Which engines a view talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +113,7 @@ impl DirectView {
     ) -> Result<AsyncResult> {
         let ids = self.targets()?;
         let mut meta = metadata;
-        meta.insert("targets".into(), json!(ids));
+        meta.extend(targets_meta(&ids));
         let ar = self.client.submit(
             vec![Request {
                 channel: Channel::Mux,
@@ -392,9 +394,11 @@ fn is_identifier(name: &str) -> bool {
 }
 
 fn targets_meta(ids: &[u32]) -> Map<String, Json> {
-    let mut m = Map::new();
-    m.insert("targets".into(), json!(ids));
-    m
+    RequestMetadata {
+        targets: Some(ids.to_vec()),
+        ..Default::default()
+    }
+    .to_map()
 }
 
 /// Block `p` of `n` items split over `q` parts: the first `n % q` parts get

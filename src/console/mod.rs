@@ -55,6 +55,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use zpar_client::Client;
+use zpar_protocol::backoff::{poll_until, Backoff};
 use zpar_protocol::{ClientConnection, Profile};
 
 /// `zpar console` arguments.
@@ -145,7 +146,7 @@ pub fn run(config: ConsoleConfig) -> Result<i32> {
             config.connection_file.display()
         )
     })?;
-    signal::install();
+    signal::install()?;
     out.pump(client.events()?)
         .context("starting the event thread")?;
     let hub =
@@ -162,13 +163,11 @@ pub fn run(config: ConsoleConfig) -> Result<i32> {
 /// Reads the connection file, waiting up to `timeout` for a hub that is
 /// still starting to write it.
 fn read_connection(path: &Path, timeout: Duration) -> Result<ClientConnection> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(5);
-    while !path.exists() && Instant::now() < deadline {
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
-    if !path.exists() {
+    let pauses = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
+    let found = poll_until(Instant::now() + timeout, pauses, || {
+        path.exists().then_some(())
+    });
+    if found.is_none() {
         bail!(
             "no hub connection file {} (start a cluster with `zpar cluster start`, or give \
              --profile, --profile-dir or --file)",

@@ -135,6 +135,9 @@ pub fn error_lines(e: &Error, colour: bool) -> Vec<String> {
             "{} Aborted: the request was aborted before it ran",
             tag(*engine)
         ),
+        Error::TaskTimeout {
+            engine, message, ..
+        } => format!("{} Timeout: {}", tag(*engine), indent(message)),
         Error::UnknownEngine(engine) => format!(
             "{} UnknownEngine: engine {engine} is not registered with the hub (%engines lists them)",
             tag(*engine)
@@ -147,13 +150,15 @@ pub fn error_lines(e: &Error, colour: bool) -> Vec<String> {
 /// An error in the reply of `engine`: like [`error_lines`], and an error
 /// that does not name its engine (a timeout the engine enforced, say) is
 /// still shown as `[ID:error] Class: message`.
-pub fn reply_error_lines(engine: u32, e: &Error, colour: bool) -> Vec<String> {
-    // u32::MAX: a reply the hub made without naming an engine.
-    if e.engine().is_some() || matches!(e, Error::Multiple(_)) || engine == u32::MAX {
+pub fn reply_error_lines(engine: Option<u32>, e: &Error, colour: bool) -> Vec<String> {
+    // No engine: a reply the hub made without any engine.
+    let Some(engine) = engine else {
+        return error_lines(e, colour);
+    };
+    if e.engine().is_some() || matches!(e, Error::Multiple(_)) {
         return error_lines(e, colour);
     }
     let (class, message) = match e {
-        Error::Timeout { waited, what } if waited.is_zero() => ("Timeout", what.clone()),
         Error::Timeout { .. } => ("Timeout", e.to_string()),
         Error::Hub { ename, message } => (ename.as_str(), message.clone()),
         Error::NoEngines => ("NoEngines", e.to_string()),
@@ -315,16 +320,17 @@ mod tests {
             lines[1],
             "[3:error] EngineDied: the engine died before answering"
         );
-        let t = Error::Timeout {
-            waited: Duration::ZERO,
-            what: "the request ran past its timeout of 0.5 s".into(),
+        let t = Error::TaskTimeout {
+            engine: 4,
+            msg_id: "m".into(),
+            message: "the request ran past its timeout of 0.5 s".into(),
         };
         assert_eq!(
-            reply_error_lines(4, &t, false),
+            reply_error_lines(Some(4), &t, false),
             ["[4:error] Timeout: the request ran past its timeout of 0.5 s"]
         );
         assert_eq!(
-            reply_error_lines(4, &Error::UnknownEngine(2), false),
+            reply_error_lines(Some(4), &Error::UnknownEngine(2), false),
             error_lines(&Error::UnknownEngine(2), false)
         );
         let e = error_lines(&Error::NoEngines, false);

@@ -1,26 +1,20 @@
-//! Ctrl-C while a command runs. std has no signal API; libc's `signal` is
-//! linked anyway, and the handler only sets an atomic flag that the waiting
-//! loops check every few tens of milliseconds. At the prompt rustyline reads
-//! Ctrl-C as a key itself (and puts our handler back afterwards).
+//! Ctrl-C while a command runs. signal-hook's flag handler sets an atomic
+//! flag (all a signal handler may safely do) that the waiting loops check
+//! every few tens of milliseconds. At the prompt rustyline reads Ctrl-C as a
+//! key itself: its raw mode turns the terminal's signal keys off.
 
+use anyhow::{Context, Result};
+use signal_hook::consts::SIGINT;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: i32) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
+static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
 
 /// Routes SIGINT to the flag instead of ending the process.
-pub fn install() {
-    extern "C" {
-        fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
-    }
-    const SIGINT: i32 = 2;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        signal(SIGINT, on_sigint);
-    }
+pub fn install() -> Result<()> {
+    signal_hook::flag::register(SIGINT, Arc::clone(&INTERRUPTED))
+        .context("cannot install the Ctrl-C handler, so Ctrl-C could not interrupt a command")?;
+    Ok(())
 }
 
 /// Whether Ctrl-C was pressed since the last call; clears the flag.

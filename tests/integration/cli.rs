@@ -2,10 +2,9 @@
 //! and stopped through the profile; an engine started before its hub; a hub
 //! stopped by SIGTERM cleaning up.
 
-use crate::support::{zpar_bin, WAIT};
+use crate::support::{self, zpar_bin, WAIT};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Instant;
 use zpar::{Client, Profile, Value};
 
 fn zpar(args: &[&str], profile: &Path) -> Output {
@@ -48,6 +47,7 @@ impl Drop for StopOnDrop<'_> {
 
 #[test]
 fn cluster_start_status_stop_through_the_profile() {
+    let watchdog = support::watchdog();
     let dir = temp_profile("daemon");
     let _guard = StopOnDrop(&dir);
     let out = zpar(&["cluster", "start", "-n", "3", "--daemon"], &dir);
@@ -61,6 +61,12 @@ fn cluster_start_status_stop_through_the_profile() {
         text.contains("cluster started") && text.contains("ids [0, 1, 2]"),
         "{text}"
     );
+    // A daemon's processes are not this binary's children: name them.
+    let pids: zpar::cluster::ClusterPids =
+        zpar_protocol::connection::read_json_file(&dir.join(zpar::cluster::PID_FILE)).unwrap();
+    for pid in std::iter::once(pids.hub).chain(pids.engines) {
+        watchdog.also_kill(pid);
+    }
 
     let client = Client::from_file(&Profile::from_dir(&dir).client_file()).unwrap();
     assert_eq!(
@@ -100,6 +106,7 @@ fn cluster_start_status_stop_through_the_profile() {
 
 #[test]
 fn engine_started_before_its_hub_waits_and_registers() {
+    let _watchdog = support::watchdog();
     let dir = temp_profile("early");
     let mut procs = Reaper(Vec::new());
     procs.0.push(
@@ -119,9 +126,16 @@ fn engine_started_before_its_hub_waits_and_registers() {
             .unwrap(),
     );
     // The hub prints where it listens once bound; then connect.
-    let mut line = String::new();
     let stdout = procs.0[1].stdout.take().unwrap();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(WAIT)
+        .expect("the hub printed where it listens within WAIT");
     assert!(line.contains("zpar hub listening"), "{line}");
     let client = Client::from_file(&Profile::from_dir(&dir).client_file()).unwrap();
     assert_eq!(client.wait_for_engines(1, WAIT).unwrap(), vec![0]);
@@ -133,19 +147,9 @@ fn engine_started_before_its_hub_waits_and_registers() {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + WAIT;
     for child in &mut procs.0 {
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process {} did not exit after SIGTERM",
-                child.id()
-            );
-            std::thread::yield_now();
-        }
+        let what = format!("process {} exits after SIGTERM", child.id());
+        support::wait_until(&what, || child.try_wait().unwrap().is_some());
     }
     assert!(
         !Profile::from_dir(&dir).client_file().exists(),
@@ -156,6 +160,7 @@ fn engine_started_before_its_hub_waits_and_registers() {
 
 #[test]
 fn subcommands_fail_clearly_on_bad_input() {
+    let _watchdog = support::watchdog();
     let dir = temp_profile("bad");
     let out = zpar(&["cluster", "status"], &dir);
     assert!(!out.status.success());

@@ -1,7 +1,6 @@
 //! The tree communicator and the seed workflow, for several cluster sizes.
 
-use crate::support::{cluster, WAIT};
-use std::time::{Duration, Instant};
+use crate::support::{self, cluster, WAIT};
 use zpar::{bintree, subtree, Error, Value};
 
 fn setup(n: usize) -> (zpar::LocalCluster, zpar::Client) {
@@ -10,18 +9,19 @@ fn setup(n: usize) -> (zpar::LocalCluster, zpar::Client) {
     let ids: Vec<Value> = client.ids().iter().map(|&i| Value::Int(i.into())).collect();
     view.scatter("id", Value::Array(ids), true)
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap();
     view.setup_communicator("com", WAIT).unwrap();
     view.push("add", Value::Function("|a, b| a + b".into()))
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap();
     (c, client)
 }
 
 #[test]
 fn collectives_are_right_for_every_cluster_size() {
+    let _watchdog = support::watchdog();
     for n in [1usize, 2, 3, 4, 7, 8] {
         let (_c, client) = setup(n);
         let view = client.all();
@@ -33,7 +33,7 @@ fn collectives_are_right_for_every_cluster_size() {
             false,
         )
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap();
         let sums = view
             .execute("com.allreduce(add, data, false)")
@@ -79,6 +79,7 @@ fn collectives_are_right_for_every_cluster_size() {
 
 #[test]
 fn many_collectives_in_a_row_never_mix() {
+    let _watchdog = support::watchdog();
     let (_c, client) = setup(4);
     let r = client
         .all()
@@ -99,37 +100,35 @@ fn many_collectives_in_a_row_never_mix() {
 
 #[test]
 fn a_dead_peer_fails_the_collective_with_its_name() {
+    let _watchdog = support::watchdog();
     let (mut c, client) = setup(4);
     // tree for 4: 0 -> {1, 2}, 2 -> {3}. Engine 3 never joins: it spins.
     let view = client.all();
-    view.execute("com.timeout = 2.0;").unwrap().get().unwrap();
+    view.execute("com.timeout = 2.0;")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
     let ar = view
         .execute("if id == 3 { loop {} } com.allreduce(add, id)")
         .unwrap();
     // Kill engine 3 once every engine has taken the request.
-    let deadline = Instant::now() + WAIT;
-    while client
-        .queue_status()
-        .unwrap()
-        .engines
-        .values()
-        .any(|q| q.queue == 0)
-    {
-        assert!(Instant::now() < deadline, "engines never started");
-    }
+    support::wait_until("every engine has taken the request", || {
+        client
+            .queue_status()
+            .unwrap()
+            .engines
+            .values()
+            .all(|q| q.queue > 0)
+    });
     c.kill_engine(3).unwrap();
-    let t = Instant::now();
+    // Bounded by WAIT; how fast the survivors give up is the communicator's
+    // timeout, measured by benchmarks, not asserted here.
     assert!(ar.wait(Some(WAIT)), "the collective hung");
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        t.elapsed()
-    );
     for reply in ar.replies() {
         match (&reply.outcome, reply.engine) {
-            (Err(Error::EngineDied { .. }), 3) => {}
-            (Err(Error::RemoteError { message, .. }), e) if e != 3 => {
-                assert!(message.contains("engine 3"), "engine {e}: {message}");
+            (Err(Error::EngineDied { .. }), Some(3)) => {}
+            (Err(Error::RemoteError { message, .. }), e) if e != Some(3) => {
+                assert!(message.contains("engine 3"), "engine {e:?}: {message}");
             }
             other => panic!("unexpected outcome {other:?}"),
         }
@@ -147,6 +146,7 @@ fn a_dead_peer_fails_the_collective_with_its_name() {
 
 #[test]
 fn named_elementwise_reductions_are_pipelined_and_right() {
+    let _watchdog = support::watchdog();
     let (_c, client) = setup(4);
     let view = client.all();
     // 300,000 elements: three chunks, the last one short.
@@ -182,7 +182,10 @@ fn named_elementwise_reductions_are_pipelined_and_right() {
     );
     // Mismatched lengths fail everywhere, naming what is wrong, and the
     // communicator still works afterwards.
-    view.execute("com.timeout = 2.0;").unwrap().get().unwrap();
+    view.execute("com.timeout = 2.0;")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
     let bad = view
         .execute("com.allreduce(\"sum\", f64_array(10 + id, 0.0))")
         .unwrap()

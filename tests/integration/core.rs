@@ -1,19 +1,20 @@
 //! The working core: namespaces, apply, push/pull, scatter/gather, map,
 //! registration and queue status, against real processes.
 
-use crate::support::{cluster, WAIT};
+use crate::support::{self, cluster, WAIT};
 use std::collections::BTreeMap;
 use zpar::{Error, Reference, Value};
 
 #[test]
 fn namespace_persists_and_every_apply_form_works() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(2);
     let view = client.all();
     view.execute("let a = 40; fn add2(x) { x + 2 }")
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap();
-    let r = view.execute("add2(a)").unwrap().get().unwrap();
+    let r = view.execute("add2(a)").unwrap().get_timeout(WAIT).unwrap();
     assert_eq!(r, vec![Value::Int(42), Value::Int(42)]);
     // closure, definition, name, reference, captured variable
     assert_eq!(
@@ -36,7 +37,7 @@ fn namespace_persists_and_every_apply_form_works() {
     );
     view.push("f", Value::Function("|s| s + \"!\"".into()))
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap();
     assert_eq!(
         view.apply_sync("f", vec![Value::from("hi")]).unwrap()[0],
@@ -46,6 +47,7 @@ fn namespace_persists_and_every_apply_form_works() {
 
 #[test]
 fn push_pull_round_trip_every_kind() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(1);
     let view = client.all();
     let mut m = BTreeMap::new();
@@ -56,42 +58,56 @@ fn push_pull_round_trip_every_kind() {
         Value::Array(vec![Value::Int(1), Value::from("two"), Value::Unit]),
     );
     let v = Value::Map(m);
-    view.push("v", v.clone()).unwrap().get().unwrap();
+    view.push("v", v.clone())
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
     assert_eq!(view.get("v").unwrap(), vec![v]);
     let big = Value::F64Array((0..3_000_000).map(f64::from).collect());
     view.set("big", big.clone()).unwrap();
     assert_eq!(view.get("big").unwrap()[0], big);
     view.set("ints", Value::I64Array(vec![i64::MIN, 0, i64::MAX]))
         .unwrap();
-    let both = view.pull_many(&["ints", "v"]).unwrap().get().unwrap();
+    let both = view
+        .pull_many(&["ints", "v"])
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
     assert!(matches!(&both[0], Value::Array(a) if a.len() == 2));
-    let n = view.execute("big.len + ints.len").unwrap().get().unwrap();
+    let n = view
+        .execute("big.len + ints.len")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
     assert_eq!(n[0], Value::Int(3_000_003));
 }
 
 #[test]
 fn scatter_gather_and_map_keep_order() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(3);
     let view = client.all();
     let data: Vec<Value> = (0..10).map(Value::Int).collect();
     view.scatter("part", Value::Array(data.clone()), false)
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap();
-    let sizes = view.execute("part.len").unwrap().get().unwrap();
+    let sizes = view.execute("part.len").unwrap().get_timeout(WAIT).unwrap();
     assert_eq!(
         sizes,
         vec![Value::Int(4), Value::Int(3), Value::Int(3)],
         "ipyparallel's split"
     );
     assert_eq!(
-        view.gather("part").unwrap().get_gathered().unwrap(),
+        support::ready(&view.gather("part").unwrap())
+            .get_gathered()
+            .unwrap(),
         Value::Array(data)
     );
     // flatten: one item per engine becomes the item itself
     view.scatter("id", Value::Array((0..3).map(Value::Int).collect()), true)
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap();
     assert_eq!(
         view.get("id").unwrap(),
@@ -101,9 +117,14 @@ fn scatter_gather_and_map_keep_order() {
     let xs = Value::F64Array((0..1000).map(f64::from).collect());
     view.scatter("xs", xs.clone(), false)
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap();
-    assert_eq!(view.gather("xs").unwrap().get_gathered().unwrap(), xs);
+    assert_eq!(
+        support::ready(&view.gather("xs").unwrap())
+            .get_gathered()
+            .unwrap(),
+        xs
+    );
     let squares = view
         .map_sync("|x| x * x", (0..20).map(Value::Int).collect())
         .unwrap();
@@ -115,16 +136,17 @@ fn scatter_gather_and_map_keep_order() {
 
 #[test]
 fn output_is_captured_per_engine_and_results_by_engine() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(2);
     let view = client.all();
     view.scatter("id", Value::Array(vec![Value::Int(0), Value::Int(1)]), true)
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap();
     let ar = view
         .execute("print(`hello from ${id}`); debug(\"dbg\"); id * 10")
         .unwrap();
-    let by_engine = ar.get_dict().unwrap();
+    let by_engine = support::ready(&ar).get_dict().unwrap();
     assert_eq!(by_engine[&0], Value::Int(0));
     assert_eq!(by_engine[&1], Value::Int(10));
     let out = ar.stdout();
@@ -140,10 +162,18 @@ fn output_is_captured_per_engine_and_results_by_engine() {
 
 #[test]
 fn errors_are_typed_and_leave_the_namespace_intact() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(2);
     let view = client.view(0);
-    view.execute("let keep = 7;").unwrap().get().unwrap();
-    match view.execute("let x = 1;\nlet y = ;").unwrap().get() {
+    view.execute("let keep = 7;")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    match view
+        .execute("let x = 1;\nlet y = ;")
+        .unwrap()
+        .get_timeout(WAIT)
+    {
         Err(Error::RemoteError {
             engine: 0,
             ename,
@@ -152,7 +182,11 @@ fn errors_are_typed_and_leave_the_namespace_intact() {
         }) => assert_eq!(ename, "SyntaxError"),
         other => panic!("expected a syntax error, got {other:?}"),
     }
-    match view.execute("let z = 1;\n  nope(z)").unwrap().get() {
+    match view
+        .execute("let z = 1;\n  nope(z)")
+        .unwrap()
+        .get_timeout(WAIT)
+    {
         Err(Error::RemoteError {
             ename,
             message,
@@ -166,14 +200,17 @@ fn errors_are_typed_and_leave_the_namespace_intact() {
         }
         other => panic!("expected an unknown-name error, got {other:?}"),
     }
-    match view.pull("missing").unwrap().get() {
+    match view.pull("missing").unwrap().get_timeout(WAIT) {
         Err(Error::RemoteError { message, .. }) => {
             assert!(message.contains("\"missing\""), "{message}")
         }
         other => panic!("{other:?}"),
     }
-    view.execute("let f = |x| x;").unwrap().get().unwrap();
-    match view.pull("f").unwrap().get() {
+    view.execute("let f = |x| x;")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    match view.pull("f").unwrap().get_timeout(WAIT) {
         Err(Error::RemoteError { ename, message, .. }) => {
             assert_eq!(ename, "NotTransferable");
             assert!(message.contains("Fn"), "{message}");
@@ -183,7 +220,7 @@ fn errors_are_typed_and_leave_the_namespace_intact() {
     match view
         .apply("|x| x + 1", vec![Value::from("a"), Value::Int(1)])
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
     {
         Err(Error::RemoteError { .. }) => {}
         other => panic!("a bad argument count must fail: {other:?}"),
@@ -194,7 +231,7 @@ fn errors_are_typed_and_leave_the_namespace_intact() {
         .all()
         .execute("undefined_thing")
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap_err();
     match both {
         Error::Multiple(v) => assert_eq!(v.len(), 2),
@@ -204,6 +241,7 @@ fn errors_are_typed_and_leave_the_namespace_intact() {
 
 #[test]
 fn unknown_targets_and_empty_clusters_are_clear_errors() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(1);
     match client.view(7).execute("1") {
         Err(Error::UnknownEngine(7)) => {}
@@ -215,12 +253,18 @@ fn unknown_targets_and_empty_clusters_are_clear_errors() {
 
 #[test]
 fn registration_ids_and_queue_status() {
+    let _watchdog = support::watchdog();
     let (mut cluster, client) = cluster(2);
     assert_eq!(client.ids(), vec![0, 1]);
     cluster.add_engines(1).unwrap();
     assert_eq!(client.wait_for_engines(3, WAIT).unwrap(), vec![0, 1, 2]);
     for _ in 0..3 {
-        client.all().execute("1").unwrap().get().unwrap();
+        client
+            .all()
+            .execute("1")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
     }
     let q = client.queue_status().unwrap();
     assert_eq!(q.engines.len(), 3);
@@ -232,13 +276,17 @@ fn registration_ids_and_queue_status() {
 
 #[test]
 fn load_balanced_tasks_run_somewhere() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(2);
     let lb = client.load_balanced();
     let results: Vec<_> = (0..50)
         .map(|i| lb.apply("|x| x * 2", vec![Value::Int(i)]).unwrap())
         .collect();
     for (i, r) in results.iter().enumerate() {
-        assert_eq!(r.get_one().unwrap(), Value::Int(2 * i as i64));
+        assert_eq!(
+            support::ready(r).get_one().unwrap(),
+            Value::Int(2 * i as i64)
+        );
     }
     let mapped = lb
         .map_sync("|x| x + 1", (0..100).map(Value::Int).collect(), 7)

@@ -1,31 +1,25 @@
 //! Faults that must hold: dead engines, interrupts, limits, aborts, bad
 //! input on the hub's sockets, shutdown.
 
-use crate::support::{cluster, cluster_with, WAIT};
-use std::time::{Duration, Instant};
+use crate::support::{self, cluster, cluster_with, WAIT};
+use std::time::Instant;
 use zpar::{ClientEvent, Error, Value};
 use zpar_protocol::{Content, ExecuteRequest, Message, Session};
 
 #[test]
 fn killed_engine_fails_its_pending_requests_and_leaves() {
+    let _watchdog = support::watchdog();
     let (mut cluster, client) = cluster(3);
     let events = client.events().unwrap();
     let busy = client.view(1).execute("loop {}").unwrap();
     let queued = client.view(1).execute("1").unwrap();
     cluster.kill_engine(1).unwrap();
-    let t = Instant::now();
     for ar in [&busy, &queued] {
         match ar.get_timeout(WAIT) {
             Err(Error::EngineDied { engine: 1, .. }) => {}
             other => panic!("expected EngineDied for engine 1, got {other:?}"),
         }
     }
-    // heartbeat 200 ms × 5 misses, plus scheduling slack
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        t.elapsed()
-    );
     let deadline = Instant::now() + WAIT;
     loop {
         match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -35,7 +29,12 @@ fn killed_engine_fails_its_pending_requests_and_leaves() {
         }
     }
     assert_eq!(client.ids(), vec![0, 2]);
-    let r = client.all().execute("2 + 2").unwrap().get().unwrap();
+    let r = client
+        .all()
+        .execute("2 + 2")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
     assert_eq!(r, vec![Value::Int(4), Value::Int(4)]);
     match client.view(1).execute("1") {
         Err(Error::UnknownEngine(1)) => {}
@@ -45,15 +44,18 @@ fn killed_engine_fails_its_pending_requests_and_leaves() {
 
 #[test]
 fn interrupt_stops_an_infinite_loop_and_keeps_the_engine() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(1);
     let view = client.view(0);
-    view.execute("let kept = 5;").unwrap().get().unwrap();
+    view.execute("let kept = 5;")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
     let running = view.execute("let i = 0; loop { i += 1; }").unwrap();
     // The engine takes the request, then we interrupt: poll until it is busy.
-    let deadline = Instant::now() + WAIT;
-    while client.queue_status().unwrap().engines[&0].queue == 0 && !running.ready() {
-        assert!(Instant::now() < deadline);
-    }
+    support::wait_until("the engine has taken the loop", || {
+        client.queue_status().unwrap().engines[&0].queue > 0 || running.ready()
+    });
     client.interrupt(0u32).unwrap().get_timeout(WAIT).unwrap();
     match running.get_timeout(WAIT) {
         Err(Error::RemoteError { ename, .. }) => assert_eq!(ename, "Interrupted"),
@@ -64,6 +66,7 @@ fn interrupt_stops_an_infinite_loop_and_keeps_the_engine() {
 
 #[test]
 fn operation_limits_and_timeouts_stop_runaway_scripts() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster_with(1, &[], &["--max-operations", "100000"]);
     let view = client.view(0);
     match view.execute("loop {}").unwrap().get_timeout(WAIT) {
@@ -81,22 +84,26 @@ fn operation_limits_and_timeouts_stop_runaway_scripts() {
         .unwrap()
         .get_timeout(WAIT)
     {
-        Err(Error::Timeout { what, .. }) => {
-            assert!(what.contains("timeout of 0.2 s"), "{what}")
+        Err(Error::TaskTimeout { message, .. }) => {
+            assert!(message.contains("timeout of 0.2 s"), "{message}")
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        view.execute("1 + 1").unwrap().get().unwrap(),
+        view.execute("1 + 1").unwrap().get_timeout(WAIT).unwrap(),
         vec![Value::Int(2)]
     );
 }
 
 #[test]
 fn abort_and_clear() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(1);
     let view = client.view(0);
-    view.execute("let x = 1;").unwrap().get().unwrap();
+    view.execute("let x = 1;")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
     let blocker = view
         .execute("let n = 0; while n < 200000000 { n += 1 }")
         .unwrap();
@@ -109,9 +116,9 @@ fn abort_and_clear() {
             Some(queued.iter().map(|a| a.msg_ids()[0].clone()).collect()),
         )
         .unwrap()
-        .get()
+        .get_timeout(WAIT)
         .unwrap();
-    client.interrupt(0u32).unwrap().get().unwrap();
+    client.interrupt(0u32).unwrap().get_timeout(WAIT).unwrap();
     let _ = blocker.get_timeout(WAIT);
     for q in &queued {
         match q.get_timeout(WAIT) {
@@ -119,10 +126,10 @@ fn abort_and_clear() {
             other => panic!("expected Aborted, got {other:?}"),
         }
     }
-    client.clear(0u32).unwrap().get().unwrap();
+    client.clear(0u32).unwrap().get_timeout(WAIT).unwrap();
     assert!(view.get("x").is_err(), "clear empties the namespace");
     assert_eq!(
-        view.execute("3").unwrap().get().unwrap(),
+        view.execute("3").unwrap().get_timeout(WAIT).unwrap(),
         vec![Value::Int(3)]
     );
 }
@@ -131,6 +138,7 @@ fn abort_and_clear() {
 /// wrongly signed, replayed. The hub drops them and keeps serving.
 #[test]
 fn hub_survives_malformed_unsigned_and_replayed_messages() {
+    let _watchdog = support::watchdog();
     let (cluster, client) = cluster(1);
     let conn = client.connection().clone();
     let ctx = zmq::Context::new();
@@ -193,6 +201,7 @@ fn hub_survives_malformed_unsigned_and_replayed_messages() {
 
 #[test]
 fn shutdown_stops_the_cluster_and_removes_connection_files() {
+    let _watchdog = support::watchdog();
     let (mut cluster, client) = cluster(2);
     let file = cluster.profile().client_file();
     assert!(file.exists());
@@ -206,4 +215,89 @@ fn shutdown_stops_the_cluster_and_removes_connection_files() {
         .expect("every process exits after a hub shutdown");
     assert!(!file.exists(), "the hub removes its connection files");
     assert!(!cluster.profile().engine_file().exists());
+}
+
+/// Validly signed requests whose content has the wrong shape (or whose type
+/// nobody serves), on every client-facing channel: each gets an error reply
+/// routed back to its sender, and nothing stays pending at the hub.
+#[test]
+fn signed_requests_of_the_wrong_shape_are_answered_not_left_pending() {
+    let _watchdog = support::watchdog();
+    let (_cluster, client) = cluster(1);
+    let conn = client.connection().clone();
+    let ctx = zmq::Context::new();
+    let mut good = Session::new(conn.key.as_bytes(), "hmac-sha256", "prankster").unwrap();
+    let targets = serde_json::json!({"targets": [0]});
+    let broken = [
+        ("execute_request", serde_json::json!({"code": 5}), &targets),
+        ("execute_request", serde_json::json!("print(1)"), &targets),
+        (
+            "apply_request",
+            serde_json::json!({"f": 1, "args": "x"}),
+            &targets,
+        ),
+        (
+            "push_request",
+            serde_json::json!({"namespace": [1]}),
+            &targets,
+        ),
+        ("pull_request", serde_json::json!({"names": 7}), &targets),
+        ("frobnicate_request", serde_json::json!({}), &targets),
+        // Content right, metadata of the wrong shape: the hub answers.
+        (
+            "execute_request",
+            serde_json::json!({"code": "1"}),
+            &serde_json::json!({"targets": "zero", "retries": -1}),
+        ),
+    ];
+    for port in [conn.mux, conn.task, conn.control] {
+        let s = ctx.socket(zmq::DEALER).unwrap();
+        s.set_linger(0).unwrap();
+        s.connect(&conn.url(port)).unwrap();
+        let mut sent = Vec::new();
+        for (msg_type, content, metadata) in &broken {
+            let header = good.header(msg_type);
+            sent.push(header.msg_id.clone());
+            let raw = good.assemble(
+                vec![],
+                serde_json::to_vec(&header).unwrap(),
+                b"{}".to_vec(),
+                serde_json::to_vec(metadata).unwrap(),
+                serde_json::to_vec(content).unwrap(),
+                vec![],
+            );
+            zpar_protocol::send_frames(&s, raw.into_frames(), 0).unwrap();
+        }
+        // One error reply per request, each naming it as its parent.
+        let deadline = Instant::now() + WAIT;
+        while !sent.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                s.poll(zmq::POLLIN, left.as_millis().max(1) as i64).unwrap() > 0,
+                "no reply on port {port} to {sent:?}"
+            );
+            let reply = good
+                .decode_frames(zpar_protocol::recv_frames(&s, 0).unwrap())
+                .unwrap();
+            assert!(reply.header.msg_type.ends_with("_reply"), "{reply:?}");
+            if let Some(r) = reply.content.task_reply() {
+                assert_eq!(r.status, zpar_protocol::Status::Error, "{reply:?}");
+            }
+            let parent = reply.parent_header.expect("a parent").msg_id;
+            sent.retain(|id| *id != parent);
+        }
+    }
+    support::wait_until("no request is pending at the hub", || {
+        let q = client.queue_status().unwrap();
+        q.unassigned == 0 && q.engines.values().all(|e| e.queue == 0)
+    });
+    assert_eq!(
+        client
+            .all()
+            .execute("6 * 7")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap(),
+        vec![Value::Int(42)]
+    );
 }

@@ -1,49 +1,43 @@
 //! Load-balanced tasks and task records: retries, timeouts, dependencies,
 //! results fetched by other clients, a hub killed and restarted on SQLite.
 
-use crate::support::{cluster, cluster_with, zpar_bin, WAIT};
+use crate::support::{self, cluster, cluster_with, zpar_bin, WAIT};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zpar::{Client, Error, Value};
 
 /// A task that takes a little while, so several are in flight at once.
 const SLOW_DOUBLE: &str = "|x| { let n = 0; while n < 20000 { n += 1; } x * 2 }";
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::yield_now();
-    }
-}
-
 #[test]
 fn killed_engine_with_retries_loses_nothing() {
+    let _watchdog = support::watchdog();
     let (mut c, client) = cluster(4);
     let lb = client.load_balanced().retries(3);
     let n = 400;
     let ar = lb
         .map(SLOW_DOUBLE, (0..n).map(Value::Int).collect(), 1)
         .unwrap();
-    wait_until("some tasks are done", || ar.progress().0 >= 20);
+    support::wait_until("some tasks are done", || ar.progress().0 >= 20);
     c.kill_engine(2).unwrap();
     let got = ar.get_timeout(WAIT).unwrap();
     assert_eq!(got, (0..n).map(|i| Value::Int(2 * i)).collect::<Vec<_>>());
     assert!(ar
         .replies()
         .iter()
-        .all(|r| r.engine != 2 || r.outcome.is_ok()));
+        .all(|r| r.engine != Some(2) || r.outcome.is_ok()));
 }
 
 #[test]
 fn killed_engine_without_retries_reports_each_lost_task() {
+    let _watchdog = support::watchdog();
     let (mut c, client) = cluster(4);
     let lb = client.load_balanced();
     let n = 400;
     let ar = lb
         .map(SLOW_DOUBLE, (0..n).map(Value::Int).collect(), 1)
         .unwrap();
-    wait_until("some tasks are done", || ar.progress().0 >= 20);
+    support::wait_until("some tasks are done", || ar.progress().0 >= 20);
     c.kill_engine(1).unwrap();
     assert!(ar.wait(Some(WAIT)));
     let replies = ar.replies();
@@ -62,17 +56,20 @@ fn killed_engine_without_retries_reports_each_lost_task() {
     }
     assert!(lost > 0, "the dead engine had tasks queued");
     assert!(matches!(
-        ar.get(),
+        ar.get_timeout(WAIT),
         Err(Error::EngineDied { .. } | Error::Multiple(_))
     ));
 }
 
 #[test]
 fn task_timeouts_fail_with_timeout_and_the_engine_lives() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(1);
     let lb = client.load_balanced().timeout(Duration::from_millis(200));
     match lb.apply("|| loop {}", vec![]).unwrap().get_timeout(WAIT) {
-        Err(Error::Timeout { what, .. }) => assert!(what.contains("timeout of 0.2"), "{what}"),
+        Err(Error::TaskTimeout { message, .. }) => {
+            assert!(message.contains("timeout of 0.2"), "{message}")
+        }
         other => panic!("expected Timeout, got {other:?}"),
     }
     assert_eq!(lb.apply_sync("|| 7", vec![]).unwrap(), Value::Int(7));
@@ -80,6 +77,7 @@ fn task_timeouts_fail_with_timeout_and_the_engine_lives() {
 
 #[test]
 fn after_and_follow_dependencies() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster(3);
     let lb = client.load_balanced();
     let first = lb
@@ -134,7 +132,7 @@ fn after_and_follow_dependencies() {
         .unwrap()
         .get_timeout(WAIT)
     {
-        Err(Error::RemoteError { ename, message, .. }) => {
+        Err(Error::Hub { ename, message }) => {
             assert_eq!(ename, "DependencyFailed");
             assert!(message.contains(&bad.msg_ids()[0]), "{message}");
         }
@@ -144,6 +142,7 @@ fn after_and_follow_dependencies() {
 
 #[test]
 fn imap_batches_and_schemes() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster_with(2, &["--scheme", "lru"], &[]);
     let lb = client.load_balanced();
     let ordered: Vec<Value> = lb
@@ -173,14 +172,15 @@ fn imap_batches_and_schemes() {
 
 #[test]
 fn another_client_fetches_results_and_queries_records() {
+    let _watchdog = support::watchdog();
     let (c, client) = cluster(2);
     let lb = client.load_balanced();
     let ar = lb
         .apply("|x| { print(\"working\"); x * 10 }", vec![Value::Int(4)])
         .unwrap();
-    assert_eq!(ar.get_one().unwrap(), Value::Int(40));
+    assert_eq!(support::ready(&ar).get_one().unwrap(), Value::Int(40));
     let direct = client.all().execute("21 * 2").unwrap();
-    direct.get().unwrap();
+    direct.get_timeout(WAIT).unwrap();
     let id = ar.msg_ids()[0].clone();
     drop(client);
 
@@ -188,11 +188,8 @@ fn another_client_fetches_results_and_queries_records() {
     let fetched = other.get_result(&id).unwrap();
     assert_eq!(fetched.get_timeout(WAIT).unwrap(), vec![Value::Int(40)]);
     assert_eq!(fetched.stdout().values().next().unwrap(), "working\n");
-    let both = other
-        .get_result(&direct.msg_ids()[0])
-        .unwrap()
-        .get_dict()
-        .unwrap();
+    let both = other.get_result(&direct.msg_ids()[0]).unwrap();
+    let both = support::ready(&both).get_dict().unwrap();
     assert_eq!(both.len(), 2, "a broadcast is recorded per engine");
     let status = other.result_status(std::slice::from_ref(&id)).unwrap();
     assert_eq!(status.completed, vec![id.clone()]);
@@ -232,14 +229,49 @@ fn another_client_fetches_results_and_queries_records() {
     assert!(other.purge_results(None).unwrap() >= 2);
 }
 
+/// Regression for `get_result` on a request still running: it used to
+/// start a polling thread per pending result; now the client's I/O thread
+/// asks the hub again on its timer until the result is recorded.
+#[test]
+fn another_client_waits_for_a_result_still_running() {
+    let _watchdog = support::watchdog();
+    let (c, client) = cluster(1);
+    let running = client
+        .view(0)
+        .execute("let i = 0; loop { i += 1; }")
+        .unwrap();
+    let id = running.msg_ids()[0].clone();
+    support::wait_until("the engine has taken the loop", || {
+        client.queue_status().unwrap().engines[&0].queue > 0
+    });
+    let other = Client::from_file(&c.profile().client_file()).unwrap();
+    let pending: Vec<_> = ["first", "second"]
+        .iter()
+        .map(|_| other.get_result(&id).unwrap())
+        .collect();
+    assert!(
+        pending.iter().all(|r| !r.ready()),
+        "the loop runs until interrupted"
+    );
+    client.interrupt(0u32).unwrap().get_timeout(WAIT).unwrap();
+    for fetched in &pending {
+        match fetched.get_timeout(WAIT) {
+            Err(Error::RemoteError { ename, .. }) => assert_eq!(ename, "Interrupted"),
+            got => panic!("expected the recorded Interrupted error, got {got:?}"),
+        }
+        assert_eq!(fetched.replies()[0].engine, Some(0));
+    }
+}
+
 #[test]
 fn memory_store_is_bounded() {
+    let _watchdog = support::watchdog();
     let (_c, client) = cluster_with(1, &["--db-limit", "5"], &[]);
     let view = client.all();
     let ids: Vec<String> = (0..20)
         .map(|i| {
             let ar = view.execute(&format!("{i}")).unwrap();
-            ar.get().unwrap();
+            ar.get_timeout(WAIT).unwrap();
             ar.msg_ids()[0].clone()
         })
         .collect();
@@ -267,13 +299,14 @@ impl Drop for Reaper {
 
 #[test]
 fn hub_killed_and_restarted_on_sqlite_keeps_results_and_engines() {
+    let _watchdog = support::watchdog();
     let db_dir = std::env::temp_dir().join(format!("zpar-db-{}", zpar_protocol::new_id()));
     std::fs::create_dir_all(&db_dir).unwrap();
     let db = format!("sqlite:{}", db_dir.join("tasks.db").display());
     let (mut c, client) = cluster_with(2, &["--db", &db], &[]);
     let lb = client.load_balanced();
     let ar = lb.apply("|x| x + 1", vec![Value::Int(99)]).unwrap();
-    assert_eq!(ar.get_one().unwrap(), Value::Int(100));
+    assert_eq!(support::ready(&ar).get_one().unwrap(), Value::Int(100));
     let id = ar.msg_ids()[0].clone();
     let ids_before = client.ids();
     c.kill_hub().unwrap();

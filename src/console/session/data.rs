@@ -84,7 +84,11 @@ impl Session {
         let mut lines = Vec::new();
         for r in ar.replies() {
             match &r.outcome {
-                Ok(v) => lines.push(render::named_line(r.engine, name, v, colour)),
+                Ok(v) => {
+                    if let Some(engine) = r.engine {
+                        lines.push(render::named_line(engine, name, v, colour))
+                    }
+                }
                 Err(e) => {
                     status = Status::Failed;
                     lines.extend(render::reply_error_lines(r.engine, e, colour));

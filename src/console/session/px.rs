@@ -21,13 +21,13 @@ pub(super) struct PxRun {
     counts: BTreeMap<u32, u64>,
     ids: Vec<u32>,
     /// Engines whose reply has been shown.
-    shown: Rc<RefCell<BTreeSet<u32>>>,
+    shown: Rc<RefCell<BTreeSet<Option<u32>>>>,
 }
 
 impl PxRun {
     /// Engines that have not answered yet.
     fn waiting(&self) -> Vec<u32> {
-        let answered: BTreeSet<u32> = self.ar.replies().iter().map(|r| r.engine).collect();
+        let answered: BTreeSet<u32> = self.ar.replies().iter().filter_map(|r| r.engine).collect();
         self.ids
             .iter()
             .copied()
@@ -103,24 +103,27 @@ impl Session {
             .filter(|r| !shown.contains(&r.engine))
             .collect();
         for r in &replies {
-            self.out
-                .finish_stream(&r.msg_id, r.engine, "stdout", &r.stdout);
-            self.out
-                .finish_stream(&r.msg_id, r.engine, "stderr", &r.stderr);
+            if let Some(engine) = r.engine {
+                self.out
+                    .finish_stream(&r.msg_id, engine, "stdout", &r.stdout);
+                self.out
+                    .finish_stream(&r.msg_id, engine, "stderr", &r.stderr);
+            }
         }
         let mut status = Status::Ok;
         let mut lines = Vec::new();
         for r in &replies {
             shown.insert(r.engine);
-            match &r.outcome {
-                Ok(Value::Unit) => {}
-                Ok(v) => lines.push(render::out_line(
-                    r.engine,
-                    run.counts.get(&r.engine).copied().unwrap_or_default(),
+            match (&r.outcome, r.engine) {
+                (Ok(Value::Unit), _) => {}
+                (Ok(v), Some(engine)) => lines.push(render::out_line(
+                    engine,
+                    run.counts.get(&engine).copied().unwrap_or_default(),
                     v,
                     colour,
                 )),
-                Err(e) => {
+                (Ok(_), None) => {}
+                (Err(e), _) => {
                     status = Status::Failed;
                     lines.extend(render::reply_error_lines(r.engine, e, colour));
                 }
@@ -170,7 +173,7 @@ impl Session {
         let mut lines = Vec::new();
         let streamed = run.ar.stdout();
         for id in &run.ids {
-            match replies.iter().find(|r| r.engine == *id) {
+            match replies.iter().find(|r| r.engine == Some(*id)) {
                 Some(r) => {
                     lines.extend(render::stream_lines(*id, "stdout", &r.stdout, colour));
                     lines.extend(render::stream_lines(*id, "stderr", &r.stderr, colour));
@@ -183,15 +186,15 @@ impl Session {
             }
         }
         for r in &replies {
-            match &r.outcome {
-                Ok(Value::Unit) => {}
-                Ok(v) => lines.push(render::out_line(
-                    r.engine,
-                    run.counts.get(&r.engine).copied().unwrap_or_default(),
+            match (&r.outcome, r.engine) {
+                (Ok(Value::Unit), _) | (Ok(_), None) => {}
+                (Ok(v), Some(engine)) => lines.push(render::out_line(
+                    engine,
+                    run.counts.get(&engine).copied().unwrap_or_default(),
                     v,
                     colour,
                 )),
-                Err(e) => lines.extend(render::reply_error_lines(r.engine, e, colour)),
+                (Err(e), _) => lines.extend(render::reply_error_lines(r.engine, e, colour)),
             }
         }
         if !run.ar.ready() {
