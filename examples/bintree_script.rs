@@ -1,6 +1,8 @@
 //! The seed workflow (IPython's `bintree_script.py`) in Rust: set up a
 //! binary-tree interconnect between engines, then allreduce and reduce along
-//! it, without data passing through the hub or this client.
+//! it, without data passing through the hub or this client. As the seed runs
+//! `bintree.py` on the engines, this runs `examples/bintree.rhai` there with
+//! `view.run` (the `connect` helper and the reductions `add` and `mul`).
 //!
 //! ```text
 //! cargo run --release --example bintree_script              # own cluster of 4
@@ -10,6 +12,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 use zpar::{bintree, print_bintree, subtree, Client, LocalCluster, Reference, Value};
 
@@ -84,6 +87,12 @@ fn main() -> Result<()> {
     println!("setting up binary tree interconnect:");
     print_bintree(&btree);
 
+    // run bintree.rhai on every engine: the `connect` helper and the
+    // reduction functions `add` and `mul`
+    // (found from any working directory; the seed used a relative path)
+    view.run(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bintree.rhai"))?
+        .get()?;
+
     let id_values: Vec<Value> = ids.iter().map(|&i| Value::Int(i.into())).collect();
     view.scatter("id", Value::Array(id_values), true)?.get()?;
     view.set("root_id", Value::Int(root_id.into()))?;
@@ -102,8 +111,7 @@ fn main() -> Result<()> {
         .collect();
     // this is a dict, keyed by engine ID, of the connection info for the EngineCommunicators
 
-    // connect the engines to each other:
-    let connect = "fn connect(com, peers, tree, pub_url, root_id) { com.connect(peers, tree, pub_url, root_id) }";
+    // connect the engines to each other (`connect` is from bintree.rhai):
     let tree: BTreeMap<String, Value> = btree
         .iter()
         .map(|(c, p)| {
@@ -114,7 +122,7 @@ fn main() -> Result<()> {
         })
         .collect();
     view.apply_sync(
-        connect,
+        "connect",
         vec![
             Reference("com"),
             Value::Map(peers),
@@ -123,10 +131,6 @@ fn main() -> Result<()> {
             Value::Int(root_id.into()),
         ],
     )?;
-
-    // functions that can be used for reductions
-    view.push("add", Value::Function("|a, b| a + b".into()))?; // cumulative sum reduction
-    view.push("mul", Value::Function("|a, b| a * b".into()))?; // cumulative product reduction
 
     // scatter some data
     let data: Vec<Value> = (0..1000).map(Value::Int).collect();

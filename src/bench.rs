@@ -19,7 +19,8 @@ use zpar_protocol::{Content, ExecuteRequest, Message, Session};
 /// Arguments of `zpar bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// What to measure: all, protocol, cluster, tasks, allreduce, raw.
+    /// What to measure: all, protocol, cluster, tasks, allreduce, raw,
+    /// hub-loss (also part of cluster).
     #[arg(default_value = "all")]
     pub suite: String,
     /// Engines for the cluster suite.
@@ -137,9 +138,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let suites: Vec<&str> = match args.suite.as_str() {
         "all" => vec!["protocol", "cluster", "tasks", "allreduce"],
-        s @ ("protocol" | "cluster" | "tasks" | "allreduce" | "raw") => vec![s],
+        s @ ("protocol" | "cluster" | "tasks" | "allreduce" | "raw" | "hub-loss") => vec![s],
         other => {
-            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce or raw")
+            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw or hub-loss")
         }
     };
     let needs_raw = suites
@@ -156,6 +157,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "cluster" => cluster(&mut report, &args, raw.as_ref().expect("measured"))?,
             "allreduce" => allreduce(&mut report, &args, raw.as_ref().expect("measured"))?,
             "tasks" => tasks(&mut report, &args)?,
+            "hub-loss" => hub_loss(&mut report, args.scale)?,
             _ => {}
         }
     }
@@ -584,6 +586,46 @@ fn cluster(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
             None,
         );
     }
+    drop(cluster);
+    hub_loss(report, args.scale)
+}
+
+/// How long a client waits on a killed hub: from `kill -9` of the hub to
+/// the pending result failing with `HubLost`, with default heartbeats (1 s)
+/// and the client's default limit (`HUB_TIMEOUT`, 3 s): the limit less the
+/// time since the hub was last heard. A fresh one-engine cluster per run,
+/// the kill falling at another point of the hub's beat each time; the
+/// median and the longest of the runs.
+fn hub_loss(report: &mut Report, scale: f64) -> Result<()> {
+    let runs = reps(5, scale);
+    let mut secs = Vec::new();
+    for run in 0..runs {
+        let mut cluster = LocalCluster::start(1).context("starting a 1-engine cluster")?;
+        let client = cluster.client()?;
+        let pending = client.all().execute("loop {}")?;
+        // Spread the kills over one heartbeat period (not a wait for
+        // anything: the phase of the kill is what is varied).
+        std::thread::sleep(Duration::from_secs(1).mul_f64(run as f64 / runs as f64));
+        let killed = Instant::now();
+        cluster.kill_hub()?;
+        // Bounded: a client that never notices fails the bench.
+        if !pending.wait(Some(Duration::from_secs(60))) {
+            bail!("no HubLost within 60 s of killing the hub");
+        }
+        let lost = killed.elapsed();
+        match pending.get() {
+            Err(zpar_client::Error::HubLost { .. }) => secs.push(lost.as_secs_f64()),
+            other => bail!("a killed hub gave {other:?}, not HubLost"),
+        }
+    }
+    let longest = secs.iter().copied().fold(0.0, f64::max);
+    report.add(
+        "hub kill -9 until pending result fails HubLost",
+        median(&mut secs),
+        "s",
+        None,
+    );
+    report.add("  the same, longest run", longest, "s", None);
     Ok(())
 }
 

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
+use zpar_client::launch::CONNECTION_INFO_VAR;
 use zpar_protocol::backoff::{poll_until, Backoff};
 
 /// Interactive parallel computing for Rust on ZeroMQ.
@@ -69,9 +70,14 @@ impl ProfileArgs {
 struct HubArgs {
     #[command(flatten)]
     profile: ProfileArgs,
-    /// Interface to listen on.
+    /// Interface to listen on: an address of this host, or 0.0.0.0 for all.
     #[arg(long, default_value = "127.0.0.1")]
     ip: String,
+    /// Address written into the connection files for clients and engines
+    /// to connect to (default: --ip; for 0.0.0.0, this host's outward
+    /// address).
+    #[arg(long)]
+    location: Option<String>,
     /// Bind twelve consecutive ports from this one instead of random ports.
     #[arg(long)]
     port_base: Option<u16>,
@@ -108,7 +114,8 @@ struct HubArgs {
 struct EngineArgs {
     #[command(flatten)]
     profile: ProfileArgs,
-    /// Engine connection file (default: the profile's zpar-engine.json).
+    /// Engine connection file (default: $ZPAR_CONNECTION_INFO if set, which
+    /// holds the file's JSON itself, else the profile's zpar-engine.json).
     #[arg(long)]
     file: Option<PathBuf>,
     /// Seconds to keep trying to reach the hub.
@@ -117,12 +124,18 @@ struct EngineArgs {
     /// Limit of script operations per request (default: none).
     #[arg(long)]
     max_operations: Option<u64>,
-    /// Address communicators bind to (default: the hub's address).
-    #[arg(long)]
+    /// Address this engine's communicators bind to and advertise to other
+    /// engines (default: this host's address on the route to the hub;
+    /// 0.0.0.0 binds all and advertises that one).
+    #[arg(long = "ip", alias = "bind-ip")]
     bind_ip: Option<String>,
     /// This engine's uuid (default: a fresh one).
     #[arg(long)]
     uuid: Option<String>,
+    /// Started by mpiexec: ask for the MPI rank (OMPI_COMM_WORLD_RANK,
+    /// PMI_RANK or PMIX_RANK) as this engine's id, so ids follow ranks.
+    #[arg(long)]
+    mpi: bool,
 }
 
 #[derive(Subcommand)]
@@ -132,7 +145,7 @@ enum ClusterCmd {
         #[command(flatten)]
         profile: ProfileArgs,
         /// Number of engines.
-        #[arg(short = 'n', long, default_value_t = 2)]
+        #[arg(short = 'n', long = "num-engines", default_value_t = 2)]
         engines: usize,
         /// Return at once and leave the cluster running.
         #[arg(long)]
@@ -140,6 +153,8 @@ enum ClusterCmd {
         /// Heartbeat period in milliseconds.
         #[arg(long, default_value_t = 1000)]
         hb_period_ms: u64,
+        #[command(flatten)]
+        launch: LaunchArgs,
     },
     /// Stop the cluster started for a profile.
     Stop {
@@ -151,6 +166,80 @@ enum ClusterCmd {
         #[command(flatten)]
         profile: ProfileArgs,
     },
+}
+
+/// Where a cluster's hub listens and how its engines start.
+#[derive(Args)]
+struct LaunchArgs {
+    /// How engines start: `local` (this machine), `ssh` (on --hosts) or
+    /// `mpi` (the ranks of one mpiexec).
+    #[arg(long = "engines", value_name = "LAUNCHER", default_value = "local")]
+    launcher: LauncherKind,
+    /// ssh: the hosts, comma-separated; `host:k` puts k engines there, the
+    /// others share the rest.
+    #[arg(long, value_delimiter = ',')]
+    hosts: Vec<zpar_client::launch::SshHost>,
+    /// ssh: options for every ssh call, as one string (e.g. "-i key -p 2222").
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    ssh_args: String,
+    /// ssh: the zpar to run on the hosts.
+    #[arg(long, default_value = "zpar")]
+    remote_zpar: String,
+    /// mpi: options for mpiexec, as one string (e.g. "--host a:2,b:2").
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    mpi_args: String,
+    /// The hub's interface (default: 127.0.0.1 for local engines, 0.0.0.0
+    /// for ssh and mpi).
+    #[arg(long)]
+    ip: Option<String>,
+    /// The address engines and clients connect to (see `zpar hub
+    /// --location`).
+    #[arg(long)]
+    location: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LauncherKind {
+    Local,
+    Ssh,
+    Mpi,
+}
+
+impl LaunchArgs {
+    /// The hub arguments and the engine launcher these options ask for.
+    fn launcher(&self) -> Result<(Vec<String>, zpar_client::launch::EngineLauncher)> {
+        use zpar_client::launch::EngineLauncher;
+        let split = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        let launcher = match self.launcher {
+            LauncherKind::Local => EngineLauncher::Local,
+            LauncherKind::Ssh => {
+                if self.hosts.is_empty() {
+                    bail!("--engines ssh needs --hosts, e.g. --hosts node1,node2:3");
+                }
+                EngineLauncher::Ssh {
+                    hosts: self.hosts.clone(),
+                    ssh_args: split(&self.ssh_args),
+                    remote_zpar: self.remote_zpar.clone(),
+                }
+            }
+            LauncherKind::Mpi => EngineLauncher::Mpi {
+                mpi_args: split(&self.mpi_args),
+            },
+        };
+        let default_ip = if self.launcher == LauncherKind::Local {
+            "127.0.0.1"
+        } else {
+            "0.0.0.0"
+        };
+        let mut hub = vec![
+            "--ip".to_string(),
+            self.ip.clone().unwrap_or_else(|| default_ip.to_string()),
+        ];
+        if let Some(l) = &self.location {
+            hub.extend(["--location".to_string(), l.clone()]);
+        }
+        Ok((hub, launcher))
+    }
 }
 
 /// Set by SIGINT or SIGTERM: the hub, an engine or a foreground cluster
@@ -207,6 +296,7 @@ fn run_hub(a: HubArgs) -> Result<()> {
     let profile = a.profile.resolve();
     let mut config = zpar_hub::HubConfig::new(profile.clone());
     config.ip = a.ip;
+    config.location = a.location;
     config.key = a.key;
     config.hb_period = Duration::from_millis(a.hb_period_ms.max(10));
     config.hb_misses = a.hb_misses.max(1);
@@ -242,7 +332,17 @@ fn run_hub(a: HubArgs) -> Result<()> {
         let e: crate::EngineConnection =
             zpar_protocol::connection::read_json_file(&profile.engine_file())?;
         config.key = Some(c.key.clone());
-        config.ip = c.ip.clone();
+        // Peers keep connecting where the files say; bind there too unless
+        // told otherwise (an address that is not this host's, behind NAT
+        // say, is served on every interface).
+        config.location.get_or_insert_with(|| c.ip.clone());
+        if config.ip == "127.0.0.1" && c.ip != "127.0.0.1" {
+            config.ip = if zpar_protocol::net::is_local_address(&c.ip) {
+                c.ip.clone()
+            } else {
+                "0.0.0.0".into()
+            };
+        }
         config.ports = zpar_hub::PortPlan {
             registration: c.registration,
             hb_ping: e.hb_ping,
@@ -271,13 +371,26 @@ fn run_hub(a: HubArgs) -> Result<()> {
 }
 
 fn run_engine(a: EngineArgs) -> Result<()> {
-    let file = a.file.unwrap_or_else(|| a.profile.resolve().engine_file());
-    // The hub may not have written its file yet: wait for it within --timeout.
     let deadline = Instant::now() + Duration::from_secs_f64(a.timeout.max(0.0));
-    let pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(200));
-    // Not found in time: reading it below says which file is missing.
-    let _ = poll_until(deadline, pauses, || file.exists().then_some(()));
-    let conn: crate::EngineConnection = zpar_protocol::connection::read_json_file(&file)?;
+    let from_env = std::env::var(CONNECTION_INFO_VAR)
+        .ok()
+        .filter(|v| !v.trim().is_empty() && a.file.is_none());
+    let conn: crate::EngineConnection = match from_env {
+        // Launchers and batch systems pass the connection this way: no
+        // shared filesystem, and the key stays out of process listings.
+        Some(json) => serde_json::from_str(&json).with_context(|| {
+            format!("{CONNECTION_INFO_VAR} does not hold an engine connection file's JSON")
+        })?,
+        None => {
+            let file = a.file.unwrap_or_else(|| a.profile.resolve().engine_file());
+            // The hub may not have written its file yet: wait for it within
+            // --timeout.
+            let pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(200));
+            // Not found in time: reading it below says which file is missing.
+            let _ = poll_until(deadline, pauses, || file.exists().then_some(()));
+            zpar_protocol::connection::read_json_file(&file)?
+        }
+    };
     let mut config = zpar_engine::EngineConfig::new(conn);
     config.registration_timeout = deadline
         .saturating_duration_since(Instant::now())
@@ -285,6 +398,15 @@ fn run_engine(a: EngineArgs) -> Result<()> {
     config.max_operations = a.max_operations;
     config.bind_ip = a.bind_ip;
     config.uuid = a.uuid;
+    if a.mpi {
+        let rank = zpar_client::launch::mpi_rank().with_context(|| {
+            format!(
+                "--mpi, but none of {} is set: start this engine with mpiexec",
+                zpar_client::launch::RANK_VARS.join(", ")
+            )
+        })?;
+        config.requested_id = Some(rank);
+    }
     install_signal_handlers()?;
     config.stop = Some(&**STOP);
     zpar_engine::EngineServer::new(config).run()?;
@@ -298,8 +420,10 @@ fn run_cluster(action: ClusterCmd) -> Result<()> {
             engines,
             daemon,
             hb_period_ms,
+            launch,
         } => {
             let profile = profile.resolve();
+            let (hub_args, launcher) = launch.launcher()?;
             if let Ok(pids) = read_pids(&profile) {
                 if crate::cluster::process_alive(pids.hub) {
                     bail!(
@@ -320,7 +444,9 @@ fn run_cluster(action: ClusterCmd) -> Result<()> {
             let mut builder = crate::LocalCluster::builder()
                 .engines(0)
                 .profile_dir(&profile.dir)
-                .hub_args(["--hb-period-ms".to_string(), hb_period_ms.to_string()]);
+                .hub_args(["--hb-period-ms".to_string(), hb_period_ms.to_string()])
+                .hub_args(hub_args)
+                .launcher(launcher);
             if daemon {
                 builder = builder.log_dir(profile.dir.join("log"));
             }

@@ -2,7 +2,7 @@
 
 use crate::balanced::LoadBalancedView;
 use crate::error::{Error, Result};
-use crate::io::{ClientEvent, Command, EngineTable, IoLoop, IoSockets};
+use crate::io::{ClientEvent, Command, EngineTable, IoLoop};
 use crate::result::{AsyncResult, ResultState, Shape};
 use crate::view::{DirectView, Targets};
 use serde_json::{Map, Value as Json};
@@ -22,8 +22,19 @@ use zpar_protocol::{
 /// How long [`Client::connect`] waits for the hub to answer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+pub use crate::watch::HUB_TIMEOUT;
+
 /// A connection to a hub. Cheap to clone; all clones share one I/O thread,
 /// which stops when the last clone is dropped.
+///
+/// The client watches the hub's heartbeat. A hub silent for
+/// [`HUB_TIMEOUT`] (see [`set_hub_timeout`](Self::set_hub_timeout)) is
+/// lost: every pending result fails with [`Error::HubLost`], so `get()`
+/// never waits past a lost hub, and new requests fail at once with the
+/// same error. When a hub comes back on the same connection file
+/// (`zpar hub --reuse`), this client reconnects by itself;
+/// [`events`](Self::events) reports both as [`ClientEvent::HubLost`] and
+/// [`ClientEvent::HubReturned`].
 ///
 /// ```no_run
 /// use zpar_client::{Client, Value};
@@ -96,49 +107,27 @@ impl Client {
 
     /// Like [`from_connection`](Self::from_connection) with a chosen wait.
     pub fn from_connection_timeout(conn: ClientConnection, timeout: Duration) -> Result<Client> {
-        let ctx = zmq::Context::new();
         let session = Session::new(conn.key.as_bytes(), &conn.signature_scheme, "client")?;
         let mut io_session = Session::new(conn.key.as_bytes(), &conn.signature_scheme, "client")?;
         io_session.session_id = session.session_id.clone();
         let identity = session.session_id.as_bytes().to_vec();
-        let dealer = |port: u16| -> Result<zmq::Socket> {
-            let s = ctx.socket(zmq::DEALER)?;
-            s.set_identity(&identity)?;
-            s.set_linger(0)?;
-            s.set_sndhwm(0)?;
-            s.set_rcvhwm(0)?;
-            s.connect(&conn.url(port))?;
-            Ok(s)
-        };
-        let sub = |port: u16| -> Result<zmq::Socket> {
-            let s = ctx.socket(zmq::SUB)?;
-            s.set_subscribe(b"")?;
-            s.set_linger(0)?;
-            s.set_rcvhwm(0)?;
-            s.connect(&conn.url(port))?;
-            Ok(s)
-        };
-        let sockets = IoSockets {
-            query: dealer(conn.registration)?,
-            mux: dealer(conn.mux)?,
-            task: dealer(conn.task)?,
-            control: dealer(conn.control)?,
-            iopub: sub(conn.iopub)?,
-            notification: sub(conn.notification)?,
-        };
         let (wake_tx, wake_rx) =
             UnixStream::pair().map_err(|e| Error::Cluster(format!("wake pipe: {e}")))?;
         wake_tx.set_nonblocking(true).ok();
         wake_rx.set_nonblocking(true).ok();
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let table = Arc::new(EngineTable::default());
-        let io = IoLoop::new(sockets, io_session, cmd_rx, wake_rx, table.clone());
+        let io = IoLoop::new(
+            conn.clone(),
+            identity,
+            io_session,
+            cmd_rx,
+            wake_rx,
+            table.clone(),
+        )?;
         let thread = std::thread::Builder::new()
             .name("zpar-client-io".into())
-            .spawn(move || {
-                let _ctx = ctx; // the context lives as long as its sockets
-                io.run()
-            })
+            .spawn(move || io.run())
             .map_err(|e| Error::Cluster(format!("spawning the I/O thread: {e}")))?;
         let client = Client {
             inner: Arc::new(Inner {
@@ -164,6 +153,43 @@ impl Client {
         &self.inner.connection
     }
 
+    /// [`Error::HubLost`] while the hub is lost (requests fail with it at
+    /// once); None while it answers.
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// if let Some(e) = client.hub_lost() {
+    ///     eprintln!("{e}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn hub_lost(&self) -> Option<Error> {
+        self.inner.table.hub_lost()
+    }
+
+    /// How long the hub may be silent (no heartbeat, no message) before
+    /// this client counts it as lost; [`HUB_TIMEOUT`] (3 s) unless set.
+    /// A hub with a slower heartbeat gets at least three of its beats.
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// client.set_hub_timeout(std::time::Duration::from_secs(10))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_hub_timeout(&self, limit: Duration) -> Result<()> {
+        self.command(Command::HubTimeout(limit))
+    }
+
+    /// Fails with [`Error::HubLost`] while the hub is lost.
+    fn ensure_hub(&self) -> Result<()> {
+        match self.hub_lost() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn command(&self, c: Command) -> Result<()> {
         self.inner.commands.send(c).map_err(|_| Error::Closed)?;
         let _ = (&self.inner.wake).write(&[1]);
@@ -172,6 +198,7 @@ impl Client {
 
     /// Sends a query on the registration channel and waits for its reply.
     pub(crate) fn query(&self, content: Content, timeout: Duration) -> Result<Message> {
+        self.ensure_hub()?;
         let msg = Message::new(&self.inner.session, content);
         let msg_id = msg.header.msg_id.clone();
         let forget = msg_id.clone();
@@ -184,6 +211,7 @@ impl Client {
             reply: tx,
         })?;
         rx.recv_timeout(timeout).map_err(|e| match e {
+            // No answer in time; a hub found lost answers with HubLost.
             mpsc::RecvTimeoutError::Timeout => {
                 // Stop waiting for it, so unanswered queries do not pile up.
                 let _ = self.command(Command::ForgetQuery(forget));
@@ -197,7 +225,7 @@ impl Client {
                 .with_context(&what)
             }
             mpsc::RecvTimeoutError::Disconnected => Error::Closed,
-        })
+        })?
     }
 
     /// Asks the hub for the engine table and stores it.
@@ -260,7 +288,20 @@ impl Client {
     }
 
     /// Receives what happens from now on (streamed output, engines joining
-    /// and leaving). Only the latest receiver gets events.
+    /// and leaving, the hub lost and back). Only the latest receiver gets
+    /// events.
+    ///
+    /// ```no_run
+    /// use zpar_client::ClientEvent;
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// for event in client.events()? {
+    ///     if let ClientEvent::HubLost { url, reason } = event {
+    ///         eprintln!("lost the hub at {url}: {reason}");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn events(&self) -> Result<mpsc::Receiver<ClientEvent>> {
         let (tx, rx) = mpsc::channel();
         self.command(Command::Events(tx))?;
@@ -284,6 +325,7 @@ impl Client {
 
     /// Resolves targets to engine ids now.
     pub(crate) fn resolve(&self, targets: &Targets) -> Result<Vec<u32>> {
+        self.ensure_hub()?;
         let ids = self.ids();
         let ids = match targets {
             Targets::All => ids,
@@ -314,6 +356,7 @@ impl Client {
         shape: Shape,
         notify: Option<(mpsc::Sender<usize>, usize)>,
     ) -> Result<AsyncResult> {
+        self.ensure_hub()?;
         let mut slots = Vec::new();
         let mut messages = Vec::with_capacity(requests.len());
         let mut track = Vec::with_capacity(requests.len());

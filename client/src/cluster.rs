@@ -1,11 +1,15 @@
-//! [`LocalCluster`]: a hub and engines as processes on this machine.
+//! [`LocalCluster`]: a hub on this machine and its engines, here or on
+//! other hosts.
 //!
 //! It runs the `zpar` binary (`zpar hub`, `zpar engine`), waits until every
 //! engine is registered, and stops them all when dropped — also when a test
-//! panics. `zpar cluster start` uses the same code.
+//! panics. Engines start on this machine by default, or through a
+//! [`EngineLauncher`] over `ssh` or `mpiexec` ([`crate::launch`]).
+//! `zpar cluster start` uses the same code.
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::launch::{remote_engine_command, spread, EngineLauncher, CONNECTION_INFO_VAR};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,9 +44,18 @@ pub struct ClusterBuilder {
     engine_args: Vec<String>,
     log_dir: Option<PathBuf>,
     timeout: Duration,
+    launcher: EngineLauncher,
 }
 
 impl ClusterBuilder {
+    /// How engines start (default: on this machine). Engines on other
+    /// hosts need a hub they can reach: give `zpar hub` arguments such as
+    /// `--ip 0.0.0.0` with [`hub_args`](Self::hub_args).
+    pub fn launcher(mut self, launcher: EngineLauncher) -> Self {
+        self.launcher = launcher;
+        self
+    }
+
     /// How many engines (default 2).
     pub fn engines(mut self, n: usize) -> Self {
         self.engines = n;
@@ -128,7 +141,13 @@ impl ClusterBuilder {
             log_dir: self.log_dir.clone(),
             client: None,
             detached: false,
+            launcher: self.launcher.clone(),
         };
+        if as_child && cluster.launcher != EngineLauncher::Local {
+            return Err(Error::Cluster(
+                "engines on other hosts run the zpar binary, and none was found: install zpar (cargo install --path .) or set ZPAR_BIN".into(),
+            ));
+        }
         let mut hub_cmd = Command::new(&cluster.binary);
         hub_cmd
             .arg("hub")
@@ -174,6 +193,7 @@ pub struct LocalCluster {
     log_dir: Option<PathBuf>,
     client: Option<Client>,
     detached: bool,
+    launcher: EngineLauncher,
 }
 
 impl LocalCluster {
@@ -187,6 +207,7 @@ impl LocalCluster {
             engine_args: Vec::new(),
             log_dir: None,
             timeout: Duration::from_secs(30),
+            launcher: EngineLauncher::Local,
         }
     }
 
@@ -214,7 +235,21 @@ impl LocalCluster {
     }
 
     fn spawn(&self, mut cmd: Command, name: &str) -> Result<Child> {
-        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        self.spawn_with_input(cmd.stdin(Stdio::null()), name, None)
+    }
+
+    /// Spawns `cmd` (output to the log folder or stderr); writes `input`
+    /// and a newline to its standard input, then closes it.
+    fn spawn_with_input(
+        &self,
+        cmd: &mut Command,
+        name: &str,
+        input: Option<&str>,
+    ) -> Result<Child> {
+        if input.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        cmd.stdout(Stdio::null());
         if self.as_child {
             cmd.env(CHILD_ROLE_ENV, name);
         } else {
@@ -232,12 +267,34 @@ impl LocalCluster {
                 cmd.stderr(Stdio::inherit());
             }
         }
-        cmd.spawn().map_err(|e| {
-            Error::Cluster(format!(
-                "cannot run {} ({e}); build zpar with `cargo build --release` or set ZPAR_BIN",
-                self.binary.display()
-            ))
-        })
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::Cluster(if program == self.binary.to_string_lossy() {
+                format!(
+                    "cannot run {} ({e}); build zpar with `cargo build --release` or set ZPAR_BIN",
+                    self.binary.display()
+                )
+            } else {
+                format!("cannot run {program} ({e}): is it installed and on the PATH?")
+            })
+        })?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            use std::io::Write;
+            if let Err(e) = writeln!(stdin, "{text}") {
+                let _ = child.kill();
+                return Err(Error::Cluster(format!(
+                    "{name}: cannot pass the connection to {program}: {e}"
+                )));
+            }
+        }
+        Ok(child)
+    }
+
+    /// The engine connection as one line of JSON, for launchers.
+    fn connection_info(&self) -> Result<String> {
+        let conn: zpar_protocol::EngineConnection =
+            zpar_protocol::connection::read_json_file(&self.profile.engine_file())?;
+        serde_json::to_string(&conn).map_err(|e| Error::Cluster(format!("connection: {e}")))
     }
 
     fn wait_for_file(&mut self, deadline: Instant) -> Result<()> {
@@ -264,8 +321,58 @@ impl LocalCluster {
         })
     }
 
-    /// Starts `n` more engines (does not wait for them).
+    /// Starts `n` more engines (does not wait for them), with the cluster's
+    /// launcher.
     pub fn add_engines(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        match self.launcher.clone() {
+            EngineLauncher::Local => self.add_local_engines(n),
+            EngineLauncher::Ssh {
+                hosts,
+                ssh_args,
+                remote_zpar,
+            } => {
+                let info = self.connection_info()?;
+                for (host, k) in spread(&hosts, n).map_err(Error::Cluster)? {
+                    for _ in 0..k {
+                        let uuid = zpar_protocol::new_id();
+                        let mut args = vec!["--uuid".to_string(), uuid.clone()];
+                        args.extend(self.engine_args.iter().cloned());
+                        let mut cmd = Command::new("ssh");
+                        cmd.args(&ssh_args)
+                            .arg(&host)
+                            .arg(remote_engine_command(&remote_zpar, &args));
+                        let name = format!("engine-{}", self.engines.len());
+                        let child = self.spawn_with_input(&mut cmd, &name, Some(&info))?;
+                        self.engines.push((uuid, child));
+                    }
+                }
+                Ok(())
+            }
+            EngineLauncher::Mpi { mpi_args } => {
+                let info = self.connection_info()?;
+                let mut cmd = Command::new("mpiexec");
+                cmd.arg("-n")
+                    .arg(n.to_string())
+                    .args(&mpi_args)
+                    // Forwarded by name: the key is in no command line.
+                    .args(["-x", CONNECTION_INFO_VAR])
+                    .arg(&self.binary)
+                    .args(["engine", "--mpi"])
+                    .args(&self.engine_args)
+                    .env(CONNECTION_INFO_VAR, info)
+                    .stdin(Stdio::null());
+                let name = format!("mpiexec-{}", self.engines.len());
+                let child = self.spawn_with_input(&mut cmd, &name, None)?;
+                self.engines.push((String::new(), child));
+                Ok(())
+            }
+        }
+    }
+
+    fn add_local_engines(&mut self, n: usize) -> Result<()> {
         for _ in 0..n {
             let uuid = zpar_protocol::new_id();
             let mut cmd = Command::new(&self.binary);

@@ -68,6 +68,22 @@ pub enum Error {
         /// How long.
         waited: Duration,
     },
+    /// The hub went silent (killed, its host gone) or restarted. Every
+    /// request it had not answered fails with this, and new requests fail
+    /// at once until it is back; the same [`Client`](crate::Client)
+    /// reconnects by itself when a hub comes back on the same connection
+    /// file (`zpar hub --reuse`).
+    #[error(
+        "lost the hub at {url}: {reason}. Requests it had not answered are lost and nothing is \
+         sent until it is back; restart it in place with `zpar hub --reuse` (this client \
+         reconnects by itself), then `Client::get_result(msg_id)` fetches what finished"
+    )]
+    HubLost {
+        /// The hub's registration address.
+        url: String,
+        /// What the client saw.
+        reason: HubLoss,
+    },
     /// Several engines failed; one error each.
     #[error("{} engines failed:\n{}", .0.len(), list(.0))]
     Multiple(Vec<Error>),
@@ -94,6 +110,78 @@ pub enum Error {
     /// Starting a local cluster failed.
     #[error("local cluster: {0}")]
     Cluster(String),
+    /// A script file for [`DirectView::run`](crate::DirectView::run) could
+    /// not be read, or an `import` in it cannot be inlined; nothing was sent.
+    #[error("{}{}: {message}", path.display(), place(*.line, *.column))]
+    ScriptFile {
+        /// The file (for an `import`, the file that has it).
+        path: std::path::PathBuf,
+        /// 1-based line of the `import`, if it is one.
+        line: Option<u32>,
+        /// 1-based column of the `import`.
+        column: Option<u32>,
+        /// What is wrong and what to do.
+        message: String,
+        /// The I/O error behind it, if one.
+        #[source]
+        source: Option<std::sync::Arc<std::io::Error>>,
+    },
+    /// A script file run with [`DirectView::run`](crate::DirectView::run)
+    /// failed on an engine here: this file (the run one, or one it
+    /// imports), line and column.
+    #[error("{}{}: {error}", path.display(), place(*.line, *.column))]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// 1-based line in it.
+        line: Option<u32>,
+        /// 1-based column.
+        column: Option<u32>,
+        /// The engine's error (a [`RemoteError`](Error::RemoteError)).
+        error: Box<Error>,
+    },
+}
+
+/// `:line:column` after a file name, as compilers write it.
+fn place(line: Option<u32>, column: Option<u32>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+/// How the client found its hub gone, in [`Error::HubLost`].
+///
+/// ```
+/// use std::time::Duration;
+/// let why = zpar_client::HubLoss::Silent { silence: Duration::from_secs(3) };
+/// assert_eq!(why.to_string(), "no heartbeat or reply from it for 3.0s");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubLoss {
+    /// No heartbeat or any other message for this long (the limit,
+    /// [`Client::set_hub_timeout`](crate::Client::set_hub_timeout)).
+    Silent {
+        /// How long the hub had been silent.
+        silence: Duration,
+    },
+    /// Its heartbeats now come from another hub instance: it restarted
+    /// in place, forgetting the requests it was running.
+    Restarted,
+}
+
+impl std::fmt::Display for HubLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HubLoss::Silent { silence } => write!(
+                f,
+                "no heartbeat or reply from it for {:.1}s",
+                silence.as_secs_f64()
+            ),
+            HubLoss::Restarted => write!(f, "it restarted and forgot the requests it was running"),
+        }
+    }
 }
 
 impl From<zpar_protocol::ProtocolError> for Error {
@@ -127,6 +215,7 @@ impl Error {
             | Error::Aborted { engine, .. }
             | Error::TaskTimeout { engine, .. } => Some(*engine),
             Error::UnknownEngine(e) => Some(*e),
+            Error::InFile { error, .. } => error.engine(),
             _ => None,
         }
     }

@@ -5,11 +5,19 @@
 //! and encodes on the caller's thread and returns an [`AsyncResult`] at once,
 //! filled in as replies arrive. Views choose engines:
 //!
-//! - [`DirectView`] (`client.view(ids)`, `client.all()`): execute, apply,
+//! - [`DirectView`] (`client.view(ids)`, `client.all()`): execute, run a
+//!   script file ([`mod@script`] inlines its imports on this side), apply,
 //!   map, push, pull, scatter, gather, and `setup_communicator` for the
 //!   engines' tree interconnect;
 //! - [`LoadBalancedView`] (`client.load_balanced()`): tasks for whichever
 //!   engine the hub picks.
+//!
+//! [`AsyncResult::get`] waits for the result, but never past a lost hub:
+//! the I/O thread hears the hub's heartbeat, and a hub silent for
+//! [`HUB_TIMEOUT`](client::HUB_TIMEOUT) fails every pending result, and
+//! every new request at once, with [`Error::HubLost`]. The same client
+//! reconnects when a hub comes back on the same connection file
+//! (`zpar hub --reuse`); [`Client::events`] says when it is lost and back.
 //!
 //! [`LocalCluster`] starts a hub and engines as processes (for examples,
 //! tests and `zpar cluster`) and stops them on drop; [`mod@bintree`] builds the
@@ -31,8 +39,10 @@ pub mod client;
 pub mod cluster;
 pub mod error;
 pub mod io;
+pub mod launch;
 pub mod records;
 pub mod result;
+pub mod script;
 pub mod view;
 mod watch;
 
@@ -40,10 +50,11 @@ pub use balanced::{Imap, LoadBalancedView};
 pub use bintree::{bintree, depth, format_bintree, print_bintree, reverse_bintree, subtree};
 pub use client::Client;
 pub use cluster::{ClusterBuilder, LocalCluster};
-pub use error::{Error, Result};
+pub use error::{Error, HubLoss, Result};
 pub use io::ClientEvent;
 pub use records::ResultStatus;
 pub use result::{AsyncResult, EngineReply, Timing};
+pub use script::Script;
 pub use view::{concat, partition, DirectView, Targets};
 pub use zpar_protocol::Value;
 

@@ -139,6 +139,35 @@ impl ResultState {
         true
     }
 
+    /// Fills every slot still open with `error` (the hub was lost: those
+    /// replies will never come). Returns how many were open.
+    pub fn fail_open(&self, error: &Error) -> usize {
+        let mut parts = self.parts.lock().expect("result lock");
+        let mut failed = 0;
+        for s in parts.slots.iter_mut().filter(|s| s.reply.is_none()) {
+            s.reply = Some(EngineReply {
+                engine: s.engine,
+                msg_id: s.msg_id.clone(),
+                outcome: Err(error.clone()),
+                execution_count: None,
+                stdout: std::mem::take(&mut s.streamed),
+                stderr: String::new(),
+                started: None,
+                completed: None,
+                received: SystemTime::now(),
+            });
+            failed += 1;
+        }
+        if failed > 0 {
+            parts.done = parts.slots.len();
+            self.cond.notify_all();
+            if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
+                let _ = tx.send(tag);
+            }
+        }
+        failed
+    }
+
     /// Appends streamed output for the slot of (msg id, engine).
     pub fn stream(&self, msg_id: &str, engine: u32, text: &str) {
         let mut parts = self.parts.lock().expect("result lock");
@@ -167,6 +196,9 @@ pub struct AsyncResult {
     pub(crate) msg_ids: Vec<String>,
     /// How to shape the values: flatten per-engine lists (map, gather).
     pub(crate) shape: Shape,
+    /// For a script file's run: where its lines came from, to report its
+    /// errors in the file (see [`crate::script`]).
+    pub(crate) source_map: Option<Arc<crate::script::SourceMap>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +225,7 @@ impl AsyncResult {
             state,
             msg_ids,
             shape,
+            source_map: None,
         }
     }
 
@@ -239,6 +272,23 @@ impl AsyncResult {
     }
 
     /// Waits for every reply; the values in request order, or the error(s).
+    ///
+    /// It waits as long as the work takes, but never past a lost hub: if
+    /// the hub goes silent (killed, its host gone) every reply still
+    /// missing fails with [`Error::HubLost`] within the client's limit
+    /// ([`Client::set_hub_timeout`](crate::Client::set_hub_timeout)).
+    ///
+    /// ```no_run
+    /// use zpar_client::Error;
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// match client.all().execute("long_computation()")?.get() {
+    ///     Ok(values) => println!("{values:?}"),
+    ///     Err(Error::HubLost { url, .. }) => eprintln!("hub at {url} lost; restart it with --reuse"),
+    ///     Err(e) => eprintln!("{e}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn get(&self) -> Result<Vec<Value>> {
         self.wait(None);
         self.collect()
@@ -288,7 +338,16 @@ impl AsyncResult {
     /// The replies received so far, in request order.
     pub fn replies(&self) -> Vec<EngineReply> {
         let p = self.state.parts.lock().expect("result lock");
-        p.slots.iter().filter_map(|s| s.reply.clone()).collect()
+        let replies = p.slots.iter().filter_map(|s| s.reply.clone());
+        match &self.source_map {
+            None => replies.collect(),
+            Some(map) => replies
+                .map(|mut r| {
+                    r.outcome = r.outcome.map_err(|e| map.remap(e));
+                    r
+                })
+                .collect(),
+        }
     }
 
     /// What each engine printed, so far (streamed output included).
@@ -470,6 +529,23 @@ mod tests {
         let e = ar.get().unwrap_err();
         assert!(matches!(&e, Error::Multiple(v) if v.len() == 2), "{e}");
         assert!(e.to_string().contains("engine 1 died"));
+    }
+
+    #[test]
+    fn a_lost_hub_fails_every_open_slot_once() {
+        let st = ResultState::new(vec![("a".into(), Some(0)), ("a".into(), Some(1))]);
+        let ar = AsyncResult::new(st.clone(), Shape::PerReply);
+        st.fill(reply(0, "a", Ok(Value::Int(0))), true);
+        let lost = Error::HubLost {
+            url: "tcp://127.0.0.1:1".into(),
+            reason: crate::error::HubLoss::Restarted,
+        };
+        assert_eq!(st.fail_open(&lost), 1);
+        assert_eq!(st.fail_open(&lost), 0);
+        assert!(ar.ready());
+        let e = ar.get().unwrap_err();
+        assert!(matches!(e, Error::HubLost { .. }), "{e}");
+        assert_eq!(ar.replies()[0].outcome.as_ref().unwrap(), &Value::Int(0));
     }
 
     #[test]

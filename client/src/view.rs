@@ -5,6 +5,7 @@ use crate::bintree::bintree;
 use crate::client::{Client, Request};
 use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Shape};
+use crate::script::Script;
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -150,6 +151,100 @@ impl DirectView {
             vec![],
             metadata,
         )
+    }
+
+    /// Runs a local `.rhai` file on every target, as ipyparallel's
+    /// `view.run(filename)` does: its `fn` definitions and top-level `let`
+    /// variables stay in each engine's namespace for later `execute`s and
+    /// `apply`s. The result reports per engine like
+    /// [`execute`](Self::execute)'s (the file's last expression, unit if
+    /// none); with [`block`](Self::block) set it waits first.
+    ///
+    /// The file is read here, on the client, and sent as code: engines on
+    /// other hosts need no copy of it and no shared filesystem. An
+    /// `import "util" as util;` at the top level of the file is resolved on
+    /// this side too, relative to the importing file's folder (`.rhai` added
+    /// when the path has no extension), and the imported file's text is
+    /// inlined in its place, once per file; `util::f` then names the
+    /// inlined `f`. So imported `fn`s and variables also stay in the
+    /// namespaces, under their plain names. The details are in
+    /// [`mod@crate::script`].
+    ///
+    /// Errors:
+    /// - a missing or unreadable file, or an `import` that cannot be inlined
+    ///   (inside a block, a computed path, a cycle), is an
+    ///   [`Error::ScriptFile`] here, before anything is sent;
+    /// - an engine's error is an [`Error::InFile`] naming the file (the
+    ///   imported one, if it is there), its line and column, around the
+    ///   engine's [`Error::RemoteError`].
+    ///
+    /// ```no_run
+    /// use zpar_client::{Client, Value};
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let view = Client::connect()?.all();
+    /// // examples/bintree.rhai: fn connect(..) { .. }  let add = |a, b| a + b; ...
+    /// view.run("examples/bintree.rhai")?.get()?;
+    /// let sums = view.apply_sync("|| add.call(40, 2)", vec![])?;
+    /// assert!(sums.iter().all(|s| *s == Value::Int(42)));
+    /// # Ok(()) }
+    /// ```
+    pub fn run(&self, path: impl AsRef<std::path::Path>) -> Result<AsyncResult> {
+        let script = Script::load(path)?;
+        self.run_script(&script)
+    }
+
+    /// Like [`run`](Self::run), but returns at once even with
+    /// [`block`](Self::block) set. A missing file is still an error here.
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let view = zpar_client::Client::connect()?.all();
+    /// let ar = view.run_async("setup.rhai")?;
+    /// // ... other work ...
+    /// ar.get_timeout(std::time::Duration::from_secs(30))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn run_async(&self, path: impl AsRef<std::path::Path>) -> Result<AsyncResult> {
+        let script = Script::load(path)?;
+        self.submit_script(&script)
+    }
+
+    /// Runs a [`Script`] loaded before (with [`Script::load`]) on every
+    /// target: [`run`](Self::run) without reading the files again.
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let script = zpar_client::Script::load("setup.rhai")?;
+    /// let client = zpar_client::Client::connect()?;
+    /// client.view(0).run_script(&script)?.get()?;
+    /// client.view(1).run_script(&script)?.get()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn run_script(&self, script: &Script) -> Result<AsyncResult> {
+        let ar = self.submit_script(script)?;
+        self.finish(ar)
+    }
+
+    fn submit_script(&self, script: &Script) -> Result<AsyncResult> {
+        let ids = self.targets()?;
+        let mut ar = self.client.submit(
+            vec![Request {
+                channel: Channel::Mux,
+                content: Content::ExecuteRequest(ExecuteRequest {
+                    code: script.code().to_string(),
+                    // The reply carries the value; see `execute`.
+                    silent: true,
+                    store_history: true,
+                    ..Default::default()
+                }),
+                metadata: targets_meta(&ids),
+                buffers: vec![],
+                replies: ids.into_iter().map(Some).collect(),
+            }],
+            Shape::PerReply,
+        )?;
+        ar.source_map = Some(script.source_map());
+        Ok(ar)
     }
 
     /// Calls `f` (a closure like `|a, b| a + b`, a `fn` definition, or the

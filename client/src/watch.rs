@@ -1,5 +1,7 @@
-//! Results the hub has no push for, asked for again on the I/O thread's
-//! timer.
+//! What the I/O thread watches on its timer: results the hub has no push
+//! for, and the hub itself.
+//!
+//! # Results
 //!
 //! [`Client::get_result`](crate::Client::get_result) on a request that is
 //! still running — another client's, or one from before a hub restart — gets
@@ -10,6 +12,17 @@
 //!
 //! [`Watches`] is the bookkeeping alone (what is due, what was asked, when
 //! to wake), with time as an argument; the I/O loop does the sending.
+//!
+//! # The hub
+//!
+//! The client hears the hub's heartbeat PUB (`<hub instance>:<beat>`, the
+//! pings engines echo) and counts any message from the hub as life.
+//! [`HubLiveness`] decides, with time as an argument: silent past the limit
+//! is [`HubChange::Lost`]; pings of another instance while it was not lost
+//! is [`HubChange::Restarted`]; anything heard while lost is
+//! [`HubChange::Back`]. The limit is the client's (3 s by default, the
+//! hub's own default for engines), raised to three of the hub's beats for a
+//! hub with a slow heartbeat.
 
 use crate::result::ResultState;
 use std::sync::{Arc, Weak};
@@ -110,6 +123,15 @@ impl Watches {
         Some((w.id, w.msg_id.clone(), w.state.upgrade()))
     }
 
+    /// Stops watching everything (the hub was lost): the results still
+    /// wanted.
+    pub fn take_all(&mut self) -> Vec<Arc<ResultState>> {
+        std::mem::take(&mut self.items)
+            .into_iter()
+            .filter_map(|w| w.state.upgrade())
+            .collect()
+    }
+
     /// The result is filled: stop watching it.
     pub fn finish(&mut self, id: WatchId) {
         self.items.retain(|w| w.id != id);
@@ -135,9 +157,206 @@ impl Watches {
     }
 }
 
+/// How long the hub may be silent before the client counts it as lost:
+/// the hub's default for engines (3 beats of 1 s).
+pub const HUB_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Beats of the hub's own heartbeat the limit never goes below.
+const MIN_BEATS: u32 = 3;
+
+/// What changed about the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HubChange {
+    /// Silent for this long, past the limit.
+    Lost { silence: Duration },
+    /// Pings of another instance: it restarted in place (and is back).
+    Restarted,
+    /// Heard again after it was lost.
+    Back,
+}
+
+/// Whether the hub is alive, from what was heard when.
+#[derive(Debug)]
+pub(crate) struct HubLiveness {
+    limit: Duration,
+    /// None until the hub was first heard: a hub that never answered is
+    /// not "lost" (connecting says so: [`crate::Error::NoHub`]).
+    last_heard: Option<Instant>,
+    lost: bool,
+    /// The instance its pings carry, and the first beat of it heard (beat
+    /// number, when) to estimate its period.
+    instance: Option<(Vec<u8>, u64, Instant)>,
+    period: Option<Duration>,
+}
+
+impl HubLiveness {
+    /// A hub not heard from yet.
+    pub fn new(limit: Duration) -> HubLiveness {
+        HubLiveness {
+            limit,
+            last_heard: None,
+            lost: false,
+            instance: None,
+            period: None,
+        }
+    }
+
+    /// Sets the limit the client chose.
+    pub fn set_limit(&mut self, limit: Duration) {
+        self.limit = limit;
+    }
+
+    /// The silence after which the hub is lost: the client's limit, but at
+    /// least [`MIN_BEATS`] of the hub's heartbeat.
+    pub fn limit(&self) -> Duration {
+        match self.period {
+            Some(p) => self.limit.max(p * MIN_BEATS),
+            None => self.limit,
+        }
+    }
+
+    /// Whether the hub is lost now.
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
+    /// How long since anything was heard (zero if nothing ever was).
+    pub fn silence(&self, now: Instant) -> Duration {
+        self.last_heard
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+
+    /// Any message from the hub arrived.
+    pub fn heard(&mut self, now: Instant) -> Option<HubChange> {
+        self.last_heard = Some(now);
+        if self.lost {
+            self.lost = false;
+            self.instance = None; // the next ping names the hub that is back
+            return Some(HubChange::Back);
+        }
+        None
+    }
+
+    /// A heartbeat ping (`<instance>:<beat>`) arrived.
+    pub fn ping(&mut self, payload: &[u8], now: Instant) -> Option<HubChange> {
+        let mut parts = payload.splitn(2, |b| *b == b':');
+        let instance = parts.next().unwrap_or_default();
+        let beat = parts
+            .next()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|b| b.parse::<u64>().ok());
+        let back = self.heard(now);
+        let restarted = match (&self.instance, beat) {
+            (Some((known, _, _)), _) if known.as_slice() != instance => true,
+            (Some((_, first, at)), Some(beat)) if beat > *first => {
+                let beats = u32::try_from(beat - first).unwrap_or(u32::MAX);
+                self.period = Some(now.saturating_duration_since(*at) / beats);
+                false
+            }
+            (Some(_), _) => false,
+            (None, _) => {
+                self.instance = Some((instance.to_vec(), beat.unwrap_or(0), now));
+                false
+            }
+        };
+        if restarted {
+            self.instance = Some((instance.to_vec(), beat.unwrap_or(0), now));
+            self.period = None;
+            return back.or(Some(HubChange::Restarted));
+        }
+        back
+    }
+
+    /// The hub is lost if it has been silent past the limit (once: then
+    /// it is lost until heard again).
+    pub fn check(&mut self, now: Instant) -> Option<HubChange> {
+        let silence = self.silence(now);
+        if self.lost || self.last_heard.is_none() || silence < self.limit() {
+            return None;
+        }
+        self.lost = true;
+        self.instance = None;
+        Some(HubChange::Lost { silence })
+    }
+
+    /// When [`check`](Self::check) may next find it lost (None while lost,
+    /// or before it was ever heard).
+    pub fn deadline(&self) -> Option<Instant> {
+        let heard = self.last_heard.filter(|_| !self.lost)?;
+        Some(heard + self.limit())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silence_past_the_limit_is_a_loss_once_and_anything_heard_brings_it_back() {
+        let t0 = Instant::now();
+        let mut hub = HubLiveness::new(Duration::from_secs(3));
+        assert_eq!(hub.ping(b"aaaa:1", t0), None);
+        assert_eq!(hub.deadline(), Some(t0 + Duration::from_secs(3)));
+        assert_eq!(hub.check(t0 + Duration::from_millis(2999)), None);
+        let t1 = t0 + Duration::from_secs(3);
+        assert_eq!(
+            hub.check(t1),
+            Some(HubChange::Lost {
+                silence: Duration::from_secs(3)
+            })
+        );
+        assert!(hub.is_lost());
+        assert_eq!(hub.check(t1 + Duration::from_secs(10)), None, "lost once");
+        assert_eq!(hub.deadline(), None);
+        // A hub back on the same file: another instance, but no "restart".
+        let t2 = t1 + Duration::from_secs(20);
+        assert_eq!(hub.ping(b"bbbb:1", t2), Some(HubChange::Back));
+        assert!(!hub.is_lost());
+        assert_eq!(hub.ping(b"bbbb:2", t2), None);
+        assert_eq!(hub.deadline(), Some(t2 + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn pings_of_another_instance_are_a_restart() {
+        let t0 = Instant::now();
+        let mut hub = HubLiveness::new(Duration::from_secs(3));
+        assert_eq!(hub.ping(b"aaaa:7", t0), None);
+        assert_eq!(hub.ping(b"bbbb:1", t0), Some(HubChange::Restarted));
+        assert_eq!(hub.ping(b"bbbb:2", t0), None, "once");
+        assert!(!hub.is_lost());
+    }
+
+    #[test]
+    fn any_message_keeps_the_hub_alive() {
+        let t0 = Instant::now();
+        let mut hub = HubLiveness::new(Duration::from_secs(3));
+        assert_eq!(hub.check(t0 + Duration::from_secs(60)), None, "never heard");
+        assert_eq!(hub.deadline(), None);
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(hub.heard(t1), None);
+        assert_eq!(hub.check(t0 + Duration::from_secs(4)), None);
+        assert!(hub.check(t1 + Duration::from_secs(3)).is_some());
+        assert_eq!(
+            hub.heard(t1 + Duration::from_secs(5)),
+            Some(HubChange::Back)
+        );
+    }
+
+    /// A hub with a slow heartbeat (`--hb-period-ms 5000`) is not lost
+    /// between two of its beats.
+    #[test]
+    fn the_limit_is_at_least_three_beats_of_the_hub() {
+        let t0 = Instant::now();
+        let mut hub = HubLiveness::new(Duration::from_secs(3));
+        hub.ping(b"aaaa:1", t0);
+        let t1 = t0 + Duration::from_secs(10);
+        hub.ping(b"aaaa:3", t1);
+        assert_eq!(hub.limit(), Duration::from_secs(15));
+        assert_eq!(hub.check(t1 + Duration::from_secs(6)), None);
+        hub.set_limit(Duration::from_secs(20));
+        assert_eq!(hub.limit(), Duration::from_secs(20));
+        assert!(hub.check(t1 + Duration::from_secs(20)).is_some());
+    }
 
     fn state() -> Arc<ResultState> {
         ResultState::new(vec![("m".into(), None)])

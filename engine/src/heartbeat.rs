@@ -13,6 +13,8 @@ pub struct Heartbeat {
     last_ping: Arc<AtomicU64>,
     epoch: Instant,
     hub_changed: Arc<AtomicBool>,
+    /// The hub answered a pong with "unknown": it dropped this engine.
+    unknown: Arc<AtomicBool>,
     hub: Arc<Mutex<Option<Vec<u8>>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -46,15 +48,23 @@ impl Heartbeat {
         let changed = hub_changed.clone();
         let hub = Arc::new(Mutex::new(None));
         let known = hub.clone();
+        let unknown = Arc::new(AtomicBool::new(false));
+        let flags = Flags {
+            stop: flag,
+            seen,
+            changed,
+            unknown: unknown.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("zpar-heartbeat".into())
-            .spawn(move || echo(sub, dealer, flag, seen, changed, known, epoch))
+            .spawn(move || echo(sub, dealer, flags, known, epoch))
             .expect("spawning the heartbeat thread");
         Ok(Heartbeat {
             stop,
             last_ping,
             epoch,
             hub_changed,
+            unknown,
             hub,
             thread: Some(thread),
         })
@@ -74,6 +84,13 @@ impl Heartbeat {
         self.hub_changed.swap(false, Ordering::Relaxed)
     }
 
+    /// Whether the hub said it does not know this engine (it dropped it
+    /// after missed heartbeats, during a network cut say); true once per
+    /// answer.
+    pub fn take_unknown(&self) -> bool {
+        self.unknown.swap(false, Ordering::Relaxed)
+    }
+
     /// How long since the hub's last ping (since start, if none yet).
     pub fn silence(&self) -> Duration {
         let last = Duration::from_millis(self.last_ping.load(Ordering::Relaxed));
@@ -81,22 +98,43 @@ impl Heartbeat {
     }
 }
 
-fn echo(
-    sub: zmq::Socket,
-    dealer: zmq::Socket,
+/// What the heartbeat thread reports to the engine.
+struct Flags {
     stop: Arc<AtomicBool>,
     seen: Arc<AtomicU64>,
     changed: Arc<AtomicBool>,
+    unknown: Arc<AtomicBool>,
+}
+
+fn echo(
+    sub: zmq::Socket,
+    dealer: zmq::Socket,
+    flags: Flags,
     hub: Arc<Mutex<Option<Vec<u8>>>>,
     epoch: Instant,
 ) {
+    let Flags {
+        stop,
+        seen,
+        changed,
+        unknown,
+    } = flags;
     while !stop.load(Ordering::Relaxed) {
-        match sub.poll(zmq::POLLIN, 100) {
+        let mut items = [
+            sub.as_poll_item(zmq::POLLIN),
+            dealer.as_poll_item(zmq::POLLIN),
+        ];
+        match zmq::poll(&mut items, 100) {
             Ok(0) => continue,
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "heartbeat poll failed; heartbeat stops");
                 return;
+            }
+        }
+        while let Ok(answer) = dealer.recv_msg(zmq::DONTWAIT) {
+            if &answer[..] == b"unknown" {
+                unknown.store(true, Ordering::Relaxed);
             }
         }
         while let Ok(ping) = sub.recv_msg(zmq::DONTWAIT) {

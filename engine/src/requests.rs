@@ -104,6 +104,14 @@ impl Serving {
         if self.hub.heartbeat.take_hub_changed() {
             warn!("the hub restarted; registering again");
             self.hub.lost = true;
+        } else if self.hub.heartbeat.take_unknown()
+            && !self.hub.lost
+            && self.hub.last_attempt.elapsed() > self.hub.hb_period * 2
+        {
+            // Answers to pongs sent before this engine (re)registered are
+            // ignored: the hub knows it by now.
+            warn!("the hub dropped this engine (a network cut?); registering again");
+            self.hub.lost = true;
         } else if !self.hub.lost && silence > self.hub.lost_after() {
             warn!(silence = ?silence, "no heartbeat from the hub; will register again when it is back");
             self.hub.lost = true;
@@ -124,7 +132,7 @@ impl Serving {
                         );
                         io.engine_id = r.id;
                     }
-                    info!(engine = r.id, "registered again with the restarted hub");
+                    info!(engine = r.id, "registered with the hub again");
                     self.hub.heartbeat.set_hub(&r.hub_instance);
                     self.hub.lost = false;
                     self.hub.hb_period = Duration::from_millis(r.hb_period_ms.max(1));
@@ -142,6 +150,7 @@ impl Serving {
                 Content::RegistrationRequest(RegistrationRequest {
                     uuid: self.hub.uuid.clone(),
                     id: Some(io.engine_id),
+                    host: Some(self.comm_env.advertise.clone()),
                 }),
             );
             let _ = send_frames(

@@ -38,8 +38,8 @@ use zpar_protocol::{
 pub struct EngineConfig {
     /// The hub's engine connection file contents.
     pub connection: EngineConnection,
-    /// The address the engine's communicators bind to (default: the hub's
-    /// address, which on one machine is loopback).
+    /// The address the engine's communicators bind to (default: this
+    /// host's address on the route to the hub; loopback for a local hub).
     pub bind_ip: Option<String>,
     /// How long to keep trying to register before giving up.
     pub registration_timeout: Duration,
@@ -132,8 +132,9 @@ impl EngineServer {
             uuid.as_bytes(),
         )?;
 
+        let (ip, advertise) = bind_address(self.config.bind_ip.as_deref(), &conn.ip);
         let (engine_id, hb_period, hub_instance) =
-            register(&mut session, &registration, &uuid, &self.config)?;
+            register(&mut session, &registration, &uuid, &advertise, &self.config)?;
         heartbeat.set_hub(&hub_instance);
         info!(engine = engine_id, uuid = %uuid, "registered with the hub");
 
@@ -154,13 +155,11 @@ impl EngineServer {
             aborted: HashSet::new(),
             deferred: Vec::new(),
         }));
+        info!(bind = %ip, %advertise, "communicators bind here");
         let comm_env = CommEnv {
             ctx: ctx.clone(),
-            ip: self
-                .config
-                .bind_ip
-                .clone()
-                .unwrap_or_else(|| conn.ip.clone()),
+            ip,
+            advertise,
             engine_id,
         };
         let mut state = Serving {
@@ -227,6 +226,7 @@ fn register(
     session: &mut Session,
     socket: &zmq::Socket,
     uuid: &str,
+    host: &str,
     config: &EngineConfig,
 ) -> Result<(u32, Duration, String), EngineError> {
     let started = Instant::now();
@@ -237,6 +237,7 @@ fn register(
             Content::RegistrationRequest(RegistrationRequest {
                 uuid: uuid.to_string(),
                 id: config.requested_id,
+                host: Some(host.to_string()),
             }),
         );
         send_frames(socket, session.encode(&req).into_frames(), zmq::DONTWAIT).ok();
@@ -273,5 +274,48 @@ fn register(
         }
         wait = (wait * 2).min(Duration::from_secs(2));
         debug!("no registration reply yet; retrying");
+    }
+}
+
+/// Where communicators bind and what they advertise: `--ip` if given (a
+/// wildcard binds every interface and advertises the address toward the
+/// hub), else this host's address on the route to the hub.
+fn bind_address(requested: Option<&str>, hub_ip: &str) -> (String, String) {
+    let toward_hub = || {
+        zpar_protocol::net::address_toward(hub_ip)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|e| {
+                warn!(error = %e, hub = %hub_ip, "cannot tell the route to the hub; advertising its address");
+                hub_ip.to_string()
+            })
+    };
+    match requested {
+        Some(ip) if zpar_protocol::net::is_wildcard(ip) => (ip.to_string(), toward_hub()),
+        Some(ip) => (ip.to_string(), ip.to_string()),
+        None => {
+            let ip = toward_hub();
+            (ip.clone(), ip)
+        }
+    }
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use super::bind_address;
+
+    #[test]
+    fn communicators_bind_toward_the_hub_unless_told() {
+        assert_eq!(
+            bind_address(None, "127.0.0.1"),
+            ("127.0.0.1".into(), "127.0.0.1".into())
+        );
+        assert_eq!(
+            bind_address(Some("0.0.0.0"), "127.0.0.1"),
+            ("0.0.0.0".into(), "127.0.0.1".into())
+        );
+        assert_eq!(
+            bind_address(Some("10.1.2.3"), "127.0.0.1"),
+            ("10.1.2.3".into(), "10.1.2.3".into())
+        );
     }
 }

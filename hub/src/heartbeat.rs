@@ -16,6 +16,8 @@ pub struct HeartMonitor {
     beat: u64,
     /// uuid → the last beat it answered.
     hearts: HashMap<Vec<u8>, u64>,
+    /// Engines told this beat that the hub does not know them.
+    told: std::collections::HashSet<Vec<u8>>,
 }
 
 impl HeartMonitor {
@@ -27,6 +29,7 @@ impl HeartMonitor {
             max_misses: max_misses.max(1),
             beat: 0,
             hearts: HashMap::new(),
+            told: Default::default(),
         }
     }
 
@@ -40,11 +43,17 @@ impl HeartMonitor {
         self.hearts.remove(uuid);
     }
 
-    /// A pong arrived. Any pong counts as life; an unknown engine is ignored
-    /// until it is watched.
-    pub fn pong(&mut self, uuid: &[u8]) {
-        if let Some(last) = self.hearts.get_mut(uuid) {
-            *last = self.beat;
+    /// A pong arrived. Any pong counts as life. Returns true when the
+    /// engine is not watched (it was dropped, or never registered) and has
+    /// not been told so this beat: the caller tells it, so an engine cut
+    /// off long enough to be dropped registers again once it is back.
+    pub fn pong(&mut self, uuid: &[u8]) -> bool {
+        match self.hearts.get_mut(uuid) {
+            Some(last) => {
+                *last = self.beat;
+                false
+            }
+            None => self.told.insert(uuid.to_vec()),
         }
     }
 
@@ -52,6 +61,7 @@ impl HeartMonitor {
     /// and the engines now dead (no longer watched).
     pub fn tick(&mut self) -> (Vec<u8>, Vec<Vec<u8>>) {
         self.beat += 1;
+        self.told.clear();
         let beat = self.beat;
         let max = self.max_misses;
         let dead: Vec<Vec<u8>> = self
@@ -75,6 +85,8 @@ pub const FORGET: &[u8] = b"forget";
 pub const DEAD: &[u8] = b"dead";
 /// Stop the thread.
 pub const STOP: &[u8] = b"stop";
+/// Sent to an engine whose pong the hub does not know: register again.
+pub const UNKNOWN: &[u8] = b"unknown";
 
 /// Runs the heartbeat on its own thread. `ping` (PUB) and `pong` (ROUTER)
 /// are bound already; `pipe` is the thread's end of an inproc PAIR to the
@@ -101,13 +113,8 @@ pub fn spawn(
                 if zmq::poll(&mut items, wait.as_millis() as i64).is_err() {
                     continue; // EINTR
                 }
-                if items[0].is_readable() {
-                    while let Ok(frames) = zpar_protocol::recv_frames(&pong, zmq::DONTWAIT) {
-                        if let Some(uuid) = frames.first() {
-                            monitor.pong(uuid);
-                        }
-                    }
-                }
+                // The pipe first: an engine that just registered is watched
+                // before its pongs are judged.
                 if items[1].is_readable() {
                     while let Ok(frames) = zpar_protocol::recv_frames(&pipe, zmq::DONTWAIT) {
                         match (frames.first().map(|f| &f[..]), frames.get(1)) {
@@ -115,6 +122,15 @@ pub fn spawn(
                             (Some(FORGET), Some(u)) => monitor.forget(u),
                             (Some(STOP), _) => return,
                             _ => tracing::warn!("heartbeat: unknown pipe message"),
+                        }
+                    }
+                }
+                if items[0].is_readable() {
+                    while let Ok(frames) = zpar_protocol::recv_frames(&pong, zmq::DONTWAIT) {
+                        let Some(uuid) = frames.first() else { continue };
+                        if monitor.pong(uuid) {
+                            tracing::debug!(engine = %String::from_utf8_lossy(uuid), "a pong from an engine the hub does not know: telling it to register");
+                            let _ = pong.send_multipart([&uuid[..], UNKNOWN], zmq::DONTWAIT);
                         }
                     }
                 }
@@ -164,5 +180,18 @@ mod tests {
         for _ in 0..5 {
             assert!(m.tick().1.is_empty());
         }
+    }
+
+    #[test]
+    fn an_unknown_engine_is_told_once_a_beat() {
+        let mut m = HeartMonitor::new("h", 2);
+        m.watch(b"a");
+        assert!(!m.pong(b"a"), "a watched engine is not told");
+        assert!(m.pong(b"dropped"), "an unknown one is");
+        assert!(!m.pong(b"dropped"), "once a beat");
+        m.tick();
+        assert!(m.pong(b"dropped"), "and again the next beat");
+        m.watch(b"dropped");
+        assert!(!m.pong(b"dropped"), "until it registers again");
     }
 }

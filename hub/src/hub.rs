@@ -35,8 +35,12 @@ use zpar_protocol::{
 /// How to run a hub.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// Interface to bind (default 127.0.0.1).
+    /// Interface to bind (default 127.0.0.1; `0.0.0.0` for all).
     pub ip: String,
+    /// The address written into the connection files, for peers to connect
+    /// to (default: `ip`, or this host's outward address when `ip` is a
+    /// wildcard).
+    pub location: Option<String>,
     /// Ports to bind, in [`PortPlan`] order; 0 picks one at random.
     pub ports: PortPlan,
     /// Where to write connection files.
@@ -57,6 +61,28 @@ pub struct HubConfig {
 }
 
 impl HubConfig {
+    /// The address peers connect to: `location`, else `ip` (for a wildcard
+    /// `ip`, this host's outward address). Errors when `ip` is not an
+    /// address of this host, or when no outward address can be found.
+    pub fn location(&self) -> Result<String, HubError> {
+        if !zpar_protocol::net::is_local_address(&self.ip) {
+            return Err(HubError::NotLocal {
+                ip: self.ip.clone(),
+            });
+        }
+        if let Some(l) = &self.location {
+            return Ok(l.clone());
+        }
+        if !zpar_protocol::net::is_wildcard(&self.ip) {
+            return Ok(self.ip.clone());
+        }
+        zpar_protocol::net::outward_address()
+            .map(|a| a.to_string())
+            .ok_or_else(|| HubError::NoLocation {
+                ip: self.ip.clone(),
+            })
+    }
+
     /// The buffer cap in force for a store.
     pub fn max_buffer(&self, sqlite: bool) -> usize {
         self.max_buffer_bytes
@@ -97,6 +123,7 @@ impl HubConfig {
     pub fn new(profile: Profile) -> HubConfig {
         HubConfig {
             ip: "127.0.0.1".into(),
+            location: None,
             ports: PortPlan::default(),
             profile,
             key: None,
@@ -231,6 +258,7 @@ impl Hub {
     /// Binds every socket, starts the heartbeat and writes the connection
     /// files.
     pub fn bind(config: HubConfig) -> Result<Hub, HubError> {
+        let location = config.location()?;
         let ctx = zmq::Context::new();
         let ip = config.ip.as_str();
         let p = config.ports;
@@ -269,7 +297,7 @@ impl Hub {
         let session = Session::new(key.as_bytes(), zpar_protocol::SIGNATURE_SCHEME, "hub")?;
         let client_connection = ClientConnection {
             transport: "tcp".into(),
-            ip: config.ip.clone(),
+            ip: location.clone(),
             key: key.clone(),
             signature_scheme: zpar_protocol::SIGNATURE_SCHEME.into(),
             registration,
@@ -278,10 +306,11 @@ impl Hub {
             control: control_c,
             iopub: iopub_c,
             notification: notif,
+            hb_ping: Some(hb_ping),
         };
         let engine_connection = EngineConnection {
             transport: "tcp".into(),
-            ip: config.ip.clone(),
+            ip: location.clone(),
             key,
             signature_scheme: zpar_protocol::SIGNATURE_SCHEME.into(),
             registration,

@@ -52,6 +52,18 @@ pub enum HubError {
         #[source]
         source: zmq::Error,
     },
+    /// `--ip` is not an address of this host.
+    #[error("{ip} is not an address of this host: give --ip one of its addresses (see `ip addr`), or 0.0.0.0 for all of them")]
+    NotLocal {
+        /// The address asked for.
+        ip: String,
+    },
+    /// Bound on every interface, but no address to tell peers.
+    #[error("the hub binds {ip} (every interface) but cannot tell which address peers should use: give it with --location ADDRESS")]
+    NoLocation {
+        /// The wildcard bound.
+        ip: String,
+    },
     /// Writing a connection file or making the session failed.
     #[error(transparent)]
     Protocol(#[from] zpar_protocol::ProtocolError),

@@ -38,6 +38,11 @@ pub struct ClientConnection {
     pub iopub: u16,
     /// Engine joins and leaves (PUB).
     pub notification: u16,
+    /// Heartbeat pings (PUB), `<hub instance>:<beat>`: clients watch them
+    /// to notice a hub that is gone or restarted. Absent in files written
+    /// by older hubs; a client then asks the hub itself now and then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hb_ping: Option<u16>,
 }
 
 /// Where an engine connects: every engine-facing port of the hub.
@@ -206,6 +211,7 @@ mod tests {
             control: 4,
             iopub: 5,
             notification: 6,
+            hb_ping: Some(7),
         }
     }
 
@@ -226,6 +232,16 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A client file of a hub from before `hb_ping` still reads.
+    #[test]
+    fn a_client_file_without_hb_ping_reads() {
+        let mut old = serde_json::to_value(sample()).unwrap();
+        old.as_object_mut().unwrap().remove("hb_ping");
+        let back: ClientConnection = serde_json::from_value(old).unwrap();
+        assert_eq!(back.hb_ping, None);
+        assert_eq!(back.notification, 6);
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct RegistrationRequest {
     /// An id the engine had before (a hub restart); honoured if free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u32>,
+    /// The address the engine's peers reach it at (its host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// The hub's answer to a registration.
@@ -139,6 +142,9 @@ pub struct ConnectionReply {
     pub status: Status,
     /// Engine id → uuid.
     pub engines: BTreeMap<u32, String>,
+    /// Engine id → the host it runs on, for engines that said.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<u32, String>,
 }
 
 /// Asks for queue lengths.

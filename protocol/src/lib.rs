@@ -42,6 +42,7 @@ pub mod error;
 pub mod frames;
 pub mod header;
 pub mod message;
+pub mod net;
 pub mod session;
 pub mod value;
 

@@ -24,6 +24,13 @@ pub enum Command {
         /// Stop the code on the engines after this long.
         timeout: Option<Duration>,
     },
+    /// Run a local script file on the targets (`%run FILE`).
+    Run {
+        /// The file, as typed (a leading `~/` is the home folder).
+        path: String,
+        /// Engines other than the current targets.
+        targets: Option<TargetSpec>,
+    },
     /// Toggle autopx mode.
     Autopx,
     /// Set a variable on the targets.
@@ -238,6 +245,17 @@ fn assignment(cmd: &str, rest: &str) -> Result<(String, Value), ParseError> {
     Ok((name.to_string(), value))
 }
 
+/// A path without the quotes around it, if it has a matching pair (for
+/// names with spaces).
+fn unquote(s: &str) -> &str {
+    for q in ['"', '\''] {
+        if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            return inner;
+        }
+    }
+    s
+}
+
 fn no_args(cmd: &str, rest: &str) -> Result<(), ParseError> {
     if rest.trim().is_empty() {
         Ok(())
@@ -298,6 +316,17 @@ pub fn parse(line: &str, autopx: bool) -> Result<Command, ParseError> {
                 targets: o.targets,
                 block: !o.noblock,
                 timeout: o.timeout,
+            }
+        }
+        "run" => {
+            let (o, rest) = options(cmd, rest, &[Targets])?;
+            let path = unquote(rest.trim());
+            if path.is_empty() {
+                return err(format!("%run needs a script file (usage: {})", spec.usage));
+            }
+            Command::Run {
+                path: path.to_string(),
+                targets: o.targets,
             }
         }
         "autopx" => {
@@ -438,6 +467,32 @@ mod tests {
             .0
             .contains("needs a value"));
         assert!(parse("%px --timeout 0 x", false).is_err());
+    }
+
+    #[test]
+    fn run_takes_a_file_and_targets() {
+        assert_eq!(
+            parse("%run lib/setup.rhai", false).unwrap(),
+            Command::Run {
+                path: "lib/setup.rhai".into(),
+                targets: None
+            }
+        );
+        assert_eq!(
+            parse("%run --targets 0,1 \"my dir/a.rhai\"", false).unwrap(),
+            Command::Run {
+                path: "my dir/a.rhai".into(),
+                targets: Some(TargetSpec::Ids(vec![0, 1]))
+            }
+        );
+        assert!(parse("%run", false)
+            .unwrap_err()
+            .0
+            .contains("needs a script file"));
+        assert!(parse("%run --noblock a.rhai", false)
+            .unwrap_err()
+            .0
+            .contains("no option --noblock"));
     }
 
     #[test]

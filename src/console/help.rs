@@ -36,6 +36,19 @@ pub const COMMANDS: &[Spec] = &[
                Ctrl-C interrupts the code on the engines and returns to the prompt.",
     },
     Spec {
+        name: "run",
+        aliases: &[],
+        usage: "%run [--targets SPEC] FILE",
+        summary: "run a local Rhai script file on the targets",
+        help: "Reads FILE here and runs it on every target engine, as %px runs code: its\n\
+               `fn` definitions and top-level `let` variables stay in the namespaces.\n\
+               A top-level `import \"util\" as util;` is read here too, relative to the\n\
+               importing file, and sent inlined, so the engines need no copy of any\n\
+               file. Errors name the file, line and column; a missing file is reported\n\
+               before anything is sent. Quote a FILE with spaces.\n\
+               --targets SPEC   other engines than the current targets (all, 0,2, 0-3)",
+    },
+    Spec {
         name: "autopx",
         aliases: &[],
         usage: "%autopx",
@@ -191,9 +204,10 @@ pub fn help(name: Option<&str>) -> Result<String, ParseError> {
             }
             s.push_str(
                 "Input: an unfinished block continues on the next line; Tab completes\n\
-                 commands and the names this session pushed, pulled or defined; Up and\n\
-                 Ctrl-R search the history. Ctrl-C interrupts a running command on the\n\
-                 engines (at the prompt it clears the line); Ctrl-D leaves.",
+                 commands, the names this session pushed, pulled or defined, and files\n\
+                 after %run; Up and Ctrl-R search the history. Ctrl-C interrupts a\n\
+                 running command on the engines (at the prompt it clears the line);\n\
+                 Ctrl-D leaves.",
             );
             Ok(s)
         }

@@ -240,6 +240,8 @@ impl Output {
                     colour,
                 ))
             }
+            // The console's own hub watch says these on its line.
+            ClientEvent::HubLost { .. } | ClientEvent::HubReturned { .. } => {}
         }
     }
 

@@ -127,6 +127,33 @@ pub fn error_lines(e: &Error, colour: bool) -> Vec<String> {
             };
             format!("{} {ename}: {}{at}", tag(*engine), indent(message))
         }
+        // An engine's error in a `%run` file: at the file's line.
+        Error::InFile {
+            path,
+            line,
+            column,
+            error,
+        } => match &**error {
+            Error::RemoteError {
+                engine,
+                ename,
+                message,
+                ..
+            } => {
+                let at = match (line, column) {
+                    (Some(l), Some(c)) => format!(", line {l}, column {c}"),
+                    (Some(l), None) => format!(", line {l}"),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} {ename}: {} ({}{at})",
+                    tag(*engine),
+                    indent(message),
+                    path.display()
+                )
+            }
+            _ => format!("{} {}", paint("error:", Colour::Red, colour), indent(&e.to_string())),
+        },
         Error::EngineDied { engine, .. } => format!(
             "{} EngineDied: the engine died before answering",
             tag(*engine)
@@ -332,6 +359,22 @@ mod tests {
         assert_eq!(
             reply_error_lines(Some(4), &Error::UnknownEngine(2), false),
             error_lines(&Error::UnknownEngine(2), false)
+        );
+        let in_file = Error::InFile {
+            path: "lib/a.rhai".into(),
+            line: Some(3),
+            column: Some(9),
+            error: Box::new(Error::RemoteError {
+                engine: 0,
+                ename: "RuntimeError".into(),
+                message: "boom".into(),
+                line: None,
+                column: None,
+            }),
+        };
+        assert_eq!(
+            reply_error_lines(Some(0), &in_file, false),
+            ["[0:error] RuntimeError: boom (lib/a.rhai, line 3, column 9)"]
         );
         let e = error_lines(&Error::NoEngines, false);
         assert!(e[0].starts_with("error: no engines"), "{e:?}");

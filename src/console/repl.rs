@@ -76,6 +76,17 @@ impl rustyline::Helper for ConsoleHelper {}
 pub fn complete(line: &str, pos: usize, names: &[String]) -> (usize, Vec<String>) {
     let pos = pos.min(line.len());
     let before = line.get(..pos).unwrap_or(line);
+    if let Some(args) = before.trim_start().strip_prefix("%run") {
+        if args.starts_with(char::is_whitespace) {
+            let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+            let previous = before[..start].split_whitespace().next_back();
+            let word = &before[start..];
+            if word.starts_with('-') || matches!(previous, Some("--targets" | "-t")) {
+                return (start, Vec::new());
+            }
+            return (start, complete_path(word));
+        }
+    }
     let start = before
         .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '%'))
         .map_or(0, |i| i + 1);
@@ -109,6 +120,52 @@ pub fn complete(line: &str, pos: usize, names: &[String]) -> (usize, Vec<String>
         .cloned()
         .collect();
     (start, words)
+}
+
+/// Script files and folders that complete `word` (for `%run`): folders
+/// with a trailing `/`, files ending in `.rhai`; hidden ones only when
+/// `word` asks for them.
+///
+/// ```
+/// use zpar::console::repl::complete_path;
+/// let dir = std::env::temp_dir().join(format!("zpar-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(dir.join("lib")).unwrap();
+/// std::fs::write(dir.join("setup.rhai"), "").unwrap();
+/// let base = format!("{}/", dir.display());
+/// assert_eq!(complete_path(&format!("{base}s")), [format!("{base}setup.rhai")]);
+/// assert_eq!(complete_path(&format!("{base}l")), [format!("{base}lib/")]);
+/// ```
+pub fn complete_path(word: &str) -> Vec<String> {
+    let (dir, prefix) = match word.rfind('/') {
+        Some(i) => (&word[..=i], &word[i + 1..]),
+        None => ("", word),
+    };
+    let folder = match (dir.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ if dir.is_empty() => Path::new(".").to_path_buf(),
+        _ => Path::new(dir).to_path_buf(),
+    };
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new();
+    };
+    let mut words: Vec<String> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            if !name.starts_with(prefix) || (name.starts_with('.') && !prefix.starts_with('.')) {
+                return None;
+            }
+            if entry.path().is_dir() {
+                Some(format!("{dir}{name}/"))
+            } else if name.ends_with(".rhai") {
+                Some(format!("{dir}{name}"))
+            } else {
+                None
+            }
+        })
+        .collect();
+    words.sort();
+    words
 }
 
 /// The interactive loop. Returns the exit code.
@@ -264,6 +321,17 @@ mod tests {
             (4, vec!["alpha".to_string()])
         );
         assert_eq!(complete("%px 1", 5, &names()).1, Vec::<String>::new());
+        // After %run: files, not names.
+        let dir = std::env::temp_dir().join(format!("zpar-complete-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("alpha.rhai"), "").unwrap();
+        std::fs::write(dir.join("alpha.txt"), "").unwrap();
+        let line = format!("%run -t 0 {}/al", dir.display());
+        assert_eq!(
+            complete(&line, line.len(), &names()),
+            (10, vec![format!("{}/alpha.rhai", dir.display())])
+        );
+        assert_eq!(complete("%run -t ", 8, &names()).1, Vec::<String>::new());
         assert_eq!(complete("%px ", 4, &names()).1, Vec::<String>::new());
         // Completion looks at the word before the cursor only.
         assert_eq!(

@@ -54,13 +54,16 @@ pub(crate) type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 pub const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
 
 /// What a communicator needs from its engine: the zmq context, the address
-/// to bind on, and the engine's id (for messages).
+/// to bind on and the one to advertise to peers, and the engine's id (for
+/// messages).
 #[derive(Clone)]
 pub struct CommEnv {
     /// The engine's zmq context.
     pub ctx: zmq::Context,
-    /// The interface to bind on.
+    /// The interface to bind on (may be a wildcard).
     pub ip: String,
+    /// The address peers reach this engine at (`info`'s `host` and URLs).
+    pub advertise: String,
     /// The engine's id.
     pub engine_id: u32,
 }

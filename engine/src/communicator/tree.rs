@@ -77,6 +77,22 @@ fn remaining(deadline: Option<Instant>) -> i64 {
     })
 }
 
+/// The URL peers use to reach a bound socket: its port at the advertised
+/// address (a socket bound on every interface reports `0.0.0.0`, which no
+/// peer can connect to).
+fn advertised(socket: &zmq::Socket, address: &str) -> String {
+    let bound = socket
+        .get_last_endpoint()
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
+    match bound.rsplit_once(':') {
+        Some((_, port)) if address.contains(':') => format!("tcp://[{address}]:{port}"),
+        Some((_, port)) => format!("tcp://{address}:{port}"),
+        None => bound,
+    }
+}
+
 /// Splits a ROUTER message into the child's id and the rest.
 fn from_child(frames: Vec<zmq::Message>) -> Option<(u32, Vec<zmq::Message>)> {
     let mut it = frames.into_iter();
@@ -98,22 +114,14 @@ impl Comm {
         router
             .bind(&format!("tcp://{}:*", env.ip))
             .map_err(|e| zerr(&format!("bind on {}", env.ip), e))?;
-        let router_url = router
-            .get_last_endpoint()
-            .ok()
-            .and_then(|r| r.ok())
-            .unwrap_or_default();
+        let router_url = advertised(&router, &env.advertise);
         let publisher = if is_root {
             let p = env.ctx.socket(zmq::PUB).map_err(|e| zerr("socket", e))?;
             p.set_linger(0).ok();
             p.set_sndhwm(0).ok();
             p.bind(&format!("tcp://{}:*", env.ip))
                 .map_err(|e| zerr(&format!("bind on {}", env.ip), e))?;
-            let url = p
-                .get_last_endpoint()
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or_default();
+            let url = advertised(&p, &env.advertise);
             Some((p, url))
         } else {
             None
@@ -123,7 +131,7 @@ impl Comm {
             is_root,
             router,
             router_url,
-            host: env.ip.clone(),
+            host: env.advertise.clone(),
             publisher,
             links: None,
             timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),

@@ -54,6 +54,7 @@ impl HubCore {
             Content::ConnectionRequest(_) => Content::ConnectionReply(ConnectionReply {
                 status: Status::Ok,
                 engines: self.registry.table(),
+                hosts: self.registry.hosts(),
             }),
             Content::QueueRequest(r) => {
                 let engines = self
@@ -160,11 +161,14 @@ impl HubCore {
             });
         }
         let (id, fresh) = self.registry.register(uuid, r.id);
+        if let Some(e) = self.registry.get_mut(id) {
+            e.host = r.host.clone();
+        }
         if fresh {
             out.push(Action::Watch {
                 uuid: uuid.to_vec(),
             });
-            info!(engine = id, uuid = %r.uuid, "engine registered");
+            info!(engine = id, uuid = %r.uuid, host = r.host.as_deref().unwrap_or("?"), "engine registered");
             self.notify(
                 Content::RegistrationNotification(EngineNotification {
                     id,

@@ -35,6 +35,8 @@ pub struct EngineEntry {
     pub completed: u64,
     /// The scheduler's clock value when it last got a task.
     pub last_assigned: u64,
+    /// The address it said its peers reach it at.
+    pub host: Option<String>,
 }
 
 impl EngineEntry {
@@ -77,6 +79,7 @@ impl Registry {
                 pending: HashMap::new(),
                 completed: 0,
                 last_assigned: 0,
+                host: None,
             },
         );
         self.by_uuid.insert(uuid.to_vec(), id);
@@ -120,6 +123,14 @@ impl Registry {
         self.engines
             .values()
             .map(|e| (e.id, String::from_utf8_lossy(&e.uuid).into_owned()))
+            .collect()
+    }
+
+    /// id → host, for engines that said where they run.
+    pub fn hosts(&self) -> BTreeMap<u32, String> {
+        self.engines
+            .values()
+            .filter_map(|e| Some((e.id, e.host.clone()?)))
             .collect()
     }
 

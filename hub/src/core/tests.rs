@@ -144,6 +144,7 @@ impl HubHarness {
             Content::RegistrationRequest(RegistrationRequest {
                 uuid: uuid.into(),
                 id: requested,
+                host: Some(format!("host-of-{uuid}")),
             }),
         );
         let Content::RegistrationReply(r) = reply.content else {
@@ -1048,6 +1049,7 @@ fn registration_gives_ids_in_order_and_watches_each_engine() {
     };
     assert_eq!(t.engines.len(), 3);
     assert_eq!(t.engines[&2], uuid_of(2));
+    assert_eq!(t.hosts[&2], format!("host-of-{}", uuid_of(2)));
     h.expect_commit_if_any();
     h.assert_no_more();
 }
@@ -1061,6 +1063,7 @@ fn registering_again_keeps_the_id_and_makes_no_noise() {
         Content::RegistrationRequest(RegistrationRequest {
             uuid: uuid_of(0),
             id: None,
+            host: None,
         }),
     );
     let Content::RegistrationReply(r) = r.content else {
@@ -1079,6 +1082,7 @@ fn a_registration_must_come_from_the_uuid_it_names() {
         Content::RegistrationRequest(RegistrationRequest {
             uuid: "engine-0".into(),
             id: None,
+            host: None,
         }),
     );
     let Content::RegistrationReply(r) = r.content else {

@@ -125,6 +125,7 @@ pub fn sample_message(session: &Session, rng: &mut Rng) -> Message {
         4 => Content::RegistrationRequest(RegistrationRequest {
             uuid: zpar_protocol::new_id(),
             id: Some(3),
+            host: Some("10.0.0.3".into()),
         }),
         5 => Content::Stream(Stream {
             name: "stdout".into(),
@@ -137,6 +138,7 @@ pub fn sample_message(session: &Session, rng: &mut Rng) -> Message {
         _ => Content::ConnectionReply(ConnectionReply {
             status: Default::default(),
             engines: (0..3).map(|i| (i, zpar_protocol::new_id())).collect(),
+            hosts: (0..3).map(|i| (i, format!("10.0.0.{i}"))).collect(),
         }),
     };
     let mut msg = if rng.chance(30) {

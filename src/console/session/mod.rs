@@ -12,7 +12,8 @@
 //! status, communicator setup) run on a helper thread waited on the same
 //! way.
 //!
-//! `%px` lives in [`px`], the data and control commands in [`data`].
+//! `%px` and `%run` live in [`px`], the data and control commands in
+//! [`data`].
 
 mod data;
 mod px;
@@ -196,6 +197,7 @@ impl Session {
                 block,
                 timeout,
             } => self.px(&code, &targets, block, timeout),
+            Command::Run { path, targets } => self.run_file(&path, &targets),
             Command::Autopx => {
                 self.autopx = !self.autopx;
                 self.out.line(if self.autopx {

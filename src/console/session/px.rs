@@ -1,4 +1,4 @@
-//! `%px` and what follows it: showing a run's output, values and errors,
+//! `%px` and `%run`, and what follows them: showing a run's output, values and errors,
 //! interrupting it, `%result` and `%wait`.
 
 use super::{Session, Status, WaitEnd, GRACE};
@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use zpar_client::{AsyncResult, Value};
+use zpar_client::{AsyncResult, Script, Value};
 
 /// One `%px` and what of it has been shown.
 #[derive(Clone)]
@@ -51,6 +51,38 @@ impl Session {
             meta.insert("timeout".into(), json!(t.as_secs_f64()));
         }
         let ar = view.execute_with(code, meta)?;
+        self.names.add(input::defined_names(code));
+        // The engines enforce a timeout themselves; this is the backstop.
+        let deadline = timeout.map(|t| Instant::now() + t + GRACE);
+        self.follow(ar, ids, block, deadline)
+    }
+
+    /// `%run FILE`: the file (and what it imports) read here, then run on
+    /// the targets and shown as a `%px` is.
+    pub(super) fn run_file(&mut self, path: &str, targets: &Option<TargetSpec>) -> Result<Status> {
+        let path = match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+            (Some(rest), Some(home)) => std::path::Path::new(&home).join(rest),
+            _ => std::path::PathBuf::from(path),
+        };
+        // Read first: a missing file fails here, before anything is sent.
+        let script = Script::load(&path)?;
+        self.ensure_hub()?;
+        let (view, ids) = self.view(targets)?;
+        let ar = view.run_script(&script)?;
+        self.names.add(input::defined_names(script.code()));
+        self.follow(ar, ids, true, None)
+    }
+
+    /// Files a request the session sent as a `%px` run (its execution
+    /// numbers, `%result`), then waits for it and shows it, or leaves it
+    /// pending without `block`.
+    fn follow(
+        &mut self,
+        ar: AsyncResult,
+        ids: Vec<u32>,
+        block: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Status> {
         let counts = ids
             .iter()
             .map(|id| {
@@ -59,7 +91,6 @@ impl Session {
                 (*id, *c)
             })
             .collect();
-        self.names.add(input::defined_names(code));
         let run = PxRun {
             ar,
             counts,
@@ -75,8 +106,6 @@ impl Session {
             self.pending.push(run);
             return Ok(Status::Ok);
         }
-        // The engines enforce a timeout themselves; this is the backstop.
-        let deadline = timeout.map(|t| Instant::now() + t + GRACE);
         match self.wait_ar(&run.ar, deadline) {
             WaitEnd::Done => Ok(self.show_run(&run)),
             WaitEnd::Interrupted => Ok(self.interrupt_run(run, "Ctrl-C")),

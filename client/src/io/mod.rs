@@ -12,14 +12,34 @@
 //!
 //! Results the hub pushes to nobody here (another client's request fetched
 //! with `get_result`) are asked for again on this loop's poll timer: the
-//! poll wakes when the next question is due ([`crate::watch`]).
+//! poll wakes when the next question is due (`watch.rs`).
+//!
+//! The hub itself is watched the same way: its heartbeat pings (and any
+//! other message) keep it alive; the poll also wakes when its silence would
+//! reach the limit. A hub found lost fails every result still pending here
+//! and every query waiting, with [`Error::HubLost`]; requests made while it
+//! is gone fail at once, and the hub-facing sockets are made anew (their
+//! queues discarded, so a request reported lost never reaches the next
+//! hub). A hub heard again (a hub restarted with `zpar hub --reuse`
+//! listens on the same ports) is back: the engine table is asked for again
+//! and requests go out as before. Without a heartbeat port in the
+//! connection file (older hubs), the loop asks the hub for the engine table
+//! whenever it has been quiet for a second.
 
-use crate::error::Error;
+mod hub;
+mod outcome;
+mod sockets;
+
+pub(crate) use outcome::outcome_of;
+
+use crate::error::{Error, HubLoss};
 use crate::result::{EngineReply, ResultState};
-use crate::watch::{WatchId, Watches};
+use crate::watch::{HubLiveness, WatchId, Watches, HUB_TIMEOUT};
+use outcome::reply_metadata;
 use serde_json::Value as Json;
+use sockets::IoSockets;
 use std::collections::VecDeque;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -28,8 +48,8 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use zpar_protocol::{
-    recv_frames, send_frames, Channel, Content, ErrorClass, Message, ReplyMetadata, Session,
-    Status, TaskReply, Value,
+    recv_frames, send_frames, Channel, ClientConnection, Content, Message, Session, Status,
+    TaskReply,
 };
 
 /// One of the client's hub-facing sockets.
@@ -64,6 +84,20 @@ pub enum ClientEvent {
         /// Why.
         reason: String,
     },
+    /// The hub was lost: every pending result failed with
+    /// [`Error::HubLost`], and requests fail at once until
+    /// [`HubReturned`](Self::HubReturned).
+    HubLost {
+        /// The hub's registration address.
+        url: String,
+        /// What the client saw.
+        reason: HubLoss,
+    },
+    /// A hub answers again on the same connection file; requests work.
+    HubReturned {
+        /// The hub's registration address.
+        url: String,
+    },
 }
 
 pub(crate) enum Command {
@@ -75,7 +109,8 @@ pub(crate) enum Command {
     Query {
         frames: Vec<zmq::Message>,
         msg_id: String,
-        reply: mpsc::Sender<Message>,
+        /// The hub's reply, or [`Error::HubLost`].
+        reply: mpsc::Sender<Result<Message, Error>>,
     },
     Events(mpsc::Sender<ClientEvent>),
     /// A query timed out: stop waiting for its reply.
@@ -88,6 +123,8 @@ pub(crate) enum Command {
     },
     /// Forget requests whose results were dropped; answers how many.
     PurgeLocal(mpsc::Sender<usize>),
+    /// How long the hub may be silent before it counts as lost.
+    HubTimeout(Duration),
     Stop,
 }
 
@@ -95,68 +132,104 @@ pub(crate) enum Command {
 /// results can beat the resubmit reply); kept briefly, bounded.
 const ORPHANS: usize = 4096;
 
-/// The engine table, shared with user threads.
+/// The engine table and the hub's state, shared with user threads.
 #[derive(Debug, Default)]
 pub(crate) struct EngineTable {
     pub engines: Mutex<BTreeMap<u32, String>>,
     pub changed: Condvar,
+    /// [`Error::HubLost`] while the hub is gone; None while it answers.
+    pub hub_lost: Mutex<Option<Error>>,
 }
 
-pub(crate) struct IoSockets {
-    pub query: zmq::Socket,
-    pub mux: zmq::Socket,
-    pub task: zmq::Socket,
-    pub control: zmq::Socket,
-    pub iopub: zmq::Socket,
-    pub notification: zmq::Socket,
+impl EngineTable {
+    /// The error requests fail with now, if the hub is gone.
+    pub fn hub_lost(&self) -> Option<Error> {
+        self.hub_lost.lock().expect("hub lock").clone()
+    }
 }
+
+/// Without heartbeats to hear, the hub is asked after this much quiet.
+const PROBE_PERIOD: Duration = Duration::from_secs(1);
 
 pub(crate) struct IoLoop {
-    pub sockets: IoSockets,
-    pub session: Session,
-    pub commands: mpsc::Receiver<Command>,
-    pub wake: UnixStream,
-    pub table: Arc<EngineTable>,
+    sockets: IoSockets,
+    session: Session,
+    commands: mpsc::Receiver<Command>,
+    wake: UnixStream,
+    table: Arc<EngineTable>,
+    /// For making the sockets anew after a lost hub.
+    conn: ClientConnection,
+    identity: Vec<u8>,
+    /// The hub's registration address, for errors and events.
+    url: String,
+    hub: HubLiveness,
+    /// The msg id of our own connection request in flight (a probe of a
+    /// hub without heartbeat port, or the table refresh when it is back),
+    /// and when it went.
+    probe: Option<(String, Instant)>,
+    /// When to ask for the engine table again after the hub came back
+    /// (engines register again over the next seconds, and a notification
+    /// published before our subscription took is never seen).
+    reprobes: VecDeque<Instant>,
     /// Requests awaiting replies. Weak: a result the user dropped is not
     /// kept alive here, so a map of 100,000 tasks costs nothing once taken.
     tracked: HashMap<String, (Weak<ResultState>, usize)>,
     orphans: VecDeque<(String, Message)>,
-    queries: HashMap<String, mpsc::Sender<Message>>,
+    queries: HashMap<String, mpsc::Sender<Result<Message, Error>>>,
     watches: Watches,
     events: Option<mpsc::Sender<ClientEvent>>,
+    /// After a lost hub, the engines announced as registered since: a join
+    /// seen both in a notification and in the table the hub sends back on
+    /// its return is announced once. None before any loss (every
+    /// notification is announced).
+    announced: Option<BTreeSet<u32>>,
+    /// Last: the context outlives every socket above.
+    ctx: zmq::Context,
 }
 
 /// The poll's timeout when nothing is due sooner.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
 impl IoLoop {
+    /// Connects the sockets to the hub `conn` describes, as `identity`.
     pub fn new(
-        sockets: IoSockets,
+        conn: ClientConnection,
+        identity: Vec<u8>,
         session: Session,
         commands: mpsc::Receiver<Command>,
         wake: UnixStream,
         table: Arc<EngineTable>,
-    ) -> IoLoop {
-        IoLoop {
+    ) -> zmq::Result<IoLoop> {
+        let ctx = zmq::Context::new();
+        let sockets = IoSockets::connect(&ctx, &conn, &identity)?;
+        Ok(IoLoop {
             sockets,
             session,
             commands,
             wake,
             table,
+            url: conn.url(conn.registration),
+            conn,
+            identity,
+            hub: HubLiveness::new(HUB_TIMEOUT),
+            probe: None,
+            reprobes: VecDeque::new(),
             tracked: HashMap::new(),
             orphans: VecDeque::new(),
             queries: HashMap::new(),
             watches: Watches::default(),
             events: None,
-        }
+            announced: None,
+            ctx,
+        })
     }
 
     pub fn run(mut self) {
         let fd = self.wake.as_raw_fd();
         loop {
-            let ready: [bool; 7] = {
+            let ready: [bool; 8] = {
                 let s = &self.sockets;
-                let mut items = [
+                let mut items = vec![
                     zmq::PollItem::from_fd(fd, zmq::POLLIN),
                     s.mux.as_poll_item(zmq::POLLIN),
                     s.task.as_poll_item(zmq::POLLIN),
@@ -165,8 +238,11 @@ impl IoLoop {
                     s.iopub.as_poll_item(zmq::POLLIN),
                     s.notification.as_poll_item(zmq::POLLIN),
                 ];
+                if let Some(hb) = &s.heartbeat {
+                    items.push(hb.as_poll_item(zmq::POLLIN));
+                }
                 match zmq::poll(&mut items, self.poll_timeout_ms()) {
-                    Ok(_) => std::array::from_fn(|i| items[i].is_readable()),
+                    Ok(_) => std::array::from_fn(|i| items.get(i).is_some_and(|p| p.is_readable())),
                     Err(zmq::Error::EINTR) => continue,
                     Err(e) => {
                         warn!(error = %e, "client poll failed; the client stops");
@@ -181,6 +257,15 @@ impl IoLoop {
             // Commands may be waiting even without a wake byte (coalesced).
             if !self.drain_commands() {
                 return;
+            }
+            // Anything from the hub is life; pings also name its instance.
+            let now = Instant::now();
+            if ready[7] {
+                self.drain_heartbeat(now);
+            }
+            if ready[1..7].iter().any(|r| *r) {
+                let change = self.hub.heard(now);
+                self.on_hub_change(change);
             }
             for (i, socket) in [
                 (1, Socket::Requests(Channel::Mux)),
@@ -199,16 +284,23 @@ impl IoLoop {
                 self.drain_notifications();
             }
             self.ask_watched();
+            self.watch_hub();
         }
     }
 
-    /// Milliseconds until the next watched result is due, at most
-    /// [`IDLE_POLL`].
+    /// Milliseconds until the next watched result is due or the hub's
+    /// silence reaches the limit, at most [`IDLE_POLL`].
     fn poll_timeout_ms(&self) -> i64 {
-        let wait = match self.watches.next_wake() {
-            Some(at) => at.saturating_duration_since(Instant::now()).min(IDLE_POLL),
-            None => IDLE_POLL,
-        };
+        let now = Instant::now();
+        let wait = [
+            self.watches.next_wake(),
+            self.hub.deadline(),
+            self.reprobes.front().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|at| at.saturating_duration_since(now))
+        .fold(IDLE_POLL, Duration::min);
         // Round up, so a due time 0.4 ms away does not spin the loop.
         wait.as_micros().div_ceil(1000) as i64
     }
@@ -285,6 +377,18 @@ impl IoLoop {
     fn drain_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
+                Ok(Command::Send { state, .. } | Command::Watch { state, .. })
+                    if self.hub.is_lost() =>
+                {
+                    if let Some(error) = self.table.hub_lost() {
+                        state.fail_open(&error);
+                    }
+                }
+                Ok(Command::Query { reply, .. }) if self.hub.is_lost() => {
+                    if let Some(error) = self.table.hub_lost() {
+                        let _ = reply.send(Err(error));
+                    }
+                }
                 Ok(Command::Send {
                     messages,
                     track,
@@ -336,6 +440,7 @@ impl IoLoop {
                     self.orphans.clear();
                     let _ = tx.send(before - self.tracked.len());
                 }
+                Ok(Command::HubTimeout(limit)) => self.hub.set_limit(limit),
                 Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
                 Err(mpsc::TryRecvError::Empty) => return true,
             }
@@ -361,8 +466,11 @@ impl IoLoop {
                 continue;
             };
             if socket == Socket::Query {
-                if let Some(tx) = self.queries.remove(&parent) {
-                    let _ = tx.send(msg);
+                if self.probe.as_ref().is_some_and(|(id, _)| *id == parent) {
+                    self.probe = None;
+                    self.on_probe_reply(msg);
+                } else if let Some(tx) = self.queries.remove(&parent) {
+                    let _ = tx.send(Ok(msg));
                 } else if let Some((watch, msg_id, state)) = self.watches.answer(&parent) {
                     self.on_watch_reply(watch, msg_id, state, msg);
                 }
@@ -462,10 +570,17 @@ impl IoLoop {
                         .lock()
                         .expect("table lock")
                         .insert(n.id, n.uuid);
+                    if self.announced.as_mut().is_some_and(|a| !a.insert(n.id)) {
+                        self.table.changed.notify_all();
+                        continue;
+                    }
                     ClientEvent::EngineRegistered(n.id)
                 }
                 Content::UnregistrationNotification(n) => {
                     self.table.engines.lock().expect("table lock").remove(&n.id);
+                    if let Some(a) = &mut self.announced {
+                        a.remove(&n.id);
+                    }
                     ClientEvent::EngineUnregistered {
                         engine: n.id,
                         reason: n.reason.unwrap_or_default(),
@@ -485,56 +600,4 @@ impl IoLoop {
             }
         }
     }
-}
-
-/// Turns a reply's content into a value or an error.
-pub(crate) fn outcome_of(
-    r: &TaskReply,
-    engine: Option<u32>,
-    msg_id: &str,
-    buffers: &[zmq::Message],
-) -> Result<Value, Error> {
-    let msg_id = msg_id.to_string();
-    let ename = r.ename.clone().unwrap_or_else(|| "Error".into());
-    let message = r.evalue.clone().unwrap_or_default();
-    let class = ErrorClass::parse(&ename);
-    let from_hub = |ename: String, message: String| Error::Hub { ename, message };
-    match (r.status, engine) {
-        (Status::Ok, _) => match &r.result {
-            None => Ok(Value::Unit),
-            Some(json) => Value::decode(json, buffers).map_err(Error::from),
-        },
-        (Status::Aborted, Some(engine)) => Err(Error::Aborted { engine, msg_id }),
-        (Status::Aborted, None) => Err(from_hub(ename, message)),
-        (Status::Error, engine) => Err(match (class, engine) {
-            (ErrorClass::NoEngines, _) => Error::NoEngines,
-            (ErrorClass::EngineDied, Some(engine)) => Error::EngineDied { engine, msg_id },
-            (ErrorClass::UnknownEngine, Some(engine)) => Error::UnknownEngine(engine),
-            (ErrorClass::Timeout, Some(engine)) => Error::TaskTimeout {
-                engine,
-                msg_id,
-                message,
-            },
-            (class, _) if class.is_refusal() => from_hub(ename, message),
-            // A failure the hub reported without any engine (a dependency
-            // that failed, a record it could not read).
-            (_, None) => from_hub(ename, message),
-            (_, Some(engine)) => Error::RemoteError {
-                engine,
-                ename,
-                message,
-                line: r.line,
-                column: r.column,
-            },
-        }),
-    }
-}
-
-/// zpar's keys in a reply's metadata; a reply that breaks the contract is
-/// read as if it had none, with a log line.
-fn reply_metadata(msg: &Message) -> ReplyMetadata {
-    ReplyMetadata::from_map(&msg.metadata).unwrap_or_else(|e| {
-        debug!(error = %e, msg_type = %msg.header.msg_type, "reply metadata ignored");
-        ReplyMetadata::default()
-    })
 }

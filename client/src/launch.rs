@@ -1,0 +1,194 @@
+//! How a cluster's engines are started: on this machine, over `ssh` on
+//! other hosts, or as the ranks of an `mpiexec`.
+//!
+//! The launchers wrap the tools a cluster already has rather than adding a
+//! daemon of ours. Each passes the engine connection (the hub's addresses
+//! and key) in `ZPAR_CONNECTION_INFO`, never on a command line, so the key
+//! stays out of process listings on every host:
+//!
+//! - **ssh**: `ssh HOST 'read -r ZPAR_CONNECTION_INFO && export … && exec
+//!   zpar engine …'`, with the JSON written to ssh's standard input;
+//! - **mpi**: `mpiexec -n N -x ZPAR_CONNECTION_INFO zpar engine --mpi`, the
+//!   variable set in mpiexec's environment and forwarded by name; each
+//!   engine asks for its MPI rank as its id, so ids follow rank order.
+//!
+//! ```
+//! use zpar_client::launch::{spread, SshHost};
+//! let hosts: Vec<SshHost> = "node1,node2:3".split(',').map(|h| h.parse().unwrap()).collect();
+//! assert_eq!(spread(&hosts, 5).unwrap(), vec![("node1".to_string(), 2), ("node2".to_string(), 3)]);
+//! ```
+
+use std::str::FromStr;
+
+/// The environment variable that carries the engine connection file's JSON.
+pub const CONNECTION_INFO_VAR: &str = "ZPAR_CONNECTION_INFO";
+
+/// How engines are started.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EngineLauncher {
+    /// As processes on this machine.
+    #[default]
+    Local,
+    /// Over `ssh`, spread over hosts.
+    Ssh {
+        /// The hosts, with how many engines each takes if said.
+        hosts: Vec<SshHost>,
+        /// Options for every `ssh` call (`-i KEY`, `-p PORT`, `-F FILE`).
+        ssh_args: Vec<String>,
+        /// The `zpar` to run on the hosts (default: `zpar` on their PATH).
+        remote_zpar: String,
+    },
+    /// As the ranks of one `mpiexec`.
+    Mpi {
+        /// Options for `mpiexec` (`--host a:2,b:2`, `--hostfile F`).
+        mpi_args: Vec<String>,
+    },
+}
+
+/// A host for the ssh launcher: `name` or `name:k` (k engines there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshHost {
+    /// What `ssh` connects to (`host`, `user@host`).
+    pub name: String,
+    /// How many engines it takes; None: a share of the rest.
+    pub engines: Option<usize>,
+}
+
+impl FromStr for SshHost {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SshHost, String> {
+        let s = s.trim();
+        match s.rsplit_once(':') {
+            Some((name, k)) if !name.is_empty() => {
+                let k = k.parse::<usize>().map_err(|_| {
+                    format!("host {s:?}: after ':' comes how many engines it takes, not {k:?}")
+                })?;
+                Ok(SshHost {
+                    name: name.to_string(),
+                    engines: Some(k),
+                })
+            }
+            _ if s.is_empty() => Err("an empty host name in --hosts".to_string()),
+            _ => Ok(SshHost {
+                name: s.to_string(),
+                engines: None,
+            }),
+        }
+    }
+}
+
+/// Spreads `n` engines over `hosts`: hosts with a count take it, the rest
+/// share what is left round-robin. An error if the counts do not fit `n`.
+pub fn spread(hosts: &[SshHost], n: usize) -> Result<Vec<(String, usize)>, String> {
+    if hosts.is_empty() {
+        return Err("the ssh launcher needs --hosts h1,h2:3".into());
+    }
+    let fixed: usize = hosts.iter().filter_map(|h| h.engines).sum();
+    let free: Vec<usize> = (0..hosts.len())
+        .filter(|i| hosts[*i].engines.is_none())
+        .collect();
+    if fixed > n || (free.is_empty() && fixed != n) {
+        return Err(format!(
+            "--hosts asks for {fixed} engines in all but -n is {n}: make them agree, or leave some hosts without a count"
+        ));
+    }
+    let mut out: Vec<(String, usize)> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.engines.unwrap_or(0)))
+        .collect();
+    for k in 0..n - fixed {
+        out[free[k % free.len()]].1 += 1;
+    }
+    Ok(out.into_iter().filter(|(_, k)| *k > 0).collect())
+}
+
+/// Quotes `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r#"'\''"#))
+}
+
+/// The command an ssh launcher runs on a host: reads the connection from
+/// standard input into the environment, then becomes the engine.
+pub fn remote_engine_command(remote_zpar: &str, engine_args: &[String]) -> String {
+    let args: Vec<String> = engine_args.iter().map(|a| shell_quote(a)).collect();
+    format!(
+        "read -r {CONNECTION_INFO_VAR} && export {CONNECTION_INFO_VAR} && exec {} engine {}",
+        shell_quote(remote_zpar),
+        args.join(" ")
+    )
+    .trim_end()
+    .to_string()
+}
+
+/// The environment variables MPI implementations set to a process's rank,
+/// in the order they are tried.
+pub const RANK_VARS: &[&str] = &[
+    "OMPI_COMM_WORLD_RANK",
+    "PMI_RANK",
+    "PMIX_RANK",
+    "SLURM_PROCID",
+];
+
+/// This process's MPI rank, from the launcher's environment.
+pub fn mpi_rank() -> Option<u32> {
+    RANK_VARS
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(spec: &str) -> Vec<SshHost> {
+        spec.split(',').map(|h| h.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn engines_are_spread_as_the_hosts_ask() {
+        assert_eq!(
+            spread(&hosts("a,b"), 5).unwrap(),
+            vec![("a".into(), 3), ("b".into(), 2)]
+        );
+        assert_eq!(
+            spread(&hosts("a:1,b,c"), 4).unwrap(),
+            vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 1)]
+        );
+        assert_eq!(
+            spread(&hosts("a:2,b:2"), 4).unwrap(),
+            vec![("a".into(), 2), ("b".into(), 2)]
+        );
+        assert_eq!(spread(&hosts("a,b,c"), 1).unwrap(), vec![("a".into(), 1)]);
+        assert!(spread(&hosts("a:2,b:2"), 5)
+            .unwrap_err()
+            .contains("4 engines"));
+        assert!(spread(&hosts("a:6"), 5).is_err());
+        assert!(spread(&[], 1).is_err());
+        assert!("a:x".parse::<SshHost>().unwrap_err().contains("how many"));
+        assert_eq!(
+            "root@h:3".parse::<SshHost>().unwrap(),
+            SshHost {
+                name: "root@h".into(),
+                engines: Some(3)
+            }
+        );
+    }
+
+    #[test]
+    fn the_remote_command_keeps_the_key_off_the_command_line() {
+        let cmd = remote_engine_command("/opt/zpar bin/zpar", &["--uuid".into(), "u-1".into()]);
+        assert_eq!(
+            cmd,
+            "read -r ZPAR_CONNECTION_INFO && export ZPAR_CONNECTION_INFO && exec '/opt/zpar bin/zpar' engine --uuid u-1"
+        );
+        assert_eq!(shell_quote("it's"), r#"'it'\''s'"#);
+        assert_eq!(shell_quote(""), "''");
+    }
+}
