@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Multiply repetition counts (0.1 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// For `link`: the client connection file of a running cluster to
+    /// measure against (its engine 0).
+    #[arg(long)]
+    pub file: Option<std::path::PathBuf>,
     /// Internal: the raw peer's address.
     #[arg(long, hide = true)]
     pub url: Option<String>,
@@ -138,9 +142,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let suites: Vec<&str> = match args.suite.as_str() {
         "all" => vec!["protocol", "cluster", "tasks", "allreduce"],
-        s @ ("protocol" | "cluster" | "tasks" | "allreduce" | "raw" | "hub-loss") => vec![s],
+        s @ ("protocol" | "cluster" | "tasks" | "allreduce" | "raw" | "hub-loss" | "link") => {
+            vec![s]
+        }
         other => {
-            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw or hub-loss")
+            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw, hub-loss or link")
         }
     };
     let needs_raw = suites
@@ -158,6 +164,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "allreduce" => allreduce(&mut report, &args, raw.as_ref().expect("measured"))?,
             "tasks" => tasks(&mut report, &args)?,
             "hub-loss" => hub_loss(&mut report, args.scale)?,
+            "link" => link(&mut report, &args)?,
             _ => {}
         }
     }
@@ -712,6 +719,55 @@ fn tasks(report: &mut Report, args: &BenchArgs) -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(db_dir);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- link
+
+/// Round trip and 16 MiB transfers to engine 0 of a cluster already
+/// running (`--file`): run it against a cluster across a network link and
+/// against one on loopback, in the same run, to compare the two
+/// (`scripts/bench-link.sh` does that over network namespaces).
+fn link(report: &mut Report, args: &BenchArgs) -> Result<()> {
+    let file = args
+        .file
+        .as_ref()
+        .context("the link suite measures a running cluster: give its client file with --file")?;
+    let client = Client::from_file(file)?;
+    client
+        .wait_for_engines(1, Duration::from_secs(30))
+        .context("the cluster has no engine")?;
+    let one = client.view(*client.ids().first().context("the cluster has no engines")?);
+    let at = client.connection().ip.clone();
+    let rtt = median_us(reps(1000, args.scale), || {
+        one.execute("1")?.get()?;
+        Ok(())
+    })?;
+    report.add(&format!("execute round trip, hub at {at}"), rtt, "us", None);
+    let data = Value::F64Array((0..(16usize << 20) / 8).map(|i| i as f64).collect());
+    let n = reps(20, args.scale);
+    let mbs = |us: f64| (16usize << 20) as f64 / 1e6 / (us / 1e6);
+    let push = median_us(n, || {
+        one.push("bench_data", data.clone())?.get()?;
+        Ok(())
+    })?;
+    report.add(
+        &format!("push 16 MiB f64 array, hub at {at}"),
+        mbs(push),
+        "MB/s",
+        None,
+    );
+    let pull = median_us(n, || {
+        one.pull("bench_data")?.get()?;
+        Ok(())
+    })?;
+    report.add(
+        &format!("pull 16 MiB f64 array, hub at {at}"),
+        mbs(pull),
+        "MB/s",
+        None,
+    );
+    one.execute("bench_data = ();")?.get()?;
     Ok(())
 }
 

@@ -243,6 +243,31 @@ impl Client {
         Ok(ids)
     }
 
+    /// Where each engine runs: engine id → the address it told the hub its
+    /// peers reach it at (engines that did not say are left out).
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// for (id, host) in client.engine_hosts(std::time::Duration::from_secs(5))? {
+    ///     println!("engine {id} runs on {host}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn engine_hosts(
+        &self,
+        timeout: Duration,
+    ) -> Result<std::collections::BTreeMap<u32, String>> {
+        let reply = self.query(Content::ConnectionRequest(ConnectionRequest {}), timeout)?;
+        match reply.content {
+            Content::ConnectionReply(r) => Ok(r.hosts),
+            other => Err(Error::Hub {
+                ename: "UnexpectedReply".into(),
+                message: format!("{} to a connection request", other.msg_type()),
+            }),
+        }
+    }
+
     /// The ids of the registered engines, as this client last heard.
     pub fn ids(&self) -> Vec<u32> {
         self.inner

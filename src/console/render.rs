@@ -248,24 +248,35 @@ pub fn prompt(n: usize, autopx: bool, colour: bool) -> (String, String) {
     (raw, styled)
 }
 
-/// `%engines`: one row per engine.
-pub fn engines_table(q: &QueueReply, targets: &[u32]) -> Vec<String> {
+/// `%engines`: one row per engine, with the host it runs on when known.
+pub fn engines_table(
+    q: &QueueReply,
+    targets: &[u32],
+    hosts: &std::collections::BTreeMap<u32, String>,
+) -> Vec<String> {
     if q.engines.is_empty() {
         return vec!["no engines are registered".to_string()];
     }
     let mut rows = vec![format!(
-        "{:>6}  {:<6}  {:>5}  {:>9}  {}",
-        "engine", "status", "queue", "completed", "target"
-    )];
+        "{:>6}  {:<6}  {:>5}  {:>9}  {:<6}  {}",
+        "engine", "status", "queue", "completed", "target", "host"
+    )
+    .trim_end()
+    .to_string()];
     for (id, e) in &q.engines {
-        rows.push(format!(
-            "{:>6}  {:<6}  {:>5}  {:>9}  {}",
-            id,
-            if e.queue > 0 { "busy" } else { "idle" },
-            e.queue,
-            e.completed,
-            if targets.contains(id) { "yes" } else { "no" }
-        ));
+        rows.push(
+            format!(
+                "{:>6}  {:<6}  {:>5}  {:>9}  {:<6}  {}",
+                id,
+                if e.queue > 0 { "busy" } else { "idle" },
+                e.queue,
+                e.completed,
+                if targets.contains(id) { "yes" } else { "no" },
+                hosts.get(id).map(String::as_str).unwrap_or("?")
+            )
+            .trim_end()
+            .to_string(),
+        );
     }
     if q.unassigned > 0 {
         rows.push(format!(
@@ -401,10 +412,15 @@ mod tests {
             },
         );
         q.engines.insert(1, EngineQueue::default());
-        let t = engines_table(&q, &[1]);
+        let hosts = [(1, "10.0.0.2".to_string())].into_iter().collect();
+        let t = engines_table(&q, &[1], &hosts);
         assert_eq!(t.len(), 3);
         assert!(t[1].contains("busy") && t[1].contains("no"), "{t:?}");
-        assert!(t[2].contains("idle") && t[2].ends_with("yes"), "{t:?}");
+        assert!(t[1].ends_with('?'), "{t:?}");
+        assert!(
+            t[2].contains("idle") && t[2].ends_with("yes     10.0.0.2"),
+            "{t:?}"
+        );
         assert_eq!(engines(&[2]), "engine 2");
         assert_eq!(engines(&[0, 1, 2]), "engines 0-2");
     }

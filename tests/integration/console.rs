@@ -276,7 +276,7 @@ fn console_script_runs_every_command() {
             "Out[0:8]: 0",
             "targets: all (engines 0,1)",
             // %engines
-            "engine  status  queue  completed  target",
+            "engine  status  queue  completed  target  host",
         ],
     );
     let only = index_of(&lines, "targets: 0 (engine 0)");
@@ -285,19 +285,20 @@ fn console_script_runs_every_command() {
         ["Out[0:8]: 0", "targets: all (engines 0,1)"],
         "%targets 0 leaves engine 1 out"
     );
-    let engines = index_of(&lines, "engine  status  queue  completed  target");
+    let engines = index_of(&lines, "engine  status  queue  completed  target  host");
     for (row, id) in lines[engines + 1..engines + 3].iter().zip(["0", "1"]) {
         let cols: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cols[0], id, "{row}");
         assert_eq!(cols[1], "idle", "{row}");
         assert_eq!(cols[2], "0", "{row}");
         assert_eq!(cols[4], "yes", "{row}");
+        assert_eq!(cols[5], "127.0.0.1", "{row}");
     }
     assert_in_order(
         &lines,
         &[
             // %result shows the last %px again
-            "engine  status  queue  completed  target",
+            "engine  status  queue  completed  target  host",
             "Out[0:8]: 0",
             // a loop sent without waiting, work queued behind it
             "sent to engines 0,1; %wait or %result show the outcome",

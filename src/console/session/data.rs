@@ -212,8 +212,12 @@ impl Session {
             return Ok(Status::Interrupted);
         };
         let q = q?;
+        let hosts = self
+            .client
+            .engine_hosts(std::time::Duration::from_secs(5))
+            .unwrap_or_default();
         let targets = self.view(&None).map(|(_, ids)| ids).unwrap_or_default();
-        self.out.lines(render::engines_table(&q, &targets));
+        self.out.lines(render::engines_table(&q, &targets, &hosts));
         Ok(Status::Ok)
     }
 
