@@ -20,7 +20,8 @@ use zpar_protocol::{Content, ExecuteRequest, Message, Session};
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// What to measure: all, protocol, cluster, tasks, allreduce, raw,
-    /// hub-loss (also part of cluster).
+    /// hub-loss (also part of cluster), compute (the array toolkit and
+    /// native kernels).
     #[arg(default_value = "all")]
     pub suite: String,
     /// Engines for the cluster suite.
@@ -59,13 +60,19 @@ pub struct Figure {
     pub ratio: Option<f64>,
 }
 
-struct Report {
+pub(crate) struct Report {
     figures: Vec<Figure>,
     json: bool,
 }
 
 impl Report {
-    fn add(&mut self, name: &str, value: f64, unit: &str, baseline: Option<(&str, f64)>) {
+    pub(crate) fn add(
+        &mut self,
+        name: &str,
+        value: f64,
+        unit: &str,
+        baseline: Option<(&str, f64)>,
+    ) {
         let fig = Figure {
             name: name.into(),
             value,
@@ -101,7 +108,7 @@ pub fn median(samples: &mut [f64]) -> f64 {
     }
 }
 
-fn reps(base: usize, scale: f64) -> usize {
+pub(crate) fn reps(base: usize, scale: f64) -> usize {
     ((base as f64 * scale).round() as usize).max(3)
 }
 
@@ -111,7 +118,7 @@ fn time_us(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1e6)
 }
 
-fn median_us(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+pub(crate) fn median_us(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     for _ in 0..(n / 10).max(2) {
         f()?; // warm up
     }
@@ -121,6 +128,8 @@ fn median_us(n: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     }
     Ok(median(&mut samples))
 }
+
+pub use crate::bench_compute::{kernels, pi_hits};
 
 /// Runs `zpar bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -141,12 +150,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     let suites: Vec<&str> = match args.suite.as_str() {
-        "all" => vec!["protocol", "cluster", "tasks", "allreduce"],
-        s @ ("protocol" | "cluster" | "tasks" | "allreduce" | "raw" | "hub-loss" | "link") => {
+        "all" => vec!["protocol", "cluster", "tasks", "allreduce", "compute"],
+        s @ ("protocol" | "cluster" | "tasks" | "allreduce" | "raw" | "hub-loss" | "link"
+        | "compute") => {
             vec![s]
         }
         other => {
-            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw, hub-loss or link")
+            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw, hub-loss, link or compute")
         }
     };
     let needs_raw = suites
@@ -165,6 +175,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "tasks" => tasks(&mut report, &args)?,
             "hub-loss" => hub_loss(&mut report, args.scale)?,
             "link" => link(&mut report, &args)?,
+            "compute" => crate::bench_compute::compute(&mut report, &args)?,
             _ => {}
         }
     }

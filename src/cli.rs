@@ -26,7 +26,13 @@ use zpar_protocol::backoff::{poll_until, Backoff};
 
 /// Interactive parallel computing for Rust on ZeroMQ.
 #[derive(Parser)]
-#[command(name = "zpar", version, about)]
+#[command(
+    name = "zpar",
+    version,
+    about,
+    after_help = "Exit codes: 0 success; 1 failure (the message says what and what to do); \
+                  2 wrong usage; 130 interrupted (Ctrl-C)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -136,8 +142,13 @@ struct EngineArgs {
     /// PMI_RANK or PMIX_RANK) as this engine's id, so ids follow ranks.
     #[arg(long)]
     mpi: bool,
+    /// Internal: serve the native kernels `zpar bench compute` measures.
+    #[arg(long, hide = true)]
+    bench_kernels: bool,
 }
 
+// Parsed once per run: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum ClusterCmd {
     /// Start a hub and N engines; waits until all are registered.
@@ -155,6 +166,23 @@ enum ClusterCmd {
         hb_period_ms: u64,
         #[command(flatten)]
         launch: LaunchArgs,
+        /// The hub's task records: `memory` or `sqlite:PATH` (see `zpar hub
+        /// --db`).
+        #[arg(long)]
+        db: Option<zpar_hub::Db>,
+        /// The hub's load-balancing scheme: leastload, lru or random.
+        #[arg(long)]
+        scheme: Option<zpar_hub::Scheme>,
+        /// The hub binds twelve consecutive ports from this one.
+        #[arg(long)]
+        port_base: Option<u16>,
+        /// Each engine's limit of script operations per request.
+        #[arg(long)]
+        max_operations: Option<u64>,
+        /// Run engines from this program (one whose `main` starts with
+        /// `zpar::serve_engines_with`), so they have its native functions.
+        #[arg(long, value_name = "PATH")]
+        engine_program: Option<PathBuf>,
     },
     /// Stop the cluster started for a profile.
     Stop {
@@ -266,20 +294,82 @@ fn init_logging() {
         .init();
 }
 
+/// Exit codes of the `zpar` binary (also in `zpar --help`).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// A failure; the message says what happened and what to do.
+    pub const FAILURE: i32 = 1;
+    /// Wrong usage (clap's code for bad arguments).
+    pub const USAGE: i32 = 2;
+    /// Interrupted by Ctrl-C (128 + SIGINT).
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// Asked to stop (SIGINT or SIGTERM) in the middle of something: exits with
+/// [`exit::INTERRUPTED`].
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted {0}")]
+pub struct Interrupted(pub &'static str);
+
+/// An error as one line, each cause said once.
+///
+/// zpar's errors say what happened including their cause, as `Display`
+/// output usually does, and keep the cause as their `source` too; printing
+/// the whole chain would repeat it. So the chain is walked and a cause is
+/// added only if the text so far does not already say it.
+///
+/// ```
+/// let e = anyhow::Error::new(std::io::Error::other("disk full")).context("cannot write x");
+/// assert_eq!(zpar::cli::error_line(&e), "cannot write x: disk full");
+/// ```
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(text.trim()) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+fn exit_with(result: Result<()>) -> ! {
+    match result {
+        Ok(()) => std::process::exit(exit::OK),
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+            eprintln!("zpar: {}", error_line(&e));
+            std::process::exit(exit::INTERRUPTED)
+        }
+        Err(e) => {
+            eprintln!("zpar: {}", error_line(&e));
+            std::process::exit(exit::FAILURE)
+        }
+    }
+}
+
 /// The `zpar` binary's `main`.
 pub fn main() {
     let cli = Cli::parse();
     init_logging();
-    if let Err(e) = run(cli) {
-        eprintln!("zpar: {e:#}");
-        std::process::exit(1);
-    }
+    exit_with(run(cli));
 }
 
 fn run(cli: Cli) -> Result<()> {
+    run_with(cli, None)
+}
+
+/// A program's own natives for the engines it serves.
+type EngineSetup = Box<dyn Fn(&mut zpar_engine::rhai::Engine)>;
+
+fn run_with(cli: Cli, setup: Option<EngineSetup>) -> Result<()> {
     match cli.command {
         Cmd::Hub(a) => run_hub(a),
-        Cmd::Engine(a) => run_engine(a),
+        Cmd::Engine(a) => run_engine(a, setup),
         Cmd::Cluster { action } => run_cluster(action),
         Cmd::Console(a) => {
             let code = crate::console::run(a.config()?)?;
@@ -370,7 +460,7 @@ fn run_hub(a: HubArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_engine(a: EngineArgs) -> Result<()> {
+fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs_f64(a.timeout.max(0.0));
     let from_env = std::env::var(CONNECTION_INFO_VAR)
         .ok()
@@ -386,8 +476,13 @@ fn run_engine(a: EngineArgs) -> Result<()> {
             // The hub may not have written its file yet: wait for it within
             // --timeout.
             let pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(200));
+            let waiting = crate::wait::WaitNotice::start(format!(
+                "{} (the hub writes it when it starts)",
+                file.display()
+            ));
             // Not found in time: reading it below says which file is missing.
             let _ = poll_until(deadline, pauses, || file.exists().then_some(()));
+            drop(waiting);
             zpar_protocol::connection::read_json_file(&file)?
         }
     };
@@ -409,7 +504,14 @@ fn run_engine(a: EngineArgs) -> Result<()> {
     }
     install_signal_handlers()?;
     config.stop = Some(&**STOP);
-    zpar_engine::EngineServer::new(config).run()?;
+    let mut server = zpar_engine::EngineServer::new(config);
+    if a.bench_kernels {
+        server.on_setup(crate::bench::kernels);
+    }
+    if let Some(setup) = setup {
+        server.on_setup(setup);
+    }
+    server.run()?;
     Ok(())
 }
 
@@ -421,9 +523,29 @@ fn run_cluster(action: ClusterCmd) -> Result<()> {
             daemon,
             hb_period_ms,
             launch,
+            db,
+            scheme,
+            port_base,
+            max_operations,
+            engine_program,
         } => {
             let profile = profile.resolve();
-            let (hub_args, launcher) = launch.launcher()?;
+            let (mut hub_args, launcher) = launch.launcher()?;
+            if let Some(db) = &db {
+                hub_args.extend(["--db".to_string(), db.to_string()]);
+            }
+            if let Some(s) = scheme {
+                hub_args.extend(["--scheme".to_string(), s.to_string()]);
+            }
+            if let Some(p) = port_base {
+                hub_args.extend(["--port-base".to_string(), p.to_string()]);
+            }
+            let mut engine_args = Vec::new();
+            if let Some(n) = max_operations {
+                engine_args.extend(["--max-operations".to_string(), n.to_string()]);
+            }
+            let mut options = hub_args.clone();
+            options.extend(engine_args.iter().cloned());
             if let Ok(pids) = read_pids(&profile) {
                 if crate::cluster::process_alive(pids.hub) {
                     bail!(
@@ -446,14 +568,25 @@ fn run_cluster(action: ClusterCmd) -> Result<()> {
                 .profile_dir(&profile.dir)
                 .hub_args(["--hb-period-ms".to_string(), hb_period_ms.to_string()])
                 .hub_args(hub_args)
+                .engine_args(engine_args)
                 .launcher(launcher);
+            if let Some(program) = engine_program {
+                // Checked here so a typo is not a wait for engines that never come.
+                let program = std::fs::canonicalize(&program).with_context(|| {
+                    format!("--engine-program {}: no such program", program.display())
+                })?;
+                builder = builder.engine_program(program);
+            }
             if daemon {
-                builder = builder.log_dir(profile.dir.join("log"));
+                builder = builder.log_dir(profile.log_dir());
             }
             let mut cluster = builder.start()?;
             cluster.add_engines(engines)?;
             let client = cluster.client()?;
             install_signal_handlers()?;
+            // The progress bar shows on a terminal; elsewhere, lines.
+            let _waiting = (!std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .then(|| crate::wait::WaitNotice::start(format!("{engines} engines to register")));
             loop {
                 let n = client.ids().len();
                 if started.elapsed() > Duration::from_secs(1) {
@@ -464,7 +597,7 @@ fn run_cluster(action: ClusterCmd) -> Result<()> {
                     break;
                 }
                 if STOP.load(Ordering::SeqCst) {
-                    bail!("interrupted while starting");
+                    return Err(Interrupted("while the cluster was starting").into());
                 }
                 let _ = client.wait_for_engines(engines, Duration::from_millis(100));
                 if started.elapsed() > Duration::from_secs(60) {
@@ -472,7 +605,10 @@ fn run_cluster(action: ClusterCmd) -> Result<()> {
                 }
             }
             progress.finish_and_clear();
-            let pids = cluster.pids();
+            let pids = crate::cluster::ClusterPids {
+                options,
+                ..cluster.pids()
+            };
             zpar_protocol::connection::write_json_file(
                 &profile.dir.join(crate::cluster::PID_FILE),
                 &pids,
@@ -487,6 +623,11 @@ fn run_cluster(action: ClusterCmd) -> Result<()> {
             );
             if daemon {
                 cluster.detach()?;
+                // detach() records the pids; add the options.
+                zpar_protocol::connection::write_json_file(
+                    &profile.dir.join(crate::cluster::PID_FILE),
+                    &pids,
+                )?;
                 return Ok(());
             }
             println!("press Ctrl-C to stop");
@@ -537,6 +678,9 @@ fn run_cluster(action: ClusterCmd) -> Result<()> {
                     "gone"
                 }
             };
+            if !pids.options.is_empty() {
+                println!("started with: {}", pids.options.join(" "));
+            }
             println!("hub pid {}: {}", pids.hub, alive(pids.hub));
             for p in &pids.engines {
                 println!("engine pid {p}: {}", alive(*p));
@@ -590,12 +734,59 @@ pub fn run_as_child_if_asked() {
     let args = std::env::args_os().skip(1);
     let cli = Cli::parse_from(std::iter::once(std::ffi::OsString::from("zpar")).chain(args));
     init_logging();
-    let code = match run(cli) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("zpar: {e:#}");
-            1
+    exit_with(run(cli));
+}
+
+/// Makes this program its own engines, with its own native functions.
+///
+/// Call it first in `main`. Started by a cluster as an engine
+/// (`ZPAR_CHILD_ROLE` set), the program runs `setup` on every script engine
+/// it builds — at start and after each `clear` — serves as that engine and
+/// exits; started as a hub, it is a hub ([`run_as_child_if_asked`]).
+/// Otherwise it returns at once, and every [`LocalCluster`](crate::LocalCluster)
+/// the program starts afterwards runs this program as its engines (unless
+/// its builder names another [`engine_program`](crate::ClusterBuilder::engine_program)).
+/// The same binary is the client and a custom engine.
+///
+/// Scripts, `apply` and collectives call the natives by name; a script
+/// lists them with `native_functions()`. Arguments and results are script
+/// values: `i64`, `f64`, `bool`, strings, arrays, maps, and the numeric
+/// arrays [`F64Array`](crate::F64Array) and [`I64Array`](crate::I64Array)
+/// (which travel as raw buffers).
+///
+/// ```no_run
+/// /// Points of a seeded sample that fall in the unit circle.
+/// fn pi_hits(seed: i64, n: i64) -> i64 {
+///     let mut rng = fastrand::Rng::with_seed(seed as u64);
+///     (0..n).filter(|_| { let (x, y) = (rng.f64(), rng.f64()); x * x + y * y <= 1.0 }).count() as i64
+/// }
+///
+/// fn main() -> zpar::Result<()> {
+///     zpar::serve_engines_with(|engine| {
+///         engine.register_fn("pi_hits", pi_hits);
+///     });
+///     let cluster = zpar::LocalCluster::start(2)?; // engines: this program
+///     let args = vec![zpar::Value::Int(1), zpar::Value::Int(1000)];
+///     let hits = cluster.client()?.all().apply_sync("pi_hits", args)?;
+///     assert_eq!(hits[0], zpar::Value::Int(pi_hits(1, 1000)));
+///     Ok(())
+/// }
+/// ```
+///
+/// The same program serves `zpar cluster start --engine-program PATH` and
+/// `LocalCluster::builder().engine_program(PATH)`.
+pub fn serve_engines_with(setup: impl Fn(&mut zpar_engine::rhai::Engine) + 'static) {
+    if std::env::var_os(crate::cluster::CHILD_ROLE_ENV).is_none() {
+        match std::env::current_exe() {
+            Ok(exe) => crate::cluster::set_default_engine_program(exe),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell this program's path; clusters it starts run plain `zpar engine`s")
+            }
         }
-    };
-    std::process::exit(code);
+        return;
+    }
+    let args = std::env::args_os().skip(1);
+    let cli = Cli::parse_from(std::iter::once(std::ffi::OsString::from("zpar")).chain(args));
+    init_logging();
+    exit_with(run_with(cli, Some(Box::new(setup))));
 }

@@ -26,8 +26,17 @@
 //! `zpar-hub`, `zpar-engine` and `zpar-client`.
 
 pub mod bench;
+mod bench_compute;
 pub mod cli;
 pub mod console;
+pub mod wait;
 
+pub use cli::serve_engines_with;
 pub use zpar_client::*;
+/// The script engine a program's natives are registered on, and the numeric
+/// arrays they can take and return (see [`serve_engines_with`]).
+pub use zpar_engine::{
+    arrays::{F64Array, I64Array},
+    rhai,
+};
 pub use zpar_protocol::{ClientConnection, EngineConnection, Profile};

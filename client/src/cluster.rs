@@ -22,16 +22,37 @@ use zpar_protocol::Profile;
 /// `zpar engine …` (see `zpar::cli::run_as_child_if_asked`).
 pub const CHILD_ROLE_ENV: &str = "ZPAR_CHILD_ROLE";
 
-/// The pid file `zpar cluster start` leaves in the profile folder.
-pub const PID_FILE: &str = "cluster.json";
+/// The pid file `zpar cluster start` leaves in the profile folder (0600,
+/// like every file zpar writes: [`zpar_protocol::private`]).
+pub const PID_FILE: &str = zpar_protocol::connection::PID_FILE;
+
+/// The engine program clusters use when their builder names none: set by
+/// `zpar::serve_engines_with` in a program that serves its own engines.
+static DEFAULT_ENGINE_PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `program` the engine program of every cluster this process
+/// starts afterwards, unless its builder says otherwise
+/// ([`ClusterBuilder::engine_program`]). `zpar::serve_engines_with` calls
+/// it with the current program; the first call wins.
+///
+/// ```no_run
+/// zpar_client::cluster::set_default_engine_program(std::env::current_exe().unwrap());
+/// let cluster = zpar_client::LocalCluster::start(2).unwrap(); // engines: this program
+/// ```
+pub fn set_default_engine_program(program: impl Into<PathBuf>) {
+    let _ = DEFAULT_ENGINE_PROGRAM.set(program.into());
+}
 
 /// What `zpar cluster status` and `stop` read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterPids {
     /// The hub's pid.
     pub hub: u32,
-    /// The engines' pids.
+    /// The engines' pids (for engines on other hosts, their launchers').
     pub engines: Vec<u32>,
+    /// The options the cluster was started with, for `zpar cluster status`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
 }
 
 /// How to start a local cluster.
@@ -45,9 +66,28 @@ pub struct ClusterBuilder {
     log_dir: Option<PathBuf>,
     timeout: Duration,
     launcher: EngineLauncher,
+    engine_program: Option<PathBuf>,
 }
 
 impl ClusterBuilder {
+    /// Run engines from this program instead of `zpar engine`: a program
+    /// whose `main` starts with `zpar::serve_engines_with(..)`, so its
+    /// engines have its own native functions. It is started as `PROGRAM
+    /// engine …` with `ZPAR_CHILD_ROLE` set; the hub is still `zpar hub`.
+    /// Over ssh it must be at the same path on every host.
+    ///
+    /// ```no_run
+    /// let cluster = zpar_client::LocalCluster::builder()
+    ///     .engine_program("target/release/examples/native_kernels")
+    ///     .engines(2)
+    ///     .start()
+    ///     .unwrap();
+    /// ```
+    pub fn engine_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.engine_program = Some(program.into());
+        self
+    }
+
     /// How engines start (default: on this machine). Engines on other
     /// hosts need a hub they can reach: give `zpar hub` arguments such as
     /// `--ip 0.0.0.0` with [`hub_args`](Self::hub_args).
@@ -109,7 +149,7 @@ impl ClusterBuilder {
                 if std::env::var_os(CHILD_ROLE_ENV).is_some() {
                     return Err(Error::Cluster(format!(
                         "this program was started as a cluster process ({CHILD_ROLE_ENV} is set) but did not take \
-                         the role: call zpar::cli::run_as_child_if_asked() first in main, or install zpar"
+                         the role: call zpar::serve_engines_with(..) or zpar::cli::run_as_child_if_asked() first in main, or install zpar"
                     )));
                 }
                 let exe = std::env::current_exe()
@@ -125,8 +165,8 @@ impl ClusterBuilder {
             ),
         };
         let profile = Profile::from_dir(&dir);
-        std::fs::create_dir_all(profile.security_dir())
-            .map_err(|e| Error::Cluster(format!("cannot create {}: {e}", dir.display())))?;
+        // Folders 0700; what an earlier run left open to others, tightened.
+        profile.create()?;
         // A stale file from a hub that died must not be mistaken for ours.
         let _ = std::fs::remove_file(profile.client_file());
         let _ = std::fs::remove_file(profile.engine_file());
@@ -142,6 +182,7 @@ impl ClusterBuilder {
             client: None,
             detached: false,
             launcher: self.launcher.clone(),
+            engine_program: self.engine_program.clone(),
         };
         if as_child && cluster.launcher != EngineLauncher::Local {
             return Err(Error::Cluster(
@@ -194,6 +235,8 @@ pub struct LocalCluster {
     client: Option<Client>,
     detached: bool,
     launcher: EngineLauncher,
+    /// Engines run this program in the engine role instead of `binary`.
+    engine_program: Option<PathBuf>,
 }
 
 impl LocalCluster {
@@ -208,6 +251,7 @@ impl LocalCluster {
             log_dir: None,
             timeout: Duration::from_secs(30),
             launcher: EngineLauncher::Local,
+            engine_program: DEFAULT_ENGINE_PROGRAM.get().cloned(),
         }
     }
 
@@ -231,6 +275,7 @@ impl LocalCluster {
         ClusterPids {
             hub: self.hub.as_ref().map(Child::id).unwrap_or(0),
             engines: self.engines.iter().map(|(_, c)| c.id()).collect(),
+            options: Vec::new(),
         }
     }
 
@@ -252,15 +297,20 @@ impl LocalCluster {
         cmd.stdout(Stdio::null());
         if self.as_child {
             cmd.env(CHILD_ROLE_ENV, name);
-        } else {
+        } else if !cmd.get_envs().any(|(k, _)| k == CHILD_ROLE_ENV) {
+            // Only a role the caller gave (a custom engine program) stays.
             cmd.env_remove(CHILD_ROLE_ENV);
         }
         match &self.log_dir {
             Some(d) => {
-                std::fs::create_dir_all(d)
-                    .map_err(|e| Error::Cluster(format!("log folder: {e}")))?;
-                let f = std::fs::File::create(d.join(format!("{name}.log")))
-                    .map_err(|e| Error::Cluster(format!("log file: {e}")))?;
+                // Logs hold the code and errors of tasks: 0700 and 0600.
+                zpar_protocol::private::create_dir(d).map_err(|e| {
+                    Error::Cluster(format!("cannot create the log folder {}: {e}", d.display()))
+                })?;
+                let log = d.join(format!("{name}.log"));
+                let f = zpar_protocol::private::create_file(&log).map_err(|e| {
+                    Error::Cluster(format!("cannot create the log file {}: {e}", log.display()))
+                })?;
                 cmd.stderr(f);
             }
             None => {
@@ -340,10 +390,15 @@ impl LocalCluster {
                         let uuid = zpar_protocol::new_id();
                         let mut args = vec!["--uuid".to_string(), uuid.clone()];
                         args.extend(self.engine_args.iter().cloned());
+                        let mut remote = remote_engine_command(&remote_zpar, &args);
+                        if let Some(p) = &self.engine_program {
+                            remote = format!(
+                                "export {CHILD_ROLE_ENV}=engine && {}",
+                                remote_engine_command(&p.to_string_lossy(), &args)
+                            );
+                        }
                         let mut cmd = Command::new("ssh");
-                        cmd.args(&ssh_args)
-                            .arg(&host)
-                            .arg(remote_engine_command(&remote_zpar, &args));
+                        cmd.args(&ssh_args).arg(&host).arg(remote);
                         let name = format!("engine-{}", self.engines.len());
                         let child = self.spawn_with_input(&mut cmd, &name, Some(&info))?;
                         self.engines.push((uuid, child));
@@ -359,11 +414,21 @@ impl LocalCluster {
                     .args(&mpi_args)
                     // Forwarded by name: the key is in no command line.
                     .args(["-x", CONNECTION_INFO_VAR])
-                    .arg(&self.binary)
+                    .args(
+                        self.engine_program
+                            .as_ref()
+                            .map(|_| ["-x", CHILD_ROLE_ENV])
+                            .into_iter()
+                            .flatten(),
+                    )
+                    .arg(self.engine_program.as_ref().unwrap_or(&self.binary))
                     .args(["engine", "--mpi"])
                     .args(&self.engine_args)
                     .env(CONNECTION_INFO_VAR, info)
                     .stdin(Stdio::null());
+                if self.engine_program.is_some() {
+                    cmd.env(CHILD_ROLE_ENV, "engine");
+                }
                 let name = format!("mpiexec-{}", self.engines.len());
                 let child = self.spawn_with_input(&mut cmd, &name, None)?;
                 self.engines.push((String::new(), child));
@@ -375,7 +440,10 @@ impl LocalCluster {
     fn add_local_engines(&mut self, n: usize) -> Result<()> {
         for _ in 0..n {
             let uuid = zpar_protocol::new_id();
-            let mut cmd = Command::new(&self.binary);
+            let mut cmd = Command::new(self.engine_program.as_ref().unwrap_or(&self.binary));
+            if self.engine_program.is_some() {
+                cmd.env(CHILD_ROLE_ENV, "engine");
+            }
             cmd.arg("engine")
                 .arg("--profile-dir")
                 .arg(&self.profile.dir)

@@ -467,17 +467,46 @@ impl DirectView {
                 )
             })
             .collect();
-        view.apply(
-            "|c, peers, tree, url, root| c.connect(peers, tree, url, root)",
-            vec![
-                Value::Reference(name.into()),
-                Value::Map(peers),
-                Value::Map(tree_value),
-                pub_url,
-                Value::Int(root.into()),
-            ],
-        )?
-        .get_timeout(timeout + timeout)?;
+        // Each engine needs only its parent's address: one request per
+        // engine with just that, rather than every engine's address to
+        // every engine (O(N) data, not O(N²), for a thousand engines).
+        let tree_value = Value::Map(tree_value);
+        let per_engine: Vec<Request> = ids
+            .iter()
+            .map(|id| {
+                let mut args = Vec::new();
+                let own_peers: BTreeMap<String, Value> = tree
+                    .get(id)
+                    .copied()
+                    .flatten()
+                    .and_then(|p| Some((p.to_string(), peers.get(&p.to_string())?.clone())))
+                    .into_iter()
+                    .collect();
+                let call = ApplyRequest {
+                    f: "|c, peers, tree, url, root| c.connect(peers, tree, url, root)".into(),
+                    args: [
+                        Value::Reference(name.into()),
+                        Value::Map(own_peers),
+                        tree_value.clone(),
+                        pub_url.clone(),
+                        Value::Int(root.into()),
+                    ]
+                    .iter()
+                    .map(|a| a.encode_into(&mut args))
+                    .collect(),
+                };
+                Request {
+                    channel: Channel::Mux,
+                    content: Content::ApplyRequest(call),
+                    metadata: targets_meta(&[*id]),
+                    buffers: args,
+                    replies: vec![Some(*id)],
+                }
+            })
+            .collect();
+        self.client
+            .submit(per_engine, Shape::PerReply)?
+            .get_timeout(timeout + timeout)?;
         Ok(())
     }
 }

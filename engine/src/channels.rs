@@ -9,7 +9,7 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 use zpar_protocol::{
     recv_frames, send_frames, Channel, Content, ErrorClass, Header, Message, ReplyMetadata,
-    Session, Status, Stream, TaskReply,
+    Session, Status, StatusContent, Stream, TaskReply,
 };
 
 /// How many script operations run between two looks at the control socket.
@@ -19,6 +19,9 @@ pub const CONTROL_CHECK_OPS: u64 = 1024;
 pub(crate) struct Io {
     pub(crate) session: Session,
     pub(crate) engine_id: u32,
+    /// The engine's uuid, its identity on the hub's sockets; ipyparallel
+    /// reads it as reply metadata `engine`.
+    pub(crate) uuid: String,
     pub(crate) control: zmq::Socket,
     pub(crate) mux: zmq::Socket,
     pub(crate) task: zmq::Socket,
@@ -75,6 +78,18 @@ impl Io {
         metadata: Map<String, Json>,
         buffers: Vec<zmq::Message>,
     ) {
+        // Every reply's metadata has what ipyparallel reads: a reply made
+        // outside a run (control, aborted, refused) gets its status and
+        // time here.
+        let mut metadata = metadata;
+        if let Some(r) = content.task_reply() {
+            metadata
+                .entry("status")
+                .or_insert_with(|| serde_json::json!(r.status));
+        }
+        metadata
+            .entry("started")
+            .or_insert_with(|| Json::String(zpar_protocol::iso8601_now()));
         let mut reply = request.reply(&self.session, content);
         reply.metadata = metadata;
         reply.buffers = buffers;
@@ -104,13 +119,24 @@ impl Io {
         self.reply(channel, request, content, meta, vec![]);
     }
 
-    /// Reply metadata naming this engine.
+    /// Reply metadata naming this engine, by id (zpar) and uuid
+    /// (ipyparallel).
     pub(crate) fn basic_metadata(&self) -> Map<String, Json> {
         ReplyMetadata {
             engine: Some(self.engine_id),
+            engine_uuid: Some(self.uuid.clone()),
             ..Default::default()
         }
         .to_map()
+    }
+
+    /// Publishes the engine's `busy` or `idle` (iopub `status`): Jupyter
+    /// brackets every request with them, and ipyparallel's client waits
+    /// for `idle` before it calls a request's output complete.
+    pub(crate) fn publish_status(&mut self, state: &str) {
+        self.publish(Content::Status(StatusContent {
+            execution_state: state.to_string(),
+        }));
     }
 
     /// Reads and serves everything waiting on control. Returns true if the

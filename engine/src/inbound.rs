@@ -66,7 +66,15 @@ pub(crate) fn decode_request(session: &mut Session, frames: Vec<zmq::Message>) -
     let parsed = raw.parent_header().and_then(|parent| {
         let metadata = raw.metadata()?;
         RequestMetadata::from_map(&metadata)?;
-        let content = Content::from_json(&header.msg_type, &raw.content)?;
+        let content = if is_python_apply(&header.msg_type, &raw) {
+            // ipyparallel's: kept so the request loop answers it clearly.
+            Content::Unknown {
+                msg_type: header.msg_type.clone(),
+                content: Json::Null,
+            }
+        } else {
+            Content::from_json(&header.msg_type, &raw.content)?
+        };
         Ok((parent, metadata, content))
     });
     match parsed {
@@ -80,6 +88,14 @@ pub(crate) fn decode_request(session: &mut Session, frames: Vec<zmq::Message>) -
         }),
         Err(e) => bad(identities, header, e.to_string()),
     }
+}
+
+/// An `apply_request` as ipyparallel sends it: no `f` in its content (the
+/// function and its arguments are pickled into the buffers).
+fn is_python_apply(msg_type: &str, raw: &RawMessage) -> bool {
+    msg_type == "apply_request"
+        && serde_json::from_slice::<Map<String, Json>>(&raw.content)
+            .is_ok_and(|c| !c.contains_key("f"))
 }
 
 fn bad(identities: Vec<Vec<u8>>, header: Header, why: String) -> Inbound {
@@ -175,6 +191,26 @@ mod tests {
         );
         let got = decode_request(&mut engine, client.encode(&req).into_frames());
         assert!(matches!(got, Inbound::Request(m) if m.header == req.header));
+    }
+
+    #[test]
+    fn an_ipyparallel_apply_is_kept_for_the_request_loop_to_refuse() {
+        // ipyparallel sends `{}` with the pickled function in the buffers.
+        let (client, mut engine) = sessions();
+        let h = header(&client, "apply_request");
+        let got = decode_request(
+            &mut engine,
+            signed(&client, h.clone(), serde_json::json!({})),
+        );
+        match got {
+            Inbound::Request(m) => {
+                assert_eq!(m.header.msg_id, h["msg_id"]);
+                assert!(
+                    matches!(&m.content, Content::Unknown { msg_type, .. } if msg_type == "apply_request")
+                );
+            }
+            other => panic!("expected a request, got {other:?}"),
+        }
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub mod namespace;
 mod requests;
 pub mod server;
 pub use namespace::{Namespace, ScriptError};
+/// The script engine natives are registered on (`register_fn`).
+pub use rhai;
 pub use server::{EngineConfig, EngineServer};
 
 /// Why an engine could not start or keep running.

@@ -16,8 +16,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use zpar_protocol::{
-    iso8601_now, recv_frames, send_frames, Channel, Content, ErrorClass, ExecuteResult, Message,
-    RegistrationRequest, ReplyMetadata, RequestMetadata, Status, TaskReply, Value,
+    iso8601_now, recv_frames, send_frames, Channel, Content, ErrorClass, ErrorContent,
+    ExecuteInput, ExecuteResult, Message, RegistrationRequest, ReplyMetadata, RequestMetadata,
+    Status, TaskReply, Value,
 };
 
 /// Watches the hub's heartbeat; after a silence (the hub died), registers
@@ -45,6 +46,8 @@ pub(crate) struct Serving {
     pub(crate) comm_env: CommEnv,
     pub(crate) execution_count: u64,
     pub(crate) default_op_limit: Option<u64>,
+    /// The program's own natives, to explain a call of a missing one.
+    pub(crate) natives: Vec<String>,
 }
 
 impl Serving {
@@ -220,15 +223,16 @@ impl Serving {
 
     fn run_request(&mut self, channel: Channel, msg: Message) {
         let started = iso8601_now();
+        let limits = RequestMetadata::from_map(&msg.metadata).unwrap_or_default();
         {
             let mut io = self.io.borrow_mut();
             io.parent = Some(msg.header.clone());
+            io.publish_status("busy");
             io.stdout.clear();
             io.stderr.clear();
             io.stop_reason = None;
             // A request's own limit wins; 0 there means "no limit".
             // Checked when the request was decoded (`inbound`).
-            let limits = RequestMetadata::from_map(&msg.metadata).unwrap_or_default();
             io.op_limit = match limits.max_operations {
                 Some(0) => None,
                 Some(n) => Some(n),
@@ -244,6 +248,12 @@ impl Serving {
             Content::ExecuteRequest(r) => {
                 self.execution_count += 1;
                 let silent = r.silent;
+                self.io
+                    .borrow_mut()
+                    .publish(Content::ExecuteInput(ExecuteInput {
+                        code: r.code.clone(),
+                        execution_count: self.execution_count,
+                    }));
                 self.namespace.execute(&r.code).map(|d| {
                     if d.is_unit() {
                         return None;
@@ -306,6 +316,11 @@ impl Serving {
                     None => Ok(Some(Json::Array(encoded))),
                 }
             }
+            // ipyparallel's apply (and its push, pull and map, which are
+            // applies) carries pickled Python in its buffers (`inbound`).
+            Content::Unknown { msg_type, .. } if msg_type == "apply_request" => Err(
+                ScriptError::new(ErrorClass::Unsupported.as_str(), PICKLED_PYTHON),
+            ),
             other => Err(ScriptError::new(
                 ErrorClass::UnknownMessageType.as_str(),
                 format!("{} is not a request an engine serves", other.msg_type()),
@@ -319,9 +334,27 @@ impl Serving {
             },
             Err(e) => {
                 buffers.clear();
-                let mut r = TaskReply::error(&e.ename, e.message.clone());
+                let e = crate::server::explain_missing(e, io.engine_id, &self.natives);
+                let mut r = TaskReply::error_with_traceback(&e.ename, e.message.clone());
+                if let (Some(l), Some(c)) = (e.line, e.column) {
+                    r.traceback.push(format!("  at line {l}, column {c}"));
+                }
                 r.line = e.line;
                 r.column = e.column;
+                // ipyparallel's shape; with it, its client waits for our
+                // `idle`, which follows the reply below.
+                r.engine_info = Some(serde_json::json!({
+                    "engine_uuid": io.uuid,
+                    "engine_id": io.engine_id,
+                    "method": msg.header.msg_type.trim_end_matches("_request"),
+                }));
+                if matches!(msg.content, Content::ExecuteRequest(_)) {
+                    io.publish(Content::Error(ErrorContent {
+                        ename: e.ename.clone(),
+                        evalue: e.message.clone(),
+                        traceback: r.traceback.clone(),
+                    }));
+                }
                 r
             }
         };
@@ -329,9 +362,12 @@ impl Serving {
         reply.execution_count = Some(self.execution_count);
         let meta = ReplyMetadata {
             engine: Some(io.engine_id),
+            engine_uuid: Some(io.uuid.clone()),
             status: Some(reply.status),
             started: Some(started),
             completed: Some(iso8601_now()),
+            follow: limits.follow,
+            after: limits.after,
             stdout: std::mem::take(&mut io.stdout),
             stderr: std::mem::take(&mut io.stderr),
         }
@@ -344,9 +380,16 @@ impl Serving {
             meta,
             buffers,
         );
+        io.publish_status("idle");
         io.parent = None;
     }
 }
+
+/// Why an ipyparallel `apply_request` (pickled Python in its buffers) gets
+/// an `Unsupported` error.
+const PICKLED_PYTHON: &str = "zpar engines run Rhai and cannot load pickled Python: \
+    ipyparallel's apply, push, pull and map send Python functions and objects as pickles. \
+    Send Rhai code as a string instead, with execute() or %px";
 
 fn decode_values(args: &[Json], buffers: &[zmq::Message]) -> Result<Vec<Value>, ScriptError> {
     args.iter()

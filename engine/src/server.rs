@@ -136,11 +136,12 @@ impl EngineServer {
         let (engine_id, hb_period, hub_instance) =
             register(&mut session, &registration, &uuid, &advertise, &self.config)?;
         heartbeat.set_hub(&hub_instance);
-        info!(engine = engine_id, uuid = %uuid, "registered with the hub");
+        info!(engine = engine_id, uuid = %uuid, natives = ?self.native_functions(), "registered with the hub");
 
         let io = Rc::new(RefCell::new(Io {
             session,
             engine_id,
+            uuid: uuid.clone(),
             control,
             mux,
             task,
@@ -168,6 +169,7 @@ impl EngineServer {
             comm_env,
             execution_count: 0,
             default_op_limit: self.config.max_operations,
+            natives: self.native_functions(),
             hub: HubWatch {
                 registration,
                 heartbeat,
@@ -195,6 +197,34 @@ impl EngineServer {
         Ok(())
     }
 
+    /// The signatures of the native functions this server's setups add
+    /// (`simulate(i64, i64) -> f64`), sorted: what a script sees from
+    /// `native_functions()`. Empty for a plain `zpar engine`.
+    ///
+    /// ```
+    /// use zpar_engine::{EngineConfig, EngineServer};
+    /// # let conn: zpar_protocol::EngineConnection = serde_json::from_str(r#"{"transport": "tcp", "ip": "127.0.0.1",
+    /// #   "key": "k", "signature_scheme": "hmac-sha256", "registration": 1, "hb_ping": 2,
+    /// #   "hb_pong": 3, "mux": 4, "task": 5, "control": 6, "iopub": 7}"#).unwrap();
+    /// let mut server = EngineServer::new(EngineConfig::new(conn));
+    /// server.on_setup(|e| { e.register_fn("triple", |x: i64| 3 * x); });
+    /// assert_eq!(server.native_functions(), vec!["triple(i64) -> i64".to_string()]);
+    /// ```
+    pub fn native_functions(&self) -> Vec<String> {
+        let mut bare = rhai::Engine::new_raw();
+        for setup in &self.setups {
+            setup(&mut bare);
+        }
+        let mut out: Vec<String> = bare
+            .gen_fn_signatures(false)
+            .into_iter()
+            .map(|s| s.replace("_: ", ""))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub(crate) fn script_engine(&self, io: &Rc<RefCell<Io>>, comm_env: &CommEnv) -> rhai::Engine {
         let mut engine = rhai::Engine::new();
         engine.set_max_expr_depths(256, 256);
@@ -214,6 +244,12 @@ impl EngineServer {
         });
         let prog = io.clone();
         engine.on_progress(move |ops| prog.borrow_mut().check_progress(ops).map(Into::into));
+        let natives: rhai::Array = self
+            .native_functions()
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        engine.register_fn("native_functions", move || natives.clone());
         for setup in &self.setups {
             setup(&mut engine);
         }
@@ -231,7 +267,16 @@ fn register(
 ) -> Result<(u32, Duration, String), EngineError> {
     let started = Instant::now();
     let mut wait = Duration::from_millis(100);
+    let url = config.connection.url(config.connection.registration);
+    let mut told = Duration::ZERO;
     loop {
+        // A wait of more than a second says what it waits for, then again
+        // every 10 s: a person can tell a wait from a hang.
+        let waited = started.elapsed();
+        if waited >= Duration::from_secs(1) && waited >= told {
+            warn!(hub = %url, waited = ?Duration::from_secs(waited.as_secs()), "waiting for the hub to answer the registration");
+            told = waited + Duration::from_secs(10);
+        }
         let req = Message::new(
             session,
             Content::RegistrationRequest(RegistrationRequest {
@@ -268,7 +313,7 @@ fn register(
         }
         if started.elapsed() >= config.registration_timeout {
             return Err(EngineError::NoHub {
-                url: config.connection.url(config.connection.registration),
+                url,
                 waited: config.registration_timeout,
             });
         }
@@ -297,6 +342,33 @@ fn bind_address(requested: Option<&str>, hub_ip: &str) -> (String, String) {
             (ip.clone(), ip)
         }
     }
+}
+
+/// A call of a function the engine lacks, explained: which function, what
+/// natives this engine has, and how engines get a program's own natives.
+/// Other errors pass unchanged.
+pub(crate) fn explain_missing(
+    mut e: crate::ScriptError,
+    engine_id: u32,
+    natives: &[String],
+) -> crate::ScriptError {
+    let Some(call) = e.message.strip_prefix("Function not found: ") else {
+        return e;
+    };
+    if e.ename != "UnknownName" {
+        return e;
+    }
+    let name = call.split([' ', '(']).next().unwrap_or(call).to_string();
+    let have = if natives.is_empty() {
+        "it is a plain engine with no natives of its own".to_string()
+    } else {
+        format!("its own natives are {}", natives.join(", "))
+    };
+    e.message = format!(
+        "engine {engine_id} has no function {call}: `{name}` is neither defined in its namespace nor a native function of its program ({have}); \
+         start engines from a program that registers it (zpar::serve_engines_with, LocalCluster::builder().engine_program(PATH), zpar cluster start --engine-program PATH)"
+    );
+    e
 }
 
 #[cfg(test)]

@@ -57,12 +57,28 @@ impl HeartMonitor {
         }
     }
 
+    /// The hub heard from a watched engine by other means (a reply): as
+    /// good as a pong.
+    pub fn alive(&mut self, uuid: &[u8]) {
+        if let Some(last) = self.hearts.get_mut(uuid) {
+            *last = self.beat;
+        }
+    }
+
     /// Next beat: returns its payload to publish (`<hub instance>:<beat>`),
-    /// and the engines now dead (no longer watched).
-    pub fn tick(&mut self) -> (Vec<u8>, Vec<Vec<u8>>) {
+    /// and the engines now dead (no longer watched). `late` says the hub
+    /// itself came late to this beat (its thread was starved, on a machine
+    /// busy with many engines): that beat's silence is the hub's, not the
+    /// engines', and counts against nobody.
+    pub fn tick(&mut self, late: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
         self.beat += 1;
         self.told.clear();
         let beat = self.beat;
+        if late {
+            for last in self.hearts.values_mut() {
+                *last = (*last + 1).min(beat);
+            }
+        }
         let max = self.max_misses;
         let dead: Vec<Vec<u8>> = self
             .hearts
@@ -87,6 +103,8 @@ pub const DEAD: &[u8] = b"dead";
 pub const STOP: &[u8] = b"stop";
 /// Sent to an engine whose pong the hub does not know: register again.
 pub const UNKNOWN: &[u8] = b"unknown";
+/// The hub loop heard from these engines (the uuids follow).
+pub const ALIVE: &[u8] = b"alive";
 
 /// Runs the heartbeat on its own thread. `ping` (PUB) and `pong` (ROUTER)
 /// are bound already; `pipe` is the thread's end of an inproc PAIR to the
@@ -118,6 +136,11 @@ pub fn spawn(
                 if items[1].is_readable() {
                     while let Ok(frames) = zpar_protocol::recv_frames(&pipe, zmq::DONTWAIT) {
                         match (frames.first().map(|f| &f[..]), frames.get(1)) {
+                            (Some(ALIVE), _) => {
+                                for u in &frames[1..] {
+                                    monitor.alive(u);
+                                }
+                            }
                             (Some(WATCH), Some(u)) => monitor.watch(u),
                             (Some(FORGET), Some(u)) => monitor.forget(u),
                             (Some(STOP), _) => return,
@@ -134,12 +157,19 @@ pub fn spawn(
                         }
                     }
                 }
-                if Instant::now() >= next {
-                    next += period;
-                    if next < Instant::now() {
-                        next = Instant::now() + period;
+                let now = Instant::now();
+                if now >= next {
+                    // More than half a period behind: this thread was not
+                    // scheduled in time, so the silence is ours.
+                    let late = now - next > period / 2;
+                    if late {
+                        tracing::debug!(behind = ?(now - next), "the heartbeat came late; no misses counted");
                     }
-                    let (payload, dead) = monitor.tick();
+                    next += period;
+                    if next < now {
+                        next = now + period;
+                    }
+                    let (payload, dead) = monitor.tick(late);
                     let _ = ping.send(payload, zmq::DONTWAIT);
                     for uuid in dead {
                         let _ = pipe.send_multipart([DEAD, &uuid[..]], 0);
@@ -161,13 +191,13 @@ mod tests {
         m.watch(b"b");
         for _ in 0..3 {
             m.pong(b"a");
-            let (_, dead) = m.tick();
+            let (_, dead) = m.tick(false);
             assert!(dead.is_empty());
         }
         m.pong(b"a");
-        let (_, dead) = m.tick();
+        let (_, dead) = m.tick(false);
         assert_eq!(dead, vec![b"b".to_vec()]);
-        let (_, dead) = m.tick();
+        let (_, dead) = m.tick(false);
         assert!(dead.is_empty(), "a answered one beat ago");
     }
 
@@ -178,8 +208,38 @@ mod tests {
         m.forget(b"a");
         m.pong(b"stranger");
         for _ in 0..5 {
-            assert!(m.tick().1.is_empty());
+            assert!(m.tick(false).1.is_empty());
         }
+    }
+
+    #[test]
+    fn beats_the_hub_itself_was_late_for_count_against_nobody() {
+        let mut m = HeartMonitor::new("h", 2);
+        m.watch(b"a");
+        for _ in 0..10 {
+            let (_, dead) = m.tick(true);
+            assert!(dead.is_empty(), "a starved hub kills nobody");
+        }
+        m.tick(false);
+        m.tick(false);
+        let (_, dead) = m.tick(false);
+        assert_eq!(dead, vec![b"a".to_vec()], "on-time beats still count");
+    }
+
+    #[test]
+    fn any_traffic_counts_as_life() {
+        let mut m = HeartMonitor::new("h", 1);
+        m.watch(b"a");
+        for _ in 0..5 {
+            m.alive(b"a");
+            assert!(m.tick(false).1.is_empty());
+        }
+        m.alive(b"stranger");
+        assert_eq!(
+            m.tick(false).1,
+            vec![b"a".to_vec()],
+            "traffic of another engine is not a's"
+        );
     }
 
     #[test]
@@ -189,7 +249,7 @@ mod tests {
         assert!(!m.pong(b"a"), "a watched engine is not told");
         assert!(m.pong(b"dropped"), "an unknown one is");
         assert!(!m.pong(b"dropped"), "once a beat");
-        m.tick();
+        m.tick(false);
         assert!(m.pong(b"dropped"), "and again the next beat");
         m.watch(b"dropped");
         assert!(!m.pong(b"dropped"), "until it registers again");

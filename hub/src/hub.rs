@@ -19,7 +19,7 @@
 
 use crate::core::{Action, CoreConfig, Event, Frames, HubCore, LossReason};
 use crate::heartbeat;
-use crate::records::Records;
+use crate::records::{Records, SqliteStore};
 use crate::scheduler::Scheme;
 use crate::HubError;
 use std::collections::VecDeque;
@@ -100,6 +100,15 @@ pub enum Db {
     },
     /// In a SQLite file; a restarted hub keeps them.
     Sqlite(PathBuf),
+}
+
+impl std::fmt::Display for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Db::Memory { .. } => f.write_str("memory"),
+            Db::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+        }
+    }
 }
 
 impl std::str::FromStr for Db {
@@ -259,6 +268,8 @@ impl Hub {
     /// files.
     pub fn bind(config: HubConfig) -> Result<Hub, HubError> {
         let location = config.location()?;
+        // Folders 0700, files 0600; what an earlier run left open, tightened.
+        config.profile.create()?;
         let ctx = zmq::Context::new();
         let ip = config.ip.as_str();
         let p = config.ports;
@@ -324,6 +335,10 @@ impl Hub {
         let records = match &config.db {
             Db::Memory { limit } => Records::memory(*limit, config.max_buffer(false)),
             Db::Sqlite(path) => {
+                SqliteStore::create_private_files(path).map_err(|source| HubError::DbFile {
+                    path: path.clone(),
+                    source,
+                })?;
                 Records::sqlite(path, config.max_buffer(true)).map_err(|source| HubError::Db {
                     path: path.clone(),
                     source,
@@ -340,9 +355,15 @@ impl Hub {
             },
             records,
         );
-        let files = vec![config.profile.client_file(), config.profile.engine_file()];
+        let files = vec![
+            config.profile.client_file(),
+            config.profile.engine_file(),
+            config.profile.security_dir().join(IPYPARALLEL_CLIENT_FILE),
+        ];
         write_json_file(&files[0], &client_connection)?;
         write_json_file(&files[1], &engine_connection)?;
+        let scheme = config.scheme.to_string();
+        write_json_file(&files[2], &ipyparallel_client(&client_connection, &scheme))?;
         Ok(Hub {
             config,
             sockets: Sockets {
@@ -397,6 +418,7 @@ impl Hub {
                 release_free_memory();
                 self.big_bytes_since_trim = 0;
             }
+            let mut heard = std::collections::HashSet::new();
             let ready: Vec<bool> = {
                 let s = &self.sockets;
                 let mut items = [
@@ -436,6 +458,9 @@ impl Hub {
                     };
                     for frames in drain(socket, BATCH, &mut self.big_bytes_since_trim) {
                         let event = if from_engine {
+                            if let Some(uuid) = frames.first() {
+                                heard.insert(uuid.to_vec());
+                            }
                             Event::EngineReply { channel, frames }
                         } else {
                             Event::ClientRequest { channel, frames }
@@ -463,6 +488,13 @@ impl Hub {
             }
             self.handle(Event::Tick);
             self.retry_unroutable();
+            // A reply is as good as a pong: a busy machine delays pongs, not
+            // the work engines answer.
+            if !heard.is_empty() {
+                let mut msg: Vec<Vec<u8>> = vec![heartbeat::ALIVE.to_vec()];
+                msg.extend(heard.drain());
+                let _ = self.sockets.hb_pipe.send_multipart(msg, 0);
+            }
         }
         self.shutdown();
         Ok(())
@@ -636,4 +668,34 @@ fn release_free_memory() {
             malloc_trim(0);
         }
     }
+}
+
+/// The name ipyparallel's `Client()` looks for in a profile's security
+/// folder; written beside `zpar-client.json`.
+pub const IPYPARALLEL_CLIENT_FILE: &str = "ipcontroller-client.json";
+
+/// The client connection file in ipyparallel's form (ipyparallel 9.x reads
+/// every key below in `Client.__init__`): the same ports and key as
+/// `zpar-client.json`. zpar has no broadcast scheduler, so `broadcast` is
+/// the mux port, where the hub answers a `BroadcastView` with a clear error
+/// (`core::ipyparallel`).
+fn ipyparallel_client(c: &ClientConnection, scheme: &str) -> serde_json::Value {
+    serde_json::json!({
+        "interface": format!("{}://{}", c.transport, c.ip),
+        "location": c.ip,
+        "ssh": "",
+        "key": c.key,
+        "signature_scheme": c.signature_scheme,
+        "pack": "json",
+        "unpack": "json",
+        "curve_serverkey": null,
+        "task_scheme": scheme,
+        "registration": c.registration,
+        "control": c.control,
+        "mux": c.mux,
+        "task": c.task,
+        "iopub": c.iopub,
+        "notification": c.notification,
+        "broadcast": c.mux,
+    })
 }

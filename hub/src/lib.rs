@@ -70,6 +70,15 @@ pub enum HubError {
     /// A socket failed.
     #[error("socket error: {0}")]
     Zmq(#[from] zmq::Error),
+    /// The task database's files could not be created private (0600).
+    #[error("cannot create the task database {path} and its -wal and -shm files with mode 0600: {source} (does its folder exist, and may you write there?)")]
+    DbFile {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The task database could not be opened.
     #[error("cannot open the task database {path}: {source}")]
     Db {

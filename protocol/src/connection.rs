@@ -3,7 +3,8 @@
 //! The hub writes `zpar-client.json` and `zpar-engine.json` (mode 0600,
 //! atomically) into `<profile dir>/security/`. The profile dir is
 //! `$ZPAR_DIR/profile_<name>` (default `~/.zpar/profile_default`), or any
-//! folder given outright.
+//! folder given outright. Like everything zpar keeps on disk, the profile's
+//! folders are 0700 and its files 0600 ([`crate::private`]).
 
 use crate::error::{ProtocolError, Result};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,10 @@ use std::path::{Path, PathBuf};
 pub const CLIENT_FILE: &str = "zpar-client.json";
 /// File name of the engine connection file.
 pub const ENGINE_FILE: &str = "zpar-engine.json";
+/// File name of the pid file `zpar cluster start` leaves in the profile.
+pub const PID_FILE: &str = "cluster.json";
+/// File name of the console's input history in the profile.
+pub const HISTORY_FILE: &str = "console_history";
 
 /// Where a client connects: every client-facing port of the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +141,48 @@ impl Profile {
     pub fn engine_file(&self) -> PathBuf {
         self.security_dir().join(ENGINE_FILE)
     }
+
+    /// `<dir>/log`, where a daemon cluster's processes write.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// Makes the profile folder and `security/` (0700, with any missing
+    /// parents), and tightens what an earlier run left open to other users
+    /// — the folders, `log/`, the files in `security/` and `log/`, the pid
+    /// file and the console history — each with a warning. Files in the
+    /// profile folder that are not zpar's are left alone.
+    ///
+    /// ```
+    /// use zpar_protocol::Profile;
+    /// let dir = std::env::temp_dir().join(format!("zpar-doc-prof-{}", zpar_protocol::new_id()));
+    /// let p = Profile::from_dir(&dir);
+    /// p.create().unwrap();
+    /// assert!(p.security_dir().is_dir());
+    /// # std::fs::remove_dir_all(dir).unwrap();
+    /// ```
+    pub fn create(&self) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ProtocolError::ProfileIo { path, source }
+        };
+        crate::private::create_dir(&self.dir).map_err(io(&self.dir))?;
+        let security = self.security_dir();
+        crate::private::create_dir(&security).map_err(io(&security))?;
+        let log = self.log_dir();
+        crate::private::tighten_or_warn(&log);
+        for folder in [&security, &log] {
+            for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_file()) {
+                    crate::private::tighten_or_warn(&entry.path());
+                }
+            }
+        }
+        for name in [PID_FILE, HISTORY_FILE] {
+            crate::private::tighten_or_warn(&self.dir.join(name));
+        }
+        Ok(())
+    }
 }
 
 /// `$ZPAR_DIR`, or `~/.zpar`.
@@ -151,27 +198,20 @@ pub fn zpar_dir() -> PathBuf {
 
 /// Writes `value` as JSON to `path` with mode 0600: to a temporary file in
 /// the same folder first, then renamed over `path`, so a reader never sees a
-/// half-written file.
+/// half-written file. A missing folder is made 0700 ([`crate::private`]).
 pub fn write_json_file<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let io = |source| ProtocolError::ConnectionFileIo {
         path: path.to_path_buf(),
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
+    crate::private::create_dir(dir).map_err(io)?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("zpar"),
         std::process::id()
     ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(io)?;
+    let mut f = crate::private::create_file(&tmp).map_err(io)?;
     let text = serde_json::to_vec_pretty(value).expect("connection info serializes");
     f.write_all(&text).and_then(|_| f.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
@@ -232,6 +272,69 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A profile left open by an older zpar (or a umask of 022) is
+    /// tightened; files in it that are not zpar's are left alone.
+    #[cfg(unix)]
+    #[test]
+    fn a_loose_profile_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("loose");
+        let p = Profile::from_dir(&dir);
+        let chmod = |path: &Path, m: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        std::fs::create_dir_all(p.security_dir()).unwrap();
+        std::fs::create_dir_all(p.log_dir()).unwrap();
+        let files = [
+            p.client_file(),
+            p.log_dir().join("hub.log"),
+            dir.join(PID_FILE),
+            dir.join(HISTORY_FILE),
+        ];
+        for f in &files {
+            std::fs::write(f, b"x").unwrap();
+            chmod(f, 0o644);
+        }
+        std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+        chmod(&dir.join("notes.txt"), 0o644);
+        for d in [&dir, &p.security_dir(), &p.log_dir()] {
+            chmod(d, 0o755);
+        }
+        p.create().unwrap();
+        for d in [&dir, &p.security_dir(), &p.log_dir()] {
+            assert_eq!(mode(d), 0o700, "{}", d.display());
+        }
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        assert_eq!(mode(&dir.join("notes.txt")), 0o644, "not zpar's");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_new_profile_is_0700() {
+        let dir = temp_dir("new").join("deeper/profile_x");
+        let p = Profile::from_dir(&dir);
+        p.create().unwrap();
+        write_json_file(&dir.join(PID_FILE), &[1, 2]).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(
+                mode(&dir.join("..")),
+                0o700,
+                "a missing parent, made by zpar"
+            );
+            assert_eq!(mode(&p.security_dir()), 0o700);
+            assert_eq!(mode(&dir.join(PID_FILE)), 0o600);
+            assert!(!p.log_dir().exists(), "log/ is made when a daemon needs it");
+        }
+        std::fs::remove_dir_all(dir.parent().unwrap().parent().unwrap()).unwrap();
     }
 
     /// A client file of a hub from before `hb_ping` still reads.

@@ -26,34 +26,88 @@ pub enum Status {
 /// The reply to a request that runs on an engine (execute, apply, push,
 /// pull) or to a control or query request. On error, `ename`/`evalue` and,
 /// for script errors, `line`/`column` say what happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+///
+/// On the wire it is what Jupyter's messaging spec requires (see its
+/// `Serialize`): an error always carries `ename`, `evalue` and a
+/// `traceback` list (possibly empty); a reply with an `execution_count`
+/// and status ok (an engine's reply to a request it ran) also carries
+/// `user_expressions` ({}) and `payload` ([]), as an `execute_reply` must.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 pub struct TaskReply {
     /// ok, error or aborted.
     pub status: Status,
     /// The encoded result value, if the request produced one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub result: Option<Json>,
     /// The engine's execution counter after this request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub execution_count: Option<u64>,
     /// Error class (`RemoteError`, `EngineDied`, `UnknownName`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ename: Option<String>,
     /// Error message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub evalue: Option<String>,
     /// Lines of context for the error.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub traceback: Vec<String>,
     /// Script line of the error, 1-based.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub line: Option<u32>,
     /// Script column of the error, 1-based.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub column: Option<u32>,
     /// The engine that produced the reply.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub engine_id: Option<u32>,
+    /// ipyparallel's `engine_info` (`engine_uuid`, `engine_id`, `method`),
+    /// set by an engine on an error of a request it ran. ipyparallel's
+    /// client waits for the engine's iopub `idle` when it is present, so a
+    /// reply the hub makes never carries it.
+    #[serde(default)]
+    pub engine_info: Option<Json>,
+}
+
+impl Serialize for TaskReply {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let error = self.status == Status::Error;
+        let ran = self.status == Status::Ok && self.execution_count.is_some();
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("status", &self.status)?;
+        if let Some(r) = &self.result {
+            m.serialize_entry("result", r)?;
+        }
+        if let Some(n) = self.execution_count {
+            m.serialize_entry("execution_count", &n)?;
+        }
+        if error || self.ename.is_some() {
+            m.serialize_entry("ename", self.ename.as_deref().unwrap_or("Error"))?;
+        }
+        if error || self.evalue.is_some() {
+            m.serialize_entry("evalue", self.evalue.as_deref().unwrap_or(""))?;
+        }
+        if error || !self.traceback.is_empty() {
+            m.serialize_entry("traceback", &self.traceback)?;
+        }
+        if ran {
+            m.serialize_entry("user_expressions", &serde_json::Map::new())?;
+            m.serialize_entry("payload", &[] as &[Json])?;
+        }
+        if let Some(l) = self.line {
+            m.serialize_entry("line", &l)?;
+        }
+        if let Some(c) = self.column {
+            m.serialize_entry("column", &c)?;
+        }
+        if let Some(e) = self.engine_id {
+            m.serialize_entry("engine_id", &e)?;
+        }
+        if let Some(i) = &self.engine_info {
+            m.serialize_entry("engine_info", i)?;
+        }
+        m.end()
+    }
 }
 
 impl TaskReply {
@@ -77,6 +131,17 @@ impl TaskReply {
             ename: Some(ename.to_string()),
             evalue: Some(evalue.into()),
             ..TaskReply::default()
+        }
+    }
+
+    /// A failure as above whose traceback is the one line
+    /// `ename: evalue`, for peers (ipyparallel, Jupyter front ends) that
+    /// show the traceback rather than the name and message.
+    pub fn error_with_traceback(ename: &str, evalue: impl Into<String>) -> TaskReply {
+        let evalue = evalue.into();
+        TaskReply {
+            traceback: vec![format!("{ename}: {evalue}")],
+            ..TaskReply::error(ename, evalue)
         }
     }
 }
@@ -181,6 +246,11 @@ pub struct QueueReply {
     pub engines: BTreeMap<u32, EngineQueue>,
     /// Load-balanced tasks not yet assigned to an engine.
     pub unassigned: u64,
+    /// ipyparallel's shape, as its `Client.queue_status` reads it: each
+    /// engine's queue again, under its id as a top-level key. Any other
+    /// top-level key reads in here.
+    #[serde(flatten)]
+    pub ipyparallel: BTreeMap<String, Json>,
 }
 
 /// Asks for the results of earlier requests by msg id.
@@ -206,6 +276,12 @@ pub struct ResultReply {
     /// Why the request failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evalue: Option<String>,
+    /// ipyparallel's shape, as its `Client.get_result` reads it: each
+    /// finished msg id that ran on one engine as a top-level key, holding
+    /// `header`, `result_header`, `result_content`, `result_metadata` and
+    /// `io`. Any other top-level key reads in here.
+    #[serde(flatten)]
+    pub ipyparallel: BTreeMap<String, Json>,
 }
 
 /// Asks for every msg id the hub has recorded.
@@ -242,6 +318,13 @@ pub struct DbReply {
     /// Why the query failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evalue: Option<String>,
+    /// ipyparallel's buffer counts per record (its `db_query` reads both
+    /// keys); zpar records travel without buffers, so always null.
+    #[serde(default)]
+    pub buffer_lens: Option<Vec<u64>>,
+    /// As `buffer_lens`, for the records' results.
+    #[serde(default)]
+    pub result_buffer_lens: Option<Vec<u64>>,
 }
 
 /// Forgets finished task records.
@@ -444,11 +527,34 @@ macro_rules! contents {
                 }
             }
 
-            /// Serializes the content.
+            /// Serializes the content. A reply with status error always
+            /// carries `ename`, `evalue` and `traceback` (Jupyter's rule),
+            /// whatever its type.
             pub fn to_json(&self) -> Vec<u8> {
-                let r = match self {
-                    $(Content::$variant(c) => serde_json::to_vec(c),)*
-                    Content::Unknown { content, .. } => serde_json::to_vec(content),
+                let checked = matches!(
+                    self,
+                    Content::ResultReply(_)
+                        | Content::DbReply(_)
+                        | Content::ResubmitReply(_)
+                        | Content::HistoryReply(_)
+                        | Content::QueueReply(_)
+                        | Content::ConnectionReply(_)
+                        | Content::RegistrationReply(_)
+                        | Content::Unknown { .. }
+                );
+                let r = if checked {
+                    let mut v = match self {
+                        $(Content::$variant(c) => serde_json::to_value(c),)*
+                        Content::Unknown { content, .. } => Ok(content.clone()),
+                    }
+                    .expect("contents serialize");
+                    conform_error(&mut v);
+                    serde_json::to_vec(&v)
+                } else {
+                    match self {
+                        $(Content::$variant(c) => serde_json::to_vec(c),)*
+                        Content::Unknown { content, .. } => serde_json::to_vec(content),
+                    }
                 };
                 r.expect("contents serialize")
             }
@@ -541,6 +647,18 @@ contents! {
     Status(StatusContent) = "status",
 }
 
+/// Gives an error content (`"status": "error"`) the fields Jupyter's spec
+/// makes mandatory in every error: `ename`, `evalue`, `traceback`.
+fn conform_error(v: &mut Json) {
+    let Some(m) = v.as_object_mut() else { return };
+    if m.get("status").and_then(Json::as_str) != Some("error") {
+        return;
+    }
+    m.entry("ename").or_insert_with(|| Json::from("Error"));
+    m.entry("evalue").or_insert_with(|| Json::from(""));
+    m.entry("traceback").or_insert_with(|| Json::Array(vec![]));
+}
+
 impl Content {
     /// The reply payload, for the reply types that carry a [`TaskReply`].
     pub fn task_reply(&self) -> Option<&TaskReply> {
@@ -622,6 +740,66 @@ mod tests {
         assert_eq!(back, c);
         let r = Content::ApplyReply(TaskReply::error("RemoteError", "boom"));
         assert_eq!(Content::from_json("apply_reply", &r.to_json()).unwrap(), r);
+    }
+
+    fn json_of(c: &Content) -> Json {
+        serde_json::from_slice(&c.to_json()).unwrap()
+    }
+
+    #[test]
+    fn every_error_carries_ename_evalue_and_a_traceback_list() {
+        // Jupyter's spec: all three, always; the traceback may be empty.
+        let e = json_of(&Content::ExecuteReply(TaskReply::error(
+            "NoTargets",
+            "none",
+        )));
+        assert_eq!(e["ename"], "NoTargets");
+        assert_eq!(e["evalue"], "none");
+        assert_eq!(e["traceback"], serde_json::json!([]));
+        let bare = TaskReply {
+            status: Status::Error,
+            ..Default::default()
+        };
+        let e = json_of(&Content::ApplyReply(bare));
+        assert!(e["ename"].is_string() && e["evalue"].is_string(), "{e}");
+        assert!(e["traceback"].is_array(), "{e}");
+        let tb = TaskReply::error_with_traceback("PickledPython", "no");
+        assert_eq!(tb.traceback, vec!["PickledPython: no".to_string()]);
+        // Replies that are not TaskReplies too.
+        let db = json_of(&Content::DbReply(DbReply {
+            status: Status::Error,
+            evalue: Some("bad query".into()),
+            ..Default::default()
+        }));
+        assert_eq!(db["evalue"], "bad query");
+        assert!(
+            db["ename"].is_string() && db["traceback"].is_array(),
+            "{db}"
+        );
+        let ok = json_of(&Content::DbReply(DbReply::default()));
+        assert!(ok.get("ename").is_none(), "{ok}");
+        // ipyparallel's db_query reads both keys.
+        assert!(ok["buffer_lens"].is_null() && ok["result_buffer_lens"].is_null());
+    }
+
+    #[test]
+    fn an_ok_execute_reply_has_jupyters_fields() {
+        let r = TaskReply {
+            execution_count: Some(3),
+            ..TaskReply::ok()
+        };
+        let v = json_of(&Content::ExecuteReply(r.clone()));
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["execution_count"], 3);
+        assert_eq!(v["user_expressions"], serde_json::json!({}));
+        assert_eq!(v["payload"], serde_json::json!([]));
+        assert!(
+            v.get("ename").is_none() && v.get("traceback").is_none(),
+            "{v}"
+        );
+        // And it still reads back as the same reply.
+        let back = Content::from_json("execute_reply", &Content::ExecuteReply(r.clone()).to_json());
+        assert_eq!(back.unwrap(), Content::ExecuteReply(r));
     }
 
     #[test]

@@ -137,6 +137,10 @@ pub enum ErrorClass {
     HubRestarted,
     /// The hub could not read or write its task records.
     DatabaseError,
+    /// A request zpar can never serve, whoever sends it: pickled Python in
+    /// an `apply_request` (engines run Rhai), ipyparallel's broadcast
+    /// scheduler. The message says what to use instead.
+    Unsupported,
     /// The script failed; the class is the script error's.
     Script(String),
 }
@@ -157,6 +161,7 @@ impl ErrorClass {
             ErrorClass::DependencyFailed => "DependencyFailed",
             ErrorClass::HubRestarted => "HubRestarted",
             ErrorClass::DatabaseError => "DatabaseError",
+            ErrorClass::Unsupported => "Unsupported",
             ErrorClass::Script(name) => name,
         }
     }
@@ -176,6 +181,7 @@ impl ErrorClass {
             "DependencyFailed" => ErrorClass::DependencyFailed,
             "HubRestarted" => ErrorClass::HubRestarted,
             "DatabaseError" => ErrorClass::DatabaseError,
+            "Unsupported" => ErrorClass::Unsupported,
             other => ErrorClass::Script(other.to_string()),
         }
     }
@@ -281,12 +287,30 @@ impl RequestMetadata {
 
 /// What an engine (or the hub, for a reply it makes itself) says about a
 /// reply in its metadata.
+///
+/// The engine is named twice, because ipyparallel's client reads the key
+/// `engine` as the engine's uuid (it looks the id up in its own engine
+/// table) while zpar's client wants the id: `engine_id` on the wire is
+/// [`ReplyMetadata::engine`], `engine` on the wire is
+/// [`ReplyMetadata::engine_uuid`]. An integer `engine` (a zpar peer from
+/// before this split) still reads as the id.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ReplyMetadata {
     /// The engine that ran the request; None for a reply the hub made
-    /// without any engine (a refused request).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// without any engine (a refused request). Wire key `engine_id`.
+    #[serde(rename = "engine_id", default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<u32>,
+    /// The engine's uuid (its identity on the hub's engine sockets), as
+    /// ipyparallel reads it. Wire key `engine`.
+    #[serde(rename = "engine", default, skip_serializing_if = "Option::is_none")]
+    pub engine_uuid: Option<String>,
+    /// The request's `follow` dependencies, echoed as ipyparallel reads
+    /// them.
+    #[serde(default)]
+    pub follow: Vec<String>,
+    /// The request's `after` dependencies, echoed likewise.
+    #[serde(default)]
+    pub after: Vec<String>,
     /// The reply's status, repeated here as ipyparallel reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
@@ -307,6 +331,14 @@ pub struct ReplyMetadata {
 impl ReplyMetadata {
     /// Reads zpar's keys from a reply's (or an iopub message's) metadata.
     pub fn from_map(map: &Map<String, Json>) -> Result<ReplyMetadata> {
+        if map.get("engine").is_some_and(Json::is_number) && !map.contains_key("engine_id") {
+            // An older peer's id under `engine`.
+            let mut map = map.clone();
+            if let Some(id) = map.remove("engine") {
+                map.insert("engine_id".into(), id);
+            }
+            return from_map("reply metadata", &map);
+        }
         from_map("reply metadata", map)
     }
 
@@ -386,8 +418,9 @@ mod tests {
             assert!(text.contains("request metadata"), "{bad}: {text}");
             assert!(text.contains(key), "{bad}: {text}");
         }
-        let e = ReplyMetadata::from_map(&map(json!({"engine": "zero"}))).unwrap_err();
+        let e = ReplyMetadata::from_map(&map(json!({"engine_id": "zero"}))).unwrap_err();
         assert!(e.to_string().contains("reply metadata"), "{e}");
+        assert!(e.to_string().contains("engine_id"), "{e}");
     }
 
     #[test]
@@ -405,15 +438,39 @@ mod tests {
         assert!(RequestMetadata::default().to_map().is_empty());
         let rep = ReplyMetadata {
             engine: Some(4),
+            engine_uuid: Some("e-uuid".into()),
             status: Some(Status::Error),
             started: Some("2026-01-01T00:00:00.000000Z".into()),
             completed: None,
+            follow: vec!["f".into()],
+            after: vec![],
             stdout: "hi\n".into(),
             stderr: String::new(),
         };
         assert_eq!(ReplyMetadata::from_map(&rep.to_map()).unwrap(), rep);
         let bytes = serde_json::to_vec(&rep.to_map()).unwrap();
         assert_eq!(ReplyMetadata::from_bytes(&bytes).unwrap(), rep);
+    }
+
+    #[test]
+    fn reply_metadata_names_the_engine_as_ipyparallel_and_zpar_read_it() {
+        let rep = ReplyMetadata {
+            engine: Some(2),
+            engine_uuid: Some("e-uuid".into()),
+            status: Some(Status::Ok),
+            ..Default::default()
+        };
+        let m = rep.to_map();
+        // ipyparallel: `engine` is the uuid; it also reads follow and after.
+        assert_eq!(m["engine"], json!("e-uuid"));
+        assert_eq!(m["engine_id"], json!(2));
+        assert_eq!(m["status"], json!("ok"));
+        assert_eq!(m["follow"], json!([]));
+        assert_eq!(m["after"], json!([]));
+        // An older peer's integer `engine` is the id.
+        let old = ReplyMetadata::from_map(&map(json!({"engine": 3}))).unwrap();
+        assert_eq!(old.engine, Some(3));
+        assert_eq!(old.engine_uuid, None);
     }
 
     #[test]
@@ -435,6 +492,7 @@ mod tests {
             ErrorClass::EngineDied,
             ErrorClass::BadRequest,
             ErrorClass::HubRestarted,
+            ErrorClass::Unsupported,
             ErrorClass::Script("RuntimeError".into()),
         ] {
             assert_eq!(ErrorClass::parse(e.as_str()), e);

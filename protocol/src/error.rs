@@ -84,6 +84,15 @@ pub enum ProtocolError {
         #[source]
         source: std::io::Error,
     },
+    /// A profile folder could not be made, or made private.
+    #[error("cannot create the profile folder {path} (mode 0700): check that its parent exists and is yours to write")]
+    ProfileIo {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A connection file is not valid JSON of the expected shape.
     #[error("connection file {path} is not valid: {source} (delete it and restart the hub to rewrite it)")]
     ConnectionFileFormat {

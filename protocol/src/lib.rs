@@ -21,7 +21,8 @@
 //!
 //! Values that move between clients and engines are [`Value`]s: JSON for
 //! small things, raw little-endian buffer frames for blobs and numeric
-//! arrays. [`connection`] reads and writes the hub's connection files.
+//! arrays. [`connection`] reads and writes the hub's connection files;
+//! [`private`] keeps every folder zpar creates 0700 and every file 0600.
 //!
 //! ```
 //! use zpar_protocol::{Content, ExecuteRequest, Message, Session};
@@ -43,6 +44,7 @@ pub mod frames;
 pub mod header;
 pub mod message;
 pub mod net;
+pub mod private;
 pub mod session;
 pub mod value;
 

@@ -76,8 +76,11 @@ pub enum Command {
     },
     /// Show (None) or set the current targets.
     Targets(Option<TargetSpec>),
-    /// List the engines.
-    Engines,
+    /// List the engines (`--all`: every row even for a large cluster).
+    Engines {
+        /// One row per engine even past the summary size.
+        all: bool,
+    },
     /// Show the last %px result again.
     Result,
     /// Wait for commands still running.
@@ -404,10 +407,18 @@ pub fn parse(line: &str, autopx: bool) -> Result<Command, ParseError> {
                 Command::Help(Some(name.trim_start_matches('%').to_string()))
             }
         }
+        "engines" => match rest.trim() {
+            "" => Command::Engines { all: false },
+            "--all" => Command::Engines { all: true },
+            other => {
+                return err(format!(
+                    "%engines takes no argument but --all, not {other:?}"
+                ))
+            }
+        },
         other => {
             no_args(cmd, rest)?;
             match other {
-                "engines" => Command::Engines,
                 "result" => Command::Result,
                 "history" => Command::History,
                 "quit" => Command::Quit,
@@ -586,7 +597,15 @@ mod tests {
             Command::Targets(Some(TargetSpec::Ids(vec![0, 1])))
         );
         assert!(parse("%targets x", false).is_err());
-        assert_eq!(parse("%engines", false).unwrap(), Command::Engines);
+        assert_eq!(
+            parse("%engines", false).unwrap(),
+            Command::Engines { all: false }
+        );
+        assert_eq!(
+            parse("%engines --all", false).unwrap(),
+            Command::Engines { all: true }
+        );
+        assert!(parse("%engines 3", false).is_err());
         assert_eq!(parse("%result", false).unwrap(), Command::Result);
         assert_eq!(parse("%pxresult", false).unwrap(), Command::Result);
         assert_eq!(parse("%wait", false).unwrap(), Command::Wait(None));
@@ -608,10 +627,14 @@ mod tests {
             parse("%help %px", false).unwrap(),
             Command::Help(Some("px".into()))
         );
-        assert!(parse("%engines now", false)
+        assert!(parse("%result now", false)
             .unwrap_err()
             .0
             .contains("no arguments"));
+        assert!(parse("%engines now", false)
+            .unwrap_err()
+            .0
+            .contains("--all"));
         assert!(parse("%frobnicate", false)
             .unwrap_err()
             .0

@@ -109,10 +109,11 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "engines",
         aliases: &[],
-        usage: "%engines",
+        usage: "%engines [--all]",
         summary: "list the engines with status and queue length",
         help: "Lists every registered engine: idle or busy, requests queued on it and\n\
-               completed, and whether it is a current target.",
+               completed, whether it is a current target, and its host. Past 32\n\
+               engines it sums up (counts, hosts, the busy ones); --all lists them all.",
     },
     Spec {
         name: "result",

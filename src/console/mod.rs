@@ -111,8 +111,8 @@ impl ConsoleArgs {
     }
 }
 
-/// The history file's name in the profile folder.
-pub const HISTORY_FILE: &str = "console_history";
+/// The history file's name in the profile folder (0600).
+pub const HISTORY_FILE: &str = zpar_protocol::connection::HISTORY_FILE;
 
 /// What the console needs to start.
 #[derive(Debug, Clone)]
@@ -140,7 +140,11 @@ pub fn run(config: ConsoleConfig) -> Result<i32> {
     let out = output::Output::new(output::Sink::Stdout, colour, interactive && tty_out);
 
     let conn = read_connection(&config.connection_file, config.timeout)?;
-    let client = Client::from_connection_timeout(conn, config.timeout).with_context(|| {
+    let waiting =
+        crate::wait::WaitNotice::start(format!("the hub at {}", conn.url(conn.registration)));
+    let client = Client::from_connection_timeout(conn, config.timeout);
+    drop(waiting);
+    let client = client.with_context(|| {
         format!(
             "connecting with {} (start a cluster with `zpar cluster start`)",
             config.connection_file.display()
@@ -164,6 +168,7 @@ pub fn run(config: ConsoleConfig) -> Result<i32> {
 /// still starting to write it.
 fn read_connection(path: &Path, timeout: Duration) -> Result<ClientConnection> {
     let pauses = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
+    let _waiting = crate::wait::WaitNotice::start(format!("the hub to write {}", path.display()));
     let found = poll_until(Instant::now() + timeout, pauses, || {
         path.exists().then_some(())
     });

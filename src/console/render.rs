@@ -174,6 +174,75 @@ pub fn error_lines(e: &Error, colour: bool) -> Vec<String> {
     vec![one]
 }
 
+/// From how many engines on, lines that are the same but for the engine id
+/// are shown once with the ids as ranges (`Out[0-999:3]: 42`); below it,
+/// each engine keeps its own line, as IPython shows them.
+pub const GROUP_FROM: usize = 8;
+
+/// Splits a plain result line into its opening (`Out[` or `[`), engine id
+/// and the rest (which starts with `:`).
+fn split_engine(line: &str) -> Option<(&'static str, u32, &str)> {
+    for open in ["Out[", "["] {
+        if let Some(after) = line.strip_prefix(open) {
+            let end = after.find(|c: char| !c.is_ascii_digit())?;
+            let rest = &after[end..];
+            if end > 0 && rest.starts_with(':') {
+                return Some((open, after[..end].parse().ok()?, rest));
+            }
+        }
+    }
+    None
+}
+
+/// Paints a result line's prefix (`Out[..]:` or `[..:error]`).
+fn paint_prefix(line: &str, colour: bool) -> String {
+    let end = if line.starts_with("Out[") {
+        line.find("]:").map(|i| i + 2)
+    } else {
+        line.find(']').map(|i| i + 1)
+    };
+    match end {
+        Some(end) if colour => {
+            format!("{}{}", paint(&line[..end], Colour::Red, true), &line[end..])
+        }
+        _ => line.to_string(),
+    }
+}
+
+/// Plain (uncoloured) `Out[ID:N]: …` and `[ID:error] …` lines, in engine
+/// order, with those that [`GROUP_FROM`] or more engines share folded into
+/// one line naming the engines as ranges; then painted.
+pub fn group_lines(lines: Vec<String>, colour: bool) -> Vec<String> {
+    let mut ids: std::collections::HashMap<(&'static str, String), Vec<u32>> =
+        std::collections::HashMap::new();
+    for line in &lines {
+        if let Some((open, id, rest)) = split_engine(line) {
+            ids.entry((open, rest.to_string())).or_default().push(id);
+        }
+    }
+    let mut out = Vec::with_capacity(lines.len());
+    let mut done = std::collections::HashSet::new();
+    for line in &lines {
+        let Some((open, _, rest)) = split_engine(line) else {
+            out.push(paint_prefix(line, colour));
+            continue;
+        };
+        let key = (open, rest.to_string());
+        let group = &ids[&key];
+        if group.len() < GROUP_FROM {
+            out.push(paint_prefix(line, colour));
+        } else if done.insert(key) {
+            let mut sorted = group.clone();
+            sorted.sort_unstable();
+            out.push(paint_prefix(
+                &format!("{open}{}{rest}", compact(&sorted)),
+                colour,
+            ));
+        }
+    }
+    out
+}
+
 /// An error in the reply of `engine`: like [`error_lines`], and an error
 /// that does not name its engine (a timeout the engine enforced, say) is
 /// still shown as `[ID:error] Class: message`.
@@ -248,14 +317,23 @@ pub fn prompt(n: usize, autopx: bool, colour: bool) -> (String, String) {
     (raw, styled)
 }
 
-/// `%engines`: one row per engine, with the host it runs on when known.
+/// Past this many engines, `%engines` sums up instead of listing them all.
+pub const SUMMARY_FROM: usize = 32;
+
+/// `%engines`: one row per engine, with the host it runs on when known; for
+/// more than [`SUMMARY_FROM`] engines (unless `all`), a summary and the busy
+/// ones.
 pub fn engines_table(
     q: &QueueReply,
     targets: &[u32],
     hosts: &std::collections::BTreeMap<u32, String>,
+    all: bool,
 ) -> Vec<String> {
     if q.engines.is_empty() {
         return vec!["no engines are registered".to_string()];
+    }
+    if !all && q.engines.len() > SUMMARY_FROM {
+        return engines_summary(q, targets, hosts);
     }
     let mut rows = vec![format!(
         "{:>6}  {:<6}  {:>5}  {:>9}  {:<6}  {}",
@@ -284,6 +362,58 @@ pub fn engines_table(
             q.unassigned
         ));
     }
+    rows
+}
+
+/// `%engines` for a large cluster: counts, hosts, and the busy engines.
+fn engines_summary(
+    q: &QueueReply,
+    targets: &[u32],
+    hosts: &std::collections::BTreeMap<u32, String>,
+) -> Vec<String> {
+    let ids: Vec<u32> = q.engines.keys().copied().collect();
+    let busy: Vec<u32> = q
+        .engines
+        .iter()
+        .filter(|(_, e)| e.queue > 0)
+        .map(|(id, _)| *id)
+        .collect();
+    let queued: u64 = q.engines.values().map(|e| e.queue).sum();
+    let completed: u64 = q.engines.values().map(|e| e.completed).sum();
+    let mut per_host: std::collections::BTreeMap<&str, usize> = Default::default();
+    for id in &ids {
+        *per_host
+            .entry(hosts.get(id).map(String::as_str).unwrap_or("?"))
+            .or_default() += 1;
+    }
+    let mut rows = vec![
+        format!(
+            "{} ({}): {} idle, {} busy; {queued} queued, {completed} completed",
+            engines(&ids),
+            ids.len(),
+            ids.len() - busy.len(),
+            busy.len()
+        ),
+        format!(
+            "hosts: {}",
+            per_host
+                .iter()
+                .map(|(h, n)| format!("{h} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!("targets: {}", compact(targets)),
+    ];
+    if !busy.is_empty() {
+        rows.push(format!("busy: {}", compact(&busy)));
+    }
+    if q.unassigned > 0 {
+        rows.push(format!(
+            "{} load-balanced tasks wait for an engine",
+            q.unassigned
+        ));
+    }
+    rows.push("%engines --all lists every engine".to_string());
     rows
 }
 
@@ -413,7 +543,27 @@ mod tests {
         );
         q.engines.insert(1, EngineQueue::default());
         let hosts = [(1, "10.0.0.2".to_string())].into_iter().collect();
-        let t = engines_table(&q, &[1], &hosts);
+        let t = engines_table(&q, &[1], &hosts, false);
+        let mut big = QueueReply::default();
+        for i in 0..100 {
+            big.engines.insert(
+                i,
+                EngineQueue {
+                    queue: u64::from(i == 7),
+                    completed: 2,
+                    ..Default::default()
+                },
+            );
+        }
+        let all: Vec<u32> = (0..100).collect();
+        let s = engines_table(&big, &all, &hosts, false);
+        assert_eq!(
+            s[0],
+            "engines 0-99 (100): 99 idle, 1 busy; 1 queued, 200 completed"
+        );
+        assert_eq!(s[1], "hosts: 10.0.0.2 (1), ? (99)");
+        assert!(s.contains(&"busy: 7".to_string()), "{s:?}");
+        assert_eq!(engines_table(&big, &all, &hosts, true).len(), 101);
         assert_eq!(t.len(), 3);
         assert!(t[1].contains("busy") && t[1].contains("no"), "{t:?}");
         assert!(t[1].ends_with('?'), "{t:?}");
@@ -422,6 +572,21 @@ mod tests {
             "{t:?}"
         );
         assert_eq!(engines(&[2]), "engine 2");
+        // Many engines with the same answer share a line; few keep theirs.
+        let many: Vec<String> = (0..10)
+            .map(|i| format!("Out[{i}:3]: {}", if i == 4 { 7 } else { 42 }))
+            .chain((0..9).map(|i| format!("[{i}:error] RuntimeError: boom")))
+            .collect();
+        assert_eq!(
+            group_lines(many, false),
+            [
+                "Out[0-3,5-9:3]: 42",
+                "Out[4:3]: 7",
+                "[0-8:error] RuntimeError: boom"
+            ]
+        );
+        let few: Vec<String> = (0..4).map(|i| format!("Out[{i}:1]: 42")).collect();
+        assert_eq!(group_lines(few.clone(), false), few);
         assert_eq!(engines(&[0, 1, 2]), "engines 0-2");
     }
 }

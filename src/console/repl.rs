@@ -182,6 +182,11 @@ pub fn interactive(session: &mut Session, history: Option<&Path>) -> Result<i32>
         names: session.names(),
     }));
     let colour = session.out().colour();
+    if let Some(h) = history {
+        // 0600 like every file zpar keeps (it holds the code typed here); an
+        // old one open to others is tightened. A failure shows when writing.
+        let _ = zpar_protocol::private::touch(h);
+    }
     if let Some(h) = history.filter(|h| h.exists()) {
         if let Err(e) = editor.load_history(h) {
             session.out().line(render::notice(

@@ -177,3 +177,118 @@ fn subcommands_fail_clearly_on_bad_input() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("leastload, lru or random"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// How often `needle` occurs in `haystack`.
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[test]
+fn every_error_says_its_cause_once_and_exits_1() {
+    let _watchdog = support::watchdog();
+    let dir = temp_profile("errors");
+    // A task database in a folder that does not exist.
+    let out = zpar(&["hub", "--db", "sqlite:/nonexistent/zpar/x.db"], &dir);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(count(&err, "/nonexistent/zpar/x.db"), 1, "{err}");
+    assert_eq!(count(&err, "No such file or directory"), 1, "{err}");
+    // A corrupted connection file.
+    let security = dir.join("security");
+    std::fs::create_dir_all(&security).unwrap();
+    std::fs::write(
+        security.join("zpar-client.json"),
+        r#"{"transport": "tcp", "ip": 5}"#,
+    )
+    .unwrap();
+    let out = zpar(&["console"], &dir);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(count(&err, "invalid type: integer `5`"), 1, "{err}");
+    assert!(
+        err.contains("delete it and restart the hub"),
+        "the remedy stays: {err}"
+    );
+    // Wrong usage is exit code 2.
+    let out = zpar(&["cluster", "start", "--no-such-option"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_wait_says_what_it_waits_for() {
+    let _watchdog = support::watchdog();
+    let dir = temp_profile("wait");
+    let missing = dir.join("not-written-yet.json");
+    let mut cmd = Command::new(zpar_bin());
+    cmd.args(["engine", "--timeout", "2", "--file"])
+        .arg(&missing);
+    let out = support::output_within(cmd, WAIT, "an engine waiting for its file");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("waiting for {}", missing.display())),
+        "the wait is announced: {err}"
+    );
+    assert_eq!(count(&err, "No such file or directory"), 1, "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn cluster_start_with_sqlite_records_keeps_results_across_a_hub_restart() {
+    let watchdog = support::watchdog();
+    let dir = temp_profile("sqlite");
+    let _guard = StopOnDrop(&dir);
+    let db = dir.join("tasks.db");
+    let db_arg = format!("sqlite:{}", db.display());
+    let out = zpar(
+        &[
+            "cluster", "start", "-n", "1", "--daemon", "--db", &db_arg, "--scheme", "lru",
+        ],
+        &dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = zpar(&["cluster", "status"], &dir);
+    let shown = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(
+        shown.contains(&format!("--db {db_arg}")),
+        "status shows the options: {shown}"
+    );
+    assert!(shown.contains("--scheme lru"), "{shown}");
+    let pids: zpar::cluster::ClusterPids =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+    watchdog.also_kill(pids.hub);
+    for p in &pids.engines {
+        watchdog.also_kill(*p);
+    }
+    let profile = Profile::from_dir(&dir);
+    let client = Client::from_file(&profile.client_file()).unwrap();
+    let done = client.all().execute("40 + 2").unwrap();
+    assert_eq!(done.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
+    let msg_id = done.msg_ids()[0].clone();
+    drop(client);
+    // The hub dies; another takes its place on the same files and records.
+    let killed = Command::new("kill")
+        .args(["-KILL", &pids.hub.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    support::wait_until("the old hub is gone", || {
+        !zpar::cluster::process_alive(pids.hub)
+    });
+    let hub = Command::new(zpar_bin())
+        .args(["hub", "--reuse", "--db", &db_arg, "--profile-dir"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(vec![hub]);
+    let again = Client::from_file(&profile.client_file()).unwrap();
+    let fetched = again.get_result(&msg_id).unwrap();
+    assert_eq!(fetched.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
+}

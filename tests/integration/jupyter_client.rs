@@ -6,8 +6,7 @@
 use crate::support::{self, cluster, WAIT};
 use std::process::Command;
 
-#[path = "../../protocol/tests/integration/pyenv.rs"]
-mod pyenv;
+use crate::pyenv;
 
 #[test]
 fn a_jupyter_client_session_drives_a_cluster() {

@@ -16,12 +16,16 @@ def recv(sock):
 q = dealer(conn["registration"]); mux = dealer(conn["mux"]); task = dealer(conn["task"])
 s.send(q, "connection_request", {})
 idents, msg = recv(q)
-print("engines:", msg["content"]["engines"])
+msg_engines = msg["content"]["engines"]
+print("engines:", msg_engines)
 s.send(mux, "execute_request", {"code": "let x = 6 * 7; x", "silent": False}, metadata={"targets": [0, 1]})
 for _ in range(2):
     idents, msg = recv(mux)
     c = msg["content"]
-    print(msg["header"]["msg_type"], "engine", msg["metadata"]["engine"], c["status"], c.get("result"))
+    # metadata `engine` is the uuid (ipyparallel's reading); `engine_id` the id.
+    md = msg["metadata"]
+    assert md["engine"] == msg_engines[str(md["engine_id"])], md
+    print(msg["header"]["msg_type"], "engine", md["engine_id"], c["status"], c.get("result"))
 s.send(task, "apply_request", {"f": "|a, b| a + b", "args": [40, 2]})
 idents, msg = recv(task)
 print(msg["header"]["msg_type"], msg["content"]["status"], msg["content"].get("result"))

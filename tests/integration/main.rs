@@ -8,7 +8,13 @@ mod core;
 mod faults;
 mod hosts;
 mod hub_loss;
+mod ipyparallel;
 mod jupyter_client;
+mod native;
+mod private_files;
+/// The Python venv helper, shared with zpar-protocol's interop tests.
+#[path = "../../protocol/tests/integration/pyenv.rs"]
+mod pyenv;
 mod run;
 mod support;
 mod tasks;

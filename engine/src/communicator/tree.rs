@@ -266,6 +266,10 @@ impl Comm {
         let mut probed = self.is_root;
         let mut reported = false;
         let mut last_probe = Instant::now() - Duration::from_secs(1);
+        // Probes go to every subscriber: frequent at first (a small tree
+        // is ready at once), then rarer, so a thousand engines are not
+        // woken hundreds of times a second while the tree reports ready.
+        let mut probe_every = Duration::from_millis(2);
         loop {
             if Instant::now() >= deadline {
                 let missing: Vec<String> = children
@@ -299,9 +303,10 @@ impl Comm {
                     send_all(publ, Wire::Go).map_err(|e| zerr("publish", e))?;
                     return Ok(());
                 }
-                if last_probe.elapsed() >= Duration::from_millis(5) {
+                if last_probe.elapsed() >= probe_every {
                     send_all(publ, Wire::Probe).map_err(|e| zerr("publish", e))?;
                     last_probe = Instant::now();
+                    probe_every = (probe_every * 2).min(Duration::from_millis(100));
                 }
             } else if probed && all_ready && !reported {
                 let (_, dealer) = links.parent.as_ref().expect("non-roots have a parent");
@@ -313,7 +318,7 @@ impl Comm {
                 items.push(sub.as_poll_item(zmq::POLLIN));
             }
             let wait = if self.is_root {
-                5
+                probe_every.as_millis() as i64
             } else {
                 remaining(Some(deadline))
             };

@@ -13,7 +13,10 @@
 //!
 //! - the engine table ([`registry`]) and the load-balancing choice
 //!   ([`scheduler`]);
-//! - fan-out of a direct request to its targets ([`requests`]);
+//! - fan-out of a direct request to its targets ([`requests`]), named by
+//!   metadata `targets` or, as ipyparallel does, by the engine's uuid as a
+//!   routing frame; ipyparallel's broadcasts refused clearly
+//!   ([`ipyparallel`]);
 //! - the load-balanced queue: `after`/`follow` dependencies, retries, and
 //!   the fate of an engine's work when it is lost ([`tasks`]);
 //! - registration and every query on the registration channel
@@ -44,6 +47,7 @@
 //! assert!(sent.iter().any(|a| matches!(a, Action::ToQuery { .. })));
 //! ```
 
+mod ipyparallel;
 mod queries;
 pub mod queued;
 pub mod registry;

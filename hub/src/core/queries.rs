@@ -38,6 +38,7 @@ impl HubCore {
         };
         let asker = msg.identities.first().cloned().unwrap_or_default();
         let mut buffers = Vec::new();
+        let mut stop = false;
         let reply_content = match &msg.content {
             Content::RegistrationRequest(r) => self.register(&asker, r, now, out),
             Content::UnregistrationRequest(r) => {
@@ -57,7 +58,7 @@ impl HubCore {
                 hosts: self.registry.hosts(),
             }),
             Content::QueueRequest(r) => {
-                let engines = self
+                let engines: BTreeMap<u32, EngineQueue> = self
                     .registry
                     .engines()
                     .filter(|e| r.targets.as_ref().is_none_or(|t| t.contains(&e.id)))
@@ -77,10 +78,15 @@ impl HubCore {
                         )
                     })
                     .collect();
+                let ipyparallel = engines
+                    .iter()
+                    .map(|(id, q)| (id.to_string(), json!(q)))
+                    .collect();
                 Content::QueueReply(QueueReply {
                     status: Status::Ok,
                     engines,
                     unassigned: self.waiting.len() as u64,
+                    ipyparallel,
                 })
             }
             Content::ResultRequest(r) => {
@@ -106,12 +112,12 @@ impl HubCore {
                             .iter()
                             .map(|rec| rec.to_json(r.keys.as_deref()))
                             .collect(),
-                        evalue: None,
+                        ..Default::default()
                     }),
                     Err(e) => Content::DbReply(DbReply {
                         status: Status::Error,
-                        records: vec![],
                         evalue: Some(e),
+                        ..Default::default()
                     }),
                 }
             }
@@ -128,6 +134,13 @@ impl HubCore {
             Content::ResubmitRequest(r) => {
                 Content::ResubmitReply(self.resubmit(&r.msg_ids, asker, &msg.header, now, out))
             }
+            // ipyparallel's `Client.shutdown(hub=True)` stops the hub here,
+            // after it stopped the engines on control.
+            Content::ShutdownRequest(_) => {
+                info!("shutdown requested by a client on the query channel");
+                stop = true;
+                Content::ShutdownReply(TaskReply::ok())
+            }
             other => {
                 let t = other.msg_type().to_string();
                 Content::task_reply_of(
@@ -143,6 +156,11 @@ impl HubCore {
         reply.buffers = buffers;
         let frames = self.session.encode_owned(reply).into_frames();
         self.held.push(Action::ToQuery { frames });
+        if stop {
+            self.stop_engines(out);
+            self.on_tick(out);
+            out.push(Action::Stop);
+        }
     }
 
     /// Registers an engine; its identity must be the uuid it names.
@@ -234,6 +252,11 @@ impl HubCore {
                 out.pending.push(id.clone());
             } else {
                 out.completed.push(id.clone());
+                if let [one] = &recs[..] {
+                    if let Some(entry) = ipyparallel_entry(one) {
+                        out.ipyparallel.insert(id.clone(), entry);
+                    }
+                }
                 let entries: Vec<Json> = recs.iter().map(|r| result_entry(r, buffers)).collect();
                 out.results.insert(id.clone(), Json::Array(entries));
             }
@@ -383,6 +406,21 @@ impl HubCore {
         rec.request.header = serde_json::to_string(header).expect("json");
         rec
     }
+}
+
+/// A finished record as ipyparallel's `get_result` reads it from a result
+/// reply; None without an engine's reply. Its times stay out: ipyparallel
+/// parses them as ISO 8601 text, and records keep Unix seconds.
+fn ipyparallel_entry(r: &TaskRecord) -> Option<Json> {
+    let result = r.result.as_ref()?;
+    let parse = |t: &str| serde_json::from_str::<Json>(t).unwrap_or(Json::Null);
+    Some(json!({
+        "header": parse(&r.request.header),
+        "result_header": parse(&result.header),
+        "result_content": parse(&result.content),
+        "result_metadata": parse(&result.metadata),
+        "io": {"stdout": r.stdout, "stderr": r.stderr},
+    }))
 }
 
 /// One finished record for a result reply: its reply content and metadata,

@@ -1,6 +1,7 @@
 //! Requests from clients and replies from engines: checking, recording,
 //! fanning out to targets, and routing replies back.
 
+use super::ipyparallel::{self, Routed};
 use super::queued::QueuedTask;
 use super::registry::Pending;
 use super::{Action, Frames, HubCore};
@@ -92,6 +93,13 @@ impl HubCore {
         }
         // From here on the request is signed and has a header: it gets an
         // answer, whatever else is wrong with it.
+        if channel != Channel::Task {
+            if let Ok(map) = raw.metadata() {
+                if ipyparallel::is_broadcast(&map) {
+                    return self.refuse_broadcast(channel, identities, &header, &map);
+                }
+            }
+        }
         let metadata = match raw.metadata().and_then(|m| RequestMetadata::from_map(&m)) {
             Ok(m) => m,
             Err(e) => {
@@ -130,7 +138,39 @@ impl HubCore {
             });
             return self.schedule_waiting(now, out);
         }
-        self.fan_out(channel, raw, header, identities, metadata.targets, now, out);
+        // ipyparallel names the engine by a routing frame, not `targets`.
+        let targets = match (self.routed_target(channel, &identities), metadata.targets) {
+            (Routed::No, targets) | (Routed::Unknown(_), targets @ Some(_)) => targets,
+            (Routed::Engine(id), None) => Some(vec![id]),
+            (Routed::Engine(id), Some(t)) if t == [id] => Some(t),
+            (Routed::Engine(id), Some(t)) => {
+                return self.reject(
+                    channel,
+                    identities,
+                    &header,
+                    None,
+                    ErrorClass::BadRequest,
+                    format!(
+                        "the request is routed to engine {id} by its identity frame but names                          engines {t:?} in metadata \"targets\"; name the engines one way"
+                    ),
+                );
+            }
+            (Routed::Unknown(uuid), None) => {
+                return self.reject(
+                    channel,
+                    identities,
+                    &header,
+                    None,
+                    ErrorClass::UnknownEngine,
+                    format!(
+                        "the request is routed to engine uuid {uuid:?}, which is not registered \
+                         (it died, left or never existed); ask the hub for the engines \
+                         (connection_request) and use one of theirs"
+                    ),
+                );
+            }
+        };
+        self.fan_out(channel, raw, header, identities, targets, now, out);
     }
 
     /// Sends a direct or control request to each of its targets, recording
@@ -155,7 +195,9 @@ impl HubCore {
                     &header,
                     None,
                     ErrorClass::NoTargets,
-                    "the request names no target engines (metadata \"targets\")".into(),
+                    "the request names no target engines (metadata \"targets\", or an \
+                     engine's uuid as the routing frame after the client's)"
+                        .into(),
                 )
             }
         };

@@ -15,6 +15,16 @@ pub enum Scheme {
     Random,
 }
 
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scheme::LeastLoad => "leastload",
+            Scheme::Lru => "lru",
+            Scheme::Random => "random",
+        })
+    }
+}
+
 impl std::str::FromStr for Scheme {
     type Err = String;
     fn from_str(s: &str) -> Result<Scheme, String> {

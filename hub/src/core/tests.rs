@@ -253,7 +253,7 @@ impl HubHarness {
             started: Some("2026-11-29T05:00:00.000000Z".into()),
             completed: Some("2026-11-29T05:00:01.000000Z".into()),
             stdout: "printed\n".into(),
-            stderr: String::new(),
+            ..Default::default()
         }
         .to_map();
         let mut frames = vec![zmq::Message::from(uuid.as_bytes())];
@@ -1471,5 +1471,311 @@ fn stopping_the_hub_tells_every_engine() {
         assert_eq!((channel, engine), (Channel::Control, want));
         assert!(matches!(msg.content, Content::ShutdownRequest(_)));
     }
+    h.assert_no_more();
+}
+
+// ----- ipyparallel's client: routing by identity, broadcast -----
+
+/// Sends a request the way ipyparallel's client does: the engine's uuid as
+/// a routing frame after the client's identity.
+fn routed(h: &mut HubHarness, channel: Channel, content: Content, uuid: &str) -> Message {
+    routed_with(h, channel, content, uuid, serde_json::Map::new())
+}
+
+fn routed_with(
+    h: &mut HubHarness,
+    channel: Channel,
+    content: Content,
+    uuid: &str,
+    metadata: serde_json::Map<String, serde_json::Value>,
+) -> Message {
+    let mut msg = Message::new(&h.client, content);
+    msg.identities = vec![CLIENT.to_vec(), uuid.as_bytes().to_vec()];
+    msg.metadata = metadata;
+    let frames = h.client.encode(&msg).into_frames();
+    h.handle(Event::ClientRequest { channel, frames });
+    msg
+}
+
+/// The next action must be a reply to a client that routed by `uuid`.
+fn take_routed_reply(h: &mut HubHarness, uuid: &str) -> (Channel, Message) {
+    match h.take() {
+        Action::ToClient { channel, frames } => {
+            let msg = h.client.decode_frames(frames).expect("a valid reply");
+            assert_eq!(
+                msg.identities,
+                vec![CLIENT.to_vec(), uuid.as_bytes().to_vec()]
+            );
+            (channel, msg)
+        }
+        other => panic!("expected ToClient, got {}", describe(&other)),
+    }
+}
+
+/// The reply content as it goes on the wire.
+fn wire_json(msg: &Message) -> serde_json::Value {
+    serde_json::from_slice(&msg.content.to_json()).unwrap()
+}
+
+#[test]
+fn a_request_routed_by_an_engines_uuid_goes_to_that_engine_as_if_targeted() {
+    let mut h = HubHarness::new();
+    h.engines(3);
+    let req = routed(&mut h, Channel::Mux, execute("40 + 2"), &uuid_of(2));
+    let (channel, engine, got) = h.take_to_engine();
+    assert_eq!((channel, engine), (Channel::Mux, 2));
+    assert_eq!(got.header, req.header);
+    // The routing frame stays, so the reply comes back behind it.
+    assert_eq!(
+        got.identities,
+        vec![CLIENT.to_vec(), uuid_of(2).into_bytes()]
+    );
+    h.assert_no_more();
+    assert_eq!(h.pending_on(2), 1);
+    assert_eq!(
+        h.record_status(&req.header.msg_id, Some(2)),
+        RecordStatus::Pending
+    );
+    h.answer(2, Channel::Mux, &got);
+    h.tick();
+    h.expect_commit();
+    let (channel, reply) = take_routed_reply(&mut h, &uuid_of(2));
+    assert_eq!(channel, Channel::Mux);
+    assert_eq!(reply.parent_header.unwrap().msg_id, req.header.msg_id);
+    assert_eq!(
+        h.record_status(&req.header.msg_id, Some(2)),
+        RecordStatus::Done(Status::Ok)
+    );
+    h.assert_no_more();
+}
+
+#[test]
+fn control_requests_routed_by_uuid_reach_that_engine() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    routed(
+        &mut h,
+        Channel::Control,
+        Content::AbortRequest(AbortRequest {
+            msg_ids: Some(vec!["m-1".into()]),
+        }),
+        &uuid_of(1),
+    );
+    let (channel, engine, msg) = h.take_to_engine();
+    assert_eq!((channel, engine), (Channel::Control, 1));
+    assert!(matches!(msg.content, Content::AbortRequest(_)));
+    // ipyparallel's shutdown(targets) too: one engine, not the cluster.
+    routed(
+        &mut h,
+        Channel::Control,
+        Content::ShutdownRequest(Default::default()),
+        &uuid_of(0),
+    );
+    let (channel, engine, msg) = h.take_to_engine();
+    assert_eq!((channel, engine), (Channel::Control, 0));
+    assert!(matches!(msg.content, Content::ShutdownRequest(_)));
+    h.assert_no_more();
+}
+
+#[test]
+fn a_request_routed_to_an_unknown_uuid_gets_unknown_engine() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    routed(&mut h, Channel::Mux, execute("1"), "engine-gone");
+    h.tick();
+    let (_, reply) = take_routed_reply(&mut h, "engine-gone");
+    let (ename, evalue) = error_of(&reply);
+    assert_eq!(ename, "UnknownEngine");
+    assert!(evalue.contains("engine-gone"), "{evalue}");
+    assert_eq!(h.pending_on(0), 0);
+    h.assert_no_more();
+}
+
+#[test]
+fn routing_and_targets_that_disagree_are_a_bad_request() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    routed_with(
+        &mut h,
+        Channel::Mux,
+        execute("1"),
+        &uuid_of(0),
+        targets(&[1]).to_map(),
+    );
+    h.tick();
+    let (_, reply) = take_routed_reply(&mut h, &uuid_of(0));
+    let (ename, evalue) = error_of(&reply);
+    assert_eq!(ename, "BadRequest");
+    assert!(
+        evalue.contains("engine 0") && evalue.contains("[1]"),
+        "{evalue}"
+    );
+    // Agreeing is fine.
+    routed_with(
+        &mut h,
+        Channel::Mux,
+        execute("1"),
+        &uuid_of(1),
+        targets(&[1]).to_map(),
+    );
+    let (_, engine, _) = h.take_to_engine();
+    assert_eq!(engine, 1);
+    h.assert_no_more();
+}
+
+#[test]
+fn a_routing_frame_on_the_task_channel_does_not_pick_the_engine() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    // Load-balanced: the scheduler decides, whatever the frames say.
+    let req = routed_with(
+        &mut h,
+        Channel::Task,
+        apply(),
+        &uuid_of(1),
+        targets(&[0]).to_map(),
+    );
+    let (channel, engine, got) = h.take_to_engine();
+    assert_eq!((channel, engine), (Channel::Task, 0));
+    assert_eq!(got.header.msg_id, req.header.msg_id);
+    h.assert_no_more();
+}
+
+#[test]
+fn an_ipyparallel_broadcast_gets_one_clear_error_per_target() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let meta = json!({
+        "targets": [[uuid_of(0), 0], [uuid_of(1), 1]],
+        "is_broadcast": true,
+        "is_coalescing": false,
+    });
+    let req = h.request_with(
+        Channel::Mux,
+        execute("1"),
+        meta.as_object().unwrap().clone(),
+    );
+    h.tick();
+    for id in [0, 1] {
+        let (channel, reply) = h.take_reply();
+        assert_eq!(channel, Channel::Mux);
+        // What a non-coalescing BroadcastView waits for.
+        assert_eq!(
+            reply.parent_header.as_ref().unwrap().msg_id,
+            format!("{}_{}", req.header.msg_id, uuid_of(id))
+        );
+        assert_eq!(reply.metadata["engine"], json!(uuid_of(id)));
+        let (ename, evalue) = error_of(&reply);
+        assert_eq!(ename, "Unsupported");
+        assert!(evalue.contains("DirectView"), "{evalue}");
+        let wire = wire_json(&reply);
+        assert!(!wire["traceback"].as_array().unwrap().is_empty(), "{wire}");
+    }
+    assert_eq!(h.pending_on(0) + h.pending_on(1), 0);
+    h.assert_no_more();
+}
+
+#[test]
+fn a_coalescing_broadcast_gets_one_error_naming_every_target() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let meta = json!({
+        "targets": [[uuid_of(0), 0], [uuid_of(1), 1]],
+        "is_broadcast": true,
+        "is_coalescing": true,
+    });
+    let req = h.request_with(Channel::Mux, apply(), meta.as_object().unwrap().clone());
+    let (_, reply) = h.flush_reply();
+    assert_eq!(reply.header.msg_type, "apply_reply");
+    assert_eq!(reply.metadata["original_msg_id"], json!(req.header.msg_id));
+    assert_eq!(reply.metadata["is_coalescing"], json!(true));
+    assert_eq!(
+        reply.metadata["broadcast_targets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(error_of(&reply).0, "Unsupported");
+    h.assert_no_more();
+}
+
+#[test]
+fn a_shutdown_on_the_query_channel_stops_the_cluster() {
+    // ipyparallel's Client.shutdown(hub=True) ends with this.
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let mut msg = Message::new(
+        &h.client,
+        Content::ShutdownRequest(zpar_protocol::ShutdownRequest::default()),
+    );
+    msg.identities = vec![CLIENT.to_vec()];
+    let frames = h.client.encode(&msg).into_frames();
+    h.handle(Event::Query { frames });
+    for want in [0, 1] {
+        let (channel, engine, m) = h.take_to_engine();
+        assert_eq!((channel, engine), (Channel::Control, want));
+        assert!(matches!(m.content, Content::ShutdownRequest(_)));
+    }
+    let Action::ToQuery { frames } = h.take() else {
+        panic!("expected the shutdown reply")
+    };
+    let reply = h.client.decode_frames(frames).unwrap();
+    assert_eq!(reply.header.msg_type, "shutdown_reply");
+    assert_eq!(reply.content.task_reply().unwrap().status, Status::Ok);
+    assert!(matches!(h.take(), Action::Stop));
+    h.assert_no_more();
+}
+
+#[test]
+fn hub_made_errors_carry_ename_evalue_and_a_traceback_list() {
+    // Jupyter's spec; ipyparallel's client raised KeyError: 'traceback'.
+    let mut h = HubHarness::new();
+    h.engines(1);
+    h.execute(&[]);
+    let (_, r) = h.flush_reply();
+    let wire = wire_json(&r);
+    assert_eq!(wire["status"], "error");
+    assert_eq!(wire["ename"], "NoTargets");
+    assert!(wire["evalue"].is_string(), "{wire}");
+    assert!(wire["traceback"].is_array(), "{wire}");
+    assert_eq!(r.metadata["status"], json!("error"));
+    let db = h.query(Content::DbRequest(DbRequest {
+        query: json!({"msg_id": {"$frob": 1}}),
+        keys: None,
+    }));
+    let wire = wire_json(&db);
+    assert_eq!(wire["status"], "error");
+    assert!(
+        wire["ename"].is_string() && wire["traceback"].is_array(),
+        "{wire}"
+    );
+    h.assert_no_more();
+}
+
+#[test]
+fn a_result_request_also_answers_in_ipyparallels_shape() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = routed(&mut h, Channel::Mux, execute("1"), &uuid_of(0));
+    let (_, _, got) = h.take_to_engine();
+    h.answer(0, Channel::Mux, &got);
+    h.tick();
+    h.expect_commit();
+    take_routed_reply(&mut h, &uuid_of(0));
+    let id = req.header.msg_id.clone();
+    let reply = h.query(Content::ResultRequest(ResultRequest {
+        msg_ids: vec![id.clone()],
+    }));
+    let Content::ResultReply(r) = &reply.content else {
+        panic!("{:?}", reply.content)
+    };
+    assert_eq!(r.completed, vec![id.clone()]);
+    let rec = &r.ipyparallel[&id];
+    assert_eq!(rec["header"]["msg_id"], json!(id));
+    assert_eq!(rec["result_header"]["msg_type"], json!("execute_reply"));
+    assert_eq!(rec["result_content"]["status"], json!("ok"));
+    assert_eq!(rec["io"]["stdout"], json!("printed\n"));
+    assert!(rec.get("received").is_none());
     h.assert_no_more();
 }

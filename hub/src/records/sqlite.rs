@@ -88,6 +88,36 @@ pub(super) fn unpack(blob: &[u8]) -> Vec<Vec<u8>> {
 }
 
 impl SqliteStore {
+    /// Makes the database file at `path` and its `-wal` and `-shm` files
+    /// private before SQLite opens them: each is created empty with mode
+    /// 0600 if missing, or tightened (with a warning) if open to others;
+    /// their folder, which may not be zpar's, is left alone.
+    ///
+    /// SQLite takes an empty database file for a new database, an empty
+    /// `-wal` for no log and an empty `-shm` for an index to rebuild, so
+    /// making them first changes nothing but their mode. (SQLite also gives
+    /// the `-wal` and `-shm` it makes later — after a clean close deletes
+    /// them — the database file's mode, so 0600 holds for the hub's life.)
+    /// Creating them ourselves beats setting the umask around the open,
+    /// which is process-wide and would race the hub's other threads.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("zpar-doc-db-{}", zpar_protocol::new_id()));
+    /// std::fs::create_dir(&dir).unwrap();
+    /// zpar_hub::records::SqliteStore::create_private_files(&dir.join("tasks.db")).unwrap();
+    /// assert!(dir.join("tasks.db-wal").exists() && dir.join("tasks.db-shm").exists());
+    /// # std::fs::remove_dir_all(dir).unwrap();
+    /// ```
+    pub fn create_private_files(path: &Path) -> std::io::Result<()> {
+        zpar_protocol::private::touch(path)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            zpar_protocol::private::touch(Path::new(&side))?;
+        }
+        Ok(())
+    }
+
     pub(super) fn open(path: &Path, max_buffer_bytes: usize) -> DbResult<SqliteStore> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

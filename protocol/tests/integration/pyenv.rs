@@ -1,8 +1,10 @@
-//! A Python with `jupyter_client` and `pyzmq` for the interop tests.
+//! A Python with `jupyter_client`, `pyzmq`, `ipyparallel` and `ipython` for
+//! the interop tests.
 //!
-//! In order: `$ZPAR_PYTHON` if set (it must have both packages); otherwise the
-//! venv `target/pyenv` of this workspace, created with `python3 -m venv` and
-//! filled with `pip install jupyter_client pyzmq` when it cannot import them.
+//! In order: `$ZPAR_PYTHON` if set (it must have all four packages);
+//! otherwise the venv `target/pyenv` of this workspace, created with
+//! `python3 -m venv` and filled with `pip install` of [`PACKAGES`] when it
+//! cannot import them.
 //! Creation is guarded by a lock file (tests run in parallel threads and
 //! processes). Without `python3` on PATH the tests print a SKIPPED line and
 //! return — except under CI (`CI` set and not empty), where a missing Python
@@ -20,6 +22,12 @@ use zpar_protocol::backoff::{poll_until, Backoff};
 /// How often to look again at a child or a lock: from 1 ms up to 100 ms.
 const PAUSES: Backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
 
+/// What the interop tests import, and what pip installs for them.
+const PACKAGES: [&str; 4] = ["jupyter_client", "pyzmq", "ipyparallel", "ipython"];
+
+/// The import line that proves [`PACKAGES`] are there.
+const IMPORTS: &str = "import jupyter_client, zmq, ipyparallel, IPython";
+
 /// Longest wait for venv creation and pip (pip's own network timeout is
 /// shorter), and for another test's setup to finish.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -35,7 +43,7 @@ pub fn python() -> Option<PathBuf> {
             !in_ci(),
             "python3 not found, and CI is set, so the jupyter interop test may not skip: \
              install python3 with its venv module (e.g. apt-get install python3-venv) in .ci/run, \
-             or point ZPAR_PYTHON at a Python with jupyter_client and pyzmq"
+             or point ZPAR_PYTHON at a Python with jupyter_client, pyzmq, ipyparallel and ipython"
         );
         say("SKIPPED: python3 not found; jupyter interop not tested (it would fail under CI)");
     }
@@ -58,9 +66,10 @@ fn find_or_make() -> Option<PathBuf> {
         let p = PathBuf::from(p);
         assert!(
             has_jupyter(&p),
-            "ZPAR_PYTHON={} cannot `import jupyter_client, zmq`: \
-             pip install jupyter_client pyzmq into it, or unset ZPAR_PYTHON",
-            p.display()
+            "ZPAR_PYTHON={} cannot `{IMPORTS}`: \
+             pip install {} into it, or unset ZPAR_PYTHON",
+            p.display(),
+            PACKAGES.join(" ")
         );
         return Some(p);
     }
@@ -105,25 +114,26 @@ fn find_or_make() -> Option<PathBuf> {
         );
     }
     say(&format!(
-        "pip-installing jupyter_client and pyzmq into {}",
+        "pip-installing {} into {}",
+        PACKAGES.join(" "),
         venv.display()
     ));
     run(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "jupyter_client",
-            "pyzmq",
-        ]),
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(PACKAGES),
         &log,
-        "pip install jupyter_client pyzmq (is PyPI reachable?)",
+        &format!("pip install {} (is PyPI reachable?)", PACKAGES.join(" ")),
     );
     assert!(
         has_jupyter(&python),
-        "{} still cannot `import jupyter_client, zmq` after pip install; see {}",
+        "{} still cannot `{IMPORTS}` after pip install; see {}",
         python.display(),
         log.display()
     );
@@ -132,7 +142,7 @@ fn find_or_make() -> Option<PathBuf> {
 
 fn has_jupyter(python: &Path) -> bool {
     match Command::new(python)
-        .args(["-c", "import jupyter_client, zmq"])
+        .args(["-c", IMPORTS])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -205,7 +205,7 @@ impl Session {
         Ok(Status::Ok)
     }
 
-    pub(super) fn engines(&mut self) -> Result<Status> {
+    pub(super) fn engines(&mut self, all: bool) -> Result<Status> {
         self.ensure_hub()?;
         let client = self.client.clone();
         let Some(q) = self.blocking(move || client.queue_status()) else {
@@ -217,7 +217,8 @@ impl Session {
             .engine_hosts(std::time::Duration::from_secs(5))
             .unwrap_or_default();
         let targets = self.view(&None).map(|(_, ids)| ids).unwrap_or_default();
-        self.out.lines(render::engines_table(&q, &targets, &hosts));
+        self.out
+            .lines(render::engines_table(&q, &targets, &hosts, all));
         Ok(Status::Ok)
     }
 

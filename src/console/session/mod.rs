@@ -222,7 +222,7 @@ impl Session {
             Command::Gather { name, targets } => self.gather(&name, &targets),
             Command::Comm { name, targets } => self.comm(&name, &targets),
             Command::Targets(spec) => self.set_targets(spec),
-            Command::Engines => self.engines(),
+            Command::Engines { all } => self.engines(all),
             Command::Result => Ok(self.result()),
             Command::Wait(limit) => self.wait(limit),
             Command::Abort(t) => self.control(Control::Abort, &t),

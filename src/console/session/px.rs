@@ -149,16 +149,16 @@ impl Session {
                     engine,
                     run.counts.get(&engine).copied().unwrap_or_default(),
                     v,
-                    colour,
+                    false,
                 )),
                 (Ok(_), None) => {}
                 (Err(e), _) => {
                     status = Status::Failed;
-                    lines.extend(render::reply_error_lines(r.engine, e, colour));
+                    lines.extend(render::reply_error_lines(r.engine, e, false));
                 }
             }
         }
-        self.out.lines(lines);
+        self.out.lines(render::group_lines(lines, colour));
         status
     }
 
@@ -214,18 +214,20 @@ impl Session {
                 }
             }
         }
+        let mut results = Vec::new();
         for r in &replies {
             match (&r.outcome, r.engine) {
                 (Ok(Value::Unit), _) | (Ok(_), None) => {}
-                (Ok(v), Some(engine)) => lines.push(render::out_line(
+                (Ok(v), Some(engine)) => results.push(render::out_line(
                     engine,
                     run.counts.get(&engine).copied().unwrap_or_default(),
                     v,
-                    colour,
+                    false,
                 )),
-                (Err(e), _) => lines.extend(render::reply_error_lines(r.engine, e, colour)),
+                (Err(e), _) => results.extend(render::reply_error_lines(r.engine, e, false)),
             }
         }
+        lines.extend(render::group_lines(results, colour));
         if !run.ar.ready() {
             let (done, total) = run.ar.progress();
             lines.push(render::notice(

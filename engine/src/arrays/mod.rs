@@ -1,14 +1,43 @@
-//! Native numeric arrays for scripts: `F64Array` and `I64Array`.
+//! Native numeric arrays for scripts: `F64Array` and `I64Array`, and the
+//! toolkit that computes on them without a script call per element.
 //!
 //! Scatters, pushes and collectives move big numeric data as raw buffers;
-//! these types keep it native on the engine too (no per-element script
-//! values). They are reference-counted, so passing one to a function or
-//! storing it in a second variable does not copy it; a write copies only if
-//! the data is shared.
+//! these types keep it native on the engine too. They are
+//! reference-counted, so passing one to a function or storing it in a
+//! second variable does not copy it; a write copies only if the data is
+//! shared, and an operation on a temporary (`a * 2.0` in `a * 2.0 + 1.0`)
+//! reuses its buffer.
 //!
-//! In scripts: `f64_array(n, fill)`, `f64_array([1.0, 2.0])`, `a + b`,
-//! `a * 2.0`, `a[i]`, `a[i] = x`, `a.len`, `a.sum()`, `a.to_array()`, and the
-//! same for `i64_array`.
+//! | module | what |
+//! | --- | --- |
+//! | this one | the types, `f64_array`/`i64_array`, `a[i]`, `len`, `push`, `to_array`, iteration |
+//! | [`elementwise`] | `+ - * /` and unary `-` with arrays and scalars on either side; `abs sqrt exp ln powf **`, elementwise `min`/`max` |
+//! | [`reduce`] | `sum mean min max argmin argmax dot norm cumsum` |
+//! | [`build`] | `zeros ones linspace arange random normal`; `a[i..j]`, `concat sort reverse filter drop_nan`; conversions |
+//!
+//! Every operation returns a new array; `a[i] = x` and `push` are the only
+//! writes. The rules for edge cases, the same everywhere:
+//!
+//! - arrays of different lengths are an error, never truncated;
+//! - i64 arithmetic is checked: an overflow or a division by zero is an
+//!   error naming the element (i64 arrays never wrap; `to_f64()` first for
+//!   floating point);
+//! - f64 arithmetic is IEEE: `1.0 / 0.0` is `inf`, NaN propagates through
+//!   `+ - * /`, `sum`, `mean`, `dot`, `norm`, `cumsum`, and elementwise
+//!   `min`/`max`; where an answer would be meaningless with a NaN (`min`,
+//!   `max`, `argmin`, `argmax`, `sort`, `to_i64`) it is an error naming the
+//!   index (`drop_nan()` removes them);
+//! - `min`, `max`, `argmin`, `argmax` and `mean` of an empty array are
+//!   errors; `sum`, `dot` and `norm` of empty arrays are 0.
+//!
+//! Errors are script errors; the engine reports them with the line and
+//! column of the call.
+
+pub mod build;
+pub mod elementwise;
+pub mod reduce;
+#[cfg(test)]
+mod tests;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Position, FLOAT, INT};
 use std::rc::Rc;
@@ -21,13 +50,14 @@ pub struct F64Array(pub Rc<Vec<f64>>);
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct I64Array(pub Rc<Vec<i64>>);
 
-type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+pub(crate) type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
-fn runtime(msg: String) -> Box<EvalAltResult> {
+/// A script error; the engine fills in the position of the call.
+pub(crate) fn runtime(msg: String) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(msg.into(), Position::NONE).into()
 }
 
-fn same_len(op: &str, a: usize, b: usize) -> RhaiResult<()> {
+pub(crate) fn same_len(op: &str, a: usize, b: usize) -> RhaiResult<()> {
     if a != b {
         return Err(runtime(format!(
             "cannot {op} arrays of different lengths ({a} and {b})"
@@ -42,6 +72,46 @@ fn index(len: usize, i: INT) -> RhaiResult<usize> {
         return Err(EvalAltResult::ErrorArrayBounds(len, i, Position::NONE).into());
     }
     Ok(j as usize)
+}
+
+/// `f` over every element; in place when `v` is not shared.
+pub(crate) fn map_vec<T: Copy>(v: Rc<Vec<T>>, f: impl Fn(T) -> T) -> Vec<T> {
+    match Rc::try_unwrap(v) {
+        Ok(mut v) => {
+            v.iter_mut().for_each(|x| *x = f(*x));
+            v
+        }
+        Err(v) => v.iter().map(|x| f(*x)).collect(),
+    }
+}
+
+/// `f` over pairs of elements; in `a`'s buffer when it is not shared.
+/// The lengths must be equal (checked by the caller).
+pub(crate) fn zip_vec<T: Copy, U: Copy>(a: Rc<Vec<T>>, b: &[U], f: impl Fn(T, U) -> T) -> Vec<T> {
+    match Rc::try_unwrap(a) {
+        Ok(mut v) => {
+            v.iter_mut().zip(b).for_each(|(x, y)| *x = f(*x, *y));
+            v
+        }
+        Err(v) => v.iter().zip(b).map(|(x, y)| f(*x, *y)).collect(),
+    }
+}
+
+/// Like [`map_vec`], for an `f` that can fail at an element (its index
+/// and value are passed).
+pub(crate) fn try_map_vec<T: Copy>(
+    v: Rc<Vec<T>>,
+    f: impl Fn(usize, T) -> RhaiResult<T>,
+) -> RhaiResult<Vec<T>> {
+    match Rc::try_unwrap(v) {
+        Ok(mut v) => {
+            for (k, x) in v.iter_mut().enumerate() {
+                *x = f(k, *x)?;
+            }
+            Ok(v)
+        }
+        Err(v) => v.iter().enumerate().map(|(k, x)| f(k, *x)).collect(),
+    }
 }
 
 macro_rules! numeric_array {
@@ -60,26 +130,6 @@ macro_rules! numeric_array {
             /// Takes the vector out, copying only if it is shared.
             pub fn into_vec(self) -> Vec<$elem> {
                 Rc::try_unwrap(self.0).unwrap_or_else(|rc| (*rc).clone())
-            }
-
-            fn zip(
-                &self,
-                other: &Self,
-                op: &str,
-                f: impl Fn($elem, $elem) -> $elem,
-            ) -> RhaiResult<Self> {
-                same_len(op, self.0.len(), other.0.len())?;
-                Ok($ty::new(
-                    self.0
-                        .iter()
-                        .zip(other.0.iter())
-                        .map(|(a, b)| f(*a, *b))
-                        .collect(),
-                ))
-            }
-
-            fn map(&self, f: impl Fn($elem) -> $elem) -> Self {
-                $ty::new(self.0.iter().map(|a| f(*a)).collect())
             }
 
             fn from_array(a: Array) -> RhaiResult<Self> {
@@ -106,32 +156,11 @@ macro_rules! numeric_array {
                         $ty::new(vec![fill as $elem; n.max(0) as usize])
                     })
                     .register_fn($ctor, $ty::from_array)
-                    .register_fn("+", |a: &mut $ty, b: $ty| a.zip(&b, "add", |x, y| x + y))
-                    .register_fn("-", |a: &mut $ty, b: $ty| {
-                        a.zip(&b, "subtract", |x, y| x - y)
-                    })
-                    .register_fn("*", |a: &mut $ty, b: $ty| {
-                        a.zip(&b, "multiply", |x, y| x * y)
-                    })
-                    .register_fn("+", |a: &mut $ty, b: $script| {
-                        let b = b as $elem;
-                        a.map(|x| x + b)
-                    })
-                    .register_fn("-", |a: &mut $ty, b: $script| {
-                        let b = b as $elem;
-                        a.map(|x| x - b)
-                    })
-                    .register_fn("*", |a: &mut $ty, b: $script| {
-                        let b = b as $elem;
-                        a.map(|x| x * b)
-                    })
                     .register_fn("==", |a: &mut $ty, b: $ty| *a == b)
                     .register_fn("!=", |a: &mut $ty, b: $ty| *a != b)
                     .register_get("len", |a: &mut $ty| a.0.len() as INT)
                     .register_fn("len", |a: &mut $ty| a.0.len() as INT)
-                    .register_fn("sum", |a: &mut $ty| {
-                        a.0.iter().copied().sum::<$elem>() as $script
-                    })
+                    .register_fn("is_empty", |a: &mut $ty| a.0.is_empty())
                     .register_fn("to_array", |a: &mut $ty| -> Array {
                         a.0.iter().map(|x| Dynamic::from(*x as $script)).collect()
                     })
@@ -174,73 +203,11 @@ numeric_array!(I64Array, i64, INT, "I64Array", "i64_array", |d| d
     .as_int()
     .ok());
 
-/// Registers both array types and their functions on a script engine.
+/// Registers both array types and the whole toolkit on a script engine.
 pub fn register(engine: &mut Engine) {
     F64Array::register(engine);
     I64Array::register(engine);
-    engine.register_fn("+", |a: &mut F64Array, b: INT| {
-        let b = b as f64;
-        a.map(|x| x + b)
-    });
-    engine.register_fn("*", |a: &mut F64Array, b: INT| {
-        let b = b as f64;
-        a.map(|x| x * b)
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn engine() -> Engine {
-        let mut e = Engine::new();
-        register(&mut e);
-        e
-    }
-
-    #[test]
-    fn elementwise_and_scalar_ops() {
-        let e = engine();
-        let r: F64Array = e
-            .eval("let a = f64_array([1.0, 2.0]); let b = f64_array(2, 0.5); a + b * 2.0")
-            .unwrap();
-        assert_eq!(r.as_slice(), &[2.0, 3.0]);
-        let s: FLOAT = e.eval("f64_array([1, 2, 3]).sum()").unwrap();
-        assert_eq!(s, 6.0);
-        let i: INT = e
-            .eval("let a = i64_array(3, 1); a[1] = 5; a.sum() + a.len")
-            .unwrap();
-        assert_eq!(i, 10);
-    }
-
-    #[test]
-    fn writes_do_not_affect_copies() {
-        let e = engine();
-        let r: INT = e
-            .eval("let a = i64_array([1, 2]); let b = a; b[0] = 9; a[0] * 10 + b[0]")
-            .unwrap();
-        assert_eq!(r, 19);
-    }
-
-    #[test]
-    fn mismatches_are_script_errors() {
-        let e = engine();
-        let err = e
-            .eval::<F64Array>("f64_array(2, 0.0) + f64_array(3, 0.0)")
-            .unwrap_err();
-        assert!(err.to_string().contains("different lengths"), "{err}");
-        let err = e.eval::<INT>("i64_array(2, 0)[5]").unwrap_err();
-        assert!(err.to_string().contains("out of bounds"), "{err}");
-        let err = e.eval::<F64Array>(r#"f64_array([1.0, "x"])"#).unwrap_err();
-        assert!(err.to_string().contains("element 1"), "{err}");
-    }
-
-    #[test]
-    fn iterates() {
-        let e = engine();
-        let r: INT = e
-            .eval("let t = 0; for x in i64_array([1, 2, 3]) { t += x } t")
-            .unwrap();
-        assert_eq!(r, 6);
-    }
+    elementwise::register(engine);
+    reduce::register(engine);
+    build::register(engine);
 }
