@@ -105,7 +105,9 @@ impl Client {
 
     /// Task records matching `query` — `{field: value}` for equality or
     /// `{field: {"$lt": v, "$gte": w, "$ne": x, "$in": [..]}}` — with all
-    /// fields, or just `keys`.
+    /// fields, or just `keys`. Times (`submitted`, `started`, `completed`,
+    /// `received`) come as ISO 8601 text; in a query they may also be given
+    /// as Unix seconds.
     ///
     /// ```no_run
     /// # fn main() -> zpar_client::Result<()> {

@@ -69,6 +69,7 @@ fn ipyparallels_client_and_px_magics_drive_a_zpar_cluster() {
     has("single result 42 engine 0");
     has("abort raised TaskAborted");
     has("db_query [(True, 0, 'ok')]");
+    has("db_query times ['datetime']");
     has("get_result True True ExecuteReply");
     has("apply CompositeError ename=Unsupported evalue=zpar engines run Rhai and cannot load pickled Python");
     has("broadcast CompositeError ename=Unsupported");

@@ -165,6 +165,9 @@ long.get(timeout=30)
 msg_id = one.msg_ids[0]
 recs = rc.db_query({"msg_id": msg_id}, keys=["msg_id", "engine", "status"])
 say("db_query", [(r["msg_id"] == msg_id, r["engine"], r["status"]) for r in recs])
+# Every field, times included: ipyparallel parses them as dates.
+full = rc.db_query({"msg_id": msg_id})
+say("db_query times", [type(r["submitted"]).__name__ for r in full])
 
 rc2 = ipp.Client(conn_file, timeout=20)
 got = rc2.get_result(msg_id, block=True)

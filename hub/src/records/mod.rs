@@ -70,13 +70,13 @@ pub struct TaskRecord {
     pub msg_type: String,
     /// Where the request came in.
     pub channel: Channel,
-    /// When the hub received it (Unix seconds).
+    /// When the hub received it (Unix seconds; ISO 8601 in queries).
     pub submitted: f64,
     /// When the engine started it (ISO 8601).
     pub started: Option<String>,
     /// When the engine finished it (ISO 8601).
     pub completed: Option<String>,
-    /// When the hub received the reply (Unix seconds).
+    /// When the hub received the reply (Unix seconds; ISO 8601 in queries).
     pub received: Option<f64>,
     /// Pending, or finished with the reply's status.
     pub status: RecordStatus,
@@ -133,10 +133,10 @@ impl TaskRecord {
             "client" => json!(self.client),
             "msg_type" => json!(self.msg_type),
             "channel" => json!(self.channel.as_str()),
-            "submitted" => json!(self.submitted),
+            "submitted" => json!(iso(self.submitted)),
             "started" => json!(self.started),
             "completed" => json!(self.completed),
-            "received" => json!(self.received),
+            "received" => json!(self.received.map(iso)),
             "status" => json!(self.status.as_str()),
             "ename" => json!(self.ename),
             _ => Json::Null,
@@ -230,17 +230,34 @@ impl Filter {
     pub fn matches(&self, r: &TaskRecord) -> bool {
         self.0.iter().all(|(f, c)| {
             let v = r.field(f);
+            // Times are ISO 8601 text (which sorts as time does); a number
+            // given for one is Unix seconds.
+            let x = |x: &Json| match (TIME_FIELDS.contains(&f.as_str()), x.as_f64()) {
+                (true, Some(secs)) => json!(iso(secs)),
+                _ => x.clone(),
+            };
             match c {
-                Cond::Eq(x) => same(&v, x),
-                Cond::Ne(x) => !same(&v, x),
-                Cond::In(xs) => xs.iter().any(|x| same(&v, x)),
-                Cond::Lt(x) => order(&v, x).is_some_and(|o| o.is_lt()),
-                Cond::Le(x) => order(&v, x).is_some_and(|o| o.is_le()),
-                Cond::Gt(x) => order(&v, x).is_some_and(|o| o.is_gt()),
-                Cond::Ge(x) => order(&v, x).is_some_and(|o| o.is_ge()),
+                Cond::Eq(y) => same(&v, &x(y)),
+                Cond::Ne(y) => !same(&v, &x(y)),
+                Cond::In(ys) => ys.iter().any(|y| same(&v, &x(y))),
+                Cond::Lt(y) => order(&v, &x(y)).is_some_and(|o| o.is_lt()),
+                Cond::Le(y) => order(&v, &x(y)).is_some_and(|o| o.is_le()),
+                Cond::Gt(y) => order(&v, &x(y)).is_some_and(|o| o.is_gt()),
+                Cond::Ge(y) => order(&v, &x(y)).is_some_and(|o| o.is_ge()),
             }
         })
     }
+}
+
+/// The fields that hold times; records show them as ISO 8601, as Jupyter
+/// and ipyparallel read them.
+const TIME_FIELDS: &[&str] = &["submitted", "started", "completed", "received"];
+
+/// Unix seconds as ISO 8601 (UTC, microseconds), as headers write dates.
+fn iso(secs: f64) -> String {
+    zpar_protocol::header::iso8601(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs.max(0.0)),
+    )
 }
 
 fn same(a: &Json, b: &Json) -> bool {
@@ -498,6 +515,15 @@ mod tests {
         assert_eq!(done.result.as_ref().unwrap().buffers, vec![vec![9; 10]]);
         assert_eq!(store.get("t").unwrap()[0].engine, Some(4));
         assert_eq!(store.history().unwrap(), vec!["a", "t"]);
+        // Times read as ISO 8601, and a number in a query is Unix seconds.
+        assert_eq!(
+            a[0].to_json(Some(&["submitted".to_string()]))["submitted"],
+            "1970-01-01T00:00:01.000000Z"
+        );
+        let since =
+            Filter::parse(&json!({"submitted": {"$gte": 0.5, "$lt": "1970-01-01T00:00:02Z"}}))
+                .unwrap();
+        assert_eq!(store.query(&since).unwrap().len(), 3);
         let f = Filter::parse(&json!({"status": "ok", "engine": {"$gte": 2}})).unwrap();
         let q = store.query(&f).unwrap();
         assert_eq!(q.len(), 1);
