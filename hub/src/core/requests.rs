@@ -151,7 +151,7 @@ impl HubCore {
                     None,
                     ErrorClass::BadRequest,
                     format!(
-                        "the request is routed to engine {id} by its identity frame but names                          engines {t:?} in metadata \"targets\"; name the engines one way"
+                        "the request is routed to engine {id} by its identity frame but names engines {t:?} in metadata \"targets\"; name the engines one way"
                     ),
                 );
             }
