@@ -175,17 +175,19 @@ impl Hosts {
 
     /// Runs an sshd on every engine host, with keys made for this run in
     /// the hosts' scratch folder (nothing of the machine's own ssh setup is
-    /// read or changed); returns the options `ssh` needs to log in.
-    pub fn start_sshd(&self) -> Vec<String> {
+    /// read or changed); returns the options `ssh` needs to log in. None
+    /// (after saying why) when ssh is not installed and `CI` is not set.
+    pub fn start_sshd(&self) -> Option<Vec<String>> {
         for tool in ["/usr/sbin/sshd", "ssh", "ssh-keygen"] {
-            if Command::new(tool).arg("-V").output().is_err()
-                && Command::new("sh")
-                    .args(["-c", &format!("command -v {tool}")])
-                    .output()
-                    .map(|o| !o.status.success())
-                    .unwrap_or(true)
-            {
-                panic!("{tool} is missing: install openssh-server (.ci/run does)");
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                let why = format!("{tool} is missing: install openssh-server (.ci/run does)");
+                assert!(std::env::var_os("CI").is_none_or(|v| v.is_empty()), "{why}");
+                eprintln!("skipping a multi-host ssh test: {why}");
+                return None;
             }
         }
         let keys = self.dir.join("ssh");
@@ -268,7 +270,7 @@ impl Hosts {
                     .is_ok_and(|o| o.status.success())
             });
         }
-        args
+        Some(args)
     }
 
     /// Any program on host `i`.
@@ -658,7 +660,9 @@ fn ssh_cluster(per_host: &[usize]) {
     let Some(hosts) = Hosts::new(per_host.len()) else {
         return;
     };
-    let ssh = hosts.start_sshd();
+    let Some(ssh) = hosts.start_sshd() else {
+        return;
+    };
     let profile = hosts.dir().join("cluster");
     let dir = profile.to_str().expect("UTF-8").to_string();
     let total: usize = per_host.iter().sum();
@@ -748,11 +752,13 @@ fn the_mpi_launcher_gives_engines_their_ranks_as_ids_over_two_hosts() {
     };
     if Command::new("mpiexec").arg("--version").output().is_err() {
         let why = "no mpiexec: install openmpi-bin (.ci/run does)";
-        assert!(std::env::var_os("CI").is_none(), "{why}");
+        assert!(std::env::var_os("CI").is_none_or(|v| v.is_empty()), "{why}");
         eprintln!("skipping: {why}");
         return;
     }
-    let ssh = hosts.start_sshd();
+    let Some(ssh) = hosts.start_sshd() else {
+        return;
+    };
     let profile = hosts.dir().join("cluster");
     let dir = profile.to_str().expect("UTF-8").to_string();
     let mpi_args = format!(
