@@ -21,7 +21,8 @@ use zpar_protocol::{Content, ExecuteRequest, Message, Session};
 pub struct BenchArgs {
     /// What to measure: all, protocol, cluster, tasks, allreduce, raw,
     /// hub-loss (also part of cluster), compute (the array toolkit and
-    /// native kernels).
+    /// native kernels), link (a running cluster, --file), scale (--many
+    /// engines on this machine; not part of all).
     #[arg(default_value = "all")]
     pub suite: String,
     /// Engines for the cluster suite.
@@ -33,6 +34,9 @@ pub struct BenchArgs {
     /// Multiply repetition counts (0.1 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// For `scale`: how many engines.
+    #[arg(long, default_value_t = 1000)]
+    pub many: usize,
     /// For `link`: the client connection file of a running cluster to
     /// measure against (its engine 0).
     #[arg(long)]
@@ -95,7 +99,7 @@ impl Report {
 }
 
 /// The median of some samples.
-pub fn median(samples: &mut [f64]) -> f64 {
+pub(crate) fn median(samples: &mut [f64]) -> f64 {
     if samples.is_empty() {
         return f64::NAN;
     }
@@ -152,11 +156,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let suites: Vec<&str> = match args.suite.as_str() {
         "all" => vec!["protocol", "cluster", "tasks", "allreduce", "compute"],
         s @ ("protocol" | "cluster" | "tasks" | "allreduce" | "raw" | "hub-loss" | "link"
-        | "compute") => {
+        | "compute" | "scale") => {
             vec![s]
         }
         other => {
-            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw, hub-loss, link or compute")
+            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw, hub-loss, link, compute or scale")
         }
     };
     let needs_raw = suites
@@ -176,6 +180,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "hub-loss" => hub_loss(&mut report, args.scale)?,
             "link" => link(&mut report, &args)?,
             "compute" => crate::bench_compute::compute(&mut report, &args)?,
+            "scale" => crate::bench_scale::scale(&mut report, args.many, args.scale)?,
             _ => {}
         }
     }

@@ -27,6 +27,7 @@
 
 pub mod bench;
 mod bench_compute;
+mod bench_scale;
 pub mod cli;
 pub mod console;
 pub mod wait;

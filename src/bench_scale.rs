@@ -1,0 +1,74 @@
+//! `zpar bench scale`: many engines on this machine (`--many`, default
+//! 1000): how long until all are registered, an execute on all of them,
+//! setting up a communicator over all, and an allreduce of one integer
+//! timed inside the engines; the hub's memory with them all.
+
+use crate::bench::{median, median_us, reps, rss_mib, Report};
+use anyhow::{Context, Result};
+use std::time::{Duration, Instant};
+use zpar_client::{LocalCluster, Value};
+
+/// Runs the suite with `many` engines.
+pub fn scale(report: &mut Report, many: usize, scale: f64) -> Result<()> {
+    let started = Instant::now();
+    let cluster = LocalCluster::builder()
+        .engines(many)
+        .timeout(Duration::from_secs(300))
+        .start()
+        .with_context(|| format!("starting {many} engines"))?;
+    report.add(
+        &format!("{many} engines all registered"),
+        started.elapsed().as_secs_f64(),
+        "s",
+        None,
+    );
+    let client = cluster.client()?;
+    let all = client.all();
+    let exec = median_us(reps(10, scale), || {
+        all.execute("1")?.get_timeout(Duration::from_secs(120))?;
+        Ok(())
+    })?;
+    report.add(
+        &format!("execute on all {many} engines"),
+        exec / 1000.0,
+        "ms",
+        None,
+    );
+    let t = Instant::now();
+    all.setup_communicator("com", Duration::from_secs(300))?;
+    report.add(
+        &format!("setup_communicator over {many} engines"),
+        t.elapsed().as_secs_f64(),
+        "s",
+        None,
+    );
+    let calls = reps(20, scale).max(3);
+    let code = format!(
+        "let ts = []; for i in 0..{calls} {{ let t = timestamp(); com.allreduce(\"sum\", 1); ts.push(t.elapsed); }} ts.sort(); ts[ts.len / 2] * 1000.0"
+    );
+    let inside = all.execute(&code)?.get_timeout(Duration::from_secs(300))?;
+    let mut ms: Vec<f64> = inside.iter().filter_map(Value::as_f64).collect();
+    report.add(
+        &format!("allreduce of one integer over {many} engines, in engines"),
+        median(&mut ms),
+        "ms",
+        None,
+    );
+    let q = median_us(reps(10, scale), || {
+        client.queue_status()?;
+        Ok(())
+    })?;
+    report.add(
+        &format!("queue status of {many} engines"),
+        q / 1000.0,
+        "ms",
+        None,
+    );
+    report.add(
+        &format!("hub RSS with {many} engines"),
+        rss_mib(cluster.pids().hub),
+        "MiB",
+        None,
+    );
+    Ok(())
+}
