@@ -116,9 +116,12 @@ impl Comm {
             .map_err(|e| zerr(&format!("bind on {}", env.ip), e))?;
         let router_url = advertised(&router, &env.advertise);
         let publisher = if is_root {
-            let p = env.ctx.socket(zmq::PUB).map_err(|e| zerr("socket", e))?;
+            // An XPUB publishes like a PUB and also hands the root every
+            // subscription, so it knows when all engines listen.
+            let p = env.ctx.socket(zmq::XPUB).map_err(|e| zerr("socket", e))?;
             p.set_linger(0).ok();
             p.set_sndhwm(0).ok();
+            p.set_xpub_verbose(true).ok();
             p.bind(&format!("tcp://{}:*", env.ip))
                 .map_err(|e| zerr(&format!("bind on {}", env.ip), e))?;
             let url = advertised(&p, &env.advertise);
@@ -248,7 +251,7 @@ impl Comm {
             sub,
             tree: tree.clone(),
         });
-        let result = self.handshake(timeout);
+        let result = self.handshake(timeout, parents.len().saturating_sub(1));
         if result.is_err() {
             self.links = None;
         } else {
@@ -257,8 +260,16 @@ impl Comm {
         result
     }
 
-    /// Probes until every engine is subscribed, then `go`.
-    pub(super) fn handshake(&mut self, timeout: Duration) -> RhaiResult<()> {
+    /// Waits until every engine listens to the root, then asks them once to
+    /// report ready up the tree, then `go`.
+    ///
+    /// The root counts the subscriptions its XPUB hands it
+    /// (`subscribers` are expected) and only then probes: one round of
+    /// readiness, O(N) messages, O(depth) latency. Probes repeat with
+    /// back-off in case one is missed, and start anyway after a second.
+    pub(super) fn handshake(&mut self, timeout: Duration, subscribers: usize) -> RhaiResult<()> {
+        let started = Instant::now();
+        let mut subscribed = 0usize;
         let deadline = Instant::now() + timeout;
         let links = self.links.as_ref().expect("just set");
         let (children, root_id) = (&links.tree.children, links.tree.root);
@@ -299,11 +310,19 @@ impl Comm {
             let all_ready = children.iter().all(|c| ready.contains(c));
             if self.is_root {
                 let (publ, _) = self.publisher.as_ref().expect("the root publishes");
+                // `\x01topic` is a subscription, `\x00topic` its end.
+                while let Ok(m) = publ.recv_msg(zmq::DONTWAIT) {
+                    if m.first() == Some(&1) {
+                        subscribed += 1;
+                    }
+                }
                 if all_ready {
                     send_all(publ, Wire::Go).map_err(|e| zerr("publish", e))?;
                     return Ok(());
                 }
-                if last_probe.elapsed() >= probe_every {
+                let everyone_listens =
+                    subscribed >= subscribers || started.elapsed() > Duration::from_secs(1);
+                if everyone_listens && last_probe.elapsed() >= probe_every {
                     send_all(publ, Wire::Probe).map_err(|e| zerr("publish", e))?;
                     last_probe = Instant::now();
                     probe_every = (probe_every * 2).min(Duration::from_millis(100));
@@ -317,16 +336,17 @@ impl Comm {
             if let Some(sub) = &links.sub {
                 items.push(sub.as_poll_item(zmq::POLLIN));
             }
+            if let Some((publ, _)) = &self.publisher {
+                items.push(publ.as_poll_item(zmq::POLLIN));
+            }
             let wait = if self.is_root {
                 probe_every.as_millis() as i64
             } else {
                 remaining(Some(deadline))
             };
             zmq::poll(&mut items, wait).map_err(|e| zerr("poll", e))?;
-            let (router_in, sub_in) = (
-                items[0].is_readable(),
-                items.get(1).is_some_and(|i| i.is_readable()),
-            );
+            let router_in = items[0].is_readable();
+            let sub_in = links.sub.is_some() && items.get(1).is_some_and(|i| i.is_readable());
             drop(items);
             if router_in {
                 while let Ok(frames) = recv_frames(&self.router, zmq::DONTWAIT) {

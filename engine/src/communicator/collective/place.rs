@@ -66,7 +66,15 @@ impl Tree {
 }
 
 /// The longest path from `node` down to a leaf; an error on a cycle.
+/// O(N): the children are indexed once (a thousand engines each compute
+/// this at connect).
 pub fn subtree_height(parents: &BTreeMap<u32, Option<u32>>, node: u32) -> Result<u32, String> {
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (c, p) in parents {
+        if let Some(p) = p {
+            children.entry(*p).or_default().push(*c);
+        }
+    }
     let mut best = 0;
     let mut stack = vec![(node, 0u32)];
     let mut visited = 0usize;
@@ -76,10 +84,8 @@ pub fn subtree_height(parents: &BTreeMap<u32, Option<u32>>, node: u32) -> Result
             return Err("tree: the parent map has a cycle".into());
         }
         best = best.max(d);
-        for (c, p) in parents {
-            if *p == Some(n) {
-                stack.push((*c, d + 1));
-            }
+        for c in children.get(&n).into_iter().flatten() {
+            stack.push((*c, d + 1));
         }
     }
     Ok(best)
