@@ -361,3 +361,54 @@ fn hub_killed_and_restarted_on_sqlite_keeps_results_and_engines() {
     drop(hub);
     let _ = std::fs::remove_dir_all(db_dir);
 }
+
+/// Sixteen clients submit at once: every task runs exactly once, each
+/// client gets exactly its own results, and none is starved (each finishes;
+/// the spread of their rates is printed, not asserted: timing belongs in
+/// benchmarks).
+#[test]
+fn sixteen_clients_at_once_each_get_exactly_their_own_results() {
+    let _watchdog = support::watchdog();
+    let (_c, client) = cluster(2);
+    let file = client.connection().clone();
+    const CLIENTS: i64 = 16;
+    const TASKS: i64 = 500;
+    let rates: Vec<f64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|k| {
+                let file = file.clone();
+                s.spawn(move || {
+                    let me = zpar::Client::from_connection(file).unwrap();
+                    let lb = me.load_balanced();
+                    let started = std::time::Instant::now();
+                    let results: Vec<_> = (0..TASKS)
+                        .map(|i| {
+                            lb.apply("|k, i| k * 1000000 + i", vec![Value::Int(k), Value::Int(i)])
+                                .unwrap()
+                        })
+                        .collect();
+                    for (i, r) in results.iter().enumerate() {
+                        assert_eq!(
+                            r.get_timeout(WAIT).unwrap(),
+                            vec![Value::Int(k * 1_000_000 + i as i64)],
+                            "client {k} got someone else's result"
+                        );
+                    }
+                    TASKS as f64 / started.elapsed().as_secs_f64()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let q = client.queue_status().unwrap();
+    let completed: u64 = q.engines.values().map(|e| e.completed).sum();
+    assert_eq!(
+        completed,
+        (CLIENTS * TASKS) as u64,
+        "every task ran exactly once"
+    );
+    let (lo, hi) = rates
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+    eprintln!("16 clients: {lo:.0} to {hi:.0} tasks/s each");
+}

@@ -283,6 +283,13 @@ impl IoLoop {
             if ready[6] {
                 self.drain_notifications();
             }
+            // Draining a flood of replies can take seconds on a loaded
+            // machine; they all came from the hub, so the hub was heard
+            // until now, not only when the drain began.
+            if ready[1..7].iter().any(|r| *r) {
+                let change = self.hub.heard(Instant::now());
+                self.on_hub_change(change);
+            }
             self.ask_watched();
             self.watch_hub();
         }
