@@ -22,7 +22,8 @@ pub struct BenchArgs {
     /// What to measure: all, protocol, cluster, tasks, allreduce, raw,
     /// hub-loss (also part of cluster), compute (the array toolkit and
     /// native kernels), link (a running cluster, --file), scale (--many
-    /// engines on this machine; not part of all).
+    /// engines on this machine) and million (a million load-balanced tasks);
+    /// the last three are not part of all.
     #[arg(default_value = "all")]
     pub suite: String,
     /// Engines for the cluster suite.
@@ -156,11 +157,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let suites: Vec<&str> = match args.suite.as_str() {
         "all" => vec!["protocol", "cluster", "tasks", "allreduce", "compute"],
         s @ ("protocol" | "cluster" | "tasks" | "allreduce" | "raw" | "hub-loss" | "link"
-        | "compute" | "scale") => {
+        | "compute" | "scale" | "million") => {
             vec![s]
         }
         other => {
-            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw, hub-loss, link, compute or scale")
+            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw, hub-loss, link, compute, scale or million")
         }
     };
     let needs_raw = suites
@@ -181,6 +182,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "link" => link(&mut report, &args)?,
             "compute" => crate::bench_compute::compute(&mut report, &args)?,
             "scale" => crate::bench_scale::scale(&mut report, args.many, args.scale)?,
+            "million" => crate::bench_scale::million(&mut report, args.scale)?,
             _ => {}
         }
     }

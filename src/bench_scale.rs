@@ -72,3 +72,47 @@ pub fn scale(report: &mut Report, many: usize, scale: f64) -> Result<()> {
     );
     Ok(())
 }
+
+/// A million load-balanced tasks on 2 engines, submitted in batches of
+/// 10,000 whose results are dropped once in: the hub's and this client's
+/// memory after each 250,000 (they should stay flat), and the rate.
+pub fn million(report: &mut Report, scale: f64) -> Result<()> {
+    let cluster = LocalCluster::start(2)?;
+    let client = cluster.client()?;
+    let lb = client.load_balanced();
+    let total = ((1_000_000f64 * scale).round() as usize).max(40_000);
+    let batch = 10_000;
+    let started = Instant::now();
+    let mut done = 0;
+    while done < total {
+        let results: Vec<_> = (0..batch)
+            .map(|i| lb.apply("|x| x + 1", vec![Value::Int(i as i64)]))
+            .collect::<Result<_, _>>()?;
+        for r in &results {
+            r.get_timeout(Duration::from_secs(120))?;
+        }
+        drop(results);
+        done += batch;
+        if done % (total / 4) == 0 {
+            report.add(
+                &format!("hub RSS after {done} tasks"),
+                rss_mib(cluster.pids().hub),
+                "MiB",
+                None,
+            );
+            report.add(
+                &format!("client RSS after {done} tasks"),
+                rss_mib(std::process::id()),
+                "MiB",
+                None,
+            );
+        }
+    }
+    report.add(
+        &format!("{total} load-balanced tasks, memory records"),
+        total as f64 / started.elapsed().as_secs_f64(),
+        "tasks/s",
+        None,
+    );
+    Ok(())
+}

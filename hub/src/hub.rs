@@ -222,8 +222,8 @@ pub struct Hub {
     sockets: Sockets,
     core: HubCore,
     unroutable: VecDeque<Unroutable>,
-    /// Bytes of large messages forwarded since memory was last released.
-    big_bytes_since_trim: usize,
+    /// Bytes received since freed memory was last given back.
+    bytes_since_trim: usize,
     hb_thread: Option<std::thread::JoinHandle<()>>,
     client_connection: ClientConnection,
     engine_connection: EngineConnection,
@@ -381,7 +381,7 @@ impl Hub {
             },
             core,
             unroutable: VecDeque::new(),
-            big_bytes_since_trim: 0,
+            bytes_since_trim: 0,
             hb_thread: Some(hb_thread),
             client_connection,
             engine_connection,
@@ -412,11 +412,12 @@ impl Hub {
         const BATCH: usize = 256;
         while !stop.load(Ordering::Relaxed) && !self.stopping {
             let timeout = if self.unroutable.is_empty() { 200 } else { 2 };
-            // Big messages (a 128 MiB push) pass through in full; once the hub
-            // is idle, hand the freed memory back so its RSS stays small.
-            if self.big_bytes_since_trim > TRIM_AFTER_BYTES {
+            // Every 64 MiB that passes (one 128 MiB push, or some 30,000
+            // small tasks), hand the freed memory back so the hub's RSS stays
+            // small however long it runs.
+            if self.bytes_since_trim > TRIM_AFTER_BYTES {
                 release_free_memory();
-                self.big_bytes_since_trim = 0;
+                self.bytes_since_trim = 0;
             }
             let mut heard = std::collections::HashSet::new();
             let ready: Vec<bool> = {
@@ -456,7 +457,7 @@ impl Hub {
                     } else {
                         self.sockets.client(channel)
                     };
-                    for frames in drain(socket, BATCH, &mut self.big_bytes_since_trim) {
+                    for frames in drain(socket, BATCH, &mut self.bytes_since_trim) {
                         let event = if from_engine {
                             if let Some(uuid) = frames.first() {
                                 heard.insert(uuid.to_vec());
@@ -469,8 +470,7 @@ impl Hub {
                     }
                 }
                 if idx == 5 && ready[0] {
-                    for frames in drain(&self.sockets.query, BATCH, &mut self.big_bytes_since_trim)
-                    {
+                    for frames in drain(&self.sockets.query, BATCH, &mut self.bytes_since_trim) {
                         self.handle(Event::Query { frames });
                     }
                 }
@@ -479,7 +479,7 @@ impl Hub {
                 for frames in drain(
                     &self.sockets.iopub_engine,
                     BATCH,
-                    &mut self.big_bytes_since_trim,
+                    &mut self.bytes_since_trim,
                 ) {
                     if let Err(e) = send_frames(&self.sockets.iopub_client, frames, zmq::DONTWAIT) {
                         debug!(error = %e, "iopub message dropped");
@@ -624,17 +624,14 @@ impl Hub {
     }
 }
 
-/// Receives up to `max` waiting messages from `socket`, counting the bytes
-/// of large ones into `big_bytes`.
-fn drain(socket: &zmq::Socket, max: usize, big_bytes: &mut usize) -> Vec<Frames> {
+/// Receives up to `max` waiting messages from `socket`, counting their
+/// bytes into `bytes`.
+fn drain(socket: &zmq::Socket, max: usize, bytes: &mut usize) -> Vec<Frames> {
     let mut batch = Vec::new();
     while batch.len() < max {
         match recv_frames(socket, zmq::DONTWAIT) {
             Ok(frames) => {
-                let size: usize = frames.iter().map(|f| f.len()).sum();
-                if size > 1 << 20 {
-                    *big_bytes += size;
-                }
+                *bytes += frames.iter().map(|f| f.len()).sum::<usize>();
                 batch.push(frames);
             }
             Err(zmq::Error::EAGAIN) => break,
@@ -647,7 +644,7 @@ fn drain(socket: &zmq::Socket, max: usize, big_bytes: &mut usize) -> Vec<Frames>
     batch
 }
 
-/// Large-message bytes after which an idle hub releases freed memory.
+/// Bytes after which the hub gives freed memory back to the system.
 const TRIM_AFTER_BYTES: usize = 64 << 20;
 
 /// Returns freed heap memory to the OS. glibc keeps freed blocks for reuse,
