@@ -296,12 +296,14 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
                     "gone"
                 }
             };
+            // Written at once, and a closed pipe (`| head`) is not an error.
+            let mut text = String::new();
             if !pids.options.is_empty() {
-                println!("started with: {}", pids.options.join(" "));
+                text += &format!("started with: {}\n", pids.options.join(" "));
             }
-            println!("hub pid {}: {}", pids.hub, alive(pids.hub));
+            text += &format!("hub pid {}: {}\n", pids.hub, alive(pids.hub));
             for p in &pids.engines {
-                println!("engine pid {p}: {}", alive(*p));
+                text += &format!("engine pid {p}: {}\n", alive(*p));
             }
             match crate::Client::from_connection_timeout(
                 zpar_protocol::connection::read_json_file(&profile.client_file())?,
@@ -309,16 +311,17 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             ) {
                 Ok(client) => {
                     let q = client.queue_status()?;
-                    println!("registered engines: {:?}", client.ids());
+                    text += &format!("registered engines: {:?}\n", client.ids());
                     for (id, e) in q.engines {
-                        println!(
-                            "  engine {id}: queue {}, completed {}",
+                        text += &format!(
+                            "  engine {id}: queue {}, completed {}\n",
                             e.queue, e.completed
                         );
                     }
                 }
-                Err(e) => println!("hub not answering: {e}"),
+                Err(e) => text += &format!("hub not answering: {e}\n"),
             }
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             Ok(())
         }
     }
