@@ -20,7 +20,8 @@
 //! (`zpar hub --reuse`); [`Client::events`] says when it is lost and back.
 //!
 //! [`LocalCluster`] starts a hub and engines as processes (for examples,
-//! tests and `zpar cluster`) and stops them on drop; [`mod@bintree`] builds the
+//! tests and `zpar cluster`), on this machine or through the ssh and mpi
+//! launchers of [`launch`], and stops them on drop; [`mod@bintree`] builds the
 //! seed's binary tree over engine ids ([`bintree()`](crate::bintree::bintree)).
 //!
 //! ```no_run

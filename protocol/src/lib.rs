@@ -24,6 +24,11 @@
 //! arrays. [`connection`] reads and writes the hub's connection files;
 //! [`private`] keeps every folder zpar creates 0700 and every file 0600.
 //!
+//! Beside the format: [`contract`] types what zpar's processes put in
+//! metadata (and the error classes, channels and record states they share);
+//! [`net`] tells which address of this host to bind and advertise;
+//! [`backoff`] is the one polling loop for waits nothing can block on.
+//!
 //! ```
 //! use zpar_protocol::{Content, ExecuteRequest, Message, Session};
 //! let client = Session::new(b"key", "hmac-sha256", "me").unwrap();
