@@ -75,7 +75,8 @@ pub fn scale(report: &mut Report, many: usize, scale: f64) -> Result<()> {
 
 /// A million load-balanced tasks on 2 engines, submitted in batches of
 /// 10,000 whose results are dropped once in: the hub's and this client's
-/// memory after each 250,000 (they should stay flat), and the rate.
+/// memory after each 250,000 (they should stay flat), and the rate; then
+/// sixteen clients at once.
 pub fn million(report: &mut Report, scale: f64) -> Result<()> {
     let cluster = LocalCluster::start(2)?;
     let client = cluster.client()?;
@@ -111,6 +112,70 @@ pub fn million(report: &mut Report, scale: f64) -> Result<()> {
     report.add(
         &format!("{total} load-balanced tasks, memory records"),
         total as f64 / started.elapsed().as_secs_f64(),
+        "tasks/s",
+        None,
+    );
+    many_clients(report, &cluster, scale)
+}
+
+/// Sixteen clients submit 20,000 tasks each at once: the slowest and the
+/// fastest client's rate (none may starve).
+fn many_clients(report: &mut Report, cluster: &LocalCluster, scale: f64) -> Result<()> {
+    const CLIENTS: usize = 16;
+    let tasks = ((20_000f64 * scale).round() as usize).max(500);
+    let conn = cluster.client()?.connection().clone();
+    let rates: Vec<Result<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|k| {
+                let conn = conn.clone();
+                s.spawn(move || -> Result<f64> {
+                    let client = zpar_client::Client::from_connection(conn)?;
+                    let lb = client.load_balanced();
+                    let started = Instant::now();
+                    let results: Vec<_> = (0..tasks)
+                        .map(|i| {
+                            lb.apply(
+                                "|k, i| k * 1000000 + i",
+                                vec![Value::Int(k as i64), Value::Int(i as i64)],
+                            )
+                        })
+                        .collect::<Result<_, _>>()?;
+                    for (i, r) in results.iter().enumerate() {
+                        let got = r.get_timeout(Duration::from_secs(300))?;
+                        anyhow::ensure!(
+                            got == vec![Value::Int((k * 1_000_000 + i) as i64)],
+                            "client {k} got a result that is not its own"
+                        );
+                    }
+                    Ok(tasks as f64 / started.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a client thread panicked")))
+            })
+            .collect()
+    });
+    let mut rates: Vec<f64> = rates.into_iter().collect::<Result<_>>()?;
+    rates.sort_by(f64::total_cmp);
+    report.add(
+        &format!("{CLIENTS} clients × {tasks} tasks at once: slowest client"),
+        rates[0],
+        "tasks/s",
+        None,
+    );
+    report.add(
+        &format!("{CLIENTS} clients × {tasks} tasks at once: fastest client"),
+        rates[CLIENTS - 1],
+        "tasks/s",
+        None,
+    );
+    report.add(
+        &format!("{CLIENTS} clients × {tasks} tasks at once: sum of their rates"),
+        rates.iter().sum(),
         "tasks/s",
         None,
     );

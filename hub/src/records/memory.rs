@@ -12,8 +12,12 @@ pub struct MemoryStore {
     pub(super) bytes: usize,
     /// Most bytes to hold; the oldest finished records go first.
     pub(super) max_bytes: usize,
-    /// msg ids, oldest first.
+    /// msg ids, oldest first; ids since dropped are skipped when read and
+    /// compacted away now and then.
     pub(super) order: VecDeque<String>,
+    /// msg ids whose records have all finished, in the order they finished:
+    /// what eviction takes first. Ids dropped or pending again are skipped.
+    pub(super) finished: VecDeque<String>,
     pub(super) limit: usize,
     pub(super) max_buffer_bytes: usize,
 }
@@ -31,30 +35,66 @@ impl MemoryStore {
             Some(v) => v.push(rec),
             None => {
                 self.records.insert(id.clone(), vec![rec]);
-                self.order.push_back(id);
+                self.order.push_back(id.clone());
             }
         }
+        self.note_if_finished(&id);
         self.evict();
     }
 
-    /// Drops the oldest finished msg ids while over the limit.
+    /// Queues `id` for eviction if all its records have finished.
+    fn note_if_finished(&mut self, id: &str) {
+        if self
+            .records
+            .get(id)
+            .is_some_and(|v| v.iter().all(TaskRecord::finished))
+        {
+            self.finished.push_back(id.to_string());
+        }
+    }
+
+    /// Drops the oldest finished msg ids while over the limit. O(1) a
+    /// record amortized: pending records (a client may have a hundred
+    /// thousand queued) are never walked over.
     fn evict(&mut self) {
-        let mut i = 0;
-        while (self.count > self.limit || self.bytes > self.max_bytes) && i < self.order.len() {
-            let id = &self.order[i];
+        while self.count > self.limit || self.bytes > self.max_bytes {
+            let Some(id) = self.finished.pop_front() else {
+                break; // only pending records left: they stay
+            };
             let done = self
                 .records
-                .get(id)
-                .is_none_or(|v| v.iter().all(TaskRecord::finished));
-            if done {
-                let id = self.order.remove(i).expect("in range");
-                let gone = self.records.remove(&id).unwrap_or_default();
-                self.count -= gone.len();
-                self.bytes -= gone.iter().map(TaskRecord::size).sum::<usize>();
-            } else {
-                i += 1;
+                .get(&id)
+                .is_some_and(|v| v.iter().all(TaskRecord::finished));
+            if !done {
+                continue; // dropped already, or pending again
             }
+            let gone = self.records.remove(&id).unwrap_or_default();
+            self.count -= gone.len();
+            self.bytes -= gone.iter().map(TaskRecord::size).sum::<usize>();
         }
+        self.compact();
+    }
+
+    /// Forgets ids of dropped records from the queues once they are mostly
+    /// such ids.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.records.len() + 64 {
+            let records = &self.records;
+            self.order.retain(|id| records.contains_key(id));
+        }
+        if self.finished.len() > 2 * self.records.len() + 64 {
+            let records = &self.records;
+            self.finished.retain(|id| records.contains_key(id));
+        }
+    }
+
+    /// Every msg id held, oldest first.
+    pub(super) fn history(&self) -> Vec<String> {
+        self.order
+            .iter()
+            .filter(|id| self.records.contains_key(*id))
+            .cloned()
+            .collect()
     }
 
     pub(super) fn update(
@@ -72,8 +112,12 @@ impl MemoryStore {
             .or_else(|| v.iter().position(|r| r.engine.is_none()));
         let Some(i) = idx else { return false };
         let before = v[i].size();
+        let was_finished = v[i].finished();
         f(&mut v[i]);
         self.bytes = self.bytes + v[i].size() - before;
+        if !was_finished && v[i].finished() {
+            self.note_if_finished(msg_id);
+        }
         self.evict();
         true
     }
@@ -98,10 +142,10 @@ impl MemoryStore {
                 self.bytes -= freed;
                 if v.is_empty() {
                     self.records.remove(&id);
-                    self.order.retain(|x| *x != id);
                 }
             }
         }
+        self.compact();
         before - self.count()
     }
 }

@@ -310,6 +310,7 @@ impl Records {
             bytes: 0,
             max_bytes: MEMORY_STORE_BYTES,
             order: VecDeque::new(),
+            finished: VecDeque::new(),
             limit: limit.max(1),
             max_buffer_bytes,
         })
@@ -397,7 +398,7 @@ impl Records {
     /// Every recorded msg id, oldest first.
     pub fn history(&self) -> DbResult<Vec<String>> {
         match self {
-            Records::Memory(m) => Ok(m.order.iter().cloned().collect()),
+            Records::Memory(m) => Ok(m.history()),
             Records::Sqlite(s) => s.history(),
         }
     }
@@ -573,6 +574,39 @@ mod tests {
         assert_eq!(s.get("p").unwrap().len(), 1, "never drops a pending record");
         assert!(s.get("d0").unwrap().is_empty());
         assert_eq!(s.get("d9").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn many_pending_records_do_not_slow_eviction_or_get_dropped() {
+        // A client with 50,000 tasks queued, then 20,000 finishing: eviction
+        // takes only finished ones, oldest first, and never walks the
+        // pending ones (this test would take minutes if it did).
+        let mut s = Records::memory(60_000, 1 << 30);
+        if let Records::Memory(m) = &mut s {
+            m.max_bytes = usize::MAX;
+        }
+        for i in 0..50_000 {
+            s.insert(rec(&format!("p{i}"), Some(0), PENDING)).unwrap();
+        }
+        for i in 0..20_000 {
+            s.insert(rec(&format!("d{i}"), Some(0), PENDING)).unwrap();
+            s.update(&format!("d{i}"), Some(0), finish).unwrap();
+        }
+        assert_eq!(
+            s.pending().unwrap().len(),
+            50_000,
+            "no pending record dropped"
+        );
+        assert_eq!(s.len(), 60_000, "bounded");
+        assert!(
+            s.get("d9999").unwrap().is_empty(),
+            "the oldest finished went first"
+        );
+        assert_eq!(s.get("d10000").unwrap().len(), 1);
+        assert_eq!(s.get("d19999").unwrap().len(), 1);
+        let history = s.history().unwrap();
+        assert_eq!(history.len(), s.len());
+        assert_eq!(history[0], "p0");
     }
 
     #[test]
