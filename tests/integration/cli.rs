@@ -288,7 +288,25 @@ fn cluster_start_with_sqlite_records_keeps_results_across_a_hub_restart() {
         .spawn()
         .unwrap();
     let _reaper = Reaper(vec![hub]);
+    let _engines = KillOnDrop(pids.engines.clone());
     let again = Client::from_file(&profile.client_file()).unwrap();
     let fetched = again.get_result(&msg_id).unwrap();
     assert_eq!(fetched.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
+    // The engine registers with the new hub too, so `cluster stop` (the
+    // guard) reaches it.
+    again.wait_for_engines(1, WAIT).unwrap();
+}
+
+/// Kills processes this test did not start itself (a daemon cluster's
+/// engines) when it ends, however it ends.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
 }
