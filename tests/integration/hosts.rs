@@ -407,6 +407,29 @@ fn wait_for_engines(hosts: &Hosts, client: &Path, ids: &str) {
     });
 }
 
+/// Every engine `0..total` got the seed's allreduce (`Out[e:1]: 499500`).
+fn assert_allreduced(shown: &str, total: usize) {
+    for e in 0..total {
+        assert!(
+            shown.contains(&format!("Out[{e}:1]: 499500")),
+            "engine {e} did not get the allreduce:\n{shown}"
+        );
+    }
+}
+
+/// `zpar cluster stop` from the hub host, then no zpar process is left on
+/// hosts `0..=last`.
+fn stop_everywhere(hosts: &Hosts, dir: &str, last: usize) {
+    let stop = hosts.zpar(0, &["cluster", "stop", "--profile-dir", dir]);
+    let out = support::output_within(stop, WAIT, "zpar cluster stop");
+    assert!(out.status.success(), "{}", text(&out));
+    for h in 0..=last {
+        support::wait_until(&format!("no zpar process is left on host {h}"), || {
+            hosts.zpar_processes(h).is_empty()
+        });
+    }
+}
+
 /// The seed workflow by hand, as the README shows it.
 const SEED: &str = "%scatter --flatten id = ID_LIST
 %comm com
@@ -438,12 +461,7 @@ fn seed_across_hosts(per_host: &[usize]) {
     let out = hosts.console(0, &client, &SEED.replace("ID_LIST", &ids));
     let shown = text(&out);
     assert!(out.status.success(), "the seed workflow failed:\n{shown}");
-    for e in 0..total {
-        assert!(
-            shown.contains(&format!("Out[{e}:1]: 499500")),
-            "engine {e} did not get the allreduce:\n{shown}"
-        );
-    }
+    assert_allreduced(&shown, total);
     let sum: usize = (0..total).sum();
     assert!(
         shown.contains(&format!("Out[0:2]: {sum}")),
@@ -712,26 +730,14 @@ fn ssh_cluster(per_host: &[usize]) {
     );
     let run = hosts.console(0, &client, &SEED.replace("ID_LIST", &ids));
     let shown = text(&run);
-    for e in 0..total {
-        assert!(
-            shown.contains(&format!("Out[{e}:1]: 499500")),
-            "engine {e} did not get the allreduce:\n{shown}"
-        );
-    }
+    assert_allreduced(&shown, total);
     for h in 1..=per_host.len() {
         assert!(
             !hosts.zpar_processes(h).is_empty(),
             "no engine ran on host {h}"
         );
     }
-    let stop = hosts.zpar(0, &["cluster", "stop", "--profile-dir", &dir]);
-    let out = support::output_within(stop, WAIT, "zpar cluster stop");
-    assert!(out.status.success(), "{}", text(&out));
-    for h in 0..=per_host.len() {
-        support::wait_until(&format!("no zpar process is left on host {h}"), || {
-            hosts.zpar_processes(h).is_empty()
-        });
-    }
+    stop_everywhere(&hosts, &dir, per_host.len());
 }
 
 #[test]
@@ -797,12 +803,7 @@ fn the_mpi_launcher_gives_engines_their_ranks_as_ids_over_two_hosts() {
     let client = profile.join("security").join("zpar-client.json");
     let run = hosts.console(0, &client, &SEED.replace("ID_LIST", "[0, 1, 2, 3]"));
     let shown = text(&run);
-    for e in 0..4 {
-        assert!(
-            shown.contains(&format!("Out[{e}:1]: 499500")),
-            "engine {e} did not get the allreduce:\n{shown}"
-        );
-    }
+    assert_allreduced(&shown, 4);
     // Open MPI fills the slots in order: ranks 0 and 1 on the first host,
     // 2 and 3 on the second; engine ids are the ranks.
     for (e, h) in [(0, 1), (1, 1), (2, 2), (3, 2)] {
@@ -811,12 +812,5 @@ fn the_mpi_launcher_gives_engines_their_ranks_as_ids_over_two_hosts() {
             "engine {e} is not rank {e} on host {h}:\n{shown}"
         );
     }
-    let stop = hosts.zpar(0, &["cluster", "stop", "--profile-dir", &dir]);
-    let out = support::output_within(stop, WAIT, "zpar cluster stop");
-    assert!(out.status.success(), "{}", text(&out));
-    for h in 0..=2 {
-        support::wait_until(&format!("no zpar process is left on host {h}"), || {
-            hosts.zpar_processes(h).is_empty()
-        });
-    }
+    stop_everywhere(&hosts, &dir, 2);
 }
