@@ -81,6 +81,12 @@ pub fn million(report: &mut Report, scale: f64) -> Result<()> {
     let cluster = LocalCluster::start(2)?;
     let client = cluster.client()?;
     let lb = client.load_balanced();
+    report.add(
+        "hub RSS before any task",
+        rss_mib(cluster.pids().hub),
+        "MiB",
+        None,
+    );
     let total = ((1_000_000f64 * scale).round() as usize).max(40_000);
     let batch = 10_000;
     let started = Instant::now();

@@ -49,7 +49,12 @@ impl Io {
         msg.metadata = self.basic_metadata();
         let mut raw = self.session.encode(&msg);
         raw.identities = vec![zmq::Message::from(
-            format!("engine.{}.{}", self.engine_id, msg.header.msg_type).as_bytes(),
+            zpar_protocol::contract::iopub_topic(
+                msg.parent_header.as_ref().map(|p| p.session.as_str()),
+                self.engine_id,
+                &msg.header.msg_type,
+            )
+            .as_bytes(),
         )];
         if let Err(e) = send_frames(&self.iopub, raw.into_frames(), zmq::DONTWAIT) {
             debug!(error = %e, "iopub message dropped");

@@ -401,6 +401,22 @@ impl Hub {
         &self.engine_connection
     }
 
+    /// True when no socket has anything to read right now.
+    fn idle(&self) -> bool {
+        let s = &self.sockets;
+        let mut items = [
+            s.query.as_poll_item(zmq::POLLIN),
+            s.mux_client.as_poll_item(zmq::POLLIN),
+            s.mux_engine.as_poll_item(zmq::POLLIN),
+            s.task_client.as_poll_item(zmq::POLLIN),
+            s.task_engine.as_poll_item(zmq::POLLIN),
+            s.control_client.as_poll_item(zmq::POLLIN),
+            s.control_engine.as_poll_item(zmq::POLLIN),
+            s.iopub_engine.as_poll_item(zmq::POLLIN),
+        ];
+        matches!(zmq::poll(&mut items, 0), Ok(0))
+    }
+
     /// Serves until `stop` is set or a client asks the hub to shut down.
     pub fn run(mut self, stop: &AtomicBool) -> Result<(), HubError> {
         info!(
@@ -412,10 +428,13 @@ impl Hub {
         const BATCH: usize = 256;
         while !stop.load(Ordering::Relaxed) && !self.stopping {
             let timeout = if self.unroutable.is_empty() { 200 } else { 2 };
-            // Every 64 MiB that passes (one 128 MiB push, or some 30,000
-            // small tasks), hand the freed memory back so the hub's RSS stays
-            // small however long it runs.
-            if self.bytes_since_trim > TRIM_AFTER_BYTES {
+            // Hand freed memory back so the hub's RSS stays small however
+            // long it runs: every 64 MiB that passes (one 128 MiB push, or
+            // some 30,000 small tasks), and whenever the hub catches up
+            // after a burst of a few MiB (a batch of tasks answered).
+            if self.bytes_since_trim > TRIM_AFTER_BYTES
+                || (self.bytes_since_trim > TRIM_WHEN_IDLE_BYTES && self.idle())
+            {
                 release_free_memory();
                 self.bytes_since_trim = 0;
             }
@@ -646,6 +665,10 @@ fn drain(socket: &zmq::Socket, max: usize, bytes: &mut usize) -> Vec<Frames> {
 
 /// Bytes after which the hub gives freed memory back to the system.
 const TRIM_AFTER_BYTES: usize = 64 << 20;
+
+/// Bytes after which the hub gives freed memory back once it has nothing
+/// left to read.
+const TRIM_WHEN_IDLE_BYTES: usize = 4 << 20;
 
 /// Returns freed heap memory to the OS. glibc keeps freed blocks for reuse,
 /// so after forwarding a few hundred MiB the hub's RSS would stay at its

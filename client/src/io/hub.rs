@@ -55,7 +55,12 @@ impl IoLoop {
                 self.lose_hub(HubLoss::Silent { silence });
                 // Anything still queued for the old hub is dropped with the
                 // old sockets: a request reported lost must not run later.
-                match IoSockets::connect(&self.ctx, &self.conn, &self.identity) {
+                match IoSockets::connect(
+                    &self.ctx,
+                    &self.conn,
+                    &self.identity,
+                    &self.session.session_id,
+                ) {
                     Ok(sockets) => self.sockets = sockets,
                     Err(e) => {
                         warn!(error = %e, url = %self.url, "could not make new sockets for the hub; keeping the old ones")

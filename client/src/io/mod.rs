@@ -201,7 +201,7 @@ impl IoLoop {
         table: Arc<EngineTable>,
     ) -> zmq::Result<IoLoop> {
         let ctx = zmq::Context::new();
-        let sockets = IoSockets::connect(&ctx, &conn, &identity)?;
+        let sockets = IoSockets::connect(&ctx, &conn, &identity, &session.session_id)?;
         Ok(IoLoop {
             sockets,
             session,
