@@ -93,8 +93,13 @@ impl Heartbeat {
 
     /// How long since the hub's last ping (since start, if none yet).
     pub fn silence(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ping.load(Ordering::Relaxed));
+        let last = Duration::from_millis(self.last_ping.load(Ordering::Relaxed).saturating_sub(1));
         self.epoch.elapsed().saturating_sub(last)
+    }
+
+    /// Whether any ping has come since start.
+    pub fn heard_any(&self) -> bool {
+        self.last_ping.load(Ordering::Relaxed) != 0
     }
 }
 
@@ -138,7 +143,8 @@ fn echo(
             }
         }
         while let Ok(ping) = sub.recv_msg(zmq::DONTWAIT) {
-            seen.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            // Stored as milliseconds + 1, so that 0 means "no ping yet".
+            seen.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
             // Pings are `<hub instance>:<beat>`: a new instance is a new hub.
             let instance = ping
                 .split(|b| *b == b':')

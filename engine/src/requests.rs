@@ -33,9 +33,18 @@ pub(crate) struct HubWatch {
 }
 
 impl HubWatch {
-    /// How much silence means the hub is gone.
+    /// How much silence means the hub is gone. Before the first ping the
+    /// wait is four times longer: a hub that has just registered a
+    /// thousand engines at once is still setting up their connections, and
+    /// its first pings reach the last of them seconds late (at 1,000
+    /// engines every engine once gave up on the hub and registered again).
     fn lost_after(&self) -> Duration {
-        (self.hb_period * 5).max(Duration::from_secs(2))
+        let limit = (self.hb_period * 5).max(Duration::from_secs(2));
+        if self.heartbeat.heard_any() {
+            limit
+        } else {
+            limit * 4
+        }
     }
 }
 

@@ -7,6 +7,21 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// What the monitor knows of one engine's beats.
+#[derive(Debug, Clone, Copy)]
+struct Heart {
+    /// The last beat it answered (or was watched at).
+    last: u64,
+    /// Whether it has answered at all since it was watched.
+    answered: bool,
+}
+
+/// A watched engine that has not answered yet gets this many times the
+/// usual misses: its heartbeat sockets may still be connecting. When a
+/// thousand engines register at once, the hub's pings reach the last of
+/// them seconds late, and two of them were once declared dead that way.
+pub const FIRST_BEAT_GRACE: u64 = 4;
+
 /// Tracks which engines answered recent pings.
 #[derive(Debug)]
 pub struct HeartMonitor {
@@ -14,8 +29,8 @@ pub struct HeartMonitor {
     instance: String,
     max_misses: u64,
     beat: u64,
-    /// uuid → the last beat it answered.
-    hearts: HashMap<Vec<u8>, u64>,
+    /// uuid → its beats.
+    hearts: HashMap<Vec<u8>, Heart>,
     /// Engines told this beat that the hub does not know them.
     told: std::collections::HashSet<Vec<u8>>,
 }
@@ -33,9 +48,14 @@ impl HeartMonitor {
         }
     }
 
-    /// Starts watching an engine, as if it had just answered.
+    /// Starts watching an engine, as if it had just answered; until it
+    /// does, it may miss [`FIRST_BEAT_GRACE`] times more beats.
     pub fn watch(&mut self, uuid: &[u8]) {
-        self.hearts.insert(uuid.to_vec(), self.beat);
+        let heart = Heart {
+            last: self.beat,
+            answered: false,
+        };
+        self.hearts.insert(uuid.to_vec(), heart);
     }
 
     /// Stops watching an engine.
@@ -49,8 +69,9 @@ impl HeartMonitor {
     /// off long enough to be dropped registers again once it is back.
     pub fn pong(&mut self, uuid: &[u8]) -> bool {
         match self.hearts.get_mut(uuid) {
-            Some(last) => {
-                *last = self.beat;
+            Some(heart) => {
+                heart.last = self.beat;
+                heart.answered = true;
                 false
             }
             None => self.told.insert(uuid.to_vec()),
@@ -60,8 +81,9 @@ impl HeartMonitor {
     /// The hub heard from a watched engine by other means (a reply): as
     /// good as a pong.
     pub fn alive(&mut self, uuid: &[u8]) {
-        if let Some(last) = self.hearts.get_mut(uuid) {
-            *last = self.beat;
+        if let Some(heart) = self.hearts.get_mut(uuid) {
+            heart.last = self.beat;
+            heart.answered = true;
         }
     }
 
@@ -75,15 +97,22 @@ impl HeartMonitor {
         self.told.clear();
         let beat = self.beat;
         if late {
-            for last in self.hearts.values_mut() {
-                *last = (*last + 1).min(beat);
+            for heart in self.hearts.values_mut() {
+                heart.last = (heart.last + 1).min(beat);
             }
         }
         let max = self.max_misses;
         let dead: Vec<Vec<u8>> = self
             .hearts
             .iter()
-            .filter(|(_, last)| beat - **last > max)
+            .filter(|(_, h)| {
+                let allowed = if h.answered {
+                    max
+                } else {
+                    max * FIRST_BEAT_GRACE
+                };
+                beat - h.last > allowed
+            })
             .map(|(u, _)| u.clone())
             .collect();
         for u in &dead {
@@ -189,6 +218,7 @@ mod tests {
         let mut m = HeartMonitor::new("h", 3);
         m.watch(b"a");
         m.watch(b"b");
+        m.pong(b"b");
         for _ in 0..3 {
             m.pong(b"a");
             let (_, dead) = m.tick(false);
@@ -199,6 +229,39 @@ mod tests {
         assert_eq!(dead, vec![b"b".to_vec()]);
         let (_, dead) = m.tick(false);
         assert!(dead.is_empty(), "a answered one beat ago");
+    }
+
+    #[test]
+    fn a_new_engine_gets_longer_for_its_first_beat() {
+        let mut m = HeartMonitor::new("h", 3);
+        m.watch(b"new");
+        m.watch(b"old");
+        m.pong(b"old");
+        for beat in 1..=3 * FIRST_BEAT_GRACE {
+            let (_, dead) = m.tick(false);
+            if beat == 4 {
+                assert_eq!(
+                    dead,
+                    vec![b"old".to_vec()],
+                    "an answered engine has 3 misses"
+                );
+            } else {
+                assert!(dead.is_empty(), "beat {beat}: {dead:?}");
+            }
+        }
+        let (_, dead) = m.tick(false);
+        assert_eq!(dead, vec![b"new".to_vec()], "but a silent new one dies too");
+        m.watch(b"late");
+        m.tick(false);
+        m.pong(b"late");
+        for _ in 0..3 {
+            assert!(m.tick(false).1.is_empty());
+        }
+        assert_eq!(
+            m.tick(false).1,
+            vec![b"late".to_vec()],
+            "once it answered, the usual limit"
+        );
     }
 
     #[test]
@@ -216,6 +279,7 @@ mod tests {
     fn beats_the_hub_itself_was_late_for_count_against_nobody() {
         let mut m = HeartMonitor::new("h", 2);
         m.watch(b"a");
+        m.pong(b"a");
         for _ in 0..10 {
             let (_, dead) = m.tick(true);
             assert!(dead.is_empty(), "a starved hub kills nobody");

@@ -267,6 +267,7 @@ impl Hub {
     /// Binds every socket, starts the heartbeat and writes the connection
     /// files.
     pub fn bind(config: HubConfig) -> Result<Hub, HubError> {
+        raise_open_file_limit();
         let location = config.location()?;
         // Folders 0700, files 0600; what an earlier run left open, tightened.
         config.profile.create()?;
@@ -686,6 +687,46 @@ fn release_free_memory() {
         // pointers of ours and is safe to call at any time.
         unsafe {
             malloc_trim(0);
+        }
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit. Every
+/// engine holds seven connections to the hub, so the common soft limit of
+/// 1,024 would stop a hub at about 140 engines, while the hard limit
+/// (often 524,288) allows thousands.
+fn raise_open_file_limit() {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        #[repr(C)]
+        struct Rlimit {
+            soft: u64,
+            hard: u64,
+        }
+        extern "C" {
+            fn getrlimit(resource: i32, limit: *mut Rlimit) -> i32;
+            fn setrlimit(resource: i32, limit: *const Rlimit) -> i32;
+        }
+        const RLIMIT_NOFILE: i32 = 7;
+        let mut limit = Rlimit { soft: 0, hard: 0 };
+        // SAFETY: both calls read or write only the struct passed, whose
+        // layout is the kernel's `struct rlimit` on these 64-bit targets.
+        unsafe {
+            if getrlimit(RLIMIT_NOFILE, &mut limit) != 0 || limit.soft >= limit.hard {
+                return;
+            }
+            let old = limit.soft;
+            limit.soft = limit.hard;
+            if setrlimit(RLIMIT_NOFILE, &limit) == 0 {
+                debug!(
+                    from = old,
+                    to = limit.hard,
+                    "raised the limit on open files"
+                );
+            }
         }
     }
 }

@@ -16,5 +16,6 @@ mod private_files;
 #[path = "../../protocol/tests/integration/pyenv.rs"]
 mod pyenv;
 mod run;
+mod scale;
 mod support;
 mod tasks;
