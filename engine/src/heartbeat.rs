@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 /// A running heartbeat thread; stops when dropped.
 pub struct Heartbeat {
     stop: Arc<AtomicBool>,
+    /// Wakes the thread to see `stop` (it sleeps until a ping otherwise:
+    /// a thousand engines polling every 100 ms cost a tenth of the
+    /// machine).
+    wake: zmq::Socket,
     /// Milliseconds after `epoch` of the last ping from the hub.
     last_ping: Arc<AtomicU64>,
     epoch: Instant,
@@ -39,6 +43,11 @@ impl Heartbeat {
         // Say hello at once, so the hub knows this engine's heart before the
         // first ping.
         dealer.send(&b"hello"[..], 0)?;
+        let wake_url = format!("inproc://zpar-heartbeat-{}", zpar_protocol::new_id());
+        let wake = ctx.socket(zmq::PAIR)?;
+        wake.bind(&wake_url)?;
+        let woken = ctx.socket(zmq::PAIR)?;
+        woken.connect(&wake_url)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let epoch = Instant::now();
@@ -57,10 +66,11 @@ impl Heartbeat {
         };
         let thread = std::thread::Builder::new()
             .name("zpar-heartbeat".into())
-            .spawn(move || echo(sub, dealer, flags, known, epoch))
+            .spawn(move || echo([sub, dealer, woken], flags, known, epoch))
             .expect("spawning the heartbeat thread");
         Ok(Heartbeat {
             stop,
+            wake,
             last_ping,
             epoch,
             hub_changed,
@@ -112,8 +122,7 @@ struct Flags {
 }
 
 fn echo(
-    sub: zmq::Socket,
-    dealer: zmq::Socket,
+    [sub, dealer, woken]: [zmq::Socket; 3],
     flags: Flags,
     hub: Arc<Mutex<Option<Vec<u8>>>>,
     epoch: Instant,
@@ -128,10 +137,13 @@ fn echo(
         let mut items = [
             sub.as_poll_item(zmq::POLLIN),
             dealer.as_poll_item(zmq::POLLIN),
+            woken.as_poll_item(zmq::POLLIN),
         ];
-        match zmq::poll(&mut items, 100) {
+        match zmq::poll(&mut items, -1) {
             Ok(0) => continue,
+            Ok(_) if items[2].is_readable() => return,
             Ok(_) => {}
+            Err(zmq::Error::EINTR) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "heartbeat poll failed; heartbeat stops");
                 return;
@@ -166,6 +178,9 @@ fn echo(
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Err(e) = self.wake.send(&b"stop"[..], zmq::DONTWAIT) {
+            tracing::debug!(error = %e, "could not wake the heartbeat thread to stop");
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -266,14 +266,18 @@ fn register(
     config: &EngineConfig,
 ) -> Result<(u32, Duration, String), EngineError> {
     let started = Instant::now();
-    let mut wait = Duration::from_millis(100);
+    // A request waits in the socket until the hub is there to take it, so
+    // asking again only helps when one was lost (a hub that restarted):
+    // not too soon, or a thousand engines registering at once ask the
+    // busy hub several times each.
+    let mut wait = Duration::from_millis(500);
     let url = config.connection.url(config.connection.registration);
     let mut told = Duration::ZERO;
     loop {
-        // A wait of more than a second says what it waits for, then again
-        // every 10 s: a person can tell a wait from a hang.
+        // A wait of more than 5 s says what it waits for, then again every
+        // 10 s: a person can tell a wait from a hang.
         let waited = started.elapsed();
-        if waited >= Duration::from_secs(1) && waited >= told {
+        if waited >= Duration::from_secs(5) && waited >= told {
             warn!(hub = %url, waited = ?Duration::from_secs(waited.as_secs()), "waiting for the hub to answer the registration");
             told = waited + Duration::from_secs(10);
         }

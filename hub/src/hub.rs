@@ -242,6 +242,7 @@ fn bind(
     s.set_linger(1000)?;
     s.set_sndhwm(0)?;
     s.set_rcvhwm(0)?;
+    s.set_backlog(LISTEN_BACKLOG)?;
     let addr = if port == 0 {
         format!("tcp://{ip}:*")
     } else {
@@ -663,6 +664,12 @@ fn drain(socket: &zmq::Socket, max: usize, bytes: &mut usize) -> Vec<Frames> {
     }
     batch
 }
+
+/// Pending connections each listening socket queues (ZeroMQ's default is
+/// 100; the kernel caps it at `net.core.somaxconn`). A thousand engines
+/// connect at once, and a connection that finds the queue full waits for
+/// TCP's one-second SYN retry: registration took seconds longer.
+pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// Bytes after which the hub gives freed memory back to the system.
 const TRIM_AFTER_BYTES: usize = 64 << 20;

@@ -253,23 +253,55 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// `targets`: one id or a list of ids. Read straight off the wire, without
+/// serde's buffering of untagged enums: an execute on 1,000 engines carries
+/// 1,000 ids, and every one of the 1,000 engines reads them.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Option<Vec<u32>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(u32),
-        Many(Vec<u32>),
+    struct Targets;
+    const EXPECTED: &str = "`targets`: an engine id or a list of engine ids";
+    fn id<E: serde::de::Error>(v: u64) -> std::result::Result<u32, E> {
+        u32::try_from(v).map_err(|_| E::custom(format!("{EXPECTED}, not {v}")))
     }
-    Ok(Option::<OneOrMany>::deserialize(d)
-        .map_err(|_| {
-            serde::de::Error::custom("`targets` must be an engine id or a list of engine ids")
-        })?
-        .map(|t| match t {
-            OneOrMany::One(id) => vec![id],
-            OneOrMany::Many(ids) => ids,
-        }))
+    impl<'de> serde::de::Visitor<'de> for Targets {
+        type Value = Option<Vec<u32>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(EXPECTED)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(
+            self,
+            d: D2,
+        ) -> std::result::Result<Self::Value, D2::Error> {
+            d.deserialize_any(Targets)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(vec![id(v)?]))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(format!("{EXPECTED}, not {v}"))),
+            }
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(v) = seq.next_element::<u64>()? {
+                ids.push(id(v)?);
+            }
+            Ok(Some(ids))
+        }
+    }
+    d.deserialize_option(Targets)
 }
 
 impl RequestMetadata {
@@ -402,6 +434,11 @@ mod tests {
         assert_eq!(many.targets, Some(vec![0, 1]));
         let none = RequestMetadata::from_map(&map(json!({"other": "ipyparallel's"}))).unwrap();
         assert_eq!(none, RequestMetadata::default());
+        let null = RequestMetadata::from_map(&map(json!({"targets": null}))).unwrap();
+        assert_eq!(null.targets, None);
+        let all: Vec<u32> = (0..1000).collect();
+        let wide = RequestMetadata::from_map(&map(json!({ "targets": all }))).unwrap();
+        assert_eq!(wide.targets, Some(all));
     }
 
     #[test]
@@ -409,6 +446,10 @@ mod tests {
         for (bad, key) in [
             (json!({"targets": "all"}), "targets"),
             (json!({"targets": [-1]}), "targets"),
+            (json!({"targets": -1}), "targets"),
+            (json!({"targets": 1u64 << 40}), "targets"),
+            (json!({"targets": [0, 1.5]}), "targets"),
+            (json!({"targets": {"0": 1}}), "targets"),
             (json!({"retries": -2}), "retries"),
             (json!({"after": "m1"}), "after"),
             (json!({"hub": "yes", "ipyparallel": "its own"}), "`hub`"),

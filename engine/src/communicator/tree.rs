@@ -122,6 +122,9 @@ impl Comm {
             p.set_linger(0).ok();
             p.set_sndhwm(0).ok();
             p.set_xpub_verbose(true).ok();
+            // Every engine subscribes at once: with ZeroMQ's backlog of
+            // 100, most of a thousand SYNs waited for TCP's 1 s retry.
+            p.set_backlog(4096).ok();
             p.bind(&format!("tcp://{}:*", env.ip))
                 .map_err(|e| zerr(&format!("bind on {}", env.ip), e))?;
             let url = advertised(&p, &env.advertise);
@@ -168,6 +171,7 @@ impl Comm {
         if self.links.is_some() {
             return Err(err("the communicator is already connected"));
         }
+
         let parse_id = |k: &str| {
             k.trim()
                 .parse::<u32>()
@@ -311,6 +315,7 @@ impl Comm {
             if self.is_root {
                 let (publ, _) = self.publisher.as_ref().expect("the root publishes");
                 // `\x01topic` is a subscription, `\x00topic` its end.
+                let before = subscribed;
                 while let Ok(m) = publ.recv_msg(zmq::DONTWAIT) {
                     if m.first() == Some(&1) {
                         subscribed += 1;
@@ -319,6 +324,14 @@ impl Comm {
                 if all_ready {
                     send_all(publ, Wire::Go).map_err(|e| zerr("publish", e))?;
                     return Ok(());
+                }
+                if before < subscribers && subscribed >= subscribers {
+                    // The last engine listens now: probe at once and often
+                    // again, however rare the probes had become while the
+                    // subscriptions came in (a thousand engines take over
+                    // a second to enter `connect`).
+                    probe_every = Duration::from_millis(2);
+                    last_probe = Instant::now() - probe_every;
                 }
                 let everyone_listens =
                     subscribed >= subscribers || started.elapsed() > Duration::from_secs(1);
