@@ -217,6 +217,11 @@ impl HubCore {
             }
         }
         let n = live.len();
+        let raw = if n > 1 {
+            self.without_targets(raw)
+        } else {
+            raw
+        };
         let mut raw = Some(raw);
         for (i, (id, uuid)) in live.into_iter().enumerate() {
             let Some(request) = raw.as_ref() else { break };
@@ -243,6 +248,27 @@ impl HubCore {
                 frames: frames.unwrap_or_default(),
             });
         }
+    }
+
+    /// The request as each of several engines gets it: its metadata
+    /// without `targets` (the engines never read it), signed again by the
+    /// hub. An execute on a thousand engines carries a thousand ids, and
+    /// each engine would verify, parse and the hub record them all: a
+    /// thousand times more work than the request itself. So it is encoded
+    /// and signed once here, then sent to every target.
+    fn without_targets(&self, mut raw: RawMessage) -> RawMessage {
+        let Ok(mut metadata) = raw.metadata() else {
+            return raw;
+        };
+        if metadata.remove("targets").is_none() {
+            return raw;
+        }
+        let Ok(json) = serde_json::to_vec(&metadata) else {
+            return raw;
+        };
+        raw.metadata = json.into();
+        raw.signature = self.session.sign(raw.signed_parts()).into_bytes().into();
+        raw
     }
 
     pub(super) fn on_engine_reply(

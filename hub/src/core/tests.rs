@@ -419,8 +419,13 @@ fn a_request_for_several_targets_is_fanned_out_once_per_engine() {
     for (_, _, m) in &sent {
         assert_eq!(m.header.msg_id, req.header.msg_id);
         assert_eq!(m.content, execute("1 + 1"));
+        // Each engine gets the request without the list of every target,
+        // signed again by the hub (the harness verified the signature).
+        assert!(req.metadata.contains_key("targets"));
+        assert!(!m.metadata.contains_key("targets"), "{:?}", m.metadata);
     }
     let recs = h.core.records.get(&req.header.msg_id).unwrap();
+    assert!(recs.iter().all(|r| !r.request.metadata.contains("targets")));
     let mut engines: Vec<Option<u32>> = recs.iter().map(|r| r.engine).collect();
     engines.sort();
     assert_eq!(engines, vec![Some(0), Some(2), Some(3)]);
