@@ -121,6 +121,9 @@ pub(crate) struct KernelPlan {
     pub(crate) bind_ip: String,
     /// Written with the ports bound, and removed when the kernel stops.
     pub(crate) file: Option<PathBuf>,
+    /// Whether the file's folder is zpar's (a profile's `security/`: made
+    /// 0700 if missing) or someone else's (left as it is).
+    pub(crate) zpar_folder: bool,
     /// A kernel with no hub: shutdown ends the engine.
     pub(crate) standalone: bool,
 }
@@ -155,6 +158,7 @@ impl KernelHome {
             },
             bind_ip: self.bind_ip.clone(),
             file: Some(self.dir.join(format!("kernel-{engine}.json"))),
+            zpar_folder: true,
             standalone: false,
         }
     }
@@ -188,6 +192,7 @@ impl Kernel {
             mut connection,
             bind_ip,
             file,
+            zpar_folder,
             standalone,
         } = plan;
         let on = |port: u16, channel: &'static str| -> Result<String, KernelError> {
@@ -248,7 +253,12 @@ impl Kernel {
             standalone,
         };
         if let Some(path) = file {
-            if let Err(e) = zpar_protocol::connection::write_json_file(&path, &kernel.connection) {
+            let written = if zpar_folder {
+                zpar_protocol::connection::write_json_file(&path, &kernel.connection)
+            } else {
+                zpar_protocol::connection::write_json_file_in(&path, &kernel.connection)
+            };
+            if let Err(e) = written {
                 // Dropping `kernel` closes what was bound; iopub is the caller's.
                 kernel.unbind_iopub(iopub);
                 return Err(KernelError::File(e));
@@ -344,6 +354,7 @@ mod tests {
             },
             bind_ip: "127.0.0.1".into(),
             file,
+            zpar_folder: true,
             standalone: false,
         }
     }

@@ -83,6 +83,7 @@ fn plan_for(path: &Path) -> Result<KernelPlan, KernelError> {
                 },
                 bind_ip: "127.0.0.1".into(),
                 file: Some(path.to_path_buf()),
+                zpar_folder: false,
                 standalone: true,
             });
         }
@@ -111,6 +112,7 @@ fn plan_for(path: &Path) -> Result<KernelPlan, KernelError> {
         bind_ip: connection.ip.clone(),
         connection,
         file: None,
+        zpar_folder: false,
         standalone: true,
     })
 }
