@@ -35,8 +35,10 @@ const ROUTE: Route = Route::Kernel(KernelChannel::Shell);
 /// for a standalone kernel.
 pub(crate) fn kernel_info(engine: Option<u32>) -> KernelInfoReply {
     let what = match engine {
-        Some(id) => format!("engine {id} of a zpar cluster"),
-        None => "a standalone engine".to_string(),
+        Some(id) => {
+            format!("engine {id} of a zpar cluster, in the namespace the cluster's clients use too")
+        }
+        None => "a standalone engine (no cluster)".to_string(),
     };
     KernelInfoReply {
         status: Status::Ok,
@@ -52,10 +54,7 @@ pub(crate) fn kernel_info(engine: Option<u32>) -> KernelInfoReply {
             pygments_lexer: Some("rust".to_string()),
             codemirror_mode: Some("rust".to_string()),
         },
-        banner: format!(
-            "zpar {}: Rhai on {what}. Its variables and functions are the engine's namespace.",
-            env!("CARGO_PKG_VERSION")
-        ),
+        banner: format!("zpar {}: Rhai on {what}.", env!("CARGO_PKG_VERSION")),
         help_links: vec![HelpLink {
             text: "The Rhai book".to_string(),
             url: "https://rhai.rs/book/".to_string(),
