@@ -365,9 +365,7 @@ impl Io {
             return Ok(k.binding(self.engine_id));
         }
         let Some(home) = &self.kernel_home else {
-            unreachable!(
-                "only a standalone kernel has no kernel home, and it is bound from the start"
-            )
+            return Err(KernelError::NoHome);
         };
         let kernel = Kernel::bind(&home.ctx, &self.iopub, home.plan(self.engine_id))?;
         let binding = kernel.binding(self.engine_id);

@@ -303,6 +303,8 @@ impl Serving {
     /// in the reply instead of on iopub).
     pub(crate) fn run_request(&mut self, route: Route, msg: Message) {
         let from_kernel = matches!(route, Route::Kernel(_));
+        let stop_on_error =
+            from_kernel && matches!(&msg.content, Content::ExecuteRequest(r) if r.stop_on_error);
         let started = iso8601_now();
         let limits = RequestMetadata::from_map(&msg.metadata).unwrap_or_default();
         {
@@ -411,6 +413,7 @@ impl Serving {
                 format!("{} is not a request an engine serves", other.msg_type()),
             )),
         };
+        let failed = outcome.is_err();
         let mut io = self.io.borrow_mut();
         let mut reply = match outcome {
             Ok(result) => TaskReply {
@@ -470,6 +473,10 @@ impl Serving {
         );
         io.publish_status("idle");
         io.parent = None;
+        drop(io);
+        if failed && stop_on_error {
+            self.abort_waiting_cells();
+        }
     }
 }
 

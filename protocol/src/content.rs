@@ -390,7 +390,8 @@ pub struct ExecuteRequest {
     /// Jupyter field, always false: engines have no stdin.
     #[serde(default)]
     pub allow_stdin: bool,
-    /// Abort queued requests after an error (Jupyter field).
+    /// Jupyter's: after an error, abort the cells waiting behind this one
+    /// (a kernel's shell honours it; the hub's requests do not).
     #[serde(default)]
     pub stop_on_error: bool,
 }

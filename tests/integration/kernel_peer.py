@@ -144,8 +144,10 @@ if MODE == "drive":
     check(got["content"]["ename"] == "UnknownMessageType", got)
     check("frobnicate_request" in got["content"]["evalue"], got)
 
-    # interrupt_request on control stops `loop {}`; the kernel goes on.
+    # interrupt_request on control stops `loop {}`; the kernel goes on. The
+    # cell sent behind it is aborted (stop_on_error, Jupyter's default).
     msg_id = kc.execute("loop {}")
+    behind = kc.execute("let after_error = 1;")
     while True:  # busy with it
         msg = kc.get_iopub_msg(timeout=STEP)
         if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
@@ -156,6 +158,13 @@ if MODE == "drive":
           "interrupt_reply")
     got = reply_to(msg_id)["content"]
     check(got["status"] == "error" and got["ename"] == "Interrupted", got)
+    got = reply_to(behind)["content"]
+    check(got["status"] == "aborted", got)
+    # Without stop_on_error, the cell behind a failing one runs.
+    failing = kc.execute('throw "once"', stop_on_error=False)
+    runs = kc.execute("let after_error = 2; after_error", stop_on_error=False)
+    check(reply_to(failing)["content"]["status"] == "error", "the failing cell")
+    check(reply_to(runs)["content"]["status"] == "ok", "the cell behind it")
     content, _ = execute("40 + 2")
     check(content["status"] == "ok", content)
 

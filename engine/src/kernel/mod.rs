@@ -82,6 +82,10 @@ pub enum KernelError {
     /// The connection file could not be written.
     #[error("cannot write the kernel connection file")]
     File(#[source] zpar_protocol::ProtocolError),
+    /// Only a cluster's engine binds a kernel when asked (a standalone
+    /// kernel listens where its connection file says, from the start).
+    #[error("this engine has no cluster address to bind a kernel on")]
+    NoHome,
     /// The heartbeat thread could not start.
     #[error("cannot start the kernel's heartbeat thread")]
     Thread(#[source] std::io::Error),

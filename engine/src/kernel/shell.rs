@@ -142,21 +142,61 @@ pub(crate) fn answer(namespace: &Namespace, engine: Option<u32>, msg: &Message) 
 impl Serving {
     /// Serves one message waiting on the kernel's shell socket, if any.
     pub(crate) fn take_kernel_request(&mut self) {
-        let msg = {
-            let mut io = self.io.borrow_mut();
-            let io = &mut *io;
-            let Some(kernel) = &io.kernel else { return };
+        if let Some(msg) = self.next_kernel_request() {
+            self.serve_kernel_request(msg);
+        }
+    }
+
+    /// The next request waiting on the kernel's shell socket that is
+    /// validly signed and new; a bad one is dropped (or answered, if it is
+    /// signed) on the way.
+    fn next_kernel_request(&mut self) -> Option<Message> {
+        let mut io = self.io.borrow_mut();
+        let io = &mut *io;
+        loop {
+            let kernel = io.kernel.as_ref()?;
             let frames = match recv_frames(&kernel.shell, zmq::DONTWAIT) {
                 Ok(f) => f,
-                Err(zmq::Error::EAGAIN) => return,
-                Err(e) => return warn!(error = %e, "kernel shell receive failed"),
+                Err(zmq::Error::EAGAIN) => return None,
+                Err(e) => {
+                    warn!(error = %e, "kernel shell receive failed");
+                    return None;
+                }
             };
             match decode_request(&mut io.session, frames) {
-                Inbound::Request(m) => m,
-                Inbound::Bad { request, why } => return io.reply_bad(ROUTE, &request, &why),
-                Inbound::Dropped(e) => return warn!(error = %e, "dropped a kernel shell message"),
+                Inbound::Request(m) => return Some(m),
+                Inbound::Bad { request, why } => io.reply_bad(ROUTE, &request, &why),
+                Inbound::Dropped(e) => warn!(error = %e, "dropped a kernel shell message"),
             }
-        };
+        }
+    }
+
+    /// After a cell failed and asked `stop_on_error` (Jupyter's default),
+    /// answers the cells already waiting as aborted, as Jupyter's kernels
+    /// do: "Run all" stops at the first error. Other requests waiting are
+    /// served as usual.
+    pub(crate) fn abort_waiting_cells(&mut self) {
+        while let Some(msg) = self.next_kernel_request() {
+            if !matches!(msg.content, Content::ExecuteRequest(_)) {
+                self.serve_kernel_request(msg);
+                continue;
+            }
+            let mut io = self.io.borrow_mut();
+            io.parent = Some(msg.header.clone());
+            io.publish_status("busy");
+            let reply = TaskReply {
+                status: Status::Aborted,
+                execution_count: Some(self.execution_count),
+                ..TaskReply::default()
+            };
+            let meta = io.basic_metadata();
+            io.reply(ROUTE, &msg, Content::ExecuteReply(reply), meta, vec![]);
+            io.publish_status("idle");
+            io.parent = None;
+        }
+    }
+
+    fn serve_kernel_request(&mut self, msg: Message) {
         match (&msg.content, msg.header.msg_type.as_str()) {
             (Content::ExecuteRequest(_), _) => self.run_request(ROUTE, msg),
             (Content::InterruptRequest(_) | Content::ShutdownRequest(_), _) => {
