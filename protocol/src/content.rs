@@ -7,9 +7,9 @@
 use crate::error::parse_json;
 use crate::error::Result;
 use crate::kernel::{
-    BindKernelRequest, CommClose, CommInfoReply, CommInfoRequest, CompleteReply, CompleteRequest,
-    InspectReply, InspectRequest, IsCompleteReply, IsCompleteRequest, KernelInfoReply,
-    KernelInfoRequest,
+    BindKernelRequest, CommClose, CommInfoReply, CommInfoRequest, CommMsg, CommOpen, CompleteReply,
+    CompleteRequest, InspectReply, InspectRequest, IsCompleteReply, IsCompleteRequest,
+    KernelInfoReply, KernelInfoRequest,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -678,6 +678,10 @@ contents! {
     CommInfoRequest(CommInfoRequest) = "comm_info_request",
     /// Jupyter: the open comms.
     CommInfoReply(CommInfoReply) = "comm_info_reply",
+    /// Jupyter: a front end opens a comm (shell).
+    CommOpen(CommOpen) = "comm_open",
+    /// Jupyter: a message on a comm (shell).
+    CommMsg(CommMsg) = "comm_msg",
     /// Jupyter: a comm closed (iopub, or shell from a front end).
     CommClose(CommClose) = "comm_close",
     /// Serve the Jupyter kernel protocol too (control).

@@ -223,8 +223,31 @@ pub struct CommInfoReply {
     pub comms: Map<String, Json>,
 }
 
-/// A comm opened or closed (iopub and shell); zpar's kernel opens none and
-/// closes every comm a front end opens.
+/// A front end opens a comm (widgets do); zpar's kernel has no comm
+/// targets and closes it at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CommOpen {
+    /// The comm.
+    pub comm_id: String,
+    /// What the front end wants to talk to.
+    #[serde(default)]
+    pub target_name: String,
+    /// Jupyter field.
+    #[serde(default)]
+    pub data: Map<String, Json>,
+}
+
+/// A message on an open comm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CommMsg {
+    /// The comm.
+    pub comm_id: String,
+    /// Jupyter field.
+    #[serde(default)]
+    pub data: Map<String, Json>,
+}
+
+/// A comm closed (iopub and shell).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct CommClose {
     /// The comm.

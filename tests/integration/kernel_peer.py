@@ -137,6 +137,15 @@ if MODE == "drive":
     got = shell("comm_info_request", {})["content"]
     check(got["status"] == "ok" and got["comms"] == {}, got)
 
+    # a comm a front end opens (widgets) is closed at once: no comm targets.
+    opening = kc.session.msg("comm_open", {"comm_id": "comm-1", "target_name": "jupyter.widget", "data": {}})
+    kc.shell_channel.send(opening)
+    while True:
+        msg = kc.get_iopub_msg(timeout=STEP)
+        if msg["parent_header"].get("msg_id") == opening["header"]["msg_id"]:
+            check(msg["msg_type"] == "comm_close" and msg["content"]["comm_id"] == "comm-1", msg)
+            break
+
     # an unknown message type gets a clear error reply of the matching type.
     got = shell("frobnicate_request", {})
     check(got["msg_type"] == "frobnicate_reply", got["msg_type"])

@@ -197,33 +197,25 @@ impl Serving {
     }
 
     fn serve_kernel_request(&mut self, msg: Message) {
-        match (&msg.content, msg.header.msg_type.as_str()) {
-            (Content::ExecuteRequest(_), _) => self.run_request(ROUTE, msg),
-            (Content::InterruptRequest(_) | Content::ShutdownRequest(_), _) => {
+        match &msg.content {
+            Content::ExecuteRequest(_) => self.run_request(ROUTE, msg),
+            Content::InterruptRequest(_) | Content::ShutdownRequest(_) => {
                 self.io
                     .borrow_mut()
                     .serve_kernel_control_request(ROUTE, msg, false);
             }
             // A front end opening a comm (widgets): the kernel has no comm
             // targets, so it closes it at once, as Jupyter's kernels do.
-            (_, "comm_open") => {
-                let comm_id = match &msg.content {
-                    Content::Unknown { content, .. } => {
-                        content.get("comm_id").and_then(Json::as_str)
-                    }
-                    _ => None,
-                };
-                if let Some(comm_id) = comm_id {
-                    let mut io = self.io.borrow_mut();
-                    io.parent = Some(msg.header.clone());
-                    io.publish(Content::CommClose(CommClose {
-                        comm_id: comm_id.to_string(),
-                        data: Map::new(),
-                    }));
-                    io.parent = None;
-                }
+            Content::CommOpen(open) => {
+                let mut io = self.io.borrow_mut();
+                io.parent = Some(msg.header.clone());
+                io.publish(Content::CommClose(CommClose {
+                    comm_id: open.comm_id.clone(),
+                    data: Map::new(),
+                }));
+                io.parent = None;
             }
-            (_, "comm_msg" | "comm_close") => {
+            Content::CommMsg(_) | Content::CommClose(_) => {
                 debug!(msg_type = %msg.header.msg_type, "no comm is open; ignored");
             }
             _ => {
