@@ -7,8 +7,9 @@
 //!
 //! - [`DirectView`] (`client.view(ids)`, `client.all()`): execute, run a
 //!   script file ([`mod@script`] inlines its imports on this side), apply,
-//!   map, push, pull, scatter, gather, and `setup_communicator` for the
-//!   engines' tree interconnect;
+//!   map, push, pull, scatter, gather, `setup_communicator` for the
+//!   engines' tree interconnect, and `bind_kernel` to make engines Jupyter
+//!   kernels too ([`mod@kernel`]);
 //! - [`LoadBalancedView`] (`client.load_balanced()`): tasks for whichever
 //!   engine the hub picks.
 //!
@@ -40,6 +41,7 @@ pub mod client;
 pub mod cluster;
 pub mod error;
 pub mod io;
+pub mod kernel;
 pub mod launch;
 pub mod records;
 pub mod result;
@@ -53,6 +55,7 @@ pub use client::Client;
 pub use cluster::{ClusterBuilder, LocalCluster};
 pub use error::{Error, HubLoss, Result};
 pub use io::ClientEvent;
+pub use kernel::BoundKernel;
 pub use records::ResultStatus;
 pub use result::{AsyncResult, EngineReply, Timing};
 pub use script::Script;

@@ -1,10 +1,13 @@
 //! The engine's sockets and per-request state, shared by the request loop
 //! and the script engine's callbacks (`print`, progress): output streams,
-//! replies, and control requests served even while a script runs.
+//! replies, and control requests — the hub's and the kernel's — served even
+//! while a script runs.
 
 use crate::inbound::{bad_request_reply, decode_request, Inbound};
+use crate::kernel::{shell, Kernel, KernelChannel, KernelError, KernelHome};
 use serde_json::{Map, Value as Json};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tracing::{debug, info, warn};
 use zpar_protocol::{
@@ -15,6 +18,32 @@ use zpar_protocol::{
 /// How many script operations run between two looks at the control socket.
 pub const CONTROL_CHECK_OPS: u64 = 1024;
 
+/// Where a request came from, and so where its reply goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// One of the hub's channels.
+    Hub(Channel),
+    /// The kernel's shell or control socket.
+    Kernel(KernelChannel),
+}
+
+/// The engine's DEALERs to the hub's engine-facing ROUTERs.
+pub(crate) struct HubSockets {
+    pub(crate) control: zmq::Socket,
+    pub(crate) mux: zmq::Socket,
+    pub(crate) task: zmq::Socket,
+}
+
+impl HubSockets {
+    pub(crate) fn socket(&self, channel: Channel) -> &zmq::Socket {
+        match channel {
+            Channel::Control => &self.control,
+            Channel::Mux => &self.mux,
+            Channel::Task => &self.task,
+        }
+    }
+}
+
 /// The sockets and per-request state the script callbacks also reach.
 pub(crate) struct Io {
     pub(crate) session: Session,
@@ -22,10 +51,17 @@ pub(crate) struct Io {
     /// The engine's uuid, its identity on the hub's sockets; ipyparallel
     /// reads it as reply metadata `engine`.
     pub(crate) uuid: String,
-    pub(crate) control: zmq::Socket,
-    pub(crate) mux: zmq::Socket,
-    pub(crate) task: zmq::Socket,
+    /// None for a standalone kernel.
+    pub(crate) hub: Option<HubSockets>,
+    /// Connected to the hub's iopub, and bound for the kernel's when there
+    /// is one.
     pub(crate) iopub: zmq::Socket,
+    /// The kernel's sockets, while the engine serves as a Jupyter kernel.
+    pub(crate) kernel: Option<Kernel>,
+    /// Where to listen when asked to serve as a kernel (cluster engines).
+    pub(crate) kernel_home: Option<KernelHome>,
+    /// Set by SIGINT in a standalone kernel: stop the running cell.
+    pub(crate) interrupt: Option<&'static AtomicBool>,
     /// The request being run, as parent of its output.
     pub(crate) parent: Option<Header>,
     pub(crate) stdout: String,
@@ -77,7 +113,7 @@ impl Io {
 
     pub(crate) fn reply(
         &mut self,
-        socket: Channel,
+        route: Route,
         request: &Message,
         content: Content,
         metadata: Map<String, Json>,
@@ -99,10 +135,14 @@ impl Io {
         reply.metadata = metadata;
         reply.buffers = buffers;
         let raw = self.session.encode_owned(reply);
-        let sock = match socket {
-            Channel::Control => &self.control,
-            Channel::Mux => &self.mux,
-            Channel::Task => &self.task,
+        let sock = match (route, &self.hub, &self.kernel) {
+            (Route::Hub(channel), Some(hub), _) => hub.socket(channel),
+            (Route::Kernel(KernelChannel::Shell), _, Some(k)) => &k.shell,
+            (Route::Kernel(KernelChannel::Control), _, Some(k)) => &k.control,
+            _ => {
+                // The kernel stopped (a shutdown_request) while its request ran.
+                return debug!(?route, "reply dropped: its socket is closed");
+            }
         };
         if let Err(e) = send_frames(sock, raw.into_frames(), 0) {
             warn!(error = %e, "reply not sent");
@@ -111,7 +151,7 @@ impl Io {
 
     /// Answers a signed request the engine could not understand, so the
     /// hub does not keep it pending: an error reply of the matching type.
-    pub(crate) fn reply_bad(&mut self, channel: Channel, request: &Message, why: &str) {
+    pub(crate) fn reply_bad(&mut self, route: Route, request: &Message, why: &str) {
         warn!(
             engine = self.engine_id,
             msg_id = %request.header.msg_id,
@@ -121,7 +161,7 @@ impl Io {
         );
         let content = bad_request_reply(request, why, self.engine_id);
         let meta = self.basic_metadata();
-        self.reply(channel, request, content, meta, vec![]);
+        self.reply(route, request, content, meta, vec![]);
     }
 
     /// Reply metadata naming this engine, by id (zpar) and uuid
@@ -144,11 +184,12 @@ impl Io {
         }));
     }
 
-    /// Reads and serves everything waiting on control. Returns true if the
-    /// running script must stop.
+    /// Reads and serves everything waiting on the hub's control channel.
+    /// Returns true if the running script must stop.
     pub(crate) fn serve_control(&mut self, running: bool) -> bool {
-        loop {
-            let frames = match recv_frames(&self.control, zmq::DONTWAIT) {
+        const ROUTE: Route = Route::Hub(Channel::Control);
+        while let Some(hub) = &self.hub {
+            let frames = match recv_frames(&hub.control, zmq::DONTWAIT) {
                 Ok(f) => f,
                 Err(zmq::Error::EAGAIN) => break,
                 Err(e) => {
@@ -159,7 +200,7 @@ impl Io {
             let msg = match decode_request(&mut self.session, frames) {
                 Inbound::Request(m) => m,
                 Inbound::Bad { request, why } => {
-                    self.reply_bad(Channel::Control, &request, &why);
+                    self.reply_bad(ROUTE, &request, &why);
                     continue;
                 }
                 Inbound::Dropped(e) => {
@@ -174,7 +215,7 @@ impl Io {
                         self.stop_reason = Some("Interrupted|interrupted by the client".into());
                     }
                     self.reply(
-                        Channel::Control,
+                        ROUTE,
                         &msg,
                         Content::InterruptReply(TaskReply::ok()),
                         meta,
@@ -187,7 +228,7 @@ impl Io {
                         None => self.abort_queued(),
                     }
                     self.reply(
-                        Channel::Control,
+                        ROUTE,
                         &msg,
                         Content::AbortReply(TaskReply::ok()),
                         meta,
@@ -199,7 +240,7 @@ impl Io {
                     self.shutdown = true;
                     self.stop_reason = Some("Interrupted|the engine is shutting down".into());
                     self.reply(
-                        Channel::Control,
+                        ROUTE,
                         &msg,
                         Content::ShutdownReply(TaskReply::ok()),
                         meta,
@@ -207,6 +248,20 @@ impl Io {
                     );
                 }
                 Content::ClearRequest(_) => self.deferred.push(msg),
+                Content::BindKernelRequest(_) => {
+                    let mut reply = match self.bind_kernel() {
+                        Ok(binding) => {
+                            let mut buffers = Vec::new();
+                            TaskReply::with_result(binding.encode_into(&mut buffers))
+                        }
+                        Err(e) => {
+                            warn!(engine = self.engine_id, error = %e, "cannot serve as a kernel");
+                            TaskReply::error("KernelBindFailed", crate::error_line(&e))
+                        }
+                    };
+                    reply.engine_id = Some(self.engine_id);
+                    self.reply(ROUTE, &msg, Content::BindKernelReply(reply), meta, vec![]);
+                }
                 other => {
                     let reply_type = Content::reply_type_for(other.msg_type());
                     let err = TaskReply::error(
@@ -217,7 +272,7 @@ impl Io {
                         ),
                     );
                     self.reply(
-                        Channel::Control,
+                        ROUTE,
                         &msg,
                         Content::task_reply_of(&reply_type, err),
                         meta,
@@ -229,28 +284,126 @@ impl Io {
         self.stop_reason.is_some()
     }
 
+    /// Reads and serves everything waiting on the kernel's control socket
+    /// (interrupt, shutdown, kernel_info). Returns true if the running
+    /// script must stop.
+    pub(crate) fn serve_kernel_control(&mut self, running: bool) -> bool {
+        const ROUTE: Route = Route::Kernel(KernelChannel::Control);
+        while let Some(kernel) = &self.kernel {
+            let frames = match recv_frames(&kernel.control, zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => {
+                    warn!(error = %e, "kernel control socket failed");
+                    break;
+                }
+            };
+            let msg = match decode_request(&mut self.session, frames) {
+                Inbound::Request(m) => m,
+                Inbound::Bad { request, why } => {
+                    self.reply_bad(ROUTE, &request, &why);
+                    continue;
+                }
+                Inbound::Dropped(e) => {
+                    warn!(error = %e, "dropped a kernel control message");
+                    continue;
+                }
+            };
+            self.serve_kernel_control_request(ROUTE, msg, running);
+        }
+        self.stop_reason.is_some()
+    }
+
+    /// Serves one kernel control request (interrupt, shutdown and
+    /// kernel_info; Jupyter also lets the first two come on shell).
+    pub(crate) fn serve_kernel_control_request(
+        &mut self,
+        route: Route,
+        msg: Message,
+        running: bool,
+    ) {
+        let meta = self.basic_metadata();
+        match &msg.content {
+            Content::InterruptRequest(_) => {
+                if running {
+                    self.stop_reason =
+                        Some("Interrupted|interrupted by the kernel's client".into());
+                }
+                self.reply(
+                    route,
+                    &msg,
+                    Content::InterruptReply(TaskReply::ok()),
+                    meta,
+                    vec![],
+                );
+            }
+            Content::ShutdownRequest(r) => {
+                let reply = TaskReply {
+                    restart: Some(r.restart),
+                    ..TaskReply::ok()
+                };
+                self.reply(route, &msg, Content::ShutdownReply(reply), meta, vec![]);
+                if self.kernel.as_ref().is_some_and(|k| k.standalone) {
+                    info!("the kernel's client asked it to shut down");
+                    self.shutdown = true;
+                    self.stop_reason = Some("Interrupted|the kernel is shutting down".into());
+                } else {
+                    info!(engine = self.engine_id, "the kernel's client asked it to shut down: the engine stops serving as a kernel and stays in its cluster");
+                    self.unbind_kernel();
+                }
+            }
+            Content::KernelInfoRequest(_) => {
+                let info = shell::kernel_info(self.hub.is_some().then_some(self.engine_id));
+                self.reply(route, &msg, Content::KernelInfoReply(info), meta, vec![]);
+            }
+            _ => {
+                let content = shell::unserved(&msg, "control");
+                self.reply(route, &msg, content, meta, vec![]);
+            }
+        }
+    }
+
+    /// Starts serving as a Jupyter kernel (if not already): the binding a
+    /// `bind_kernel_reply` carries.
+    pub(crate) fn bind_kernel(&mut self) -> Result<zpar_protocol::Value, KernelError> {
+        if let Some(k) = &self.kernel {
+            return Ok(k.binding(self.engine_id));
+        }
+        let Some(home) = &self.kernel_home else {
+            return Err(KernelError::NoHome);
+        };
+        let kernel = Kernel::bind(&home.ctx, &self.iopub, home.plan(self.engine_id))?;
+        let binding = kernel.binding(self.engine_id);
+        self.kernel = Some(kernel);
+        Ok(binding)
+    }
+
+    /// Stops serving as a kernel: closes its sockets, removes its file.
+    pub(crate) fn unbind_kernel(&mut self) {
+        if let Some(k) = self.kernel.take() {
+            k.unbind_iopub(&self.iopub);
+        }
+    }
+
     /// Answers every request already waiting on mux and task as aborted.
     pub(crate) fn abort_queued(&mut self) {
         for channel in [Channel::Mux, Channel::Task] {
             loop {
-                let sock = if channel == Channel::Mux {
-                    &self.mux
-                } else {
-                    &self.task
-                };
-                let Ok(frames) = recv_frames(sock, zmq::DONTWAIT) else {
+                let Some(hub) = &self.hub else { return };
+                let Ok(frames) = recv_frames(hub.socket(channel), zmq::DONTWAIT) else {
                     break;
                 };
+                let route = Route::Hub(channel);
                 match decode_request(&mut self.session, frames) {
-                    Inbound::Request(m) => self.reply_aborted(channel, &m),
-                    Inbound::Bad { request, why } => self.reply_bad(channel, &request, &why),
+                    Inbound::Request(m) => self.reply_aborted(route, &m),
+                    Inbound::Bad { request, why } => self.reply_bad(route, &request, &why),
                     Inbound::Dropped(e) => warn!(error = %e, "dropped a bad queued message"),
                 }
             }
         }
     }
 
-    pub(crate) fn reply_aborted(&mut self, channel: Channel, msg: &Message) {
+    pub(crate) fn reply_aborted(&mut self, route: Route, msg: &Message) {
         let reply_type = Content::reply_type_for(&msg.header.msg_type);
         let r = TaskReply {
             status: Status::Aborted,
@@ -259,7 +412,7 @@ impl Io {
         };
         let meta = self.basic_metadata();
         self.reply(
-            channel,
+            route,
             msg,
             Content::task_reply_of(&reply_type, r),
             meta,
@@ -284,8 +437,18 @@ impl Io {
                     ));
                 }
             }
-            if matches!(self.control.poll(zmq::POLLIN, 0), Ok(n) if n > 0) {
+            let ready = |s: &zmq::Socket| matches!(s.poll(zmq::POLLIN, 0), Ok(n) if n > 0);
+            if self.hub.as_ref().is_some_and(|h| ready(&h.control)) {
                 self.serve_control(true);
+            }
+            if self.kernel.as_ref().is_some_and(|k| ready(&k.control)) {
+                self.serve_kernel_control(true);
+            }
+            if self
+                .interrupt
+                .is_some_and(|f| f.swap(false, Ordering::Relaxed))
+            {
+                self.stop_reason = Some("Interrupted|interrupted (SIGINT)".into());
             }
         }
         self.stop_reason.clone()

@@ -16,6 +16,9 @@
 //! - the `BinaryTreeCommunicator` ([`communicator`]): engines reducing and
 //!   broadcasting among themselves over their own sockets, the protocol a
 //!   state machine without I/O ([`communicator::collective`]);
+//! - serving as a Jupyter kernel ([`kernel`]): a cluster engine bound as a
+//!   kernel beside the hub (same namespace, one request at a time), or a
+//!   standalone kernel with no hub ([`EngineServer::kernel`]);
 //!
 //! It is a library so a Rust program can add native functions and run its
 //! own engine binary:
@@ -35,9 +38,11 @@ pub mod communicator;
 pub mod convert;
 pub mod heartbeat;
 mod inbound;
+pub mod kernel;
 pub mod namespace;
 mod requests;
 pub mod server;
+pub use kernel::{KernelConfig, KernelError};
 pub use namespace::{Namespace, ScriptError};
 /// The script engine natives are registered on (`register_fn`).
 pub use rhai;
@@ -65,4 +70,23 @@ pub enum EngineError {
     /// A socket failed.
     #[error("socket error: {0}")]
     Zmq(#[from] zmq::Error),
+    /// The engine could not serve as a Jupyter kernel.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// An error and its causes on one line, each said once (for a reply's
+/// evalue, which has no room for a chain).
+pub(crate) fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(text.trim()) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
 }

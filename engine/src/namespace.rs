@@ -140,6 +140,9 @@ pub struct Namespace {
 /// Most closures remembered by a namespace.
 const CLOSURE_CACHE: usize = 512;
 
+/// Most characters of a value [`Namespace::describe`] shows.
+const DESCRIBE_LIMIT: usize = 2000;
+
 impl Namespace {
     /// A namespace running scripts on `engine` (with whatever natives,
     /// limits and callbacks it has registered).
@@ -150,6 +153,11 @@ impl Namespace {
             functions: AST::empty(),
             closures: std::collections::HashMap::new(),
         }
+    }
+
+    /// The script engine (to parse with, say).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The script engine, to register more native functions or types.
@@ -246,6 +254,60 @@ impl Namespace {
             .collect();
         out.sort();
         out
+    }
+
+    /// The names of every function a script can call here: the ones it
+    /// defined and the engine's natives (Rhai's standard library, zpar's
+    /// arrays and communicators, a program's own), sorted, each once.
+    /// Operators and property accessors are left out.
+    pub fn function_names(&self) -> Vec<String> {
+        let natives = self.engine.gen_fn_signatures(true);
+        let mut out: Vec<String> = natives
+            .iter()
+            .map(|sig| sig.split('(').next().unwrap_or(sig).to_string())
+            .chain(self.functions.iter_functions().map(|f| f.name.to_string()))
+            .filter(|name| is_identifier(name))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// What `name` is, for a person asking (Jupyter's inspect): a
+    /// variable's type and value, or the signatures of the functions of
+    /// that name. None if it is neither.
+    ///
+    /// ```
+    /// use zpar_engine::Namespace;
+    /// let mut ns = Namespace::new(rhai::Engine::new());
+    /// let _ = ns.execute("let answer = 42; fn twice(x) { 2 * x }").unwrap();
+    /// assert_eq!(ns.describe("answer").unwrap(), "answer: i64 = 42");
+    /// assert_eq!(ns.describe("twice").unwrap(), "fn twice(x)");
+    /// assert!(ns.describe("nothing_here").is_none());
+    /// ```
+    pub fn describe(&self, name: &str) -> Option<String> {
+        if let Some(v) = self.scope.get(name) {
+            let mut shown = v.to_string();
+            if shown.chars().count() > DESCRIBE_LIMIT {
+                shown = shown.chars().take(DESCRIBE_LIMIT).collect::<String>() + " …";
+            }
+            return Some(format!("{name}: {} = {shown}", pretty_type(v)));
+        }
+        let mut lines: Vec<String> = self
+            .functions
+            .iter_functions()
+            .filter(|f| f.name == name)
+            .map(|f| format!("fn {name}({})", f.params.join(", ")))
+            .collect();
+        lines.extend(
+            self.engine
+                .gen_fn_signatures(true)
+                .into_iter()
+                .filter(|sig| sig.split('(').next() == Some(name))
+                .map(|sig| sig.replace("_: ", "")),
+        );
+        lines.dedup();
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
     /// Turns function source into a function pointer. A `fn` definition is

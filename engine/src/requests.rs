@@ -1,8 +1,9 @@
-//! The request loop: control first, then one request at a time from mux and
-//! task, each run in the namespace and answered on the socket it came from;
-//! and the watch on the hub's heartbeat that re-registers after a restart.
+//! The request loop: control first (the hub's and the kernel's), then one
+//! request at a time from mux, task and the kernel's shell, each run in the
+//! namespace and answered on the socket it came from; and the watch on the
+//! hub's heartbeat that re-registers after a restart.
 
-use crate::channels::Io;
+use crate::channels::{Io, Route};
 use crate::communicator::CommEnv;
 use crate::convert::{encode_dynamic, to_value};
 use crate::heartbeat::Heartbeat;
@@ -49,7 +50,8 @@ impl HubWatch {
 }
 
 pub(crate) struct Serving {
-    pub(crate) hub: HubWatch,
+    /// None for a standalone kernel.
+    pub(crate) hub: Option<HubWatch>,
     pub(crate) namespace: Namespace,
     pub(crate) io: Rc<RefCell<Io>>,
     pub(crate) comm_env: CommEnv,
@@ -57,6 +59,20 @@ pub(crate) struct Serving {
     pub(crate) default_op_limit: Option<u64>,
     /// The program's own natives, to explain a call of a missing one.
     pub(crate) natives: Vec<String>,
+    /// A standalone kernel's parent (Jupyter's `JPY_PARENT_PID`): when it
+    /// is gone, the kernel is an orphan and stops.
+    pub(crate) parent_pid: Option<u32>,
+}
+
+/// Which of the engine's sockets have something to read.
+#[derive(Default)]
+struct Ready {
+    control: bool,
+    mux: bool,
+    task: bool,
+    kernel_control: bool,
+    shell: bool,
+    stdin: bool,
 }
 
 impl Serving {
@@ -65,71 +81,130 @@ impl Serving {
             {
                 let mut io = self.io.borrow_mut();
                 io.stop_reason = None;
+                if let Some(flag) = io.interrupt {
+                    // A SIGINT between cells interrupts nothing.
+                    flag.store(false, Ordering::Relaxed);
+                }
                 io.serve_control(false);
+                io.serve_kernel_control(false);
             }
             self.serve_deferred(server);
             if self.io.borrow().shutdown
                 || server
-                    .config
-                    .stop
+                    .stop_flag()
                     .is_some_and(|s| s.load(Ordering::Relaxed))
             {
                 return;
             }
+            if self.orphaned() {
+                warn!("the kernel's parent process is gone; stopping");
+                return;
+            }
             // Poll with a timeout so a lost wake-up can never stall us.
-            let (mux_ready, task_ready, control_ready) = {
-                let io = self.io.borrow();
-                let mut items = [
-                    io.control.as_poll_item(zmq::POLLIN),
-                    io.mux.as_poll_item(zmq::POLLIN),
-                    io.task.as_poll_item(zmq::POLLIN),
-                ];
-                match zmq::poll(&mut items, 250) {
-                    Ok(_) => {}
-                    Err(zmq::Error::EINTR) => continue,
-                    Err(e) => {
-                        warn!(error = %e, "poll failed");
-                        continue;
-                    }
-                }
-                (
-                    items[1].is_readable(),
-                    items[2].is_readable(),
-                    items[0].is_readable(),
-                )
-            };
-            self.watch_hub();
-            if control_ready {
+            let Some(ready) = self.poll() else { continue };
+            if self.hub.is_some() {
+                self.watch_hub();
+            }
+            if ready.control || ready.kernel_control {
                 continue; // control first
             }
-            if mux_ready {
+            if ready.mux {
                 self.take_request(Channel::Mux);
             }
-            if task_ready {
+            if ready.task {
                 self.take_request(Channel::Task);
+            }
+            if ready.shell {
+                self.take_kernel_request();
+            }
+            if ready.stdin {
+                self.drop_stdin();
             }
         }
     }
 
+    /// Waits up to 250 ms for any socket to have something; None if the
+    /// poll itself failed (a signal).
+    fn poll(&self) -> Option<Ready> {
+        let io = self.io.borrow();
+        let mut items = Vec::with_capacity(6);
+        if let Some(hub) = &io.hub {
+            items.push(hub.control.as_poll_item(zmq::POLLIN));
+            items.push(hub.mux.as_poll_item(zmq::POLLIN));
+            items.push(hub.task.as_poll_item(zmq::POLLIN));
+        }
+        if let Some(k) = &io.kernel {
+            items.push(k.control.as_poll_item(zmq::POLLIN));
+            items.push(k.shell.as_poll_item(zmq::POLLIN));
+            items.push(k.stdin.as_poll_item(zmq::POLLIN));
+        }
+        match zmq::poll(&mut items, 250) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => return None,
+            Err(e) => {
+                warn!(error = %e, "poll failed");
+                return None;
+            }
+        }
+        let mut readable = items.iter().map(|i| i.is_readable());
+        let mut next = || readable.next().unwrap_or(false);
+        let mut ready = Ready::default();
+        if io.hub.is_some() {
+            (ready.control, ready.mux, ready.task) = (next(), next(), next());
+        }
+        if io.kernel.is_some() {
+            (ready.kernel_control, ready.shell, ready.stdin) = (next(), next(), next());
+        }
+        Some(ready)
+    }
+
+    /// Whether a standalone kernel's parent is gone (this process has a new
+    /// parent: it was adopted).
+    fn orphaned(&self) -> bool {
+        #[cfg(unix)]
+        {
+            self.parent_pid
+                .is_some_and(|p| std::os::unix::process::parent_id() != p)
+        }
+        #[cfg(not(unix))]
+        {
+            false
+        }
+    }
+
+    /// Nothing is ever asked on stdin (Rhai has no `input()`), so whatever
+    /// comes there is read and dropped.
+    fn drop_stdin(&self) {
+        let io = self.io.borrow();
+        let Some(k) = &io.kernel else { return };
+        while let Ok(frames) = recv_frames(&k.stdin, zmq::DONTWAIT) {
+            warn!(
+                frames = frames.len(),
+                "dropped a message on the kernel's stdin channel: the kernel never asks for input"
+            );
+        }
+    }
+
     fn watch_hub(&mut self) {
-        let silence = self.hub.heartbeat.silence();
-        if self.hub.heartbeat.take_hub_changed() {
+        let Some(hub) = &mut self.hub else { return };
+        let silence = hub.heartbeat.silence();
+        if hub.heartbeat.take_hub_changed() {
             warn!("the hub restarted; registering again");
-            self.hub.lost = true;
-        } else if self.hub.heartbeat.take_unknown()
-            && !self.hub.lost
-            && self.hub.last_attempt.elapsed() > self.hub.hb_period * 2
+            hub.lost = true;
+        } else if hub.heartbeat.take_unknown()
+            && !hub.lost
+            && hub.last_attempt.elapsed() > hub.hb_period * 2
         {
             // Answers to pongs sent before this engine (re)registered are
             // ignored: the hub knows it by now.
             warn!("the hub dropped this engine (a network cut?); registering again");
-            self.hub.lost = true;
-        } else if !self.hub.lost && silence > self.hub.lost_after() {
+            hub.lost = true;
+        } else if !hub.lost && silence > hub.lost_after() {
             warn!(silence = ?silence, "no heartbeat from the hub; will register again when it is back");
-            self.hub.lost = true;
+            hub.lost = true;
         }
         // Answers to our re-registration.
-        while let Ok(frames) = recv_frames(&self.hub.registration, zmq::DONTWAIT) {
+        while let Ok(frames) = recv_frames(&hub.registration, zmq::DONTWAIT) {
             let mut io = self.io.borrow_mut();
             match io.session.decode_frames(frames) {
                 Ok(Message {
@@ -145,28 +220,28 @@ impl Serving {
                         io.engine_id = r.id;
                     }
                     info!(engine = r.id, "registered with the hub again");
-                    self.hub.heartbeat.set_hub(&r.hub_instance);
-                    self.hub.lost = false;
-                    self.hub.hb_period = Duration::from_millis(r.hb_period_ms.max(1));
+                    hub.heartbeat.set_hub(&r.hub_instance);
+                    hub.lost = false;
+                    hub.hb_period = Duration::from_millis(r.hb_period_ms.max(1));
                 }
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "bad message on the registration channel"),
             }
         }
-        let back = silence < self.hub.hb_period * 2;
-        if self.hub.lost && back && self.hub.last_attempt.elapsed() > Duration::from_millis(500) {
-            self.hub.last_attempt = Instant::now();
+        let back = silence < hub.hb_period * 2;
+        if hub.lost && back && hub.last_attempt.elapsed() > Duration::from_millis(500) {
+            hub.last_attempt = Instant::now();
             let io = self.io.borrow();
             let req = Message::new(
                 &io.session,
                 Content::RegistrationRequest(RegistrationRequest {
-                    uuid: self.hub.uuid.clone(),
+                    uuid: hub.uuid.clone(),
                     id: Some(io.engine_id),
                     host: Some(self.comm_env.advertise.clone()),
                 }),
             );
             let _ = send_frames(
-                &self.hub.registration,
+                &hub.registration,
                 io.session.encode(&req).into_frames(),
                 zmq::DONTWAIT,
             );
@@ -183,7 +258,7 @@ impl Serving {
             let mut io = self.io.borrow_mut();
             let meta = io.basic_metadata();
             io.reply(
-                Channel::Control,
+                Route::Hub(Channel::Control),
                 &msg,
                 Content::ClearReply(TaskReply::ok()),
                 meta,
@@ -193,14 +268,12 @@ impl Serving {
     }
 
     fn take_request(&mut self, channel: Channel) {
+        let route = Route::Hub(channel);
         let msg = {
             let mut io = self.io.borrow_mut();
-            let sock = if channel == Channel::Mux {
-                &io.mux
-            } else {
-                &io.task
-            };
-            let frames = match recv_frames(sock, zmq::DONTWAIT) {
+            let io = &mut *io;
+            let Some(hub) = &io.hub else { return };
+            let frames = match recv_frames(hub.socket(channel), zmq::DONTWAIT) {
                 Ok(f) => f,
                 Err(zmq::Error::EAGAIN) => return,
                 Err(e) => {
@@ -211,7 +284,7 @@ impl Serving {
             match decode_request(&mut io.session, frames) {
                 Inbound::Request(m) => m,
                 Inbound::Bad { request, why } => {
-                    io.reply_bad(channel, &request, &why);
+                    io.reply_bad(route, &request, &why);
                     return;
                 }
                 Inbound::Dropped(e) => {
@@ -223,14 +296,24 @@ impl Serving {
         {
             let mut io = self.io.borrow_mut();
             if io.aborted.remove(&msg.header.msg_id) {
-                io.reply_aborted(channel, &msg);
+                io.reply_aborted(route, &msg);
                 return;
             }
         }
-        self.run_request(channel, msg);
+        self.run_request(route, msg);
     }
 
-    fn run_request(&mut self, channel: Channel, msg: Message) {
+    /// Runs one request in the namespace and answers it on `route`. A
+    /// kernel's execute follows Jupyter's rules: `silent` publishes neither
+    /// `execute_input` nor `execute_result` and does not count, nor does
+    /// `store_history: false`; its reply carries no `result` (front ends
+    /// read the value from iopub). A hub's execute counts always and
+    /// publishes its input (zpar's clients send `silent` to get the value
+    /// in the reply instead of on iopub).
+    pub(crate) fn run_request(&mut self, route: Route, msg: Message) {
+        let from_kernel = matches!(route, Route::Kernel(_));
+        let stop_on_error =
+            from_kernel && matches!(&msg.content, Content::ExecuteRequest(r) if r.stop_on_error);
         let started = iso8601_now();
         let limits = RequestMetadata::from_map(&msg.metadata).unwrap_or_default();
         {
@@ -255,14 +338,18 @@ impl Serving {
         let mut buffers = Vec::new();
         let outcome: Result<Option<Json>, ScriptError> = match &msg.content {
             Content::ExecuteRequest(r) => {
-                self.execution_count += 1;
                 let silent = r.silent;
-                self.io
-                    .borrow_mut()
-                    .publish(Content::ExecuteInput(ExecuteInput {
-                        code: r.code.clone(),
-                        execution_count: self.execution_count,
-                    }));
+                if !from_kernel || (!silent && r.store_history) {
+                    self.execution_count += 1;
+                }
+                if !(from_kernel && silent) {
+                    self.io
+                        .borrow_mut()
+                        .publish(Content::ExecuteInput(ExecuteInput {
+                            code: r.code.clone(),
+                            execution_count: self.execution_count,
+                        }));
+                }
                 self.namespace.execute(&r.code).map(|d| {
                     if d.is_unit() {
                         return None;
@@ -335,10 +422,11 @@ impl Serving {
                 format!("{} is not a request an engine serves", other.msg_type()),
             )),
         };
+        let failed = outcome.is_err();
         let mut io = self.io.borrow_mut();
         let mut reply = match outcome {
             Ok(result) => TaskReply {
-                result,
+                result: result.filter(|_| !from_kernel),
                 ..TaskReply::default()
             },
             Err(e) => {
@@ -381,9 +469,12 @@ impl Serving {
             stderr: std::mem::take(&mut io.stderr),
         }
         .to_map();
+        if from_kernel {
+            buffers.clear();
+        }
         let reply_type = Content::reply_type_for(&msg.header.msg_type);
         io.reply(
-            channel,
+            route,
             &msg,
             Content::task_reply_of(&reply_type, reply),
             meta,
@@ -391,6 +482,10 @@ impl Serving {
         );
         io.publish_status("idle");
         io.parent = None;
+        drop(io);
+        if failed && stop_on_error {
+            self.abort_waiting_cells();
+        }
     }
 }
 

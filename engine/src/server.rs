@@ -12,18 +12,26 @@
 //! with the reply. The heartbeat runs on a thread of its own
 //! ([`crate::heartbeat`]).
 //!
+//! A cluster engine can also serve as a Jupyter kernel (`--bind-kernel`,
+//! or a `bind_kernel_request` on control): its kernel's control socket is
+//! served with the hub's, its shell with mux and task, by the same thread
+//! ([`crate::kernel`]).
+//!
 //! This module starts the engine (sockets, registration, the script engine
 //! with its callbacks); the loop itself is in `requests.rs`, the state the
-//! callbacks share in `channels.rs`.
+//! callbacks share in `channels.rs`, a standalone kernel's start in
+//! `kernel/standalone.rs`.
 
-use crate::channels::Io;
+use crate::channels::{HubSockets, Io};
 use crate::communicator::{self, CommEnv};
 use crate::heartbeat::Heartbeat;
+use crate::kernel::{KernelConfig, KernelHome};
 use crate::namespace::Namespace;
 use crate::requests::{HubWatch, Serving};
 use crate::EngineError;
 use std::cell::RefCell;
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -51,6 +59,11 @@ pub struct EngineConfig {
     pub uuid: Option<String>,
     /// Set from outside (a signal handler) to stop the engine.
     pub stop: Option<&'static AtomicBool>,
+    /// Serve as a Jupyter kernel too, from the start (`--bind-kernel`).
+    pub bind_kernel: bool,
+    /// Where a bound kernel writes `kernel-<engine id>.json`: the profile's
+    /// `security/` folder (default: the default profile's).
+    pub kernel_dir: PathBuf,
 }
 
 impl EngineConfig {
@@ -64,6 +77,8 @@ impl EngineConfig {
             requested_id: None,
             uuid: None,
             stop: None,
+            bind_kernel: false,
+            kernel_dir: zpar_protocol::Profile::named("default").security_dir(),
         }
     }
 }
@@ -83,16 +98,46 @@ type Setup = Box<dyn Fn(&mut rhai::Engine)>;
 /// server.run().unwrap();
 /// ```
 pub struct EngineServer {
-    pub(crate) config: EngineConfig,
+    role: Role,
     setups: Vec<Setup>,
+}
+
+/// A cluster's engine, or a kernel with no hub.
+enum Role {
+    Cluster(EngineConfig),
+    Kernel(KernelConfig),
 }
 
 impl EngineServer {
     /// An engine for this configuration.
     pub fn new(config: EngineConfig) -> EngineServer {
         EngineServer {
-            config,
+            role: Role::Cluster(config),
             setups: Vec::new(),
+        }
+    }
+
+    /// A standalone Jupyter kernel: an engine with no hub, listening where
+    /// the configuration's connection file says (what `zpar kernel -f FILE`
+    /// runs).
+    ///
+    /// ```no_run
+    /// use zpar_engine::{EngineServer, KernelConfig};
+    /// let config = KernelConfig::new("/run/user/1000/jupyter/kernel-1.json");
+    /// EngineServer::kernel(config).run().unwrap();
+    /// ```
+    pub fn kernel(config: KernelConfig) -> EngineServer {
+        EngineServer {
+            role: Role::Kernel(config),
+            setups: Vec::new(),
+        }
+    }
+
+    /// The flag a signal handler sets to stop this engine.
+    pub(crate) fn stop_flag(&self) -> Option<&'static AtomicBool> {
+        match &self.role {
+            Role::Cluster(c) => c.stop,
+            Role::Kernel(k) => k.stop,
         }
     }
 
@@ -103,11 +148,19 @@ impl EngineServer {
         self
     }
 
-    /// Registers with the hub and serves until shut down.
+    /// Registers with the hub and serves until shut down; a standalone
+    /// kernel serves its kernel until shut down.
     pub fn run(self) -> Result<(), EngineError> {
-        let conn = &self.config.connection;
+        match &self.role {
+            Role::Cluster(config) => self.run_cluster_engine(config),
+            Role::Kernel(config) => self.run_standalone(config),
+        }
+    }
+
+    fn run_cluster_engine(&self, config: &EngineConfig) -> Result<(), EngineError> {
+        let conn = &config.connection;
         let ctx = zmq::Context::new();
-        let uuid = self.config.uuid.clone().unwrap_or_else(new_id);
+        let uuid = config.uuid.clone().unwrap_or_else(new_id);
         let mut session = Session::new(conn.key.as_bytes(), &conn.signature_scheme, "engine")?;
         session.session_id = uuid.clone();
 
@@ -132,20 +185,29 @@ impl EngineServer {
             uuid.as_bytes(),
         )?;
 
-        let (ip, advertise) = bind_address(self.config.bind_ip.as_deref(), &conn.ip);
+        let (ip, advertise) = bind_address(config.bind_ip.as_deref(), &conn.ip);
         let (engine_id, hb_period, hub_instance) =
-            register(&mut session, &registration, &uuid, &advertise, &self.config)?;
+            register(&mut session, &registration, &uuid, &advertise, config)?;
         heartbeat.set_hub(&hub_instance);
         info!(engine = engine_id, uuid = %uuid, natives = ?self.native_functions(), "registered with the hub");
 
+        let kernel_home = KernelHome {
+            ctx: ctx.clone(),
+            bind_ip: ip.clone(),
+            advertise: advertise.clone(),
+            key: conn.key.clone(),
+            signature_scheme: conn.signature_scheme.clone(),
+            dir: config.kernel_dir.clone(),
+        };
         let io = Rc::new(RefCell::new(Io {
             session,
             engine_id,
             uuid: uuid.clone(),
-            control,
-            mux,
-            task,
+            hub: Some(HubSockets { control, mux, task }),
             iopub,
+            kernel: None,
+            kernel_home: Some(kernel_home),
+            interrupt: None,
             parent: None,
             stdout: String::new(),
             stderr: String::new(),
@@ -168,18 +230,25 @@ impl EngineServer {
             io,
             comm_env,
             execution_count: 0,
-            default_op_limit: self.config.max_operations,
+            default_op_limit: config.max_operations,
             natives: self.native_functions(),
-            hub: HubWatch {
+            hub: Some(HubWatch {
                 registration,
                 heartbeat,
                 uuid: uuid.clone(),
                 hb_period,
                 lost: false,
                 last_attempt: Instant::now(),
-            },
+            }),
+            parent_pid: None,
         };
-        state.serve(&self);
+        let bound = match config.bind_kernel {
+            true => state.io.borrow_mut().bind_kernel().map(|_| ()),
+            false => Ok(()),
+        };
+        if bound.is_ok() {
+            state.serve(self);
+        }
 
         // Leave politely so the hub need not wait for missed heartbeats.
         let (bye, engine_id) = {
@@ -191,8 +260,11 @@ impl EngineServer {
             ));
             (bye, id)
         };
-        let _ = send_frames(&state.hub.registration, bye.into_frames(), zmq::DONTWAIT);
+        if let Some(hub) = &state.hub {
+            let _ = send_frames(&hub.registration, bye.into_frames(), zmq::DONTWAIT);
+        }
         drop(state);
+        bound?;
         info!(engine = engine_id, "engine stopped");
         Ok(())
     }

@@ -200,12 +200,30 @@ pub fn zpar_dir() -> PathBuf {
 /// the same folder first, then renamed over `path`, so a reader never sees a
 /// half-written file. A missing folder is made 0700 ([`crate::private`]).
 pub fn write_json_file<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    crate::private::create_dir(dir).map_err(|source| ProtocolError::ConnectionFileIo {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_json_file_in(path, value)
+}
+
+/// Like [`write_json_file`], into a folder that is not zpar's (one a user
+/// named, `/tmp`, Jupyter's runtime folder): the file is 0600 and written
+/// atomically, and the folder, which must exist, is left as it is.
+///
+/// ```
+/// let path = std::env::temp_dir().join(format!("zpar-doc-in-{}.json", zpar_protocol::new_id()));
+/// zpar_protocol::connection::write_json_file_in(&path, &[1, 2]).unwrap();
+/// assert_eq!(std::fs::read_to_string(&path).unwrap().split_whitespace().collect::<String>(), "[1,2]");
+/// # std::fs::remove_file(path).unwrap();
+/// ```
+pub fn write_json_file_in<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let io = |source| ProtocolError::ConnectionFileIo {
         path: path.to_path_buf(),
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
-    crate::private::create_dir(dir).map_err(io)?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("zpar"),

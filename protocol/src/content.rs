@@ -6,6 +6,11 @@
 
 use crate::error::parse_json;
 use crate::error::Result;
+use crate::kernel::{
+    BindKernelRequest, CommClose, CommInfoReply, CommInfoRequest, CommMsg, CommOpen, CompleteReply,
+    CompleteRequest, InspectReply, InspectRequest, IsCompleteReply, IsCompleteRequest,
+    KernelInfoReply, KernelInfoRequest,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -66,6 +71,10 @@ pub struct TaskReply {
     /// reply the hub makes never carries it.
     #[serde(default)]
     pub engine_info: Option<Json>,
+    /// A `shutdown_reply` of a Jupyter kernel: whether the shutdown was
+    /// asked as a restart (Jupyter's field, echoed).
+    #[serde(default)]
+    pub restart: Option<bool>,
 }
 
 impl Serialize for TaskReply {
@@ -105,6 +114,9 @@ impl Serialize for TaskReply {
         }
         if let Some(i) = &self.engine_info {
             m.serialize_entry("engine_info", i)?;
+        }
+        if let Some(r) = self.restart {
+            m.serialize_entry("restart", &r)?;
         }
         m.end()
     }
@@ -378,7 +390,8 @@ pub struct ExecuteRequest {
     /// Jupyter field, always false: engines have no stdin.
     #[serde(default)]
     pub allow_stdin: bool,
-    /// Abort queued requests after an error (Jupyter field).
+    /// Jupyter's: after an error, abort the cells waiting behind this one
+    /// (a kernel's shell honours it; the hub's requests do not).
     #[serde(default)]
     pub stop_on_error: bool,
 }
@@ -645,6 +658,36 @@ contents! {
     Error(ErrorContent) = "error",
     /// Busy or idle (iopub).
     Status(StatusContent) = "status",
+    /// Jupyter: who is this kernel?
+    KernelInfoRequest(KernelInfoRequest) = "kernel_info_request",
+    /// Jupyter: the kernel's protocol, implementation and language.
+    KernelInfoReply(KernelInfoReply) = "kernel_info_reply",
+    /// Jupyter: is this code ready to run?
+    IsCompleteRequest(IsCompleteRequest) = "is_complete_request",
+    /// Jupyter: complete, incomplete or invalid.
+    IsCompleteReply(IsCompleteReply) = "is_complete_reply",
+    /// Jupyter: completions at a cursor.
+    CompleteRequest(CompleteRequest) = "complete_request",
+    /// Jupyter: the completions.
+    CompleteReply(CompleteReply) = "complete_reply",
+    /// Jupyter: what is the name at a cursor?
+    InspectRequest(InspectRequest) = "inspect_request",
+    /// Jupyter: its type and value.
+    InspectReply(InspectReply) = "inspect_reply",
+    /// Jupyter: which comms are open?
+    CommInfoRequest(CommInfoRequest) = "comm_info_request",
+    /// Jupyter: the open comms.
+    CommInfoReply(CommInfoReply) = "comm_info_reply",
+    /// Jupyter: a front end opens a comm (shell).
+    CommOpen(CommOpen) = "comm_open",
+    /// Jupyter: a message on a comm (shell).
+    CommMsg(CommMsg) = "comm_msg",
+    /// Jupyter: a comm closed (iopub, or shell from a front end).
+    CommClose(CommClose) = "comm_close",
+    /// Serve the Jupyter kernel protocol too (control).
+    BindKernelRequest(BindKernelRequest) = "bind_kernel_request",
+    /// Bound: the kernel's connection (control).
+    BindKernelReply(TaskReply) = "bind_kernel_reply",
 }
 
 /// Gives an error content (`"status": "error"`) the fields Jupyter's spec
@@ -672,6 +715,7 @@ impl Content {
             | Content::ClearReply(r)
             | Content::ShutdownReply(r)
             | Content::PurgeReply(r)
+            | Content::BindKernelReply(r)
             | Content::UnregistrationReply(r) => Some(r),
             _ => None,
         }
@@ -724,6 +768,7 @@ pub const TASK_REPLIES: &[(&str, &str)] = &[
     ("shutdown_request", "shutdown_reply"),
     ("purge_request", "purge_reply"),
     ("unregistration_request", "unregistration_reply"),
+    ("bind_kernel_request", "bind_kernel_reply"),
 ];
 
 #[cfg(test)]

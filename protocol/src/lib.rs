@@ -22,6 +22,8 @@
 //! Values that move between clients and engines are [`Value`]s: JSON for
 //! small things, raw little-endian buffer frames for blobs and numeric
 //! arrays. [`connection`] reads and writes the hub's connection files;
+//! [`kernel`] has Jupyter's kernel connection file and the kernel requests
+//! an engine answers when it is also a Jupyter kernel;
 //! [`private`] keeps every folder zpar creates 0700 and every file 0600.
 //!
 //! Beside the format: [`contract`] types what zpar's processes put in
@@ -47,6 +49,7 @@ pub mod contract;
 pub mod error;
 pub mod frames;
 pub mod header;
+pub mod kernel;
 pub mod message;
 pub mod net;
 pub mod private;
@@ -60,6 +63,7 @@ pub use contract::{Channel, ErrorClass, RecordStatus, ReplyMetadata, RequestMeta
 pub use error::{ProtocolError, Result};
 pub use frames::{recv_frames, send_frames, Limits, RawMessage, DELIMITER};
 pub use header::{iso8601_now, new_id, Header};
+pub use kernel::KernelConnection;
 pub use message::Message;
 pub use session::{Session, SIGNATURE_SCHEME};
 pub use value::Value;

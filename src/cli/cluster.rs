@@ -46,6 +46,11 @@ pub(super) enum ClusterCmd {
         /// `zpar::serve_engines_with`), so they have its native functions.
         #[arg(long, value_name = "PATH")]
         engine_program: Option<PathBuf>,
+        /// Each engine also serves as a Jupyter kernel, and writes
+        /// kernel-<engine id>.json into its profile's security folder
+        /// (`jupyter console --existing FILE`).
+        #[arg(long)]
+        bind_kernel: bool,
     },
     /// Stop the cluster started for a profile.
     Stop {
@@ -146,6 +151,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             port_base,
             max_operations,
             engine_program,
+            bind_kernel,
         } => {
             let profile = profile.resolve();
             let (mut hub_args, launcher) = launch.launcher()?;
@@ -161,6 +167,9 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             let mut engine_args = Vec::new();
             if let Some(n) = max_operations {
                 engine_args.extend(["--max-operations".to_string(), n.to_string()]);
+            }
+            if bind_kernel {
+                engine_args.push("--bind-kernel".to_string());
             }
             let mut options = hub_args.clone();
             options.extend(engine_args.iter().cloned());
@@ -239,6 +248,9 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
                 client.ids(),
                 profile.dir.display()
             );
+            if bind_kernel {
+                print_kernels(&client)?;
+            }
             if daemon {
                 cluster.detach()?;
                 // detach() records the pids; add the options.
@@ -325,6 +337,26 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Where each engine's kernel listens (they bound it as they started;
+/// asking again returns the same binding).
+fn print_kernels(client: &crate::Client) -> Result<()> {
+    let key = client.connection().key.clone();
+    let values = client
+        .all()
+        .bind_kernel()?
+        .get_timeout(Duration::from_secs(30))
+        .context("the engines did not say where their kernels listen")?;
+    for v in &values {
+        let k = crate::BoundKernel::from_value(v, &key)?;
+        println!(
+            "engine {} is a Jupyter kernel: jupyter console --existing {}",
+            k.engine,
+            k.connection_file.display()
+        );
+    }
+    Ok(())
 }
 
 fn read_pids(profile: &Profile) -> Result<crate::cluster::ClusterPids> {

@@ -25,6 +25,7 @@ use zpar_client::launch::CONNECTION_INFO_VAR;
 use zpar_protocol::backoff::{poll_until, Backoff};
 
 mod cluster;
+mod kernel;
 use cluster::{run_cluster, ClusterCmd};
 
 /// Interactive parallel computing for Rust on ZeroMQ.
@@ -54,6 +55,9 @@ enum Cmd {
     },
     /// An interactive console against a hub (%px, %push, %scatter, ...).
     Console(crate::console::ConsoleArgs),
+    /// A standalone Rhai kernel for Jupyter (`-f CONNECTION_FILE`, no hub),
+    /// or `install` its kernelspec.
+    Kernel(kernel::KernelArgs),
     /// Measure zpar against raw ZeroMQ on this machine.
     Bench(crate::bench::BenchArgs),
 }
@@ -145,6 +149,10 @@ struct EngineArgs {
     /// PMI_RANK or PMIX_RANK) as this engine's id, so ids follow ranks.
     #[arg(long)]
     mpi: bool,
+    /// Also serve as a Jupyter kernel: write kernel-<engine id>.json into
+    /// the profile's security folder, for `jupyter console --existing`.
+    #[arg(long)]
+    bind_kernel: bool,
     /// Internal: serve the native kernels `zpar bench compute` measures.
     #[arg(long, hide = true)]
     bench_kernels: bool,
@@ -260,6 +268,7 @@ fn run_with(cli: Cli, setup: Option<EngineSetup>) -> Result<()> {
             Ok(())
         }
         Cmd::Bench(a) => crate::bench::run(a),
+        Cmd::Kernel(a) => kernel::run_kernel(a),
     }
 }
 
@@ -353,7 +362,10 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
             format!("{CONNECTION_INFO_VAR} does not hold an engine connection file's JSON")
         })?,
         None => {
-            let file = a.file.unwrap_or_else(|| a.profile.resolve().engine_file());
+            let file = a
+                .file
+                .clone()
+                .unwrap_or_else(|| a.profile.resolve().engine_file());
             // The hub may not have written its file yet: wait for it within
             // --timeout.
             let pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(200));
@@ -374,6 +386,13 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
     config.max_operations = a.max_operations;
     config.bind_ip = a.bind_ip;
     config.uuid = a.uuid;
+    config.bind_kernel = a.bind_kernel;
+    // A bound kernel's file goes beside the engine file it came from, or
+    // into the profile's security folder.
+    config.kernel_dir = match a.file.as_deref().and_then(std::path::Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => a.profile.resolve().security_dir(),
+    };
     if a.mpi {
         let rank = zpar_client::launch::mpi_rank().with_context(|| {
             format!(

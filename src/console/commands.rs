@@ -91,6 +91,8 @@ pub enum Command {
     Interrupt(Option<TargetSpec>),
     /// Empty the engines' namespaces.
     Clear(Option<TargetSpec>),
+    /// Make the engines Jupyter kernels too.
+    BindKernel(Option<TargetSpec>),
     /// Show this session's input.
     History,
     /// Leave.
@@ -390,12 +392,13 @@ pub fn parse(line: &str, autopx: bool) -> Result<Command, ParseError> {
                 Command::Wait(Some(seconds(secs, "%wait")?))
             }
         }
-        "abort" | "interrupt" | "clear" => {
+        "abort" | "interrupt" | "clear" | "bind_kernel" => {
             let (o, rest) = options(cmd, rest, &[Targets])?;
             no_args(cmd, rest)?;
             match cmd {
                 "abort" => Command::Abort(o.targets),
                 "interrupt" => Command::Interrupt(o.targets),
+                "bind_kernel" => Command::BindKernel(o.targets),
                 _ => Command::Clear(o.targets),
             }
         }
@@ -617,6 +620,14 @@ mod tests {
         assert_eq!(
             parse("%interrupt --targets 1", false).unwrap(),
             Command::Interrupt(Some(TargetSpec::Ids(vec![1])))
+        );
+        assert_eq!(
+            parse("%bind_kernel --targets 0", false).unwrap(),
+            Command::BindKernel(Some(TargetSpec::Ids(vec![0])))
+        );
+        assert_eq!(
+            parse("%bind_kernel", false).unwrap(),
+            Command::BindKernel(None)
         );
         assert_eq!(parse("%clear", false).unwrap(), Command::Clear(None));
         assert_eq!(parse("%history", false).unwrap(), Command::History);

@@ -156,6 +156,17 @@ pub const COMMANDS: &[Spec] = &[
         help: "Removes every variable and function from the targets' namespaces.",
     },
     Spec {
+        name: "bind_kernel",
+        aliases: &[],
+        usage: "%bind_kernel [--targets SPEC]",
+        summary: "make the targets Jupyter kernels too",
+        help: "Each target also serves the Jupyter kernel protocol, beside the hub, on\n\
+               its own ports, and writes kernel-<id>.json into its profile's security\n\
+               folder; `jupyter console --existing FILE` then reaches its namespace\n\
+               (the same one %px uses; one request at a time). Asking again shows the\n\
+               same files. A kernel's shutdown stops the kernel, not the engine.",
+    },
+    Spec {
         name: "history",
         aliases: &[],
         usage: "%history",
@@ -201,7 +212,7 @@ pub fn help(name: Option<&str>) -> Result<String, ParseError> {
         None => {
             let mut s = String::from("Commands (`%help NAME` for more):\n");
             for c in COMMANDS {
-                s.push_str(&format!("  %{:<10} {}\n", c.name, c.summary));
+                s.push_str(&format!("  %{:<11} {}\n", c.name, c.summary));
             }
             s.push_str(
                 "Input: an unfinished block continues on the next line; Tab completes\n\

@@ -105,6 +105,49 @@ fn cluster_start_status_stop_through_the_profile() {
 }
 
 #[test]
+fn cluster_start_bind_kernel_says_where_each_engines_kernel_is() {
+    let watchdog = support::watchdog();
+    let dir = temp_profile("kernel");
+    let _guard = StopOnDrop(&dir);
+    let out = zpar(
+        &["cluster", "start", "-n", "2", "--daemon", "--bind-kernel"],
+        &dir,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pids: zpar::cluster::ClusterPids =
+        zpar_protocol::connection::read_json_file(&dir.join(zpar::cluster::PID_FILE)).unwrap();
+    for pid in std::iter::once(pids.hub).chain(pids.engines) {
+        watchdog.also_kill(pid);
+    }
+    let security = Profile::from_dir(&dir).security_dir();
+    let files: Vec<_> = (0..2)
+        .map(|id| security.join(format!("kernel-{id}.json")))
+        .collect();
+    for (id, file) in files.iter().enumerate() {
+        let line = format!(
+            "engine {id} is a Jupyter kernel: jupyter console --existing {}",
+            file.display()
+        );
+        assert!(text.contains(&line), "no {line:?} in:\n{text}");
+        assert!(file.exists(), "{}", file.display());
+    }
+    let stop = zpar(&["cluster", "stop"], &dir);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    for file in &files {
+        assert!(!file.exists(), "{} outlived its engine", file.display());
+    }
+}
+
+#[test]
 fn engine_started_before_its_hub_waits_and_registers() {
     let _watchdog = support::watchdog();
     let dir = temp_profile("early");

@@ -377,6 +377,28 @@ fn console_script_that_succeeds_exits_zero() {
 }
 
 #[test]
+fn console_binds_engines_as_jupyter_kernels() {
+    let _watchdog = support::watchdog();
+    let (cluster, _client) = support::cluster(2);
+    let security = cluster.profile().security_dir();
+    let (code, lines) = run_script(
+        &cluster.profile().dir,
+        "%bind_kernel --targets 1\n%bind_kernel\n",
+    );
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    let line = |id: u32| {
+        format!(
+            "[{id}] kernel: jupyter console --existing {}",
+            security.join(format!("kernel-{id}.json")).display()
+        )
+    };
+    // Engine 1 first; then both, engine 1 with the same file as before.
+    assert_in_order(&lines, &[&line(1), &line(0), &line(1)]);
+    assert!(security.join("kernel-0.json").exists());
+    assert!(security.join("kernel-1.json").exists());
+}
+
+#[test]
 fn console_ctrl_c_interrupts_a_running_loop_and_the_engines_live_on() {
     let _watchdog = support::watchdog();
     let (cluster, client) = support::cluster(2);

@@ -10,6 +10,7 @@ mod hosts;
 mod hub_loss;
 mod ipyparallel;
 mod jupyter_client;
+mod kernel;
 mod native;
 mod private_files;
 /// The Python venv helper, shared with zpar-protocol's interop tests.

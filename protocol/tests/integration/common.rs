@@ -132,7 +132,7 @@ pub fn sample_message(session: &Session, rng: &mut Rng) -> Message {
             text: "héllo\n".into(),
         }),
         6 => Content::Unknown {
-            msg_type: "comm_msg".into(),
+            msg_type: "debug_event".into(),
             content: serde_json::json!({"data": [1, 2.5, null, {"k": "v"}]}),
         },
         _ => Content::ConnectionReply(ConnectionReply {

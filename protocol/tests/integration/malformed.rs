@@ -357,14 +357,20 @@ fn oversized_frames_with_configured_limits() {
 
 #[test]
 fn unknown_message_type_keeps_its_content() {
-    let h = header_json("comm_open");
+    // Jupyter's debugger, which zpar does not serve.
+    let h = header_json("debug_request");
     let msg = session()
-        .decode_frames(signed(&h, b"{}", b"{}", br#"{"comm_id": "c", "data": {}}"#))
+        .decode_frames(signed(
+            &h,
+            b"{}",
+            b"{}",
+            br#"{"seq": 1, "command": "initialize"}"#,
+        ))
         .unwrap();
     match msg.content {
         Content::Unknown { msg_type, content } => {
-            assert_eq!(msg_type, "comm_open");
-            assert_eq!(content, json!({"comm_id": "c", "data": {}}));
+            assert_eq!(msg_type, "debug_request");
+            assert_eq!(content, json!({"seq": 1, "command": "initialize"}));
         }
         other => panic!("expected Unknown, got {other:?}"),
     }

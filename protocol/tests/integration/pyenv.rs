@@ -1,5 +1,5 @@
-//! A Python with `jupyter_client`, `pyzmq`, `ipyparallel` and `ipython` for
-//! the interop tests.
+//! A Python with `jupyter_client`, `pyzmq`, `ipyparallel`, `ipython` and
+//! `jupyter_console` for the interop tests.
 //!
 //! In order: `$ZPAR_PYTHON` if set (it must have all four packages);
 //! otherwise the venv `target/pyenv` of this workspace, created with
@@ -23,10 +23,16 @@ use zpar_protocol::backoff::{poll_until, Backoff};
 const PAUSES: Backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
 
 /// What the interop tests import, and what pip installs for them.
-const PACKAGES: [&str; 4] = ["jupyter_client", "pyzmq", "ipyparallel", "ipython"];
+const PACKAGES: [&str; 5] = [
+    "jupyter_client",
+    "pyzmq",
+    "ipyparallel",
+    "ipython",
+    "jupyter_console",
+];
 
 /// The import line that proves [`PACKAGES`] are there.
-const IMPORTS: &str = "import jupyter_client, zmq, ipyparallel, IPython";
+const IMPORTS: &str = "import jupyter_client, zmq, ipyparallel, IPython, jupyter_console";
 
 /// Longest wait for venv creation and pip (pip's own network timeout is
 /// shorter), and for another test's setup to finish.
@@ -43,7 +49,8 @@ pub fn python() -> Option<PathBuf> {
             !in_ci(),
             "python3 not found, and CI is set, so the jupyter interop test may not skip: \
              install python3 with its venv module (e.g. apt-get install python3-venv) in .ci/run, \
-             or point ZPAR_PYTHON at a Python with jupyter_client, pyzmq, ipyparallel and ipython"
+             or point ZPAR_PYTHON at a Python with jupyter_client, pyzmq, ipyparallel, ipython \
+             and jupyter_console"
         );
         say("SKIPPED: python3 not found; jupyter interop not tested (it would fail under CI)");
     }

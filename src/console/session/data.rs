@@ -1,6 +1,6 @@
 //! The data and control commands: `%push`, `%pull`, `%scatter`,
 //! `%gather`, `%comm`, `%targets`, `%engines`, `%abort`, `%interrupt`,
-//! `%clear`. Each waits at most `--timeout` for its answers.
+//! `%clear`, `%bind_kernel`. Each waits at most `--timeout` for its answers.
 
 use super::{Session, Status, WaitEnd, GRACE};
 use crate::console::render;
@@ -252,6 +252,31 @@ impl Session {
         let status = self.show_errors(&ar);
         if status == Status::Ok {
             self.out.line(format!("{done} {}", render::engines(&ids)));
+        }
+        Ok(status)
+    }
+}
+
+impl Session {
+    /// `%bind_kernel`: each target serves as a Jupyter kernel too; says
+    /// where each one's connection file is.
+    pub(super) fn bind_kernel(&mut self, targets: &Option<TargetSpec>) -> Result<Status> {
+        self.ensure_hub()?;
+        let (view, _) = self.view(targets)?;
+        let ar = view.bind_kernel()?;
+        if let Some(s) = self.await_reply(&ar, "the kernel binding")? {
+            return Ok(s);
+        }
+        let status = self.show_errors(&ar);
+        let key = self.client.connection().key.clone();
+        for r in ar.replies() {
+            let Ok(value) = &r.outcome else { continue };
+            let k = zpar_client::BoundKernel::from_value(value, &key)?;
+            self.out.line(format!(
+                "[{}] kernel: jupyter console --existing {}",
+                k.engine,
+                k.connection_file.display()
+            ));
         }
         Ok(status)
     }

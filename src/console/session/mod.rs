@@ -228,6 +228,7 @@ impl Session {
             Command::Abort(t) => self.control(Control::Abort, &t),
             Command::Interrupt(t) => self.control(Control::Interrupt, &t),
             Command::Clear(t) => self.control(Control::Clear, &t),
+            Command::BindKernel(t) => self.bind_kernel(&t),
             Command::History => {
                 let lines = self
                     .history
