@@ -56,6 +56,15 @@ pub enum EngineError {
         /// How long it tried.
         waited: std::time::Duration,
     },
+    /// The hub is there, but the security handshake with it failed: the
+    /// connection's CURVE keys do not fit the hub's.
+    #[error("cannot connect to the hub at {url}: {reason}")]
+    Handshake {
+        /// Where the engine tried.
+        url: String,
+        /// What failed, and what to do.
+        reason: String,
+    },
     /// The hub refused the registration.
     #[error("the hub refused registration: {0}")]
     Refused(String),

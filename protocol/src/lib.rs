@@ -23,6 +23,8 @@
 //! small things, raw little-endian buffer frames for blobs and numeric
 //! arrays. [`connection`] reads and writes the hub's connection files;
 //! [`private`] keeps every folder zpar creates 0700 and every file 0600.
+//! [`curve`] holds the CURVE keys and the one place that makes a socket
+//! encrypt (server or client), so every crate secures its sockets alike.
 //!
 //! Beside the format: [`contract`] types what zpar's processes put in
 //! metadata (and the error classes, channels and record states they share);
@@ -44,6 +46,7 @@ pub mod backoff;
 pub mod connection;
 pub mod content;
 pub mod contract;
+pub mod curve;
 pub mod error;
 pub mod frames;
 pub mod header;
@@ -57,6 +60,7 @@ pub use backoff::{poll_until, Backoff};
 pub use connection::{ClientConnection, EngineConnection, Profile};
 pub use content::*;
 pub use contract::{Channel, ErrorClass, RecordStatus, ReplyMetadata, RequestMetadata};
+pub use curve::CurveKeys;
 pub use error::{ProtocolError, Result};
 pub use frames::{recv_frames, send_frames, Limits, RawMessage, DELIMITER};
 pub use header::{iso8601_now, new_id, Header};
