@@ -256,7 +256,10 @@ impl fmt::Display for HandshakeFailure {
             }
             HandshakeFailure::Protocol(code) => write!(f, "ZMTP protocol error {code:#x}"),
             HandshakeFailure::Auth(status) => write!(f, "credentials refused (status {status})"),
-            HandshakeFailure::NoDetail => f.write_str("the handshake failed"),
+            HandshakeFailure::NoDetail => f.write_str(
+                "the connection closed during the handshake (the other side's security \
+                 settings do not match, or it went away)",
+            ),
         }
     }
 }
@@ -373,6 +376,9 @@ pub enum HandshakeOutcome {
     /// row, to this CURVE client: it could not read this side's hello,
     /// which means this side expects another server key.
     RefusedByServer,
+    /// The server closed the connection during the handshake, twice in a
+    /// row, to this plain client: the server wants CURVE.
+    PlainRefused,
 }
 
 /// Follows a connecting socket's handshakes (fed from a
@@ -423,7 +429,7 @@ impl HandshakeWatch {
                     self.outcome = if self.curve_client {
                         HandshakeOutcome::RefusedByServer
                     } else {
-                        HandshakeOutcome::Failed(HandshakeFailure::NoDetail)
+                        HandshakeOutcome::PlainRefused
                     };
                 }
             }
@@ -453,6 +459,11 @@ impl HandshakeOutcome {
                  the hub's current connection file"
                     .to_string(),
             ),
+            HandshakeOutcome::PlainRefused => Some(format!(
+                "it closes the connection during the handshake: {}; use the hub's current \
+                 connection file",
+                HandshakeFailure::MechanismMismatch
+            )),
         }
     }
 }
