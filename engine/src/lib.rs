@@ -16,6 +16,11 @@
 //! - the `BinaryTreeCommunicator` ([`communicator`]): engines reducing and
 //!   broadcasting among themselves over their own sockets, the protocol a
 //!   state machine without I/O ([`communicator::collective`]);
+//! - CURVE, when the hub runs with it: its sockets to the hub are CURVE
+//!   clients with the connection's keys, its communicators' sockets CURVE
+//!   servers and clients with the pair the hub gives at registration; keys
+//!   that do not fit the hub's end the registration wait at once
+//!   ([`EngineError::Handshake`]).
 //!
 //! It is a library so a Rust program can add native functions and run its
 //! own engine binary:
@@ -23,7 +28,7 @@
 //! ```no_run
 //! use zpar_engine::{EngineConfig, EngineServer};
 //! let file = zpar_protocol::Profile::named("default").engine_file();
-//! let conn = zpar_protocol::connection::read_json_file(&file).unwrap();
+//! let conn = zpar_protocol::connection::read_connection_file(&file).unwrap();
 //! let mut server = EngineServer::new(EngineConfig::new(conn));
 //! server.on_setup(|e| { e.register_fn("dot", |a: i64, b: i64| a * b); });
 //! server.run().unwrap();

@@ -76,7 +76,7 @@ type Setup = Box<dyn Fn(&mut rhai::Engine)>;
 ///
 /// ```no_run
 /// use zpar_engine::{EngineConfig, EngineServer};
-/// let conn = zpar_protocol::connection::read_json_file(
+/// let conn = zpar_protocol::connection::read_connection_file(
 ///     &zpar_protocol::Profile::named("default").engine_file()).unwrap();
 /// let mut server = EngineServer::new(EngineConfig::new(conn));
 /// // A custom engine registers its own native functions:

@@ -32,6 +32,16 @@ pub struct HandshakeLog {
 impl HandshakeLog {
     /// Attaches a monitor to each named socket (on the calling thread,
     /// which owns them) and starts the thread that reads the monitors.
+    /// Drop it after the sockets are closed.
+    ///
+    /// ```
+    /// let ctx = zmq::Context::new();
+    /// let router = ctx.socket(zmq::ROUTER).unwrap();
+    /// router.bind("tcp://127.0.0.1:*").unwrap();
+    /// let log = zpar_hub::handshakes::HandshakeLog::spawn(&ctx, &[("registration", &router)]).unwrap();
+    /// drop(router);
+    /// drop(log); // stops and joins the thread
+    /// ```
     pub fn spawn(
         ctx: &zmq::Context,
         sockets: &[(&'static str, &zmq::Socket)],

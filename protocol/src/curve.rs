@@ -319,7 +319,21 @@ pub struct HandshakeMonitor {
 }
 
 impl HandshakeMonitor {
-    /// Starts monitoring `socket`'s connections and handshakes.
+    /// Starts monitoring `socket`'s handshakes (attach before `connect`
+    /// to see the first).
+    ///
+    /// ```
+    /// use zpar_protocol::curve::{HandshakeEvent, HandshakeMonitor};
+    /// let ctx = zmq::Context::new();
+    /// let server = ctx.socket(zmq::ROUTER).unwrap();
+    /// server.bind("tcp://127.0.0.1:*").unwrap();
+    /// let mut client = ctx.socket(zmq::DEALER).unwrap();
+    /// let monitor = HandshakeMonitor::attach(&ctx, &client).unwrap();
+    /// client.connect(&server.get_last_endpoint().unwrap().unwrap()).unwrap();
+    /// monitor.socket().poll(zmq::POLLIN, 5000).unwrap();
+    /// assert_eq!(monitor.try_next().map(|(e, _)| e), Some(HandshakeEvent::Succeeded));
+    /// monitor.detach(&mut client);
+    /// ```
     pub fn attach(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<HandshakeMonitor> {
         let endpoint = format!("inproc://zpar-monitor-{}", crate::new_id());
         let mask = WATCHED.iter().fold(0, |m, e| m | i32::from(e.to_raw()));

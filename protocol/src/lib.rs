@@ -7,8 +7,9 @@
 //! [identities…] "<IDS|MSG>" signature header parent_header metadata content [buffers…]
 //! ```
 //!
-//! This crate owns that format and nothing else: no sockets policy, no
-//! threads. It works in three layers, each usable on its own:
+//! This crate owns that format, and the one piece of socket policy every
+//! process shares, its CURVE security ([`curve`]); no threads. It works
+//! in three layers, each usable on its own:
 //!
 //! - [`frames`]: zmq frames ⇄ [`RawMessage`] (split at the delimiter, size
 //!   limits checked, JSON left as bytes, buffers untouched) — what a router
