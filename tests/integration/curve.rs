@@ -226,6 +226,22 @@ fn a_plain_zeromq_peer_gets_no_answer_from_any_hub_port() {
     assert_eq!(pong.recv_bytes(0).unwrap(), b"unknown");
     monitor.detach(&mut pong);
 
+    // A peer with another hub's keys is refused too, and the hub says why.
+    let stranger = CurveKeys::generate().unwrap();
+    let (mut wrong, monitor) = peer(&ctx, zmq::DEALER, c.registration, Some(&stranger), &session);
+    assert_eq!(handshake(&monitor, true), HandshakeOutcome::RefusedByServer);
+    assert_eq!(
+        wrong.poll(zmq::POLLIN, 400).unwrap(),
+        0,
+        "answered a stranger"
+    );
+    monitor.detach(&mut wrong);
+    support::wait_until("the hub logs the peer with the wrong key", || {
+        hub.log().lines().any(|l| {
+            l.contains("port=\"registration\"") && l.contains("the CURVE keys do not match")
+        })
+    });
+
     // The hub logged each refused peer at debug level, naming the port.
     for (name, _, _) in hub_ports(&c, &e) {
         let line = format!("port=\"{name}\"");
@@ -503,6 +519,52 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn engines_communicators_admit_only_peers_with_the_key_from_registration() {
+    let _watchdog = support::watchdog();
+    let (_cluster, client) = cluster_with(1, &["--curve"], &[]);
+    let urls = client
+        .view(0)
+        .execute("let com = BinaryTreeCommunicator(0, true); [com.info.url, com.pub_url]")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    let Some(Value::Array(urls)) = urls.first() else {
+        panic!("no urls: {urls:?}")
+    };
+    let hub_keys = client.connection().curve().unwrap().expect("keys");
+    let session = Session::new(client.connection().key.as_bytes(), "hmac-sha256", "x").unwrap();
+    let ctx = zmq::Context::new();
+    // The ROUTER (info.url) takes DEALERs, the root's XPUB (pub_url) SUBs.
+    for (url, kind) in urls.iter().zip([zmq::DEALER, zmq::SUB]) {
+        let Value::Str(url) = url else {
+            panic!("not a url: {url:?}")
+        };
+        let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+        // Plain: refused.
+        let (mut s, monitor) = peer(&ctx, kind, port, None, &session);
+        let outcome = handshake(&monitor, false);
+        assert!(
+            matches!(
+                outcome,
+                HandshakeOutcome::Failed(HandshakeFailure::MechanismMismatch)
+                    | HandshakeOutcome::PlainRefused
+            ),
+            "a plain peer at {url}: {outcome:?}"
+        );
+        monitor.detach(&mut s);
+        // With the hub's keys from the connection file: refused as well,
+        // the communicators have a pair of their own.
+        let (mut s, monitor) = peer(&ctx, kind, port, Some(&hub_keys), &session);
+        assert_eq!(
+            handshake(&monitor, true),
+            HandshakeOutcome::RefusedByServer,
+            "a peer with the hub's key at {url}"
+        );
+        monitor.detach(&mut s);
     }
 }
 
