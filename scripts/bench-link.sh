@@ -31,8 +31,10 @@ ip -n "$P-0" link set v1 up
 ip -n "$P-1" addr add 10.77.0.2/24 dev eth0
 ip -n "$P-1" link set eth0 up
 
-# Across the link: the hub on host 0, one engine on host 1.
-ip netns exec "$P-0" "$ZPAR" hub --profile-dir "$WORK/link" --ip 0.0.0.0 --location 10.77.0.1 >/dev/null 2>&1 &
+# Across the link: the hub on host 0, one engine on host 1. Plain, like the
+# loopback cluster, so the two differ only by the link (`zpar bench curve`
+# measures what encryption costs).
+ip netns exec "$P-0" "$ZPAR" hub --profile-dir "$WORK/link" --ip 0.0.0.0 --location 10.77.0.1 --no-curve >/dev/null 2>&1 &
 for _ in $(seq 100); do [ -f "$WORK/link/security/zpar-engine.json" ] && break; sleep 0.05; done
 ZPAR_CONNECTION_INFO="$(cat "$WORK/link/security/zpar-engine.json")" \
   ip netns exec "$P-1" "$ZPAR" engine >/dev/null 2>&1 &

@@ -21,9 +21,10 @@ use zpar_protocol::{Content, ExecuteRequest, Message, Session};
 pub struct BenchArgs {
     /// What to measure: all, protocol, cluster, tasks, allreduce, raw,
     /// hub-loss (also part of cluster), compute (the array toolkit and
-    /// native kernels), link (a running cluster, --file), scale (--many
-    /// engines on this machine) and million (a million load-balanced tasks);
-    /// the last three are not part of all.
+    /// native kernels), curve (the cost of CURVE encryption), link (a
+    /// running cluster, --file), scale (--many engines on this machine) and
+    /// million (a million load-balanced tasks); the last three are not part
+    /// of all.
     #[arg(default_value = "all")]
     pub suite: String,
     /// Engines for the cluster suite.
@@ -155,13 +156,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     let suites: Vec<&str> = match args.suite.as_str() {
-        "all" => vec!["protocol", "cluster", "tasks", "allreduce", "compute"],
+        "all" => vec![
+            "protocol",
+            "cluster",
+            "tasks",
+            "allreduce",
+            "compute",
+            "curve",
+        ],
         s @ ("protocol" | "cluster" | "tasks" | "allreduce" | "raw" | "hub-loss" | "link"
-        | "compute" | "scale" | "million") => {
+        | "compute" | "curve" | "scale" | "million") => {
             vec![s]
         }
         other => {
-            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw, hub-loss, link, compute, scale or million")
+            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw, hub-loss, link, compute, curve, scale or million")
         }
     };
     let needs_raw = suites
@@ -181,6 +189,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "hub-loss" => hub_loss(&mut report, args.scale)?,
             "link" => link(&mut report, &args)?,
             "compute" => crate::bench_compute::compute(&mut report, &args)?,
+            "curve" => crate::bench_curve::curve(&mut report, args.scale)?,
             "scale" => crate::bench_scale::scale(&mut report, args.many, args.scale)?,
             "million" => crate::bench_scale::million(&mut report, args.scale)?,
             _ => {}

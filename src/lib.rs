@@ -27,6 +27,7 @@
 
 pub mod bench;
 mod bench_compute;
+mod bench_curve;
 mod bench_scale;
 pub mod cli;
 pub mod console;

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use zpar_protocol::connection::read_json_file;
+use zpar_protocol::connection::read_connection_file;
 use zpar_protocol::{
     AbortRequest, Channel, ClearRequest, ClientConnection, ConnectionRequest, Content,
     InterruptRequest, Message, Profile, QueueReply, QueueRequest, RequestMetadata, Session,
@@ -94,9 +94,10 @@ impl Client {
         Client::from_file(&Profile::named(name).client_file())
     }
 
-    /// Connects using a connection file.
+    /// Connects using a connection file. Its CURVE keys are checked first:
+    /// a truncated or garbled key is an error naming the file and the field.
     pub fn from_file(path: &Path) -> Result<Client> {
-        let conn: ClientConnection = read_json_file(path)?;
+        let conn: ClientConnection = read_connection_file(path)?;
         Client::from_connection(conn)
     }
 

@@ -199,7 +199,7 @@ impl ClusterBuilder {
         cluster.hub = Some(hub);
         let deadline = Instant::now() + self.timeout;
         cluster.wait_for_file(deadline)?;
-        let conn = zpar_protocol::connection::read_json_file(&cluster.profile.client_file())?;
+        let conn = zpar_protocol::connection::read_connection_file(&cluster.profile.client_file())?;
         let client = Client::from_connection_timeout(conn, self.timeout)?;
         cluster.client = Some(client);
         cluster.add_engines(self.engines)?;
@@ -343,7 +343,7 @@ impl LocalCluster {
     /// The engine connection as one line of JSON, for launchers.
     fn connection_info(&self) -> Result<String> {
         let conn: zpar_protocol::EngineConnection =
-            zpar_protocol::connection::read_json_file(&self.profile.engine_file())?;
+            zpar_protocol::connection::read_connection_file(&self.profile.engine_file())?;
         serde_json::to_string(&conn).map_err(|e| Error::Cluster(format!("connection: {e}")))
     }
 

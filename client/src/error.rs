@@ -68,6 +68,17 @@ pub enum Error {
         /// How long.
         waited: Duration,
     },
+    /// The hub is there, but the security handshake with it fails: this
+    /// client's CURVE keys (from its connection file) do not fit the
+    /// hub's, or one side uses CURVE and the other does not. The hub
+    /// answers nothing to such a peer, so this is said instead of a wait.
+    #[error("cannot connect to the hub at {url}: {reason}")]
+    Handshake {
+        /// The hub's registration address.
+        url: String,
+        /// What failed, and what to do.
+        reason: String,
+    },
     /// The hub went silent (killed, its host gone) or restarted. Every
     /// request it had not answered fails with this, and new requests fail
     /// at once until it is back; the same [`Client`](crate::Client)

@@ -19,6 +19,8 @@
 //! every new request at once, with [`Error::HubLost`]. The same client
 //! reconnects when a hub comes back on the same connection file
 //! (`zpar hub --reuse`); [`Client::events`] says when it is lost and back.
+//! With a CURVE hub the sockets are CURVE clients with the connection
+//! file's keys; keys that do not fit are [`Error::Handshake`] at once.
 //!
 //! [`LocalCluster`] starts a hub and engines as processes (for examples,
 //! tests and `zpar cluster`), on this machine or through the ssh and mpi

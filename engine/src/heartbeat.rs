@@ -1,10 +1,12 @@
 //! The engine's heartbeat: a thread of its own that echoes the hub's pings,
 //! so an engine busy in a long script still counts as alive.
 
+use crate::EngineError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use zpar_protocol::curve::{secure_client, CurveKeys};
 
 /// A running heartbeat thread; stops when dropped.
 pub struct Heartbeat {
@@ -25,18 +27,22 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     /// Starts echoing pings from `ping_url` (hub PUB) to `pong_url` (hub
-    /// ROUTER), with `identity` as this engine's identity there.
+    /// ROUTER), with `identity` as this engine's identity there; both are
+    /// CURVE clients of the hub when `curve` holds its keys.
     pub fn start(
         ctx: &zmq::Context,
         ping_url: &str,
         pong_url: &str,
         identity: &[u8],
-    ) -> zmq::Result<Heartbeat> {
+        curve: Option<&CurveKeys>,
+    ) -> Result<Heartbeat, EngineError> {
         let sub = ctx.socket(zmq::SUB)?;
+        secure_client(&sub, curve)?;
         sub.set_subscribe(b"")?;
         sub.set_linger(0)?;
         sub.connect(ping_url)?;
         let dealer = ctx.socket(zmq::DEALER)?;
+        secure_client(&dealer, curve)?;
         dealer.set_identity(identity)?;
         dealer.set_linger(0)?;
         dealer.connect(pong_url)?;

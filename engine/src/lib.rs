@@ -19,6 +19,11 @@
 //! - serving as a Jupyter kernel ([`kernel`]): a cluster engine bound as a
 //!   kernel beside the hub (same namespace, one request at a time), or a
 //!   standalone kernel with no hub ([`EngineServer::kernel`]);
+//! - CURVE, when the hub runs with it: its sockets to the hub are CURVE
+//!   clients with the connection's keys, its communicators' sockets CURVE
+//!   servers and clients with the pair the hub gives at registration; keys
+//!   that do not fit the hub's end the registration wait at once
+//!   ([`EngineError::Handshake`]).
 //!
 //! It is a library so a Rust program can add native functions and run its
 //! own engine binary:
@@ -26,7 +31,7 @@
 //! ```no_run
 //! use zpar_engine::{EngineConfig, EngineServer};
 //! let file = zpar_protocol::Profile::named("default").engine_file();
-//! let conn = zpar_protocol::connection::read_json_file(&file).unwrap();
+//! let conn = zpar_protocol::connection::read_connection_file(&file).unwrap();
 //! let mut server = EngineServer::new(EngineConfig::new(conn));
 //! server.on_setup(|e| { e.register_fn("dot", |a: i64, b: i64| a * b); });
 //! server.run().unwrap();
@@ -60,6 +65,15 @@ pub enum EngineError {
         url: String,
         /// How long it tried.
         waited: std::time::Duration,
+    },
+    /// The hub is there, but the security handshake with it failed: the
+    /// connection's CURVE keys do not fit the hub's.
+    #[error("cannot connect to the hub at {url}: {reason}")]
+    Handshake {
+        /// Where the engine tried.
+        url: String,
+        /// What failed, and what to do.
+        reason: String,
     },
     /// The hub refused the registration.
     #[error("the hub refused registration: {0}")]

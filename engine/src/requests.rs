@@ -9,7 +9,7 @@ use crate::convert::{encode_dynamic, to_value};
 use crate::heartbeat::Heartbeat;
 use crate::inbound::{decode_request, Inbound};
 use crate::namespace::{Namespace, ScriptError};
-use crate::server::EngineServer;
+use crate::server::{EngineServer, Registered};
 use serde_json::Value as Json;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -219,10 +219,18 @@ impl Serving {
                         );
                         io.engine_id = r.id;
                     }
-                    info!(engine = r.id, "registered with the hub again");
-                    hub.heartbeat.set_hub(&r.hub_instance);
+                    let registered = match Registered::from_reply(r) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            warn!(error = %e, "the hub's registration reply has bad communicator keys");
+                            continue;
+                        }
+                    };
+                    info!(engine = registered.id, "registered with the hub again");
+                    hub.heartbeat.set_hub(&registered.hub_instance);
                     hub.lost = false;
-                    hub.hb_period = Duration::from_millis(r.hb_period_ms.max(1));
+                    hub.hb_period = registered.hb_period;
+                    *self.comm_env.curve.borrow_mut() = registered.communicator_keys;
                 }
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "bad message on the registration channel"),

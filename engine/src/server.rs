@@ -36,9 +36,10 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+use zpar_protocol::curve::{secure_client, HandshakeMonitor, HandshakeWatch};
 use zpar_protocol::{
-    new_id, recv_frames, send_frames, Content, EngineConnection, Message, RegistrationRequest,
-    Session, Status, UnregistrationRequest,
+    new_id, recv_frames, send_frames, Content, CurveKeys, EngineConnection, Message,
+    RegistrationReply, RegistrationRequest, Session, Status, UnregistrationRequest,
 };
 
 /// How to run an engine.
@@ -90,7 +91,7 @@ type Setup = Box<dyn Fn(&mut rhai::Engine)>;
 ///
 /// ```no_run
 /// use zpar_engine::{EngineConfig, EngineServer};
-/// let conn = zpar_protocol::connection::read_json_file(
+/// let conn = zpar_protocol::connection::read_connection_file(
 ///     &zpar_protocol::Profile::named("default").engine_file()).unwrap();
 /// let mut server = EngineServer::new(EngineConfig::new(conn));
 /// // A custom engine registers its own native functions:
@@ -164,32 +165,55 @@ impl EngineServer {
         let mut session = Session::new(conn.key.as_bytes(), &conn.signature_scheme, "engine")?;
         session.session_id = uuid.clone();
 
-        let dealer = |port: u16| -> Result<zmq::Socket, EngineError> {
-            let s = ctx.socket(zmq::DEALER)?;
-            s.set_identity(uuid.as_bytes())?;
+        // Checked before anything connects: a garbled key is an error
+        // naming the field, not a wait for a hub that cannot answer.
+        let curve = conn.curve()?;
+        let socket = |kind: zmq::SocketType| -> Result<zmq::Socket, EngineError> {
+            let s = ctx.socket(kind)?;
+            secure_client(&s, curve.as_ref())?;
             s.set_linger(1000)?;
+            Ok(s)
+        };
+        let dealer = |port: u16| -> Result<zmq::Socket, EngineError> {
+            let s = socket(zmq::DEALER)?;
+            s.set_identity(uuid.as_bytes())?;
             s.connect(&conn.url(port))?;
             Ok(s)
         };
-        let registration = dealer(conn.registration)?;
+        // The registration socket's handshakes are watched, so keys that
+        // do not fit the hub's end the wait at once with the reason.
+        let mut registration = socket(zmq::DEALER)?;
+        registration.set_identity(uuid.as_bytes())?;
+        let handshakes = HandshakeMonitor::attach(&ctx, &registration)?;
+        registration.connect(&conn.url(conn.registration))?;
         let control = dealer(conn.control)?;
         let mux = dealer(conn.mux)?;
         let task = dealer(conn.task)?;
-        let iopub = ctx.socket(zmq::PUB)?;
-        iopub.set_linger(1000)?;
+        let iopub = socket(zmq::PUB)?;
         iopub.connect(&conn.url(conn.iopub))?;
         let heartbeat = Heartbeat::start(
             &ctx,
             &conn.url(conn.hb_ping),
             &conn.url(conn.hb_pong),
             uuid.as_bytes(),
+            curve.as_ref(),
         )?;
 
         let (ip, advertise) = bind_address(config.bind_ip.as_deref(), &conn.ip);
-        let (engine_id, hb_period, hub_instance) =
-            register(&mut session, &registration, &uuid, &advertise, config)?;
-        heartbeat.set_hub(&hub_instance);
-        info!(engine = engine_id, uuid = %uuid, natives = ?self.native_functions(), "registered with the hub");
+        let registered = register(
+            &mut session,
+            &registration,
+            &handshakes,
+            &uuid,
+            &advertise,
+            config,
+        );
+        handshakes.detach(&mut registration);
+        let registered = registered?;
+        let engine_id = registered.id;
+        let hb_period = registered.hb_period;
+        heartbeat.set_hub(&registered.hub_instance);
+        info!(engine = engine_id, uuid = %uuid, curve = curve.is_some(), natives = ?self.native_functions(), "registered with the hub");
 
         let kernel_home = KernelHome {
             ctx: ctx.clone(),
@@ -224,6 +248,7 @@ impl EngineServer {
             ip,
             advertise,
             engine_id,
+            curve: Rc::new(RefCell::new(registered.communicator_keys)),
         };
         let mut state = Serving {
             namespace: Namespace::new(self.script_engine(&io, &comm_env)),
@@ -329,14 +354,44 @@ impl EngineServer {
     }
 }
 
-/// Sends registration requests until the hub answers or time runs out.
+/// What the hub said when it took this engine.
+pub(crate) struct Registered {
+    /// The engine's id.
+    pub id: u32,
+    /// The hub's heartbeat period.
+    pub hb_period: Duration,
+    /// The hub's instance (the prefix of its pings).
+    pub hub_instance: String,
+    /// The CURVE pair for communicators; None without CURVE.
+    pub communicator_keys: Option<CurveKeys>,
+}
+
+impl Registered {
+    /// Reads an accepted registration reply.
+    pub(crate) fn from_reply(r: RegistrationReply) -> Result<Registered, EngineError> {
+        Ok(Registered {
+            id: r.id,
+            hb_period: Duration::from_millis(r.hb_period_ms.max(1)),
+            communicator_keys: CurveKeys::from_fields(
+                r.curve_publickey.as_deref(),
+                r.curve_secretkey.as_deref(),
+            )?,
+            hub_instance: r.hub_instance,
+        })
+    }
+}
+
+/// Sends registration requests until the hub answers, time runs out, or
+/// the security handshake with the hub fails (`handshakes` watches the
+/// registration socket).
 fn register(
     session: &mut Session,
     socket: &zmq::Socket,
+    handshakes: &HandshakeMonitor,
     uuid: &str,
     host: &str,
     config: &EngineConfig,
-) -> Result<(u32, Duration, String), EngineError> {
+) -> Result<Registered, EngineError> {
     let started = Instant::now();
     // A request waits in the socket until the hub is there to take it, so
     // asking again only helps when one was lost (a hub that restarted):
@@ -345,6 +400,7 @@ fn register(
     let mut wait = Duration::from_millis(500);
     let url = config.connection.url(config.connection.registration);
     let mut told = Duration::ZERO;
+    let mut watch = HandshakeWatch::new(config.connection.curve_publickey.is_some());
     loop {
         // A wait of more than 5 s says what it waits for, then again every
         // 10 s: a person can tell a wait from a hang.
@@ -365,7 +421,20 @@ fn register(
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
-            if socket.poll(zmq::POLLIN, left.as_millis().max(1) as i64)? == 0 {
+            let mut items = [
+                socket.as_poll_item(zmq::POLLIN),
+                handshakes.socket().as_poll_item(zmq::POLLIN),
+            ];
+            zmq::poll(&mut items, left.as_millis().max(1) as i64)?;
+            if items[1].is_readable() {
+                while let Some((event, _)) = handshakes.try_next() {
+                    watch.feed(&event);
+                }
+                if let Some(reason) = watch.outcome().refusal() {
+                    return Err(EngineError::Handshake { url, reason });
+                }
+            }
+            if !items[0].is_readable() {
                 continue;
             }
             let frames = recv_frames(socket, 0)?;
@@ -377,11 +446,7 @@ fn register(
                     if r.status != Status::Ok {
                         return Err(EngineError::Refused(r.evalue.unwrap_or_default()));
                     }
-                    return Ok((
-                        r.id,
-                        Duration::from_millis(r.hb_period_ms.max(1)),
-                        r.hub_instance,
-                    ));
+                    return Registered::from_reply(r);
                 }
                 Ok(other) => debug!(msg_type = %other.header.msg_type, "ignored while registering"),
                 Err(e) => warn!(error = %e, "bad message while registering"),

@@ -18,6 +18,7 @@
 //! dropped.
 
 use crate::core::{Action, CoreConfig, Event, Frames, HubCore, LossReason};
+use crate::handshakes::HandshakeLog;
 use crate::heartbeat;
 use crate::records::{Records, SqliteStore};
 use crate::scheduler::Scheme;
@@ -28,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 use zpar_protocol::connection::write_json_file;
+use zpar_protocol::curve::{self, CurveKeys};
 use zpar_protocol::{
     recv_frames, send_frames, Channel, ClientConnection, EngineConnection, Profile, Session,
 };
@@ -58,6 +60,24 @@ pub struct HubConfig {
     /// Largest request or result buffers recorded, in bytes (None: 64 KiB
     /// in memory, 64 MiB in SQLite).
     pub max_buffer_bytes: Option<usize>,
+    /// Whether every socket encrypts with CURVE (default: when `ip` is
+    /// not loopback).
+    pub curve: CurveMode,
+    /// The CURVE keypair when it does (`--reuse` keeps the files'); a fresh
+    /// one when None.
+    pub curve_keys: Option<CurveKeys>,
+}
+
+/// Whether the hub encrypts with CURVE.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CurveMode {
+    /// On when the hub binds anything but loopback (`zpar hub`'s default).
+    #[default]
+    Auto,
+    /// Always on (`--curve`).
+    On,
+    /// Off (`--no-curve`); a warning when the hub binds beyond loopback.
+    Off,
 }
 
 impl HubConfig {
@@ -81,6 +101,16 @@ impl HubConfig {
             .ok_or_else(|| HubError::NoLocation {
                 ip: self.ip.clone(),
             })
+    }
+
+    /// Whether this hub encrypts: [`CurveMode::On`], or
+    /// [`CurveMode::Auto`] with an `ip` that is not loopback.
+    pub fn curve_on(&self) -> bool {
+        match self.curve {
+            CurveMode::On => true,
+            CurveMode::Off => false,
+            CurveMode::Auto => !zpar_protocol::net::is_loopback(&self.ip),
+        }
     }
 
     /// The buffer cap in force for a store.
@@ -143,6 +173,8 @@ impl HubConfig {
                 limit: DEFAULT_DB_LIMIT,
             },
             max_buffer_bytes: None,
+            curve: CurveMode::Auto,
+            curve_keys: None,
         }
     }
 }
@@ -229,6 +261,9 @@ pub struct Hub {
     engine_connection: EngineConnection,
     files: Vec<PathBuf>,
     stopping: bool,
+    /// After `sockets`: the log reads their monitors until they are closed
+    /// (a monitor nobody reads would stall libzmq's I/O thread).
+    _handshakes: HandshakeLog,
     _ctx: zmq::Context,
 }
 
@@ -237,8 +272,10 @@ fn bind(
     kind: zmq::SocketType,
     ip: &str,
     port: u16,
+    curve: Option<&CurveKeys>,
 ) -> Result<(zmq::Socket, u16), HubError> {
     let s = ctx.socket(kind)?;
+    curve::secure_server(&s, curve)?;
     s.set_linger(1000)?;
     s.set_sndhwm(0)?;
     s.set_rcvhwm(0)?;
@@ -274,20 +311,53 @@ impl Hub {
         config.profile.create()?;
         let ctx = zmq::Context::new();
         let ip = config.ip.as_str();
+        let keys = match (config.curve_on(), &config.curve_keys) {
+            (false, _) => None,
+            (true, Some(keys)) => Some(keys.clone()),
+            (true, None) => Some(CurveKeys::generate()?),
+        };
+        if keys.is_none() && !zpar_protocol::net::is_loopback(ip) {
+            warn!(
+                ip,
+                "CURVE encryption is off, and the hub listens beyond this host: code, data and \
+                 results cross the network in clear text (signed, not hidden); drop --no-curve \
+                 to encrypt"
+            );
+        }
+        let curve = keys.as_ref();
         let p = config.ports;
-        let (query, registration) = bind(&ctx, zmq::ROUTER, ip, p.registration)?;
-        let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping)?;
-        let (hb_pong_sock, hb_pong) = bind(&ctx, zmq::ROUTER, ip, p.hb_pong)?;
-        let (mux_client, mux_c) = bind(&ctx, zmq::ROUTER, ip, p.mux_client)?;
-        let (mux_engine, mux_e) = bind(&ctx, zmq::ROUTER, ip, p.mux_engine)?;
-        let (task_client, task_c) = bind(&ctx, zmq::ROUTER, ip, p.task_client)?;
-        let (task_engine, task_e) = bind(&ctx, zmq::ROUTER, ip, p.task_engine)?;
-        let (control_client, control_c) = bind(&ctx, zmq::ROUTER, ip, p.control_client)?;
-        let (control_engine, control_e) = bind(&ctx, zmq::ROUTER, ip, p.control_engine)?;
-        let (iopub_engine, iopub_e) = bind(&ctx, zmq::SUB, ip, p.iopub_engine)?;
+        let (query, registration) = bind(&ctx, zmq::ROUTER, ip, p.registration, curve)?;
+        let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping, curve)?;
+        let (hb_pong_sock, hb_pong) = bind(&ctx, zmq::ROUTER, ip, p.hb_pong, curve)?;
+        let (mux_client, mux_c) = bind(&ctx, zmq::ROUTER, ip, p.mux_client, curve)?;
+        let (mux_engine, mux_e) = bind(&ctx, zmq::ROUTER, ip, p.mux_engine, curve)?;
+        let (task_client, task_c) = bind(&ctx, zmq::ROUTER, ip, p.task_client, curve)?;
+        let (task_engine, task_e) = bind(&ctx, zmq::ROUTER, ip, p.task_engine, curve)?;
+        let (control_client, control_c) = bind(&ctx, zmq::ROUTER, ip, p.control_client, curve)?;
+        let (control_engine, control_e) = bind(&ctx, zmq::ROUTER, ip, p.control_engine, curve)?;
+        let (iopub_engine, iopub_e) = bind(&ctx, zmq::SUB, ip, p.iopub_engine, curve)?;
         iopub_engine.set_subscribe(b"")?;
-        let (iopub_client, iopub_c) = bind(&ctx, zmq::PUB, ip, p.iopub_client)?;
-        let (notification, notif) = bind(&ctx, zmq::PUB, ip, p.notification)?;
+        let (iopub_client, iopub_c) = bind(&ctx, zmq::PUB, ip, p.iopub_client, curve)?;
+        let (notification, notif) = bind(&ctx, zmq::PUB, ip, p.notification, curve)?;
+        // Peers whose keys do not fit are logged (debug) from the sockets'
+        // monitors; the monitors are attached here, on the owning thread.
+        let handshakes = HandshakeLog::spawn(
+            &ctx,
+            &[
+                ("registration", &query),
+                ("hb_ping", &hb_ping_sock),
+                ("hb_pong", &hb_pong_sock),
+                ("mux (clients)", &mux_client),
+                ("mux (engines)", &mux_engine),
+                ("task (clients)", &task_client),
+                ("task (engines)", &task_engine),
+                ("control (clients)", &control_client),
+                ("control (engines)", &control_engine),
+                ("iopub (engines)", &iopub_engine),
+                ("iopub (clients)", &iopub_client),
+                ("notification", &notification),
+            ],
+        )?;
         for s in [&mux_engine, &task_engine, &control_engine] {
             s.set_router_mandatory(true)?;
         }
@@ -320,6 +390,8 @@ impl Hub {
             iopub: iopub_c,
             notification: notif,
             hb_ping: Some(hb_ping),
+            curve_publickey: keys.as_ref().map(|k| k.public().to_string()),
+            curve_secretkey: keys.as_ref().map(|k| k.secret().to_string()),
         };
         let engine_connection = EngineConnection {
             transport: "tcp".into(),
@@ -333,6 +405,8 @@ impl Hub {
             task: task_e,
             control: control_e,
             iopub: iopub_e,
+            curve_publickey: keys.as_ref().map(|k| k.public().to_string()),
+            curve_secretkey: keys.as_ref().map(|k| k.secret().to_string()),
         };
         let records = match &config.db {
             Db::Memory { limit } => Records::memory(*limit, config.max_buffer(false)),
@@ -354,6 +428,12 @@ impl Hub {
                 hb_period: config.hb_period,
                 instance,
                 max_buffer_bytes: config.max_buffer(matches!(config.db, Db::Sqlite(_))),
+                // Engines' communicators get a pair of their own at
+                // registration, made fresh by each hub.
+                communicator_keys: match &keys {
+                    Some(_) => Some(CurveKeys::generate()?),
+                    None => None,
+                },
             },
             records,
         );
@@ -389,6 +469,7 @@ impl Hub {
             engine_connection,
             files,
             stopping: false,
+            _handshakes: handshakes,
             _ctx: ctx,
         })
     }
@@ -425,6 +506,7 @@ impl Hub {
             ip = %self.config.ip,
             registration = self.client_connection.registration,
             profile = %self.config.profile.dir.display(),
+            curve = self.client_connection.curve_publickey.is_some(),
             "hub listening"
         );
         const BATCH: usize = 256;
@@ -756,7 +838,8 @@ fn ipyparallel_client(c: &ClientConnection, scheme: &str) -> serde_json::Value {
         "signature_scheme": c.signature_scheme,
         "pack": "json",
         "unpack": "json",
-        "curve_serverkey": null,
+        // ipyparallel's name; its Client makes its own client keypair.
+        "curve_serverkey": c.curve_publickey,
         "task_scheme": scheme,
         "registration": c.registration,
         "control": c.control,

@@ -13,7 +13,12 @@
 //!   they carry; iopub forwarded from engines to clients;
 //! - **task records** ([`records`]): every request and its reply, in memory
 //!   or in SQLite, committed before the reply goes out;
-//! - **notifications** (PUB): engines joining and leaving.
+//! - **notifications** (PUB): engines joining and leaving;
+//! - **encryption**: with CURVE on (by default when it binds beyond
+//!   loopback) every socket above is a CURVE server with the keypair of
+//!   the connection files, and engines get their communicators' pair at
+//!   registration; a thread ([`handshakes`]) logs, at debug level, each
+//!   peer whose keys do not fit.
 //!
 //! It does not run code, parse request contents or copy buffers.
 //!
@@ -33,11 +38,12 @@
 //! ```
 
 pub mod core;
+pub mod handshakes;
 pub mod heartbeat;
 pub mod hub;
 pub mod records;
 pub use crate::core::{registry, scheduler};
-pub use hub::{Db, Hub, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
+pub use hub::{CurveMode, Db, Hub, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
 pub use scheduler::Scheme;
 
 /// Why a hub could not start or keep running.
@@ -70,6 +76,15 @@ pub enum HubError {
     /// A socket failed.
     #[error("socket error: {0}")]
     Zmq(#[from] zmq::Error),
+    /// A thread of the hub could not start.
+    #[error("cannot start the hub's thread for {what}: {source} (is the system out of threads or memory?)")]
+    Spawn {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The task database's files could not be created private (0600).
     #[error("cannot create the task database {path} and its -wal and -shm files with mode 0600: {source} (does its folder exist, and may you write there?)")]
     DbFile {

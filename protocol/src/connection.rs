@@ -6,6 +6,7 @@
 //! folder given outright. Like everything zpar keeps on disk, the profile's
 //! folders are 0700 and its files 0600 ([`crate::private`]).
 
+use crate::curve::CurveKeys;
 use crate::error::{ProtocolError, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -48,6 +49,14 @@ pub struct ClientConnection {
     /// by older hubs; a client then asks the hub itself now and then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hb_ping: Option<u16>,
+    /// The hub's CURVE public key, Z85 (jupyter_client's field name).
+    /// Absent when the hub runs without CURVE; then nothing is encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_publickey: Option<String>,
+    /// The hub's CURVE secret key, Z85. Peers use the file's pair as their
+    /// own CURVE client keys, as jupyter_client does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_secretkey: Option<String>,
 }
 
 /// Where an engine connects: every engine-facing port of the hub.
@@ -75,6 +84,14 @@ pub struct EngineConnection {
     pub control: u16,
     /// Output streams and results (SUB on the hub).
     pub iopub: u16,
+    /// The hub's CURVE public key, Z85 (jupyter_client's field name).
+    /// Absent when the hub runs without CURVE; then nothing is encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_publickey: Option<String>,
+    /// The hub's CURVE secret key, Z85. Peers use the file's pair as their
+    /// own CURVE client keys, as jupyter_client does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_secretkey: Option<String>,
 }
 
 impl ClientConnection {
@@ -82,12 +99,75 @@ impl ClientConnection {
     pub fn url(&self, port: u16) -> String {
         format!("{}://{}:{}", self.transport, self.ip, port)
     }
+
+    /// The hub's CURVE keys, checked ([`CurveKeys::from_fields`]); None
+    /// when the file has neither field (a hub without CURVE).
+    pub fn curve(&self) -> Result<Option<CurveKeys>> {
+        CurveKeys::from_fields(
+            self.curve_publickey.as_deref(),
+            self.curve_secretkey.as_deref(),
+        )
+    }
 }
 
 impl EngineConnection {
     /// The address of one of the hub's ports.
     pub fn url(&self, port: u16) -> String {
         format!("{}://{}:{}", self.transport, self.ip, port)
+    }
+
+    /// The hub's CURVE keys, checked ([`CurveKeys::from_fields`]); None
+    /// when the file has neither field (a hub without CURVE).
+    pub fn curve(&self) -> Result<Option<CurveKeys>> {
+        CurveKeys::from_fields(
+            self.curve_publickey.as_deref(),
+            self.curve_secretkey.as_deref(),
+        )
+    }
+}
+
+/// Reads a connection file and checks its CURVE keys, so a truncated or
+/// garbled key is an error naming the file and the field before anything
+/// connects.
+///
+/// ```
+/// use zpar_protocol::connection::{read_connection_file, write_json_file};
+/// use zpar_protocol::EngineConnection;
+/// let dir = std::env::temp_dir().join(format!("zpar-doc-conn-{}", zpar_protocol::new_id()));
+/// let path = dir.join("zpar-engine.json");
+/// let text = r#"{"transport": "tcp", "ip": "127.0.0.1", "key": "k", "signature_scheme": "hmac-sha256",
+///   "registration": 1, "hb_ping": 2, "hb_pong": 3, "mux": 4, "task": 5, "control": 6, "iopub": 7,
+///   "curve_publickey": "truncated", "curve_secretkey": "truncated"}"#;
+/// let conn: EngineConnection = serde_json::from_str(text).unwrap();
+/// write_json_file(&path, &conn).unwrap();
+/// let e = read_connection_file::<EngineConnection>(&path).unwrap_err().to_string();
+/// assert!(e.contains("zpar-engine.json") && e.contains("curve_publickey has 9 characters"), "{e}");
+/// # std::fs::remove_dir_all(dir).unwrap();
+/// ```
+pub fn read_connection_file<T>(path: &Path) -> Result<T>
+where
+    T: serde::de::DeserializeOwned + HasCurveKeys,
+{
+    let conn: T = read_json_file(path)?;
+    conn.curve_keys().map_err(|e| e.in_file(path))?;
+    Ok(conn)
+}
+
+/// A connection (client or engine) that may carry the hub's CURVE keys.
+pub trait HasCurveKeys {
+    /// The keys, checked; None without CURVE.
+    fn curve_keys(&self) -> Result<Option<CurveKeys>>;
+}
+
+impl HasCurveKeys for ClientConnection {
+    fn curve_keys(&self) -> Result<Option<CurveKeys>> {
+        self.curve()
+    }
+}
+
+impl HasCurveKeys for EngineConnection {
+    fn curve_keys(&self) -> Result<Option<CurveKeys>> {
+        self.curve()
     }
 }
 
@@ -270,6 +350,8 @@ mod tests {
             iopub: 5,
             notification: 6,
             hb_ping: Some(7),
+            curve_publickey: None,
+            curve_secretkey: None,
         }
     }
 
@@ -353,6 +435,39 @@ mod tests {
             assert!(!p.log_dir().exists(), "log/ is made when a daemon needs it");
         }
         std::fs::remove_dir_all(dir.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    /// The hub's keys travel in jupyter_client's field names and are
+    /// checked when a file is read for connecting.
+    #[test]
+    fn curve_keys_are_written_under_jupyters_names_and_checked_on_read() {
+        let dir = temp_dir("curve");
+        let path = dir.join(CLIENT_FILE);
+        let keys = CurveKeys::generate().unwrap();
+        let mut conn = sample();
+        conn.curve_publickey = Some(keys.public().into());
+        conn.curve_secretkey = Some(keys.secret().into());
+        write_json_file(&path, &conn).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["curve_publickey"], keys.public());
+        assert_eq!(json["curve_secretkey"], keys.secret());
+        let back: ClientConnection = read_connection_file(&path).unwrap();
+        assert_eq!(back.curve().unwrap(), Some(keys.clone()));
+
+        conn.curve_secretkey = Some(CurveKeys::generate().unwrap().secret().into());
+        write_json_file(&path, &conn).unwrap();
+        let e = read_connection_file::<ClientConnection>(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(CLIENT_FILE) && e.contains("curve_publickey is not the public half"),
+            "{e}"
+        );
+        // Without CURVE the fields are left out, as before.
+        let plain = serde_json::to_value(sample()).unwrap();
+        assert!(plain.get("curve_publickey").is_none());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// A client file of a hub from before `hb_ping` still reads.

@@ -187,6 +187,16 @@ pub struct RegistrationReply {
     /// Why registration failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evalue: Option<String>,
+    /// The CURVE public key of the engines' communicators (Z85): every
+    /// engine's ROUTER and PUB are CURVE servers with this pair, and its
+    /// DEALER and SUB clients of it. Absent when the hub runs without
+    /// CURVE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_publickey: Option<String>,
+    /// The secret half of that pair (Z85). The reply travels on the
+    /// CURVE-encrypted registration channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curve_secretkey: Option<String>,
 }
 
 /// An engine leaves.

@@ -114,9 +114,44 @@ pub enum ProtocolError {
         #[source]
         source: serde_json::Error,
     },
+    /// A CURVE key field (of a connection file, or of a registration
+    /// reply) is missing, truncated, garbled, or not the pair of the other.
+    #[error("bad CURVE key{}: {field} {problem}; copy the connection file from the hub again (a hub run with --no-curve writes neither curve_ field)", file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default())]
+    CurveKey {
+        /// `curve_publickey` or `curve_secretkey`.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+        /// The connection file, when the key came from one.
+        file: Option<PathBuf>,
+    },
+    /// libzmq refused a CURVE setting or a socket monitor.
+    #[error("{what} failed: {source} (is this libzmq built with CURVE? zmq::has(\"curve\") says {})", zmq::has("curve").unwrap_or(false))]
+    Curve {
+        /// What was being done.
+        what: &'static str,
+        /// libzmq's error.
+        #[source]
+        source: zmq::Error,
+    },
     /// A socket operation failed.
     #[error("socket error: {0}")]
     Zmq(#[from] zmq::Error),
+}
+
+impl ProtocolError {
+    /// The same error, naming the connection file a bad CURVE key came
+    /// from; other errors pass unchanged.
+    pub fn in_file(self, path: &std::path::Path) -> ProtocolError {
+        match self {
+            ProtocolError::CurveKey { field, problem, .. } => ProtocolError::CurveKey {
+                field,
+                problem,
+                file: Some(path.to_path_buf()),
+            },
+            other => other,
+        }
+    }
 }
 
 fn at_key(key: &Option<String>) -> String {

@@ -7,8 +7,9 @@
 //! [identities…] "<IDS|MSG>" signature header parent_header metadata content [buffers…]
 //! ```
 //!
-//! This crate owns that format and nothing else: no sockets policy, no
-//! threads. It works in three layers, each usable on its own:
+//! This crate owns that format, and the one piece of socket policy every
+//! process shares, its CURVE security ([`curve`]); no threads. It works
+//! in three layers, each usable on its own:
 //!
 //! - [`frames`]: zmq frames ⇄ [`RawMessage`] (split at the delimiter, size
 //!   limits checked, JSON left as bytes, buffers untouched) — what a router
@@ -25,6 +26,8 @@
 //! [`kernel`] has Jupyter's kernel connection file and the kernel requests
 //! an engine answers when it is also a Jupyter kernel;
 //! [`private`] keeps every folder zpar creates 0700 and every file 0600.
+//! [`curve`] holds the CURVE keys and the one place that makes a socket
+//! encrypt (server or client), so every crate secures its sockets alike.
 //!
 //! Beside the format: [`contract`] types what zpar's processes put in
 //! metadata (and the error classes, channels and record states they share);
@@ -46,6 +49,7 @@ pub mod backoff;
 pub mod connection;
 pub mod content;
 pub mod contract;
+pub mod curve;
 pub mod error;
 pub mod frames;
 pub mod header;
@@ -60,6 +64,7 @@ pub use backoff::{poll_until, Backoff};
 pub use connection::{ClientConnection, EngineConnection, Profile};
 pub use content::*;
 pub use contract::{Channel, ErrorClass, RecordStatus, ReplyMetadata, RequestMetadata};
+pub use curve::CurveKeys;
 pub use error::{ProtocolError, Result};
 pub use frames::{recv_frames, send_frames, Limits, RawMessage, DELIMITER};
 pub use header::{iso8601_now, new_id, Header};

@@ -10,6 +10,7 @@
 //! ```
 //! use zpar_protocol::net;
 //! assert!(net::is_local_address("127.0.0.1"));
+//! assert!(net::is_loopback("127.0.0.1") && !net::is_loopback("0.0.0.0"));
 //! assert_eq!(net::address_toward("127.0.0.1").unwrap().to_string(), "127.0.0.1");
 //! ```
 
@@ -23,6 +24,12 @@ pub fn is_local_address(ip: &str) -> bool {
         Ok(addr) => UdpSocket::bind(SocketAddr::new(addr, 0)).is_ok(),
         Err(_) => false,
     }
+}
+
+/// Whether `ip` is a loopback address (`127.0.0.0/8`, `::1`, or the name
+/// `localhost`): traffic bound there never leaves this host.
+pub fn is_loopback(ip: &str) -> bool {
+    ip == "localhost" || ip.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// Whether `ip` is a wildcard (`0.0.0.0`, `::`, `*`).
@@ -100,6 +107,17 @@ mod tests {
         assert!(!is_local_address("not an address"));
         // TEST-NET-1 (RFC 5737) is never assigned to a host.
         assert!(!is_local_address("192.0.2.77"));
+    }
+
+    #[test]
+    fn loopback_is_recognised() {
+        assert!(is_loopback("127.0.0.1"));
+        assert!(is_loopback("127.1.2.3"));
+        assert!(is_loopback("::1"));
+        assert!(is_loopback("localhost"));
+        assert!(!is_loopback("0.0.0.0"));
+        assert!(!is_loopback("10.0.0.1"));
+        assert!(!is_loopback("*"));
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub(super) struct LaunchArgs {
     /// --location`).
     #[arg(long)]
     location: Option<String>,
+    #[command(flatten)]
+    curve: super::CurveArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +136,7 @@ impl LaunchArgs {
         if let Some(l) = &self.location {
             hub.extend(["--location".to_string(), l.clone()]);
         }
+        hub.extend(self.curve.hub_args());
         Ok((hub, launcher))
     }
 }
@@ -318,7 +321,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
                 text += &format!("engine pid {p}: {}\n", alive(*p));
             }
             match crate::Client::from_connection_timeout(
-                zpar_protocol::connection::read_json_file(&profile.client_file())?,
+                zpar_protocol::connection::read_connection_file(&profile.client_file())?,
                 Duration::from_secs(2),
             ) {
                 Ok(client) => {

@@ -79,6 +79,38 @@ impl ProfileArgs {
     }
 }
 
+/// Whether the hub encrypts (both `zpar hub` and `zpar cluster start`).
+#[derive(Args, Clone, Debug, Default)]
+pub(super) struct CurveArgs {
+    /// Encrypt every connection with CURVE (the default when --ip is not
+    /// loopback); the connection files carry the hub's keys.
+    #[arg(long, conflicts_with = "no_curve")]
+    curve: bool,
+    /// Do not encrypt, even when --ip is not loopback (then with a
+    /// warning: traffic crosses the network in clear text).
+    #[arg(long)]
+    no_curve: bool,
+}
+
+impl CurveArgs {
+    fn mode(&self) -> zpar_hub::CurveMode {
+        match (self.curve, self.no_curve) {
+            (true, _) => zpar_hub::CurveMode::On,
+            (_, true) => zpar_hub::CurveMode::Off,
+            _ => zpar_hub::CurveMode::Auto,
+        }
+    }
+
+    /// The same choice as `zpar hub` arguments.
+    pub(super) fn hub_args(&self) -> Vec<String> {
+        match self.mode() {
+            zpar_hub::CurveMode::On => vec!["--curve".into()],
+            zpar_hub::CurveMode::Off => vec!["--no-curve".into()],
+            zpar_hub::CurveMode::Auto => Vec::new(),
+        }
+    }
+}
+
 #[derive(Args)]
 struct HubArgs {
     #[command(flatten)]
@@ -94,10 +126,13 @@ struct HubArgs {
     /// Bind twelve consecutive ports from this one instead of random ports.
     #[arg(long)]
     port_base: Option<u16>,
-    /// Reuse the ports and key of the profile's existing connection files
-    /// (restart a hub in place).
+    /// Reuse the ports, key and CURVE keys of the profile's existing
+    /// connection files, encrypting as the files say unless --curve or
+    /// --no-curve is given (restart a hub in place).
     #[arg(long)]
     reuse: bool,
+    #[command(flatten)]
+    curve: CurveArgs,
     /// HMAC key (default: a fresh random key).
     #[arg(long)]
     key: Option<String>,
@@ -288,6 +323,7 @@ fn run_hub(a: HubArgs) -> Result<()> {
         sqlite => sqlite,
     };
     config.max_buffer_bytes = a.db_max_buffer;
+    config.curve = a.curve.mode();
     if let Some(base) = a.port_base {
         let p = |i: u16| base.checked_add(i).context("--port-base too high");
         config.ports = zpar_hub::PortPlan {
@@ -307,11 +343,20 @@ fn run_hub(a: HubArgs) -> Result<()> {
     }
     if a.reuse {
         let c: crate::ClientConnection =
-            zpar_protocol::connection::read_json_file(&profile.client_file())
+            zpar_protocol::connection::read_connection_file(&profile.client_file())
                 .context("--reuse needs the connection files of an earlier hub")?;
         let e: crate::EngineConnection =
-            zpar_protocol::connection::read_json_file(&profile.engine_file())?;
+            zpar_protocol::connection::read_connection_file(&profile.engine_file())?;
         config.key = Some(c.key.clone());
+        // Clients and engines hold these keys: keep them, and keep the
+        // hub encrypting, or not, as it did, unless told otherwise.
+        config.curve_keys = c.curve()?;
+        if config.curve == zpar_hub::CurveMode::Auto {
+            config.curve = match config.curve_keys {
+                Some(_) => zpar_hub::CurveMode::On,
+                None => zpar_hub::CurveMode::Off,
+            };
+        }
         // Peers keep connecting where the files say; bind there too unless
         // told otherwise (an address that is not this host's, behind NAT
         // say, is served on every interface).
@@ -358,9 +403,15 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
     let conn: crate::EngineConnection = match from_env {
         // Launchers and batch systems pass the connection this way: no
         // shared filesystem, and the key stays out of process listings.
-        Some(json) => serde_json::from_str(&json).with_context(|| {
-            format!("{CONNECTION_INFO_VAR} does not hold an engine connection file's JSON")
-        })?,
+        Some(json) => {
+            let conn: crate::EngineConnection = serde_json::from_str(&json).with_context(|| {
+                format!("{CONNECTION_INFO_VAR} does not hold an engine connection file's JSON")
+            })?;
+            conn.curve().with_context(|| {
+                format!("the connection in {CONNECTION_INFO_VAR} is not usable")
+            })?;
+            conn
+        }
         None => {
             let file = a
                 .file
@@ -376,9 +427,10 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
             // Not found in time: reading it below says which file is missing.
             let _ = poll_until(deadline, pauses, || file.exists().then_some(()));
             drop(waiting);
-            zpar_protocol::connection::read_json_file(&file)?
+            zpar_protocol::connection::read_connection_file(&file)?
         }
     };
+
     let mut config = zpar_engine::EngineConfig::new(conn);
     config.registration_timeout = deadline
         .saturating_duration_since(Instant::now())

@@ -179,5 +179,5 @@ fn read_connection(path: &Path, timeout: Duration) -> Result<ClientConnection> {
             path.display()
         );
     }
-    Ok(zpar_protocol::connection::read_json_file(path)?)
+    Ok(zpar_protocol::connection::read_connection_file(path)?)
 }

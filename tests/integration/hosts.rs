@@ -446,6 +446,14 @@ fn seed_across_hosts(per_host: &[usize]) {
         return;
     };
     let (client, engine) = start_hub(&hosts, &[]);
+    // Bound beyond loopback, the hub encrypts by default: every connection
+    // below (clients, engines, the engines' tree) is CURVE.
+    let conn: zpar_protocol::ClientConnection =
+        zpar_protocol::connection::read_connection_file(&client).expect("the client file");
+    assert!(
+        conn.curve().expect("valid keys").is_some(),
+        "a hub on 0.0.0.0 runs without CURVE"
+    );
     for (h, n) in per_host.iter().enumerate() {
         start_engines(&hosts, h + 1, *n, &engine, &[]);
     }

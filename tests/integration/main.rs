@@ -5,6 +5,7 @@ mod cli;
 mod communicator;
 mod console;
 mod core;
+mod curve;
 mod faults;
 mod hosts;
 mod hub_loss;

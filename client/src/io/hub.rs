@@ -7,6 +7,7 @@ use crate::error::{Error, HubLoss};
 use crate::watch::HubChange;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+use zpar_protocol::curve::HandshakeWatch;
 use zpar_protocol::{send_frames, ConnectionRequest, Content, Message};
 
 /// After the hub came back, ask for its engine table again this many
@@ -27,6 +28,35 @@ impl IoLoop {
             };
             let change = self.hub.ping(&ping, now);
             self.on_hub_change(change);
+        }
+    }
+
+    /// Reads the query socket's handshake events. Once they show that the
+    /// hub refuses this client's keys, every query waiting fails with the
+    /// reason, and so do new ones, until a handshake succeeds.
+    pub(super) fn drain_handshakes(&mut self) {
+        while let Some((event, _)) = self.sockets.handshakes.try_next() {
+            self.handshake.feed(&event);
+        }
+        match self.handshake.outcome().refusal() {
+            Some(reason) if self.refused.is_none() => {
+                info!(url = %self.url, %reason, "the hub refuses this client's connection");
+                self.refused = Some(reason);
+                let error = self.refusal();
+                for (_, reply) in self.queries.drain() {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            Some(_) => {}
+            None => self.refused = None,
+        }
+    }
+
+    /// The error for a hub that refuses this client's keys.
+    pub(super) fn refusal(&self) -> Error {
+        Error::Handshake {
+            url: self.url.clone(),
+            reason: self.refused.clone().unwrap_or_default(),
         }
     }
 
@@ -61,7 +91,10 @@ impl IoLoop {
                     &self.identity,
                     &self.session.session_id,
                 ) {
-                    Ok(sockets) => self.sockets = sockets,
+                    Ok(sockets) => {
+                        self.sockets = sockets;
+                        self.handshake = HandshakeWatch::new(self.conn.curve_publickey.is_some());
+                    }
                     Err(e) => {
                         warn!(error = %e, url = %self.url, "could not make new sockets for the hub; keeping the old ones")
                     }

@@ -47,6 +47,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
+use zpar_protocol::curve::HandshakeWatch;
 use zpar_protocol::{
     recv_frames, send_frames, Channel, ClientConnection, Content, Message, Session, Status,
     TaskReply,
@@ -183,6 +184,11 @@ pub(crate) struct IoLoop {
     /// its return is announced once. None before any loss (every
     /// notification is announced).
     announced: Option<BTreeSet<u32>>,
+    /// The query socket's handshakes with the hub.
+    handshake: HandshakeWatch,
+    /// Why the hub refuses this client's keys, once the handshakes said
+    /// so: queries fail at once with it until a handshake succeeds.
+    refused: Option<String>,
     /// Last: the context outlives every socket above.
     ctx: zmq::Context,
 }
@@ -199,9 +205,10 @@ impl IoLoop {
         commands: mpsc::Receiver<Command>,
         wake: UnixStream,
         table: Arc<EngineTable>,
-    ) -> zmq::Result<IoLoop> {
+    ) -> Result<IoLoop, Error> {
         let ctx = zmq::Context::new();
         let sockets = IoSockets::connect(&ctx, &conn, &identity, &session.session_id)?;
+        let handshake = HandshakeWatch::new(conn.curve_publickey.is_some());
         Ok(IoLoop {
             sockets,
             session,
@@ -220,6 +227,8 @@ impl IoLoop {
             watches: Watches::default(),
             events: None,
             announced: None,
+            handshake,
+            refused: None,
             ctx,
         })
     }
@@ -227,7 +236,7 @@ impl IoLoop {
     pub fn run(mut self) {
         let fd = self.wake.as_raw_fd();
         loop {
-            let ready: [bool; 8] = {
+            let ready: [bool; 9] = {
                 let s = &self.sockets;
                 let mut items = vec![
                     zmq::PollItem::from_fd(fd, zmq::POLLIN),
@@ -237,6 +246,7 @@ impl IoLoop {
                     s.query.as_poll_item(zmq::POLLIN),
                     s.iopub.as_poll_item(zmq::POLLIN),
                     s.notification.as_poll_item(zmq::POLLIN),
+                    s.handshakes.socket().as_poll_item(zmq::POLLIN),
                 ];
                 if let Some(hb) = &s.heartbeat {
                     items.push(hb.as_poll_item(zmq::POLLIN));
@@ -258,9 +268,12 @@ impl IoLoop {
             if !self.drain_commands() {
                 return;
             }
+            if ready[7] {
+                self.drain_handshakes();
+            }
             // Anything from the hub is life; pings also name its instance.
             let now = Instant::now();
-            if ready[7] {
+            if ready[8] {
                 self.drain_heartbeat(now);
             }
             if ready[1..7].iter().any(|r| *r) {
@@ -390,6 +403,9 @@ impl IoLoop {
                     if let Some(error) = self.table.hub_lost() {
                         state.fail_open(&error);
                     }
+                }
+                Ok(Command::Query { reply, .. }) if self.refused.is_some() => {
+                    let _ = reply.send(Err(self.refusal()));
                 }
                 Ok(Command::Query { reply, .. }) if self.hub.is_lost() => {
                     if let Some(error) = self.table.hub_lost() {

@@ -54,8 +54,8 @@ pub(crate) type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 pub const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
 
 /// What a communicator needs from its engine: the zmq context, the address
-/// to bind on and the one to advertise to peers, and the engine's id (for
-/// messages).
+/// to bind on and the one to advertise to peers, the engine's id (for
+/// messages), and the CURVE pair the hub gave at registration.
 #[derive(Clone)]
 pub struct CommEnv {
     /// The engine's zmq context.
@@ -66,6 +66,12 @@ pub struct CommEnv {
     pub advertise: String,
     /// The engine's id.
     pub engine_id: u32,
+    /// The CURVE pair from the hub's registration reply (None without
+    /// CURVE): a communicator's ROUTER and PUB are CURVE servers with it,
+    /// its DEALER and SUB clients of it. Updated when the engine registers
+    /// again with a restarted hub; a communicator keeps the pair it was
+    /// made with.
+    pub curve: Rc<RefCell<Option<zpar_protocol::CurveKeys>>>,
 }
 
 /// The script type. Clones share one communicator.

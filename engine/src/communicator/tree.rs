@@ -17,7 +17,8 @@ use crate::convert::pretty_type;
 use rhai::{Dynamic, EvalAltResult, Map, Position, FLOAT, INT};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use zpar_protocol::recv_frames;
+use zpar_protocol::curve::{secure_client, secure_server};
+use zpar_protocol::{recv_frames, CurveKeys};
 
 pub(super) struct Links {
     pub(super) parent: Option<(u32, zmq::Socket)>,
@@ -34,6 +35,8 @@ pub(super) struct Comm {
     pub(super) publisher: Option<(zmq::Socket, String)>,
     pub(super) links: Option<Links>,
     pub(super) timeout: Duration,
+    /// The CURVE pair this communicator's sockets use (None: plain).
+    pub(super) curve: Option<CurveKeys>,
     /// The protocol; `None` before `connect` and while a call runs.
     pub(super) collective: Option<Collective<Payload>>,
 }
@@ -53,6 +56,10 @@ pub(super) fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
 
 pub(super) fn zerr(what: &str, e: zmq::Error) -> Box<EvalAltResult> {
     err(format!("communicator: {what}: {e}"))
+}
+
+fn curve_err(e: zpar_protocol::ProtocolError) -> Box<EvalAltResult> {
+    err(format!("communicator: {e}"))
 }
 
 pub(super) fn secs(t: FLOAT) -> RhaiResult<Duration> {
@@ -109,7 +116,9 @@ impl Comm {
                 "communicator id must be a non-negative integer, not {id}"
             ))
         })?;
+        let curve = env.curve.borrow().clone();
         let router = env.ctx.socket(zmq::ROUTER).map_err(|e| zerr("socket", e))?;
+        secure_server(&router, curve.as_ref()).map_err(curve_err)?;
         router.set_linger(0).ok();
         router
             .bind(&format!("tcp://{}:*", env.ip))
@@ -119,6 +128,7 @@ impl Comm {
             // An XPUB publishes like a PUB and also hands the root every
             // subscription, so it knows when all engines listen.
             let p = env.ctx.socket(zmq::XPUB).map_err(|e| zerr("socket", e))?;
+            secure_server(&p, curve.as_ref()).map_err(curve_err)?;
             p.set_linger(0).ok();
             p.set_sndhwm(0).ok();
             p.set_xpub_verbose(true).ok();
@@ -141,6 +151,7 @@ impl Comm {
             publisher,
             links: None,
             timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
+            curve,
             collective: None,
         })
     }
@@ -229,6 +240,7 @@ impl Comm {
                     .and_then(|u| u.clone().into_string().ok())
                     .ok_or_else(|| err(format!("peers: the info of engine {p} has no url")))?;
                 let dealer = ctx.socket(zmq::DEALER).map_err(|e| zerr("socket", e))?;
+                secure_client(&dealer, self.curve.as_ref()).map_err(curve_err)?;
                 dealer
                     .set_identity(self.id.to_string().as_bytes())
                     .map_err(|e| zerr("identity", e))?;
@@ -243,6 +255,7 @@ impl Comm {
             None
         } else {
             let s = ctx.socket(zmq::SUB).map_err(|e| zerr("socket", e))?;
+            secure_client(&s, self.curve.as_ref()).map_err(curve_err)?;
             s.set_subscribe(b"").map_err(|e| zerr("subscribe", e))?;
             s.set_linger(0).ok();
             s.set_rcvhwm(0).ok();

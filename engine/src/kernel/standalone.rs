@@ -160,6 +160,9 @@ impl EngineServer {
             ip: ip.clone(),
             advertise: ip,
             engine_id: 0,
+            // No hub, so no communicator keys: a standalone kernel's
+            // communicators (if a cell makes one) are plain.
+            curve: Default::default(),
         };
         let mut state = Serving {
             namespace: Namespace::new(self.script_engine(&io, &comm_env)),

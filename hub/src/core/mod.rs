@@ -197,6 +197,9 @@ pub struct CoreConfig {
     pub instance: String,
     /// Largest buffers recorded with a request or result, in bytes.
     pub max_buffer_bytes: usize,
+    /// The CURVE keypair engines' communicators use, handed to each engine
+    /// in its registration reply; None when the hub runs without CURVE.
+    pub communicator_keys: Option<zpar_protocol::CurveKeys>,
 }
 
 impl Default for CoreConfig {
@@ -206,6 +209,7 @@ impl Default for CoreConfig {
             hb_period: Duration::from_secs(1),
             instance: "hub".into(),
             max_buffer_bytes: 64 << 10,
+            communicator_keys: None,
         }
     }
 }

@@ -198,12 +198,15 @@ impl HubCore {
             // Tasks that waited for an engine may run now.
             self.schedule_waiting(now, out);
         }
+        let keys = self.config.communicator_keys.as_ref();
         Content::RegistrationReply(RegistrationReply {
             status: Status::Ok,
             id,
             hb_period_ms: self.config.hb_period.as_millis() as u64,
             hub_instance: self.config.instance.clone(),
             evalue: None,
+            curve_publickey: keys.map(|k| k.public().to_string()),
+            curve_secretkey: keys.map(|k| k.secret().to_string()),
         })
     }
 

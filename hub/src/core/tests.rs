@@ -1080,6 +1080,54 @@ fn registering_again_keeps_the_id_and_makes_no_noise() {
 }
 
 #[test]
+fn every_engine_gets_the_communicator_keys_at_registration() {
+    let keys = zpar_protocol::CurveKeys::generate().unwrap();
+    let mut h = HubHarness::new();
+    h.core.config.communicator_keys = Some(keys.clone());
+    for n in 0..2 {
+        let r = h.query_as(
+            uuid_of(n).as_bytes(),
+            Content::RegistrationRequest(RegistrationRequest {
+                uuid: uuid_of(n),
+                id: None,
+                host: None,
+            }),
+        );
+        let Content::RegistrationReply(r) = r.content else {
+            panic!()
+        };
+        assert_eq!(r.status, Status::Ok);
+        let got = zpar_protocol::CurveKeys::from_fields(
+            r.curve_publickey.as_deref(),
+            r.curve_secretkey.as_deref(),
+        );
+        assert_eq!(got.unwrap(), Some(keys.clone()), "engine {n}");
+        assert!(matches!(h.take(), Action::Watch { .. }));
+        h.take_notification();
+        h.expect_commit_if_any();
+        h.assert_no_more();
+    }
+    // Without CURVE, a reply names no keys.
+    let mut plain = HubHarness::new();
+    let r = plain.query_as(
+        uuid_of(0).as_bytes(),
+        Content::RegistrationRequest(RegistrationRequest {
+            uuid: uuid_of(0),
+            id: None,
+            host: None,
+        }),
+    );
+    let Content::RegistrationReply(r) = r.content else {
+        panic!()
+    };
+    assert_eq!((r.curve_publickey, r.curve_secretkey), (None, None));
+    assert!(matches!(plain.take(), Action::Watch { .. }));
+    plain.take_notification();
+    plain.expect_commit_if_any();
+    plain.assert_no_more();
+}
+
+#[test]
 fn a_registration_must_come_from_the_uuid_it_names() {
     let mut h = HubHarness::new();
     let r = h.query_as(

@@ -22,17 +22,22 @@ use zpar_protocol::backoff::{poll_until, Backoff};
 /// How often to look again at a child or a lock: from 1 ms up to 100 ms.
 const PAUSES: Backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
 
-/// What the interop tests import, and what pip installs for them.
+/// What the interop tests import, and what pip installs for them:
+/// jupyter_client 8.9 is the first to read CURVE keys from a connection
+/// file (the CURVE interop test uses that); jupyter_console drives a bound
+/// kernel under a pseudo-terminal.
 const PACKAGES: [&str; 5] = [
-    "jupyter_client",
+    "jupyter_client>=8.9",
     "pyzmq",
     "ipyparallel",
     "ipython",
     "jupyter_console",
 ];
 
-/// The import line that proves [`PACKAGES`] are there.
-const IMPORTS: &str = "import jupyter_client, zmq, ipyparallel, IPython, jupyter_console";
+/// The import line that proves [`PACKAGES`] are there, new enough, and
+/// with a libzmq that has CURVE; an older venv fails it and is upgraded.
+const IMPORTS: &str = "import jupyter_client, zmq, ipyparallel, IPython, jupyter_console; \
+                       assert jupyter_client.version_info >= (8, 9) and zmq.has('curve')";
 
 /// Longest wait for venv creation and pip (pip's own network timeout is
 /// shorter), and for another test's setup to finish.
