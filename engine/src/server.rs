@@ -105,7 +105,7 @@ pub struct EngineServer {
 
 /// A cluster's engine, or a kernel with no hub.
 enum Role {
-    Cluster(EngineConfig),
+    Cluster(Box<EngineConfig>),
     Kernel(KernelConfig),
 }
 
@@ -113,7 +113,7 @@ impl EngineServer {
     /// An engine for this configuration.
     pub fn new(config: EngineConfig) -> EngineServer {
         EngineServer {
-            role: Role::Cluster(config),
+            role: Role::Cluster(Box::new(config)),
             setups: Vec::new(),
         }
     }
