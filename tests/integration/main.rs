@@ -17,6 +17,7 @@ mod private_files;
 /// The Python venv helper, shared with zpar-protocol's interop tests.
 #[path = "../../protocol/tests/integration/pyenv.rs"]
 mod pyenv;
+mod relay;
 mod run;
 mod scale;
 mod support;
