@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+use zpar_protocol::value::SharedOut;
 use zpar_protocol::{
     iso8601_now, recv_frames, send_frames, Channel, Content, ErrorClass, ErrorContent,
     ExecuteInput, ExecuteResult, Message, RegistrationRequest, ReplyMetadata, RequestMetadata,
@@ -48,7 +49,14 @@ pub(crate) struct Serving {
     pub(crate) default_op_limit: Option<u64>,
     /// The program's own natives, to explain a call of a missing one.
     pub(crate) natives: Vec<String>,
+    /// Shared segments of results sent to clients on this host, oldest
+    /// first. The client removes one once read; whatever is left goes after
+    /// [`REPLY_SEGMENT_LIFE`] or when the engine stops (`bulk`).
+    pub(crate) reply_segments: std::collections::VecDeque<(Instant, zpar_protocol::bulk::Segment)>,
 }
+
+/// How long a result's shared segment waits for its client.
+const REPLY_SEGMENT_LIFE: Duration = Duration::from_secs(60);
 
 impl Serving {
     pub(crate) fn serve(&mut self, server: &EngineServer) {
@@ -244,6 +252,19 @@ impl Serving {
                 .map(|t| (Instant::now() + Duration::from_secs_f64(t), t));
         }
         let mut buffers = Vec::new();
+        while self
+            .reply_segments
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > REPLY_SEGMENT_LIFE)
+        {
+            self.reply_segments.pop_front();
+        }
+        // A client on this host takes a large result from shared memory.
+        let mut shared = limits
+            .shared_host
+            .as_deref()
+            .filter(|h| *h == zpar_protocol::bulk::host_id() && zpar_protocol::bulk::available())
+            .map(|_| SharedOut::new(zpar_protocol::bulk::SHARED_MIN_BYTES));
         let outcome: Result<Option<Json>, ScriptError> = match &msg.content {
             Content::ExecuteRequest(r) => {
                 self.execution_count += 1;
@@ -280,7 +301,7 @@ impl Serving {
             Content::ApplyRequest(r) => decode_values(&r.args, &msg.buffers)
                 .and_then(|args| self.namespace.apply(&r.f, args))
                 .and_then(|d| {
-                    encode_dynamic(&d, &mut buffers).map_err(|e| {
+                    encode_dynamic(&d, &mut buffers, shared.as_mut()).map_err(|e| {
                         ScriptError::new("NotTransferable", format!("the result of apply: {e}"))
                     })
                 })
@@ -299,7 +320,7 @@ impl Serving {
                 let mut failed = None;
                 for n in &r.names {
                     let got = self.namespace.lookup(n).and_then(|d| {
-                        encode_dynamic(&d, &mut buffers)
+                        encode_dynamic(&d, &mut buffers, shared.as_mut())
                             .map_err(|e| ScriptError::new("NotTransferable", format!("{n}: {e}")))
                     });
                     match got {
@@ -326,6 +347,16 @@ impl Serving {
                 format!("{} is not a request an engine serves", other.msg_type()),
             )),
         };
+        let now = Instant::now();
+        match &outcome {
+            Ok(_) => self.reply_segments.extend(
+                shared
+                    .into_iter()
+                    .flat_map(|s| s.segments)
+                    .map(|seg| (now, seg)),
+            ),
+            Err(_) => drop(shared), // an error sends no value: its segments go now
+        }
         let mut io = self.io.borrow_mut();
         let mut reply = match outcome {
             Ok(result) => TaskReply {

@@ -107,6 +107,8 @@ impl EngineServer {
     pub fn run(self) -> Result<(), EngineError> {
         let conn = &self.config.connection;
         let ctx = zmq::Context::new();
+        // Shared segments a killed engine or client of this host left.
+        zpar_protocol::bulk::sweep_stale();
         let uuid = self.config.uuid.clone().unwrap_or_else(new_id);
         let mut session = Session::new(conn.key.as_bytes(), &conn.signature_scheme, "engine")?;
         session.session_id = uuid.clone();
@@ -170,6 +172,7 @@ impl EngineServer {
             execution_count: 0,
             default_op_limit: self.config.max_operations,
             natives: self.native_functions(),
+            reply_segments: Default::default(),
             hub: HubWatch {
                 registration,
                 heartbeat,

@@ -270,6 +270,8 @@ impl Hub {
         let location = config.location()?;
         // Folders 0700, files 0600; what an earlier run left open, tightened.
         config.profile.create()?;
+        // Shared segments a killed engine or client of this host left.
+        zpar_protocol::bulk::sweep_stale();
         let ctx = zmq::Context::new();
         let ip = config.ip.as_str();
         let p = config.ports;

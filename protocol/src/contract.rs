@@ -243,6 +243,11 @@ pub struct RequestMetadata {
     /// Seconds the engine allows this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
+    /// The client shares the engine's host (the same boot id): a large
+    /// result may come back in a shared segment ([`crate::bulk`]) rather
+    /// than in buffer frames. Holds the client's boot id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_host: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -433,6 +438,7 @@ mod tests {
             hub: true,
             max_operations: Some(10),
             timeout: Some(1.5),
+            shared_host: Some("boot".into()),
         };
         assert_eq!(RequestMetadata::from_map(&req.to_map()).unwrap(), req);
         assert!(RequestMetadata::default().to_map().is_empty());

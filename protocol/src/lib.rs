@@ -41,6 +41,7 @@
 //! ```
 
 pub mod backoff;
+pub mod bulk;
 pub mod connection;
 pub mod content;
 pub mod contract;

@@ -508,6 +508,12 @@ impl IoLoop {
         let metadata = reply_metadata(&msg);
         let engine = r.engine_id.or(metadata.engine);
         let outcome = outcome_of(r, engine, &msg_id, &msg.buffers);
+        // A result that came in shared memory was read: its segment goes.
+        if let Some(result) = &r.result {
+            for name in zpar_protocol::value::shared_segments(result) {
+                zpar_protocol::bulk::remove_segment(&name);
+            }
+        }
         let reply = EngineReply::new(engine, &msg_id, outcome, r, metadata);
         if state.fill(reply, engine.is_some()) {
             *left -= 1;
