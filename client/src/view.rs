@@ -114,11 +114,26 @@ impl DirectView {
         metadata: Map<String, Json>,
     ) -> Result<AsyncResult> {
         let ids = self.targets()?;
+        let mut meta = metadata;
+        meta.extend(targets_meta(&ids));
+        self.submit_to(ids, content, buffers, meta, Vec::new())
+    }
+
+    /// Like [`broadcast`](Self::broadcast), for requests whose large
+    /// results may come back in shared memory (pull).
+    fn broadcast_shared_replies(
+        &self,
+        content: Content,
+        buffers: Vec<zmq::Message>,
+        metadata: Map<String, Json>,
+    ) -> Result<AsyncResult> {
+        let ids = self.targets()?;
         self.broadcast_to(ids, content, buffers, metadata, Vec::new())
     }
 
-    /// One request to `ids`; `segments` (shared memory it names) are kept
-    /// until every target has answered.
+    /// One request to `ids`, with `targets` and, for engines on this host,
+    /// `shared_host` in its metadata; `segments` (shared memory it names)
+    /// are kept until every target has answered.
     fn broadcast_to(
         &self,
         ids: Vec<u32>,
@@ -129,6 +144,17 @@ impl DirectView {
     ) -> Result<AsyncResult> {
         let mut meta = metadata;
         meta.extend(self.request_meta(&ids));
+        self.submit_to(ids, content, buffers, meta, segments)
+    }
+
+    fn submit_to(
+        &self,
+        ids: Vec<u32>,
+        content: Content,
+        buffers: Vec<zmq::Message>,
+        meta: Map<String, Json>,
+        segments: Vec<zpar_protocol::bulk::Segment>,
+    ) -> Result<AsyncResult> {
         let ar = self.client.submit_shared(
             vec![Request {
                 channel: Channel::Mux,
@@ -405,7 +431,7 @@ impl DirectView {
 
     /// Reads one variable from every target: one value per target.
     pub fn pull(&self, name: &str) -> Result<AsyncResult> {
-        self.broadcast(
+        self.broadcast_shared_replies(
             Content::PullRequest(PullRequest {
                 names: vec![name.to_string()],
                 single: true,
@@ -417,7 +443,7 @@ impl DirectView {
 
     /// Reads several variables from every target: an array per target.
     pub fn pull_many(&self, names: &[&str]) -> Result<AsyncResult> {
-        self.broadcast(
+        self.broadcast_shared_replies(
             Content::PullRequest(PullRequest {
                 names: names.iter().map(|s| s.to_string()).collect(),
                 single: false,
@@ -719,6 +745,13 @@ fn slice(v: &Value, r: Range<usize>, flatten: bool) -> Value {
 /// one blob, anything else into one array (a non-array block counts as one
 /// item).
 pub fn concat(parts: Vec<Value>) -> Value {
+    let refs: Vec<&Value> = parts.iter().collect();
+    concat_refs(&refs)
+}
+
+/// [`concat`] from borrowed blocks: numeric arrays and blobs are copied
+/// once, into a result sized once.
+pub(crate) fn concat_refs(parts: &[&Value]) -> Value {
     if !parts.is_empty()
         && parts
             .iter()
@@ -734,7 +767,7 @@ pub fn concat(parts: Vec<Value>) -> Value {
             .sum();
         let mut out: Vec<f64> = zpar_protocol::bulk::zeroed(total);
         let mut at = 0;
-        for p in &parts {
+        for p in parts {
             match p {
                 Value::F64Array(a) => {
                     out[at..at + a.len()].copy_from_slice(a);
@@ -759,7 +792,7 @@ pub fn concat(parts: Vec<Value>) -> Value {
             .sum();
         let mut out: Vec<i64> = zpar_protocol::bulk::zeroed(total);
         let mut at = 0;
-        for p in &parts {
+        for p in parts {
             if let Value::I64Array(a) = p {
                 out[at..at + a.len()].copy_from_slice(a);
                 at += a.len();
@@ -776,7 +809,7 @@ pub fn concat(parts: Vec<Value>) -> Value {
             })
             .sum();
         let mut out = zpar_protocol::bulk::with_capacity(total);
-        for p in &parts {
+        for p in parts {
             if let Value::Bytes(b) = p {
                 out.extend_from_slice(b);
             }
@@ -786,10 +819,10 @@ pub fn concat(parts: Vec<Value>) -> Value {
     let mut out = Vec::new();
     for p in parts {
         match p {
-            Value::Array(a) => out.extend(a),
-            Value::I64Array(a) => out.extend(a.into_iter().map(Value::Int)),
-            Value::F64Array(a) => out.extend(a.into_iter().map(Value::Float)),
-            other => out.push(other),
+            Value::Array(a) => out.extend(a.iter().cloned()),
+            Value::I64Array(a) => out.extend(a.iter().map(|x| Value::Int(*x))),
+            Value::F64Array(a) => out.extend(a.iter().map(|x| Value::Float(*x))),
+            other => out.push((*other).clone()),
         }
     }
     Value::Array(out)

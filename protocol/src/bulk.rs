@@ -99,6 +99,22 @@ pub fn zeroed<T: bytemuck::Zeroable + Clone>(len: usize) -> Vec<T> {
     v
 }
 
+/// A copy of `items` in a vector sized once and, when large, advised to
+/// huge pages (see [`zeroed`]).
+///
+/// ```
+/// let v = vec![1.5f64; 3];
+/// assert_eq!(zpar_protocol::bulk::copy_of(&v), v);
+/// ```
+pub fn copy_of<T: bytemuck::Zeroable + Copy>(items: &[T]) -> Vec<T> {
+    if std::mem::size_of_val(items) < ADVISE_MIN_BYTES {
+        return items.to_vec();
+    }
+    let mut v = zeroed(items.len());
+    v.copy_from_slice(items);
+    v
+}
+
 /// An empty byte vector with room for `bytes`, advised like [`zeroed`].
 pub fn with_capacity(bytes: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(bytes);
