@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zpar_protocol::connection::read_json_file;
+use zpar_protocol::stream;
 use zpar_protocol::{
     AbortRequest, Channel, ClearRequest, ClientConnection, ConnectionRequest, Content,
     InterruptRequest, Message, Profile, QueueReply, QueueRequest, RequestMetadata, Session,
@@ -459,16 +460,31 @@ impl Client {
         for r in requests {
             let mut msg = Message::new(&self.inner.session, r.content);
             msg.metadata = r.metadata;
-            msg.buffers = r.buffers;
             let id = msg.header.msg_id.clone();
             for engine in &r.replies {
                 slots.push((id.clone(), *engine));
             }
             track.push((id, r.replies.len()));
+            // A large request to named engines goes as a chunk stream: the
+            // hub forwards each chunk as it comes (`stream`). Load-balanced
+            // requests wait in the hub's queue, whole.
+            let chunks = if r.channel == Channel::Mux && stream::worth_streaming(&r.buffers) {
+                RequestMetadata::mark_streamed(&mut msg.metadata, r.buffers.len() as u32);
+                stream::chunks_of(&self.inner.session, &msg.header, &[], r.buffers)
+            } else {
+                msg.buffers = r.buffers;
+                Vec::new()
+            };
             messages.push((
                 r.channel,
                 self.inner.session.encode_owned(msg).into_frames(),
             ));
+            for chunk in chunks {
+                messages.push((
+                    r.channel,
+                    self.inner.session.encode_owned(chunk).into_frames(),
+                ));
+            }
         }
         let state = ResultState::new(slots);
         *state.on_done.lock().expect("notify lock") = notify;

@@ -15,7 +15,9 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
-use zpar_protocol::value::SharedOut;
+use zpar_protocol::stream::{self, Assembly};
+use zpar_protocol::value::{SharedOut, CHUNK_BYTES};
+use zpar_protocol::RawMessage;
 use zpar_protocol::{
     iso8601_now, recv_frames, send_frames, Channel, Content, ErrorClass, ErrorContent,
     ExecuteInput, ExecuteResult, Message, RegistrationRequest, ReplyMetadata, RequestMetadata,
@@ -55,6 +57,9 @@ pub(crate) struct Serving {
     pub(crate) reply_segments: std::collections::VecDeque<(Instant, zpar_protocol::bulk::Segment)>,
 }
 
+/// How many refused streams' ids are kept, to drop their chunks quietly.
+const REFUSED_STREAMS: usize = 64;
+
 /// How long a result's shared segment waits for its client.
 const REPLY_SEGMENT_LIFE: Duration = Duration::from_secs(60);
 
@@ -78,12 +83,16 @@ impl Serving {
             // Poll with a timeout so a lost wake-up can never stall us.
             let (mux_ready, task_ready, control_ready) = {
                 let io = self.io.borrow();
+                // Requests stashed while a chunk stream came in are ready.
+                let stashed = |c: Channel| io.stashed.iter().any(|(s, _)| *s == c);
+                let (mux_stashed, task_stashed) = (stashed(Channel::Mux), stashed(Channel::Task));
                 let mut items = [
                     io.control.as_poll_item(zmq::POLLIN),
                     io.mux.as_poll_item(zmq::POLLIN),
                     io.task.as_poll_item(zmq::POLLIN),
                 ];
-                match zmq::poll(&mut items, 250) {
+                let timeout = if mux_stashed || task_stashed { 0 } else { 250 };
+                match zmq::poll(&mut items, timeout) {
                     Ok(_) => {}
                     Err(zmq::Error::EINTR) => continue,
                     Err(e) => {
@@ -92,8 +101,8 @@ impl Serving {
                     }
                 }
                 (
-                    items[1].is_readable(),
-                    items[2].is_readable(),
+                    mux_stashed || items[1].is_readable(),
+                    task_stashed || items[2].is_readable(),
                     items[0].is_readable(),
                 )
             };
@@ -194,17 +203,23 @@ impl Serving {
     fn take_request(&mut self, channel: Channel) {
         let msg = {
             let mut io = self.io.borrow_mut();
-            let sock = if channel == Channel::Mux {
-                &io.mux
-            } else {
-                &io.task
-            };
-            let frames = match recv_frames(sock, zmq::DONTWAIT) {
-                Ok(f) => f,
-                Err(zmq::Error::EAGAIN) => return,
-                Err(e) => {
-                    warn!(error = %e, "receive failed");
-                    return;
+            let stashed = io.stashed.iter().position(|(c, _)| *c == channel);
+            let frames = match stashed.and_then(|i| io.stashed.remove(i)) {
+                Some((_, frames)) => frames,
+                None => {
+                    let sock = if channel == Channel::Mux {
+                        &io.mux
+                    } else {
+                        &io.task
+                    };
+                    match recv_frames(sock, zmq::DONTWAIT) {
+                        Ok(f) => f,
+                        Err(zmq::Error::EAGAIN) => return,
+                        Err(e) => {
+                            warn!(error = %e, "receive failed");
+                            return;
+                        }
+                    }
                 }
             };
             match decode_request(&mut io.session, frames) {
@@ -219,6 +234,16 @@ impl Serving {
                 }
             }
         };
+        if let Content::StreamChunk(c) = &msg.content {
+            // A chunk of a stream refused, aborted or already over.
+            let parent = msg.parent_header.as_ref().map(|p| p.msg_id.as_str());
+            let io = self.io.borrow();
+            if !parent.is_some_and(|p| io.refused_streams.iter().any(|r| r == p)) {
+                warn!(msg_id = ?parent, index = c.index, "dropped a chunk of no stream being received");
+            }
+            return;
+        }
+        let mut msg = msg;
         {
             let mut io = self.io.borrow_mut();
             if io.aborted.remove(&msg.header.msg_id) {
@@ -226,7 +251,115 @@ impl Serving {
                 return;
             }
         }
+        let streamed = RequestMetadata::from_map(&msg.metadata)
+            .ok()
+            .and_then(|m| m.stream_frames);
+        if let Some(of) = streamed {
+            match self.receive_stream(channel, &msg, of) {
+                Ok(buffers) => msg.buffers = buffers,
+                Err(e) => {
+                    warn!(error = %e, "refused a chunk stream");
+                    let mut io = self.io.borrow_mut();
+                    if io.refused_streams.len() >= REFUSED_STREAMS {
+                        io.refused_streams.pop_front();
+                    }
+                    io.refused_streams.push_back(msg.header.msg_id.clone());
+                    io.reply_bad(channel, &msg, &e.to_string());
+                    return;
+                }
+            }
+        }
         self.run_request(channel, msg);
+    }
+
+    /// Receives the `of` chunks that follow the streamed request `head` on
+    /// `channel`, in order; other requests that arrive meanwhile wait in
+    /// the stash. Refuses the stream (out of order, duplicated, oversized,
+    /// or nothing for [`stream::CHUNK_GAP`]) with an error saying which.
+    fn receive_stream(
+        &mut self,
+        channel: Channel,
+        head: &Message,
+        of: u32,
+    ) -> Result<Vec<zmq::Message>, stream::StreamError> {
+        let mut io = self.io.borrow_mut();
+        let max_frames = io.session.limits.max_frames;
+        let mut assembly = Assembly::new(&head.header.msg_id, of, max_frames * CHUNK_BYTES);
+        if of as usize > max_frames {
+            return Err(stream::StreamError::BadChunk {
+                msg_id: head.header.msg_id.clone(),
+                index: 0,
+                what: format!("announces {of} chunks, more than the {max_frames} allowed"),
+            });
+        }
+        let mut last = Instant::now();
+        while !assembly.is_complete() {
+            let ready = {
+                let sock = if channel == Channel::Mux {
+                    &io.mux
+                } else {
+                    &io.task
+                };
+                let mut items = [sock.as_poll_item(zmq::POLLIN)];
+                let left = stream::CHUNK_GAP.saturating_sub(last.elapsed());
+                match zmq::poll(&mut items, left.as_millis() as i64) {
+                    Ok(_) | Err(zmq::Error::EINTR) => items[0].is_readable(),
+                    Err(e) => {
+                        warn!(error = %e, "poll failed");
+                        false
+                    }
+                }
+            };
+            if !ready {
+                if last.elapsed() >= stream::CHUNK_GAP {
+                    return Err(assembly.truncated(stream::CHUNK_GAP));
+                }
+                continue;
+            }
+            let sock = if channel == Channel::Mux {
+                &io.mux
+            } else {
+                &io.task
+            };
+            let frames = match recv_frames(sock, zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(_) => continue,
+            };
+            // A chunk of this stream is taken here, anything else waits its
+            // turn (and is verified then: the replay guard sees it once).
+            let raw = match RawMessage::from_frames(frames, &io.session.limits) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "dropped a malformed message");
+                    continue;
+                }
+            };
+            if let Err(e) = io.session.check_signature(&raw) {
+                warn!(error = %e, "dropped a message");
+                continue;
+            }
+            let is_ours = raw.header().is_ok_and(|h| h.msg_type == "stream_chunk")
+                && raw
+                    .parent_header()
+                    .is_ok_and(|p| p.is_some_and(|p| p.msg_id == head.header.msg_id));
+            if !is_ours {
+                io.stashed.push_back((channel, raw.into_frames()));
+                continue;
+            }
+            let chunk = match io.session.decode(raw) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "dropped a stream chunk");
+                    continue;
+                }
+            };
+            let Content::StreamChunk(c) = &chunk.content else {
+                continue;
+            };
+            last = Instant::now();
+            assembly.accept(c, chunk.buffers)?;
+        }
+        Ok(assembly.into_buffers())
     }
 
     fn run_request(&mut self, channel: Channel, msg: Message) {
@@ -401,6 +534,7 @@ impl Serving {
             after: limits.after,
             stdout: std::mem::take(&mut io.stdout),
             stderr: std::mem::take(&mut io.stderr),
+            stream_frames: None,
         }
         .to_map();
         let reply_type = Content::reply_type_for(&msg.header.msg_type);

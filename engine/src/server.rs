@@ -157,6 +157,8 @@ impl EngineServer {
             shutdown: false,
             aborted: HashSet::new(),
             deferred: Vec::new(),
+            stashed: Default::default(),
+            refused_streams: Default::default(),
         }));
         info!(bind = %ip, %advertise, "communicators bind here");
         let comm_env = CommEnv {

@@ -248,6 +248,10 @@ pub struct RequestMetadata {
     /// than in buffer frames. Holds the client's boot id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_host: Option<String>,
+    /// The request's buffers follow it as this many `stream_chunk`
+    /// messages ([`crate::stream`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_frames: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -287,6 +291,12 @@ impl RequestMetadata {
     /// The metadata map to send.
     pub fn to_map(&self) -> Map<String, Json> {
         to_map(self)
+    }
+
+    /// Marks a request's metadata as followed by `frames` stream chunks,
+    /// keeping every other key.
+    pub fn mark_streamed(map: &mut Map<String, Json>, frames: u32) {
+        map.insert("stream_frames".into(), Json::from(frames));
     }
 }
 
@@ -331,9 +341,19 @@ pub struct ReplyMetadata {
     /// What it wrote to stderr.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stderr: String,
+    /// The reply's buffers came before it as this many `stream_chunk`
+    /// messages ([`crate::stream`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_frames: Option<u32>,
 }
 
 impl ReplyMetadata {
+    /// Marks a reply's metadata as preceded by `frames` stream chunks,
+    /// keeping every other key.
+    pub fn mark_streamed(map: &mut Map<String, Json>, frames: u32) {
+        map.insert("stream_frames".into(), Json::from(frames));
+    }
+
     /// Reads zpar's keys from a reply's (or an iopub message's) metadata.
     pub fn from_map(map: &Map<String, Json>) -> Result<ReplyMetadata> {
         if map.get("engine").is_some_and(Json::is_number) && !map.contains_key("engine_id") {
@@ -439,6 +459,7 @@ mod tests {
             max_operations: Some(10),
             timeout: Some(1.5),
             shared_host: Some("boot".into()),
+            stream_frames: Some(3),
         };
         assert_eq!(RequestMetadata::from_map(&req.to_map()).unwrap(), req);
         assert!(RequestMetadata::default().to_map().is_empty());
@@ -452,6 +473,7 @@ mod tests {
             after: vec![],
             stdout: "hi\n".into(),
             stderr: String::new(),
+            stream_frames: Some(2),
         };
         assert_eq!(ReplyMetadata::from_map(&rep.to_map()).unwrap(), rep);
         let bytes = serde_json::to_vec(&rep.to_map()).unwrap();

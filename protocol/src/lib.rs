@@ -52,6 +52,7 @@ pub mod message;
 pub mod net;
 pub mod private;
 pub mod session;
+pub mod stream;
 pub mod value;
 
 pub use backoff::{poll_until, Backoff};

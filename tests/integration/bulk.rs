@@ -7,6 +7,7 @@ use crate::support::{self, cluster, WAIT};
 use std::sync::Mutex;
 use zpar::{Client, Error, Value};
 use zpar_protocol::bulk::{self, SHARED_MIN_BYTES};
+use zpar_protocol::stream::STREAM_MIN_BYTES;
 use zpar_protocol::value::CHUNK_BYTES;
 
 /// The tests here count this process's segments; one at a time.
@@ -85,6 +86,9 @@ fn large_values_round_trip_byte_exact_at_every_edge() {
         CHUNK_BYTES - 8,
         CHUNK_BYTES,
         CHUNK_BYTES + 8,
+        STREAM_MIN_BYTES - 8,
+        STREAM_MIN_BYTES,
+        STREAM_MIN_BYTES + 8,
         3 * CHUNK_BYTES + 8,
     ];
     for shared in [false, true] {
@@ -228,4 +232,219 @@ fn segments_of_a_killed_writer_are_swept_by_the_next_zpar_process() {
     // engine and client).
     let (_cluster, _client) = cluster(1);
     assert!(!left.exists(), "the dead writer's segment is still there");
+}
+
+/// A hand-made client on the hub's mux socket, to send chunk streams that
+/// break the rules.
+struct RawClient {
+    session: zpar_protocol::Session,
+    socket: zmq::Socket,
+    _ctx: zmq::Context,
+}
+
+impl RawClient {
+    fn new(client: &Client) -> RawClient {
+        let conn = client.connection().clone();
+        let ctx = zmq::Context::new();
+        let socket = ctx.socket(zmq::DEALER).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.connect(&conn.url(conn.mux)).unwrap();
+        let session =
+            zpar_protocol::Session::new(conn.key.as_bytes(), "hmac-sha256", "streamer").unwrap();
+        RawClient {
+            session,
+            socket,
+            _ctx: ctx,
+        }
+    }
+
+    /// Pushes `x` = `chunks.len()` frames of f64s to engine 0 as a stream
+    /// announcing `announced` chunks of `elements` f64s in all, then sends
+    /// the chunks given as (index, of, bytes). Returns the request's id.
+    fn push_stream(
+        &self,
+        elements: usize,
+        announced: u32,
+        chunks: &[(u32, u32, Vec<u8>)],
+    ) -> String {
+        use zpar_protocol::{Content, Message, PushRequest, StreamChunk};
+        let mut namespace = std::collections::BTreeMap::new();
+        namespace.insert(
+            "x".to_string(),
+            serde_json::json!({"$zpar": "f64", "buffer": 0, "frames": announced, "len": elements}),
+        );
+        let mut head = Message::new(
+            &self.session,
+            Content::PushRequest(PushRequest { namespace }),
+        );
+        head.metadata = serde_json::json!({"targets": [0], "stream_frames": announced})
+            .as_object()
+            .unwrap()
+            .clone();
+        let id = head.header.msg_id.clone();
+        let send = |m: Message| {
+            zpar_protocol::send_frames(&self.socket, self.session.encode_owned(m).into_frames(), 0)
+                .unwrap()
+        };
+        let parent = head.header.clone();
+        send(head);
+        for (index, of, bytes) in chunks {
+            let mut chunk = Message::new(
+                &self.session,
+                Content::StreamChunk(StreamChunk {
+                    index: *index,
+                    of: *of,
+                }),
+            );
+            chunk.parent_header = Some(parent.clone());
+            chunk.buffers = vec![zmq::Message::from(&bytes[..])];
+            send(chunk);
+        }
+        id
+    }
+
+    /// The reply to `msg_id`: its status and error text.
+    fn reply_to(&mut self, msg_id: &str) -> (zpar_protocol::Status, String) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                self.socket
+                    .poll(zmq::POLLIN, left.as_millis().max(1) as i64)
+                    .unwrap()
+                    > 0,
+                "no reply to {msg_id}"
+            );
+            let reply = self
+                .session
+                .decode_frames(zpar_protocol::recv_frames(&self.socket, 0).unwrap())
+                .unwrap();
+            if reply.parent_header.as_ref().map(|p| p.msg_id.as_str()) != Some(msg_id) {
+                continue;
+            }
+            let r = reply.content.task_reply().expect("a task reply").clone();
+            return (
+                r.status,
+                format!(
+                    "{} {}",
+                    r.ename.unwrap_or_default(),
+                    r.evalue.unwrap_or_default()
+                ),
+            );
+        }
+    }
+}
+
+/// What is wrong, the chunks announced, the chunks sent (index, of,
+/// bytes), and what the refusal must say.
+type BrokenStream<'a> = (&'a str, u32, Vec<(u32, u32, Vec<u8>)>, &'a str);
+
+fn f64_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn broken_chunk_streams_are_refused_clearly_and_the_next_transfer_works() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_cluster, client) = cluster(1);
+    let mut raw = RawClient::new(&client);
+    let a = f64_bytes(&[1.0, 2.0]);
+    let b = f64_bytes(&[3.0]);
+    let cases: Vec<BrokenStream> = vec![
+        (
+            "out of order",
+            2,
+            vec![(1, 2, b.clone()), (0, 2, a.clone())],
+            "chunk 1 came where chunk 0 was expected",
+        ),
+        (
+            "duplicated",
+            2,
+            vec![(0, 2, a.clone()), (0, 2, a.clone()), (1, 2, b.clone())],
+            "chunk 0 came where chunk 1 was expected",
+        ),
+        (
+            "oversized",
+            2,
+            vec![(0, 2, vec![0; CHUNK_BYTES + 8]), (1, 2, b.clone())],
+            "more than a chunk's",
+        ),
+        (
+            "mislabelled",
+            2,
+            vec![(0, 3, a.clone()), (1, 2, b.clone())],
+            "says it has 3 chunks",
+        ),
+        (
+            "truncated",
+            2,
+            vec![(0, 2, a.clone())],
+            "refused as truncated: 1 of 2 chunks arrived",
+        ),
+    ];
+    for (what, announced, chunks, says) in cases {
+        let id = raw.push_stream(3, announced, &chunks);
+        let (status, text) = raw.reply_to(&id);
+        assert_eq!(status, zpar_protocol::Status::Error, "{what}: {text}");
+        assert!(
+            text.contains("BadRequest") && text.contains(says),
+            "{what}: {text}"
+        );
+        // Nothing was set, and the next transfers (a client's, a stream's) work.
+        let defined = client
+            .view(0)
+            .execute("is_def_var(\"x\")")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        assert_eq!(
+            defined,
+            vec![Value::Bool(false)],
+            "{what}: a half value was set"
+        );
+        let id = raw.push_stream(3, 2, &[(0, 2, a.clone()), (1, 2, b.clone())]);
+        assert_eq!(raw.reply_to(&id).0, zpar_protocol::Status::Ok, "{what}");
+        let x = client.view(0).pull("x").unwrap().get_timeout(WAIT).unwrap();
+        assert_eq!(x, vec![Value::F64Array(vec![1.0, 2.0, 3.0])], "{what}");
+        client.view(0).execute("x = (); let x = (); clear_x()").ok();
+        client.clear(0u32).unwrap().get_timeout(WAIT).unwrap();
+    }
+}
+
+#[test]
+fn engine_killed_mid_stream_gives_engine_died_and_no_value() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut cluster, client) = cluster(2);
+    let mut raw = RawClient::new(&client);
+    // Engine 0 has the head and one chunk of two when it dies.
+    let id = raw.push_stream(3, 2, &[(0, 2, f64_bytes(&[1.0, 2.0]))]);
+    support::wait_until("engine 0 is receiving the stream", || {
+        client.queue_status().unwrap().engines[&0].queue > 0
+    });
+    cluster.kill_engine(0).unwrap();
+    let (status, text) = raw.reply_to(&id);
+    assert_eq!(status, zpar_protocol::Status::Error);
+    assert!(text.contains("EngineDied"), "{text}");
+    // A result stream cut by a kill: either all of it or EngineDied, never
+    // a part.
+    client.set_shared_memory(false);
+    let n = (96usize << 20) / 8;
+    let big = Value::F64Array((0..n).map(|i| i as f64).collect());
+    let one = client.view(1);
+    one.push_ref("big", &big)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    let pull = one.pull("big").unwrap();
+    cluster.kill_engine(1).unwrap();
+    match pull.get_timeout(WAIT) {
+        Ok(v) => assert!(
+            v == vec![big.clone()],
+            "a pull cut by a kill gave a partial value"
+        ),
+        Err(Error::EngineDied { engine: 1, .. }) => {}
+        Err(e) => panic!("expected the value or EngineDied, got {e}"),
+    }
 }

@@ -53,6 +53,7 @@ pub mod queued;
 pub mod registry;
 mod requests;
 pub mod scheduler;
+mod streams;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -224,6 +225,8 @@ pub struct HubCore {
     held: Vec<Action>,
     /// Records were written since the last commit.
     uncommitted: bool,
+    /// Open chunk streams of large requests ([`streams`]).
+    streams: streams::Routes,
 }
 
 impl HubCore {
@@ -261,6 +264,7 @@ impl HubCore {
             waiting: VecDeque::new(),
             held: Vec::new(),
             uncommitted: false,
+            streams: Default::default(),
         }
     }
 
