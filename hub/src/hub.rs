@@ -468,12 +468,19 @@ impl Hub {
                 (3, Channel::Task, false),
             ] {
                 if ready[idx] {
-                    let socket = if from_engine {
-                        self.sockets.engine(channel)
-                    } else {
-                        self.sockets.client(channel)
-                    };
-                    for frames in drain(socket, BATCH, &mut self.bytes_since_trim) {
+                    // One message at a time, each handled as it is taken, so
+                    // a chunk of a large stream goes on before the next is
+                    // received (`core::streams`).
+                    for _ in 0..BATCH {
+                        let socket = if from_engine {
+                            self.sockets.engine(channel)
+                        } else {
+                            self.sockets.client(channel)
+                        };
+                        let Some(frames) = drain(socket, 1, &mut self.bytes_since_trim).pop()
+                        else {
+                            break;
+                        };
                         let event = if from_engine {
                             if let Some(uuid) = frames.first() {
                                 heard.insert(uuid.to_vec());

@@ -24,6 +24,11 @@
 //! arrays. [`connection`] reads and writes the hub's connection files;
 //! [`private`] keeps every folder zpar creates 0700 and every file 0600.
 //!
+//! Large values: [`stream`] splits a large request or reply into signed
+//! chunk messages the hub forwards as they arrive, and puts them back
+//! together; [`bulk`] allocates receive buffers once, on huge pages, and
+//! moves large arrays through shared memory to engines on the sender's host.
+//!
 //! Beside the format: [`contract`] types what zpar's processes put in
 //! metadata (and the error classes, channels and record states they share);
 //! [`net`] tells which address of this host to bind and advertise;

@@ -17,6 +17,8 @@
 //!   metadata `targets` or, as ipyparallel does, by the engine's uuid as a
 //!   routing frame; ipyparallel's broadcasts refused clearly
 //!   ([`ipyparallel`]);
+//! - the chunk streams of large direct requests and results, forwarded
+//!   chunk by chunk as they arrive ([`streams`]);
 //! - the load-balanced queue: `after`/`follow` dependencies, retries, and
 //!   the fate of an engine's work when it is lost ([`tasks`]);
 //! - registration and every query on the registration channel
