@@ -13,8 +13,10 @@ use crate::error::{ProtocolError, Result};
 use serde_json::{json, Map, Value as Json};
 use std::collections::BTreeMap;
 
-/// The largest buffer frame a value is split into.
-pub const CHUNK_BYTES: usize = 4 << 20;
+/// The largest buffer frame a value is split into, and so a stream chunk's
+/// size (`stream`). Measured through the hub with 1, 2 and 4 MiB: 1 MiB
+/// pulled 128 MiB a third faster than 4 MiB and pushed it as fast.
+pub const CHUNK_BYTES: usize = 1 << 20;
 
 const TAG: &str = "$zpar";
 
