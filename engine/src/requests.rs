@@ -251,8 +251,11 @@ impl Serving {
                 return;
             }
         }
-        let streamed = RequestMetadata::from_map(&msg.metadata)
-            .ok()
+        let streamed = msg
+            .metadata
+            .contains_key("stream_frames")
+            .then(|| RequestMetadata::from_map(&msg.metadata).ok())
+            .flatten()
             .and_then(|m| m.stream_frames);
         if let Some(of) = streamed {
             match self.receive_stream(channel, &msg, of) {

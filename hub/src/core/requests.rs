@@ -27,12 +27,22 @@ pub(crate) fn parts_of(raw: &RawMessage, small: bool) -> Parts {
     }
 }
 
-/// How many stream chunks follow a request (`zpar_protocol::stream`).
+/// How many stream chunks follow a request (`zpar_protocol::stream`). Only
+/// a metadata frame that names the key is parsed: small requests pay a scan
+/// of their few bytes, not a parse.
 fn stream_frames(raw: &RawMessage) -> Option<u32> {
+    if !mentions(&raw.metadata, b"\"stream_frames\"") {
+        return None;
+    }
     raw.metadata()
         .ok()
         .and_then(|m| RequestMetadata::from_map(&m).ok())
         .and_then(|m| m.stream_frames)
+}
+
+/// Whether a signed JSON frame holds `needle` (a quick test before a parse).
+pub(super) fn mentions(frame: &[u8], needle: &[u8]) -> bool {
+    frame.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A JSON frame's text (verified frames are UTF-8 JSON; anything else is
@@ -283,7 +293,9 @@ impl HubCore {
         if let Err(e) = self.session.verify(&raw) {
             return warn!(error = %e, engine, "dropped an engine message");
         }
-        if raw.header().is_ok_and(|h| h.msg_type == "stream_chunk") {
+        if mentions(&raw.header, b"\"stream_chunk\"")
+            && raw.header().is_ok_and(|h| h.msg_type == "stream_chunk")
+        {
             return self.on_engine_chunk(engine, channel, raw, out);
         }
         let parent = match raw.parent_header() {
