@@ -576,27 +576,49 @@ fn cluster(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
         None,
     );
 
-    for mib in [1usize, 16, 128] {
+    // Pushed by reference (`push_ref`): the figure is the transfer, not a
+    // clone of the value. Engines here share the client's host, so large
+    // values go through shared memory; "through the hub" turns that off.
+    let tp = Some(("raw one-way 8 MiB", raw.throughput_8m));
+    for (mib, shared) in [
+        (1usize, true),
+        (16, true),
+        (16, false),
+        (128, true),
+        (128, false),
+    ] {
+        client.set_shared_memory(shared);
         let data = Value::F64Array((0..(mib << 20) / 8).map(|i| i as f64).collect());
         let n = reps(if mib == 128 { 5 } else { 20 }, args.scale);
+        let how = if shared { "" } else { " through the hub" };
         let push = median_us(n, || {
-            one.push("bench_data", data.clone())?.get()?;
+            one.push_ref("bench_data", &data)?.get()?;
             Ok(())
         })?;
         let mbs = |us: f64| (mib << 20) as f64 / 1e6 / (us / 1e6);
-        let tp = Some(("raw one-way 8 MiB", raw.throughput_8m));
-        report.add(&format!("push {mib} MiB f64 array"), mbs(push), "MB/s", tp);
+        report.add(
+            &format!("push {mib} MiB f64 array{how}"),
+            mbs(push),
+            "MB/s",
+            tp,
+        );
         let pull = median_us(n, || {
             one.pull("bench_data")?.get()?;
             Ok(())
         })?;
-        report.add(&format!("pull {mib} MiB f64 array"), mbs(pull), "MB/s", tp);
+        report.add(
+            &format!("pull {mib} MiB f64 array{how}"),
+            mbs(pull),
+            "MB/s",
+            tp,
+        );
     }
+    client.set_shared_memory(true);
     one.execute("bench_data = ();")?.get()?;
 
     let ints = Value::I64Array((0..1_000_000).collect());
     let sg = median_us(reps(10, args.scale), || {
-        all.scatter("bench_ints", ints.clone(), false)?.get()?;
+        all.scatter_ref("bench_ints", &ints, false)?.get()?;
         let back = all.gather("bench_ints")?.get_gathered()?;
         if back != ints {
             bail!("gather returned something else");
@@ -604,7 +626,58 @@ fn cluster(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
         Ok(())
     })?;
     report.add("scatter + gather 1,000,000 integers", sg / 1e3, "ms", None);
-    all.execute("bench_ints = ();")?.get()?;
+    // 1e7 f64 (80 MB) out and back: compared with raw ZeroMQ moving the
+    // same 160 MB one way.
+    let floats = Value::F64Array((0..10_000_000).map(|i| i as f64).collect());
+    let raw_160mb_ms = 160.0 / raw.throughput_8m * 1e3;
+    for shared in [true, false] {
+        client.set_shared_memory(shared);
+        let sg = median_us(reps(5, args.scale), || {
+            all.scatter_ref("bench_floats", &floats, false)?.get()?;
+            let back = all.gather("bench_floats")?.get_gathered()?;
+            if back != floats {
+                bail!("gather returned something else");
+            }
+            Ok(())
+        })?;
+        let how = if shared { "" } else { ", through the hub" };
+        report.add(
+            &format!("scatter + gather 1e7 f64, {} engines{how}", args.engines),
+            sg / 1e3,
+            "ms",
+            Some(("raw one-way 160 MB", raw_160mb_ms)),
+        );
+    }
+    client.set_shared_memory(true);
+    all.execute("bench_ints = (); bench_floats = ();")?.get()?;
+    // Memory over ten rounds of 128 MiB out and back: client and engine
+    // RSS at the end against the start (after one round to warm up).
+    let data = Value::F64Array(vec![0.5; (128 << 20) / 8]);
+    let own = std::process::id();
+    let round = || -> Result<()> {
+        one.push_ref("bench_data", &data)?.get()?;
+        one.pull("bench_data")?.get()?;
+        Ok(())
+    };
+    round()?;
+    let (client_before, engine_before) = (rss_mib(own), rss_mib(pids.engines[0]));
+    for _ in 0..10 {
+        round()?;
+    }
+    report.add(
+        "client RSS after 10 rounds of 128 MiB",
+        rss_mib(own),
+        "MiB",
+        Some(("after the first round", client_before)),
+    );
+    report.add(
+        "engine RSS after 10 rounds of 128 MiB",
+        rss_mib(pids.engines[0]),
+        "MiB",
+        Some(("after the first round", engine_before)),
+    );
+    one.execute("bench_data = ();")?.get()?;
+    drop(data);
     report.add("hub RSS after the run", rss_mib(pids.hub), "MiB", None);
     // The same hub through more rounds of mixed work: its memory must stay
     // flat (records are bounded in count and bytes).
@@ -620,7 +693,7 @@ fn cluster(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
         for t in &tasks {
             t.get()?;
         }
-        one.push("bench_data", data.clone())?.get()?;
+        one.push_ref("bench_data", &data)?.get()?;
         one.pull("bench_data")?.get()?;
         report.add(
             &format!("hub RSS after extra round {round}"),
@@ -630,7 +703,45 @@ fn cluster(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
         );
     }
     drop(cluster);
+    fan_out(report, args.scale)?;
     hub_loss(report, args.scale)
+}
+
+/// One 128 MiB value pushed to four engines of this host, against the same
+/// push to one of them.
+fn fan_out(report: &mut Report, scale: f64) -> Result<()> {
+    let cluster = LocalCluster::start(4).context("starting a 4-engine cluster")?;
+    let client = cluster.client()?;
+    let data = Value::F64Array((0..(128usize << 20) / 8).map(|i| i as f64).collect());
+    let n = reps(5, scale);
+    let one = client.view(client.ids()[0]);
+    let all = client.all();
+    let to_one = median_us(n, || {
+        one.push_ref("bench_data", &data)?.get()?;
+        Ok(())
+    })?;
+    report.add("push 128 MiB to one engine", to_one / 1e3, "ms", None);
+    for shared in [true, false] {
+        client.set_shared_memory(shared);
+        let to_all = median_us(n, || {
+            all.push_ref("bench_data", &data)?.get()?;
+            Ok(())
+        })?;
+        let how = if shared { "" } else { ", through the hub" };
+        report.add(
+            &format!("push 128 MiB to 4 engines on this host{how}"),
+            to_all / 1e3,
+            "ms",
+            Some(("push to one", to_one / 1e3)),
+        );
+    }
+    report.add(
+        "hub RSS after the 4-engine pushes",
+        rss_mib(cluster.pids().hub),
+        "MiB",
+        None,
+    );
+    Ok(())
 }
 
 /// How long a client waits on a killed hub: from `kill -9` of the hub to

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zpar_protocol::connection::read_connection_file;
+use zpar_protocol::stream;
 use zpar_protocol::{
     AbortRequest, Channel, ClearRequest, ClientConnection, ConnectionRequest, Content,
     InterruptRequest, Message, Profile, QueueReply, QueueRequest, RequestMetadata, Session,
@@ -59,6 +60,10 @@ pub(crate) struct Inner {
     pub table: Arc<EngineTable>,
     pub connection: ClientConnection,
     io_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Whether large values may go through shared segments.
+    shared_memory: std::sync::atomic::AtomicBool,
+    /// Engine id → whether it runs on this client's host.
+    local_engines: Mutex<std::collections::BTreeMap<u32, bool>>,
 }
 
 impl Drop for Inner {
@@ -138,8 +143,14 @@ impl Client {
                 table,
                 connection: conn,
                 io_thread: Mutex::new(Some(thread)),
+                shared_memory: std::sync::atomic::AtomicBool::new(
+                    std::env::var("ZPAR_SHARED_MEMORY").map_or(true, |v| v != "0"),
+                ),
+                local_engines: Mutex::new(Default::default()),
             }),
         };
+        // Segments a killed client or engine of this host left behind.
+        zpar_protocol::bulk::sweep_stale();
         client.refresh_engines(timeout)?;
         Ok(client)
     }
@@ -152,6 +163,54 @@ impl Client {
     /// The connection this client uses.
     pub fn connection(&self) -> &ClientConnection {
         &self.inner.connection
+    }
+
+    /// Whether large values (arrays and blobs of at least
+    /// [`SHARED_MIN_BYTES`](zpar_protocol::bulk::SHARED_MIN_BYTES)) to and
+    /// from engines on this client's host go through shared memory
+    /// (`/dev/shm`, written once whatever the number of engines) instead of
+    /// the hub's sockets. On by default; off with `ZPAR_SHARED_MEMORY=0`.
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// client.set_shared_memory(false); // every byte through the hub
+    /// # Ok(()) }
+    /// ```
+    pub fn set_shared_memory(&self, enabled: bool) {
+        self.inner
+            .shared_memory
+            .store(enabled, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether large values to `ids` may go through shared segments: shared
+    /// memory is on and available, the hub is reached over loopback and
+    /// every engine said it runs at a loopback address. (A segment also
+    /// names the writer's boot id, which the reader checks.)
+    pub(crate) fn shares_host_with(&self, ids: &[u32]) -> bool {
+        use std::sync::atomic::Ordering;
+        if ids.is_empty()
+            || !self.inner.shared_memory.load(Ordering::Relaxed)
+            || !zpar_protocol::bulk::available()
+            || !is_loopback(&self.inner.connection.ip)
+        {
+            return false;
+        }
+        let missing = {
+            let known = self.inner.local_engines.lock().expect("local lock");
+            ids.iter().any(|id| !known.contains_key(id))
+        };
+        if missing {
+            let Ok(hosts) = self.engine_hosts(CONNECT_TIMEOUT) else {
+                return false;
+            };
+            let mut known = self.inner.local_engines.lock().expect("local lock");
+            for id in ids {
+                known.insert(*id, hosts.get(id).is_some_and(|h| is_loopback(h)));
+            }
+        }
+        let known = self.inner.local_engines.lock().expect("local lock");
+        ids.iter().all(|id| known.get(id).copied().unwrap_or(false))
     }
 
     /// [`Error::HubLost`] while the hub is lost (requests fail with it at
@@ -375,6 +434,19 @@ impl Client {
         self.submit_notify(requests, shape, None)
     }
 
+    /// Like [`submit`](Self::submit), keeping `segments` (the shared
+    /// memory the requests name) until every reply is in.
+    pub(crate) fn submit_shared(
+        &self,
+        requests: Vec<Request>,
+        shape: Shape,
+        segments: Vec<zpar_protocol::bulk::Segment>,
+    ) -> Result<AsyncResult> {
+        let ar = self.submit_notify(requests, shape, None)?;
+        ar.state.keep_segments(segments);
+        Ok(ar)
+    }
+
     /// Like [`submit`](Self::submit); `notify` is told `tag` on completion.
     pub(crate) fn submit_notify(
         &self,
@@ -389,16 +461,31 @@ impl Client {
         for r in requests {
             let mut msg = Message::new(&self.inner.session, r.content);
             msg.metadata = r.metadata;
-            msg.buffers = r.buffers;
             let id = msg.header.msg_id.clone();
             for engine in &r.replies {
                 slots.push((id.clone(), *engine));
             }
             track.push((id, r.replies.len()));
+            // A large request to named engines goes as a chunk stream: the
+            // hub forwards each chunk as it comes (`stream`). Load-balanced
+            // requests wait in the hub's queue, whole.
+            let chunks = if r.channel == Channel::Mux && stream::worth_streaming(&r.buffers) {
+                RequestMetadata::mark_streamed(&mut msg.metadata, r.buffers.len() as u32);
+                stream::chunks_of(&self.inner.session, &msg.header, &[], r.buffers)
+            } else {
+                msg.buffers = r.buffers;
+                Vec::new()
+            };
             messages.push((
                 r.channel,
                 self.inner.session.encode_owned(msg).into_frames(),
             ));
+            for chunk in chunks {
+                messages.push((
+                    r.channel,
+                    self.inner.session.encode_owned(chunk).into_frames(),
+                ));
+            }
         }
         let state = ResultState::new(slots);
         *state.on_done.lock().expect("notify lock") = notify;
@@ -509,4 +596,12 @@ impl Error {
             other => other,
         }
     }
+}
+
+/// Whether `host` is a loopback address (or `localhost`).
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

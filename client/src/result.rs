@@ -94,6 +94,9 @@ pub(crate) struct ResultState {
     pub submitted: SystemTime,
     /// Told this result's tag when it completes (for `imap`).
     pub on_done: Mutex<Option<(std::sync::mpsc::Sender<usize>, usize)>>,
+    /// Shared segments the requests name, removed once every reply is in
+    /// (or when the result is dropped).
+    segments: Mutex<Vec<zpar_protocol::bulk::Segment>>,
 }
 
 impl ResultState {
@@ -114,7 +117,22 @@ impl ResultState {
             cond: Condvar::new(),
             submitted: SystemTime::now(),
             on_done: Mutex::new(None),
+            segments: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Keeps `segments` until every slot is filled.
+    pub fn keep_segments(&self, segments: Vec<zpar_protocol::bulk::Segment>) {
+        if segments.is_empty() {
+            return;
+        }
+        let parts = self.parts.lock().expect("result lock");
+        if parts.done < parts.slots.len() {
+            self.segments
+                .lock()
+                .expect("segments lock")
+                .extend(segments);
+        }
     }
 
     /// Files a reply in its slot. Returns true if it was expected. A reply
@@ -131,6 +149,7 @@ impl ResultState {
         parts.slots[i].reply = Some(reply);
         parts.done += 1;
         if parts.done == parts.slots.len() {
+            self.segments.lock().expect("segments lock").clear();
             self.cond.notify_all();
             if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
                 let _ = tx.send(tag);
@@ -160,6 +179,7 @@ impl ResultState {
         }
         if failed > 0 {
             parts.done = parts.slots.len();
+            self.segments.lock().expect("segments lock").clear();
             self.cond.notify_all();
             if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
                 let _ = tx.send(tag);
@@ -406,6 +426,20 @@ impl AsyncResult {
     /// arrays into one numeric array, lists into one list.
     pub fn get_gathered(&self) -> Result<Value> {
         self.wait(None);
+        {
+            // Joined straight from the replies, each copied once into the
+            // result (not cloned first).
+            let p = self.state.parts.lock().expect("result lock");
+            let replies: Vec<&EngineReply> =
+                p.slots.iter().filter_map(|s| s.reply.as_ref()).collect();
+            if replies.iter().all(|r| r.outcome.is_ok()) {
+                let values: Vec<&Value> = replies
+                    .iter()
+                    .filter_map(|r| r.outcome.as_ref().ok())
+                    .collect();
+                return Ok(crate::view::concat_refs(&values));
+            }
+        }
         let replies = self.replies();
         errors_of(&replies)?;
         Ok(crate::view::concat(

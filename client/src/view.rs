@@ -10,6 +10,7 @@ use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
+use zpar_protocol::value::SharedOut;
 use zpar_protocol::Channel;
 use zpar_protocol::{
     ApplyRequest, Content, ExecuteRequest, PullRequest, PushRequest, RequestMetadata, Value,
@@ -115,7 +116,46 @@ impl DirectView {
         let ids = self.targets()?;
         let mut meta = metadata;
         meta.extend(targets_meta(&ids));
-        let ar = self.client.submit(
+        self.submit_to(ids, content, buffers, meta, Vec::new())
+    }
+
+    /// Like [`broadcast`](Self::broadcast), for requests whose large
+    /// results may come back in shared memory (pull).
+    fn broadcast_shared_replies(
+        &self,
+        content: Content,
+        buffers: Vec<zmq::Message>,
+        metadata: Map<String, Json>,
+    ) -> Result<AsyncResult> {
+        let ids = self.targets()?;
+        self.broadcast_to(ids, content, buffers, metadata, Vec::new())
+    }
+
+    /// One request to `ids`, with `targets` and, for engines on this host,
+    /// `shared_host` in its metadata; `segments` (shared memory it names)
+    /// are kept until every target has answered.
+    fn broadcast_to(
+        &self,
+        ids: Vec<u32>,
+        content: Content,
+        buffers: Vec<zmq::Message>,
+        metadata: Map<String, Json>,
+        segments: Vec<zpar_protocol::bulk::Segment>,
+    ) -> Result<AsyncResult> {
+        let mut meta = metadata;
+        meta.extend(self.request_meta(&ids));
+        self.submit_to(ids, content, buffers, meta, segments)
+    }
+
+    fn submit_to(
+        &self,
+        ids: Vec<u32>,
+        content: Content,
+        buffers: Vec<zmq::Message>,
+        meta: Map<String, Json>,
+        segments: Vec<zpar_protocol::bulk::Segment>,
+    ) -> Result<AsyncResult> {
+        let ar = self.client.submit_shared(
             vec![Request {
                 channel: Channel::Mux,
                 content,
@@ -124,8 +164,31 @@ impl DirectView {
                 replies: ids.into_iter().map(Some).collect(),
             }],
             Shape::PerReply,
+            segments,
         )?;
         self.finish(ar)
+    }
+
+    /// `targets` for `ids`, and, when they share this client's host, the
+    /// host's id so that large results may come back in shared memory.
+    fn request_meta(&self, ids: &[u32]) -> Map<String, Json> {
+        RequestMetadata {
+            targets: Some(ids.to_vec()),
+            shared_host: self
+                .client
+                .shares_host_with(ids)
+                .then(|| zpar_protocol::bulk::host_id().to_string()),
+            ..Default::default()
+        }
+        .to_map()
+    }
+
+    /// Where large values for `ids` go: a shared segment when they share
+    /// this client's host, else buffer frames.
+    fn shared_out(&self, ids: &[u32]) -> Option<SharedOut> {
+        self.client
+            .shares_host_with(ids)
+            .then(|| SharedOut::new(zpar_protocol::bulk::SHARED_MIN_BYTES))
     }
 
     /// Runs code on every target; each reply's value is the code's last
@@ -251,15 +314,22 @@ impl DirectView {
     /// name of an engine function) with `args` on every target. Arguments
     /// may be [`Value::Reference`]s to engine variables.
     pub fn apply(&self, f: &str, args: Vec<Value>) -> Result<AsyncResult> {
+        let ids = self.targets()?;
         let mut buffers = Vec::new();
-        let args = args.iter().map(|a| a.encode_into(&mut buffers)).collect();
-        self.broadcast(
+        let mut shared = self.shared_out(&ids);
+        let args = args
+            .iter()
+            .map(|a| encode(a, &mut buffers, &mut shared))
+            .collect();
+        self.broadcast_to(
+            ids,
             Content::ApplyRequest(ApplyRequest {
                 f: f.to_string(),
                 args,
             }),
             buffers,
             Map::new(),
+            shared.map(|s| s.segments).unwrap_or_default(),
         )
     }
 
@@ -319,21 +389,49 @@ impl DirectView {
 
     /// Sets several variables on every target.
     pub fn push_many(&self, namespace: BTreeMap<String, Value>) -> Result<AsyncResult> {
+        self.push_values(namespace.iter())
+    }
+
+    /// Sets `name` to `value` on every target without taking the value:
+    /// nothing is cloned, the bytes are copied once, straight onto the wire
+    /// or into shared memory.
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// let data = zpar_client::Value::F64Array(vec![1.0; 1 << 24]);
+    /// for _ in 0..3 {
+    ///     client.all().push_ref("data", &data)?.get()?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn push_ref(&self, name: &str, value: &Value) -> Result<AsyncResult> {
+        let name = name.to_string();
+        self.push_values(std::iter::once((&name, value)))
+    }
+
+    fn push_values<'a>(
+        &self,
+        namespace: impl Iterator<Item = (&'a String, &'a Value)>,
+    ) -> Result<AsyncResult> {
+        let ids = self.targets()?;
         let mut buffers = Vec::new();
+        let mut shared = self.shared_out(&ids);
         let namespace = namespace
-            .iter()
-            .map(|(k, v)| (k.clone(), v.encode_into(&mut buffers)))
+            .map(|(k, v)| (k.clone(), encode(v, &mut buffers, &mut shared)))
             .collect();
-        self.broadcast(
+        self.broadcast_to(
+            ids,
             Content::PushRequest(PushRequest { namespace }),
             buffers,
             Map::new(),
+            shared.map(|s| s.segments).unwrap_or_default(),
         )
     }
 
     /// Reads one variable from every target: one value per target.
     pub fn pull(&self, name: &str) -> Result<AsyncResult> {
-        self.broadcast(
+        self.broadcast_shared_replies(
             Content::PullRequest(PullRequest {
                 names: vec![name.to_string()],
                 single: true,
@@ -345,7 +443,7 @@ impl DirectView {
 
     /// Reads several variables from every target: an array per target.
     pub fn pull_many(&self, names: &[&str]) -> Result<AsyncResult> {
-        self.broadcast(
+        self.broadcast_shared_replies(
             Content::PullRequest(PullRequest {
                 names: names.iter().map(|s| s.to_string()).collect(),
                 single: false,
@@ -370,16 +468,49 @@ impl DirectView {
     /// more, as in ipyparallel — and sets `name` to its block on each. With
     /// `flatten`, a one-item block is set as the item itself.
     pub fn scatter(&self, name: &str, seq: impl Into<Value>, flatten: bool) -> Result<AsyncResult> {
-        let seq = seq.into();
+        self.scatter_ref(name, &seq.into(), flatten)
+    }
+
+    /// [`scatter`](Self::scatter) without taking the sequence. Numeric
+    /// arrays and blobs are encoded block by block straight from `seq` (one
+    /// copy); to engines on this host, a large one is written once into
+    /// shared memory and each engine reads its own block from it.
+    pub fn scatter_ref(&self, name: &str, seq: &Value, flatten: bool) -> Result<AsyncResult> {
         let ids = self.targets()?;
-        let n = seq_len(&seq)?;
+        let n = seq_len(seq)?;
+        // One segment for the whole sequence; each engine's marker names its
+        // block by offset.
+        let whole = match self.shared_out(&ids) {
+            Some(out) if seq_bytes(seq).is_some_and(|b| b.len() >= out.min_bytes) => {
+                match zpar_protocol::bulk::Segment::create(&[seq_bytes(seq).unwrap_or_default()]) {
+                    Ok(seg) => Some(seg),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no shared segment; scattering through the hub");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut requests = Vec::with_capacity(ids.len());
         for (p, id) in ids.iter().enumerate() {
             let range = partition(n, ids.len(), p);
-            let part = slice(&seq, range, flatten);
             let mut buffers = Vec::new();
+            let json = match (&whole, block_kind(seq)) {
+                (_, None) => slice(seq, range, flatten).encode_into(&mut buffers),
+                (_, Some(_)) if flatten && range.len() == 1 && !matches!(seq, Value::Bytes(_)) => {
+                    slice(seq, range, flatten).encode_into(&mut buffers)
+                }
+                (Some(seg), Some((kind, width))) => zpar_protocol::value::shared_marker(
+                    kind,
+                    seg.name(),
+                    range.start * width,
+                    range.len(),
+                ),
+                (None, Some(_)) => encode_block(seq, range, &mut buffers),
+            };
             let mut namespace = BTreeMap::new();
-            namespace.insert(name.to_string(), part.encode_into(&mut buffers));
+            namespace.insert(name.to_string(), json);
             requests.push(Request {
                 channel: Channel::Mux,
                 content: Content::PushRequest(PushRequest { namespace }),
@@ -388,7 +519,9 @@ impl DirectView {
                 replies: vec![Some(*id)],
             });
         }
-        let ar = self.client.submit(requests, Shape::PerReply)?;
+        let ar =
+            self.client
+                .submit_shared(requests, Shape::PerReply, whole.into_iter().collect())?;
         self.finish(ar)
     }
 
@@ -404,7 +537,7 @@ impl DirectView {
                     names: vec![name.to_string()],
                     single: true,
                 }),
-                metadata: targets_meta(&[*id]),
+                metadata: self.request_meta(&[*id]),
                 buffers: vec![],
                 replies: vec![Some(*id)],
             })
@@ -576,6 +709,44 @@ fn seq_len(v: &Value) -> Result<usize> {
     })
 }
 
+/// Encodes `v`, large arrays into `shared` when given.
+fn encode(v: &Value, buffers: &mut Vec<zmq::Message>, shared: &mut Option<SharedOut>) -> Json {
+    match shared {
+        Some(out) => v.encode_shared(buffers, out),
+        None => v.encode_into(buffers),
+    }
+}
+
+/// A numeric array's or blob's bytes.
+fn seq_bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::F64Array(a) => Some(zpar_protocol::value::f64_bytes(a)),
+        Value::I64Array(a) => Some(zpar_protocol::value::i64_bytes(a)),
+        Value::Bytes(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// A numeric array's or blob's marker kind and element width.
+fn block_kind(v: &Value) -> Option<(&'static str, usize)> {
+    match v {
+        Value::F64Array(_) => Some(("f64", 8)),
+        Value::I64Array(_) => Some(("i64", 8)),
+        Value::Bytes(_) => Some(("bytes", 1)),
+        _ => None,
+    }
+}
+
+/// Encodes block `r` of a numeric array or blob straight from it.
+fn encode_block(v: &Value, r: Range<usize>, buffers: &mut Vec<zmq::Message>) -> Json {
+    match v {
+        Value::F64Array(a) => zpar_protocol::value::encode_f64s(&a[r], buffers),
+        Value::I64Array(a) => zpar_protocol::value::encode_i64s(&a[r], buffers),
+        Value::Bytes(b) => zpar_protocol::value::encode_bytes(&b[r], buffers),
+        other => other.encode_into(buffers),
+    }
+}
+
 fn slice(v: &Value, r: Range<usize>, flatten: bool) -> Value {
     let one = flatten && r.len() == 1;
     match v {
@@ -594,50 +765,84 @@ fn slice(v: &Value, r: Range<usize>, flatten: bool) -> Value {
 /// one blob, anything else into one array (a non-array block counts as one
 /// item).
 pub fn concat(parts: Vec<Value>) -> Value {
+    let refs: Vec<&Value> = parts.iter().collect();
+    concat_refs(&refs)
+}
+
+/// [`concat`] from borrowed blocks: numeric arrays and blobs are copied
+/// once, into a result sized once.
+pub(crate) fn concat_refs(parts: &[&Value]) -> Value {
     if !parts.is_empty()
         && parts
             .iter()
             .all(|p| matches!(p, Value::F64Array(_) | Value::Float(_)))
     {
-        let mut out = Vec::new();
+        // Sized once (and advised to huge pages when large): no regrowth.
+        let total = parts
+            .iter()
+            .map(|p| match p {
+                Value::F64Array(a) => a.len(),
+                _ => 1,
+            })
+            .sum();
+        let mut out: Vec<f64> = zpar_protocol::bulk::zeroed(total);
+        let mut at = 0;
         for p in parts {
             match p {
-                Value::F64Array(a) => out.extend(a),
-                Value::Float(x) => out.push(x),
+                Value::F64Array(a) => {
+                    out[at..at + a.len()].copy_from_slice(a);
+                    at += a.len();
+                }
+                Value::Float(x) => {
+                    out[at] = *x;
+                    at += 1;
+                }
                 _ => unreachable!(),
             }
         }
         return Value::F64Array(out);
     }
     if !parts.is_empty() && parts.iter().all(|p| matches!(p, Value::I64Array(_))) {
-        return Value::I64Array(
-            parts
-                .into_iter()
-                .flat_map(|p| {
-                    if let Value::I64Array(a) = p {
-                        a
-                    } else {
-                        vec![]
-                    }
-                })
-                .collect(),
-        );
+        let total = parts
+            .iter()
+            .map(|p| match p {
+                Value::I64Array(a) => a.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut out: Vec<i64> = zpar_protocol::bulk::zeroed(total);
+        let mut at = 0;
+        for p in parts {
+            if let Value::I64Array(a) = p {
+                out[at..at + a.len()].copy_from_slice(a);
+                at += a.len();
+            }
+        }
+        return Value::I64Array(out);
     }
     if !parts.is_empty() && parts.iter().all(|p| matches!(p, Value::Bytes(_))) {
-        return Value::Bytes(
-            parts
-                .into_iter()
-                .flat_map(|p| if let Value::Bytes(a) = p { a } else { vec![] })
-                .collect(),
-        );
+        let total = parts
+            .iter()
+            .map(|p| match p {
+                Value::Bytes(b) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut out = zpar_protocol::bulk::with_capacity(total);
+        for p in parts {
+            if let Value::Bytes(b) = p {
+                out.extend_from_slice(b);
+            }
+        }
+        return Value::Bytes(out);
     }
     let mut out = Vec::new();
     for p in parts {
         match p {
-            Value::Array(a) => out.extend(a),
-            Value::I64Array(a) => out.extend(a.into_iter().map(Value::Int)),
-            Value::F64Array(a) => out.extend(a.into_iter().map(Value::Float)),
-            other => out.push(other),
+            Value::Array(a) => out.extend(a.iter().cloned()),
+            Value::I64Array(a) => out.extend(a.iter().map(|x| Value::Int(*x))),
+            Value::F64Array(a) => out.extend(a.iter().map(|x| Value::Float(*x))),
+            other => out.push((*other).clone()),
         }
     }
     Value::Array(out)

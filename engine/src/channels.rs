@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tracing::{debug, info, warn};
+use zpar_protocol::stream;
 use zpar_protocol::{
     recv_frames, send_frames, Channel, Content, ErrorClass, Header, Message, ReplyMetadata,
     Session, Status, StatusContent, Stream, TaskReply,
@@ -76,6 +77,11 @@ pub(crate) struct Io {
     /// Control requests that need the namespace (clear), served after the
     /// running request.
     pub(crate) deferred: Vec<Message>,
+    /// Requests that arrived while a chunk stream was being received,
+    /// served next, in order.
+    pub(crate) stashed: std::collections::VecDeque<(Channel, Vec<zmq::Message>)>,
+    /// Streams refused lately: their remaining chunks are dropped quietly.
+    pub(crate) refused_streams: std::collections::VecDeque<String>,
 }
 
 impl Io {
@@ -133,8 +139,6 @@ impl Io {
             .or_insert_with(|| Json::String(zpar_protocol::iso8601_now()));
         let mut reply = request.reply(&self.session, content);
         reply.metadata = metadata;
-        reply.buffers = buffers;
-        let raw = self.session.encode_owned(reply);
         let sock = match (route, &self.hub, &self.kernel) {
             (Route::Hub(channel), Some(hub), _) => hub.socket(channel),
             (Route::Kernel(KernelChannel::Shell), _, Some(k)) => &k.shell,
@@ -144,6 +148,23 @@ impl Io {
                 return debug!(?route, "reply dropped: its socket is closed");
             }
         };
+        // A large result on a direct request goes as a chunk stream, chunks
+        // first, so the hub passes each on while the next is sent
+        // (`zpar_protocol::stream`).
+        if matches!(route, Route::Hub(Channel::Mux)) && stream::worth_streaming(&buffers) {
+            ReplyMetadata::mark_streamed(&mut reply.metadata, buffers.len() as u32);
+            for chunk in
+                stream::chunks_of(&self.session, &request.header, &reply.identities, buffers)
+            {
+                if let Err(e) = send_frames(sock, self.session.encode_owned(chunk).into_frames(), 0)
+                {
+                    warn!(error = %e, "result chunk not sent");
+                }
+            }
+        } else {
+            reply.buffers = buffers;
+        }
+        let raw = self.session.encode_owned(reply);
         if let Err(e) = send_frames(sock, raw.into_frames(), 0) {
             warn!(error = %e, "reply not sent");
         }

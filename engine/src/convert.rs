@@ -2,6 +2,7 @@
 
 use crate::arrays::{F64Array, I64Array};
 use rhai::{Array, Blob, Dynamic, FnPtr, ImmutableString, Map};
+use zpar_protocol::value::{f64_bytes, i64_bytes, SharedOut};
 use zpar_protocol::Value;
 
 /// A script value that cannot leave the engine.
@@ -88,11 +89,38 @@ fn to_value_at(d: &Dynamic, path: &mut String) -> Result<Value, Untransferable> 
 }
 
 /// Encodes a script value for the wire, appending its buffers. Numeric
-/// arrays and blobs go straight from script memory to frames (one copy).
+/// arrays and blobs go straight from script memory to frames (one copy), or,
+/// with `shared`, large ones into a shared segment for a client on this
+/// host.
 pub fn encode_dynamic(
     d: &Dynamic,
     buffers: &mut Vec<zmq::Message>,
+    shared: Option<&mut SharedOut>,
 ) -> Result<serde_json::Value, Untransferable> {
+    if let Some(out) = shared {
+        if let Some(a) = d.read_lock::<F64Array>() {
+            return Ok(shared_or_inline(
+                "f64",
+                f64_bytes(a.as_slice()),
+                a.as_slice().len(),
+                buffers,
+                out,
+            ));
+        }
+        if let Some(a) = d.read_lock::<I64Array>() {
+            return Ok(shared_or_inline(
+                "i64",
+                i64_bytes(a.as_slice()),
+                a.as_slice().len(),
+                buffers,
+                out,
+            ));
+        }
+        if let Some(b) = d.read_lock::<Blob>() {
+            return Ok(shared_or_inline("bytes", &b, b.len(), buffers, out));
+        }
+        return Ok(to_value(d)?.encode_shared(buffers, out));
+    }
     if let Some(a) = d.read_lock::<F64Array>() {
         return Ok(zpar_protocol::value::encode_f64s(a.as_slice(), buffers));
     }
@@ -103,6 +131,28 @@ pub fn encode_dynamic(
         return Ok(zpar_protocol::value::encode_bytes(&b, buffers));
     }
     Ok(to_value(d)?.encode_into(buffers))
+}
+
+/// A large array into a shared segment (inline if that fails or it is
+/// small), without building a wire value first.
+fn shared_or_inline(
+    kind: &str,
+    bytes: &[u8],
+    len: usize,
+    buffers: &mut Vec<zmq::Message>,
+    out: &mut SharedOut,
+) -> serde_json::Value {
+    if bytes.len() >= out.min_bytes {
+        match zpar_protocol::bulk::Segment::create(&[bytes]) {
+            Ok(seg) => {
+                let marker = zpar_protocol::value::shared_marker(kind, seg.name(), 0, len);
+                out.segments.push(seg);
+                return marker;
+            }
+            Err(e) => tracing::warn!(error = %e, "no shared segment; sending the result inline"),
+        }
+    }
+    zpar_protocol::value::encode_bytes_as(kind, bytes, len, buffers)
 }
 
 /// The script-facing name of a value's type.

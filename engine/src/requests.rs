@@ -16,6 +16,9 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+use zpar_protocol::stream::{self, Assembly};
+use zpar_protocol::value::{SharedOut, CHUNK_BYTES};
+use zpar_protocol::RawMessage;
 use zpar_protocol::{
     iso8601_now, recv_frames, send_frames, Channel, Content, ErrorClass, ErrorContent,
     ExecuteInput, ExecuteResult, Message, RegistrationRequest, ReplyMetadata, RequestMetadata,
@@ -62,6 +65,10 @@ pub(crate) struct Serving {
     /// A standalone kernel's parent (Jupyter's `JPY_PARENT_PID`): when it
     /// is gone, the kernel is an orphan and stops.
     pub(crate) parent_pid: Option<u32>,
+    /// Shared segments of results sent to clients on this host, oldest
+    /// first. The client removes one once read; whatever is left goes after
+    /// [`REPLY_SEGMENT_LIFE`] or when the engine stops (`bulk`).
+    pub(crate) reply_segments: std::collections::VecDeque<(Instant, zpar_protocol::bulk::Segment)>,
 }
 
 /// Which of the engine's sockets have something to read.
@@ -74,6 +81,12 @@ struct Ready {
     shell: bool,
     stdin: bool,
 }
+
+/// How many refused streams' ids are kept, to drop their chunks quietly.
+const REFUSED_STREAMS: usize = 64;
+
+/// How long a result's shared segment waits for its client.
+const REPLY_SEGMENT_LIFE: Duration = Duration::from_secs(60);
 
 impl Serving {
     pub(crate) fn serve(&mut self, server: &EngineServer) {
@@ -138,7 +151,11 @@ impl Serving {
             items.push(k.shell.as_poll_item(zmq::POLLIN));
             items.push(k.stdin.as_poll_item(zmq::POLLIN));
         }
-        match zmq::poll(&mut items, 250) {
+        // Requests stashed while a chunk stream came in are ready at once.
+        let stashed = |c: Channel| io.stashed.iter().any(|(s, _)| *s == c);
+        let (mux_stashed, task_stashed) = (stashed(Channel::Mux), stashed(Channel::Task));
+        let timeout = if mux_stashed || task_stashed { 0 } else { 250 };
+        match zmq::poll(&mut items, timeout) {
             Ok(_) => {}
             Err(zmq::Error::EINTR) => return None,
             Err(e) => {
@@ -151,6 +168,8 @@ impl Serving {
         let mut ready = Ready::default();
         if io.hub.is_some() {
             (ready.control, ready.mux, ready.task) = (next(), next(), next());
+            ready.mux |= mux_stashed;
+            ready.task |= task_stashed;
         }
         if io.kernel.is_some() {
             (ready.kernel_control, ready.shell, ready.stdin) = (next(), next(), next());
@@ -281,13 +300,17 @@ impl Serving {
             let mut io = self.io.borrow_mut();
             let io = &mut *io;
             let Some(hub) = &io.hub else { return };
-            let frames = match recv_frames(hub.socket(channel), zmq::DONTWAIT) {
-                Ok(f) => f,
-                Err(zmq::Error::EAGAIN) => return,
-                Err(e) => {
-                    warn!(error = %e, "receive failed");
-                    return;
-                }
+            let stashed = io.stashed.iter().position(|(c, _)| *c == channel);
+            let frames = match stashed.and_then(|i| io.stashed.remove(i)) {
+                Some((_, frames)) => frames,
+                None => match recv_frames(hub.socket(channel), zmq::DONTWAIT) {
+                    Ok(f) => f,
+                    Err(zmq::Error::EAGAIN) => return,
+                    Err(e) => {
+                        warn!(error = %e, "receive failed");
+                        return;
+                    }
+                },
             };
             match decode_request(&mut io.session, frames) {
                 Inbound::Request(m) => m,
@@ -301,6 +324,16 @@ impl Serving {
                 }
             }
         };
+        if let Content::StreamChunk(c) = &msg.content {
+            // A chunk of a stream refused, aborted or already over.
+            let parent = msg.parent_header.as_ref().map(|p| p.msg_id.as_str());
+            let io = self.io.borrow();
+            if !parent.is_some_and(|p| io.refused_streams.iter().any(|r| r == p)) {
+                warn!(msg_id = ?parent, index = c.index, "dropped a chunk of no stream being received");
+            }
+            return;
+        }
+        let mut msg = msg;
         {
             let mut io = self.io.borrow_mut();
             if io.aborted.remove(&msg.header.msg_id) {
@@ -308,7 +341,115 @@ impl Serving {
                 return;
             }
         }
+        let streamed = msg
+            .metadata
+            .contains_key("stream_frames")
+            .then(|| RequestMetadata::from_map(&msg.metadata).ok())
+            .flatten()
+            .and_then(|m| m.stream_frames);
+        if let Some(of) = streamed {
+            match self.receive_stream(channel, &msg, of) {
+                Ok(buffers) => msg.buffers = buffers,
+                Err(e) => {
+                    warn!(error = %e, "refused a chunk stream");
+                    let mut io = self.io.borrow_mut();
+                    if io.refused_streams.len() >= REFUSED_STREAMS {
+                        io.refused_streams.pop_front();
+                    }
+                    io.refused_streams.push_back(msg.header.msg_id.clone());
+                    io.reply_bad(route, &msg, &e.to_string());
+                    return;
+                }
+            }
+        }
         self.run_request(route, msg);
+    }
+
+    /// Receives the `of` chunks that follow the streamed request `head` on
+    /// `channel`, in order; other requests that arrive meanwhile wait in
+    /// the stash. Refuses the stream (out of order, duplicated, oversized,
+    /// or nothing for [`stream::CHUNK_GAP`]) with an error saying which.
+    fn receive_stream(
+        &mut self,
+        channel: Channel,
+        head: &Message,
+        of: u32,
+    ) -> Result<Vec<zmq::Message>, stream::StreamError> {
+        let mut io = self.io.borrow_mut();
+        let max_frames = io.session.limits.max_frames;
+        let mut assembly = Assembly::new(&head.header.msg_id, of, max_frames * CHUNK_BYTES);
+        if of as usize > max_frames {
+            return Err(stream::StreamError::BadChunk {
+                msg_id: head.header.msg_id.clone(),
+                index: 0,
+                what: format!("announces {of} chunks, more than the {max_frames} allowed"),
+            });
+        }
+        let mut last = Instant::now();
+        while !assembly.is_complete() {
+            let ready = {
+                let Some(hub) = &io.hub else {
+                    return Err(assembly.truncated(last.elapsed()));
+                };
+                let sock = hub.socket(channel);
+                let mut items = [sock.as_poll_item(zmq::POLLIN)];
+                let left = stream::CHUNK_GAP.saturating_sub(last.elapsed());
+                match zmq::poll(&mut items, left.as_millis() as i64) {
+                    Ok(_) | Err(zmq::Error::EINTR) => items[0].is_readable(),
+                    Err(e) => {
+                        warn!(error = %e, "poll failed");
+                        false
+                    }
+                }
+            };
+            if !ready {
+                if last.elapsed() >= stream::CHUNK_GAP {
+                    return Err(assembly.truncated(stream::CHUNK_GAP));
+                }
+                continue;
+            }
+            let Some(hub) = &io.hub else {
+                return Err(assembly.truncated(last.elapsed()));
+            };
+            let frames = match recv_frames(hub.socket(channel), zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(_) => continue,
+            };
+            // A chunk of this stream is taken here, anything else waits its
+            // turn (and is verified then: the replay guard sees it once).
+            let raw = match RawMessage::from_frames(frames, &io.session.limits) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(error = %e, "dropped a malformed message");
+                    continue;
+                }
+            };
+            if let Err(e) = io.session.check_signature(&raw) {
+                warn!(error = %e, "dropped a message");
+                continue;
+            }
+            let is_ours = raw.header().is_ok_and(|h| h.msg_type == "stream_chunk")
+                && raw
+                    .parent_header()
+                    .is_ok_and(|p| p.is_some_and(|p| p.msg_id == head.header.msg_id));
+            if !is_ours {
+                io.stashed.push_back((channel, raw.into_frames()));
+                continue;
+            }
+            let chunk = match io.session.decode(raw) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "dropped a stream chunk");
+                    continue;
+                }
+            };
+            let Content::StreamChunk(c) = &chunk.content else {
+                continue;
+            };
+            last = Instant::now();
+            assembly.accept(c, chunk.buffers)?;
+        }
+        Ok(assembly.into_buffers())
     }
 
     /// Runs one request in the namespace and answers it on `route`. A
@@ -344,6 +485,19 @@ impl Serving {
                 .map(|t| (Instant::now() + Duration::from_secs_f64(t), t));
         }
         let mut buffers = Vec::new();
+        while self
+            .reply_segments
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > REPLY_SEGMENT_LIFE)
+        {
+            self.reply_segments.pop_front();
+        }
+        // A client on this host takes a large result from shared memory.
+        let mut shared = limits
+            .shared_host
+            .as_deref()
+            .filter(|h| *h == zpar_protocol::bulk::host_id() && zpar_protocol::bulk::available())
+            .map(|_| SharedOut::new(zpar_protocol::bulk::SHARED_MIN_BYTES));
         let outcome: Result<Option<Json>, ScriptError> = match &msg.content {
             Content::ExecuteRequest(r) => {
                 let silent = r.silent;
@@ -384,7 +538,7 @@ impl Serving {
             Content::ApplyRequest(r) => decode_values(&r.args, &msg.buffers)
                 .and_then(|args| self.namespace.apply(&r.f, args))
                 .and_then(|d| {
-                    encode_dynamic(&d, &mut buffers).map_err(|e| {
+                    encode_dynamic(&d, &mut buffers, shared.as_mut()).map_err(|e| {
                         ScriptError::new("NotTransferable", format!("the result of apply: {e}"))
                     })
                 })
@@ -403,7 +557,7 @@ impl Serving {
                 let mut failed = None;
                 for n in &r.names {
                     let got = self.namespace.lookup(n).and_then(|d| {
-                        encode_dynamic(&d, &mut buffers)
+                        encode_dynamic(&d, &mut buffers, shared.as_mut())
                             .map_err(|e| ScriptError::new("NotTransferable", format!("{n}: {e}")))
                     });
                     match got {
@@ -431,6 +585,16 @@ impl Serving {
             )),
         };
         let failed = outcome.is_err();
+        let now = Instant::now();
+        match &outcome {
+            Ok(_) => self.reply_segments.extend(
+                shared
+                    .into_iter()
+                    .flat_map(|s| s.segments)
+                    .map(|seg| (now, seg)),
+            ),
+            Err(_) => drop(shared), // an error sends no value: its segments go now
+        }
         let mut io = self.io.borrow_mut();
         let mut reply = match outcome {
             Ok(result) => TaskReply {
@@ -475,6 +639,7 @@ impl Serving {
             after: limits.after,
             stdout: std::mem::take(&mut io.stdout),
             stderr: std::mem::take(&mut io.stderr),
+            stream_frames: None,
         }
         .to_map();
         if from_kernel {

@@ -161,6 +161,8 @@ impl EngineServer {
     fn run_cluster_engine(&self, config: &EngineConfig) -> Result<(), EngineError> {
         let conn = &config.connection;
         let ctx = zmq::Context::new();
+        // Shared segments a killed engine or client of this host left.
+        zpar_protocol::bulk::sweep_stale();
         let uuid = config.uuid.clone().unwrap_or_else(new_id);
         let mut session = Session::new(conn.key.as_bytes(), &conn.signature_scheme, "engine")?;
         session.session_id = uuid.clone();
@@ -241,6 +243,8 @@ impl EngineServer {
             shutdown: false,
             aborted: HashSet::new(),
             deferred: Vec::new(),
+            stashed: Default::default(),
+            refused_streams: Default::default(),
         }));
         info!(bind = %ip, %advertise, "communicators bind here");
         let comm_env = CommEnv {
@@ -257,6 +261,7 @@ impl EngineServer {
             execution_count: 0,
             default_op_limit: config.max_operations,
             natives: self.native_functions(),
+            reply_segments: Default::default(),
             hub: Some(HubWatch {
                 registration,
                 heartbeat,

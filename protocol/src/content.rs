@@ -508,6 +508,18 @@ pub struct ErrorContent {
     pub traceback: Vec<String>,
 }
 
+/// One piece of a large request's or reply's buffers, sent as its own
+/// message so that the hub forwards piece k while piece k+1 arrives (see
+/// [`crate::stream`]). Its parent header is the request's; its one buffer
+/// frame is the piece.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StreamChunk {
+    /// Which piece, from 0.
+    pub index: u32,
+    /// How many pieces the stream has.
+    pub of: u32,
+}
+
 /// busy / idle / starting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct StatusContent {
@@ -658,6 +670,8 @@ contents! {
     ShutdownRequest(ShutdownRequest) = "shutdown_request",
     /// Stopping.
     ShutdownReply(TaskReply) = "shutdown_reply",
+    /// A piece of a large request's or reply's buffers.
+    StreamChunk(StreamChunk) = "stream_chunk",
     /// Output text (iopub).
     Stream(Stream) = "stream",
     /// Code about to run (iopub).

@@ -243,6 +243,15 @@ pub struct RequestMetadata {
     /// Seconds the engine allows this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
+    /// The client shares the engine's host (the same boot id): a large
+    /// result may come back in a shared segment ([`crate::bulk`]) rather
+    /// than in buffer frames. Holds the client's boot id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_host: Option<String>,
+    /// The request's buffers follow it as this many `stream_chunk`
+    /// messages ([`crate::stream`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_frames: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -315,6 +324,12 @@ impl RequestMetadata {
     pub fn to_map(&self) -> Map<String, Json> {
         to_map(self)
     }
+
+    /// Marks a request's metadata as followed by `frames` stream chunks,
+    /// keeping every other key.
+    pub fn mark_streamed(map: &mut Map<String, Json>, frames: u32) {
+        map.insert("stream_frames".into(), Json::from(frames));
+    }
 }
 
 /// What an engine (or the hub, for a reply it makes itself) says about a
@@ -358,9 +373,19 @@ pub struct ReplyMetadata {
     /// What it wrote to stderr.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stderr: String,
+    /// The reply's buffers came before it as this many `stream_chunk`
+    /// messages ([`crate::stream`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_frames: Option<u32>,
 }
 
 impl ReplyMetadata {
+    /// Marks a reply's metadata as preceded by `frames` stream chunks,
+    /// keeping every other key.
+    pub fn mark_streamed(map: &mut Map<String, Json>, frames: u32) {
+        map.insert("stream_frames".into(), Json::from(frames));
+    }
+
     /// Reads zpar's keys from a reply's (or an iopub message's) metadata.
     pub fn from_map(map: &Map<String, Json>) -> Result<ReplyMetadata> {
         if map.get("engine").is_some_and(Json::is_number) && !map.contains_key("engine_id") {
@@ -474,6 +499,8 @@ mod tests {
             hub: true,
             max_operations: Some(10),
             timeout: Some(1.5),
+            shared_host: Some("boot".into()),
+            stream_frames: Some(3),
         };
         assert_eq!(RequestMetadata::from_map(&req.to_map()).unwrap(), req);
         assert!(RequestMetadata::default().to_map().is_empty());
@@ -487,6 +514,7 @@ mod tests {
             after: vec![],
             stdout: "hi\n".into(),
             stderr: String::new(),
+            stream_frames: Some(2),
         };
         assert_eq!(ReplyMetadata::from_map(&rep.to_map()).unwrap(), rep);
         let bytes = serde_json::to_vec(&rep.to_map()).unwrap();

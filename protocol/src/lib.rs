@@ -29,6 +29,11 @@
 //! [`curve`] holds the CURVE keys and the one place that makes a socket
 //! encrypt (server or client), so every crate secures its sockets alike.
 //!
+//! Large values: [`stream`] splits a large request or reply into signed
+//! chunk messages the hub forwards as they arrive, and puts them back
+//! together; [`bulk`] allocates receive buffers once, on huge pages, and
+//! moves large arrays through shared memory to engines on the sender's host.
+//!
 //! Beside the format: [`contract`] types what zpar's processes put in
 //! metadata (and the error classes, channels and record states they share);
 //! [`net`] tells which address of this host to bind and advertise;
@@ -46,6 +51,7 @@
 //! ```
 
 pub mod backoff;
+pub mod bulk;
 pub mod connection;
 pub mod content;
 pub mod contract;
@@ -58,6 +64,7 @@ pub mod message;
 pub mod net;
 pub mod private;
 pub mod session;
+pub mod stream;
 pub mod value;
 
 pub use backoff::{poll_until, Backoff};

@@ -1,6 +1,7 @@
 //! zpar's integration tests: real hubs, engines and clients as processes on
 //! 127.0.0.1 with random ports. One binary, one module per area.
 
+mod bulk;
 mod cli;
 mod communicator;
 mod console;

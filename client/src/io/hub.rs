@@ -125,6 +125,7 @@ impl IoLoop {
             failed += state.fail_open(&error);
         }
         self.orphans.clear();
+        self.streams.clear();
         // The engines registered with the lost hub; a hub that comes back
         // lists its own (engines register again by themselves).
         self.table.engines.lock().expect("table lock").clear();

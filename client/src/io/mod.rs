@@ -48,6 +48,8 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use zpar_protocol::curve::HandshakeWatch;
+use zpar_protocol::stream::Assembly;
+use zpar_protocol::StreamChunk;
 use zpar_protocol::{
     recv_frames, send_frames, Channel, ClientConnection, Content, Message, Session, Status,
     TaskReply,
@@ -189,6 +191,10 @@ pub(crate) struct IoLoop {
     /// Why the hub refuses this client's keys, once the handshakes said
     /// so: queries fail at once with it until a handshake succeeds.
     refused: Option<String>,
+    /// Result chunk streams coming in, by (request msg id, the sending
+    /// engine's session): taken by the reply that follows them, dropped
+    /// once every reply to the request is in.
+    streams: HashMap<(String, String), Assembly>,
     /// Last: the context outlives every socket above.
     ctx: zmq::Context,
 }
@@ -229,6 +235,7 @@ impl IoLoop {
             announced: None,
             handshake,
             refused: None,
+            streams: HashMap::new(),
             ctx,
         })
     }
@@ -488,6 +495,10 @@ impl IoLoop {
                 debug!("dropped a reply without parent");
                 continue;
             };
+            if let Content::StreamChunk(chunk) = &msg.content {
+                self.on_result_chunk(parent, chunk.clone(), msg);
+                continue;
+            }
             if socket == Socket::Query {
                 if self.probe.as_ref().is_some_and(|(id, _)| *id == parent) {
                     self.probe = None;
@@ -523,13 +534,60 @@ impl IoLoop {
         let r = msg.content.task_reply().unwrap_or(&fallback);
         let metadata = reply_metadata(&msg);
         let engine = r.engine_id.or(metadata.engine);
-        let outcome = outcome_of(r, engine, &msg_id, &msg.buffers);
+        // A streamed result: its buffers came before it, in chunks.
+        let streamed = metadata.stream_frames.map(|of| {
+            let key = (msg_id.clone(), msg.header.session.clone());
+            match self.streams.remove(&key) {
+                Some(a) if a.is_complete() && a.of() == of => Ok(a.into_buffers()),
+                Some(a) => Err(Error::Value(format!(
+                    "the result of {msg_id} came with {} of its {of} chunks",
+                    a.received()
+                ))),
+                None => Err(Error::Value(format!(
+                    "the result of {msg_id} came without its {of} chunks"
+                ))),
+            }
+        });
+        let outcome = match &streamed {
+            None => outcome_of(r, engine, &msg_id, &msg.buffers),
+            Some(Ok(buffers)) => outcome_of(r, engine, &msg_id, buffers),
+            Some(Err(e)) => Err(e.clone()),
+        };
+        // A result that came in shared memory was read: its segment goes.
+        if let Some(result) = &r.result {
+            for name in zpar_protocol::value::shared_segments(result) {
+                zpar_protocol::bulk::remove_segment(&name);
+            }
+        }
         let reply = EngineReply::new(engine, &msg_id, outcome, r, metadata);
         if state.fill(reply, engine.is_some()) {
             *left -= 1;
             if *left == 0 {
                 self.tracked.remove(&msg_id);
+                // Chunks of an engine that died mid-stream: never a value.
+                self.streams.retain(|(id, _), _| *id != msg_id);
             }
+        }
+    }
+
+    /// A chunk of a streamed result: into its assembly, which the reply
+    /// after it takes. A chunk of no request this client waits for, or one
+    /// that breaks its stream, is dropped (the reply then says so).
+    fn on_result_chunk(&mut self, parent: String, chunk: StreamChunk, msg: Message) {
+        if !self.tracked.contains_key(&parent) {
+            return debug!(msg_id = %parent, "dropped a result chunk of a request not waited for");
+        }
+        let key = (parent, msg.header.session.clone());
+        let assembly = self
+            .streams
+            .entry(key.clone())
+            .or_insert_with(|| Assembly::new(&key.0, chunk.of, usize::MAX));
+        if let Err(e) = assembly.accept(&chunk, msg.buffers) {
+            warn!(error = %e, "dropped a result stream");
+            // Kept, incomplete: the reply after it fails clearly.
+            let of = assembly.of();
+            self.streams
+                .insert(key.clone(), Assembly::new(&key.0, of, 0));
         }
     }
 

@@ -90,7 +90,8 @@ use wire::Payload;
 /// A script value as a piece: `{"value": …}` and its buffers.
 fn encode(d: &Dynamic) -> RhaiResult<Payload> {
     let mut buffers = Vec::new();
-    let json = encode_dynamic(d, &mut buffers).map_err(|e| err(format!("communicator: {e}")))?;
+    let json =
+        encode_dynamic(d, &mut buffers, None).map_err(|e| err(format!("communicator: {e}")))?;
     Ok(Payload {
         json: json!({ "value": json }),
         buffers,

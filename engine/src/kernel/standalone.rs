@@ -154,6 +154,8 @@ impl EngineServer {
             shutdown: false,
             aborted: HashSet::new(),
             deferred: Vec::new(),
+            stashed: Default::default(),
+            refused_streams: Default::default(),
         }));
         let comm_env = CommEnv {
             ctx: ctx.clone(),
@@ -173,6 +175,7 @@ impl EngineServer {
             natives: self.native_functions(),
             hub: None,
             parent_pid: config.parent_pid,
+            reply_segments: Default::default(),
         };
         state.serve(self);
         drop(state);

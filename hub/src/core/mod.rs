@@ -17,6 +17,8 @@
 //!   metadata `targets` or, as ipyparallel does, by the engine's uuid as a
 //!   routing frame; ipyparallel's broadcasts refused clearly
 //!   ([`ipyparallel`]);
+//! - the chunk streams of large direct requests and results, forwarded
+//!   chunk by chunk as they arrive ([`streams`]);
 //! - the load-balanced queue: `after`/`follow` dependencies, retries, and
 //!   the fate of an engine's work when it is lost ([`tasks`]);
 //! - registration and every query on the registration channel
@@ -53,6 +55,7 @@ pub mod queued;
 pub mod registry;
 mod requests;
 pub mod scheduler;
+mod streams;
 mod tasks;
 #[cfg(test)]
 mod tests;
@@ -228,6 +231,8 @@ pub struct HubCore {
     held: Vec<Action>,
     /// Records were written since the last commit.
     uncommitted: bool,
+    /// Open chunk streams of large requests ([`streams`]).
+    streams: streams::Routes,
 }
 
 impl HubCore {
@@ -265,6 +270,7 @@ impl HubCore {
             waiting: VecDeque::new(),
             held: Vec::new(),
             uncommitted: false,
+            streams: Default::default(),
         }
     }
 

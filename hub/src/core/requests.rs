@@ -27,6 +27,24 @@ pub(crate) fn parts_of(raw: &RawMessage, small: bool) -> Parts {
     }
 }
 
+/// How many stream chunks follow a request (`zpar_protocol::stream`). Only
+/// a metadata frame that names the key is parsed: small requests pay a scan
+/// of their few bytes, not a parse.
+fn stream_frames(raw: &RawMessage) -> Option<u32> {
+    if !mentions(&raw.metadata, b"\"stream_frames\"") {
+        return None;
+    }
+    raw.metadata()
+        .ok()
+        .and_then(|m| RequestMetadata::from_map(&m).ok())
+        .and_then(|m| m.stream_frames)
+}
+
+/// Whether a signed JSON frame holds `needle` (a quick test before a parse).
+pub(super) fn mentions(frame: &[u8], needle: &[u8]) -> bool {
+    frame.windows(needle.len()).any(|w| w == needle)
+}
+
 /// A JSON frame's text (verified frames are UTF-8 JSON; anything else is
 /// kept lossily rather than failing the record).
 fn text_of(bytes: &[u8]) -> String {
@@ -60,7 +78,7 @@ impl HubCore {
             completed: None,
             received: None,
             status: RecordStatus::Pending,
-            request: parts_of(raw, self.small(raw)),
+            request: parts_of(raw, self.small(raw) && stream_frames(raw).is_none()),
             result: None,
             stdout: String::new(),
             stderr: String::new(),
@@ -90,6 +108,10 @@ impl HubCore {
         let identities: Vec<Vec<u8>> = raw.identities.iter().map(|f| f.to_vec()).collect();
         if identities.is_empty() {
             return warn!("dropped a client message without identity");
+        }
+        if header.msg_type == "stream_chunk" {
+            let client = identities[0].clone();
+            return self.on_client_chunk(channel, raw, &header, client, out);
         }
         // From here on the request is signed and has a header: it gets an
         // answer, whatever else is wrong with it.
@@ -222,6 +244,11 @@ impl HubCore {
         } else {
             raw
         };
+        if let Some(frames) = stream_frames(&raw) {
+            let uuids = live.iter().map(|(_, u)| u.clone()).collect();
+            let msg_id = header.msg_id.clone();
+            self.open_stream(client.clone(), msg_id, channel, uuids, frames, now);
+        }
         let mut raw = Some(raw);
         for (i, (id, uuid)) in live.into_iter().enumerate() {
             let Some(request) = raw.as_ref() else { break };
@@ -292,6 +319,11 @@ impl HubCore {
         if let Err(e) = self.session.verify(&raw) {
             return warn!(error = %e, engine, "dropped an engine message");
         }
+        if mentions(&raw.header, b"\"stream_chunk\"")
+            && raw.header().is_ok_and(|h| h.msg_type == "stream_chunk")
+        {
+            return self.on_engine_chunk(engine, channel, raw, out);
+        }
         let parent = match raw.parent_header() {
             Ok(Some(p)) => p,
             Ok(None) => return warn!(engine, "dropped an engine reply without parent"),
@@ -326,7 +358,7 @@ impl HubCore {
                 format!("the engine's reply is not readable: {e}"),
             )
         });
-        let result = parts_of(raw, self.small(raw));
+        let result = parts_of(raw, self.small(raw) && metadata.stream_frames.is_none());
         self.update_record(msg_id, Some(engine), |r| {
             r.engine = Some(engine);
             r.status = RecordStatus::Done(reply.status);

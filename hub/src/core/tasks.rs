@@ -169,6 +169,7 @@ impl HubCore {
         out.push(Action::Forget {
             uuid: entry.uuid.clone(),
         });
+        self.close_streams_to(&entry.uuid);
         if reason.is_failure() {
             warn!(
                 engine = id,

@@ -1832,3 +1832,141 @@ fn a_result_request_also_answers_in_ipyparallels_shape() {
     assert!(rec.get("received").is_none());
     h.assert_no_more();
 }
+
+// ----- chunk streams -----
+
+/// A client's chunk `index` of `of` for the streamed request `head`.
+fn client_chunk(h: &mut HubHarness, head: &Message, index: u32, of: u32) {
+    let mut chunk = Message::new(
+        &h.client,
+        Content::StreamChunk(zpar_protocol::StreamChunk { index, of }),
+    );
+    chunk.identities = vec![CLIENT.to_vec()];
+    chunk.parent_header = Some(head.header.clone());
+    chunk.buffers = vec![zmq::Message::from(&[index as u8; 3][..])];
+    let frames = h.client.encode_owned(chunk).into_frames();
+    h.handle(Event::ClientRequest {
+        channel: Channel::Mux,
+        frames,
+    });
+}
+
+fn streamed_push(h: &mut HubHarness, targets: &[u32], frames: u32) -> Message {
+    let meta = RequestMetadata {
+        targets: Some(targets.to_vec()),
+        stream_frames: Some(frames),
+        ..Default::default()
+    };
+    h.request(Channel::Mux, Content::PushRequest(Default::default()), meta)
+}
+
+#[test]
+fn a_streamed_request_is_fanned_out_then_each_chunk_follows_to_every_target() {
+    let mut h = HubHarness::new();
+    h.engines(3);
+    let head = streamed_push(&mut h, &[0, 2], 2);
+    let sent: Vec<u32> = (0..2).map(|_| h.take_to_engine().1).collect();
+    assert_eq!(sent, vec![0, 2]);
+    h.assert_no_more();
+    assert_eq!(h.core.open_streams(), 1);
+    for index in 0..2 {
+        client_chunk(&mut h, &head, index, 2);
+        for engine in [0, 2] {
+            let (channel, to, chunk) = h.take_to_engine();
+            assert_eq!((channel, to), (Channel::Mux, engine));
+            assert_eq!(
+                chunk.content,
+                Content::StreamChunk(zpar_protocol::StreamChunk { index, of: 2 })
+            );
+            assert_eq!(chunk.parent_header.unwrap().msg_id, head.header.msg_id);
+            assert_eq!(&chunk.buffers[0][..], &[index as u8; 3]);
+        }
+        h.assert_no_more();
+    }
+    assert_eq!(
+        h.core.open_streams(),
+        0,
+        "the route closes after its last chunk"
+    );
+    // A chunk more, of a stream that is over, goes nowhere.
+    client_chunk(&mut h, &head, 2, 2);
+    h.assert_no_more();
+    // The record says its buffers were not kept.
+    let recs = h.core.records.get(&head.header.msg_id).unwrap();
+    assert!(recs.iter().all(|r| r.request.buffers_dropped));
+    h.tick();
+    h.expect_commit();
+    h.assert_no_more();
+}
+
+#[test]
+fn chunks_of_no_open_stream_are_dropped_and_a_lost_engine_closes_its_routes() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    // A chunk whose request the hub never saw.
+    let stranger = Message::new(&h.client, Content::PushRequest(Default::default()));
+    client_chunk(&mut h, &stranger, 0, 1);
+    h.assert_no_more();
+    let head = streamed_push(&mut h, &[0, 1], 3);
+    h.take_to_engine();
+    h.take_to_engine();
+    client_chunk(&mut h, &head, 0, 3);
+    assert_eq!(h.take_to_engine().1, 0);
+    assert_eq!(h.take_to_engine().1, 1);
+    h.lose(0, LossReason::MissedHeartbeats);
+    h.take_loss(0);
+    let (_, died) = h.flush_reply();
+    assert_eq!(error_of(&died).0, "EngineDied");
+    client_chunk(&mut h, &head, 1, 3);
+    assert_eq!(
+        h.take_to_engine().1,
+        1,
+        "only the live engine gets the rest"
+    );
+    h.assert_no_more();
+    h.lose(1, LossReason::MissedHeartbeats);
+    h.take_loss(1);
+    h.flush_reply();
+    assert_eq!(h.core.open_streams(), 0);
+    client_chunk(&mut h, &head, 2, 3);
+    h.assert_no_more();
+}
+
+#[test]
+fn an_engines_result_chunks_go_to_the_client_at_once_and_only_while_pending() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    let uuid = uuid_of(0);
+    let engine_chunk = |h: &mut HubHarness, index: u32| {
+        let mut chunk = got.reply(
+            h.engine_session(uuid.as_bytes()),
+            Content::StreamChunk(zpar_protocol::StreamChunk { index, of: 2 }),
+        );
+        chunk.buffers = vec![zmq::Message::from(&b"abc"[..])];
+        let mut frames = vec![zmq::Message::from(uuid.as_bytes())];
+        frames.extend(
+            h.engine_session(uuid.as_bytes())
+                .encode(&chunk)
+                .into_frames(),
+        );
+        h.handle(Event::EngineReply {
+            channel: Channel::Mux,
+            frames,
+        });
+    };
+    engine_chunk(&mut h, 0);
+    // Not held for the tick: straight to the client.
+    let (_, chunk) = h.take_reply();
+    assert!(matches!(chunk.content, Content::StreamChunk(_)));
+    h.assert_no_more();
+    engine_chunk(&mut h, 1);
+    h.take_reply();
+    h.answer(0, Channel::Mux, &got);
+    let (_, reply) = h.flush_reply();
+    assert_eq!(reply.parent_header.unwrap().msg_id, req.header.msg_id);
+    // After the reply the request is no longer pending: a late chunk is dropped.
+    engine_chunk(&mut h, 1);
+    h.assert_no_more();
+}

@@ -7,7 +7,7 @@
 //! (a) the peer sends a push_request with two buffers (an f64 array and a
 //!     blob, signed with the shared key); zpar verifies and decodes it and
 //!     checks header, content, metadata and both buffers byte for byte;
-//! (b) zpar sends an apply_request whose f64 array (600,000 elements, so two
+//! (b) zpar sends an apply_request whose f64 array (a chunk and a half, so two
 //!     buffer frames) and blob travel as buffers through zpar's value codec,
 //!     then a push_reply built from the peer's request; the peer verifies and
 //!     decodes both with `Session.deserialize` and reports what it saw (header
@@ -297,7 +297,9 @@ fn converse(key: &[u8]) {
     );
 
     // (b) zpar -> Jupyter: an apply_request whose arrays travel as buffers.
-    let xs: Vec<f64> = (0..600_000).map(|i| i as f64 * 0.5 - 1234.25).collect();
+    // One chunk and a half: two buffer frames, whatever the chunk size.
+    let n = zpar_protocol::value::CHUNK_BYTES / 8 * 3 / 2;
+    let xs: Vec<f64> = (0..n).map(|i| i as f64 * 0.5 - 1234.25).collect();
     let blob: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
     let mut buffers = Vec::new();
     let args = [

@@ -1,0 +1,155 @@
+//! Chunk streams through the hub (`zpar_protocol::stream`): a large
+//! request's chunks go on to its engines one by one as they arrive, and a
+//! large reply's chunks go on to the client at once.
+//!
+//! A streamed request is recorded and fanned out like any other
+//! (`requests.rs`); fanning it out opens a route from (client, msg id) to
+//! its engines. Each `stream_chunk` the client sends after it is checked
+//! (signed, a known route) and forwarded to every engine of the route (the
+//! last takes the frames as they came, the others a copy); the route closes
+//! after the announced number of chunks, when its engines are lost, or
+//! [`ROUTE_LIFE`] after it opened. Chunks are not recorded: records keep
+//! buffers only up to a limit anyway, and mark a streamed value's as
+//! dropped. Engines check order, duplicates and sizes (`Assembly`); the hub
+//! only routes.
+//!
+//! A reply's chunks come before the reply; the hub sends each on to the
+//! client the reply is for at once (not held until the next tick: they are
+//! not a result, the reply that follows them is).
+
+use super::{Action, HubCore};
+use std::collections::HashMap;
+use tracing::{debug, warn};
+use zpar_protocol::{Channel, Header, RawMessage};
+
+/// How long a route stays open for chunks that do not come.
+pub(crate) const ROUTE_LIFE: f64 = 120.0;
+
+/// Where a streamed request's chunks go.
+#[derive(Debug)]
+pub(crate) struct StreamRoute {
+    channel: Channel,
+    /// The engines' uuids.
+    targets: Vec<Vec<u8>>,
+    /// Chunks still to come.
+    left: u32,
+    opened: f64,
+}
+
+/// Routes by (client identity, request msg id).
+pub(crate) type Routes = HashMap<(Vec<u8>, String), StreamRoute>;
+
+impl HubCore {
+    /// Opens the route of a streamed request fanned out to `targets`.
+    pub(super) fn open_stream(
+        &mut self,
+        client: Vec<u8>,
+        msg_id: String,
+        channel: Channel,
+        targets: Vec<Vec<u8>>,
+        frames: u32,
+        now: f64,
+    ) {
+        self.streams
+            .retain(|_, r| now - r.opened < ROUTE_LIFE && !r.targets.is_empty());
+        if targets.is_empty() || frames == 0 {
+            return;
+        }
+        self.streams.insert(
+            (client, msg_id),
+            StreamRoute {
+                channel,
+                targets,
+                left: frames,
+                opened: now,
+            },
+        );
+    }
+
+    /// A client's chunk (signed; its header read): on to the route's
+    /// engines.
+    pub(super) fn on_client_chunk(
+        &mut self,
+        channel: Channel,
+        raw: RawMessage,
+        header: &Header,
+        client: Vec<u8>,
+        out: &mut Vec<Action>,
+    ) {
+        let parent = match raw.parent_header() {
+            Ok(Some(p)) => p.msg_id,
+            _ => return warn!(msg_id = %header.msg_id, "dropped a stream chunk without parent"),
+        };
+        let key = (client, parent);
+        let Some(route) = self.streams.get_mut(&key) else {
+            // Its stream was never opened (a refused request), or is over.
+            return debug!(msg_id = %key.1, "dropped a chunk of no open stream");
+        };
+        if route.channel != channel {
+            return warn!(msg_id = %key.1, %channel, "dropped a stream chunk sent on another channel");
+        }
+        route.left -= 1;
+        let targets = if route.left == 0 {
+            self.streams
+                .remove(&key)
+                .map(|r| r.targets)
+                .unwrap_or_default()
+        } else {
+            route.targets.clone()
+        };
+        let n = targets.len();
+        let mut raw = Some(raw);
+        for (i, uuid) in targets.into_iter().enumerate() {
+            let Some(chunk) = raw.as_ref() else { break };
+            let frames = if i + 1 == n {
+                raw.take().map(RawMessage::into_frames).unwrap_or_default()
+            } else {
+                chunk.duplicate().into_frames()
+            };
+            out.push(Action::ToEngine {
+                channel,
+                uuid,
+                frames,
+            });
+        }
+    }
+
+    /// An engine's chunk of a reply (signed): on to the client, if the
+    /// request it answers is pending on that engine.
+    pub(super) fn on_engine_chunk(
+        &mut self,
+        engine: u32,
+        channel: Channel,
+        raw: RawMessage,
+        out: &mut Vec<Action>,
+    ) {
+        let parent = match raw.parent_header() {
+            Ok(Some(p)) => p.msg_id,
+            _ => return warn!(engine, "dropped a stream chunk without parent"),
+        };
+        let pending = self
+            .registry
+            .get(engine)
+            .is_some_and(|e| e.pending.contains_key(&parent));
+        if !pending || raw.identities.is_empty() {
+            return debug!(engine, msg_id = %parent, "dropped a chunk of a request not pending there");
+        }
+        out.push(Action::ToClient {
+            channel,
+            frames: raw.into_frames(),
+        });
+    }
+
+    /// A lost engine takes no more chunks.
+    pub(super) fn close_streams_to(&mut self, uuid: &[u8]) {
+        for route in self.streams.values_mut() {
+            route.targets.retain(|t| t != uuid);
+        }
+        self.streams.retain(|_, r| !r.targets.is_empty());
+    }
+
+    /// Open routes (for tests and invariants).
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+}

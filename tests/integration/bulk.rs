@@ -1,0 +1,450 @@
+//! Large values: byte-exact round trips at every chunk and threshold edge,
+//! through the hub's sockets and through shared memory; scatter and gather
+//! with uneven splits; an engine killed with a large value pending; shared
+//! segments gone after every test, also after `kill -9` of their writer.
+
+use crate::support::{self, cluster, WAIT};
+use std::sync::Mutex;
+use zpar::{Client, Error, Value};
+use zpar_protocol::bulk::{self, SHARED_MIN_BYTES};
+use zpar_protocol::stream::STREAM_MIN_BYTES;
+use zpar_protocol::value::CHUNK_BYTES;
+
+/// The tests here count this process's segments; one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Fails unless every segment of this process and of `pids` is gone.
+fn no_segments_left(pids: &[u32]) {
+    support::wait_until("every shared segment is removed", || {
+        bulk::own_segments().is_empty() && pids.iter().all(|p| bulk::segments_of(*p).is_empty())
+    });
+}
+
+/// Values of `bytes` bytes of each kind, with contents that catch a shifted
+/// or repeated chunk.
+fn values_of(bytes: usize) -> Vec<Value> {
+    let n = bytes / 8;
+    vec![
+        Value::F64Array((0..n).map(|i| i as f64 * 0.5 - 3.0).collect()),
+        Value::I64Array((0..n as i64).map(|i| i * 7919 - 11).collect()),
+        Value::Bytes((0..bytes).map(|i| (i * 31 % 251) as u8).collect()),
+    ]
+}
+
+/// Pushes and pulls `value`; returns whether the push's and the pull's
+/// records at the hub name a shared segment (the bytes went through shared
+/// memory, not the hub).
+fn round_trip(client: &Client, value: &Value) -> (bool, bool) {
+    let view = client.view(0);
+    let push = view.push_ref("big", value).unwrap();
+    push.get_timeout(WAIT).unwrap();
+    let pull = view.pull("big").unwrap();
+    let back = pull.get_timeout(WAIT).unwrap();
+    assert!(
+        back == vec![value.clone()],
+        "a {} of {} came back different",
+        value.kind(),
+        value_len(value)
+    );
+    // The engine holds exactly the value too (length and a checksum there).
+    let len = view
+        .execute("big.len()")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(len, vec![Value::Int(value_len(value) as i64)]);
+    let in_shared_memory = |ar: &zpar::AsyncResult| {
+        let records = client
+            .db_query(serde_json::json!({"msg_id": ar.msg_ids()[0]}), None)
+            .unwrap();
+        assert_eq!(records.len(), 1);
+        records[0].to_string().contains("\"shm\"")
+    };
+    (in_shared_memory(&push), in_shared_memory(&pull))
+}
+
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::F64Array(a) => a.len(),
+        Value::I64Array(a) => a.len(),
+        Value::Bytes(b) => b.len(),
+        _ => 1,
+    }
+}
+
+#[test]
+fn large_values_round_trip_byte_exact_at_every_edge() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (cluster, client) = cluster(1);
+    let edges = [
+        0,
+        8,
+        SHARED_MIN_BYTES - 8,
+        SHARED_MIN_BYTES,
+        SHARED_MIN_BYTES + 8,
+        CHUNK_BYTES - 8,
+        CHUNK_BYTES,
+        CHUNK_BYTES + 8,
+        STREAM_MIN_BYTES - 8,
+        STREAM_MIN_BYTES,
+        STREAM_MIN_BYTES + 8,
+        3 * CHUNK_BYTES + 8,
+    ];
+    for shared in [false, true] {
+        client.set_shared_memory(shared);
+        for bytes in edges {
+            for v in values_of(bytes) {
+                let went = round_trip(&client, &v);
+                let expected = shared && bytes >= SHARED_MIN_BYTES;
+                assert_eq!(
+                    went,
+                    (expected, expected),
+                    "{} bytes of {} with shared memory {shared}: (push, pull) in shared memory",
+                    bytes,
+                    v.kind()
+                );
+            }
+        }
+        // One byte: a blob only.
+        round_trip(&client, &Value::Bytes(vec![0xa5]));
+    }
+    no_segments_left(&cluster.pids().engines);
+}
+
+#[test]
+fn three_hundred_mib_round_trip_byte_exact_both_ways() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (cluster, client) = cluster(1);
+    let n = (300usize << 20) / 8;
+    let v = Value::F64Array((0..n).map(|i| i as f64).collect());
+    for shared in [true, false] {
+        client.set_shared_memory(shared);
+        round_trip(&client, &v);
+    }
+    client
+        .view(0)
+        .execute("big = ();")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    no_segments_left(&cluster.pids().engines);
+}
+
+#[test]
+fn scatter_and_gather_with_uneven_splits_are_exact() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (cluster, client) = cluster(3);
+    let view = client.all();
+    // Small (through the hub) and large (shared memory) sequences whose
+    // length is not a multiple of 3, and fewer items than engines.
+    let large = SHARED_MIN_BYTES * 3 / 8 + 2;
+    for shared in [false, true] {
+        client.set_shared_memory(shared);
+        for n in [2usize, 10, large] {
+            for seq in [
+                Value::F64Array((0..n).map(|i| i as f64 + 0.25).collect()),
+                Value::I64Array((0..n as i64).map(|i| -i).collect()),
+                Value::Bytes((0..n).map(|i| (i % 256) as u8).collect()),
+            ] {
+                view.scatter_ref("part", &seq, false)
+                    .unwrap()
+                    .get_timeout(WAIT)
+                    .unwrap();
+                let lens = view
+                    .execute("part.len()")
+                    .unwrap()
+                    .get_timeout(WAIT)
+                    .unwrap();
+                let expected: Vec<Value> = (0..3)
+                    .map(|p| Value::Int(zpar::partition(n, 3, p).len() as i64))
+                    .collect();
+                assert_eq!(lens, expected, "block lengths of {} items", n);
+                let back = support::ready(&view.gather("part").unwrap())
+                    .get_gathered()
+                    .unwrap();
+                assert!(back == seq, "gather of {} {} items differs", n, seq.kind());
+            }
+        }
+    }
+    no_segments_left(&cluster.pids().engines);
+}
+
+#[test]
+fn killed_engine_with_a_large_push_pending_gives_engine_died_and_leaves_no_segment() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut cluster, client) = cluster(2);
+    let busy = client.view(1).execute("loop {}").unwrap();
+    let big = Value::F64Array(vec![2.5; (8 << 20) / 8]);
+    // Engine 0 takes it at once; engine 1 is busy, so the value waits there.
+    let push = client.all().push_ref("big", &big).unwrap();
+    support::wait_until("engine 0 has the value", || {
+        client
+            .view(0)
+            .execute("is_def_var(\"big\")")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap()
+            == vec![Value::Bool(true)]
+    });
+    cluster.kill_engine(1).unwrap();
+    match push.get_timeout(WAIT) {
+        Err(Error::EngineDied { engine: 1, .. }) => {}
+        other => panic!("expected EngineDied from engine 1, got {other:?}"),
+    }
+    assert!(matches!(
+        busy.get_timeout(WAIT),
+        Err(Error::EngineDied { engine: 1, .. })
+    ));
+    // No half value anywhere: engine 0 has all of it, and the next transfer works.
+    let sum = client
+        .view(0)
+        .execute("big.sum()")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(sum, vec![Value::Float(2.5 * ((8 << 20) / 8) as f64)]);
+    round_trip(&client, &big);
+    no_segments_left(&cluster.pids().engines);
+}
+
+#[test]
+fn segments_of_a_killed_writer_are_swept_by_the_next_zpar_process() {
+    let _watchdog = support::watchdog();
+    if !bulk::available() {
+        return eprintln!("skipped: no /dev/shm on this machine");
+    }
+    // A real process owns a real segment and is killed with SIGKILL.
+    let mut writer = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    let pid = writer.id();
+    let left = std::path::Path::new(bulk::SHM_DIR).join(format!("zpar-{pid}-0badc0ffee"));
+    std::fs::write(&left, vec![1u8; 4096]).unwrap();
+    writer.kill().unwrap(); // SIGKILL
+    writer.wait().unwrap();
+    assert!(left.exists());
+    // Any zpar process starting on this host sweeps (here: a cluster's hub,
+    // engine and client).
+    let (_cluster, _client) = cluster(1);
+    assert!(!left.exists(), "the dead writer's segment is still there");
+}
+
+/// A hand-made client on the hub's mux socket, to send chunk streams that
+/// break the rules.
+struct RawClient {
+    session: zpar_protocol::Session,
+    socket: zmq::Socket,
+    _ctx: zmq::Context,
+}
+
+impl RawClient {
+    fn new(client: &Client) -> RawClient {
+        let conn = client.connection().clone();
+        let ctx = zmq::Context::new();
+        let socket = ctx.socket(zmq::DEALER).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.connect(&conn.url(conn.mux)).unwrap();
+        let session =
+            zpar_protocol::Session::new(conn.key.as_bytes(), "hmac-sha256", "streamer").unwrap();
+        RawClient {
+            session,
+            socket,
+            _ctx: ctx,
+        }
+    }
+
+    /// Pushes `x` = `chunks.len()` frames of f64s to engine 0 as a stream
+    /// announcing `announced` chunks of `elements` f64s in all, then sends
+    /// the chunks given as (index, of, bytes). Returns the request's id.
+    fn push_stream(
+        &self,
+        elements: usize,
+        announced: u32,
+        chunks: &[(u32, u32, Vec<u8>)],
+    ) -> String {
+        use zpar_protocol::{Content, Message, PushRequest, StreamChunk};
+        let mut namespace = std::collections::BTreeMap::new();
+        namespace.insert(
+            "x".to_string(),
+            serde_json::json!({"$zpar": "f64", "buffer": 0, "frames": announced, "len": elements}),
+        );
+        let mut head = Message::new(
+            &self.session,
+            Content::PushRequest(PushRequest { namespace }),
+        );
+        head.metadata = serde_json::json!({"targets": [0], "stream_frames": announced})
+            .as_object()
+            .unwrap()
+            .clone();
+        let id = head.header.msg_id.clone();
+        let send = |m: Message| {
+            zpar_protocol::send_frames(&self.socket, self.session.encode_owned(m).into_frames(), 0)
+                .unwrap()
+        };
+        let parent = head.header.clone();
+        send(head);
+        for (index, of, bytes) in chunks {
+            let mut chunk = Message::new(
+                &self.session,
+                Content::StreamChunk(StreamChunk {
+                    index: *index,
+                    of: *of,
+                }),
+            );
+            chunk.parent_header = Some(parent.clone());
+            chunk.buffers = vec![zmq::Message::from(&bytes[..])];
+            send(chunk);
+        }
+        id
+    }
+
+    /// The reply to `msg_id`: its status and error text.
+    fn reply_to(&mut self, msg_id: &str) -> (zpar_protocol::Status, String) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                self.socket
+                    .poll(zmq::POLLIN, left.as_millis().max(1) as i64)
+                    .unwrap()
+                    > 0,
+                "no reply to {msg_id}"
+            );
+            let reply = self
+                .session
+                .decode_frames(zpar_protocol::recv_frames(&self.socket, 0).unwrap())
+                .unwrap();
+            if reply.parent_header.as_ref().map(|p| p.msg_id.as_str()) != Some(msg_id) {
+                continue;
+            }
+            let r = reply.content.task_reply().expect("a task reply").clone();
+            return (
+                r.status,
+                format!(
+                    "{} {}",
+                    r.ename.unwrap_or_default(),
+                    r.evalue.unwrap_or_default()
+                ),
+            );
+        }
+    }
+}
+
+/// What is wrong, the chunks announced, the chunks sent (index, of,
+/// bytes), and what the refusal must say.
+type BrokenStream<'a> = (&'a str, u32, Vec<(u32, u32, Vec<u8>)>, &'a str);
+
+fn f64_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn broken_chunk_streams_are_refused_clearly_and_the_next_transfer_works() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_cluster, client) = cluster(1);
+    let mut raw = RawClient::new(&client);
+    let a = f64_bytes(&[1.0, 2.0]);
+    let b = f64_bytes(&[3.0]);
+    let cases: Vec<BrokenStream> = vec![
+        (
+            "out of order",
+            2,
+            vec![(1, 2, b.clone()), (0, 2, a.clone())],
+            "chunk 1 came where chunk 0 was expected",
+        ),
+        (
+            "duplicated",
+            2,
+            vec![(0, 2, a.clone()), (0, 2, a.clone()), (1, 2, b.clone())],
+            "chunk 0 came where chunk 1 was expected",
+        ),
+        (
+            "oversized",
+            2,
+            vec![(0, 2, vec![0; CHUNK_BYTES + 8]), (1, 2, b.clone())],
+            "more than a chunk's",
+        ),
+        (
+            "mislabelled",
+            2,
+            vec![(0, 3, a.clone()), (1, 2, b.clone())],
+            "says it has 3 chunks",
+        ),
+        (
+            "truncated",
+            2,
+            vec![(0, 2, a.clone())],
+            "refused as truncated: 1 of 2 chunks arrived",
+        ),
+    ];
+    for (what, announced, chunks, says) in cases {
+        let id = raw.push_stream(3, announced, &chunks);
+        let (status, text) = raw.reply_to(&id);
+        assert_eq!(status, zpar_protocol::Status::Error, "{what}: {text}");
+        assert!(
+            text.contains("BadRequest") && text.contains(says),
+            "{what}: {text}"
+        );
+        // Nothing was set, and the next transfers (a client's, a stream's) work.
+        let defined = client
+            .view(0)
+            .execute("is_def_var(\"x\")")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        assert_eq!(
+            defined,
+            vec![Value::Bool(false)],
+            "{what}: a half value was set"
+        );
+        let id = raw.push_stream(3, 2, &[(0, 2, a.clone()), (1, 2, b.clone())]);
+        assert_eq!(raw.reply_to(&id).0, zpar_protocol::Status::Ok, "{what}");
+        let x = client.view(0).pull("x").unwrap().get_timeout(WAIT).unwrap();
+        assert_eq!(x, vec![Value::F64Array(vec![1.0, 2.0, 3.0])], "{what}");
+        client.view(0).execute("x = (); let x = (); clear_x()").ok();
+        client.clear(0u32).unwrap().get_timeout(WAIT).unwrap();
+    }
+}
+
+#[test]
+fn engine_killed_mid_stream_gives_engine_died_and_no_value() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut cluster, client) = cluster(2);
+    let mut raw = RawClient::new(&client);
+    // Engine 0 has the head and one chunk of two when it dies.
+    let id = raw.push_stream(3, 2, &[(0, 2, f64_bytes(&[1.0, 2.0]))]);
+    support::wait_until("engine 0 is receiving the stream", || {
+        client.queue_status().unwrap().engines[&0].queue > 0
+    });
+    cluster.kill_engine(0).unwrap();
+    let (status, text) = raw.reply_to(&id);
+    assert_eq!(status, zpar_protocol::Status::Error);
+    assert!(text.contains("EngineDied"), "{text}");
+    // A result stream cut by a kill: either all of it or EngineDied, never
+    // a part.
+    client.set_shared_memory(false);
+    let n = (96usize << 20) / 8;
+    let big = Value::F64Array((0..n).map(|i| i as f64).collect());
+    let one = client.view(1);
+    one.push_ref("big", &big)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    let pull = one.pull("big").unwrap();
+    cluster.kill_engine(1).unwrap();
+    match pull.get_timeout(WAIT) {
+        Ok(v) => assert!(
+            v == vec![big.clone()],
+            "a pull cut by a kill gave a partial value"
+        ),
+        Err(Error::EngineDied { engine: 1, .. }) => {}
+        Err(e) => panic!("expected the value or EngineDied, got {e}"),
+    }
+}
