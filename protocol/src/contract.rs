@@ -442,6 +442,32 @@ fn to_map<T: Serialize>(value: &T) -> Map<String, Json> {
     }
 }
 
+/// The topic of an engine's iopub message: the requesting client's session
+/// first, so that each client subscribes to its own output only (sixteen
+/// clients no longer each decode every other client's `busy` and `idle`),
+/// then `engine.<id>.<msg_type>` as ipyparallel names its topics. Jupyter's
+/// and ipyparallel's clients subscribe to everything and never read it.
+///
+/// ```
+/// use zpar_protocol::contract::{iopub_subscription, iopub_topic};
+/// let topic = iopub_topic(Some("abc"), 3, "stream");
+/// assert_eq!(topic, "abc/engine.3.stream");
+/// assert!(topic.starts_with(&iopub_subscription("abc")));
+/// assert_eq!(iopub_topic(None, 3, "status"), "engine.3.status");
+/// ```
+pub fn iopub_topic(session: Option<&str>, engine: u32, msg_type: &str) -> String {
+    match session {
+        Some(s) => format!("{}engine.{engine}.{msg_type}", iopub_subscription(s)),
+        None => format!("engine.{engine}.{msg_type}"),
+    }
+}
+
+/// The iopub prefix a client with `session` subscribes to: the output of
+/// its own requests (see [`iopub_topic`]).
+pub fn iopub_subscription(session: &str) -> String {
+    format!("{session}/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,30 +595,4 @@ mod tests {
         assert!(ErrorClass::NoTargets.is_refusal());
         assert!(!ErrorClass::EngineDied.is_refusal());
     }
-}
-
-/// The topic of an engine's iopub message: the requesting client's session
-/// first, so that each client subscribes to its own output only (sixteen
-/// clients no longer each decode every other client's `busy` and `idle`),
-/// then `engine.<id>.<msg_type>` as ipyparallel names its topics. Jupyter's
-/// and ipyparallel's clients subscribe to everything and never read it.
-///
-/// ```
-/// use zpar_protocol::contract::{iopub_subscription, iopub_topic};
-/// let topic = iopub_topic(Some("abc"), 3, "stream");
-/// assert_eq!(topic, "abc/engine.3.stream");
-/// assert!(topic.starts_with(&iopub_subscription("abc")));
-/// assert_eq!(iopub_topic(None, 3, "status"), "engine.3.status");
-/// ```
-pub fn iopub_topic(session: Option<&str>, engine: u32, msg_type: &str) -> String {
-    match session {
-        Some(s) => format!("{}engine.{engine}.{msg_type}", iopub_subscription(s)),
-        None => format!("engine.{engine}.{msg_type}"),
-    }
-}
-
-/// The iopub prefix a client with `session` subscribes to: the output of
-/// its own requests (see [`iopub_topic`]).
-pub fn iopub_subscription(session: &str) -> String {
-    format!("{session}/")
 }
