@@ -98,7 +98,14 @@ impl Io {
             )
             .as_bytes(),
         )];
-        if let Err(e) = send_frames(&self.iopub, raw.into_frames(), zmq::DONTWAIT) {
+        let frames = raw.into_frames();
+        if let Some(own) = self.kernel.as_ref().and_then(|k| k.own_iopub.as_ref()) {
+            let copy = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
+            if let Err(e) = send_frames(own, copy, zmq::DONTWAIT) {
+                debug!(error = %e, "kernel iopub message dropped");
+            }
+        }
+        if let Err(e) = send_frames(&self.iopub, frames, zmq::DONTWAIT) {
             debug!(error = %e, "iopub message dropped");
         }
     }

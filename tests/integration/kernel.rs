@@ -230,11 +230,23 @@ fn the_hub_keeps_serving_while_a_bound_kernel_runs_a_long_cell() {
 
 #[test]
 fn jupyter_console_existing_on_a_bound_engine() {
+    console_existing_on_a_bound_engine(&[]);
+}
+
+/// With CURVE on the hub's sockets, the kernel's own sockets stay plain
+/// (signed, as every Jupyter kernel's): Jupyter's front end still gets its
+/// output on iopub.
+#[test]
+fn jupyter_console_existing_on_a_bound_engine_of_a_curve_cluster() {
+    console_existing_on_a_bound_engine(&["--curve"]);
+}
+
+fn console_existing_on_a_bound_engine(hub_args: &[&str]) {
     let _watchdog = support::Watchdog::start(Duration::from_secs(200));
     let Some(python) = pyenv::python() else {
         return;
     };
-    let (cluster, client) = cluster_with(1, &[], &["--bind-kernel"]);
+    let (cluster, client) = cluster_with(1, hub_args, &["--bind-kernel"]);
     let file = cluster.profile().security_dir().join("kernel-0.json");
     wait_until("engine 0 writes its kernel file", || file.exists());
     let home = TempDir::new("home");

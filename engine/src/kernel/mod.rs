@@ -177,6 +177,9 @@ pub(crate) struct Kernel {
     pub(crate) control: zmq::Socket,
     pub(crate) stdin: zmq::Socket,
     iopub_endpoint: String,
+    /// The kernel's own iopub PUB, when the engine's cannot serve: see
+    /// [`Kernel::bind`].
+    pub(crate) own_iopub: Option<zmq::Socket>,
     _heartbeat: HeartbeatEcho,
     pub(crate) connection: KernelConnection,
     pub(crate) file: Option<PathBuf>,
@@ -230,12 +233,27 @@ impl Kernel {
         let (stdin, stdin_at) = listen(zmq::ROUTER, on(connection.stdin_port, "stdin")?, "stdin")?;
         let (hb, hb_at) = listen(zmq::REP, on(connection.hb_port, "heartbeat")?, "heartbeat")?;
         let iopub_url = on(connection.iopub_port, "iopub")?;
-        iopub.bind(&iopub_url).map_err(|source| KernelError::Bind {
-            channel: "iopub",
-            url: iopub_url.clone(),
-            source,
-        })?;
-        let iopub_endpoint = iopub
+        // When the hub encrypts, the engine's PUB is a CURVE client, and a
+        // bind takes the socket's security along: Jupyter's front ends
+        // (plain) could never connect. The kernel then publishes on a plain
+        // PUB of its own too (signed, like every kernel socket).
+        let own_iopub = match iopub.get_mechanism() {
+            Ok(zmq::Mechanism::ZMQ_NULL) => None,
+            _ => Some(ctx.socket(zmq::PUB).map_err(|source| KernelError::Bind {
+                channel: "iopub",
+                url: iopub_url.clone(),
+                source,
+            })?),
+        };
+        let publisher = own_iopub.as_ref().unwrap_or(iopub);
+        publisher
+            .bind(&iopub_url)
+            .map_err(|source| KernelError::Bind {
+                channel: "iopub",
+                url: iopub_url.clone(),
+                source,
+            })?;
+        let iopub_endpoint = publisher
             .get_last_endpoint()
             .ok()
             .and_then(Result::ok)
@@ -251,6 +269,7 @@ impl Kernel {
             control,
             stdin,
             iopub_endpoint,
+            own_iopub,
             _heartbeat: heartbeat,
             connection,
             file: None,
@@ -280,6 +299,9 @@ impl Kernel {
     /// Stops publishing to the kernel's iopub address (the engine's PUB
     /// stays connected to the hub).
     pub(crate) fn unbind_iopub(&self, iopub: &zmq::Socket) {
+        if self.own_iopub.is_some() {
+            return; // its own PUB closes with it
+        }
         if let Err(e) = iopub.unbind(&self.iopub_endpoint) {
             warn!(error = %e, endpoint = %self.iopub_endpoint, "cannot unbind the kernel's iopub address");
         }
