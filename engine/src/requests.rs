@@ -115,6 +115,7 @@ impl Serving {
             }
             // Poll with a timeout so a lost wake-up can never stall us.
             let Some(ready) = self.poll() else { continue };
+            self.drop_stale_segments();
             if self.hub.is_some() {
                 self.watch_hub();
             }
@@ -175,6 +176,19 @@ impl Serving {
             (ready.kernel_control, ready.shell, ready.stdin) = (next(), next(), next());
         }
         Some(ready)
+    }
+
+    /// Removes the shared segments of results no client took within
+    /// [`REPLY_SEGMENT_LIFE`]; before each request and on every turn of the
+    /// loop, so an idle engine does not keep them.
+    fn drop_stale_segments(&mut self) {
+        while self
+            .reply_segments
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > REPLY_SEGMENT_LIFE)
+        {
+            self.reply_segments.pop_front();
+        }
     }
 
     /// Whether a standalone kernel's parent is gone (this process has a new
@@ -387,55 +401,64 @@ impl Serving {
         }
         let mut last = Instant::now();
         while !assembly.is_complete() {
-            let ready = {
-                let Some(hub) = &io.hub else {
-                    return Err(assembly.truncated(last.elapsed()));
-                };
-                let sock = hub.socket(channel);
-                let mut items = [sock.as_poll_item(zmq::POLLIN)];
-                let left = stream::CHUNK_GAP.saturating_sub(last.elapsed());
-                match zmq::poll(&mut items, left.as_millis() as i64) {
-                    Ok(_) | Err(zmq::Error::EINTR) => items[0].is_readable(),
-                    Err(e) => {
-                        warn!(error = %e, "poll failed");
-                        false
+            // Chunks of this stream that came while another stream was
+            // being received wait in the stash: they go first.
+            let stashed = take_stashed_chunk(&mut io.stashed, channel, &head.header.msg_id);
+            let raw = match stashed {
+                Some(raw) => raw,
+                None => {
+                    let ready = {
+                        let Some(hub) = &io.hub else {
+                            return Err(assembly.truncated(last.elapsed()));
+                        };
+                        let sock = hub.socket(channel);
+                        let mut items = [sock.as_poll_item(zmq::POLLIN)];
+                        let left = stream::CHUNK_GAP.saturating_sub(last.elapsed());
+                        match zmq::poll(&mut items, left.as_millis() as i64) {
+                            Ok(_) | Err(zmq::Error::EINTR) => items[0].is_readable(),
+                            Err(e) => {
+                                warn!(error = %e, "poll failed");
+                                false
+                            }
+                        }
+                    };
+                    if !ready {
+                        if last.elapsed() >= stream::CHUNK_GAP {
+                            return Err(assembly.truncated(stream::CHUNK_GAP));
+                        }
+                        continue;
                     }
+                    let Some(hub) = &io.hub else {
+                        return Err(assembly.truncated(last.elapsed()));
+                    };
+                    let frames = match recv_frames(hub.socket(channel), zmq::DONTWAIT) {
+                        Ok(f) => f,
+                        Err(_) => continue,
+                    };
+                    // A chunk of this stream is taken here, anything else waits its
+                    // turn (and is verified then: the replay guard sees it once).
+                    let raw = match RawMessage::from_frames(frames, &io.session.limits) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            warn!(error = %e, "dropped a malformed message");
+                            continue;
+                        }
+                    };
+                    if let Err(e) = io.session.check_signature(&raw) {
+                        warn!(error = %e, "dropped a message");
+                        continue;
+                    }
+                    let is_ours = raw.header().is_ok_and(|h| h.msg_type == "stream_chunk")
+                        && raw
+                            .parent_header()
+                            .is_ok_and(|p| p.is_some_and(|p| p.msg_id == head.header.msg_id));
+                    if !is_ours {
+                        io.stashed.push_back((channel, raw.into_frames()));
+                        continue;
+                    }
+                    raw
                 }
             };
-            if !ready {
-                if last.elapsed() >= stream::CHUNK_GAP {
-                    return Err(assembly.truncated(stream::CHUNK_GAP));
-                }
-                continue;
-            }
-            let Some(hub) = &io.hub else {
-                return Err(assembly.truncated(last.elapsed()));
-            };
-            let frames = match recv_frames(hub.socket(channel), zmq::DONTWAIT) {
-                Ok(f) => f,
-                Err(_) => continue,
-            };
-            // A chunk of this stream is taken here, anything else waits its
-            // turn (and is verified then: the replay guard sees it once).
-            let raw = match RawMessage::from_frames(frames, &io.session.limits) {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(error = %e, "dropped a malformed message");
-                    continue;
-                }
-            };
-            if let Err(e) = io.session.check_signature(&raw) {
-                warn!(error = %e, "dropped a message");
-                continue;
-            }
-            let is_ours = raw.header().is_ok_and(|h| h.msg_type == "stream_chunk")
-                && raw
-                    .parent_header()
-                    .is_ok_and(|p| p.is_some_and(|p| p.msg_id == head.header.msg_id));
-            if !is_ours {
-                io.stashed.push_back((channel, raw.into_frames()));
-                continue;
-            }
             let chunk = match io.session.decode(raw) {
                 Ok(m) => m,
                 Err(e) => {
@@ -485,13 +508,7 @@ impl Serving {
                 .map(|t| (Instant::now() + Duration::from_secs_f64(t), t));
         }
         let mut buffers = Vec::new();
-        while self
-            .reply_segments
-            .front()
-            .is_some_and(|(at, _)| at.elapsed() > REPLY_SEGMENT_LIFE)
-        {
-            self.reply_segments.pop_front();
-        }
+        self.drop_stale_segments();
         // A client on this host takes a large result from shared memory.
         let mut shared = limits
             .shared_host
@@ -676,4 +693,37 @@ fn decode_values(args: &[Json], buffers: &[zmq::Message]) -> Result<Vec<Value>, 
                 .map_err(|e| ScriptError::new("BadArgument", format!("argument {i}: {e}")))
         })
         .collect()
+}
+
+/// Takes the first stashed message on `channel` that is a chunk of the
+/// stream `msg_id`, leaving the others in their order.
+fn take_stashed_chunk(
+    stash: &mut std::collections::VecDeque<(Channel, Vec<zmq::Message>)>,
+    channel: Channel,
+    msg_id: &str,
+) -> Option<RawMessage> {
+    let limits = zpar_protocol::Limits::default();
+    for i in 0..stash.len() {
+        if stash[i].0 != channel {
+            continue;
+        }
+        let (_, frames) = stash.remove(i)?;
+        let raw = match RawMessage::from_frames(frames, &limits) {
+            Ok(r) => r,
+            Err(e) => {
+                // It was read once already; it cannot be read now.
+                warn!(error = %e, "dropped a malformed stashed message");
+                return None;
+            }
+        };
+        let ours = raw.header().is_ok_and(|h| h.msg_type == "stream_chunk")
+            && raw
+                .parent_header()
+                .is_ok_and(|p| p.is_some_and(|p| p.msg_id == msg_id));
+        if ours {
+            return Some(raw);
+        }
+        stash.insert(i, (channel, raw.into_frames()));
+    }
+    None
 }

@@ -132,6 +132,44 @@ fn three_hundred_mib_round_trip_byte_exact_both_ways() {
     no_segments_left(&cluster.pids().engines);
 }
 
+/// Two clients push large values to one engine at once through the hub:
+/// their chunk streams interleave there, and the engine takes each
+/// stream's chunks in turn (those of the second wait while it reads the
+/// first) and gets both values whole.
+#[test]
+fn two_clients_streaming_to_one_engine_at_once_both_arrive_whole() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (cluster, client) = cluster(1);
+    let n = (3 * STREAM_MIN_BYTES) / 8;
+    let file = client.connection().clone();
+    std::thread::scope(|s| {
+        for k in 0..2i64 {
+            let file = file.clone();
+            s.spawn(move || {
+                let me = Client::from_connection(file).unwrap();
+                me.set_shared_memory(false);
+                let v = Value::I64Array((0..n as i64).map(|i| i * 2 + k).collect());
+                for round in 0..3 {
+                    let name = format!("pushed_{k}");
+                    me.view(0)
+                        .push(&name, v.clone())
+                        .unwrap()
+                        .get_timeout(WAIT)
+                        .unwrap_or_else(|e| panic!("client {k}, round {round}: {e}"));
+                    let back = me.view(0).pull(&name).unwrap();
+                    assert_eq!(
+                        support::ready(&back).get_one().unwrap(),
+                        v,
+                        "client {k}, round {round}"
+                    );
+                }
+            });
+        }
+    });
+    no_segments_left(&cluster.pids().engines);
+}
+
 #[test]
 fn scatter_and_gather_with_uneven_splits_are_exact() {
     let _watchdog = support::watchdog();

@@ -290,7 +290,10 @@ impl HubCore {
                     self.engine_lost(id, reason, now, &mut out);
                 }
             }
-            Event::Tick => self.on_tick(&mut out),
+            Event::Tick => {
+                self.close_stale_streams(now);
+                self.on_tick(&mut out)
+            }
             Event::Stop => self.stop_engines(&mut out),
         }
         out

@@ -41,6 +41,13 @@ pub(crate) type Routes = HashMap<(Vec<u8>, String), StreamRoute>;
 
 impl HubCore {
     /// Opens the route of a streamed request fanned out to `targets`.
+    /// Closes the routes whose chunks stopped coming ([`ROUTE_LIFE`]) or
+    /// whose engines are all gone; on every tick and when a route opens.
+    pub(super) fn close_stale_streams(&mut self, now: f64) {
+        self.streams
+            .retain(|_, r| now - r.opened < ROUTE_LIFE && !r.targets.is_empty());
+    }
+
     pub(super) fn open_stream(
         &mut self,
         client: Vec<u8>,
@@ -50,8 +57,7 @@ impl HubCore {
         frames: u32,
         now: f64,
     ) {
-        self.streams
-            .retain(|_, r| now - r.opened < ROUTE_LIFE && !r.targets.is_empty());
+        self.close_stale_streams(now);
         if targets.is_empty() || frames == 0 {
             return;
         }
