@@ -223,6 +223,23 @@ struct Sockets {
 }
 
 impl Sockets {
+    /// What the loop polls, in this order: the query socket, mux, task and
+    /// control (client side, then engine side), iopub from the engines,
+    /// and last the heartbeat thread's pipe.
+    fn poll_items(&self) -> [zmq::PollItem<'_>; 9] {
+        [
+            self.query.as_poll_item(zmq::POLLIN),
+            self.mux_client.as_poll_item(zmq::POLLIN),
+            self.mux_engine.as_poll_item(zmq::POLLIN),
+            self.task_client.as_poll_item(zmq::POLLIN),
+            self.task_engine.as_poll_item(zmq::POLLIN),
+            self.control_client.as_poll_item(zmq::POLLIN),
+            self.control_engine.as_poll_item(zmq::POLLIN),
+            self.iopub_engine.as_poll_item(zmq::POLLIN),
+            self.hb_pipe.as_poll_item(zmq::POLLIN),
+        ]
+    }
+
     fn client(&self, ch: Channel) -> &zmq::Socket {
         match ch {
             Channel::Mux => &self.mux_client,
@@ -490,20 +507,11 @@ impl Hub {
         &self.engine_connection
     }
 
-    /// True when no socket has anything to read right now.
+    /// True when no peer's socket has anything to read right now (the
+    /// heartbeat pipe aside).
     fn idle(&self) -> bool {
-        let s = &self.sockets;
-        let mut items = [
-            s.query.as_poll_item(zmq::POLLIN),
-            s.mux_client.as_poll_item(zmq::POLLIN),
-            s.mux_engine.as_poll_item(zmq::POLLIN),
-            s.task_client.as_poll_item(zmq::POLLIN),
-            s.task_engine.as_poll_item(zmq::POLLIN),
-            s.control_client.as_poll_item(zmq::POLLIN),
-            s.control_engine.as_poll_item(zmq::POLLIN),
-            s.iopub_engine.as_poll_item(zmq::POLLIN),
-        ];
-        matches!(zmq::poll(&mut items, 0), Ok(0))
+        let mut items = self.sockets.poll_items();
+        matches!(zmq::poll(&mut items[..8], 0), Ok(0))
     }
 
     /// Serves until `stop` is set or a client asks the hub to shut down.
@@ -531,18 +539,7 @@ impl Hub {
             }
             let mut heard = std::collections::HashSet::new();
             let ready: Vec<bool> = {
-                let s = &self.sockets;
-                let mut items = [
-                    s.query.as_poll_item(zmq::POLLIN),
-                    s.mux_client.as_poll_item(zmq::POLLIN),
-                    s.mux_engine.as_poll_item(zmq::POLLIN),
-                    s.task_client.as_poll_item(zmq::POLLIN),
-                    s.task_engine.as_poll_item(zmq::POLLIN),
-                    s.control_client.as_poll_item(zmq::POLLIN),
-                    s.control_engine.as_poll_item(zmq::POLLIN),
-                    s.iopub_engine.as_poll_item(zmq::POLLIN),
-                    s.hb_pipe.as_poll_item(zmq::POLLIN),
-                ];
+                let mut items = self.sockets.poll_items();
                 match zmq::poll(&mut items, timeout) {
                     Ok(0) if self.idle_trims_due > 0 => {
                         // Idle after large transfers: what was sent since is
