@@ -174,9 +174,12 @@ impl Serving {
     /// After a cell failed and asked `stop_on_error` (Jupyter's default),
     /// answers the cells already waiting as aborted, as Jupyter's kernels
     /// do: "Run all" stops at the first error. Other requests waiting are
-    /// served as usual.
+    /// served as usual. Only what waits when the cell failed: a cell a
+    /// front end sends after it heard of the failure (or of an aborted
+    /// cell) runs, however busy the machine.
     pub(crate) fn abort_waiting_cells(&mut self) {
-        while let Some(msg) = self.next_kernel_request() {
+        let waiting: Vec<Message> = std::iter::from_fn(|| self.next_kernel_request()).collect();
+        for msg in waiting {
             if !matches!(msg.content, Content::ExecuteRequest(_)) {
                 self.serve_kernel_request(msg);
                 continue;
