@@ -1,9 +1,11 @@
-//! Binary trees over engine ids, as the seed workflow builds them.
+//! Trees over engine ids: the seed workflow's binary tree, and the wider
+//! tree `setup_communicator` connects engines along.
 //!
 //! A tree is a `{child: parent}` map; the root's parent is `None`. The root
-//! is the first id; the first half of the rest forms its left subtree and
-//! the second half its right, recursively — so a pre-order walk visits the
-//! ids in their original order.
+//! is the first id; the rest is cut into consecutive runs, one subtree each
+//! (two halves for [`bintree`], up to `fanout` for [`fanout_tree`]),
+//! recursively — so a pre-order walk visits the ids in their original
+//! order, and a communicator's fold along the tree is the sequential fold.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +31,52 @@ fn build(ids: &[u32], parent: Option<u32>, out: &mut BTreeMap<u32, Option<u32>>)
     let half = rest.len() / 2;
     build(&rest[..half], Some(root), out);
     build(&rest[half..], Some(root), out);
+}
+
+/// The `{child: parent}` tree over `ids` where each node has up to
+/// `fanout` children (at least 2): the rest of the ids after the root is
+/// cut into `fanout` runs as equal as they can be. `fanout_tree(ids, 2)`
+/// is [`bintree`] but for which half gets the odd id.
+///
+/// A wide tree has fewer levels: `setup_communicator` uses
+/// [`COMMUNICATOR_FANOUT`], so up to that many engines reduce in one hop
+/// up and one down, and a thousand in four levels instead of nine.
+///
+/// ```
+/// let t = zpar_client::bintree::fanout_tree(&[0, 1, 2, 3], 8);
+/// assert_eq!(t, [(0, None), (1, Some(0)), (2, Some(0)), (3, Some(0))].into_iter().collect());
+/// let t = zpar_client::bintree::fanout_tree(&[0, 1, 2, 3, 4, 5, 6], 3);
+/// assert_eq!(t[&2], Some(1));
+/// assert_eq!(t[&5], Some(0));
+/// ```
+pub fn fanout_tree(ids: &[u32], fanout: usize) -> BTreeMap<u32, Option<u32>> {
+    let mut out = BTreeMap::new();
+    build_wide(ids, None, fanout.max(2), &mut out);
+    out
+}
+
+/// How many children a node of `setup_communicator`'s tree has at most.
+/// Chosen with `zpar bench allreduce` and `zpar bench scale` (ARCHITECTURE.md,
+/// "Collectives by size").
+pub const COMMUNICATOR_FANOUT: usize = 8;
+
+fn build_wide(
+    ids: &[u32],
+    parent: Option<u32>,
+    fanout: usize,
+    out: &mut BTreeMap<u32, Option<u32>>,
+) {
+    let Some((&root, rest)) = ids.split_first() else {
+        return;
+    };
+    out.insert(root, parent);
+    let runs = fanout.min(rest.len());
+    let mut start = 0;
+    for r in 0..runs {
+        let len = rest.len() / runs + usize::from(r < rest.len() % runs);
+        build_wide(&rest[start..start + len], Some(root), fanout, out);
+        start += len;
+    }
 }
 
 /// `{parent: [children]}`; the entry under `None` holds the root.
@@ -137,6 +185,29 @@ mod tests {
             assert_eq!(order, ids, "n = {n}");
             assert!(t.values().filter(|p| p.is_none()).count() == 1);
         }
+    }
+
+    #[test]
+    fn fanout_trees_are_preorder_and_wide() {
+        for fanout in [2, 3, 8, 16] {
+            for n in 1..70u32 {
+                let ids: Vec<u32> = (0..n).collect();
+                let t = fanout_tree(&ids, fanout);
+                let rev = reverse_bintree(&t);
+                let mut order = Vec::new();
+                let mut stack = vec![0u32];
+                while let Some(x) = stack.pop() {
+                    order.push(x);
+                    if let Some(ch) = rev.get(&Some(x)) {
+                        assert!(ch.len() <= fanout, "n {n}, fanout {fanout}");
+                        stack.extend(ch.iter().rev());
+                    }
+                }
+                assert_eq!(order, ids, "n {n}, fanout {fanout}");
+            }
+        }
+        let t = fanout_tree(&(0..1000).collect::<Vec<_>>(), COMMUNICATOR_FANOUT);
+        assert_eq!(t.keys().map(|n| depth(*n, &t)).max(), Some(4));
     }
 
     #[test]

@@ -52,7 +52,10 @@ pub mod view;
 mod watch;
 
 pub use balanced::{Imap, LoadBalancedView};
-pub use bintree::{bintree, depth, format_bintree, print_bintree, reverse_bintree, subtree};
+pub use bintree::{
+    bintree, depth, fanout_tree, format_bintree, print_bintree, reverse_bintree, subtree,
+    COMMUNICATOR_FANOUT,
+};
 pub use client::Client;
 pub use cluster::{ClusterBuilder, LocalCluster};
 pub use error::{Error, HubLoss, Result};

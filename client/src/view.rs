@@ -1,7 +1,7 @@
 //! [`DirectView`]: requests to named engines (the load-balanced view is in
 //! [`crate::balanced`]).
 
-use crate::bintree::bintree;
+use crate::bintree::{fanout_tree, COMMUNICATOR_FANOUT};
 use crate::client::{Client, Request};
 use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Shape};
@@ -547,8 +547,9 @@ impl DirectView {
     }
 
     /// Creates a `BinaryTreeCommunicator` named `name` on every target,
-    /// connects them along `bintree(targets)` (root: the first target) and
-    /// returns once every link is live.
+    /// connects them along `fanout_tree(targets, COMMUNICATOR_FANOUT)`
+    /// (root: the first target; a pre-order tree, so reductions fold in
+    /// target order) and returns once every link is live.
     pub fn setup_communicator(&self, name: &str, timeout: Duration) -> Result<()> {
         if !is_identifier(name) {
             return Err(Error::Value(format!(
@@ -557,7 +558,7 @@ impl DirectView {
         }
         let ids = self.targets()?;
         let root = ids[0];
-        let tree = bintree(&ids);
+        let tree = fanout_tree(&ids, COMMUNICATOR_FANOUT);
         // One round trip creates every engine's communicator and brings
         // back its address (and the root's publisher), rather than three:
         // at a thousand engines each round trip costs a few hundred ms.

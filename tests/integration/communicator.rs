@@ -1,7 +1,8 @@
 //! The tree communicator and the seed workflow, for several cluster sizes.
 
 use crate::support::{self, cluster, WAIT};
-use zpar::{bintree, subtree, Error, Value};
+use zpar::{bintree::fanout_tree, subtree, Error, Value, COMMUNICATOR_FANOUT};
+use zpar_engine::communicator::{shared::SHARED_MIN_BYTES, CHUNK_ELEMS};
 
 fn setup(n: usize) -> (zpar::LocalCluster, zpar::Client) {
     let (c, client) = cluster(n);
@@ -22,7 +23,7 @@ fn setup(n: usize) -> (zpar::LocalCluster, zpar::Client) {
 #[test]
 fn collectives_are_right_for_every_cluster_size() {
     let _watchdog = support::watchdog();
-    for n in [1usize, 2, 3, 4, 7, 8] {
+    for n in 1usize..=8 {
         let (_c, client) = setup(n);
         let view = client.all();
         let ids = client.ids();
@@ -47,7 +48,7 @@ fn collectives_are_right_for_every_cluster_size() {
             .unwrap()
             .get_timeout(WAIT)
             .unwrap();
-        let tree = bintree(&ids);
+        let tree = fanout_tree(&ids, COMMUNICATOR_FANOUT);
         for (id, got) in ids.iter().zip(&partial) {
             let want: i64 = subtree(*id, &tree).iter().map(|&i| i64::from(i)).sum();
             assert_eq!(*got, Value::Int(want), "n = {n}, engine {id}");
@@ -102,7 +103,7 @@ fn many_collectives_in_a_row_never_mix() {
 fn a_dead_peer_fails_the_collective_with_its_name() {
     let _watchdog = support::watchdog();
     let (mut c, client) = setup(4);
-    // tree for 4: 0 -> {1, 2}, 2 -> {3}. Engine 3 never joins: it spins.
+    // The tree for 4: 0 -> {1, 2, 3}. Engine 3 never joins: it spins.
     let view = client.all();
     view.execute("com.timeout = 2.0;")
         .unwrap()
@@ -170,7 +171,8 @@ fn named_elementwise_reductions_are_pipelined_and_right() {
         Value::Int(6),
     ]);
     assert_eq!(r, vec![want; 4]);
-    // Without broadcast each engine holds its subtree's part.
+    // Without broadcast each engine holds its subtree's part (four engines
+    // are one root and three leaves).
     let partial = view
         .execute("com.reduce(\"sum\", i64_array(3, 1))[0]")
         .unwrap()
@@ -178,7 +180,7 @@ fn named_elementwise_reductions_are_pipelined_and_right() {
         .unwrap();
     assert_eq!(
         partial,
-        vec![Value::Int(4), Value::Int(1), Value::Int(2), Value::Int(1)]
+        vec![Value::Int(4), Value::Int(1), Value::Int(1), Value::Int(1)]
     );
     // Mismatched lengths fail everywhere, naming what is wrong, and the
     // communicator still works afterwards.
@@ -202,4 +204,139 @@ fn named_elementwise_reductions_are_pipelined_and_right() {
         .unwrap()
         .get_timeout(WAIT);
     assert!(unknown.unwrap_err().to_string().contains("median"));
+}
+
+/// The sequential left fold of `parts` in order, elementwise.
+fn fold_f64(parts: &[Vec<f64>], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+    let mut acc = parts[0].clone();
+    for p in &parts[1..] {
+        for (a, x) in acc.iter_mut().zip(p) {
+            *a = f(*a, *x);
+        }
+    }
+    acc
+}
+
+#[test]
+fn every_allreduce_algorithm_equals_a_sequential_fold() {
+    let _watchdog = support::watchdog();
+    // Around each threshold: the shared-memory path's and the chunk size.
+    let shared_min = SHARED_MIN_BYTES / 8;
+    let sizes = [
+        0,
+        1,
+        shared_min - 1,
+        shared_min,
+        shared_min + 1,
+        CHUNK_ELEMS - 1,
+        CHUNK_ELEMS,
+        CHUNK_ELEMS + 1,
+    ];
+    for n in 1usize..=8 {
+        let (c, client) = setup(n);
+        let engines = c.pids().engines;
+        let view = client.all();
+        for shared in [true, false] {
+            view.execute(&format!("com.shared_memory = {shared};"))
+                .unwrap()
+                .get_timeout(WAIT)
+                .unwrap();
+            for len in sizes {
+                let what = format!("n = {n}, {len} elements, shared memory {shared}");
+                // Normal f64s, different on every engine: a sum folded in
+                // another order differs in its last bits.
+                let got = view
+                    .execute(&format!(
+                        "let a = normal({len}, id + 7); let b = i64_array({len}, id + 2); \
+                         [com.allreduce(\"sum\", a), com.last_algorithm, com.allreduce(\"min\", a), \
+                          com.allreduce(\"prod\", b), com.allreduce(add, a)]"
+                    ))
+                    .unwrap()
+                    .get_timeout(WAIT)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let inputs: Vec<Vec<f64>> = view
+                    .pull("a")
+                    .unwrap()
+                    .get_timeout(WAIT)
+                    .unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::F64Array(a) => a,
+                        other => panic!("{what}: pulled {other:?}"),
+                    })
+                    .collect();
+                // The fold order is the tree's pre-order: the engines' ids.
+                let sum = Value::F64Array(fold_f64(&inputs, |a, b| a + b));
+                let min = Value::F64Array(fold_f64(&inputs, f64::min));
+                let prod: i64 = (0..n as i64).map(|id| id + 2).product();
+                let path = if shared && n > 1 && len >= shared_min {
+                    "shared"
+                } else {
+                    "chunked"
+                };
+                let want = Value::Array(vec![
+                    sum.clone(),
+                    Value::from(path),
+                    min,
+                    Value::I64Array(vec![prod; len]),
+                    sum,
+                ]);
+                for (engine, g) in got.iter().enumerate() {
+                    if let (Value::Array(g), Value::Array(w)) = (g, &want) {
+                        assert_eq!(g[1], w[1], "{what}: engine {engine}'s path");
+                    }
+                    assert!(*g == want, "{what}: engine {engine} differs");
+                }
+            }
+        }
+        // The engines' segments go with them.
+        drop(client);
+        c.stop();
+        support::wait_until("the engines' shared segments are removed", || {
+            engines
+                .iter()
+                .all(|p| zpar_protocol::bulk::segments_of(*p).is_empty())
+        });
+    }
+}
+
+#[test]
+fn a_mismatch_on_the_shared_path_fails_everywhere_and_the_next_call_works() {
+    let _watchdog = support::watchdog();
+    let (_c, client) = setup(3);
+    let view = client.all();
+    let len = SHARED_MIN_BYTES / 8 + 10;
+    view.execute("com.timeout = 5.0;")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    // One engine one element short: every engine fails, naming the sizes.
+    let bad = view
+        .execute(&format!(
+            "com.allreduce(\"sum\", f64_array({len} - if id == 1 {{ 1 }} else {{ 0 }}, 1.0))"
+        ))
+        .unwrap()
+        .get_timeout(WAIT);
+    let text = bad.unwrap_err().to_string();
+    assert!(text.contains("elements"), "{text}");
+    // Engines disagreeing on the path: a clear error, not a hang.
+    let split = view
+        .execute(&format!(
+            "com.shared_memory = id != 2; com.allreduce(\"sum\", f64_array({len}, 1.0))"
+        ))
+        .unwrap()
+        .get_timeout(WAIT);
+    let text = split.unwrap_err().to_string();
+    assert!(text.contains("shared_memory"), "{text}");
+    let ok = view
+        .execute(&format!(
+            "com.shared_memory = true; let r = com.allreduce(\"sum\", f64_array({len}, 1.0)); [r.len, r[0]]"
+        ))
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(
+        ok,
+        vec![Value::Array(vec![Value::Int(len as i64), Value::Float(3.0)]); 3]
+    );
 }

@@ -80,10 +80,12 @@ pub struct BinaryTreeCommunicator(Rc<RefCell<Comm>>);
 
 pub mod collective;
 mod native;
+pub mod shared;
 mod tree;
 pub mod wire;
 use collective::{Call, Combine};
 use native::Op;
+pub use native::CHUNK_ELEMS;
 use tree::{drive, err, secs, Comm, DriveError};
 use wire::Payload;
 
@@ -159,7 +161,11 @@ impl BinaryTreeCommunicator {
         call: Call,
         what: &str,
     ) -> RhaiResult<Dynamic> {
-        let me = self.0.borrow().id;
+        let me = {
+            let mut c = self.0.borrow_mut();
+            c.last_algorithm = "tree";
+            c.id
+        };
         let mut fold = ScriptFold {
             ctx,
             f,
@@ -287,6 +293,16 @@ pub fn register(engine: &mut Engine, env: CommEnv) {
                 c.0.borrow_mut().timeout = secs(t)?;
                 Ok(())
             },
+        )
+        .register_get("last_algorithm", |c: &mut BinaryTreeCommunicator| {
+            c.0.borrow().last_algorithm.to_string()
+        })
+        .register_get("shared_memory", |c: &mut BinaryTreeCommunicator| {
+            c.0.borrow().shared.allowed
+        })
+        .register_set(
+            "shared_memory",
+            |c: &mut BinaryTreeCommunicator, on: bool| c.0.borrow_mut().shared.allowed = on,
         )
         .register_fn(
             "set_timeout",

@@ -10,6 +10,7 @@
 //! intermediate copy, no script call per element.
 
 use super::collective::{Call, Combine};
+use super::shared;
 use super::tree::{drive, err, DriveError};
 use super::wire::Payload;
 use super::{BinaryTreeCommunicator, RhaiResult};
@@ -46,7 +47,7 @@ impl Op {
         })
     }
 
-    fn f64(self, a: f64, b: f64) -> f64 {
+    pub(super) fn f64(self, a: f64, b: f64) -> f64 {
         match self {
             Op::Sum => a + b,
             Op::Prod => a * b,
@@ -55,7 +56,7 @@ impl Op {
         }
     }
 
-    fn i64(self, a: i64, b: i64) -> i64 {
+    pub(super) fn i64(self, a: i64, b: i64) -> i64 {
         match self {
             Op::Sum => a.wrapping_add(b),
             Op::Prod => a.wrapping_mul(b),
@@ -157,6 +158,11 @@ fn chunk_range(len: usize, k: usize) -> std::ops::Range<usize> {
 /// with its bytes.
 fn chunk_of<'a>(part: &'a Payload, from: u32, own: &Own, k: usize) -> Result<&'a [u8], String> {
     let p = &part.json;
+    if !p["shared"].is_null() {
+        return Err(format!(
+            "engine {from} reduces its array through shared memory and this engine over the tree: set com.shared_memory (and ZPAR_SHARED_MEMORY) the same on every engine"
+        ));
+    }
     let (dtype, len) = (p["dtype"].as_str(), p["len"].as_u64());
     if dtype != Some(own.dtype()) || len != Some(own.len() as u64) {
         return Err(format!(
@@ -233,6 +239,11 @@ impl BinaryTreeCommunicator {
             // Fold this engine's own sequence first, as with a function.
             return self.reduce(ctx, &scalar, value, false, all, timeout);
         }
+        if all {
+            if let Some(result) = self.allreduce_shared(op, &value, timeout)? {
+                return Ok(result);
+            }
+        }
         let own = if let Some(a) = value.read_lock::<F64Array>() {
             Some(Own::F(a.as_slice().to_vec()))
         } else {
@@ -246,6 +257,44 @@ impl BinaryTreeCommunicator {
         }
     }
 
+    /// The shared-memory allreduce ([`super::shared`]) when it applies:
+    /// a large numeric array and every engine on this host. `None`: use
+    /// the tree.
+    fn allreduce_shared(
+        &self,
+        op: Op,
+        value: &Dynamic,
+        timeout: Option<Duration>,
+    ) -> RhaiResult<Option<Dynamic>> {
+        let (wanted, base) = {
+            let c = self.0.borrow();
+            let engines = c.links()?.engines;
+            let bytes = if let Some(a) = value.read_lock::<F64Array>() {
+                std::mem::size_of_val(a.as_slice())
+            } else if let Some(a) = value.read_lock::<I64Array>() {
+                std::mem::size_of_val(a.as_slice())
+            } else {
+                0
+            };
+            (
+                c.shared.wanted(bytes, engines),
+                timeout.unwrap_or(c.timeout),
+            )
+        };
+        if !wanted {
+            return Ok(None);
+        }
+        if let Some(a) = value.read_lock::<F64Array>() {
+            let out = shared::allreduce(&self.0, a.as_slice(), |x, y| op.f64(x, y), base)?;
+            return Ok(out.map(|v| Dynamic::from(F64Array::new(v))));
+        }
+        if let Some(a) = value.read_lock::<I64Array>() {
+            let out = shared::allreduce(&self.0, a.as_slice(), |x, y| op.i64(x, y), base)?;
+            return Ok(out.map(|v| Dynamic::from(I64Array::new(v))));
+        }
+        Ok(None)
+    }
+
     fn reduce_chunked(
         &self,
         op: Op,
@@ -257,6 +306,7 @@ impl BinaryTreeCommunicator {
             let c = self.0.borrow();
             (c.links()?.tree.root, timeout.unwrap_or(c.timeout))
         };
+        self.0.borrow_mut().last_algorithm = "chunked";
         let call = Call::reduce(chunks(own.len()), all, base);
         let mut comb = Chunks { op, own, root };
         match drive(&self.0, call, &mut comb) {

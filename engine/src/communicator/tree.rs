@@ -11,6 +11,7 @@
 //! runs so the combine step (a script function) runs with nothing borrowed.
 
 use super::collective::{Call, Collective, CollectiveError, Combine, Event, Output, Source, Tree};
+use super::shared::SharedArea;
 use super::wire::{from_frames, to_frames, Payload, Wire};
 use super::{CommEnv, RhaiResult, DEFAULT_TIMEOUT_SECS};
 use crate::convert::pretty_type;
@@ -24,6 +25,8 @@ pub(super) struct Links {
     pub(super) parent: Option<(u32, zmq::Socket)>,
     pub(super) sub: Option<zmq::Socket>,
     pub(super) tree: Tree,
+    /// How many engines the communicator joins.
+    pub(super) engines: usize,
 }
 
 pub(super) struct Comm {
@@ -39,6 +42,12 @@ pub(super) struct Comm {
     pub(super) curve: Option<CurveKeys>,
     /// The protocol; `None` before `connect` and while a call runs.
     pub(super) collective: Option<Collective<Payload>>,
+    /// The segment and peers of the shared-memory allreduce.
+    pub(super) shared: SharedArea,
+    /// How the last reduction ran: `"tree"` (whole values along the tree),
+    /// `"chunked"` (named, in chunks along the tree) or `"shared"` (named,
+    /// through shared memory); `""` before the first.
+    pub(super) last_algorithm: &'static str,
 }
 
 /// Why [`Comm::drive`] ended without a result.
@@ -153,6 +162,8 @@ impl Comm {
             timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
             curve,
             collective: None,
+            shared: SharedArea::default(),
+            last_algorithm: "",
         })
     }
 
@@ -267,6 +278,7 @@ impl Comm {
             parent,
             sub,
             tree: tree.clone(),
+            engines: parents.len(),
         });
         let result = self.handshake(timeout, parents.len().saturating_sub(1));
         if result.is_err() {
