@@ -2,7 +2,7 @@
 
 use crate::support::{self, cluster, WAIT};
 use zpar::{bintree::fanout_tree, subtree, Error, Value, COMMUNICATOR_FANOUT};
-use zpar_engine::communicator::{shared::SHARED_MIN_BYTES, CHUNK_ELEMS};
+use zpar_engine::communicator::{CHUNK_ELEMS, LARGE_MIN_BYTES};
 
 fn setup(n: usize) -> (zpar::LocalCluster, zpar::Client) {
     let (c, client) = cluster(n);
@@ -220,14 +220,14 @@ fn fold_f64(parts: &[Vec<f64>], f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
 #[test]
 fn every_allreduce_algorithm_equals_a_sequential_fold() {
     let _watchdog = support::watchdog();
-    // Around each threshold: the shared-memory path's and the chunk size.
-    let shared_min = SHARED_MIN_BYTES / 8;
+    // Around each threshold: the large-array paths' and the chunk size.
+    let large = LARGE_MIN_BYTES / 8;
     let sizes = [
         0,
         1,
-        shared_min - 1,
-        shared_min,
-        shared_min + 1,
+        large - 1,
+        large,
+        large + 1,
         CHUNK_ELEMS - 1,
         CHUNK_ELEMS,
         CHUNK_ELEMS + 1,
@@ -269,10 +269,11 @@ fn every_allreduce_algorithm_equals_a_sequential_fold() {
                 let sum = Value::F64Array(fold_f64(&inputs, |a, b| a + b));
                 let min = Value::F64Array(fold_f64(&inputs, f64::min));
                 let prod: i64 = (0..n as i64).map(|id| id + 2).product();
-                let path = if shared && n > 1 && len >= shared_min {
-                    "shared"
-                } else {
-                    "chunked"
+                // One host: shared memory when on, else the ring.
+                let path = match (n > 1 && len >= large, shared) {
+                    (true, true) => "shared",
+                    (true, false) => "ring",
+                    (false, _) => "chunked",
                 };
                 let want = Value::Array(vec![
                     sum.clone(),
@@ -301,42 +302,101 @@ fn every_allreduce_algorithm_equals_a_sequential_fold() {
 }
 
 #[test]
-fn a_mismatch_on_the_shared_path_fails_everywhere_and_the_next_call_works() {
+fn large_allreduces_refuse_mismatches_and_agree_on_their_path() {
     let _watchdog = support::watchdog();
     let (_c, client) = setup(3);
     let view = client.all();
-    let len = SHARED_MIN_BYTES / 8 + 10;
+    let len = LARGE_MIN_BYTES / 8 + 10;
     view.execute("com.timeout = 5.0;")
         .unwrap()
         .get_timeout(WAIT)
         .unwrap();
-    // One engine one element short: every engine fails, naming the sizes.
-    let bad = view
+    // One engine one element short: every engine fails, naming the sizes,
+    // on both large-array paths and at the edge to the chunked tree.
+    for (shared, short) in [(true, 1), (false, 1), (true, 10)] {
+        let bad = view
+            .execute(&format!(
+                "com.shared_memory = {shared}; \
+                 com.allreduce(\"sum\", f64_array({len} - if id == 1 {{ {short} }} else {{ 0 }}, 1.0))"
+            ))
+            .unwrap()
+            .get_timeout(WAIT);
+        let text = bad.unwrap_err().to_string();
+        assert!(
+            text.contains("elements"),
+            "shared {shared}, short {short}: {text}"
+        );
+    }
+    // Engines that disagree on shared memory: all take the ring.
+    let mixed = view
         .execute(&format!(
-            "com.allreduce(\"sum\", f64_array({len} - if id == 1 {{ 1 }} else {{ 0 }}, 1.0))"
-        ))
-        .unwrap()
-        .get_timeout(WAIT);
-    let text = bad.unwrap_err().to_string();
-    assert!(text.contains("elements"), "{text}");
-    // Engines disagreeing on the path: a clear error, not a hang.
-    let split = view
-        .execute(&format!(
-            "com.shared_memory = id != 2; com.allreduce(\"sum\", f64_array({len}, 1.0))"
-        ))
-        .unwrap()
-        .get_timeout(WAIT);
-    let text = split.unwrap_err().to_string();
-    assert!(text.contains("shared_memory"), "{text}");
-    let ok = view
-        .execute(&format!(
-            "com.shared_memory = true; let r = com.allreduce(\"sum\", f64_array({len}, 1.0)); [r.len, r[0]]"
+            "com.shared_memory = id != 2; let r = com.allreduce(\"sum\", f64_array({len}, 1.0)); [r.len, r[0], com.last_algorithm]"
         ))
         .unwrap()
         .get_timeout(WAIT)
         .unwrap();
-    assert_eq!(
-        ok,
-        vec![Value::Array(vec![Value::Int(len as i64), Value::Float(3.0)]); 3]
-    );
+    let want = Value::Array(vec![
+        Value::Int(len as i64),
+        Value::Float(3.0),
+        Value::from("ring"),
+    ]);
+    assert_eq!(mixed, vec![want; 3]);
+    // Many calls in a row alternate paths and never mix.
+    let r = view
+        .execute(&format!(
+            "let ok = true; for i in 0..40 {{ com.shared_memory = i % 3 != 0; \
+             let r = com.allreduce(\"sum\", f64_array({len} + i % 2, (id + i) * 1.0)); \
+             let small = com.allreduce(add, id); \
+             if r[0] != 3.0 * i + 3.0 || r.len != {len} + i % 2 || small != 3 {{ ok = false; }} }} ok"
+        ))
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(r, vec![Value::Bool(true); 3]);
+}
+
+#[test]
+fn a_dead_engine_on_the_ring_fails_every_survivor_with_its_name() {
+    let _watchdog = support::watchdog();
+    let (mut c, client) = setup(4);
+    let view = client.all();
+    let len = LARGE_MIN_BYTES / 8 * 4;
+    view.execute("com.timeout = 2.0; com.shared_memory = false;")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    // The ring is joined once every engine has run one call.
+    let ok = view
+        .execute(&format!(
+            "com.allreduce(\"max\", f64_array({len}, id * 1.0))[0]"
+        ))
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(ok, vec![Value::Float(3.0); 4]);
+    // Engine 2 spins instead of taking part, and is killed.
+    let ar = view
+        .execute(&format!(
+            "if id == 2 {{ loop {{}} }} com.allreduce(\"sum\", f64_array({len}, 1.0))"
+        ))
+        .unwrap();
+    support::wait_until("every engine has taken the request", || {
+        client
+            .queue_status()
+            .unwrap()
+            .engines
+            .values()
+            .all(|q| q.queue > 0)
+    });
+    c.kill_engine(2).unwrap();
+    assert!(ar.wait(Some(WAIT)), "the collective hung");
+    for reply in ar.replies() {
+        match (&reply.outcome, reply.engine) {
+            (Err(Error::EngineDied { .. }), Some(2)) => {}
+            (Err(Error::RemoteError { message, .. }), e) if e != Some(2) => {
+                assert!(message.contains("engine 2"), "engine {e:?}: {message}");
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
 }

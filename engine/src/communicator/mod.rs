@@ -80,12 +80,13 @@ pub struct BinaryTreeCommunicator(Rc<RefCell<Comm>>);
 
 pub mod collective;
 mod native;
+pub mod ring;
 pub mod shared;
 mod tree;
 pub mod wire;
 use collective::{Call, Combine};
 use native::Op;
-pub use native::CHUNK_ELEMS;
+pub use native::{CHUNK_ELEMS, LARGE_MIN_BYTES};
 use tree::{drive, err, secs, Comm, DriveError};
 use wire::Payload;
 

@@ -11,7 +11,7 @@
 
 use super::collective::{Call, Combine};
 use super::shared;
-use super::tree::{drive, err, DriveError};
+use super::tree::{drive, drive_ring, err, DriveError};
 use super::wire::Payload;
 use super::{BinaryTreeCommunicator, RhaiResult};
 use crate::arrays::{F64Array, I64Array};
@@ -21,6 +21,14 @@ use std::time::Duration;
 
 /// Elements per chunk (1 MiB of f64).
 pub const CHUNK_ELEMS: usize = 1 << 17;
+
+/// A named allreduce of an array of at least this many bytes takes the
+/// large-array path: a roster round, then shared memory when every engine
+/// is on one host ([`super::shared`]) or the ring otherwise
+/// ([`super::ring`]). Below it the chunked tree is faster: on one host the
+/// roster and barrier rounds cost more than the bytes they save. Measured
+/// with `zpar bench allreduce` (ARCHITECTURE.md, "Collectives by size").
+pub const LARGE_MIN_BYTES: usize = 256 << 10;
 
 /// A named elementwise operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,11 +166,12 @@ fn chunk_range(len: usize, k: usize) -> std::ops::Range<usize> {
 /// with its bytes.
 fn chunk_of<'a>(part: &'a Payload, from: u32, own: &Own, k: usize) -> Result<&'a [u8], String> {
     let p = &part.json;
-    if !p["shared"].is_null() {
-        return Err(format!(
-            "engine {from} reduces its array through shared memory and this engine over the tree: set com.shared_memory (and ZPAR_SHARED_MEMORY) the same on every engine"
-        ));
-    }
+    // A roster (the large-array path's first round) says the same inside.
+    let p = if p["roster"].is_null() {
+        p
+    } else {
+        &p["roster"]
+    };
     let (dtype, len) = (p["dtype"].as_str(), p["len"].as_u64());
     if dtype != Some(own.dtype()) || len != Some(own.len() as u64) {
         return Err(format!(
@@ -240,7 +249,7 @@ impl BinaryTreeCommunicator {
             return self.reduce(ctx, &scalar, value, false, all, timeout);
         }
         if all {
-            if let Some(result) = self.allreduce_shared(op, &value, timeout)? {
+            if let Some(result) = self.allreduce_large(op, &value, timeout)? {
                 return Ok(result);
             }
         }
@@ -257,42 +266,96 @@ impl BinaryTreeCommunicator {
         }
     }
 
-    /// The shared-memory allreduce ([`super::shared`]) when it applies:
-    /// a large numeric array and every engine on this host. `None`: use
-    /// the tree.
-    fn allreduce_shared(
+    /// The large-array allreduce when it applies (a numeric array of at
+    /// least [`LARGE_MIN_BYTES`] on more than one engine): shared memory
+    /// or the ring, as the roster decides. `None`: use the chunked tree.
+    fn allreduce_large(
         &self,
         op: Op,
         value: &Dynamic,
         timeout: Option<Duration>,
     ) -> RhaiResult<Option<Dynamic>> {
-        let (wanted, base) = {
+        let (engines, base) = {
             let c = self.0.borrow();
-            let engines = c.links()?.engines;
-            let bytes = if let Some(a) = value.read_lock::<F64Array>() {
-                std::mem::size_of_val(a.as_slice())
-            } else if let Some(a) = value.read_lock::<I64Array>() {
-                std::mem::size_of_val(a.as_slice())
-            } else {
-                0
-            };
-            (
-                c.shared.wanted(bytes, engines),
-                timeout.unwrap_or(c.timeout),
-            )
+            (c.links()?.engines, timeout.unwrap_or(c.timeout))
         };
-        if !wanted {
+        let bytes = if let Some(a) = value.read_lock::<F64Array>() {
+            std::mem::size_of_val(a.as_slice())
+        } else if let Some(a) = value.read_lock::<I64Array>() {
+            std::mem::size_of_val(a.as_slice())
+        } else {
+            0
+        };
+        if engines < 2 || bytes < LARGE_MIN_BYTES {
             return Ok(None);
         }
         if let Some(a) = value.read_lock::<F64Array>() {
-            let out = shared::allreduce(&self.0, a.as_slice(), |x, y| op.f64(x, y), base)?;
-            return Ok(out.map(|v| Dynamic::from(F64Array::new(v))));
+            let roster = shared::roster(&self.0, a.as_slice(), base)?;
+            if shared::all_shared(&roster) {
+                let out = shared::reduce_shared(
+                    &self.0,
+                    a.as_slice(),
+                    &roster,
+                    |x, y| op.f64(x, y),
+                    base,
+                )?;
+                return Ok(Some(Dynamic::from(F64Array::new(out))));
+            }
+            let own = Own::F(a.as_slice().to_vec());
+            return self.allreduce_ring(op, own, &roster, base).map(Some);
         }
         if let Some(a) = value.read_lock::<I64Array>() {
-            let out = shared::allreduce(&self.0, a.as_slice(), |x, y| op.i64(x, y), base)?;
-            return Ok(out.map(|v| Dynamic::from(I64Array::new(v))));
+            let roster = shared::roster(&self.0, a.as_slice(), base)?;
+            if shared::all_shared(&roster) {
+                let out = shared::reduce_shared(
+                    &self.0,
+                    a.as_slice(),
+                    &roster,
+                    |x, y| op.i64(x, y),
+                    base,
+                )?;
+                return Ok(Some(Dynamic::from(I64Array::new(out))));
+            }
+            let own = Own::I(a.as_slice().to_vec());
+            return self.allreduce_ring(op, own, &roster, base).map(Some);
         }
         Ok(None)
+    }
+
+    /// The ring allreduce over the roster's engines, in its order.
+    fn allreduce_ring(
+        &self,
+        op: Op,
+        own: Own,
+        roster: &[shared::Entry],
+        base: Duration,
+    ) -> RhaiResult<Dynamic> {
+        let ids: Vec<u32> = roster.iter().map(|e| e.id).collect();
+        let prev = {
+            let mut c = self.0.borrow_mut();
+            let me = c.id;
+            let rank = ids.iter().position(|i| *i == me).ok_or_else(|| {
+                err(format!(
+                    "collective failed: engine {me} is not in its own roster"
+                ))
+            })?;
+            let next_url = roster[(rank + 1) % ids.len()].url.clone();
+            let ctx = c.ctx.clone();
+            c.join_ring(&ctx, ids.clone(), &next_url)?;
+            c.last_algorithm = "ring";
+            ids[(rank + ids.len() - 1) % ids.len()]
+        };
+        let pieces = chunks(own.len());
+        let mut comb = Chunks {
+            op,
+            own,
+            root: prev,
+        };
+        match drive_ring(&self.0, pieces, base, &mut comb) {
+            Ok(()) => Ok(comb.own.into_dynamic()),
+            Err(DriveError::Script(e)) => Err(e),
+            Err(DriveError::Collective(e)) => Err(err(format!("collective failed: {e}"))),
+        }
     }
 
     fn reduce_chunked(

@@ -1,5 +1,6 @@
 //! Allreduce of large numeric arrays through shared memory, for a
-//! communicator whose engines all run on one host.
+//! communicator whose engines all run on one host, and the *roster* round
+//! that every large named allreduce starts with.
 //!
 //! Over TCP, a tree allreduce of an 8 MB array moves 48 MB through loopback
 //! with four engines (every child's array up, the result down to each), and
@@ -10,8 +11,8 @@
 //!    needed, removed when the communicator is dropped and swept by pid
 //!    after a `kill -9`);
 //! 2. a small tree allreduce (the *roster*) tells every engine every
-//!    engine's segment and host, in the tree's fold order, and checks that
-//!    they all reduce an array of the same type and length;
+//!    engine's host, segment and address, in the tree's fold order, and
+//!    checks that they all reduce an array of the same type and length;
 //! 3. engine `r` of `n` folds slice `r` of the array: it reads that slice of
 //!    every engine's array, in fold order, and writes the result into the
 //!    second half of its own segment (a reduce-scatter);
@@ -29,11 +30,11 @@
 //! it); it overwrites its result slice only after the next call's roster,
 //! which needs everyone to have finished step 5.
 //!
-//! The path is taken when the array has at least [`SHARED_MIN_BYTES`],
-//! shared memory is on (`ZPAR_SHARED_MEMORY` is not `0`, and the script did
-//! not set `com.shared_memory = false` — every engine must agree) and the
-//! first such call found every engine on this host; otherwise the chunked
-//! tree runs.
+//! Every engine decides from the same roster, so they always agree: shared
+//! memory when every engine is on this host and wrote a segment (shared
+//! memory is on, `ZPAR_SHARED_MEMORY` is not `0` and the script did not set
+//! `com.shared_memory = false`); otherwise the ring ([`super::ring`]), whose
+//! successor addresses the roster also carries.
 
 use super::collective::{Call, Combine};
 use super::tree::{drive, err, DriveError};
@@ -47,13 +48,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use zpar_protocol::bulk;
 
-/// Arrays of at least this many bytes are reduced through shared memory
-/// when every engine is on one host. Below it two small tree rounds (roster
-/// and barrier) cost more than the bytes the tree would move; measured with
-/// `zpar bench allreduce` (see ARCHITECTURE.md, "Collectives by size").
-pub const SHARED_MIN_BYTES: usize = 256 << 10;
-
-/// Whether this engine may reduce through shared memory at all.
+/// Whether shared memory is on for this engine (`ZPAR_SHARED_MEMORY`).
 pub fn enabled() -> bool {
     bulk::available() && std::env::var("ZPAR_SHARED_MEMORY").map_or(true, |v| v != "0")
 }
@@ -104,13 +99,9 @@ impl Drop for SharedArea {
 }
 
 impl SharedArea {
-    /// Whether a call on an array of `bytes` should go this way.
-    pub(super) fn wanted(&self, bytes: usize, engines: usize) -> bool {
-        self.allowed
-            && engines > 1
-            && bytes >= SHARED_MIN_BYTES
-            && self.same_host != Some(false)
-            && enabled()
+    /// Whether this engine offers its array through shared memory.
+    fn offers(&self) -> bool {
+        self.allowed && self.same_host != Some(false) && enabled()
     }
 
     /// This engine's segment, at least `bytes` long (created or grown).
@@ -163,10 +154,15 @@ pub(super) fn slice(len: usize, n: usize, r: usize) -> std::ops::Range<usize> {
 
 /// One engine's line in the roster.
 #[derive(Debug, Clone, PartialEq)]
-struct Entry {
-    id: u32,
-    host: String,
-    segment: String,
+pub(super) struct Entry {
+    /// The engine.
+    pub(super) id: u32,
+    /// Its host's boot id.
+    pub(super) host: String,
+    /// Its segment, holding its array; empty if it offers none.
+    pub(super) segment: String,
+    /// Its ROUTER's address (the ring's previous engine connects to it).
+    pub(super) url: String,
 }
 
 /// The roster round's combine step: checks every engine reduces the same
@@ -187,9 +183,9 @@ impl Roster {
         let entries: Vec<Json> = self
             .entries
             .iter()
-            .map(|e| json!([e.id, e.host, e.segment]))
+            .map(|e| json!([e.id, e.host, e.segment, e.url]))
             .collect();
-        json!({"shared": {"dtype": self.dtype, "len": self.len}, "engines": entries, "error": self.error})
+        json!({"roster": {"dtype": self.dtype, "len": self.len}, "engines": entries, "error": self.error})
     }
 
     fn absorb(&mut self, from: u32, part: &Payload) -> Result<(), String> {
@@ -197,14 +193,13 @@ impl Roster {
         if let Some(e) = p["error"].as_str() {
             return Err(e.to_string());
         }
-        let shared = &p["shared"];
-        if shared.is_null() {
-            return Err(format!(
-                "engine {from} reduces its array over the tree and engine {} through shared memory: set com.shared_memory (and ZPAR_SHARED_MEMORY) the same on every engine",
-                self.me
-            ));
-        }
-        let (dtype, len) = (shared["dtype"].as_str(), shared["len"].as_u64());
+        // A chunk of the small-array path says the same at its top level.
+        let roster = if p["roster"].is_null() {
+            p
+        } else {
+            &p["roster"]
+        };
+        let (dtype, len) = (roster["dtype"].as_str(), roster["len"].as_u64());
         if dtype != Some(self.dtype) || len != Some(self.len as u64) {
             return Err(format!(
                 "engine {from} reduces a {} array of {} elements, engine {} a {} array of {}",
@@ -220,11 +215,12 @@ impl Roster {
             .ok_or_else(|| format!("engine {from} sent a roster without engines"))?;
         let mut parsed = Vec::with_capacity(entries.len());
         for e in entries {
-            match (e[0].as_u64(), e[1].as_str(), e[2].as_str()) {
-                (Some(id), Some(host), Some(segment)) => parsed.push(Entry {
+            match (e[0].as_u64(), e[1].as_str(), e[2].as_str(), e[3].as_str()) {
+                (Some(id), Some(host), Some(segment), Some(url)) => parsed.push(Entry {
                     id: id as u32,
                     host: host.to_string(),
                     segment: segment.to_string(),
+                    url: url.to_string(),
                 }),
                 _ => return Err(format!("engine {from} sent a malformed roster entry {e}")),
             }
@@ -299,33 +295,33 @@ fn round(
     }
 }
 
-/// Allreduces `own` with `fold` through shared memory. `Ok(None)`: not
-/// every engine is on this host (learned once, the same on every engine);
-/// the caller runs the tree instead.
-pub(super) fn allreduce<T: Elem>(
+/// Steps 1 and 2: writes this engine's array to its segment if it offers
+/// shared memory, then runs the roster round. The entries come in fold
+/// order, the same on every engine.
+pub(super) fn roster<T: Elem>(
     comm: &RefCell<super::tree::Comm>,
     own: &[T],
-    fold: impl Fn(T, T) -> T,
     timeout: Duration,
-) -> RhaiResult<Option<Vec<T>>> {
+) -> RhaiResult<Vec<Entry>> {
     let bytes = std::mem::size_of_val(own);
-    let (me, root) = {
-        let mut c = comm.borrow_mut();
-        c.last_algorithm = "shared";
-        (c.id, c.links()?.tree.root)
+    let (me, root, url) = {
+        let c = comm.borrow();
+        (c.id, c.links()?.tree.root, c.router_url.clone())
     };
-    // 1. This engine's array into the first half of its segment.
     let written = {
         let mut c = comm.borrow_mut();
-        c.shared
-            .own_segment(2 * bytes as u64)
-            .and_then(|(name, file)| {
-                file.write_all_at(bytemuck::cast_slice(own), 0)?;
-                Ok(name.to_string())
-            })
-            .map_err(|e| format!("engine {me} could not write its array to shared memory: {e}"))
+        if c.shared.offers() {
+            c.shared
+                .own_segment(2 * bytes as u64)
+                .and_then(|(name, file)| {
+                    file.write_all_at(bytemuck::cast_slice(own), 0)?;
+                    Ok(name.to_string())
+                })
+                .map_err(|e| format!("engine {me} could not write its array to shared memory: {e}"))
+        } else {
+            Ok(String::new())
+        }
     };
-    // 2. The roster.
     let mut roster = Roster {
         me,
         root,
@@ -339,20 +335,45 @@ pub(super) fn allreduce<T: Elem>(
             id: me,
             host: bulk::host_id().to_string(),
             segment,
+            url,
         }),
         Err(e) => roster.error = Some(e),
     }
     round(comm, timeout, &mut roster)?;
-    let engines = roster.entries;
-    let all_here = engines.iter().all(|e| e.host == bulk::host_id());
-    comm.borrow_mut().shared.same_host = Some(all_here);
+    let all_here = roster.entries.iter().all(|e| e.host == bulk::host_id());
     if !all_here {
         tracing::debug!(
             engine = me,
-            "communicator: engines on other hosts; large arrays go over the tree"
+            "communicator: engines on other hosts; large arrays go round the ring"
         );
-        return Ok(None);
     }
+    comm.borrow_mut().shared.same_host = Some(all_here);
+    Ok(roster.entries)
+}
+
+/// Whether the roster allows the shared-memory path: every engine on this
+/// host, and every one wrote its array.
+pub(super) fn all_shared(engines: &[Entry]) -> bool {
+    engines
+        .iter()
+        .all(|e| e.host == bulk::host_id() && !e.segment.is_empty())
+}
+
+/// Steps 3 to 5: the reduce-scatter through the segments, the barrier, and
+/// the allgather. `engines` is the roster, which [`all_shared`] allowed.
+pub(super) fn reduce_shared<T: Elem>(
+    comm: &RefCell<super::tree::Comm>,
+    own: &[T],
+    engines: &[Entry],
+    fold: impl Fn(T, T) -> T,
+    timeout: Duration,
+) -> RhaiResult<Vec<T>> {
+    let bytes = std::mem::size_of_val(own);
+    let me = {
+        let mut c = comm.borrow_mut();
+        c.last_algorithm = "shared";
+        c.id
+    };
     let n = engines.len();
     let Some(rank) = engines.iter().position(|e| e.id == me) else {
         return Err(err(format!(
@@ -410,7 +431,7 @@ pub(super) fn allreduce<T: Elem>(
         let start = range.start;
         read_at(file, &mut out[range], own.len() + start, e.id).map_err(err)?;
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// Reads `out.len()` elements at element offset `at` of engine `id`'s file.

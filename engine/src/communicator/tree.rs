@@ -10,7 +10,10 @@
 //! deadline and sends. The machine is taken out of the `Comm` while a call
 //! runs so the combine step (a script function) runs with nothing borrowed.
 
-use super::collective::{Call, Collective, CollectiveError, Combine, Event, Output, Source, Tree};
+use super::collective::{
+    Call, Collective, CollectiveError, Combine, Event, Msg, Output, Source, Tree,
+};
+use super::ring::{Ring, RingOut, RingPlace};
 use super::shared::SharedArea;
 use super::wire::{from_frames, to_frames, Payload, Wire};
 use super::{CommEnv, RhaiResult, DEFAULT_TIMEOUT_SECS};
@@ -27,9 +30,14 @@ pub(super) struct Links {
     pub(super) tree: Tree,
     /// How many engines the communicator joins.
     pub(super) engines: usize,
+    /// The DEALER to the next engine on the ring (its id and the socket),
+    /// connected at the first ring allreduce.
+    pub(super) ring_next: Option<(u32, zmq::Socket)>,
 }
 
 pub(super) struct Comm {
+    /// The engine's zmq context (the ring's DEALER is made later).
+    pub(super) ctx: zmq::Context,
     pub(super) id: u32,
     pub(super) is_root: bool,
     pub(super) router: zmq::Socket,
@@ -42,6 +50,12 @@ pub(super) struct Comm {
     pub(super) curve: Option<CurveKeys>,
     /// The protocol; `None` before `connect` and while a call runs.
     pub(super) collective: Option<Collective<Payload>>,
+    /// The ring protocol, made at the first ring allreduce; `None` while a
+    /// ring call runs.
+    pub(super) ring: Option<Ring<Payload>>,
+    /// Ring messages that arrived while a tree call ran (a faster engine
+    /// already on the ring), in arrival order.
+    pub(super) ring_early: Vec<(u32, Msg<Payload>)>,
     /// The segment and peers of the shared-memory allreduce.
     pub(super) shared: SharedArea,
     /// How the last reduction ran: `"tree"` (whole values along the tree),
@@ -109,13 +123,32 @@ fn advertised(socket: &zmq::Socket, address: &str) -> String {
     }
 }
 
-/// Splits a ROUTER message into the child's id and the rest.
+/// Splits a ROUTER message into the sender's id and the rest. A child's
+/// DEALER is called by its id, a ring predecessor's by `r` and its id (one
+/// engine may be both, and a ROUTER refuses two peers of one name).
 fn from_child(frames: Vec<zmq::Message>) -> Option<(u32, Vec<zmq::Message>)> {
     let mut it = frames.into_iter();
-    let child = it
-        .next()
-        .and_then(|f| f.as_str().and_then(|s| s.parse::<u32>().ok()))?;
+    let child = it.next().and_then(|f| {
+        f.as_str()
+            .and_then(|s| s.strip_prefix('r').unwrap_or(s).parse::<u32>().ok())
+    })?;
     Some((child, it.collect()))
+}
+
+/// The combine step of a machine that only stashes (a message of a later
+/// call); never asked to combine.
+struct StashOnly;
+
+impl Combine<Payload> for StashOnly {
+    fn combine(&mut self, _k: usize, _child: u32, _part: Payload) -> Result<(), String> {
+        Err("a message of another call".into())
+    }
+    fn piece(&mut self, _k: usize) -> Result<Payload, String> {
+        Err("a message of another call".into())
+    }
+    fn accept(&mut self, _k: usize, _part: Payload) -> Result<(), String> {
+        Err("a message of another call".into())
+    }
 }
 
 impl Comm {
@@ -152,6 +185,7 @@ impl Comm {
             None
         };
         Ok(Comm {
+            ctx: env.ctx.clone(),
             id,
             is_root,
             router,
@@ -162,6 +196,8 @@ impl Comm {
             timeout: Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS),
             curve,
             collective: None,
+            ring: None,
+            ring_early: Vec::new(),
             shared: SharedArea::default(),
             last_algorithm: "",
         })
@@ -279,6 +315,7 @@ impl Comm {
             sub,
             tree: tree.clone(),
             engines: parents.len(),
+            ring_next: None,
         });
         let result = self.handshake(timeout, parents.len().saturating_sub(1));
         if result.is_err() {
@@ -463,6 +500,7 @@ impl Comm {
     fn decoded(&self, source: Source, frames: Vec<zmq::Message>) -> Option<(Source, Wire)> {
         match from_frames(frames) {
             Ok(w @ Wire::Collective(_)) => Some((source, w)),
+            Ok(w @ Wire::Ring(_)) if matches!(source, Source::Child(_)) => Some((source, w)),
             Ok(_) => None, // handshake leftovers
             Err(why) => {
                 tracing::warn!(engine = self.id, ?source, %why, "communicator: dropped a malformed message");
@@ -516,11 +554,131 @@ fn run_machine(
             .borrow()
             .receive(machine.deadline())
             .map_err(DriveError::Script)?;
-        if let Some((source, Wire::Collective(msg))) = got {
-            outs = machine.handle(Event::Message(source, msg), Instant::now(), comb);
+        match got {
+            Some((source, Wire::Collective(msg))) => {
+                outs = machine.handle(Event::Message(source, msg), Instant::now(), comb);
+            }
+            Some((Source::Child(from), Wire::Ring(msg))) => {
+                comm.borrow_mut().ring_early.push((from, msg));
+            }
+            _ => {}
         }
         if outs.is_empty() {
             outs = machine.handle(Event::Tick, Instant::now(), comb);
+        }
+    }
+}
+
+impl Comm {
+    /// Makes the ring over `ids` (fold order) and connects this engine's
+    /// DEALER to the next one's ROUTER at `next_url`, once.
+    pub(super) fn join_ring(
+        &mut self,
+        ctx: &zmq::Context,
+        ids: Vec<u32>,
+        next_url: &str,
+    ) -> RhaiResult<()> {
+        let rank = ids
+            .iter()
+            .position(|i| *i == self.id)
+            .ok_or_else(|| err(format!("ring: engine {} is not on the ring", self.id)))?;
+        let place = RingPlace {
+            me: self.id,
+            rank,
+            ids,
+        };
+        if self.ring.as_ref().is_some_and(|r| *r.place() == place) {
+            return Ok(());
+        }
+        let next = place.next();
+        let dealer = ctx.socket(zmq::DEALER).map_err(|e| zerr("socket", e))?;
+        secure_client(&dealer, self.curve.as_ref()).map_err(curve_err)?;
+        dealer
+            .set_identity(format!("r{}", self.id).as_bytes())
+            .map_err(|e| zerr("identity", e))?;
+        dealer.set_linger(0).ok();
+        dealer
+            .connect(next_url)
+            .map_err(|e| zerr(&format!("connect to {next_url}"), e))?;
+        let links = self.links.as_mut().ok_or_else(|| err("not connected"))?;
+        links.ring_next = Some((next, dealer));
+        self.ring = Some(Ring::new(place));
+        Ok(())
+    }
+}
+
+/// Runs one ring allreduce of `pieces` pieces with `comb` (see
+/// [`super::ring`]); the ring must have been joined.
+pub(super) fn drive_ring(
+    comm: &std::cell::RefCell<Comm>,
+    pieces: usize,
+    timeout: Duration,
+    comb: &mut impl Combine<Payload>,
+) -> Result<(), DriveError> {
+    let (mut ring, early) = {
+        let mut c = comm.borrow_mut();
+        let ring = c.ring.take().ok_or_else(|| {
+            DriveError::Script(err(
+                "a collective is already running on this communicator (called from inside a reduction?)",
+            ))
+        })?;
+        (ring, std::mem::take(&mut c.ring_early))
+    };
+    let now = Instant::now();
+    for (from, msg) in early {
+        // Later calls' messages: the machine stashes them.
+        ring.on_message(from, msg, now, &mut StashOnly);
+    }
+    let result = run_ring(comm, &mut ring, pieces, timeout, comb);
+    if ring.is_active() {
+        ring.abandon();
+    }
+    comm.borrow_mut().ring = Some(ring);
+    result
+}
+
+fn run_ring(
+    comm: &std::cell::RefCell<Comm>,
+    ring: &mut Ring<Payload>,
+    pieces: usize,
+    timeout: Duration,
+    comb: &mut impl Combine<Payload>,
+) -> Result<(), DriveError> {
+    let mut outs = ring.begin(pieces, timeout, Instant::now(), comb);
+    loop {
+        for out in outs.drain(..) {
+            match out {
+                RingOut::Done => return Ok(()),
+                RingOut::Failed(e) => return Err(DriveError::Collective(e)),
+                RingOut::Send(msg) => {
+                    let c = comm.borrow();
+                    let links = c.links().map_err(DriveError::Script)?;
+                    let (_, dealer) = links.ring_next.as_ref().expect("joined");
+                    send_all(dealer, Wire::Ring(msg))
+                        .map_err(|e| DriveError::Script(zerr("send", e)))?;
+                }
+            }
+        }
+        let got = comm
+            .borrow()
+            .receive(ring.deadline())
+            .map_err(DriveError::Script)?;
+        match got {
+            Some((Source::Child(from), Wire::Ring(msg))) => {
+                outs = ring.on_message(from, msg, Instant::now(), comb);
+            }
+            Some((source, Wire::Collective(msg))) => {
+                // A faster engine already in the next tree call: the tree's
+                // machine keeps the message for then.
+                let mut c = comm.borrow_mut();
+                if let Some(tree) = c.collective.as_mut() {
+                    tree.on_message(source, msg, Instant::now(), &mut StashOnly);
+                }
+            }
+            _ => {}
+        }
+        if outs.is_empty() {
+            outs = ring.on_tick(Instant::now());
         }
     }
 }

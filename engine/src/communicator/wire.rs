@@ -2,7 +2,9 @@
 //! messages, on plain frame vectors (tested without sockets).
 //!
 //! Kinds: `part` (piece `k` of a value, up from a child or down from the
-//! root), `fail` (json `{"error": …}`), and the connect handshake's
+//! root), `fail` (json `{"error": …}`), their ring twins `ring` and
+//! `ringfail` (from the previous engine on the ring), and the connect
+//! handshake's
 //! `ready` (up), `probe` and `go` (down). A message is decoded once here;
 //! the [`Collective`](super::collective::Collective) stashes it as decoded.
 
@@ -36,6 +38,8 @@ impl PartialEq for Payload {
 pub enum Wire {
     /// A collective's message.
     Collective(Msg<Payload>),
+    /// A ring allreduce's message (see [`super::ring`]).
+    Ring(Msg<Payload>),
     /// Handshake: this child and its subtree are subscribed.
     Ready,
     /// Handshake: the root's probe.
@@ -55,6 +59,14 @@ pub fn to_frames(w: Wire) -> Vec<zmq::Message> {
             seq,
             body: Body::Fail { error },
         }) => ("fail", seq, 0, json!({ "error": error }), vec![]),
+        Wire::Ring(Msg {
+            seq,
+            body: Body::Part { k, part },
+        }) => ("ring", seq, k, part.json, part.buffers),
+        Wire::Ring(Msg {
+            seq,
+            body: Body::Fail { error },
+        }) => ("ringfail", seq, 0, json!({ "error": error }), vec![]),
         Wire::Ready => ("ready", 0, 0, Json::Null, vec![]),
         Wire::Probe => ("probe", 0, 0, Json::Null, vec![]),
         Wire::Go => ("go", 0, 0, Json::Null, vec![]),
@@ -90,23 +102,27 @@ pub fn from_frames(frames: Vec<zmq::Message>) -> Result<Wire, String> {
     let json: Json =
         serde_json::from_slice(&json_frame).map_err(|e| format!("the json frame: {e}"))?;
     let buffers: Vec<zmq::Message> = it.collect();
+    let part = |json, buffers| Msg {
+        seq,
+        body: Body::Part {
+            k,
+            part: Payload { json, buffers },
+        },
+    };
+    let fail = |json: Json| Msg {
+        seq,
+        body: Body::Fail {
+            error: json["error"]
+                .as_str()
+                .unwrap_or("a peer failed")
+                .to_string(),
+        },
+    };
     Ok(match kind.as_str() {
-        "part" => Wire::Collective(Msg {
-            seq,
-            body: Body::Part {
-                k,
-                part: Payload { json, buffers },
-            },
-        }),
-        "fail" => Wire::Collective(Msg {
-            seq,
-            body: Body::Fail {
-                error: json["error"]
-                    .as_str()
-                    .unwrap_or("a peer failed")
-                    .to_string(),
-            },
-        }),
+        "part" => Wire::Collective(part(json, buffers)),
+        "fail" => Wire::Collective(fail(json)),
+        "ring" => Wire::Ring(part(json, buffers)),
+        "ringfail" => Wire::Ring(fail(json)),
         "ready" => Wire::Ready,
         "probe" => Wire::Probe,
         "go" => Wire::Go,
@@ -142,7 +158,31 @@ mod tests {
                 error: "engine 4 did not".into(),
             },
         });
-        for w in [part, fail, Wire::Ready, Wire::Probe, Wire::Go] {
+        let ring = Wire::Ring(Msg {
+            seq: 4,
+            body: Body::Part {
+                k: 1,
+                part: Payload {
+                    json: json!({"len": 2}),
+                    buffers: vec![zmq::Message::from(&[9u8][..])],
+                },
+            },
+        });
+        let ring_fail = Wire::Ring(Msg {
+            seq: 5,
+            body: Body::Fail {
+                error: "engine 2 did not".into(),
+            },
+        });
+        for w in [
+            part,
+            fail,
+            ring,
+            ring_fail,
+            Wire::Ready,
+            Wire::Probe,
+            Wire::Go,
+        ] {
             let shown = format!("{w:?}");
             assert_eq!(format!("{:?}", round_trip(w)), shown);
         }
