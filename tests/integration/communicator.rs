@@ -327,6 +327,20 @@ fn large_allreduces_refuse_mismatches_and_agree_on_their_path() {
             "shared {shared}, short {short}: {text}"
         );
     }
+    // Engines whose thresholds differ: a clear error, not a hang.
+    let split = view
+        .execute(&format!(
+            "com.large_min_bytes = if id == 1 {{ 1 << 30 }} else {{ 1024 }}; \
+             com.allreduce(\"sum\", f64_array({len}, 1.0))"
+        ))
+        .unwrap()
+        .get_timeout(WAIT);
+    let text = split.unwrap_err().to_string();
+    assert!(text.contains("large_min_bytes"), "{text}");
+    view.execute(&format!("com.large_min_bytes = {LARGE_MIN_BYTES};"))
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
     // Engines that disagree on shared memory: all take the ring.
     let mixed = view
         .execute(&format!(

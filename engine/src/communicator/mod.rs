@@ -295,6 +295,18 @@ pub fn register(engine: &mut Engine, env: CommEnv) {
                 Ok(())
             },
         )
+        .register_get("large_min_bytes", |c: &mut BinaryTreeCommunicator| {
+            c.0.borrow().large_min_bytes as INT
+        })
+        .register_set(
+            "large_min_bytes",
+            |c: &mut BinaryTreeCommunicator, bytes: INT| -> RhaiResult<()> {
+                c.0.borrow_mut().large_min_bytes = usize::try_from(bytes).map_err(|_| {
+                    err(format!("large_min_bytes must not be negative, not {bytes}"))
+                })?;
+                Ok(())
+            },
+        )
         .register_get("last_algorithm", |c: &mut BinaryTreeCommunicator| {
             c.0.borrow().last_algorithm.to_string()
         })

@@ -167,11 +167,8 @@ fn chunk_range(len: usize, k: usize) -> std::ops::Range<usize> {
 fn chunk_of<'a>(part: &'a Payload, from: u32, own: &Own, k: usize) -> Result<&'a [u8], String> {
     let p = &part.json;
     // A roster (the large-array path's first round) says the same inside.
-    let p = if p["roster"].is_null() {
-        p
-    } else {
-        &p["roster"]
-    };
+    let roster = !p["roster"].is_null();
+    let p = if roster { &p["roster"] } else { p };
     let (dtype, len) = (p["dtype"].as_str(), p["len"].as_u64());
     if dtype != Some(own.dtype()) || len != Some(own.len() as u64) {
         return Err(format!(
@@ -180,6 +177,11 @@ fn chunk_of<'a>(part: &'a Payload, from: u32, own: &Own, k: usize) -> Result<&'a
             len.unwrap_or(0),
             own.dtype(),
             own.len()
+        ));
+    }
+    if roster {
+        return Err(format!(
+            "engine {from} reduces its array by the large-array path and this engine along the chunked tree: set com.large_min_bytes the same on every engine"
         ));
     }
     let frame = part
@@ -286,7 +288,8 @@ impl BinaryTreeCommunicator {
         } else {
             0
         };
-        if engines < 2 || bytes < LARGE_MIN_BYTES {
+        let large_min = self.0.borrow().large_min_bytes;
+        if engines < 2 || bytes < large_min {
             return Ok(None);
         }
         if let Some(a) = value.read_lock::<F64Array>() {

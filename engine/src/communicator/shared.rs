@@ -43,7 +43,6 @@ use super::RhaiResult;
 use serde_json::{json, Value as Json};
 use std::cell::RefCell;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Duration;
 use zpar_protocol::bulk;
@@ -67,16 +66,130 @@ impl Elem for i64 {
     const DTYPE: &'static str = "i64";
 }
 
+/// A file mapped into this process's memory (`mmap`, shared): reading and
+/// writing it is reading and writing memory, with no system call per page
+/// as `pread` and `pwrite` on `/dev/shm` cost.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::ffi::c_void;
+    pub const PROT_READ: i32 = 1;
+    pub const PROT_WRITE: i32 = 2;
+    pub const MAP_SHARED: i32 = 1;
+    extern "C" {
+        pub fn mmap(
+            addr: *mut c_void,
+            len: usize,
+            prot: i32,
+            flags: i32,
+            fd: i32,
+            off: i64,
+        ) -> *mut c_void;
+        pub fn munmap(addr: *mut c_void, len: usize) -> i32;
+    }
+}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `file` (which holds at least that
+    /// many), for reading, or also writing.
+    #[cfg(target_os = "linux")]
+    fn new(file: &File, len: usize, writable: bool) -> std::io::Result<Mapping> {
+        use std::os::fd::AsRawFd;
+        if len == 0 {
+            return Ok(Mapping {
+                ptr: std::ptr::NonNull::dangling().as_ptr(),
+                len,
+            });
+        }
+        let prot = sys::PROT_READ | if writable { sys::PROT_WRITE } else { 0 };
+        // SAFETY: a fresh mapping of an open file, nowhere else in this
+        // process; a failure comes back as MAP_FAILED (-1) and is checked.
+        let ptr = unsafe {
+            sys::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                sys::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr as isize == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new(_file: &File, _len: usize, _writable: bool) -> std::io::Result<Mapping> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "shared-memory collectives need Linux",
+        ))
+    }
+
+    /// `n` elements at element `at`.
+    ///
+    /// # Panics
+    /// If they lie outside the mapping (callers check sizes first).
+    fn elems<T: Elem>(&self, at: usize, n: usize) -> &[T] {
+        let size = std::mem::size_of::<T>();
+        assert!((at + n) * size <= self.len, "a read past a mapping's end");
+        // SAFETY: inside the mapping (checked), which is page-aligned, so
+        // `at * size` keeps `T`'s alignment; any bytes are a valid `T`
+        // (`Pod`). The protocol's barriers keep writers out while it is read.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(at * size).cast::<T>(), n) }
+    }
+
+    /// `n` elements at element `at`, to write.
+    ///
+    /// # Panics
+    /// As [`Mapping::elems`].
+    fn elems_mut<T: Elem>(&mut self, at: usize, n: usize) -> &mut [T] {
+        let size = std::mem::size_of::<T>();
+        assert!((at + n) * size <= self.len, "a write past a mapping's end");
+        // SAFETY: as in `elems`; the mapping is writable (this engine's own)
+        // and borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at * size).cast::<T>(), n) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if self.len > 0 {
+            // SAFETY: the mapping this value made; nothing borrows it now.
+            unsafe {
+                sys::munmap(self.ptr.cast(), self.len);
+            }
+        }
+    }
+}
+
+/// This engine's segment.
+struct OwnSegment {
+    name: String,
+    file: File,
+    map: Mapping,
+}
+
 /// A communicator's shared-memory state.
 pub(super) struct SharedArea {
     /// Whether the script allows the path (`com.shared_memory`).
     pub(super) allowed: bool,
-    /// This engine's segment: name, file, size in bytes.
-    own: Option<(String, File, u64)>,
+    /// This engine's segment, mapped.
+    own: Option<OwnSegment>,
     /// Whether every engine is on this host; learned at the first call.
     same_host: Option<bool>,
-    /// The other engines' segments, opened once, by name.
-    peers: Vec<(String, File)>,
+    /// The other engines' segments, opened and mapped once, by name.
+    peers: Vec<(String, File, Mapping)>,
 }
 
 impl Default for SharedArea {
@@ -92,8 +205,8 @@ impl Default for SharedArea {
 
 impl Drop for SharedArea {
     fn drop(&mut self) {
-        if let Some((name, _, _)) = &self.own {
-            bulk::remove_segment(name);
+        if let Some(own) = &self.own {
+            bulk::remove_segment(&own.name);
         }
     }
 }
@@ -104,8 +217,9 @@ impl SharedArea {
         self.allowed && self.same_host != Some(false) && enabled()
     }
 
-    /// This engine's segment, at least `bytes` long (created or grown).
-    fn own_segment(&mut self, bytes: u64) -> std::io::Result<(&str, &File)> {
+    /// This engine's segment, at least `bytes` long (created or grown), and
+    /// its name.
+    fn own_segment(&mut self, bytes: usize) -> std::io::Result<&mut OwnSegment> {
         if self.own.is_none() {
             let name = format!(
                 "{}{}-{}",
@@ -113,31 +227,55 @@ impl SharedArea {
                 std::process::id(),
                 uuid::Uuid::new_v4().simple()
             );
-            let file = zpar_protocol::private::create_file(&segment_path(&name))?;
-            self.own = Some((name, file, 0));
+            let path = segment_path(&name);
+            drop(zpar_protocol::private::create_file(&path)?);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?;
+            let map = Mapping::new(&file, 0, true)?;
+            self.own = Some(OwnSegment { name, file, map });
         }
-        let (name, file, size) = self.own.as_mut().expect("just made");
-        if *size < bytes {
-            file.set_len(bytes)?;
-            *size = bytes;
+        let own = self.own.as_mut().expect("just made");
+        if own.map.len < bytes {
+            own.file.set_len(bytes as u64)?;
+            own.map = Mapping::new(&own.file, bytes, true)?;
         }
-        Ok((name.as_str(), file))
+        Ok(own)
     }
 
-    /// The segment of engine `id` called `name`, opened once.
-    fn peer(&mut self, id: u32, name: &str) -> Result<&File, String> {
-        if let Some(i) = self.peers.iter().position(|(n, _)| n == name) {
-            return Ok(&self.peers[i].1);
+    /// The segment of engine `id` called `name`, mapped with at least
+    /// `bytes` bytes.
+    fn peer(&mut self, id: u32, name: &str, bytes: usize) -> Result<&Mapping, String> {
+        let i = match self.peers.iter().position(|(n, _, _)| n == name) {
+            Some(i) => i,
+            None => {
+                if !bulk::is_segment_name(name) {
+                    return Err(format!(
+                        "engine {id} named {name:?} as its segment, which is not a zpar segment name"
+                    ));
+                }
+                let file = File::open(segment_path(name)).map_err(|e| {
+                    format!("engine {id}'s shared segment {name} could not be opened: {e}")
+                })?;
+                let map = Mapping::new(&file, 0, false).map_err(|e| e.to_string())?;
+                self.peers.push((name.to_string(), file, map));
+                self.peers.len() - 1
+            }
+        };
+        let (_, file, map) = &mut self.peers[i];
+        if map.len < bytes {
+            let size = file.metadata().map_err(|e| e.to_string())?.len() as usize;
+            if size < bytes {
+                return Err(format!(
+                    "engine {id}'s shared segment {name} holds {size} bytes, not the {bytes} its array needs"
+                ));
+            }
+            *map = Mapping::new(file, size, false).map_err(|e| {
+                format!("engine {id}'s shared segment {name} could not be mapped: {e}")
+            })?;
         }
-        if !bulk::is_segment_name(name) {
-            return Err(format!(
-                "engine {id} named {name:?} as its segment, which is not a zpar segment name"
-            ));
-        }
-        let file = File::open(segment_path(name))
-            .map_err(|e| format!("engine {id}'s shared segment {name} could not be opened: {e}"))?;
-        self.peers.push((name.to_string(), file));
-        Ok(&self.peers.last().expect("pushed").1)
+        Ok(&self.peers[i].2)
     }
 }
 
@@ -210,6 +348,9 @@ impl Roster {
                 self.len
             ));
         }
+        if p["roster"].is_null() {
+            return Err(different_paths(from, self.me));
+        }
         let entries = p["engines"]
             .as_array()
             .ok_or_else(|| format!("engine {from} sent a roster without engines"))?;
@@ -252,6 +393,14 @@ impl Combine<Payload> for Roster {
     fn accept(&mut self, _k: usize, part: Payload) -> Result<(), String> {
         self.absorb(self.root, &part)
     }
+}
+
+/// The error when one engine takes the large-array path and another the
+/// chunked tree for the same array (their thresholds differ).
+fn different_paths(tree: u32, large: u32) -> String {
+    format!(
+        "engine {tree} reduces its array along the chunked tree and engine {large} by the large-array path: set com.large_min_bytes the same on every engine"
+    )
 }
 
 /// The barrier round: nothing but an error travels.
@@ -312,10 +461,10 @@ pub(super) fn roster<T: Elem>(
         let mut c = comm.borrow_mut();
         if c.shared.offers() {
             c.shared
-                .own_segment(2 * bytes as u64)
-                .and_then(|(name, file)| {
-                    file.write_all_at(bytemuck::cast_slice(own), 0)?;
-                    Ok(name.to_string())
+                .own_segment(2 * bytes)
+                .map(|seg| {
+                    seg.map.elems_mut::<T>(0, own.len()).copy_from_slice(own);
+                    seg.name.clone()
                 })
                 .map_err(|e| format!("engine {me} could not write its array to shared memory: {e}"))
         } else {
@@ -381,64 +530,63 @@ pub(super) fn reduce_shared<T: Elem>(
         )));
     };
 
-    // 3. Reduce-scatter: slice `rank` of every engine's array, in order.
-    let mine = slice(own.len(), n, rank);
+    // 3. Reduce-scatter: slice `rank` of every engine's array, in order,
+    // folded straight into this engine's slice of the result.
+    let len = own.len();
+    let mine = slice(len, n, rank);
     let mut barrier = Barrier { error: None };
-    let mut acc: Vec<T> = Vec::new();
     let folded = (|| -> Result<(), String> {
         let mut c = comm.borrow_mut();
-        let mut scratch = vec![T::default(); mine.len()];
+        let area = &mut c.shared;
+        let mut acc: Vec<T> = Vec::with_capacity(mine.len());
         for (i, e) in engines.iter().enumerate() {
             let part: &[T] = if e.id == me {
                 &own[mine.clone()]
             } else {
-                let file = c.shared.peer(e.id, &e.segment)?;
-                read_at(file, &mut scratch, mine.start, e.id)?;
-                &scratch
+                area.peer(e.id, &e.segment, 2 * bytes)?
+                    .elems(mine.start, mine.len())
             };
             if i == 0 {
-                acc = part.to_vec();
+                acc.extend_from_slice(part);
             } else {
                 for (a, x) in acc.iter_mut().zip(part) {
                     *a = fold(*a, *x);
                 }
             }
         }
-        let (_, file) = c
-            .shared
-            .own_segment(2 * bytes as u64)
-            .map_err(|e| e.to_string())?;
-        let at = (bytes + mine.start * std::mem::size_of::<T>()) as u64;
-        file.write_all_at(bytemuck::cast_slice(&acc), at)
-            .map_err(|e| format!("engine {me} could not write its slice: {e}"))
+        let seg = area.own_segment(2 * bytes).map_err(|e| e.to_string())?;
+        seg.map
+            .elems_mut::<T>(len + mine.start, mine.len())
+            .copy_from_slice(&acc);
+        Ok(())
     })();
     if let Err(e) = folded {
-        barrier.error = Some(e);
+        barrier.error = Some(format!("engine {me}: {e}"));
     }
     // 4. Every slice is written.
     round(comm, timeout, &mut barrier)?;
 
     // 5. Allgather: every engine's slice of the result.
-    let mut out: Vec<T> = bulk::zeroed(own.len());
+    let mut out: Vec<T> = bulk::zeroed(len);
     let mut c = comm.borrow_mut();
     for (r, e) in engines.iter().enumerate() {
-        let range = slice(own.len(), n, r);
-        if e.id == me {
-            out[range].copy_from_slice(&acc);
-            continue;
-        }
-        let file = c.shared.peer(e.id, &e.segment).map_err(err)?;
-        let start = range.start;
-        read_at(file, &mut out[range], own.len() + start, e.id).map_err(err)?;
+        let range = slice(len, n, r);
+        let at = len + range.start;
+        let from: &[T] = if e.id == me {
+            let seg = c
+                .shared
+                .own_segment(2 * bytes)
+                .map_err(|e| err(e.to_string()))?;
+            seg.map.elems(at, range.len())
+        } else {
+            c.shared
+                .peer(e.id, &e.segment, 2 * bytes)
+                .map_err(err)?
+                .elems(at, range.len())
+        };
+        out[range].copy_from_slice(from);
     }
     Ok(out)
-}
-
-/// Reads `out.len()` elements at element offset `at` of engine `id`'s file.
-fn read_at<T: Elem>(file: &File, out: &mut [T], at: usize, id: u32) -> Result<(), String> {
-    let offset = (at * std::mem::size_of::<T>()) as u64;
-    file.read_exact_at(bytemuck::cast_slice_mut(out), offset)
-        .map_err(|e| format!("could not read engine {id}'s shared segment: {e}"))
 }
 
 #[cfg(test)]

@@ -58,6 +58,9 @@ pub(super) struct Comm {
     pub(super) ring_early: Vec<(u32, Msg<Payload>)>,
     /// The segment and peers of the shared-memory allreduce.
     pub(super) shared: SharedArea,
+    /// Named allreduces of arrays this large take the large-array path
+    /// (`com.large_min_bytes`; [`super::LARGE_MIN_BYTES`] by default).
+    pub(super) large_min_bytes: usize,
     /// How the last reduction ran: `"tree"` (whole values along the tree),
     /// `"chunked"` (named, in chunks along the tree) or `"shared"` (named,
     /// through shared memory); `""` before the first.
@@ -199,6 +202,7 @@ impl Comm {
             ring: None,
             ring_early: Vec::new(),
             shared: SharedArea::default(),
+            large_min_bytes: super::LARGE_MIN_BYTES,
             last_algorithm: "",
         })
     }
