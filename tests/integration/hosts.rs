@@ -438,6 +438,7 @@ const SEED: &str = "%scatter --flatten id = ID_LIST
 %px com.allreduce(add, data, false)
 %px com.reduce(add, id, true)
 %px com.info.host
+%px com.shared_memory = false; let big = com.allreduce(\"sum\", f64_array(300000, 1.0)); [big[299999], com.last_algorithm]
 ";
 
 fn seed_across_hosts(per_host: &[usize]) {
@@ -484,6 +485,14 @@ fn seed_across_hosts(per_host: &[usize]) {
         );
     }
     assert!(!shown.contains(&format!("\"{HUB_ADDR}\"")), "{shown}");
+    // A large named allreduce kept off shared memory goes round the ring,
+    // across the hosts' links (CURVE, as every link here).
+    for e in 0..total {
+        assert!(
+            shown.contains(&format!("Out[{e}:4]: [{total}.0, \"ring\"]")),
+            "engine {e} did not get the ring allreduce:\n{shown}"
+        );
+    }
 }
 
 #[test]
