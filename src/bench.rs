@@ -980,5 +980,43 @@ fn allreduce(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
             baseline,
         );
     }
+    // Each named-allreduce algorithm at the sizes around its threshold
+    // (ARCHITECTURE.md, "Collectives by size"), forced with
+    // `com.large_min_bytes` and `com.shared_memory`.
+    let threshold = zpar_engine::communicator::LARGE_MIN_BYTES;
+    for (label, elems, calls) in [
+        ("64 KiB", 8192usize, 200usize),
+        ("256 KiB", 32768, 200),
+        ("1 MiB", 131072, 100),
+        ("8 MB", 1_000_000, 30),
+    ] {
+        view.execute(&format!("let v = f64_array({elems}, 1.0);"))?
+            .get()?;
+        for (path, large_min, shared) in [
+            ("chunked", usize::MAX >> 1, true),
+            ("shared", 0, true),
+            ("ring", 0, false),
+        ] {
+            let calls = reps(calls, args.scale);
+            let code = format!(
+                "com.large_min_bytes = {large_min}; com.shared_memory = {shared}; \
+                 let ts = []; for i in 0..{calls} {{ let t = timestamp(); let r = com.allreduce(\"sum\", v); ts.push(t.elapsed); }} \
+                 ts.sort(); if com.last_algorithm != \"{path}\" {{ throw `took ${{com.last_algorithm}}, not {path}`; }} ts[ts.len / 2] * 1000000.0"
+            );
+            let inside = view.execute(&code)?.get()?;
+            let mut us: Vec<f64> = inside.iter().filter_map(Value::as_f64).collect();
+            let baseline = if elems >= 1_000_000 { one_way } else { hop };
+            report.add(
+                &format!("allreduce 4 engines, {label}, named \"sum\", {path}, in engines"),
+                median(&mut us),
+                "us",
+                baseline,
+            );
+        }
+    }
+    view.execute(&format!(
+        "com.large_min_bytes = {threshold}; com.shared_memory = true;"
+    ))?
+    .get()?;
     Ok(())
 }

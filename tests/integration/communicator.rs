@@ -355,13 +355,16 @@ fn large_allreduces_refuse_mismatches_and_agree_on_their_path() {
         Value::from("ring"),
     ]);
     assert_eq!(mixed, vec![want; 3]);
-    // Many calls in a row alternate paths and never mix.
+    // Many calls in a row alternate paths and never mix (the script
+    // allreduce of a large array goes through shared memory too).
     let r = view
         .execute(&format!(
             "let ok = true; for i in 0..40 {{ com.shared_memory = i % 3 != 0; \
              let r = com.allreduce(\"sum\", f64_array({len} + i % 2, (id + i) * 1.0)); \
              let small = com.allreduce(add, id); \
-             if r[0] != 3.0 * i + 3.0 || r.len != {len} + i % 2 || small != 3 {{ ok = false; }} }} ok"
+             let whole = com.allreduce(add, f64_array({len} - i, (id + i) * 1.0)); \
+             if r[0] != 3.0 * i + 3.0 || r.len != {len} + i % 2 || small != 3 \
+                || whole[0] != 3.0 * i + 3.0 || whole.len != {len} - i {{ ok = false; }} }} ok"
         ))
         .unwrap()
         .get_timeout(WAIT)

@@ -46,6 +46,7 @@ use serde_json::json;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
+use zpar_protocol::bulk;
 use zpar_protocol::Value;
 
 pub(crate) type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
@@ -84,9 +85,11 @@ pub mod ring;
 pub mod shared;
 mod tree;
 pub mod wire;
+use crate::arrays::{F64Array, I64Array};
 use collective::{Call, Combine};
 use native::Op;
 pub use native::{CHUNK_ELEMS, LARGE_MIN_BYTES};
+use shared::Slot;
 use tree::{drive, err, secs, Comm, DriveError};
 use wire::Payload;
 
@@ -115,6 +118,142 @@ struct ScriptFold<'a, 'b> {
     acc: Dynamic,
     /// This engine's own error, returned to its script as it is.
     error: Option<Box<EvalAltResult>>,
+    /// How its parts travel.
+    transport: Transport<'a>,
+    /// The root, whose result `accept` takes.
+    root: u32,
+}
+
+/// How a script allreduce's large values travel between engines on one
+/// host: a numeric array of at least [`LARGE_MIN_BYTES`] goes up through
+/// the sender's `Up` segment when its parent is on this host, and the
+/// root's result down through its `Down` segment when every engine is
+/// (each part says whether its whole subtree is). The message carries only
+/// the segment's name; the reader copies the array straight from the
+/// mapping, instead of it crossing loopback TCP into a frame and from the
+/// frame into an array.
+///
+/// Reuse is safe in an allreduce only: a child writes its `Up` segment
+/// again in its next call, which begins after the root's broadcast, so
+/// after its parent read it; the root writes `Down` again only once the
+/// next call's gather is complete, so after every engine read it.
+struct Transport<'a> {
+    comm: &'a RefCell<Comm>,
+    /// Whether this call may use it (an allreduce, shared memory on).
+    allowed: bool,
+    is_root: bool,
+    /// Whether the parent is on this host.
+    parent_here: bool,
+    /// Whether this engine's subtree, so far, is all on this host.
+    subtree_here: bool,
+}
+
+impl Transport<'_> {
+    /// Notes whether a child's part says its subtree is on this host.
+    fn heard(&mut self, part: &Payload) {
+        self.subtree_here &= part.json["node"].as_str() == Some(bulk::host_id());
+    }
+
+    /// This engine's piece: through its segment when it may, else inline.
+    fn encode(&mut self, acc: &Dynamic) -> RhaiResult<Payload> {
+        let receivers_here = if self.is_root {
+            self.subtree_here
+        } else {
+            self.parent_here
+        };
+        let mapped = if self.allowed && receivers_here {
+            self.mapped(acc)?
+        } else {
+            None
+        };
+        let mut payload = match mapped {
+            Some(p) => p,
+            None => encode(acc)?,
+        };
+        if self.subtree_here && !self.is_root {
+            payload.json["node"] = bulk::host_id().into();
+        }
+        Ok(payload)
+    }
+
+    /// A large numeric array, written into this engine's segment.
+    fn mapped(&mut self, acc: &Dynamic) -> RhaiResult<Option<Payload>> {
+        let slot = if self.is_root { Slot::Down } else { Slot::Up };
+        let mut c = self.comm.borrow_mut();
+        let mut write = |dtype: &str, bytes: &[u8]| -> RhaiResult<Payload> {
+            let seg = c
+                .shared
+                .own_segment(slot, bytes.len())
+                .map_err(|e| err(format!("communicator: shared memory: {e}")))?;
+            seg.map
+                .elems_mut::<u8>(0, bytes.len())
+                .copy_from_slice(bytes);
+            let json = json!({"mapped": {
+                "segment": seg.name, "dtype": dtype, "bytes": bytes.len(), "host": bulk::host_id()
+            }});
+            Ok(Payload {
+                json,
+                buffers: Vec::new(),
+            })
+        };
+        if let Some(a) = acc.read_lock::<F64Array>() {
+            let bytes = zpar_protocol::value::f64_bytes(a.as_slice());
+            if bytes.len() >= LARGE_MIN_BYTES {
+                return write("f64", bytes).map(Some);
+            }
+        } else if let Some(a) = acc.read_lock::<I64Array>() {
+            let bytes = zpar_protocol::value::i64_bytes(a.as_slice());
+            if bytes.len() >= LARGE_MIN_BYTES {
+                return write("i64", bytes).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// A part from engine `from`: from its segment, or inline.
+    fn decode(&mut self, from: u32, part: &Payload) -> RhaiResult<Dynamic> {
+        let m = &part.json["mapped"];
+        if m.is_null() {
+            return decode(part);
+        }
+        let (name, dtype, bytes) = match (
+            m["segment"].as_str(),
+            m["dtype"].as_str(),
+            m["bytes"].as_u64(),
+        ) {
+            (Some(n), Some(d), Some(b)) if b % 8 == 0 => (n, d, b as usize),
+            _ => {
+                return Err(err(format!(
+                    "communicator: engine {from} sent a malformed shared-memory part"
+                )))
+            }
+        };
+        if m["host"].as_str() != Some(bulk::host_id()) {
+            return Err(err(format!(
+                "communicator: engine {from} sent a value in shared memory of another host; shared memory is only for engines on one host"
+            )));
+        }
+        let mut c = self.comm.borrow_mut();
+        let map = c.shared.peer(from, name, bytes).map_err(err)?;
+        let len = bytes / 8;
+        Ok(match dtype {
+            "f64" => {
+                let mut v: Vec<f64> = bulk::zeroed(len);
+                v.copy_from_slice(map.elems(0, len));
+                Dynamic::from(F64Array::new(v))
+            }
+            "i64" => {
+                let mut v: Vec<i64> = bulk::zeroed(len);
+                v.copy_from_slice(map.elems(0, len));
+                Dynamic::from(I64Array::new(v))
+            }
+            other => {
+                return Err(err(format!(
+                    "communicator: engine {from} sent a shared-memory part of type {other:?}"
+                )))
+            }
+        })
+    }
 }
 
 impl ScriptFold<'_, '_> {
@@ -126,8 +265,12 @@ impl ScriptFold<'_, '_> {
 }
 
 impl Combine<Payload> for ScriptFold<'_, '_> {
-    fn combine(&mut self, _k: usize, _child: u32, part: Payload) -> Result<(), String> {
-        let v = decode(&part).map_err(|e| self.failed(e))?;
+    fn combine(&mut self, _k: usize, child: u32, part: Payload) -> Result<(), String> {
+        self.transport.heard(&part);
+        let v = self
+            .transport
+            .decode(child, &part)
+            .map_err(|e| self.failed(e))?;
         let acc = std::mem::take(&mut self.acc);
         self.acc = self
             .f
@@ -137,11 +280,15 @@ impl Combine<Payload> for ScriptFold<'_, '_> {
     }
 
     fn piece(&mut self, _k: usize) -> Result<Payload, String> {
-        encode(&self.acc).map_err(|e| self.failed(e))
+        self.transport.encode(&self.acc).map_err(|e| self.failed(e))
     }
 
     fn accept(&mut self, _k: usize, part: Payload) -> Result<(), String> {
-        self.acc = decode(&part).map_err(|e| self.failed(e))?;
+        let root = self.root;
+        self.acc = self
+            .transport
+            .decode(root, &part)
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 }
@@ -162,10 +309,19 @@ impl BinaryTreeCommunicator {
         call: Call,
         what: &str,
     ) -> RhaiResult<Dynamic> {
-        let me = {
+        let (me, root, transport) = {
             let mut c = self.0.borrow_mut();
             c.last_algorithm = "tree";
-            c.id
+            let allowed = call.gather && call.broadcast && c.shared.allowed && shared::enabled();
+            let links = c.links()?;
+            let transport = Transport {
+                comm: &self.0,
+                allowed,
+                is_root: links.tree.is_root(),
+                parent_here: links.parent_here,
+                subtree_here: true,
+            };
+            (c.id, links.tree.root, transport)
         };
         let mut fold = ScriptFold {
             ctx,
@@ -173,6 +329,8 @@ impl BinaryTreeCommunicator {
             me,
             acc: value,
             error: None,
+            transport,
+            root,
         };
         match drive(&self.0, call, &mut fold) {
             Ok(()) => Ok(fold.acc),

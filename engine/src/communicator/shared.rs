@@ -69,7 +69,7 @@ impl Elem for i64 {
 /// A file mapped into this process's memory (`mmap`, shared): reading and
 /// writing it is reading and writing memory, with no system call per page
 /// as `pread` and `pwrite` on `/dev/shm` cost.
-struct Mapping {
+pub(super) struct Mapping {
     ptr: *mut u8,
     len: usize,
 }
@@ -139,7 +139,7 @@ impl Mapping {
     ///
     /// # Panics
     /// If they lie outside the mapping (callers check sizes first).
-    fn elems<T: Elem>(&self, at: usize, n: usize) -> &[T] {
+    pub(super) fn elems<T: bytemuck::Pod>(&self, at: usize, n: usize) -> &[T] {
         let size = std::mem::size_of::<T>();
         assert!((at + n) * size <= self.len, "a read past a mapping's end");
         // SAFETY: inside the mapping (checked), which is page-aligned, so
@@ -152,7 +152,7 @@ impl Mapping {
     ///
     /// # Panics
     /// As [`Mapping::elems`].
-    fn elems_mut<T: Elem>(&mut self, at: usize, n: usize) -> &mut [T] {
+    pub(super) fn elems_mut<T: bytemuck::Pod>(&mut self, at: usize, n: usize) -> &mut [T] {
         let size = std::mem::size_of::<T>();
         assert!((at + n) * size <= self.len, "a write past a mapping's end");
         // SAFETY: as in `elems`; the mapping is writable (this engine's own)
@@ -173,19 +173,31 @@ impl Drop for Mapping {
     }
 }
 
+/// Which of this engine's segments: each use has its own, so one call's
+/// readers never meet the next call's writer of another kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// A named allreduce's array and its result slice.
+    Named = 0,
+    /// A script allreduce's part, read by the parent.
+    Up = 1,
+    /// A script allreduce's result, read by every engine (the root's).
+    Down = 2,
+}
+
 /// This engine's segment.
-struct OwnSegment {
-    name: String,
+pub(super) struct OwnSegment {
+    pub(super) name: String,
     file: File,
-    map: Mapping,
+    pub(super) map: Mapping,
 }
 
 /// A communicator's shared-memory state.
 pub(super) struct SharedArea {
     /// Whether the script allows the path (`com.shared_memory`).
     pub(super) allowed: bool,
-    /// This engine's segment, mapped.
-    own: Option<OwnSegment>,
+    /// This engine's segments, mapped, by [`Slot`].
+    own: [Option<OwnSegment>; 3],
     /// Whether every engine is on this host; learned at the first call.
     same_host: Option<bool>,
     /// The other engines' segments, opened and mapped once, by name.
@@ -196,7 +208,7 @@ impl Default for SharedArea {
     fn default() -> SharedArea {
         SharedArea {
             allowed: true,
-            own: None,
+            own: [None, None, None],
             same_host: None,
             peers: Vec::new(),
         }
@@ -205,7 +217,7 @@ impl Default for SharedArea {
 
 impl Drop for SharedArea {
     fn drop(&mut self) {
-        if let Some(own) = &self.own {
+        for own in self.own.iter().flatten() {
             bulk::remove_segment(&own.name);
         }
     }
@@ -219,8 +231,13 @@ impl SharedArea {
 
     /// This engine's segment, at least `bytes` long (created or grown), and
     /// its name.
-    fn own_segment(&mut self, bytes: usize) -> std::io::Result<&mut OwnSegment> {
-        if self.own.is_none() {
+    pub(super) fn own_segment(
+        &mut self,
+        slot: Slot,
+        bytes: usize,
+    ) -> std::io::Result<&mut OwnSegment> {
+        let own = &mut self.own[slot as usize];
+        if own.is_none() {
             let name = format!(
                 "{}{}-{}",
                 bulk::SEGMENT_PREFIX,
@@ -234,9 +251,9 @@ impl SharedArea {
                 .write(true)
                 .open(&path)?;
             let map = Mapping::new(&file, 0, true)?;
-            self.own = Some(OwnSegment { name, file, map });
+            *own = Some(OwnSegment { name, file, map });
         }
-        let own = self.own.as_mut().expect("just made");
+        let own = own.as_mut().expect("just made");
         if own.map.len < bytes {
             own.file.set_len(bytes as u64)?;
             own.map = Mapping::new(&own.file, bytes, true)?;
@@ -246,7 +263,7 @@ impl SharedArea {
 
     /// The segment of engine `id` called `name`, mapped with at least
     /// `bytes` bytes.
-    fn peer(&mut self, id: u32, name: &str, bytes: usize) -> Result<&Mapping, String> {
+    pub(super) fn peer(&mut self, id: u32, name: &str, bytes: usize) -> Result<&Mapping, String> {
         let i = match self.peers.iter().position(|(n, _, _)| n == name) {
             Some(i) => i,
             None => {
@@ -461,7 +478,7 @@ pub(super) fn roster<T: Elem>(
         let mut c = comm.borrow_mut();
         if c.shared.offers() {
             c.shared
-                .own_segment(2 * bytes)
+                .own_segment(Slot::Named, 2 * bytes)
                 .map(|seg| {
                     seg.map.elems_mut::<T>(0, own.len()).copy_from_slice(own);
                     seg.name.clone()
@@ -554,7 +571,9 @@ pub(super) fn reduce_shared<T: Elem>(
                 }
             }
         }
-        let seg = area.own_segment(2 * bytes).map_err(|e| e.to_string())?;
+        let seg = area
+            .own_segment(Slot::Named, 2 * bytes)
+            .map_err(|e| e.to_string())?;
         seg.map
             .elems_mut::<T>(len + mine.start, mine.len())
             .copy_from_slice(&acc);
@@ -575,7 +594,7 @@ pub(super) fn reduce_shared<T: Elem>(
         let from: &[T] = if e.id == me {
             let seg = c
                 .shared
-                .own_segment(2 * bytes)
+                .own_segment(Slot::Named, 2 * bytes)
                 .map_err(|e| err(e.to_string()))?;
             seg.map.elems(at, range.len())
         } else {

@@ -27,6 +27,8 @@ use zpar_protocol::{recv_frames, CurveKeys};
 pub(super) struct Links {
     pub(super) parent: Option<(u32, zmq::Socket)>,
     pub(super) sub: Option<zmq::Socket>,
+    /// Whether the parent runs on this host (its `node` is ours).
+    pub(super) parent_here: bool,
     pub(super) tree: Tree,
     /// How many engines the communicator joins.
     pub(super) engines: usize,
@@ -212,6 +214,9 @@ impl Comm {
         m.insert("id".into(), (self.id as INT).into());
         m.insert("url".into(), self.router_url.clone().into());
         m.insert("host".into(), self.host.clone().into());
+        // This boot of this machine: a parent with the same one takes large
+        // values from shared memory.
+        m.insert("node".into(), zpar_protocol::bulk::host_id().into());
         m
     }
 
@@ -274,6 +279,7 @@ impl Comm {
             )));
         }
 
+        let mut parent_here = false;
         let parent = match my_parent {
             None => None,
             Some(p) => {
@@ -290,6 +296,10 @@ impl Comm {
                     .get("url")
                     .and_then(|u| u.clone().into_string().ok())
                     .ok_or_else(|| err(format!("peers: the info of engine {p} has no url")))?;
+                parent_here = info
+                    .get("node")
+                    .and_then(|n| n.clone().into_string().ok())
+                    .is_some_and(|n| !n.is_empty() && n == zpar_protocol::bulk::host_id());
                 let dealer = ctx.socket(zmq::DEALER).map_err(|e| zerr("socket", e))?;
                 secure_client(&dealer, self.curve.as_ref()).map_err(curve_err)?;
                 dealer
@@ -317,6 +327,7 @@ impl Comm {
         self.links = Some(Links {
             parent,
             sub,
+            parent_here,
             tree: tree.clone(),
             engines: parents.len(),
             ring_next: None,
