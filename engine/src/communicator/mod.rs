@@ -16,6 +16,14 @@
 //! numeric arrays, in 1 MiB chunks, `native.rs`) share the machine and
 //! differ only in their [`collective::Combine`] step.
 //!
+//! **By size**, as MPI chooses: a named allreduce of an array of at least
+//! [`LARGE_MIN_BYTES`] starts with a roster round and then goes through
+//! shared memory when every engine is on one host ([`shared`]) or round a
+//! pipelined ring otherwise ([`ring`], its own machine with no I/O); both
+//! fold in rank order. A script allreduce keeps the tree but passes large
+//! arrays between engines of one host through mapped segments
+//! (`Transport`). `com.last_algorithm` says which path ran.
+//!
 //! - **Order.** The ROUTER tells a parent which child sent which partial, so
 //!   it combines `own, children in ascending id` — for the pre-order trees
 //!   (`bintree`-shaped) that is the sequential left fold in id order, and an
