@@ -188,31 +188,35 @@ impl Transport<'_> {
     fn mapped(&mut self, acc: &Dynamic) -> RhaiResult<Option<Payload>> {
         let slot = if self.is_root { Slot::Down } else { Slot::Up };
         let mut c = self.comm.borrow_mut();
-        let mut write = |dtype: &str, bytes: &[u8]| -> RhaiResult<Payload> {
-            let seg = c
-                .shared
-                .own_segment(slot, bytes.len())
-                .map_err(|e| err(format!("communicator: shared memory: {e}")))?;
+        // No room in shared memory: the value goes inline instead.
+        let mut write = |dtype: &str, bytes: &[u8]| -> RhaiResult<Option<Payload>> {
+            let seg = match c.shared.own_segment(slot, bytes.len()) {
+                Ok(seg) => seg,
+                Err(e) => {
+                    tracing::warn!(error = %e, "communicator: no shared segment; sending the value inline");
+                    return Ok(None);
+                }
+            };
             seg.map
                 .elems_mut::<u8>(0, bytes.len())
                 .copy_from_slice(bytes);
             let json = json!({"mapped": {
                 "segment": seg.name, "dtype": dtype, "bytes": bytes.len(), "host": bulk::host_id()
             }});
-            Ok(Payload {
+            Ok(Some(Payload {
                 json,
                 buffers: Vec::new(),
-            })
+            }))
         };
         if let Some(a) = acc.read_lock::<F64Array>() {
             let bytes = zpar_protocol::value::f64_bytes(a.as_slice());
             if bytes.len() >= LARGE_MIN_BYTES {
-                return write("f64", bytes).map(Some);
+                return write("f64", bytes);
             }
         } else if let Some(a) = acc.read_lock::<I64Array>() {
             let bytes = zpar_protocol::value::i64_bytes(a.as_slice());
             if bytes.len() >= LARGE_MIN_BYTES {
-                return write("i64", bytes).map(Some);
+                return write("i64", bytes);
             }
         }
         Ok(None)

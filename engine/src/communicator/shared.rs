@@ -90,6 +90,7 @@ mod sys {
             off: i64,
         ) -> *mut c_void;
         pub fn munmap(addr: *mut c_void, len: usize) -> i32;
+        pub fn posix_fallocate(fd: i32, offset: i64, len: i64) -> i32;
     }
 }
 
@@ -256,6 +257,7 @@ impl SharedArea {
         let own = own.as_mut().expect("just made");
         if own.map.len < bytes {
             own.file.set_len(bytes as u64)?;
+            reserve(&own.file, bytes)?;
             own.map = Mapping::new(&own.file, bytes, true)?;
         }
         Ok(own)
@@ -296,6 +298,28 @@ impl SharedArea {
     }
 }
 
+/// Gives `file`'s first `bytes` bytes their memory now. A mapped write to
+/// a page `/dev/shm` has no room for kills the process (`SIGBUS`); reserved
+/// up front, a full `/dev/shm` is an error the call reports instead.
+fn reserve(file: &File, bytes: usize) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain system call on an open file descriptor.
+        let code = unsafe { sys::posix_fallocate(file.as_raw_fd(), 0, bytes as i64) };
+        if code != 0 {
+            let e = std::io::Error::from_raw_os_error(code);
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{bytes} bytes of shared memory (/dev/shm) could not be reserved: {e}"),
+            ));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, bytes);
+    Ok(())
+}
+
 fn segment_path(name: &str) -> PathBuf {
     std::path::Path::new(bulk::SHM_DIR).join(name)
 }
@@ -321,16 +345,14 @@ pub(super) struct Entry {
 }
 
 /// The roster round's combine step: checks every engine reduces the same
-/// kind of array, and lists every engine's segment in fold order. An
-/// engine that could not write its array joins with its error, so the
-/// others fail with it instead of waiting.
+/// kind of array, and lists every engine's host, segment and address in
+/// fold order.
 struct Roster {
     me: u32,
     root: u32,
     dtype: &'static str,
     len: usize,
     entries: Vec<Entry>,
-    error: Option<String>,
 }
 
 impl Roster {
@@ -340,14 +362,11 @@ impl Roster {
             .iter()
             .map(|e| json!([e.id, e.host, e.segment, e.url]))
             .collect();
-        json!({"roster": {"dtype": self.dtype, "len": self.len}, "engines": entries, "error": self.error})
+        json!({"roster": {"dtype": self.dtype, "len": self.len}, "engines": entries})
     }
 
     fn absorb(&mut self, from: u32, part: &Payload) -> Result<(), String> {
         let p = &part.json;
-        if let Some(e) = p["error"].as_str() {
-            return Err(e.to_string());
-        }
         // A chunk of the small-array path says the same at its top level.
         let roster = if p["roster"].is_null() {
             p
@@ -398,9 +417,6 @@ impl Combine<Payload> for Roster {
     }
 
     fn piece(&mut self, _k: usize) -> Result<Payload, String> {
-        if let Some(e) = &self.error {
-            return Err(e.clone());
-        }
         Ok(Payload {
             json: self.to_json(),
             buffers: Vec::new(),
@@ -474,18 +490,23 @@ pub(super) fn roster<T: Elem>(
         let c = comm.borrow();
         (c.id, c.links()?.tree.root, c.router_url.clone())
     };
-    let written = {
+    // An engine that cannot write its array (no room in /dev/shm) offers
+    // no segment, and every engine then takes the ring.
+    let segment = {
         let mut c = comm.borrow_mut();
         if c.shared.offers() {
-            c.shared
-                .own_segment(Slot::Named, 2 * bytes)
-                .map(|seg| {
+            match c.shared.own_segment(Slot::Named, 2 * bytes) {
+                Ok(seg) => {
                     seg.map.elems_mut::<T>(0, own.len()).copy_from_slice(own);
                     seg.name.clone()
-                })
-                .map_err(|e| format!("engine {me} could not write its array to shared memory: {e}"))
+                }
+                Err(e) => {
+                    tracing::warn!(engine = me, error = %e, "communicator: no shared segment; this allreduce goes round the ring");
+                    String::new()
+                }
+            }
         } else {
-            Ok(String::new())
+            String::new()
         }
     };
     let mut roster = Roster {
@@ -493,18 +514,13 @@ pub(super) fn roster<T: Elem>(
         root,
         dtype: T::DTYPE,
         len: own.len(),
-        entries: Vec::new(),
-        error: None,
-    };
-    match written {
-        Ok(segment) => roster.entries.push(Entry {
+        entries: vec![Entry {
             id: me,
             host: bulk::host_id().to_string(),
             segment,
             url,
-        }),
-        Err(e) => roster.error = Some(e),
-    }
+        }],
+    };
     round(comm, timeout, &mut roster)?;
     let all_here = roster.entries.iter().all(|e| e.host == bulk::host_id());
     if !all_here {
@@ -611,6 +627,26 @@ pub(super) fn reduce_shared<T: Elem>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_too_large_for_shared_memory_is_an_error_not_a_crash() {
+        if !bulk::available() {
+            return;
+        }
+        let mut area = SharedArea::default();
+        // Far beyond any /dev/shm: refused up front, so no mapped write can
+        // ever meet a page without memory.
+        let e = area.own_segment(Slot::Up, 1 << 50).err().expect("refused");
+        assert!(!e.to_string().is_empty());
+        let seg = area
+            .own_segment(Slot::Up, 1 << 16)
+            .expect("a small one fits");
+        seg.map.elems_mut::<u64>(0, 8).copy_from_slice(&[7; 8]);
+        let path = segment_path(&seg.name);
+        assert!(path.exists());
+        drop(area);
+        assert!(!path.exists(), "the segment outlived its communicator");
+    }
 
     #[test]
     fn slices_cover_the_array_in_order() {
