@@ -547,16 +547,21 @@ impl DirectView {
     }
 
     /// Creates a `BinaryTreeCommunicator` named `name` on every target,
-    /// connects them along `fanout_tree(targets, COMMUNICATOR_FANOUT)`
-    /// (root: the first target; a pre-order tree, so reductions fold in
-    /// target order) and returns once every link is live.
+    /// connects them along `fanout_tree(ids, COMMUNICATOR_FANOUT)` over the
+    /// targets' ids in ascending order (root: the lowest id; a pre-order
+    /// tree, so reductions fold in ascending id order, whatever order the
+    /// view lists its targets in) and returns once every link is live.
     pub fn setup_communicator(&self, name: &str, timeout: Duration) -> Result<()> {
         if !is_identifier(name) {
             return Err(Error::Value(format!(
                 "{name:?} is not a valid variable name"
             )));
         }
-        let ids = self.targets()?;
+        // A parent folds its children in ascending id, so only a tree over
+        // sorted ids folds in one order from top to bottom.
+        let mut ids = self.targets()?;
+        ids.sort_unstable();
+        ids.dedup();
         let root = ids[0];
         let tree = fanout_tree(&ids, COMMUNICATOR_FANOUT);
         // One round trip creates every engine's communicator and brings

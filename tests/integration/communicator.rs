@@ -373,29 +373,25 @@ fn large_allreduces_refuse_mismatches_and_agree_on_their_path() {
 }
 
 #[test]
-fn a_dead_engine_on_the_ring_fails_every_survivor_with_its_name() {
+fn an_engine_killed_during_large_allreduces_fails_every_survivor_with_its_name() {
     let _watchdog = support::watchdog();
     let (mut c, client) = setup(4);
     let view = client.all();
-    let len = LARGE_MIN_BYTES / 8 * 4;
-    view.execute("com.timeout = 2.0; com.shared_memory = false;")
+    // Kept off shared memory, a large named allreduce is a short roster
+    // round and then a long ring transfer: a kill lands in the ring almost
+    // always, and in either the survivors must name the lost engine.
+    let first = view
+        .execute(
+            "com.timeout = 2.0; com.shared_memory = false; let big = f64_array(1000000, 1.0); \
+             let first = com.allreduce(\"sum\", big); [first[0], com.last_algorithm]",
+        )
         .unwrap()
         .get_timeout(WAIT)
         .unwrap();
-    // The ring is joined once every engine has run one call.
-    let ok = view
-        .execute(&format!(
-            "com.allreduce(\"max\", f64_array({len}, id * 1.0))[0]"
-        ))
-        .unwrap()
-        .get_timeout(WAIT)
-        .unwrap();
-    assert_eq!(ok, vec![Value::Float(3.0); 4]);
-    // Engine 2 spins instead of taking part, and is killed.
+    let want = Value::Array(vec![Value::Float(4.0), Value::from("ring")]);
+    assert_eq!(first, vec![want; 4]);
     let ar = view
-        .execute(&format!(
-            "if id == 2 {{ loop {{}} }} com.allreduce(\"sum\", f64_array({len}, 1.0))"
-        ))
+        .execute("loop { com.allreduce(\"sum\", big); }")
         .unwrap();
     support::wait_until("every engine has taken the request", || {
         client
@@ -416,4 +412,49 @@ fn a_dead_engine_on_the_ring_fails_every_survivor_with_its_name() {
             other => panic!("unexpected outcome {other:?}"),
         }
     }
+}
+
+#[test]
+fn engines_stay_in_step_after_a_call_only_some_of_them_failed() {
+    let _watchdog = support::watchdog();
+    let (_c, client) = setup(4);
+    let view = client.all();
+    let len = LARGE_MIN_BYTES / 8 + 5;
+    // Engine 2 gives up on the root's broadcast (0.3 s) while the root is
+    // still busy; the others get the roster and then wait for engine 2 at
+    // the shared path's barrier until their own deadline.
+    let skewed = view
+        .execute(&format!(
+            "com.timeout = if id == 2 {{ 0.3 }} else {{ 2.0 }}; \
+             if id == 0 {{ let t = timestamp(); while t.elapsed < 1.0 {{}} }} \
+             com.allreduce(\"sum\", f64_array({len}, 1.0))"
+        ))
+        .unwrap()
+        .get_timeout(WAIT);
+    assert!(skewed.is_err(), "{skewed:?}");
+    // An engine passing a string where the others pass arrays fails the
+    // call everywhere.
+    let mixed = view
+        .execute(&format!(
+            "com.timeout = 2.0; com.allreduce(\"sum\", if id == 1 {{ \"x\" }} else {{ f64_array({len}, 1.0) }})"
+        ))
+        .unwrap()
+        .get_timeout(WAIT);
+    assert!(mixed.is_err(), "{mixed:?}");
+    // Every engine is in step again: small, large and script calls work,
+    // and arrays that grow from call to call, with nothing in between,
+    // never meet the last call's results.
+    let r = view
+        .execute(&format!(
+            "let ok = com.allreduce(add, id) == 6; \
+             for i in 0..30 {{ let r = com.allreduce(\"sum\", f64_array({len} + i * 4096, id + 1.0)); \
+             if r[0] != 10.0 || r[r.len - 1] != 10.0 || r.len != {len} + i * 4096 {{ ok = false; }} }} \
+             com.shared_memory = false; \
+             for i in 0..5 {{ let r = com.allreduce(\"max\", f64_array({len} + i, id * 1.0)); \
+             if r[0] != 3.0 || r.len != {len} + i {{ ok = false; }} }} ok"
+        ))
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(r, vec![Value::Bool(true); 4]);
 }

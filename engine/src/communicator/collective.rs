@@ -368,6 +368,19 @@ impl<P> Collective<P> {
         out
     }
 
+    /// Moves on to `seq` (when idle and behind it): the calls up to it are
+    /// over on this engine, whether or not it ran them, and their stashed
+    /// messages are dropped. A script call is made of a fixed number of
+    /// rounds (see `CALL_ROUNDS` in the communicator), and an engine that
+    /// failed or skipped one still uses up all of its numbers, so the
+    /// engines' next calls carry the same numbers again.
+    pub fn skip_to(&mut self, seq: u64) {
+        if self.active.is_none() && seq > self.seq {
+            self.seq = seq;
+            self.early.retain(|s, _| *s > seq);
+        }
+    }
+
     /// Ends the call in progress without a result (the socket layer could
     /// not send). Its later messages are dropped as stale.
     pub fn abandon(&mut self) {

@@ -305,7 +305,27 @@ impl Combine<Payload> for ScriptFold<'_, '_> {
     }
 }
 
+/// Tree rounds (sequence numbers) each collective call uses up, whichever
+/// path it takes and wherever it fails: a large named allreduce runs a
+/// roster and then a barrier or the ring (whose call takes the second
+/// number), every other call one round. Engines stay in step after a
+/// failure that only some of them saw.
+const CALL_ROUNDS: u64 = 2;
+
 impl BinaryTreeCommunicator {
+    /// Runs one collective call; afterwards the communicator's rounds are
+    /// at the call's last number, whatever happened.
+    fn call<R>(&self, body: impl FnOnce() -> RhaiResult<R>) -> RhaiResult<R> {
+        let base = self.0.borrow().collective.as_ref().map(|m| m.seq());
+        let result = body();
+        if let Some(base) = base {
+            if let Some(m) = self.0.borrow_mut().collective.as_mut() {
+                m.skip_to(base + CALL_ROUNDS);
+            }
+        }
+        result
+    }
+
     /// The base timeout of a call: its own, or the communicator's.
     fn timeout_or_default(&self, timeout: Option<Duration>) -> Duration {
         timeout.unwrap_or(self.0.borrow().timeout)
@@ -363,43 +383,49 @@ impl BinaryTreeCommunicator {
         all: bool,
         timeout: Option<Duration>,
     ) -> RhaiResult<Dynamic> {
-        self.0.borrow().links()?;
-        let value = if flat {
-            value
-        } else {
-            fold_sequence(ctx, f, value)?
-        };
-        let call = Call::reduce(1, all, self.timeout_or_default(timeout));
-        self.run_script(ctx, f, value, call, "collective")
+        self.call(|| {
+            self.0.borrow().links()?;
+            let value = if flat {
+                value
+            } else {
+                fold_sequence(ctx, f, value)?
+            };
+            let call = Call::reduce(1, all, self.timeout_or_default(timeout));
+            self.run_script(ctx, f, value, call, "collective")
+        })
     }
 
     fn publish(&self, ctx: &NativeCallContext, value: Dynamic) -> RhaiResult<Dynamic> {
-        {
-            let c = self.0.borrow();
-            c.links()?;
-            if !c.is_root {
-                return Err(err(format!(
-                    "publish: engine {} is not the root; call consume() here",
-                    c.id
-                )));
+        self.call(|| {
+            {
+                let c = self.0.borrow();
+                c.links()?;
+                if !c.is_root {
+                    return Err(err(format!(
+                        "publish: engine {} is not the root; call consume() here",
+                        c.id
+                    )));
+                }
             }
-        }
-        let call = Call::broadcast_only(self.timeout_or_default(None));
-        let keep = FnPtr::new("barrier_keep_left").expect("valid name");
-        self.run_script(ctx, &keep, value, call, "publish")
+            let call = Call::broadcast_only(self.timeout_or_default(None));
+            let keep = FnPtr::new("barrier_keep_left").expect("valid name");
+            self.run_script(ctx, &keep, value, call, "publish")
+        })
     }
 
     fn consume(&self, ctx: &NativeCallContext, timeout: Option<Duration>) -> RhaiResult<Dynamic> {
-        {
-            let c = self.0.borrow();
-            c.links()?;
-            if c.is_root {
-                return Err(err("consume: the root publishes; call publish(value) here"));
+        self.call(|| {
+            {
+                let c = self.0.borrow();
+                c.links()?;
+                if c.is_root {
+                    return Err(err("consume: the root publishes; call publish(value) here"));
+                }
             }
-        }
-        let call = Call::broadcast_only(self.timeout_or_default(timeout));
-        let keep = FnPtr::new("barrier_keep_left").expect("valid name");
-        self.run_script(ctx, &keep, Dynamic::UNIT, call, "consume")
+            let call = Call::broadcast_only(self.timeout_or_default(timeout));
+            let keep = FnPtr::new("barrier_keep_left").expect("valid name");
+            self.run_script(ctx, &keep, Dynamic::UNIT, call, "consume")
+        })
     }
 }
 

@@ -123,9 +123,10 @@ impl Own {
         }
     }
 
-    /// own[chunk k] op= the chunk in `frame` (little-endian elements); with
-    /// no op, own[chunk k] = the chunk.
-    fn combine(&mut self, op: Option<Op>, k: usize, frame: &[u8]) {
+    /// own[chunk k] = op(own, the chunk in `frame`) (little-endian
+    /// elements), or op(the chunk, own) when `received_first`; with no op,
+    /// own[chunk k] = the chunk.
+    fn combine(&mut self, op: Option<Op>, k: usize, frame: &[u8], received_first: bool) {
         let r = chunk_range(self.len(), k);
         let elems = frame
             .chunks_exact(8)
@@ -134,13 +135,21 @@ impl Own {
             Own::F(v) => {
                 for (o, b) in v[r].iter_mut().zip(elems) {
                     let x = f64::from_le_bytes(b);
-                    *o = op.map_or(x, |op| op.f64(*o, x));
+                    *o = match op {
+                        None => x,
+                        Some(op) if received_first => op.f64(x, *o),
+                        Some(op) => op.f64(*o, x),
+                    };
                 }
             }
             Own::I(v) => {
                 for (o, b) in v[r].iter_mut().zip(elems) {
                     let x = i64::from_le_bytes(b);
-                    *o = op.map_or(x, |op| op.i64(*o, x));
+                    *o = match op {
+                        None => x,
+                        Some(op) if received_first => op.i64(x, *o),
+                        Some(op) => op.i64(*o, x),
+                    };
                 }
             }
         }
@@ -202,12 +211,17 @@ struct Chunks {
     op: Op,
     own: Own,
     root: u32,
+    /// Whether a received chunk is the left operand: on the ring it is the
+    /// fold of the ranks before this one; in the tree, a child's comes
+    /// after its parent's own.
+    received_first: bool,
 }
 
 impl Combine<Payload> for Chunks {
     fn combine(&mut self, k: usize, child: u32, part: Payload) -> Result<(), String> {
         let frame = chunk_of(&part, child, &self.own, k)?;
-        self.own.combine(Some(self.op), k, frame);
+        self.own
+            .combine(Some(self.op), k, frame, self.received_first);
         Ok(())
     }
 
@@ -222,7 +236,7 @@ impl Combine<Payload> for Chunks {
 
     fn accept(&mut self, k: usize, part: Payload) -> Result<(), String> {
         let frame = chunk_of(&part, self.root, &self.own, k)?;
-        self.own.combine(None, k, frame);
+        self.own.combine(None, k, frame, false);
         Ok(())
     }
 }
@@ -239,33 +253,35 @@ impl BinaryTreeCommunicator {
         all: bool,
         timeout: Option<Duration>,
     ) -> RhaiResult<Dynamic> {
-        let scalar = FnPtr::new(match op {
-            Op::Sum => "zpar_reduce_sum",
-            Op::Prod => "zpar_reduce_prod",
-            Op::Min => "zpar_reduce_min",
-            Op::Max => "zpar_reduce_max",
-        })
-        .expect("valid names");
-        if !flat {
-            // Fold this engine's own sequence first, as with a function.
-            return self.reduce(ctx, &scalar, value, false, all, timeout);
-        }
-        if all {
-            if let Some(result) = self.allreduce_large(op, &value, timeout)? {
-                return Ok(result);
+        self.call(|| {
+            let scalar = FnPtr::new(match op {
+                Op::Sum => "zpar_reduce_sum",
+                Op::Prod => "zpar_reduce_prod",
+                Op::Min => "zpar_reduce_min",
+                Op::Max => "zpar_reduce_max",
+            })
+            .expect("valid names");
+            if !flat {
+                // Fold this engine's own sequence first, as with a function.
+                return self.reduce(ctx, &scalar, value, false, all, timeout);
             }
-        }
-        let own = if let Some(a) = value.read_lock::<F64Array>() {
-            Some(Own::F(a.as_slice().to_vec()))
-        } else {
-            value
-                .read_lock::<I64Array>()
-                .map(|a| Own::I(a.as_slice().to_vec()))
-        };
-        match own {
-            Some(own) => self.reduce_chunked(op, own, all, timeout),
-            None => self.reduce(ctx, &scalar, value, true, all, timeout),
-        }
+            if all {
+                if let Some(result) = self.allreduce_large(op, &value, timeout)? {
+                    return Ok(result);
+                }
+            }
+            let own = if let Some(a) = value.read_lock::<F64Array>() {
+                Some(Own::F(a.as_slice().to_vec()))
+            } else {
+                value
+                    .read_lock::<I64Array>()
+                    .map(|a| Own::I(a.as_slice().to_vec()))
+            };
+            match own {
+                Some(own) => self.reduce_chunked(op, own, all, timeout),
+                None => self.reduce(ctx, &scalar, value, true, all, timeout),
+            }
+        })
     }
 
     /// The large-array allreduce when it applies (a numeric array of at
@@ -353,6 +369,7 @@ impl BinaryTreeCommunicator {
             op,
             own,
             root: prev,
+            received_first: true,
         };
         match drive_ring(&self.0, pieces, base, &mut comb) {
             Ok(()) => Ok(comb.own.into_dynamic()),
@@ -374,7 +391,12 @@ impl BinaryTreeCommunicator {
         };
         self.0.borrow_mut().last_algorithm = "chunked";
         let call = Call::reduce(chunks(own.len()), all, base);
-        let mut comb = Chunks { op, own, root };
+        let mut comb = Chunks {
+            op,
+            own,
+            root,
+            received_first: false,
+        };
         match drive(&self.0, call, &mut comb) {
             Ok(()) => Ok(comb.own.into_dynamic()),
             Err(DriveError::Script(e)) => Err(e),
@@ -419,7 +441,7 @@ mod tests {
     fn combine_and_ops() {
         let mut own = Own::F(vec![1.0, 5.0]);
         let other: Vec<u8> = [2.0f64, 3.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        own.combine(Some(Op::Max), 0, &other);
+        own.combine(Some(Op::Max), 0, &other, false);
         assert!(matches!(&own, Own::F(v) if *v == vec![2.0, 5.0]));
         let s = Op::Sum
             .scalars(&Dynamic::from(2_i64), &Dynamic::from(3_i64))

@@ -139,12 +139,15 @@ impl<P> Ring<P> {
         Some(a.begun + wait_for(a.timeout, self.step(a)))
     }
 
-    /// Starts the next call on a value of `pieces` pieces.
+    /// Starts call `seq` (later than any before; the communicator takes it
+    /// from its tree rounds, so every engine uses the same one) on a value
+    /// of `pieces` pieces. Stashed messages of earlier calls are dropped.
     ///
     /// # Panics
     /// If a call is already in progress.
     pub fn begin(
         &mut self,
+        seq: u64,
         pieces: usize,
         timeout: Duration,
         now: Instant,
@@ -155,7 +158,9 @@ impl<P> Ring<P> {
             "Ring::begin during call {}",
             self.seq
         );
-        self.seq += 1;
+        self.seq = seq.max(self.seq + 1);
+        let current = self.seq;
+        self.early.retain(|s, _| *s >= current);
         let pieces = pieces.max(1);
         debug!(
             engine = self.place.me,
@@ -411,7 +416,7 @@ mod tests {
         let mut queue: Vec<(usize, Msg<String>)> = Vec::new();
         let mut done = vec![false; n];
         for r in 0..n {
-            for o in rings[r].begin(pieces, t, now, &mut cats[r]) {
+            for o in rings[r].begin(1, pieces, t, now, &mut cats[r]) {
                 match o {
                     RingOut::Send(m) => queue.push(((r + 1) % n, m)),
                     RingOut::Done => done[r] = true,
@@ -469,7 +474,7 @@ mod tests {
         // Rank 1 (engine 10) is dead: it never begins.
         let mut sent = Vec::new();
         for r in [0, 2, 3] {
-            for o in rings[r].begin(1, t, now, &mut cats[r]) {
+            for o in rings[r].begin(1, 1, t, now, &mut cats[r]) {
                 if let RingOut::Send(m) = o {
                     sent.push((r, m));
                 }
@@ -531,7 +536,7 @@ mod tests {
         assert!(rings[1]
             .on_message(20, part(1, 0, "x"), now, &mut cat)
             .is_empty());
-        let out = rings[1].begin(1, t, now, &mut cat);
+        let out = rings[1].begin(1, 1, t, now, &mut cat);
         assert_eq!(out, vec![RingOut::Send(part(1, 0, "ab"))]);
         // A duplicate: dropped.
         assert!(rings[1]
@@ -545,7 +550,7 @@ mod tests {
             .on_message(0, part(1, 1, "zzz"), now, &mut cat)
             .is_empty());
         // A piece index out of range fails the call.
-        rings[1].begin(1, t, now, &mut cat);
+        rings[1].begin(2, 1, t, now, &mut cat);
         let out = rings[1].on_message(0, part(2, 7, "q"), now, &mut cat);
         assert!(matches!(out.last(), Some(RingOut::Failed(_))), "{out:?}");
     }

@@ -178,12 +178,15 @@ impl Drop for Mapping {
 /// readers never meet the next call's writer of another kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Slot {
-    /// A named allreduce's array and its result slice.
+    /// A named allreduce's array.
     Named = 0,
     /// A script allreduce's part, read by the parent.
     Up = 1,
     /// A script allreduce's result, read by every engine (the root's).
     Down = 2,
+    /// A named allreduce's result: this engine's slice, at its place. Apart
+    /// from the array, so a next call's larger array cannot reach it.
+    Result = 3,
 }
 
 /// This engine's segment.
@@ -198,7 +201,7 @@ pub(super) struct SharedArea {
     /// Whether the script allows the path (`com.shared_memory`).
     pub(super) allowed: bool,
     /// This engine's segments, mapped, by [`Slot`].
-    own: [Option<OwnSegment>; 3],
+    own: [Option<OwnSegment>; 4],
     /// Whether every engine is on this host; learned at the first call.
     same_host: Option<bool>,
     /// The other engines' segments, opened and mapped once, by name.
@@ -209,7 +212,7 @@ impl Default for SharedArea {
     fn default() -> SharedArea {
         SharedArea {
             allowed: true,
-            own: [None, None, None],
+            own: [None, None, None, None],
             same_host: None,
             peers: Vec::new(),
         }
@@ -338,8 +341,10 @@ pub(super) struct Entry {
     pub(super) id: u32,
     /// Its host's boot id.
     pub(super) host: String,
-    /// Its segment, holding its array; empty if it offers none.
+    /// Its segment holding its array; empty if it offers none.
     pub(super) segment: String,
+    /// Its segment holding its slice of the result; empty if none.
+    pub(super) result: String,
     /// Its ROUTER's address (the ring's previous engine connects to it).
     pub(super) url: String,
 }
@@ -360,7 +365,7 @@ impl Roster {
         let entries: Vec<Json> = self
             .entries
             .iter()
-            .map(|e| json!([e.id, e.host, e.segment, e.url]))
+            .map(|e| json!([e.id, e.host, e.segment, e.result, e.url]))
             .collect();
         json!({"roster": {"dtype": self.dtype, "len": self.len}, "engines": entries})
     }
@@ -392,13 +397,22 @@ impl Roster {
             .ok_or_else(|| format!("engine {from} sent a roster without engines"))?;
         let mut parsed = Vec::with_capacity(entries.len());
         for e in entries {
-            match (e[0].as_u64(), e[1].as_str(), e[2].as_str(), e[3].as_str()) {
-                (Some(id), Some(host), Some(segment), Some(url)) => parsed.push(Entry {
-                    id: id as u32,
-                    host: host.to_string(),
-                    segment: segment.to_string(),
-                    url: url.to_string(),
-                }),
+            match (
+                e[0].as_u64(),
+                e[1].as_str(),
+                e[2].as_str(),
+                e[3].as_str(),
+                e[4].as_str(),
+            ) {
+                (Some(id), Some(host), Some(segment), Some(result), Some(url)) => {
+                    parsed.push(Entry {
+                        id: id as u32,
+                        host: host.to_string(),
+                        segment: segment.to_string(),
+                        result: result.to_string(),
+                        url: url.to_string(),
+                    })
+                }
                 _ => return Err(format!("engine {from} sent a malformed roster entry {e}")),
             }
         }
@@ -492,22 +506,24 @@ pub(super) fn roster<T: Elem>(
     };
     // An engine that cannot write its array (no room in /dev/shm) offers
     // no segment, and every engine then takes the ring.
-    let segment = {
+    let (segment, result) = {
         let mut c = comm.borrow_mut();
-        if c.shared.offers() {
-            match c.shared.own_segment(Slot::Named, 2 * bytes) {
-                Ok(seg) => {
+        let area = &mut c.shared;
+        let offered = if area.offers() {
+            area.own_segment(Slot::Result, bytes)
+                .map(|seg| seg.name.clone())
+                .and_then(|result| {
+                    let seg = area.own_segment(Slot::Named, bytes)?;
                     seg.map.elems_mut::<T>(0, own.len()).copy_from_slice(own);
-                    seg.name.clone()
-                }
-                Err(e) => {
-                    tracing::warn!(engine = me, error = %e, "communicator: no shared segment; this allreduce goes round the ring");
-                    String::new()
-                }
-            }
+                    Ok((seg.name.clone(), result))
+                })
         } else {
-            String::new()
-        }
+            Ok(Default::default())
+        };
+        offered.unwrap_or_else(|e| {
+            tracing::warn!(engine = me, error = %e, "communicator: no shared segment; this allreduce goes round the ring");
+            Default::default()
+        })
     };
     let mut roster = Roster {
         me,
@@ -518,6 +534,7 @@ pub(super) fn roster<T: Elem>(
             id: me,
             host: bulk::host_id().to_string(),
             segment,
+            result,
             url,
         }],
     };
@@ -538,7 +555,7 @@ pub(super) fn roster<T: Elem>(
 pub(super) fn all_shared(engines: &[Entry]) -> bool {
     engines
         .iter()
-        .all(|e| e.host == bulk::host_id() && !e.segment.is_empty())
+        .all(|e| e.host == bulk::host_id() && !e.segment.is_empty() && !e.result.is_empty())
 }
 
 /// Steps 3 to 5: the reduce-scatter through the segments, the barrier, and
@@ -568,7 +585,7 @@ pub(super) fn reduce_shared<T: Elem>(
     let len = own.len();
     let mine = slice(len, n, rank);
     let mut barrier = Barrier { error: None };
-    let folded = (|| -> Result<(), String> {
+    let folded = (|| -> Result<Vec<T>, String> {
         let mut c = comm.borrow_mut();
         let area = &mut c.shared;
         let mut acc: Vec<T> = Vec::with_capacity(mine.len());
@@ -576,7 +593,7 @@ pub(super) fn reduce_shared<T: Elem>(
             let part: &[T] = if e.id == me {
                 &own[mine.clone()]
             } else {
-                area.peer(e.id, &e.segment, 2 * bytes)?
+                area.peer(e.id, &e.segment, bytes)?
                     .elems(mine.start, mine.len())
             };
             if i == 0 {
@@ -588,16 +605,20 @@ pub(super) fn reduce_shared<T: Elem>(
             }
         }
         let seg = area
-            .own_segment(Slot::Named, 2 * bytes)
+            .own_segment(Slot::Result, bytes)
             .map_err(|e| e.to_string())?;
         seg.map
-            .elems_mut::<T>(len + mine.start, mine.len())
+            .elems_mut::<T>(mine.start, mine.len())
             .copy_from_slice(&acc);
-        Ok(())
+        Ok(acc)
     })();
-    if let Err(e) = folded {
-        barrier.error = Some(format!("engine {me}: {e}"));
-    }
+    let acc = match folded {
+        Ok(acc) => acc,
+        Err(e) => {
+            barrier.error = Some(format!("engine {me}: {e}"));
+            Vec::new()
+        }
+    };
     // 4. Every slice is written.
     round(comm, timeout, &mut barrier)?;
 
@@ -606,19 +627,15 @@ pub(super) fn reduce_shared<T: Elem>(
     let mut c = comm.borrow_mut();
     for (r, e) in engines.iter().enumerate() {
         let range = slice(len, n, r);
-        let at = len + range.start;
-        let from: &[T] = if e.id == me {
-            let seg = c
-                .shared
-                .own_segment(Slot::Named, 2 * bytes)
-                .map_err(|e| err(e.to_string()))?;
-            seg.map.elems(at, range.len())
-        } else {
-            c.shared
-                .peer(e.id, &e.segment, 2 * bytes)
-                .map_err(err)?
-                .elems(at, range.len())
-        };
+        if e.id == me {
+            out[range].copy_from_slice(&acc);
+            continue;
+        }
+        let from: &[T] = c
+            .shared
+            .peer(e.id, &e.result, bytes)
+            .map_err(err)?
+            .elems(range.start, range.len());
         out[range].copy_from_slice(from);
     }
     Ok(out)

@@ -644,7 +644,10 @@ pub(super) fn drive_ring(
         // Later calls' messages: the machine stashes them.
         ring.on_message(from, msg, now, &mut StashOnly);
     }
-    let result = run_ring(comm, &mut ring, pieces, timeout, comb);
+    // The ring's call number is the second of this call's tree numbers
+    // (the roster had the first), the same on every engine.
+    let seq = comm.borrow().collective.as_ref().map_or(0, |m| m.seq() + 1);
+    let result = run_ring(comm, &mut ring, seq, pieces, timeout, comb);
     if ring.is_active() {
         ring.abandon();
     }
@@ -655,11 +658,12 @@ pub(super) fn drive_ring(
 fn run_ring(
     comm: &std::cell::RefCell<Comm>,
     ring: &mut Ring<Payload>,
+    seq: u64,
     pieces: usize,
     timeout: Duration,
     comb: &mut impl Combine<Payload>,
 ) -> Result<(), DriveError> {
-    let mut outs = ring.begin(pieces, timeout, Instant::now(), comb);
+    let mut outs = ring.begin(seq, pieces, timeout, Instant::now(), comb);
     loop {
         for out in outs.drain(..) {
             match out {
