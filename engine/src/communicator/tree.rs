@@ -64,8 +64,9 @@ pub(super) struct Comm {
     /// (`com.large_min_bytes`; [`super::LARGE_MIN_BYTES`] by default).
     pub(super) large_min_bytes: usize,
     /// How the last reduction ran: `"tree"` (whole values along the tree),
-    /// `"chunked"` (named, in chunks along the tree) or `"shared"` (named,
-    /// through shared memory); `""` before the first.
+    /// `"chunked"` (named, in chunks along the tree), `"shared"` (named,
+    /// through shared memory) or `"ring"` (named, round the ring); `""`
+    /// before the first.
     pub(super) last_algorithm: &'static str,
 }
 
