@@ -130,14 +130,26 @@ pub fn available() -> bool {
     *AVAILABLE.get_or_init(|| cfg!(target_os = "linux") && Path::new(SHM_DIR).is_dir())
 }
 
-/// This boot of this machine (Linux's `boot_id`): a segment is only
-/// readable where the writer's host id is the reader's own.
+/// This boot of this machine (Linux's `boot_id`) and this `/dev/shm` (its
+/// device and inode): a segment is only readable where the writer's host
+/// id is the reader's own. Containers on one kernel share the boot id but
+/// each has a `/dev/shm` of its own, so they are different hosts here.
 pub fn host_id() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_string())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        #[cfg(unix)]
+        let shm = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(SHM_DIR)
+                .map(|m| format!("{}.{}", m.dev(), m.ino()))
+                .unwrap_or_default()
+        };
+        #[cfg(not(unix))]
+        let shm = String::new();
+        format!("{boot}/{shm}")
     })
 }
 

@@ -127,9 +127,22 @@ impl Hosts {
     }
 
     /// `zpar ARGS` on host `i`, as a command to adjust.
+    ///
+    /// Like a real machine, each engine host has a `/dev/shm` of its own
+    /// (a folder of the test's, bind-mounted in a private mount namespace),
+    /// so zpar sees another host there and never passes values through
+    /// shared memory across hosts.
     pub fn zpar(&self, i: usize, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns(i), zpar_bin()])
+        cmd.args(["netns", "exec", &self.ns(i)]);
+        if i > 0 {
+            let shm = self.dir.join(format!("shm-{i}"));
+            std::fs::create_dir_all(&shm).expect("a host's /dev/shm folder");
+            cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+                .arg("mount --bind \"$0\" /dev/shm && exec \"$@\"")
+                .arg(&shm);
+        }
+        cmd.arg(zpar_bin())
             .args(args)
             .env("ZPAR_DIR", self.dir.join(format!("home-{i}")));
         cmd
@@ -438,7 +451,8 @@ const SEED: &str = "%scatter --flatten id = ID_LIST
 %px com.allreduce(add, data, false)
 %px com.reduce(add, id, true)
 %px com.info.host
-%px com.shared_memory = false; let big = com.allreduce(\"sum\", f64_array(300000, 1.0)); [big[299999], com.last_algorithm]
+%px let big = com.allreduce(\"sum\", f64_array(300000, 1.0)); [big[299999], com.last_algorithm]
+%px let whole = com.allreduce(add, f64_array(300000, 1.0)); [whole[0], whole.len]
 ";
 
 fn seed_across_hosts(per_host: &[usize]) {
@@ -485,12 +499,18 @@ fn seed_across_hosts(per_host: &[usize]) {
         );
     }
     assert!(!shown.contains(&format!("\"{HUB_ADDR}\"")), "{shown}");
-    // A large named allreduce kept off shared memory goes round the ring,
-    // across the hosts' links (CURVE, as every link here).
+    // Engines on several hosts: a large named allreduce goes round the
+    // ring across the hosts' links (CURVE, as every link here), and a
+    // script allreduce of a large array sends it inline to a parent on
+    // another host.
     for e in 0..total {
         assert!(
             shown.contains(&format!("Out[{e}:4]: [{total}.0, \"ring\"]")),
             "engine {e} did not get the ring allreduce:\n{shown}"
+        );
+        assert!(
+            shown.contains(&format!("Out[{e}:5]: [{total}.0, 300000]")),
+            "engine {e} did not get the script allreduce:\n{shown}"
         );
     }
 }
