@@ -1018,5 +1018,30 @@ fn allreduce(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
         "com.large_min_bytes = {threshold}; com.shared_memory = true;"
     ))?
     .get()?;
+    drop(view);
+    drop(client);
+    drop(cluster);
+    // The same small allreduce with as many engines as this machine has
+    // cores, or fewer: beyond that each call waits for processes to be
+    // scheduled, which is what the 4-engine figure above pays on 2 cores.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+    let cluster = LocalCluster::start(cores)?;
+    let client: Client = cluster.client()?;
+    let view = client.all();
+    view.setup_communicator("com", Duration::from_secs(30))?;
+    view.push("add", Value::Function("|a, b| a + b".into()))?
+        .get()?;
+    let calls = reps(1000, args.scale);
+    let code = format!(
+        "let ts = []; for i in 0..{calls} {{ let t = timestamp(); let r = com.allreduce(add, 1); ts.push(t.elapsed); }} ts.sort(); ts[ts.len / 2] * 1000000.0"
+    );
+    let inside = view.execute(&code)?.get()?;
+    let mut us: Vec<f64> = inside.iter().filter_map(Value::as_f64).collect();
+    report.add(
+        &format!("allreduce {cores} engines (one per core), one integer, in engines"),
+        median(&mut us),
+        "us",
+        hop,
+    );
     Ok(())
 }
