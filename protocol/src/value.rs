@@ -494,44 +494,15 @@ fn decode_tagged(tag: &Json, obj: &Map<String, Json>, buffers: &[zmq::Message]) 
             };
             let width = if kind == "bytes" { 1 } else { 8 };
             let len = num("len")?;
-            if let Some(name) = obj.get("shm") {
-                let name = name.as_str().ok_or_else(|| {
-                    ProtocolError::Value(format!("the \"shm\" of a {kind} marker is not a name"))
-                })?;
-                let host = obj.get("host").and_then(Json::as_str).unwrap_or_default();
-                if host != crate::bulk::host_id() {
-                    return Err(ProtocolError::Value(format!(
-                        "a {kind} value is in shared segment {name} of another host (boot id {host:?}); shared segments are only for engines on the sender's host"
-                    )));
-                }
-                let offset = num("offset")?;
-                let bytes = len.checked_mul(width).ok_or_else(|| {
-                    ProtocolError::Value(format!("a {kind} value of {len} elements is too long"))
-                })?;
+            if obj.contains_key("shm") {
+                let (name, offset, bytes) = shared_fields(kind, obj, len)?;
                 crate::bulk::check_segment(name, offset, bytes)
                     .map_err(|e| ProtocolError::Value(format!("a {kind} value: {e}")))?;
                 let read = |out: &mut [u8]| {
                     crate::bulk::read_segment(name, offset, out)
                         .map_err(|e| ProtocolError::Value(format!("a {kind} value: {e}")))
                 };
-                return Ok(match kind {
-                    "bytes" => {
-                        let mut out = crate::bulk::with_capacity(bytes);
-                        out.resize(bytes, 0);
-                        read(&mut out)?;
-                        Value::Bytes(out)
-                    }
-                    "f64" => {
-                        let mut out: Vec<f64> = crate::bulk::zeroed(len);
-                        read(f64_bytes_mut(&mut out))?;
-                        Value::F64Array(out)
-                    }
-                    _ => {
-                        let mut out: Vec<i64> = crate::bulk::zeroed(len);
-                        read(i64_bytes_mut(&mut out))?;
-                        Value::I64Array(out)
-                    }
-                });
+                return fill_new(kind, len, read);
             }
             let (first, frames) = (num("buffer")?, num("frames")?);
             let parts = first
@@ -575,6 +546,167 @@ fn decode_tagged(tag: &Json, obj: &Map<String, Json>, buffers: &[zmq::Message]) 
     }
 }
 
+/// The segment name, byte offset and byte length of a shared marker of
+/// `len` elements of `kind`, after checking it is of this host.
+fn shared_fields<'a>(
+    kind: &str,
+    obj: &'a Map<String, Json>,
+    len: usize,
+) -> Result<(&'a str, usize, usize)> {
+    let name = obj.get("shm").and_then(Json::as_str).ok_or_else(|| {
+        ProtocolError::Value(format!("the \"shm\" of a {kind} marker is not a name"))
+    })?;
+    let host = obj.get("host").and_then(Json::as_str).unwrap_or_default();
+    if host != crate::bulk::host_id() {
+        return Err(ProtocolError::Value(format!(
+            "a {kind} value is in shared segment {name} of another host (boot id {host:?}); shared segments are only for engines on the sender's host"
+        )));
+    }
+    let offset = obj.get("offset").and_then(Json::as_u64).ok_or_else(|| {
+        ProtocolError::Value(format!("the \"offset\" of a {kind} marker is not a count"))
+    })? as usize;
+    let width = if kind == "bytes" { 1 } else { 8 };
+    let bytes = len.checked_mul(width).ok_or_else(|| {
+        ProtocolError::Value(format!("a {kind} value of {len} elements is too long"))
+    })?;
+    Ok((name, offset, bytes))
+}
+
+/// A new value of `len` elements of `kind`, allocated once at its final
+/// size (huge pages when large, see `bulk`) and filled by `read`.
+fn fill_new(kind: &str, len: usize, read: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<Value> {
+    Ok(match kind {
+        "bytes" => {
+            // Zeroed (fresh pages, not written): the read faults them in.
+            let mut out: Vec<u8> = crate::bulk::zeroed(len);
+            read(&mut out)?;
+            Value::Bytes(out)
+        }
+        "f64" => {
+            let mut out: Vec<f64> = crate::bulk::zeroed(len);
+            read(f64_bytes_mut(&mut out))?;
+            Value::F64Array(out)
+        }
+        _ => {
+            let mut out: Vec<i64> = crate::bulk::zeroed(len);
+            read(i64_bytes_mut(&mut out))?;
+            Value::I64Array(out)
+        }
+    })
+}
+
+/// The kind of a numeric array or blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkKind {
+    /// A blob ([`Value::Bytes`]).
+    Bytes,
+    /// [`Value::F64Array`].
+    F64,
+    /// [`Value::I64Array`].
+    I64,
+}
+
+impl BulkKind {
+    fn tag(self) -> &'static str {
+        match self {
+            BulkKind::Bytes => "bytes",
+            BulkKind::F64 => "f64",
+            BulkKind::I64 => "i64",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn width(self) -> usize {
+        match self {
+            BulkKind::Bytes => 1,
+            BulkKind::F64 | BulkKind::I64 => 8,
+        }
+    }
+}
+
+/// A value that is one numeric array or blob in a shared segment, which
+/// its receiver has opened and taken the name of (see
+/// [`bulk::Detached`](crate::bulk::Detached)): nothing is read until it is
+/// asked for, and then straight where the caller wants it (a client reads
+/// a gather's blocks into their places in the joined array).
+///
+/// ```
+/// use zpar_protocol::value::{SharedOut, SharedValue};
+/// use zpar_protocol::Value;
+/// if zpar_protocol::bulk::available() {
+///     let v = Value::F64Array(vec![2.5; 1 << 18]); // 2 MiB
+///     let mut out = SharedOut::new(1 << 20);
+///     let json = v.encode_shared(&mut Vec::new(), &mut out);
+///     // Receivers remove the name; here the sender's copy is forgotten.
+///     out.segments.into_iter().for_each(std::mem::forget);
+///     let shared = SharedValue::open(&json).unwrap().unwrap();
+///     assert_eq!(shared.elements(), 1 << 18);
+///     assert_eq!(shared.to_value().unwrap(), v);
+/// }
+/// ```
+#[derive(Debug)]
+pub struct SharedValue {
+    kind: BulkKind,
+    elements: usize,
+    data: crate::bulk::Detached,
+}
+
+impl SharedValue {
+    /// Opens the segment of `json` if `json` is a shared marker (None if it
+    /// is any other value), and removes the segment's name.
+    pub fn open(json: &Json) -> Option<Result<SharedValue>> {
+        let obj = json.as_object()?;
+        if !obj.contains_key("shm") {
+            return None;
+        }
+        let kind = match obj.get(TAG)?.as_str()? {
+            "bytes" => BulkKind::Bytes,
+            "f64" => BulkKind::F64,
+            "i64" => BulkKind::I64,
+            _ => return None,
+        };
+        Some((|| {
+            let tag = kind.tag();
+            let elements = obj.get("len").and_then(Json::as_u64).ok_or_else(|| {
+                ProtocolError::Value(format!("the \"len\" of a {tag} marker is not a count"))
+            })? as usize;
+            let (name, offset, bytes) = shared_fields(tag, obj, elements)?;
+            let data = crate::bulk::Detached::open(name, offset, bytes)
+                .map_err(|e| ProtocolError::Value(format!("a {tag} value: {e}")))?;
+            Ok(SharedValue {
+                kind,
+                elements,
+                data,
+            })
+        })())
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> BulkKind {
+        self.kind
+    }
+
+    /// How many elements it holds.
+    pub fn elements(&self) -> usize {
+        self.elements
+    }
+
+    /// The file and the offset of its bytes, to read them elsewhere.
+    pub fn source(&self) -> (&std::fs::File, usize) {
+        self.data.source()
+    }
+
+    /// Reads it into a new value.
+    pub fn to_value(&self) -> Result<Value> {
+        let tag = self.kind.tag();
+        fill_new(tag, self.elements, |out| {
+            self.data
+                .read_into(out)
+                .map_err(|e| ProtocolError::Value(format!("a {tag} value: {e}")))
+        })
+    }
+}
+
 /// Copies the parts, in order, into `out` (whose length is their total).
 fn gather(parts: &[zmq::Message], out: &mut [u8]) {
     let mut at = 0;
@@ -598,7 +730,7 @@ pub fn f64_bytes(a: &[f64]) -> &[u8] {
 
 /// The bytes of an f64 slice to fill; a `Vec<f64>` destination is aligned,
 /// so unaligned received frames are copied into it rather than cast.
-fn f64_bytes_mut(a: &mut [f64]) -> &mut [u8] {
+pub fn f64_bytes_mut(a: &mut [f64]) -> &mut [u8] {
     bytemuck::cast_slice_mut(a)
 }
 
@@ -608,7 +740,7 @@ pub fn i64_bytes(a: &[i64]) -> &[u8] {
 }
 
 /// The bytes of an i64 slice to fill (see [`f64_bytes_mut`]).
-fn i64_bytes_mut(a: &mut [i64]) -> &mut [u8] {
+pub fn i64_bytes_mut(a: &mut [i64]) -> &mut [u8] {
     bytemuck::cast_slice_mut(a)
 }
 
