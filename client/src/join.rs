@@ -118,8 +118,7 @@ fn fill_joined<'a>(
             Block::Shared(s) => {
                 let (here, tail) =
                     std::mem::take(&mut rest).split_at_mut(s.elements() * s.kind().width());
-                let (file, offset) = s.source();
-                reads.push((file, offset, here));
+                reads.extend(zpar_protocol::bulk::destinations(here, &s.sources()));
                 rest = tail;
             }
         }

@@ -213,7 +213,10 @@ fn scatter_and_gather_with_uneven_splits_are_exact() {
 /// Blocks of uneven sizes, some in shared memory and some inline (and a lone
 /// float among f64 blocks), gathered into one value: each shared block is
 /// read straight into its place, the reads split over threads across block
-/// boundaries (the blocks total more than two read pieces).
+/// boundaries (the blocks total more than two read pieces, and the first is
+/// large enough to be written as one segment per core). The joined value
+/// scattered again (each engine's block in segments of its own) and
+/// gathered comes back the same.
 #[test]
 fn gather_reads_shared_blocks_into_place_beside_inline_ones_byte_exact() {
     let _watchdog = support::watchdog();
@@ -222,7 +225,7 @@ fn gather_reads_shared_blocks_into_place_beside_inline_ones_byte_exact() {
     let ids = client.ids();
     let piece = bulk::PARALLEL_PIECE_BYTES / 8;
     // Elements per engine: shared, inline, shared, shared.
-    let sizes = [piece + 3, 5, piece / 2 + 7, SHARED_MIN_BYTES / 8];
+    let sizes = [2 * piece + 3, 5, piece / 2 + 7, SHARED_MIN_BYTES / 8];
     let f64s = |e: usize, n: usize| -> Vec<f64> {
         (0..n).map(|i| (e * 1_000_003 + i) as f64 * 0.5).collect()
     };
@@ -329,6 +332,20 @@ fn gather_reads_shared_blocks_into_place_beside_inline_ones_byte_exact() {
         );
         // A gather dropped unread leaves nothing either.
         drop(support::ready(&client.all().gather("part").unwrap()).clone());
+        client
+            .all()
+            .scatter_ref("again", &joined, false)
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        let again = support::ready(&client.all().gather("again").unwrap())
+            .get_gathered()
+            .unwrap();
+        assert!(
+            again == joined,
+            "{} scattered and gathered again differs",
+            joined.kind()
+        );
     }
     no_segments_left(&cluster.pids().engines);
 }
