@@ -60,6 +60,13 @@ pub const SHARED_MIN_BYTES: usize = 1 << 20;
 /// ([`read_at`]).
 pub const PARALLEL_PIECE_BYTES: usize = 8 << 20;
 
+/// The cores this process may use, asked once (the standard library reads
+/// the cgroup's quota on every call, tens of microseconds).
+pub fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Asks the kernel to back `bytes` with transparent huge pages. Only the
 /// 2 MiB-aligned interior is advised; outside Linux it does nothing.
 fn advise_huge(ptr: *mut u8, bytes: usize) {
@@ -180,8 +187,10 @@ impl Segment {
     /// build machine: 50 ms into one file, 27–40 ms into two halves).
     pub fn create_many(parts: &[&[u8]]) -> io::Result<Vec<Segment>> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
+        if total < 2 * PARALLEL_PIECE_BYTES {
+            return parts.iter().map(|p| Segment::create(&[p])).collect();
+        }
+        let threads = cores()
             .min(parts.len())
             .min(total / PARALLEL_PIECE_BYTES)
             .max(1);
@@ -307,9 +316,9 @@ pub fn destinations<'a>(
     jobs
 }
 
-/// Reads each `(file, offset, destination)` at once, splitting the work
-/// into pieces of at least [`PARALLEL_PIECE_BYTES`] over one thread per
-/// core (see [`read_at`]).
+/// Reads each `(file, offset, destination)` at once: one thread per core
+/// (one per [`PARALLEL_PIECE_BYTES`] of the total at most), taking 4 MiB
+/// pieces in turn until none is left (see [`read_at`]).
 pub fn read_many(jobs: &mut [(&File, usize, &mut [u8])]) -> io::Result<()> {
     read_sharing(jobs, 1)
 }
@@ -319,55 +328,56 @@ pub fn read_many(jobs: &mut [(&File, usize, &mut [u8])]) -> io::Result<()> {
 /// the cores, since more threads than cores only add contention.
 pub fn read_sharing(jobs: &mut [(&File, usize, &mut [u8])], readers: usize) -> io::Result<()> {
     let total: usize = jobs.iter().map(|j| j.2.len()).sum();
-    let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) / readers.max(1))
-        .min(total / PARALLEL_PIECE_BYTES)
-        .max(1);
+    let threads = if total < 2 * PARALLEL_PIECE_BYTES {
+        1
+    } else {
+        cores() / readers.max(1)
+    }
+    .min(total / PARALLEL_PIECE_BYTES)
+    .max(1);
     if threads == 1 {
         for (file, offset, out) in jobs.iter_mut() {
             file.read_exact_at(out, *offset as u64)?;
         }
         return Ok(());
     }
-    // Each thread's share of the bytes, cut across the jobs in order.
-    let share = total.div_ceil(threads);
-    let mut lots: Vec<Vec<(&File, u64, &mut [u8])>> = (0..threads).map(|_| Vec::new()).collect();
-    let (mut lot, mut room) = (0, share);
+    // Pieces handed out one at a time: a thread the scheduler holds back
+    // (the machine is shared) takes fewer, instead of the others waiting
+    // for its fixed share.
+    let mut pieces: Vec<(&File, u64, &mut [u8])> = Vec::new();
     for (file, offset, out) in jobs.iter_mut() {
-        let mut rest: &mut [u8] = out;
         let mut at = *offset as u64;
-        while !rest.is_empty() {
-            let take = rest.len().min(room);
-            let (piece, tail) = std::mem::take(&mut rest).split_at_mut(take);
-            lots[lot].push((*file, at, piece));
-            at += take as u64;
-            rest = tail;
-            room -= take;
-            if room == 0 {
-                // The last lot takes whatever rounding left.
-                (lot, room) = if lot + 1 < threads {
-                    (lot + 1, share)
-                } else {
-                    (lot, usize::MAX)
-                };
-            }
+        for piece in out.chunks_mut(READ_PIECE_BYTES) {
+            let len = piece.len() as u64;
+            pieces.push((*file, at, piece));
+            at += len;
         }
     }
+    let queue = std::sync::Mutex::new(pieces.into_iter());
+    let work = || -> io::Result<()> {
+        loop {
+            let next = queue.lock().expect("read queue lock").next();
+            match next {
+                Some((file, at, piece)) => file.read_exact_at(piece, at)?,
+                None => return Ok(()),
+            }
+        }
+    };
     std::thread::scope(|s| {
-        let handles: Vec<_> = lots
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mine = work();
+        helpers
             .into_iter()
-            .map(|lot| {
-                s.spawn(move || {
-                    lot.into_iter()
-                        .try_for_each(|(file, at, piece)| file.read_exact_at(piece, at))
-                })
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a read thread panicked")))
             })
-            .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(io::Error::other("a read thread panicked")))
-        })
+            .fold(mine, |all, one| all.and(one))
     })
 }
+
+/// The piece of a parallel read a thread takes at a time.
+const READ_PIECE_BYTES: usize = 4 << 20;
 
 /// A segment a receiver opened and took the name of: the file is gone from
 /// `/dev/shm` (nothing is left behind whatever happens next), and its bytes
@@ -502,11 +512,10 @@ pub fn open_range(name: &str, offset: usize, bytes: usize) -> io::Result<File> {
 /// Cuts `bytes` into one piece per core when it is large enough for
 /// parallel writes to pay ([`Segment::create_many`]); else one piece.
 pub fn pieces_for_writing(bytes: &[u8]) -> Vec<&[u8]> {
-    if bytes.is_empty() {
+    if bytes.len() < 2 * PARALLEL_PIECE_BYTES {
         return vec![bytes];
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let count = cores.min(bytes.len() / PARALLEL_PIECE_BYTES).max(1);
+    let count = cores().min(bytes.len() / PARALLEL_PIECE_BYTES).max(1);
     // Pieces of a multiple of 8 bytes, so no element is cut (a reader
     // does not need it, but a person reading a segment might).
     let piece = bytes.len().div_ceil(count).div_ceil(8) * 8;

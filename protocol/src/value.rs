@@ -969,7 +969,7 @@ mod tests {
         if !crate::bulk::available() {
             return eprintln!("skipped: no /dev/shm");
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::bulk::cores();
         let n = 2 * crate::bulk::PARALLEL_PIECE_BYTES / 8 + 3;
         let v = Value::F64Array((0..n).map(|i| i as f64 * 0.25 - 7.0).collect());
         let mut out = SharedOut::new(64);
