@@ -616,15 +616,25 @@ fn cluster(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
     client.set_shared_memory(true);
     one.execute("bench_data = ();")?.get()?;
 
-    let ints = Value::I64Array((0..1_000_000).collect());
-    let sg = median_us(reps(10, args.scale), || {
-        all.scatter_ref("bench_ints", &ints, false)?.get()?;
-        let back = all.gather("bench_ints")?.get_gathered()?;
-        if back != ints {
-            bail!("gather returned something else");
+    // The gathered value is checked after each timed round, not in it
+    // (two rounds first to warm up, as `median_us` does).
+    let scatter_gather = |name: &str, seq: &Value, n: usize| -> Result<f64> {
+        let mut samples = Vec::with_capacity(n);
+        for round in 0..n + 2 {
+            let t = Instant::now();
+            all.scatter_ref(name, seq, false)?.get()?;
+            let back = all.gather(name)?.get_gathered()?;
+            if round >= 2 {
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            if back != *seq {
+                bail!("gather returned something else");
+            }
         }
-        Ok(())
-    })?;
+        Ok(median(&mut samples))
+    };
+    let ints = Value::I64Array((0..1_000_000).collect());
+    let sg = scatter_gather("bench_ints", &ints, reps(10, args.scale))?;
     report.add("scatter + gather 1,000,000 integers", sg / 1e3, "ms", None);
     // 1e7 f64 (80 MB) out and back: compared with raw ZeroMQ moving the
     // same 160 MB one way.
@@ -632,14 +642,7 @@ fn cluster(report: &mut Report, args: &BenchArgs, raw: &Raw) -> Result<()> {
     let raw_160mb_ms = 160.0 / raw.throughput_8m * 1e3;
     for shared in [true, false] {
         client.set_shared_memory(shared);
-        let sg = median_us(reps(5, args.scale), || {
-            all.scatter_ref("bench_floats", &floats, false)?.get()?;
-            let back = all.gather("bench_floats")?.get_gathered()?;
-            if back != floats {
-                bail!("gather returned something else");
-            }
-            Ok(())
-        })?;
+        let sg = scatter_gather("bench_floats", &floats, reps(5, args.scale))?;
         let how = if shared { "" } else { ", through the hub" };
         report.add(
             &format!("scatter + gather 1e7 f64, {} engines{how}", args.engines),

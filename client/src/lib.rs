@@ -43,6 +43,7 @@ pub mod client;
 pub mod cluster;
 pub mod error;
 pub mod io;
+mod join;
 pub mod kernel;
 pub mod launch;
 pub mod records;

@@ -228,6 +228,7 @@ pub(crate) fn fill_watched(
                 engine: entry_engine(e),
                 reply: None,
                 streamed: String::new(),
+                shared: None,
             })
             .collect();
     }

@@ -77,6 +77,21 @@ pub(crate) struct Slot {
     pub reply: Option<EngineReply>,
     /// Output streamed on iopub before the reply came.
     pub streamed: String,
+    /// A value that came in shared memory, kept unread: the reply's
+    /// outcome is a placeholder until it is asked for (see
+    /// [`ResultState::fill_shared`]).
+    pub shared: Option<zpar_protocol::value::SharedValue>,
+}
+
+impl Slot {
+    /// The reply with its value read, if it came in shared memory.
+    fn reply_read(&self) -> Option<EngineReply> {
+        let mut reply = self.reply.clone()?;
+        if let Some(shared) = &self.shared {
+            reply.outcome = shared.to_value().map_err(Error::from);
+        }
+        Some(reply)
+    }
 }
 
 #[derive(Debug)]
@@ -110,6 +125,7 @@ impl ResultState {
                         engine,
                         reply: None,
                         streamed: String::new(),
+                        shared: None,
                     })
                     .collect(),
                 done: 0,
@@ -139,6 +155,18 @@ impl ResultState {
     /// the hub made without naming an engine (`engine_known` false) fills
     /// the first open slot of its msg id.
     pub fn fill(&self, reply: EngineReply, engine_known: bool) -> bool {
+        self.fill_shared(reply, engine_known, None)
+    }
+
+    /// [`fill`](Self::fill) with the reply's value kept in shared memory,
+    /// unread: `get` reads it, straight into its place for `get_gathered`,
+    /// and with no copy of it left behind in the result.
+    pub fn fill_shared(
+        &self,
+        reply: EngineReply,
+        engine_known: bool,
+        shared: Option<zpar_protocol::value::SharedValue>,
+    ) -> bool {
         let mut parts = self.parts.lock().expect("result lock");
         let idx = parts.slots.iter().position(|s| {
             s.reply.is_none()
@@ -147,6 +175,7 @@ impl ResultState {
         });
         let Some(i) = idx else { return false };
         parts.slots[i].reply = Some(reply);
+        parts.slots[i].shared = shared;
         parts.done += 1;
         if parts.done == parts.slots.len() {
             self.segments.lock().expect("segments lock").clear();
@@ -358,7 +387,7 @@ impl AsyncResult {
     /// The replies received so far, in request order.
     pub fn replies(&self) -> Vec<EngineReply> {
         let p = self.state.parts.lock().expect("result lock");
-        let replies = p.slots.iter().filter_map(|s| s.reply.clone());
+        let replies = p.slots.iter().filter_map(Slot::reply_read);
         match &self.source_map {
             None => replies.collect(),
             Some(map) => replies
@@ -428,16 +457,22 @@ impl AsyncResult {
         self.wait(None);
         {
             // Joined straight from the replies, each copied once into the
-            // result (not cloned first).
+            // result (not cloned first); blocks still in shared memory are
+            // read straight into their places, all at once.
             let p = self.state.parts.lock().expect("result lock");
-            let replies: Vec<&EngineReply> =
-                p.slots.iter().filter_map(|s| s.reply.as_ref()).collect();
-            if replies.iter().all(|r| r.outcome.is_ok()) {
-                let values: Vec<&Value> = replies
-                    .iter()
-                    .filter_map(|r| r.outcome.as_ref().ok())
-                    .collect();
-                return Ok(crate::view::concat_refs(&values));
+            let filled: Vec<&Slot> = p.slots.iter().filter(|s| s.reply.is_some()).collect();
+            let blocks: Option<Vec<crate::join::Block>> = filled
+                .iter()
+                .map(
+                    |s| match (&s.shared, s.reply.as_ref().map(|r| &r.outcome)) {
+                        (Some(shared), _) => Some(crate::join::Block::Shared(shared)),
+                        (None, Some(Ok(v))) => Some(crate::join::Block::Value(v)),
+                        _ => None,
+                    },
+                )
+                .collect();
+            if let Some(blocks) = blocks {
+                return crate::join::concat_blocks(&blocks);
             }
         }
         let replies = self.replies();

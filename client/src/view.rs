@@ -10,6 +10,7 @@ use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
+use zpar_protocol::bulk::Segment;
 use zpar_protocol::value::SharedOut;
 use zpar_protocol::Channel;
 use zpar_protocol::{
@@ -188,7 +189,7 @@ impl DirectView {
     fn shared_out(&self, ids: &[u32]) -> Option<SharedOut> {
         self.client
             .shares_host_with(ids)
-            .then(|| SharedOut::new(zpar_protocol::bulk::SHARED_MIN_BYTES))
+            .then(|| SharedOut::new(zpar_protocol::bulk::SHARED_MIN_BYTES).for_readers(ids.len()))
     }
 
     /// Runs code on every target; each reply's value is the code's last
@@ -474,16 +475,37 @@ impl DirectView {
     /// [`scatter`](Self::scatter) without taking the sequence. Numeric
     /// arrays and blobs are encoded block by block straight from `seq` (one
     /// copy); to engines on this host, a large one is written once into
-    /// shared memory and each engine reads its own block from it.
+    /// shared memory, each engine's block into segments of its own, all at
+    /// once, and each engine reads its own.
     pub fn scatter_ref(&self, name: &str, seq: &Value, flatten: bool) -> Result<AsyncResult> {
         let ids = self.targets()?;
         let n = seq_len(seq)?;
-        // One segment for the whole sequence; each engine's marker names its
-        // block by offset.
-        let whole = match self.shared_out(&ids) {
-            Some(out) if seq_bytes(seq).is_some_and(|b| b.len() >= out.min_bytes) => {
-                match zpar_protocol::bulk::Segment::create(&[seq_bytes(seq).unwrap_or_default()]) {
-                    Ok(seg) => Some(seg),
+        // Each engine's block in segments of its own (a large block cut
+        // once more), all written at once (`Segment::create_many`).
+        let blocks: Option<Vec<Vec<Segment>>> = match (
+            self.shared_out(&ids),
+            seq_bytes(seq),
+            block_kind(seq),
+        ) {
+            (Some(out), Some(bytes), Some((_, width))) if bytes.len() >= out.min_bytes => {
+                let cuts: Vec<Vec<&[u8]>> = (0..ids.len())
+                    .map(|p| {
+                        let r = partition(n, ids.len(), p);
+                        zpar_protocol::bulk::pieces_for_writing(
+                            &bytes[r.start * width..r.end * width],
+                        )
+                    })
+                    .collect();
+                let all: Vec<&[u8]> = cuts.iter().flatten().copied().collect();
+                match Segment::create_many(&all) {
+                    Ok(segments) => {
+                        let mut segments = segments.into_iter();
+                        Some(
+                            cuts.iter()
+                                .map(|c| segments.by_ref().take(c.len()).collect())
+                                .collect(),
+                        )
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "no shared segment; scattering through the hub");
                         None
@@ -496,17 +518,14 @@ impl DirectView {
         for (p, id) in ids.iter().enumerate() {
             let range = partition(n, ids.len(), p);
             let mut buffers = Vec::new();
-            let json = match (&whole, block_kind(seq)) {
+            let json = match (&blocks, block_kind(seq)) {
                 (_, None) => slice(seq, range, flatten).encode_into(&mut buffers),
                 (_, Some(_)) if flatten && range.len() == 1 && !matches!(seq, Value::Bytes(_)) => {
                     slice(seq, range, flatten).encode_into(&mut buffers)
                 }
-                (Some(seg), Some((kind, width))) => zpar_protocol::value::shared_marker(
-                    kind,
-                    seg.name(),
-                    range.start * width,
-                    range.len(),
-                ),
+                (Some(blocks), Some((kind, _))) => {
+                    zpar_protocol::value::segments_marker(kind, &blocks[p], range.len())
+                }
                 (None, Some(_)) => encode_block(seq, range, &mut buffers),
             };
             let mut namespace = BTreeMap::new();
@@ -519,9 +538,10 @@ impl DirectView {
                 replies: vec![Some(*id)],
             });
         }
-        let ar =
-            self.client
-                .submit_shared(requests, Shape::PerReply, whole.into_iter().collect())?;
+        let segments = blocks.into_iter().flatten().flatten().collect();
+        let ar = self
+            .client
+            .submit_shared(requests, Shape::PerReply, segments)?;
         self.finish(ar)
     }
 

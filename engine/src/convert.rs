@@ -143,12 +143,8 @@ fn shared_or_inline(
     out: &mut SharedOut,
 ) -> serde_json::Value {
     if bytes.len() >= out.min_bytes {
-        match zpar_protocol::bulk::Segment::create(&[bytes]) {
-            Ok(seg) => {
-                let marker = zpar_protocol::value::shared_marker(kind, seg.name(), 0, len);
-                out.segments.push(seg);
-                return marker;
-            }
+        match zpar_protocol::value::write_shared(kind, bytes, len, out) {
+            Ok(marker) => return marker,
             Err(e) => tracing::warn!(error = %e, "no shared segment; sending the result inline"),
         }
     }

@@ -135,6 +135,10 @@ pub struct Namespace {
     /// running it. Only closures that capture nothing are kept (a capture
     /// belongs to the moment it was made).
     closures: std::collections::HashMap<String, FnPtr>,
+    /// Values a push replaced, dropped once the push is answered
+    /// ([`drop_replaced`](Self::drop_replaced)): freeing a large array
+    /// (about 11 ms for 128 MiB) is then off the reply's path.
+    replaced: Vec<Dynamic>,
 }
 
 /// Most closures remembered by a namespace.
@@ -152,6 +156,7 @@ impl Namespace {
             scope: Scope::new(),
             functions: AST::empty(),
             closures: std::collections::HashMap::new(),
+            replaced: Vec::new(),
         }
     }
 
@@ -216,8 +221,20 @@ impl Namespace {
             v => from_value(v)
                 .map_err(|m| ScriptError::new("BadArgument", format!("{name}: {m}")))?,
         };
-        self.scope.set_or_push(name, d);
+        // As `set_or_push`, keeping the value replaced for later.
+        match self.scope.get_mut(name) {
+            Some(slot) => self.replaced.push(std::mem::replace(slot, d)),
+            None => {
+                self.scope.push(name.to_string(), d);
+            }
+        }
         Ok(())
+    }
+
+    /// Drops the values pushes replaced (the engine calls it after it has
+    /// answered the request).
+    pub fn drop_replaced(&mut self) {
+        self.replaced.clear();
     }
 
     /// Reads a variable as a wire value.

@@ -673,6 +673,7 @@ impl Serving {
         io.publish_status("idle");
         io.parent = None;
         drop(io);
+        self.namespace.drop_replaced();
         if failed && stop_on_error {
             self.abort_waiting_cells();
         }

@@ -385,6 +385,10 @@ pub struct SharedOut {
     pub min_bytes: usize,
     /// The segments written so far.
     pub segments: Vec<crate::bulk::Segment>,
+    /// How many receivers read the segments at once (engines a value is
+    /// pushed to); markers say so, and each reader then takes its share
+    /// of the cores ([`crate::bulk::read_sharing`]).
+    pub readers: usize,
 }
 
 impl SharedOut {
@@ -393,7 +397,13 @@ impl SharedOut {
         SharedOut {
             min_bytes,
             segments: Vec::new(),
+            readers: 1,
         }
+    }
+
+    /// The same, for `readers` receivers reading at once.
+    pub fn for_readers(self, readers: usize) -> SharedOut {
+        SharedOut { readers, ..self }
     }
 }
 
@@ -406,12 +416,8 @@ fn bulk_value(
 ) -> Json {
     if let Some(out) = shared.as_deref_mut() {
         if bytes.len() >= out.min_bytes.max(1) {
-            match crate::bulk::Segment::create(&[bytes]) {
-                Ok(seg) => {
-                    let marker = shared_marker(kind, seg.name(), 0, len);
-                    out.segments.push(seg);
-                    return marker;
-                }
+            match write_shared(kind, bytes, len, out) {
+                Ok(marker) => return marker,
                 Err(e) => {
                     tracing::warn!(error = %e, "no shared segment; sending the value inline")
                 }
@@ -419,6 +425,44 @@ fn bulk_value(
         }
     }
     chunked(kind, bytes, len, buffers)
+}
+
+/// Writes `bytes` (`len` elements of `kind`) into shared segments and
+/// returns the marker that names them; `out` keeps the segments. A large
+/// value is cut into one segment per core, written at once
+/// ([`crate::bulk::Segment::create_many`]); its marker then lists them,
+/// `{"shm": [names], "parts": [bytes of each]}`, and a reader reads them
+/// in order.
+pub fn write_shared(
+    kind: &str,
+    bytes: &[u8],
+    len: usize,
+    out: &mut SharedOut,
+) -> std::io::Result<Json> {
+    let pieces = crate::bulk::pieces_for_writing(bytes);
+    let segments = crate::bulk::Segment::create_many(&pieces)?;
+    let mut marker = segments_marker(kind, &segments, len);
+    if out.readers > 1 {
+        marker["readers"] = json!(out.readers);
+    }
+    out.segments.extend(segments);
+    Ok(marker)
+}
+
+/// The marker of `len` elements of `kind` held, in order and each from
+/// its start, by `segments` (one or more; see [`write_shared`]).
+pub fn segments_marker(kind: &str, segments: &[crate::bulk::Segment], len: usize) -> Json {
+    match segments {
+        [one] => shared_marker(kind, one.name(), 0, len),
+        many => json!({
+            TAG: kind,
+            "shm": many.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "parts": many.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            "offset": 0,
+            "len": len,
+            "host": crate::bulk::host_id(),
+        }),
+    }
 }
 
 /// The marker of `len` elements of `kind` (`f64`, `i64`, `bytes`) at byte
@@ -440,8 +484,12 @@ fn collect_segments(json: &Json, out: &mut Vec<String>) {
         Json::Array(a) => a.iter().for_each(|v| collect_segments(v, out)),
         Json::Object(o) => {
             if o.contains_key(TAG) {
-                if let Some(name) = o.get("shm").and_then(Json::as_str) {
-                    out.push(name.to_string());
+                match o.get("shm") {
+                    Some(Json::String(name)) => out.push(name.clone()),
+                    Some(Json::Array(names)) => {
+                        out.extend(names.iter().filter_map(Json::as_str).map(str::to_string))
+                    }
+                    _ => {}
                 }
             }
             o.values().for_each(|v| collect_segments(v, out));
@@ -494,43 +542,25 @@ fn decode_tagged(tag: &Json, obj: &Map<String, Json>, buffers: &[zmq::Message]) 
             };
             let width = if kind == "bytes" { 1 } else { 8 };
             let len = num("len")?;
-            if let Some(name) = obj.get("shm") {
-                let name = name.as_str().ok_or_else(|| {
-                    ProtocolError::Value(format!("the \"shm\" of a {kind} marker is not a name"))
-                })?;
-                let host = obj.get("host").and_then(Json::as_str).unwrap_or_default();
-                if host != crate::bulk::host_id() {
-                    return Err(ProtocolError::Value(format!(
-                        "a {kind} value is in shared segment {name} of another host (boot id {host:?}); shared segments are only for engines on the sender's host"
-                    )));
-                }
-                let offset = num("offset")?;
-                let bytes = len.checked_mul(width).ok_or_else(|| {
-                    ProtocolError::Value(format!("a {kind} value of {len} elements is too long"))
-                })?;
-                crate::bulk::check_segment(name, offset, bytes)
+            if obj.contains_key("shm") {
+                // Every segment is opened and checked before anything is
+                // allocated; then they are read at once.
+                let pieces = shared_fields(kind, obj, len)?;
+                let files = pieces
+                    .iter()
+                    .map(|(name, offset, bytes)| crate::bulk::open_range(name, *offset, *bytes))
+                    .collect::<std::io::Result<Vec<_>>>()
                     .map_err(|e| ProtocolError::Value(format!("a {kind} value: {e}")))?;
-                let read = |out: &mut [u8]| {
-                    crate::bulk::read_segment(name, offset, out)
+                let sources: Vec<_> = files
+                    .iter()
+                    .zip(&pieces)
+                    .map(|(file, (_, offset, bytes))| (file, *offset, *bytes))
+                    .collect();
+                let readers = obj.get("readers").and_then(Json::as_u64).unwrap_or(1);
+                return fill_new(kind, len, |out| {
+                    let mut jobs = crate::bulk::destinations(out, &sources);
+                    crate::bulk::read_sharing(&mut jobs, readers as usize)
                         .map_err(|e| ProtocolError::Value(format!("a {kind} value: {e}")))
-                };
-                return Ok(match kind {
-                    "bytes" => {
-                        let mut out = crate::bulk::with_capacity(bytes);
-                        out.resize(bytes, 0);
-                        read(&mut out)?;
-                        Value::Bytes(out)
-                    }
-                    "f64" => {
-                        let mut out: Vec<f64> = crate::bulk::zeroed(len);
-                        read(f64_bytes_mut(&mut out))?;
-                        Value::F64Array(out)
-                    }
-                    _ => {
-                        let mut out: Vec<i64> = crate::bulk::zeroed(len);
-                        read(i64_bytes_mut(&mut out))?;
-                        Value::I64Array(out)
-                    }
                 });
             }
             let (first, frames) = (num("buffer")?, num("frames")?);
@@ -575,6 +605,201 @@ fn decode_tagged(tag: &Json, obj: &Map<String, Json>, buffers: &[zmq::Message]) 
     }
 }
 
+/// The segments (name, byte offset, byte length) of a shared marker of
+/// `len` elements of `kind`, in order, after checking it is of this host
+/// and that its parts add up to the value.
+fn shared_fields<'a>(
+    kind: &str,
+    obj: &'a Map<String, Json>,
+    len: usize,
+) -> Result<Vec<(&'a str, usize, usize)>> {
+    let bad = |what: &str| ProtocolError::Value(format!("a {kind} marker's {what}"));
+    let names: Vec<&str> = match obj.get("shm") {
+        Some(Json::String(name)) => vec![name.as_str()],
+        Some(Json::Array(names)) if !names.is_empty() => names
+            .iter()
+            .map(|n| {
+                n.as_str()
+                    .ok_or_else(|| bad("\"shm\" list holds something other than names"))
+            })
+            .collect::<Result<_>>()?,
+        _ => return Err(bad("\"shm\" is neither a name nor a list of names")),
+    };
+    let name = names[0];
+    let host = obj.get("host").and_then(Json::as_str).unwrap_or_default();
+    if host != crate::bulk::host_id() {
+        return Err(ProtocolError::Value(format!(
+            "a {kind} value is in shared segment {name} of another host (boot id {host:?}); shared segments are only for engines on the sender's host"
+        )));
+    }
+    let offset = obj.get("offset").and_then(Json::as_u64).ok_or_else(|| {
+        ProtocolError::Value(format!("the \"offset\" of a {kind} marker is not a count"))
+    })? as usize;
+    let width = if kind == "bytes" { 1 } else { 8 };
+    let bytes = len.checked_mul(width).ok_or_else(|| {
+        ProtocolError::Value(format!("a {kind} value of {len} elements is too long"))
+    })?;
+    if names.len() == 1 {
+        return Ok(vec![(name, offset, bytes)]);
+    }
+    // Several segments: each holds its part from its start.
+    let parts: Vec<usize> = obj
+        .get("parts")
+        .and_then(Json::as_array)
+        .filter(|p| p.len() == names.len())
+        .and_then(|p| p.iter().map(|n| n.as_u64().map(|n| n as usize)).collect())
+        .ok_or_else(|| bad("\"parts\" is not one byte count per segment"))?;
+    if offset != 0 || parts.iter().try_fold(0usize, |a, p| a.checked_add(*p)) != Some(bytes) {
+        return Err(ProtocolError::Value(format!(
+            "the parts of a {kind} marker do not add up to its {len} elements"
+        )));
+    }
+    Ok(names
+        .into_iter()
+        .zip(parts)
+        .map(|(n, p)| (n, 0, p))
+        .collect())
+}
+
+/// A new value of `len` elements of `kind`, allocated once at its final
+/// size (huge pages when large, see `bulk`) and filled by `read`.
+fn fill_new(kind: &str, len: usize, read: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<Value> {
+    Ok(match kind {
+        "bytes" => {
+            // Zeroed (fresh pages, not written): the read faults them in.
+            let mut out: Vec<u8> = crate::bulk::zeroed(len);
+            read(&mut out)?;
+            Value::Bytes(out)
+        }
+        "f64" => {
+            let mut out: Vec<f64> = crate::bulk::zeroed(len);
+            read(f64_bytes_mut(&mut out))?;
+            Value::F64Array(out)
+        }
+        _ => {
+            let mut out: Vec<i64> = crate::bulk::zeroed(len);
+            read(i64_bytes_mut(&mut out))?;
+            Value::I64Array(out)
+        }
+    })
+}
+
+/// The kind of a numeric array or blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkKind {
+    /// A blob ([`Value::Bytes`]).
+    Bytes,
+    /// [`Value::F64Array`].
+    F64,
+    /// [`Value::I64Array`].
+    I64,
+}
+
+impl BulkKind {
+    fn tag(self) -> &'static str {
+        match self {
+            BulkKind::Bytes => "bytes",
+            BulkKind::F64 => "f64",
+            BulkKind::I64 => "i64",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn width(self) -> usize {
+        match self {
+            BulkKind::Bytes => 1,
+            BulkKind::F64 | BulkKind::I64 => 8,
+        }
+    }
+}
+
+/// A value that is one numeric array or blob in a shared segment, which
+/// its receiver has opened and taken the name of (see
+/// [`bulk::Detached`](crate::bulk::Detached)): nothing is read until it is
+/// asked for, and then straight where the caller wants it (a client reads
+/// a gather's blocks into their places in the joined array).
+///
+/// ```
+/// use zpar_protocol::value::{SharedOut, SharedValue};
+/// use zpar_protocol::Value;
+/// if zpar_protocol::bulk::available() {
+///     let v = Value::F64Array(vec![2.5; 1 << 18]); // 2 MiB
+///     let mut out = SharedOut::new(1 << 20);
+///     let json = v.encode_shared(&mut Vec::new(), &mut out);
+///     // Receivers remove the name; here the sender's copy is forgotten.
+///     out.segments.into_iter().for_each(std::mem::forget);
+///     let shared = SharedValue::open(&json).unwrap().unwrap();
+///     assert_eq!(shared.elements(), 1 << 18);
+///     assert_eq!(shared.to_value().unwrap(), v);
+/// }
+/// ```
+#[derive(Debug)]
+pub struct SharedValue {
+    kind: BulkKind,
+    elements: usize,
+    /// Its segments, in order.
+    data: Vec<crate::bulk::Detached>,
+}
+
+impl SharedValue {
+    /// Opens the segments of `json` if `json` is a shared marker (None if
+    /// it is any other value), and removes their names.
+    pub fn open(json: &Json) -> Option<Result<SharedValue>> {
+        let obj = json.as_object()?;
+        if !obj.contains_key("shm") {
+            return None;
+        }
+        let kind = match obj.get(TAG)?.as_str()? {
+            "bytes" => BulkKind::Bytes,
+            "f64" => BulkKind::F64,
+            "i64" => BulkKind::I64,
+            _ => return None,
+        };
+        Some((|| {
+            let tag = kind.tag();
+            let elements = obj.get("len").and_then(Json::as_u64).ok_or_else(|| {
+                ProtocolError::Value(format!("the \"len\" of a {tag} marker is not a count"))
+            })? as usize;
+            let data = shared_fields(tag, obj, elements)?
+                .into_iter()
+                .map(|(name, offset, bytes)| crate::bulk::Detached::open(name, offset, bytes))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| ProtocolError::Value(format!("a {tag} value: {e}")))?;
+            Ok(SharedValue {
+                kind,
+                elements,
+                data,
+            })
+        })())
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> BulkKind {
+        self.kind
+    }
+
+    /// How many elements it holds.
+    pub fn elements(&self) -> usize {
+        self.elements
+    }
+
+    /// Where its bytes are, in order: (file, offset, length) of each
+    /// segment, to read them elsewhere ([`crate::bulk::destinations`]).
+    pub fn sources(&self) -> Vec<(&std::fs::File, usize, usize)> {
+        self.data.iter().map(|d| d.source()).collect()
+    }
+
+    /// Reads it into a new value.
+    pub fn to_value(&self) -> Result<Value> {
+        let tag = self.kind.tag();
+        let sources = self.sources();
+        fill_new(tag, self.elements, |out| {
+            crate::bulk::read_many(&mut crate::bulk::destinations(out, &sources))
+                .map_err(|e| ProtocolError::Value(format!("a {tag} value: {e}")))
+        })
+    }
+}
+
 /// Copies the parts, in order, into `out` (whose length is their total).
 fn gather(parts: &[zmq::Message], out: &mut [u8]) {
     let mut at = 0;
@@ -598,7 +823,7 @@ pub fn f64_bytes(a: &[f64]) -> &[u8] {
 
 /// The bytes of an f64 slice to fill; a `Vec<f64>` destination is aligned,
 /// so unaligned received frames are copied into it rather than cast.
-fn f64_bytes_mut(a: &mut [f64]) -> &mut [u8] {
+pub fn f64_bytes_mut(a: &mut [f64]) -> &mut [u8] {
     bytemuck::cast_slice_mut(a)
 }
 
@@ -608,7 +833,7 @@ pub fn i64_bytes(a: &[i64]) -> &[u8] {
 }
 
 /// The bytes of an i64 slice to fill (see [`f64_bytes_mut`]).
-fn i64_bytes_mut(a: &mut [i64]) -> &mut [u8] {
+pub fn i64_bytes_mut(a: &mut [i64]) -> &mut [u8] {
     bytemuck::cast_slice_mut(a)
 }
 
@@ -737,6 +962,40 @@ mod tests {
         drop(out);
         let e = Value::decode(&json, &buffers).unwrap_err().to_string();
         assert!(e.contains("could not be opened"), "{e}");
+    }
+
+    #[test]
+    fn large_shared_values_are_cut_into_segments_written_at_once() {
+        if !crate::bulk::available() {
+            return eprintln!("skipped: no /dev/shm");
+        }
+        let cores = crate::bulk::cores();
+        let n = 2 * crate::bulk::PARALLEL_PIECE_BYTES / 8 + 3;
+        let v = Value::F64Array((0..n).map(|i| i as f64 * 0.25 - 7.0).collect());
+        let mut out = SharedOut::new(64);
+        let json = v.encode_shared(&mut Vec::new(), &mut out);
+        let names = shared_segments(&json);
+        assert_eq!(names.len(), cores.min(2), "one segment per core: {json}");
+        assert_eq!(out.segments.len(), names.len());
+        assert_eq!(Value::decode(&json, &[]).unwrap(), v);
+        if names.len() > 1 {
+            // Parts that do not add up, or one missing, are refused.
+            let mut short = json.clone();
+            short["parts"][0] = json!(8);
+            let e = Value::decode(&short, &[]).unwrap_err().to_string();
+            assert!(e.contains("do not add up"), "{e}");
+            let mut unnamed = json.clone();
+            unnamed["shm"][1] = json!(3);
+            let e = Value::decode(&unnamed, &[]).unwrap_err().to_string();
+            assert!(e.contains("other than names"), "{e}");
+        }
+        // A receiver that keeps it takes every name and reads it whole.
+        let kept = SharedValue::open(&json).unwrap().unwrap();
+        assert!(names
+            .iter()
+            .all(|n| !crate::bulk::segments_of(std::process::id()).contains(n)));
+        assert_eq!(kept.to_value().unwrap(), v);
+        out.segments.into_iter().for_each(drop);
     }
 
     #[test]

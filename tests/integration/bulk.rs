@@ -210,6 +210,146 @@ fn scatter_and_gather_with_uneven_splits_are_exact() {
     no_segments_left(&cluster.pids().engines);
 }
 
+/// Blocks of uneven sizes, some in shared memory and some inline (and a lone
+/// float among f64 blocks), gathered into one value: each shared block is
+/// read straight into its place, the reads split over threads across block
+/// boundaries (the blocks total more than two read pieces, and the first is
+/// large enough to be written as one segment per core). The joined value
+/// scattered again (each engine's block in segments of its own) and
+/// gathered comes back the same.
+#[test]
+fn gather_reads_shared_blocks_into_place_beside_inline_ones_byte_exact() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (cluster, client) = cluster(4);
+    let ids = client.ids();
+    let piece = bulk::PARALLEL_PIECE_BYTES / 8;
+    // Elements per engine: shared, inline, shared, shared.
+    let sizes = [2 * piece + 3, 5, piece / 2 + 7, SHARED_MIN_BYTES / 8];
+    let f64s = |e: usize, n: usize| -> Vec<f64> {
+        (0..n).map(|i| (e * 1_000_003 + i) as f64 * 0.5).collect()
+    };
+    let i64s =
+        |e: usize, n: usize| -> Vec<i64> { (0..n as i64).map(|i| i * 7919 - e as i64).collect() };
+    let bytes = |e: usize, n: usize| -> Vec<u8> {
+        (0..n * 8).map(|i| ((i * 31 + e) % 251) as u8).collect()
+    };
+    let cases: Vec<(Vec<Value>, Value)> = vec![
+        (
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(e, n)| Value::F64Array(f64s(e, *n)))
+                .collect(),
+            Value::F64Array(
+                sizes
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(e, n)| f64s(e, *n))
+                    .collect(),
+            ),
+        ),
+        (
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(e, n)| Value::I64Array(i64s(e, *n)))
+                .collect(),
+            Value::I64Array(
+                sizes
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(e, n)| i64s(e, *n))
+                    .collect(),
+            ),
+        ),
+        (
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(e, n)| Value::Bytes(bytes(e, *n)))
+                .collect(),
+            Value::Bytes(
+                sizes
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(e, n)| bytes(e, *n))
+                    .collect(),
+            ),
+        ),
+        // A lone float joins f64 blocks as one element.
+        (
+            vec![
+                Value::F64Array(f64s(0, sizes[0])),
+                Value::Float(-2.5),
+                Value::F64Array(f64s(2, sizes[2])),
+                Value::F64Array(f64s(3, sizes[3])),
+            ],
+            Value::F64Array(
+                f64s(0, sizes[0])
+                    .into_iter()
+                    .chain([-2.5])
+                    .chain(f64s(2, sizes[2]))
+                    .chain(f64s(3, sizes[3]))
+                    .collect(),
+            ),
+        ),
+    ];
+    for (blocks, joined) in cases {
+        for (id, block) in ids.iter().zip(&blocks) {
+            client
+                .view(*id)
+                .push_ref("part", block)
+                .unwrap()
+                .get_timeout(WAIT)
+                .unwrap();
+        }
+        let gathered = client.all().gather("part").unwrap();
+        support::ready(&gathered);
+        // The client took the shared blocks' names when their replies came:
+        // nothing is left in /dev/shm, whether or not they are read.
+        assert!(bulk::own_segments().is_empty());
+        for e in &cluster.pids().engines {
+            assert!(
+                bulk::segments_of(*e).is_empty(),
+                "engine {e} left a segment"
+            );
+        }
+        let back = gathered.get_gathered().unwrap();
+        assert!(back == joined, "the gathered {} differs", joined.kind());
+        // Read again, and one value per engine: the same bytes.
+        assert!(gathered.get_gathered().unwrap() == joined);
+        let per_engine = client
+            .all()
+            .pull("part")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        assert!(
+            per_engine == blocks,
+            "pulled {} blocks differ",
+            joined.kind()
+        );
+        // A gather dropped unread leaves nothing either.
+        drop(support::ready(&client.all().gather("part").unwrap()).clone());
+        client
+            .all()
+            .scatter_ref("again", &joined, false)
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        let again = support::ready(&client.all().gather("again").unwrap())
+            .get_gathered()
+            .unwrap();
+        assert!(
+            again == joined,
+            "{} scattered and gathered again differs",
+            joined.kind()
+        );
+    }
+    no_segments_left(&cluster.pids().engines);
+}
+
 #[test]
 fn killed_engine_with_a_large_push_pending_gives_engine_died_and_leaves_no_segment() {
     let _watchdog = support::watchdog();

@@ -49,10 +49,11 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use zpar_protocol::curve::HandshakeWatch;
 use zpar_protocol::stream::Assembly;
+use zpar_protocol::value::SharedValue;
 use zpar_protocol::StreamChunk;
 use zpar_protocol::{
     recv_frames, send_frames, Channel, ClientConnection, Content, Message, Session, Status,
-    TaskReply,
+    TaskReply, Value,
 };
 
 /// One of the client's hub-facing sockets.
@@ -134,6 +135,10 @@ pub(crate) enum Command {
 /// Replies that came before their request was tracked (a resubmit's
 /// results can beat the resubmit reply); kept briefly, bounded.
 const ORPHANS: usize = 4096;
+
+/// At most this many results are kept unread in shared memory at once
+/// (each holds a file descriptor); past it they are read on arrival.
+const HELD_SHARED: usize = 256;
 
 /// The engine table and the hub's state, shared with user threads.
 #[derive(Debug, Default)]
@@ -548,19 +553,33 @@ impl IoLoop {
                 ))),
             }
         });
-        let outcome = match &streamed {
-            None => outcome_of(r, engine, &msg_id, &msg.buffers),
-            Some(Ok(buffers)) => outcome_of(r, engine, &msg_id, buffers),
-            Some(Err(e)) => Err(e.clone()),
+        // A result that is one array in shared memory is kept there, its
+        // segment opened and its name removed, and read only when asked
+        // for: straight into its place for a gather, and never in this
+        // thread. Past `HELD_SHARED` open segments, results are read here.
+        let kept = match (&streamed, r.status, &r.result) {
+            (None, Status::Ok, Some(json))
+                if zpar_protocol::bulk::detached_count() < HELD_SHARED =>
+            {
+                SharedValue::open(json)
+            }
+            _ => None,
+        };
+        let (outcome, shared) = match (kept, &streamed) {
+            (Some(Ok(v)), _) => (Ok(Value::Unit), Some(v)),
+            (Some(Err(e)), _) => (Err(Error::from(e)), None),
+            (None, None) => (outcome_of(r, engine, &msg_id, &msg.buffers), None),
+            (None, Some(Ok(buffers))) => (outcome_of(r, engine, &msg_id, buffers), None),
+            (None, Some(Err(e))) => (Err(e.clone()), None),
         };
         // A result that came in shared memory was read: its segment goes.
-        if let Some(result) = &r.result {
+        if let (None, Some(result)) = (&shared, &r.result) {
             for name in zpar_protocol::value::shared_segments(result) {
                 zpar_protocol::bulk::remove_segment(&name);
             }
         }
         let reply = EngineReply::new(engine, &msg_id, outcome, r, metadata);
-        if state.fill(reply, engine.is_some()) {
+        if state.fill_shared(reply, engine.is_some(), shared) {
             *left -= 1;
             if *left == 0 {
                 self.tracked.remove(&msg_id);
