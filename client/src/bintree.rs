@@ -168,21 +168,28 @@ mod tests {
         assert_eq!(subtree(2, &t), vec![2, 3]);
     }
 
+    /// The ids of `tree` in pre-order (children in ascending id), and the
+    /// most children any node has.
+    fn preorder(tree: &BTreeMap<u32, Option<u32>>) -> (Vec<u32>, usize) {
+        let rev = reverse_bintree(tree);
+        let (mut order, mut widest) = (Vec::new(), 0);
+        let mut stack = rev[&None].clone();
+        while let Some(x) = stack.pop() {
+            order.push(x);
+            if let Some(ch) = rev.get(&Some(x)) {
+                widest = widest.max(ch.len());
+                stack.extend(ch.iter().rev());
+            }
+        }
+        (order, widest)
+    }
+
     #[test]
     fn preorder_is_id_order() {
         for n in 1..20u32 {
             let ids: Vec<u32> = (0..n).collect();
             let t = bintree(&ids);
-            let rev = reverse_bintree(&t);
-            let mut order = Vec::new();
-            let mut stack = vec![0u32];
-            while let Some(x) = stack.pop() {
-                order.push(x);
-                if let Some(ch) = rev.get(&Some(x)) {
-                    stack.extend(ch.iter().rev());
-                }
-            }
-            assert_eq!(order, ids, "n = {n}");
+            assert_eq!(preorder(&t).0, ids, "n = {n}");
             assert!(t.values().filter(|p| p.is_none()).count() == 1);
         }
     }
@@ -192,18 +199,9 @@ mod tests {
         for fanout in [2, 3, 8, 16] {
             for n in 1..70u32 {
                 let ids: Vec<u32> = (0..n).collect();
-                let t = fanout_tree(&ids, fanout);
-                let rev = reverse_bintree(&t);
-                let mut order = Vec::new();
-                let mut stack = vec![0u32];
-                while let Some(x) = stack.pop() {
-                    order.push(x);
-                    if let Some(ch) = rev.get(&Some(x)) {
-                        assert!(ch.len() <= fanout, "n {n}, fanout {fanout}");
-                        stack.extend(ch.iter().rev());
-                    }
-                }
+                let (order, widest) = preorder(&fanout_tree(&ids, fanout));
                 assert_eq!(order, ids, "n {n}, fanout {fanout}");
+                assert!(widest <= fanout, "n {n}, fanout {fanout}");
             }
         }
         let t = fanout_tree(&(0..1000).collect::<Vec<_>>(), COMMUNICATOR_FANOUT);

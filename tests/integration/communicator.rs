@@ -99,6 +99,39 @@ fn many_collectives_in_a_row_never_mix() {
     assert_eq!(r, vec![Value::from("hello"); 4]);
 }
 
+/// Kills engine `dead` once every engine has taken the request behind
+/// `ar`, then checks that it died and that every survivor's call failed
+/// naming it.
+fn kill_and_expect_survivors_to_name(
+    cluster: &mut zpar::LocalCluster,
+    client: &zpar::Client,
+    ar: &zpar::AsyncResult,
+    dead: u32,
+) {
+    support::wait_until("every engine has taken the request", || {
+        client
+            .queue_status()
+            .unwrap()
+            .engines
+            .values()
+            .all(|q| q.queue > 0)
+    });
+    cluster.kill_engine(dead).unwrap();
+    // Bounded by WAIT; how fast the survivors give up is the communicator's
+    // timeout, measured by benchmarks, not asserted here.
+    assert!(ar.wait(Some(WAIT)), "the collective hung");
+    let name = format!("engine {dead}");
+    for reply in ar.replies() {
+        match (&reply.outcome, reply.engine) {
+            (Err(Error::EngineDied { .. }), Some(e)) if e == dead => {}
+            (Err(Error::RemoteError { message, .. }), e) if e != Some(dead) => {
+                assert!(message.contains(&name), "engine {e:?}: {message}");
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_dead_peer_fails_the_collective_with_its_name() {
     let _watchdog = support::watchdog();
@@ -112,28 +145,7 @@ fn a_dead_peer_fails_the_collective_with_its_name() {
     let ar = view
         .execute("if id == 3 { loop {} } com.allreduce(add, id)")
         .unwrap();
-    // Kill engine 3 once every engine has taken the request.
-    support::wait_until("every engine has taken the request", || {
-        client
-            .queue_status()
-            .unwrap()
-            .engines
-            .values()
-            .all(|q| q.queue > 0)
-    });
-    c.kill_engine(3).unwrap();
-    // Bounded by WAIT; how fast the survivors give up is the communicator's
-    // timeout, measured by benchmarks, not asserted here.
-    assert!(ar.wait(Some(WAIT)), "the collective hung");
-    for reply in ar.replies() {
-        match (&reply.outcome, reply.engine) {
-            (Err(Error::EngineDied { .. }), Some(3)) => {}
-            (Err(Error::RemoteError { message, .. }), e) if e != Some(3) => {
-                assert!(message.contains("engine 3"), "engine {e:?}: {message}");
-            }
-            other => panic!("unexpected outcome {other:?}"),
-        }
-    }
+    kill_and_expect_survivors_to_name(&mut c, &client, &ar, 3);
     // The survivors still work, and a fresh communicator over them works.
     let survivors = client.view(vec![0, 1, 2]);
     survivors.setup_communicator("com2", WAIT).unwrap();
@@ -393,25 +405,7 @@ fn an_engine_killed_during_large_allreduces_fails_every_survivor_with_its_name()
     let ar = view
         .execute("loop { com.allreduce(\"sum\", big); }")
         .unwrap();
-    support::wait_until("every engine has taken the request", || {
-        client
-            .queue_status()
-            .unwrap()
-            .engines
-            .values()
-            .all(|q| q.queue > 0)
-    });
-    c.kill_engine(2).unwrap();
-    assert!(ar.wait(Some(WAIT)), "the collective hung");
-    for reply in ar.replies() {
-        match (&reply.outcome, reply.engine) {
-            (Err(Error::EngineDied { .. }), Some(2)) => {}
-            (Err(Error::RemoteError { message, .. }), e) if e != Some(2) => {
-                assert!(message.contains("engine 2"), "engine {e:?}: {message}");
-            }
-            other => panic!("unexpected outcome {other:?}"),
-        }
-    }
+    kill_and_expect_survivors_to_name(&mut c, &client, &ar, 2);
 }
 
 #[test]

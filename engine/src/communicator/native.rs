@@ -94,6 +94,40 @@ impl Op {
     }
 }
 
+/// An element type of the named operations.
+trait Numeric: shared::Elem {
+    /// `op(a, b)`.
+    fn apply(op: Op, a: Self, b: Self) -> Self;
+    /// An array of them as this engine's own data.
+    fn into_own(v: Vec<Self>) -> Own;
+    /// An array of them as a script value.
+    fn into_dynamic(v: Vec<Self>) -> Dynamic;
+}
+
+impl Numeric for f64 {
+    fn apply(op: Op, a: f64, b: f64) -> f64 {
+        op.f64(a, b)
+    }
+    fn into_own(v: Vec<f64>) -> Own {
+        Own::F(v)
+    }
+    fn into_dynamic(v: Vec<f64>) -> Dynamic {
+        Dynamic::from(F64Array::new(v))
+    }
+}
+
+impl Numeric for i64 {
+    fn apply(op: Op, a: i64, b: i64) -> i64 {
+        op.i64(a, b)
+    }
+    fn into_own(v: Vec<i64>) -> Own {
+        Own::I(v)
+    }
+    fn into_dynamic(v: Vec<i64>) -> Dynamic {
+        Dynamic::from(I64Array::new(v))
+    }
+}
+
 /// The engine's own data, mutable.
 enum Own {
     F(Vec<f64>),
@@ -309,36 +343,28 @@ impl BinaryTreeCommunicator {
             return Ok(None);
         }
         if let Some(a) = value.read_lock::<F64Array>() {
-            let roster = shared::roster(&self.0, a.as_slice(), base)?;
-            if shared::all_shared(&roster) {
-                let out = shared::reduce_shared(
-                    &self.0,
-                    a.as_slice(),
-                    &roster,
-                    |x, y| op.f64(x, y),
-                    base,
-                )?;
-                return Ok(Some(Dynamic::from(F64Array::new(out))));
-            }
-            let own = Own::F(a.as_slice().to_vec());
-            return self.allreduce_ring(op, own, &roster, base).map(Some);
+            return self.allreduce_large_of(op, a.as_slice(), base).map(Some);
         }
         if let Some(a) = value.read_lock::<I64Array>() {
-            let roster = shared::roster(&self.0, a.as_slice(), base)?;
-            if shared::all_shared(&roster) {
-                let out = shared::reduce_shared(
-                    &self.0,
-                    a.as_slice(),
-                    &roster,
-                    |x, y| op.i64(x, y),
-                    base,
-                )?;
-                return Ok(Some(Dynamic::from(I64Array::new(out))));
-            }
-            let own = Own::I(a.as_slice().to_vec());
-            return self.allreduce_ring(op, own, &roster, base).map(Some);
+            return self.allreduce_large_of(op, a.as_slice(), base).map(Some);
         }
         Ok(None)
+    }
+
+    /// The roster, then shared memory or the ring, for `own`.
+    fn allreduce_large_of<T: Numeric>(
+        &self,
+        op: Op,
+        own: &[T],
+        base: Duration,
+    ) -> RhaiResult<Dynamic> {
+        let roster = shared::roster(&self.0, own, base)?;
+        if shared::all_shared(&roster) {
+            let out =
+                shared::reduce_shared(&self.0, own, &roster, |x, y| T::apply(op, x, y), base)?;
+            return Ok(T::into_dynamic(out));
+        }
+        self.allreduce_ring(op, T::into_own(own.to_vec()), &roster, base)
     }
 
     /// The ring allreduce over the roster's engines, in its order.
