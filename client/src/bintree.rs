@@ -55,6 +55,22 @@ pub fn fanout_tree(ids: &[u32], fanout: usize) -> BTreeMap<u32, Option<u32>> {
     out
 }
 
+/// The tree `setup_communicator` connects `ids` along: [`fanout_tree`] of
+/// fan-out [`COMMUNICATOR_FANOUT`] over the ids sorted (a parent folds its
+/// children in ascending id, so only then is the fold one order from top to
+/// bottom); the lowest id is the root.
+///
+/// ```
+/// let t = zpar_client::bintree::communicator_tree(&[3, 1, 2, 0]);
+/// assert_eq!(t, [(0, None), (1, Some(0)), (2, Some(0)), (3, Some(0))].into_iter().collect());
+/// ```
+pub fn communicator_tree(ids: &[u32]) -> BTreeMap<u32, Option<u32>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    fanout_tree(&ids, COMMUNICATOR_FANOUT)
+}
+
 /// How many children a node of `setup_communicator`'s tree has at most.
 /// Chosen with `zpar bench allreduce` and `zpar bench scale` (ARCHITECTURE.md,
 /// "Collectives by size").

@@ -54,8 +54,8 @@ mod watch;
 
 pub use balanced::{Imap, LoadBalancedView};
 pub use bintree::{
-    bintree, depth, fanout_tree, format_bintree, print_bintree, reverse_bintree, subtree,
-    COMMUNICATOR_FANOUT,
+    bintree, communicator_tree, depth, fanout_tree, format_bintree, print_bintree, reverse_bintree,
+    subtree, COMMUNICATOR_FANOUT,
 };
 pub use client::Client;
 pub use cluster::{ClusterBuilder, LocalCluster};

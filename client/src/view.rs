@@ -1,7 +1,7 @@
 //! [`DirectView`]: requests to named engines (the load-balanced view is in
 //! [`crate::balanced`]).
 
-use crate::bintree::{fanout_tree, COMMUNICATOR_FANOUT};
+use crate::bintree::communicator_tree;
 use crate::client::{Client, Request};
 use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Shape};
@@ -567,8 +567,8 @@ impl DirectView {
     }
 
     /// Creates a `BinaryTreeCommunicator` named `name` on every target,
-    /// connects them along `fanout_tree(ids, COMMUNICATOR_FANOUT)` over the
-    /// targets' ids in ascending order (root: the lowest id; a pre-order
+    /// connects them along [`communicator_tree`] (fan-out 8 over the
+    /// targets' ids in ascending order; root: the lowest id; a pre-order
     /// tree, so reductions fold in ascending id order, whatever order the
     /// view lists its targets in) and returns once every link is live.
     pub fn setup_communicator(&self, name: &str, timeout: Duration) -> Result<()> {
@@ -577,13 +577,13 @@ impl DirectView {
                 "{name:?} is not a valid variable name"
             )));
         }
-        // A parent folds its children in ascending id, so only a tree over
-        // sorted ids folds in one order from top to bottom.
-        let mut ids = self.targets()?;
-        ids.sort_unstable();
-        ids.dedup();
-        let root = ids[0];
-        let tree = fanout_tree(&ids, COMMUNICATOR_FANOUT);
+        let tree = communicator_tree(&self.targets()?);
+        let ids: Vec<u32> = tree.keys().copied().collect();
+        let Some(root) = tree.iter().find(|(_, p)| p.is_none()).map(|(c, _)| *c) else {
+            return Err(Error::Value(
+                "setup_communicator needs at least one engine".into(),
+            ));
+        };
         // One round trip creates every engine's communicator and brings
         // back its address (and the root's publisher), rather than three:
         // at a thousand engines each round trip costs a few hundred ms.

@@ -95,8 +95,10 @@ pub const COMMANDS: &[Spec] = &[
         usage: "%comm [--targets SPEC] NAME",
         summary: "set up a tree communicator named NAME on the targets",
         help: "Creates a BinaryTreeCommunicator named NAME on every target and connects\n\
-               them along a binary tree rooted at the first target, in one step. Then\n\
-               `%px NAME.allreduce(|a, b| a + b, x, true)` or `NAME.reduce(f, x, true)`.",
+               them along a tree of fan-out 8 over their ids, rooted at the lowest, in one\n\
+               step. Then `%px NAME.allreduce(|a, b| a + b, x, true)` or `NAME.reduce(f, x, true)`.\n\
+               `NAME.allreduce(\"sum\", array)` picks its algorithm by size (shared memory\n\
+               on one host, a ring across hosts); `NAME.last_algorithm` says which ran.",
     },
     Spec {
         name: "targets",

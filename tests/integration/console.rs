@@ -260,7 +260,7 @@ fn console_script_runs_every_command() {
             "doubled = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]",
             "scattered 2 items of id over engines 0,1",
             // %comm, then allreduce and reduce along the tree
-            "com: a binary tree communicator over engines 0,1, root 0:",
+            "com: a tree communicator over engines 0,1, root 0:",
             "0",
             "  1",
             "Out[0:5]: 45",

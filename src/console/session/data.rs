@@ -166,11 +166,12 @@ impl Session {
             }
             Some(Err(e)) => Err(e.into()),
             Some(Ok(())) => {
-                let tree = zpar_client::bintree(&ids);
+                let tree = zpar_client::communicator_tree(&ids);
+                let root = tree.iter().find(|(_, p)| p.is_none()).map(|(c, _)| *c);
                 self.out.line(format!(
-                    "{name}: a binary tree communicator over {}, root {}:",
+                    "{name}: a tree communicator over {}, root {}:",
                     render::engines(&ids),
-                    ids[0]
+                    root.map_or_else(|| "none".to_string(), |r| r.to_string())
                 ));
                 self.out
                     .line(zpar_client::format_bintree(&tree, "  ").trim_end());
