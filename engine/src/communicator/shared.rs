@@ -6,16 +6,16 @@
 //! with four engines (every child's array up, the result down to each), and
 //! on one host that is all the time it takes. Here no array crosses a socket:
 //!
-//! 1. every engine writes its array into its own segment in `/dev/shm`
-//!    (`zpar-<pid>-<uuid>`, kept for the communicator's life, grown as
-//!    needed, removed when the communicator is dropped and swept by pid
-//!    after a `kill -9`);
+//! 1. every engine copies its array into a segment of its own in
+//!    `/dev/shm` (`zpar-<pid>-<uuid>`, mapped, kept for the communicator's
+//!    life, grown as needed, removed when the communicator is dropped and
+//!    swept by pid after a `kill -9`);
 //! 2. a small tree allreduce (the *roster*) tells every engine every
-//!    engine's host, segment and address, in the tree's fold order, and
+//!    engine's host, segments and address, in the tree's fold order, and
 //!    checks that they all reduce an array of the same type and length;
 //! 3. engine `r` of `n` folds slice `r` of the array: it reads that slice of
-//!    every engine's array, in fold order, and writes the result into the
-//!    second half of its own segment (a reduce-scatter);
+//!    every engine's array, in fold order, and writes the result at its
+//!    place in a second segment of its own, for results (a reduce-scatter);
 //! 4. a second small allreduce (a barrier) says every slice is written;
 //! 5. every engine reads the `n` result slices into its result (an
 //!    allgather).
@@ -25,10 +25,11 @@
 //! sequential fold, so results are bit-for-bit those of the tree (also for
 //! `f64` sums).
 //!
-//! Reuse is safe without locks: an engine overwrites its input only in its
+//! Reuse is safe without locks: an engine overwrites its array only in its
 //! next call, which it begins after step 4 of this one (so everyone has read
 //! it); it overwrites its result slice only after the next call's roster,
-//! which needs everyone to have finished step 5.
+//! which needs everyone to have finished step 5. The two live in separate
+//! segments, so a next call's larger array cannot reach a result slice.
 //!
 //! Every engine decides from the same roster, so they always agree: shared
 //! memory when every engine is on this host and wrote a segment (shared
