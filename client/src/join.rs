@@ -14,10 +14,12 @@ pub(crate) enum Block<'a> {
     Shared(&'a SharedValue),
 }
 
-/// [`concat_refs`](crate::view::concat_refs) of blocks some of which are still in shared memory:
-/// when every block is of the joined kind, the result is allocated once
-/// and each shared block is read straight into its place, all of them at
-/// once (`bulk::read_many`); otherwise they are read and joined as values.
+/// [`concat`](crate::view::concat) of blocks some of which may still be in
+/// shared memory: when every block is an `f64` array or float, an `i64`
+/// array or a blob, the result is allocated once and each block copied, or
+/// read straight from shared memory, into its place, all reads at once
+/// (`bulk::read_many`); otherwise the blocks are read and joined as one list.
+/// With no shared block it reads nothing and cannot fail.
 pub(crate) fn concat_blocks(blocks: &[Block]) -> Result<Value> {
     use zpar_protocol::value::{f64_bytes, f64_bytes_mut, i64_bytes, i64_bytes_mut, BulkKind};
     let shared_kind = |b: &Block, kind: BulkKind| matches!(b, Block::Shared(s) if s.kind() == kind);
@@ -37,10 +39,10 @@ pub(crate) fn concat_blocks(blocks: &[Block]) -> Result<Value> {
                 Block::Shared(_) => read.next().expect("one read per shared block"),
             })
             .collect();
-        Ok(crate::view::concat_refs(&refs))
+        Ok(crate::view::concat_as_list(&refs))
     };
-    if !blocks.iter().any(|b| matches!(b, Block::Shared(_))) {
-        return as_values(blocks);
+    if blocks.is_empty() {
+        return Ok(Value::Array(Vec::new()));
     }
     let all = |f: &dyn Fn(&Block) -> bool| blocks.iter().all(f);
     if all(&|b| {

@@ -796,72 +796,16 @@ pub fn concat(parts: Vec<Value>) -> Value {
 }
 
 /// [`concat`] from borrowed blocks: numeric arrays and blobs are copied
-/// once, into a result sized once.
+/// once, into a result sized once ([`crate::join`]).
 pub(crate) fn concat_refs(parts: &[&Value]) -> Value {
-    if !parts.is_empty()
-        && parts
-            .iter()
-            .all(|p| matches!(p, Value::F64Array(_) | Value::Float(_)))
-    {
-        // Sized once (and advised to huge pages when large): no regrowth.
-        let total = parts
-            .iter()
-            .map(|p| match p {
-                Value::F64Array(a) => a.len(),
-                _ => 1,
-            })
-            .sum();
-        let mut out: Vec<f64> = zpar_protocol::bulk::zeroed(total);
-        let mut at = 0;
-        for p in parts {
-            match p {
-                Value::F64Array(a) => {
-                    out[at..at + a.len()].copy_from_slice(a);
-                    at += a.len();
-                }
-                Value::Float(x) => {
-                    out[at] = *x;
-                    at += 1;
-                }
-                _ => unreachable!(),
-            }
-        }
-        return Value::F64Array(out);
-    }
-    if !parts.is_empty() && parts.iter().all(|p| matches!(p, Value::I64Array(_))) {
-        let total = parts
-            .iter()
-            .map(|p| match p {
-                Value::I64Array(a) => a.len(),
-                _ => 0,
-            })
-            .sum();
-        let mut out: Vec<i64> = zpar_protocol::bulk::zeroed(total);
-        let mut at = 0;
-        for p in parts {
-            if let Value::I64Array(a) = p {
-                out[at..at + a.len()].copy_from_slice(a);
-                at += a.len();
-            }
-        }
-        return Value::I64Array(out);
-    }
-    if !parts.is_empty() && parts.iter().all(|p| matches!(p, Value::Bytes(_))) {
-        let total = parts
-            .iter()
-            .map(|p| match p {
-                Value::Bytes(b) => b.len(),
-                _ => 0,
-            })
-            .sum();
-        let mut out = zpar_protocol::bulk::with_capacity(total);
-        for p in parts {
-            if let Value::Bytes(b) = p {
-                out.extend_from_slice(b);
-            }
-        }
-        return Value::Bytes(out);
-    }
+    let blocks: Vec<crate::join::Block> =
+        parts.iter().map(|p| crate::join::Block::Value(p)).collect();
+    crate::join::concat_blocks(&blocks).expect("blocks with nothing in shared memory read nothing")
+}
+
+/// Blocks of other kinds joined as one list (arrays' items in order, other
+/// values as items).
+pub(crate) fn concat_as_list(parts: &[&Value]) -> Value {
     let mut out = Vec::new();
     for p in parts {
         match p {
