@@ -2,9 +2,9 @@
 //! and stopped through the profile; an engine started before its hub; a hub
 //! stopped by SIGTERM cleaning up.
 
-use crate::support::{self, zpar_bin, WAIT};
+use crate::support::{self, zpar_bin, Reaper, WAIT};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use zpar::{Client, Profile, Value};
 
 fn zpar(args: &[&str], profile: &Path) -> Output {
@@ -21,18 +21,6 @@ fn temp_profile(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("zpar-cli-{name}-{}", zpar_protocol::new_id()));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Kills what a failing test leaves running.
-struct Reaper(Vec<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Stops a daemon cluster even if the test fails half way.

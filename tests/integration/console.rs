@@ -478,7 +478,7 @@ fn console_says_when_the_hub_is_gone_keeps_running_and_sees_it_back() {
         .stdout(Stdio::null())
         .spawn()
         .expect("restarting the hub");
-    let _hub = KillOnDrop(hub);
+    let _hub = support::Reaper::of(hub);
     // The client announces the engine as soon as the hub is back; the
     // console's own watch says "answers again" on its next beat: either order.
     let mut want = vec!["answers again", "[zpar] engine "];
@@ -491,16 +491,6 @@ fn console_says_when_the_hub_is_gone_keeps_running_and_sees_it_back() {
     assert!(out.starts_with("Out["), "{out}");
     let (code, lines) = c.finish();
     assert_eq!(code, 1, "{}", lines.join("\n"));
-}
-
-/// A process of the test's own, killed when the test ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Drives `zpar console` through a pseudo-terminal (Python's standard `pty`

@@ -397,7 +397,7 @@ fn a_hub_restarted_with_reuse_keeps_its_keys_and_its_clients() {
     cluster.kill_hub().unwrap();
     // On loopback a hub encrypts only when told, or when the files it
     // reuses say so: no --curve here.
-    let _hub = KillOnDrop(
+    let _hub = support::Reaper::of(
         Command::new(zpar_bin())
             .args([
                 "hub",
@@ -421,16 +421,6 @@ fn a_hub_restarted_with_reuse_keeps_its_keys_and_its_clients() {
     assert_eq!(after.curve().unwrap(), Some(keys), "--reuse kept the keys");
     let again = client.all().execute("6 * 7").unwrap();
     assert_eq!(again.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
-}
-
-/// A process of the test's own, killed when the test ends, also on failure.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -479,30 +469,13 @@ fn engines_communicators_admit_only_peers_with_the_key_from_registration() {
     }
 }
 
-/// The built `bintree_script` example, next to this test binary's folder.
-fn bintree_script() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let program = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target folder")
-        .join("examples")
-        .join("bintree_script");
-    assert!(
-        program.is_file(),
-        "{} is missing: `cargo test` builds it; after a narrower build run `cargo build --example bintree_script`",
-        program.display()
-    );
-    program
-}
-
 #[test]
 fn the_seed_workflow_runs_with_curve_on_one_host() {
     let _watchdog = support::watchdog();
     let (cluster, _client) = cluster_with(4, &["--curve"], &[]);
     let conn: ClientConnection = read_connection_file(&cluster.profile().client_file()).unwrap();
     assert!(conn.curve().unwrap().is_some(), "the cluster encrypts");
-    let mut seed = Command::new(bintree_script());
+    let mut seed = Command::new(support::example_binary("bintree_script"));
     seed.arg("--profile-dir").arg(&cluster.profile().dir);
     let out = support::output_within(seed, WAIT, "the seed workflow");
     let stdout = String::from_utf8_lossy(&out.stdout);

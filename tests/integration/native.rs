@@ -8,7 +8,7 @@
 //! `cargo test` builds with the tests (it serves `pi_hits(seed, n)`).
 
 use crate::support::{self, output_within, zpar_bin, WAIT};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use zpar::{Client, LocalCluster, Value};
 
@@ -21,23 +21,6 @@ fn pi_hits(seed: i64, n: i64) -> i64 {
             x * x + y * y <= 1.0
         })
         .count() as i64
-}
-
-/// The built `native_kernels` example, next to this test binary's folder.
-fn engine_program() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let program = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target folder")
-        .join("examples")
-        .join("native_kernels");
-    assert!(
-        program.is_file(),
-        "{} is missing: `cargo test` builds it; after a narrower build run `cargo build --example native_kernels`",
-        program.display()
-    );
-    program
 }
 
 /// apply, execute and an allreduce, each calling the engines' `pi_hits`.
@@ -82,7 +65,7 @@ fn builder_engine_program_serves_its_natives() {
     let _watchdog = support::watchdog();
     let cluster = LocalCluster::builder()
         .binary(zpar_bin())
-        .engine_program(engine_program())
+        .engine_program(support::example_binary("native_kernels"))
         .engines(2)
         .hub_args(["--hb-period-ms", "200", "--hb-misses", "5"])
         .timeout(WAIT)
@@ -114,7 +97,7 @@ fn cluster_start_engine_program_serves_its_natives() {
         "--daemon",
         "--engine-program",
     ])
-    .arg(engine_program())
+    .arg(support::example_binary("native_kernels"))
     .arg("--profile-dir")
     .arg(&dir);
     let out = output_within(cmd, WAIT, "zpar cluster start --engine-program");
@@ -144,7 +127,7 @@ fn cluster_start_engine_program_serves_its_natives() {
 #[test]
 fn the_program_serves_its_own_engines() {
     let _watchdog = support::watchdog();
-    let mut cmd = Command::new(engine_program());
+    let mut cmd = Command::new(support::example_binary("native_kernels"));
     cmd.args([
         "--samples",
         "2000000",

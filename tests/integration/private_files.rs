@@ -5,10 +5,10 @@
 //! is tightened, with a warning; a `--db` folder that is not zpar's is left
 //! alone.
 
-use crate::support::{self, output_within, zpar_bin, WAIT};
+use crate::support::{self, output_within, zpar_bin, Reaper, WAIT};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use zpar::{Client, Profile, Value};
 
 /// `zpar args…` under `umask`, the way a user's shell would run it.
@@ -103,18 +103,6 @@ impl Drop for DaemonGuard {
             .stdin(Stdio::null())
             .output();
         let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-/// Kills the hub and engines a test started itself.
-struct Reaper(Vec<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use zpar::{AsyncResult, Client, LocalCluster};
@@ -18,6 +18,43 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub const TEST_BOUND: Duration = Duration::from_secs(120);
 
 /// The binary under test.
+/// Processes a test started itself, killed and reaped when it ends, also
+/// on failure.
+pub struct Reaper(pub Vec<Child>);
+
+impl Reaper {
+    /// One process.
+    pub fn of(child: Child) -> Reaper {
+        Reaper(vec![child])
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The built example `name`, next to this test binary's folder.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let program = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target folder")
+        .join("examples")
+        .join(name);
+    assert!(
+        program.is_file(),
+        "{} is missing: `cargo test` builds it; after a narrower build run `cargo build --example {name}`",
+        program.display()
+    );
+    program
+}
+
 pub fn zpar_bin() -> &'static str {
     env!("CARGO_BIN_EXE_zpar")
 }

@@ -2,7 +2,7 @@
 //! results fetched by other clients, a hub killed and restarted on SQLite.
 
 use crate::support::{self, cluster, cluster_with, zpar_bin, WAIT};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use zpar::{Client, Error, Value};
 
@@ -288,15 +288,6 @@ fn memory_store_is_bounded() {
     }
 }
 
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn hub_killed_and_restarted_on_sqlite_keeps_results_and_engines() {
     let _watchdog = support::watchdog();
@@ -312,7 +303,7 @@ fn hub_killed_and_restarted_on_sqlite_keeps_results_and_engines() {
     c.kill_hub().unwrap();
 
     let dir = c.profile().dir.clone();
-    let hub = Reaper(
+    let hub = support::Reaper::of(
         Command::new(zpar_bin())
             .args([
                 "hub",
