@@ -4,12 +4,17 @@
 //! [Rhai](https://rhai.rs) namespace ([`namespace`]): top-level `let`
 //! variables and `fn` definitions survive between requests. It owns:
 //!
-//! - the request loop ([`server`]): execute, apply, push, pull on the mux
-//!   and task channels; control (abort, interrupt, clear, shutdown) read
-//!   first, and polled mid-script from Rhai's progress callback so an
-//!   interrupt stops a running loop; `print` streamed on iopub;
-//! - answering every validly signed request, even one it cannot
-//!   understand (an error reply of the matching type; `inbound.rs`);
+//! - the engine's core (`core/`): a state machine with no I/O, in the
+//!   hub core's shape, that decides what every request gets — execute,
+//!   apply, push, pull on the mux and task channels; control (abort,
+//!   interrupt, clear, shutdown) read first, and served mid-script from
+//!   Rhai's progress callback so an interrupt stops a running loop; why a
+//!   script stops ([`stop`]); `busy`/`idle` and the execution count;
+//! - the thin loop around it (`serve.rs`): one receive path over every
+//!   socket (`io.rs`), decoded so that every validly signed request gets
+//!   an answer, even one it cannot understand (`inbound.rs`); the run in
+//!   the namespace (`run.rs`); a large request's chunk stream
+//!   (`stream_in.rs`); start-up in [`server`];
 //! - the heartbeat, on a thread of its own ([`heartbeat`]);
 //! - value conversion between scripts and the wire ([`convert`]) and native
 //!   numeric arrays ([`arrays`]);
@@ -38,15 +43,20 @@
 //! ```
 
 pub mod arrays;
-mod channels;
 pub mod communicator;
 pub mod convert;
+mod core;
 pub mod heartbeat;
+mod hub_watch;
 mod inbound;
+mod io;
 pub mod kernel;
 pub mod namespace;
-mod requests;
+mod run;
+mod serve;
 pub mod server;
+pub mod stop;
+mod stream_in;
 pub use kernel::{KernelConfig, KernelError};
 pub use namespace::{Namespace, ScriptError};
 /// The script engine natives are registered on (`register_fn`).

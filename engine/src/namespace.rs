@@ -6,9 +6,10 @@
 //! `let` variables and `fn` definitions — as an IPython namespace does.
 
 use crate::convert::{from_value, pretty_type, to_value};
+use crate::stop::StopReason;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, ParseError, Position, Scope, AST};
 use std::collections::HashSet;
-use zpar_protocol::Value;
+use zpar_protocol::{ErrorClass, Value};
 
 /// A script failed: what class of error, its message and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,23 +70,18 @@ impl From<Box<EvalAltResult>> for ScriptError {
         };
         let ename = match inner {
             EvalAltResult::ErrorTerminated(token, _) => {
-                // Tokens are "Class|message" (see server.rs) or plain text.
-                let why = token.clone().into_string().unwrap_or_default();
-                let (ename, message) = match why.split_once('|') {
-                    Some((class, msg))
-                        if !class.is_empty()
-                            && class.chars().all(|c| c.is_ascii_alphanumeric()) =>
-                    {
-                        (class.to_string(), msg.to_string())
-                    }
-                    _ if why.is_empty() => {
-                        ("Interrupted".into(), "the script was interrupted".into())
-                    }
-                    _ => ("Interrupted".into(), why),
+                // The progress callback stops a script with a typed reason
+                // (`crate::stop`); any other token is a plain interrupt.
+                let (class, message) = match token.clone().try_cast::<StopReason>() {
+                    Some(reason) => (reason.class(), reason.to_string()),
+                    None => (
+                        ErrorClass::Interrupted,
+                        "the script was interrupted".to_string(),
+                    ),
                 };
-                return ScriptError::new(&ename, message).at(pos);
+                return ScriptError::new(class.as_str(), message).at(pos);
             }
-            EvalAltResult::ErrorTooManyOperations(_) => "OperationLimit",
+            EvalAltResult::ErrorTooManyOperations(_) => ErrorClass::OperationLimit.as_str(),
             EvalAltResult::ErrorParsing(..) => "SyntaxError",
             EvalAltResult::ErrorVariableNotFound(..) | EvalAltResult::ErrorFunctionNotFound(..) => {
                 "UnknownName"

@@ -1,36 +1,22 @@
-//! The engine process: registration, the request loop, control and output.
+//! The engine process: start-up (sockets, registration, the script engine
+//! with its callbacks) for a cluster's engine and for a standalone kernel.
 //!
-//! # Design
-//!
-//! One thread does everything that touches the namespace and the hub's
-//! channels: it polls control, mux and task, runs one request at a time, and
-//! replies on the socket the request came from. Control is read before queued
-//! work. While a script runs, Rhai's progress callback polls the control
-//! socket every 1024 operations on this same thread, so an interrupt, abort
-//! or shutdown is served mid-script without a second thread touching the
-//! sockets. `print` output goes out on iopub as it happens and is recorded
-//! with the reply. The heartbeat runs on a thread of its own
-//! ([`crate::heartbeat`]).
-//!
-//! A cluster engine can also serve as a Jupyter kernel (`--bind-kernel`,
-//! or a `bind_kernel_request` on control): its kernel's control socket is
-//! served with the hub's, its shell with mux and task, by the same thread
-//! ([`crate::kernel`]).
-//!
-//! This module starts the engine (sockets, registration, the script engine
-//! with its callbacks); the loop itself is in `requests.rs`, the state the
-//! callbacks share in `channels.rs`, a standalone kernel's start in
-//! `kernel/standalone.rs`.
+//! What an engine then does is split three ways: the decisions are the
+//! core's ([`crate::core`], a state machine with no I/O), the sockets are
+//! [`Io`]'s, and the loop that joins them is `serve.rs`. A cluster engine
+//! can also serve as a Jupyter kernel (`--bind-kernel`, or a
+//! `bind_kernel_request` on control): its kernel's sockets are served by
+//! the same loop ([`crate::kernel`]).
 
-use crate::channels::{HubSockets, Io};
 use crate::communicator::{self, CommEnv};
+use crate::core::{EngineCore, Role};
 use crate::heartbeat::Heartbeat;
-use crate::kernel::{KernelConfig, KernelHome};
-use crate::namespace::Namespace;
-use crate::requests::{HubWatch, Serving};
+use crate::hub_watch::{HubWatch, Registered};
+use crate::io::{HubSockets, Io};
+use crate::kernel::{Kernel, KernelConfig, KernelHome};
+use crate::serve::{Serving, Shared};
 use crate::EngineError;
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
@@ -38,8 +24,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use zpar_protocol::curve::{secure_client, HandshakeMonitor, HandshakeWatch};
 use zpar_protocol::{
-    new_id, recv_frames, send_frames, Content, CurveKeys, EngineConnection, Message,
-    RegistrationReply, RegistrationRequest, Session, Status, UnregistrationRequest,
+    new_id, recv_frames, send_frames, Content, EngineConnection, Message, RegistrationRequest,
+    Session, Status, UnregistrationRequest,
 };
 
 /// How to run an engine.
@@ -99,12 +85,12 @@ type Setup = Box<dyn Fn(&mut rhai::Engine)>;
 /// server.run().unwrap();
 /// ```
 pub struct EngineServer {
-    role: Role,
+    start: Start,
     setups: Vec<Setup>,
 }
 
-/// A cluster's engine, or a kernel with no hub.
-enum Role {
+/// What to start: a cluster's engine, or a kernel with no hub.
+enum Start {
     Cluster(Box<EngineConfig>),
     Kernel(KernelConfig),
 }
@@ -113,7 +99,7 @@ impl EngineServer {
     /// An engine for this configuration.
     pub fn new(config: EngineConfig) -> EngineServer {
         EngineServer {
-            role: Role::Cluster(Box::new(config)),
+            start: Start::Cluster(Box::new(config)),
             setups: Vec::new(),
         }
     }
@@ -129,16 +115,8 @@ impl EngineServer {
     /// ```
     pub fn kernel(config: KernelConfig) -> EngineServer {
         EngineServer {
-            role: Role::Kernel(config),
+            start: Start::Kernel(config),
             setups: Vec::new(),
-        }
-    }
-
-    /// The flag a signal handler sets to stop this engine.
-    pub(crate) fn stop_flag(&self) -> Option<&'static AtomicBool> {
-        match &self.role {
-            Role::Cluster(c) => c.stop,
-            Role::Kernel(k) => k.stop,
         }
     }
 
@@ -152,9 +130,9 @@ impl EngineServer {
     /// Registers with the hub and serves until shut down; a standalone
     /// kernel serves its kernel until shut down.
     pub fn run(self) -> Result<(), EngineError> {
-        match &self.role {
-            Role::Cluster(config) => self.run_cluster_engine(config),
-            Role::Kernel(config) => self.run_standalone(config),
+        match &self.start {
+            Start::Cluster(config) => self.run_cluster_engine(config),
+            Start::Kernel(config) => self.run_standalone(config),
         }
     }
 
@@ -225,27 +203,21 @@ impl EngineServer {
             signature_scheme: conn.signature_scheme.clone(),
             dir: config.kernel_dir.clone(),
         };
-        let io = Rc::new(RefCell::new(Io {
+        let io = Io::cluster(
             session,
             engine_id,
-            uuid: uuid.clone(),
-            hub: Some(HubSockets { control, mux, task }),
+            HubSockets { control, mux, task },
             iopub,
-            kernel: None,
-            kernel_home: Some(kernel_home),
-            interrupt: None,
-            parent: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stop_reason: None,
-            op_limit: None,
-            deadline: None,
-            shutdown: false,
-            aborted: HashSet::new(),
-            deferred: Vec::new(),
-            stashed: Default::default(),
-            refused_streams: Default::default(),
-        }));
+            kernel_home,
+        );
+        let core = EngineCore::new(
+            Role::Cluster,
+            engine_id,
+            uuid.clone(),
+            config.max_operations,
+            self.native_functions(),
+        );
+        let shared = Shared::new(io, core, None);
         info!(bind = %ip, %advertise, "communicators bind here");
         let comm_env = CommEnv {
             ctx: ctx.clone(),
@@ -254,35 +226,27 @@ impl EngineServer {
             engine_id,
             curve: Rc::new(RefCell::new(registered.communicator_keys)),
         };
-        let mut state = Serving {
-            namespace: Namespace::new(self.script_engine(&io, &comm_env)),
-            io,
-            comm_env,
-            execution_count: 0,
-            default_op_limit: config.max_operations,
-            natives: self.native_functions(),
-            reply_segments: Default::default(),
-            hub: Some(HubWatch {
-                registration,
-                heartbeat,
-                uuid: uuid.clone(),
-                hb_period,
-                lost: false,
-                last_attempt: Instant::now(),
-            }),
-            parent_pid: None,
-        };
+        let make_engine = || self.script_engine(&shared, &comm_env);
+        let watch = HubWatch::new(registration, heartbeat, uuid.clone(), hb_period);
+        let mut serving = Serving::new(
+            shared.clone(),
+            &make_engine,
+            Some(watch),
+            comm_env.clone(),
+            config.stop,
+            None,
+        );
         let bound = match config.bind_kernel {
-            true => state.io.borrow_mut().bind_kernel().map(|_| ()),
+            true => shared.io.borrow_mut().bind_kernel().map(|_| ()),
             false => Ok(()),
         };
         if bound.is_ok() {
-            state.serve(self);
+            serving.serve();
         }
 
         // Leave politely so the hub need not wait for missed heartbeats.
         let (bye, engine_id) = {
-            let io = state.io.borrow();
+            let io = shared.io.borrow();
             let id = io.engine_id;
             let bye = io.session.encode(&Message::new(
                 &io.session,
@@ -290,12 +254,63 @@ impl EngineServer {
             ));
             (bye, id)
         };
-        if let Some(hub) = &state.hub {
+        if let Some(hub) = serving.hub() {
             let _ = send_frames(&hub.registration, bye.into_frames(), zmq::DONTWAIT);
         }
-        drop(state);
+        drop(serving);
         bound?;
         info!(engine = engine_id, "engine stopped");
+        Ok(())
+    }
+
+    /// Serves a kernel with no hub until a `shutdown_request`, a stop
+    /// signal, or its parent's end.
+    fn run_standalone(&self, config: &KernelConfig) -> Result<(), EngineError> {
+        let plan = crate::kernel::plan_for(&config.connection_file)?;
+        let session = Session::new(
+            plan.connection.key.as_bytes(),
+            &plan.connection.signature_scheme,
+            "kernel",
+        )?;
+        let ctx = zmq::Context::new();
+        let iopub = ctx.socket(zmq::PUB)?;
+        iopub.set_linger(1000)?;
+        let ip = plan.bind_ip.clone();
+        let kernel = Kernel::bind(&ctx, &iopub, plan)?;
+        if let Some(ready) = &config.on_ready {
+            ready(&kernel.connection, &config.connection_file);
+        }
+        let uuid = session.session_id.clone();
+        let io = Io::standalone(session, iopub, kernel);
+        let core = EngineCore::new(
+            Role::Standalone,
+            0,
+            uuid,
+            config.max_operations,
+            self.native_functions(),
+        );
+        let shared = Shared::new(io, core, config.interrupt);
+        let comm_env = CommEnv {
+            ctx: ctx.clone(),
+            ip: ip.clone(),
+            advertise: ip,
+            engine_id: 0,
+            // No hub, so no communicator keys: a standalone kernel's
+            // communicators (if a cell makes one) are plain.
+            curve: Default::default(),
+        };
+        let make_engine = || self.script_engine(&shared, &comm_env);
+        let mut serving = Serving::new(
+            shared.clone(),
+            &make_engine,
+            None,
+            comm_env.clone(),
+            config.stop,
+            config.parent_pid,
+        );
+        serving.serve();
+        drop(serving);
+        info!(file = %config.connection_file.display(), "kernel stopped");
         Ok(())
     }
 
@@ -327,25 +342,27 @@ impl EngineServer {
         out
     }
 
-    pub(crate) fn script_engine(&self, io: &Rc<RefCell<Io>>, comm_env: &CommEnv) -> rhai::Engine {
+    /// A script engine with zpar's natives, the program's own, and the
+    /// callbacks that reach the engine's sockets and core.
+    fn script_engine(&self, shared: &Rc<Shared>, comm_env: &CommEnv) -> rhai::Engine {
         let mut engine = rhai::Engine::new();
         engine.set_max_expr_depths(256, 256);
         engine.set_max_call_levels(256);
         crate::arrays::register(&mut engine);
         communicator::register(&mut engine, comm_env.clone());
-        let out = io.clone();
-        engine.on_print(move |s| out.borrow_mut().stream("stdout", s));
-        let err = io.clone();
+        let out = shared.clone();
+        engine.on_print(move |s| out.io.borrow_mut().stream("stdout", s));
+        let err = shared.clone();
         engine.on_debug(move |s, _, pos| {
             let text = if pos.is_none() {
                 s.to_string()
             } else {
                 format!("{s} ({pos})")
             };
-            err.borrow_mut().stream("stderr", &text)
+            err.io.borrow_mut().stream("stderr", &text)
         });
-        let prog = io.clone();
-        engine.on_progress(move |ops| prog.borrow_mut().check_progress(ops).map(Into::into));
+        let progress = shared.clone();
+        engine.on_progress(move |ops| progress.on_progress(ops).map(rhai::Dynamic::from));
         let natives: rhai::Array = self
             .native_functions()
             .into_iter()
@@ -356,33 +373,6 @@ impl EngineServer {
             setup(&mut engine);
         }
         engine
-    }
-}
-
-/// What the hub said when it took this engine.
-pub(crate) struct Registered {
-    /// The engine's id.
-    pub id: u32,
-    /// The hub's heartbeat period.
-    pub hb_period: Duration,
-    /// The hub's instance (the prefix of its pings).
-    pub hub_instance: String,
-    /// The CURVE pair for communicators; None without CURVE.
-    pub communicator_keys: Option<CurveKeys>,
-}
-
-impl Registered {
-    /// Reads an accepted registration reply.
-    pub(crate) fn from_reply(r: RegistrationReply) -> Result<Registered, EngineError> {
-        Ok(Registered {
-            id: r.id,
-            hb_period: Duration::from_millis(r.hb_period_ms.max(1)),
-            communicator_keys: CurveKeys::from_fields(
-                r.curve_publickey.as_deref(),
-                r.curve_secretkey.as_deref(),
-            )?,
-            hub_instance: r.hub_instance,
-        })
     }
 }
 
@@ -488,33 +478,6 @@ fn bind_address(requested: Option<&str>, hub_ip: &str) -> (String, String) {
             (ip.clone(), ip)
         }
     }
-}
-
-/// A call of a function the engine lacks, explained: which function, what
-/// natives this engine has, and how engines get a program's own natives.
-/// Other errors pass unchanged.
-pub(crate) fn explain_missing(
-    mut e: crate::ScriptError,
-    engine_id: u32,
-    natives: &[String],
-) -> crate::ScriptError {
-    let Some(call) = e.message.strip_prefix("Function not found: ") else {
-        return e;
-    };
-    if e.ename != "UnknownName" {
-        return e;
-    }
-    let name = call.split([' ', '(']).next().unwrap_or(call).to_string();
-    let have = if natives.is_empty() {
-        "it is a plain engine with no natives of its own".to_string()
-    } else {
-        format!("its own natives are {}", natives.join(", "))
-    };
-    e.message = format!(
-        "engine {engine_id} has no function {call}: `{name}` is neither defined in its namespace nor a native function of its program ({have}); \
-         start engines from a program that registers it (zpar::serve_engines_with, LocalCluster::builder().engine_program(PATH), zpar cluster start --engine-program PATH)"
-    );
-    e
 }
 
 #[cfg(test)]

@@ -542,6 +542,37 @@ macro_rules! contents {
             },
         }
 
+        /// Every message type zpar knows, without its content: what a
+        /// header's `msg_type` names, read once through the one table.
+        ///
+        /// ```
+        /// use zpar_protocol::MessageType;
+        /// assert_eq!(MessageType::parse("stream_chunk"), Some(MessageType::StreamChunk));
+        /// assert_eq!(MessageType::StreamChunk.name(), "stream_chunk");
+        /// assert_eq!(MessageType::parse("frobnicate_request"), None);
+        /// ```
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum MessageType {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl MessageType {
+            /// The type a wire name names; None for a type zpar does not know.
+            pub fn parse(msg_type: &str) -> Option<MessageType> {
+                match msg_type {
+                    $($name => Some(MessageType::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The wire name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(MessageType::$variant => $name,)*
+                }
+            }
+        }
+
         impl Content {
             /// The wire name of this message type.
             pub fn msg_type(&self) -> &str {

@@ -137,6 +137,15 @@ pub enum ErrorClass {
     HubRestarted,
     /// The hub could not read or write its task records.
     DatabaseError,
+    /// The running script was stopped: an interrupt from a client, the
+    /// kernel's front end or SIGINT, or the engine shutting down.
+    Interrupted,
+    /// The script ran more Rhai operations than its request allowed
+    /// (`max_operations`).
+    OperationLimit,
+    /// The engine was asked to serve as a Jupyter kernel and could not
+    /// (its sockets could not bind, its file could not be written).
+    KernelBindFailed,
     /// A request zpar can never serve, whoever sends it: pickled Python in
     /// an `apply_request` (engines run Rhai), ipyparallel's broadcast
     /// scheduler. The message says what to use instead.
@@ -161,6 +170,9 @@ impl ErrorClass {
             ErrorClass::DependencyFailed => "DependencyFailed",
             ErrorClass::HubRestarted => "HubRestarted",
             ErrorClass::DatabaseError => "DatabaseError",
+            ErrorClass::Interrupted => "Interrupted",
+            ErrorClass::OperationLimit => "OperationLimit",
+            ErrorClass::KernelBindFailed => "KernelBindFailed",
             ErrorClass::Unsupported => "Unsupported",
             ErrorClass::Script(name) => name,
         }
@@ -181,6 +193,9 @@ impl ErrorClass {
             "DependencyFailed" => ErrorClass::DependencyFailed,
             "HubRestarted" => ErrorClass::HubRestarted,
             "DatabaseError" => ErrorClass::DatabaseError,
+            "Interrupted" => ErrorClass::Interrupted,
+            "OperationLimit" => ErrorClass::OperationLimit,
+            "KernelBindFailed" => ErrorClass::KernelBindFailed,
             "Unsupported" => ErrorClass::Unsupported,
             other => ErrorClass::Script(other.to_string()),
         }

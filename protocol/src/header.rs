@@ -33,6 +33,17 @@ pub struct Header {
 }
 
 impl Header {
+    /// The type its `msg_type` names; None for a type zpar does not know.
+    ///
+    /// ```
+    /// use zpar_protocol::{Header, MessageType};
+    /// let h = Header::new("stream_chunk", "session", "user");
+    /// assert_eq!(h.message_type(), Some(MessageType::StreamChunk));
+    /// ```
+    pub fn message_type(&self) -> Option<crate::content::MessageType> {
+        crate::content::MessageType::parse(&self.msg_type)
+    }
+
     /// A new header with a fresh msg id and the current time.
     pub fn new(msg_type: &str, session: &str, username: &str) -> Header {
         Header {

@@ -42,6 +42,7 @@ pub(crate) mod heartbeat;
 pub(crate) mod shell;
 mod standalone;
 
+pub(crate) use standalone::plan_for;
 pub use standalone::{KernelConfig, ReadyHook};
 
 use heartbeat::HeartbeatEcho;
@@ -49,15 +50,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tracing::{info, warn};
 use zpar_protocol::{KernelConnection, Value};
-
-/// Which kernel socket a request came from, and so where its reply goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KernelChannel {
-    /// Shell: code, completion, inspection, information.
-    Shell,
-    /// Control: interrupt and shutdown.
-    Control,
-}
 
 /// Why an engine could not serve as a kernel.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +175,6 @@ pub(crate) struct Kernel {
     _heartbeat: HeartbeatEcho,
     pub(crate) connection: KernelConnection,
     pub(crate) file: Option<PathBuf>,
-    pub(crate) standalone: bool,
 }
 
 impl Kernel {
@@ -273,7 +264,6 @@ impl Kernel {
             _heartbeat: heartbeat,
             connection,
             file: None,
-            standalone,
         };
         if let Some(path) = file {
             let written = if zpar_folder {

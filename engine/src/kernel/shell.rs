@@ -1,10 +1,9 @@
-//! The kernel's shell channel: one request at a time from the shell
-//! ROUTER, in the namespace the hub's requests use too.
+//! What the kernel answers without running code.
 //!
-//! `execute_request` runs like the hub's execute (`requests.rs`
-//! `run_request`), with Jupyter's rules for `silent` and `store_history`.
-//! The others run no code and are answered here by [`answer`] from the
-//! namespace alone: `kernel_info`, `is_complete` (Rhai's own parser),
+//! The core ([`crate::core`]) dispatches the kernel's shell and control
+//! requests: `execute_request` runs like the hub's execute, with Jupyter's
+//! rules for `silent` and `store_history`. The others run no code and are
+//! answered here by [`answer`] from the namespace alone: `kernel_info`, `is_complete` (Rhai's own parser),
 //! `complete` (the namespace's variables and functions and Rhai's
 //! keywords), `inspect` (a name's type and value), `history` and
 //! `comm_info` (empty). Every shell request is bracketed by iopub `status`
@@ -12,24 +11,17 @@
 //! connected from the status of their `kernel_info_request`).
 
 use super::code::{is_complete, matching, name_at, word_before, KEYWORDS};
-use super::KernelChannel;
-use crate::channels::Route;
-use crate::inbound::{decode_request, Inbound};
 use crate::namespace::Namespace;
-use crate::requests::Serving;
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
-use tracing::{debug, warn};
 use zpar_protocol::kernel::{
-    CommClose, CommInfoReply, CompleteReply, HelpLink, InspectReply, KernelInfoReply, LanguageInfo,
+    CommInfoReply, CompleteReply, HelpLink, InspectReply, KernelInfoReply, LanguageInfo,
 };
-use zpar_protocol::{recv_frames, Content, ErrorClass, HistoryReply, Message, Status, TaskReply};
+use zpar_protocol::{Content, ErrorClass, HistoryReply, Message, Status, TaskReply};
 
 /// The Rhai release line the engine is built against (the workspace asks
 /// for `rhai = "1.27"`).
 const RHAI_VERSION: &str = "1.27";
-
-const ROUTE: Route = Route::Kernel(KernelChannel::Shell);
 
 /// What the kernel says it is. `engine` is the cluster engine's id, None
 /// for a standalone kernel.
@@ -136,106 +128,6 @@ pub(crate) fn answer(namespace: &Namespace, engine: Option<u32>, msg: &Message) 
             comms: Map::new(),
         }),
         _ => unserved(msg, "shell"),
-    }
-}
-
-impl Serving {
-    /// Serves one message waiting on the kernel's shell socket, if any.
-    pub(crate) fn take_kernel_request(&mut self) {
-        if let Some(msg) = self.next_kernel_request() {
-            self.serve_kernel_request(msg);
-        }
-    }
-
-    /// The next request waiting on the kernel's shell socket that is
-    /// validly signed and new; a bad one is dropped (or answered, if it is
-    /// signed) on the way.
-    fn next_kernel_request(&mut self) -> Option<Message> {
-        let mut io = self.io.borrow_mut();
-        let io = &mut *io;
-        loop {
-            let kernel = io.kernel.as_ref()?;
-            let frames = match recv_frames(&kernel.shell, zmq::DONTWAIT) {
-                Ok(f) => f,
-                Err(zmq::Error::EAGAIN) => return None,
-                Err(e) => {
-                    warn!(error = %e, "kernel shell receive failed");
-                    return None;
-                }
-            };
-            match decode_request(&mut io.session, frames) {
-                Inbound::Request(m) => return Some(m),
-                Inbound::Bad { request, why } => io.reply_bad(ROUTE, &request, &why),
-                Inbound::Dropped(e) => warn!(error = %e, "dropped a kernel shell message"),
-            }
-        }
-    }
-
-    /// After a cell failed and asked `stop_on_error` (Jupyter's default),
-    /// answers the cells already waiting as aborted, as Jupyter's kernels
-    /// do: "Run all" stops at the first error. Other requests waiting are
-    /// served as usual. Only what waits when the cell failed: a cell a
-    /// front end sends after it heard of the failure (or of an aborted
-    /// cell) runs, however busy the machine.
-    pub(crate) fn abort_waiting_cells(&mut self) {
-        let waiting: Vec<Message> = std::iter::from_fn(|| self.next_kernel_request()).collect();
-        for msg in waiting {
-            if !matches!(msg.content, Content::ExecuteRequest(_)) {
-                self.serve_kernel_request(msg);
-                continue;
-            }
-            let mut io = self.io.borrow_mut();
-            io.parent = Some(msg.header.clone());
-            io.publish_status("busy");
-            let reply = TaskReply {
-                status: Status::Aborted,
-                execution_count: Some(self.execution_count),
-                ..TaskReply::default()
-            };
-            let meta = io.basic_metadata();
-            io.reply(ROUTE, &msg, Content::ExecuteReply(reply), meta, vec![]);
-            io.publish_status("idle");
-            io.parent = None;
-        }
-    }
-
-    fn serve_kernel_request(&mut self, msg: Message) {
-        match &msg.content {
-            Content::ExecuteRequest(_) => self.run_request(ROUTE, msg),
-            Content::InterruptRequest(_) | Content::ShutdownRequest(_) => {
-                self.io
-                    .borrow_mut()
-                    .serve_kernel_control_request(ROUTE, msg, false);
-            }
-            // A front end opening a comm (widgets): the kernel has no comm
-            // targets, so it closes it at once, as Jupyter's kernels do.
-            Content::CommOpen(open) => {
-                let mut io = self.io.borrow_mut();
-                io.parent = Some(msg.header.clone());
-                io.publish(Content::CommClose(CommClose {
-                    comm_id: open.comm_id.clone(),
-                    data: Map::new(),
-                }));
-                io.parent = None;
-            }
-            Content::CommMsg(_) | Content::CommClose(_) => {
-                debug!(msg_type = %msg.header.msg_type, "no comm is open; ignored");
-            }
-            _ => {
-                let engine = {
-                    let io = self.io.borrow();
-                    io.hub.is_some().then_some(io.engine_id)
-                };
-                let mut io = self.io.borrow_mut();
-                io.parent = Some(msg.header.clone());
-                io.publish_status("busy");
-                let content = answer(&self.namespace, engine, &msg);
-                let meta = io.basic_metadata();
-                io.reply(ROUTE, &msg, content, meta, vec![]);
-                io.publish_status("idle");
-                io.parent = None;
-            }
-        }
     }
 }
 

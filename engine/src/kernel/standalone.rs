@@ -7,20 +7,10 @@
 //! it (0600) and removes it on exit, so `zpar kernel -f k.json` and
 //! `jupyter console --existing k.json` also work by hand.
 
-use super::{Kernel, KernelError, KernelPlan};
-use crate::channels::Io;
-use crate::communicator::CommEnv;
-use crate::namespace::Namespace;
-use crate::requests::Serving;
-use crate::server::EngineServer;
-use crate::EngineError;
-use std::cell::RefCell;
-use std::collections::HashSet;
+use super::{KernelError, KernelPlan};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
-use tracing::info;
-use zpar_protocol::{new_id, KernelConnection, Session, SIGNATURE_SCHEME};
+use zpar_protocol::{new_id, KernelConnection, SIGNATURE_SCHEME};
 
 /// A hook called once the kernel listens, with where (to print it, say).
 pub type ReadyHook = Box<dyn Fn(&KernelConnection, &Path)>;
@@ -60,7 +50,7 @@ impl KernelConfig {
 
 /// Reads Jupyter's file, or plans a fresh one if there is none: the plan
 /// and whether the file is the kernel's own (written and removed by it).
-fn plan_for(path: &Path) -> Result<KernelPlan, KernelError> {
+pub(crate) fn plan_for(path: &Path) -> Result<KernelPlan, KernelError> {
     let read = |source| KernelError::ReadFile {
         path: path.to_path_buf(),
         source,
@@ -115,73 +105,6 @@ fn plan_for(path: &Path) -> Result<KernelPlan, KernelError> {
         zpar_folder: false,
         standalone: true,
     })
-}
-
-impl EngineServer {
-    /// Serves a kernel with no hub until a `shutdown_request`, a stop
-    /// signal, or its parent's end.
-    pub(crate) fn run_standalone(&self, config: &KernelConfig) -> Result<(), EngineError> {
-        let plan = plan_for(&config.connection_file)?;
-        let session = Session::new(
-            plan.connection.key.as_bytes(),
-            &plan.connection.signature_scheme,
-            "kernel",
-        )?;
-        let ctx = zmq::Context::new();
-        let iopub = ctx.socket(zmq::PUB)?;
-        iopub.set_linger(1000)?;
-        let ip = plan.bind_ip.clone();
-        let kernel = Kernel::bind(&ctx, &iopub, plan)?;
-        if let Some(ready) = &config.on_ready {
-            ready(&kernel.connection, &config.connection_file);
-        }
-        let uuid = session.session_id.clone();
-        let io = Rc::new(RefCell::new(Io {
-            session,
-            engine_id: 0,
-            uuid,
-            hub: None,
-            iopub,
-            kernel: Some(kernel),
-            kernel_home: None,
-            interrupt: config.interrupt,
-            parent: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stop_reason: None,
-            op_limit: None,
-            deadline: None,
-            shutdown: false,
-            aborted: HashSet::new(),
-            deferred: Vec::new(),
-            stashed: Default::default(),
-            refused_streams: Default::default(),
-        }));
-        let comm_env = CommEnv {
-            ctx: ctx.clone(),
-            ip: ip.clone(),
-            advertise: ip,
-            engine_id: 0,
-            // No hub, so no communicator keys: a standalone kernel's
-            // communicators (if a cell makes one) are plain.
-            curve: Default::default(),
-        };
-        let mut state = Serving {
-            namespace: Namespace::new(self.script_engine(&io, &comm_env)),
-            io,
-            comm_env,
-            execution_count: 0,
-            default_op_limit: config.max_operations,
-            natives: self.native_functions(),
-            hub: None,
-            parent_pid: config.parent_pid,
-            reply_segments: Default::default(),
-        };
-        state.serve(self);
-        drop(state);
-        info!(file = %config.connection_file.display(), "kernel stopped");
-        Ok(())
-    }
 }
 
 #[cfg(test)]

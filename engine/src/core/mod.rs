@@ -1,0 +1,980 @@
+//! The engine's logic as a state machine with no I/O, in the hub core's
+//! shape.
+//!
+//! [`EngineCore::handle`] takes one [`Event`] — a message taken from one of
+//! the engine's sockets and decoded, the end of a run, a stream received,
+//! a kernel bound, SIGINT — and the current time, and returns the
+//! [`Action`]s to perform, in order: replies, iopub messages, a request to
+//! run in the namespace, a chunk stream to receive, the namespace to clear,
+//! waiting messages to drain. The loop in `serve.rs` only receives frames,
+//! decodes them (`inbound.rs`), calls `handle` and performs the actions;
+//! nothing here touches a socket, a thread or the namespace.
+//!
+//! What the core decides:
+//!
+//! - **dispatch**: one `match` over the request and the [`Source`] it came
+//!   from, one `on_*` per family: runs (execute, apply, push, pull), the
+//!   hub's control (interrupt, abort, clear, shutdown, bind_kernel), the
+//!   kernel's control and its shell queries;
+//! - **which request runs, and how**: aborts by id or of everything
+//!   waiting, chunk streams announced by a request and refused ones, the
+//!   operation limit and timeout of the running request, the execution
+//!   count (Jupyter's `silent` and `store_history` rules for a kernel's
+//!   cells), `busy`/`idle` around every request;
+//! - **why a running script stops** ([`StopReason`]): an interrupt, a
+//!   shutdown, its limits — read from Rhai's progress callback through
+//!   [`EngineCore::progress`];
+//! - **replies built from their requests**: every reply names its request
+//!   as parent and goes back to the socket it came from ([`ReplyTo`]);
+//!   every validly signed request is answered, even one the engine does
+//!   not serve.
+//!
+//! One rule holds for the loop: while a request runs, the core asks for
+//! nothing that needs the namespace (no [`Action::Run`], [`Action::Answer`],
+//! [`Action::Clear`] or [`Action::ReceiveStream`]): control requests served
+//! from the progress callback are answered at once, and a `clear` waits for
+//! the run to end. The harness in `tests.rs` checks it after every event.
+
+#[cfg(test)]
+mod tests;
+
+use crate::inbound::{bad_request_reply, Inbound};
+use crate::kernel::shell::{kernel_info, unserved};
+use crate::namespace::ScriptError;
+use crate::stop::{Interrupter, StopReason};
+use serde_json::{Map, Value as Json};
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use zpar_protocol::kernel::CommClose;
+use zpar_protocol::{
+    iso8601_now, Channel, Content, ErrorClass, ErrorContent, ExecuteInput, ExecuteResult, Header,
+    Message, MessageType, ReplyMetadata, RequestMetadata, Status, StatusContent, TaskReply, Value,
+};
+
+/// How many script operations run between two looks at the control sockets.
+pub const CONTROL_CHECK_OPS: u64 = 1024;
+
+/// How many refused streams' ids are kept, to drop their chunks quietly.
+const REFUSED_STREAMS: usize = 64;
+
+/// Why an ipyparallel `apply_request` (pickled Python in its buffers) gets
+/// an `Unsupported` error.
+const PICKLED_PYTHON: &str = "zpar engines run Rhai and cannot load pickled Python: \
+    ipyparallel's apply, push, pull and map send Python functions and objects as pickles. \
+    Send Rhai code as a string instead, with execute() or %px";
+
+/// The socket a message came from, and so where its reply goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Source {
+    /// The hub's control channel.
+    Control,
+    /// The hub's mux channel (direct requests).
+    Mux,
+    /// The hub's task channel (load-balanced requests).
+    Task,
+    /// The kernel's shell socket.
+    KernelShell,
+    /// The kernel's control socket.
+    KernelControl,
+}
+
+impl Source {
+    /// The hub channel of a hub source.
+    pub(crate) fn hub_channel(self) -> Option<Channel> {
+        match self {
+            Source::Control => Some(Channel::Control),
+            Source::Mux => Some(Channel::Mux),
+            Source::Task => Some(Channel::Task),
+            Source::KernelShell | Source::KernelControl => None,
+        }
+    }
+
+    /// Whether the message came from a Jupyter front end of the kernel.
+    pub(crate) fn is_kernel(self) -> bool {
+        matches!(self, Source::KernelShell | Source::KernelControl)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Control => "control",
+            Source::Mux => "mux",
+            Source::Task => "task",
+            Source::KernelShell => "kernel shell",
+            Source::KernelControl => "kernel control",
+        })
+    }
+}
+
+/// Where a reply goes: the socket and the routing identities of its
+/// request, and the request's header as its parent.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyTo {
+    pub(crate) source: Source,
+    pub(crate) identities: Vec<Vec<u8>>,
+    pub(crate) header: Header,
+}
+
+impl ReplyTo {
+    fn of(source: Source, request: &Message) -> ReplyTo {
+        ReplyTo {
+            source,
+            identities: request.identities.clone(),
+            header: request.header.clone(),
+        }
+    }
+}
+
+/// What the engine is: a cluster's engine (maybe bound as a kernel too), or
+/// a standalone kernel with no hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Registered with a hub.
+    Cluster,
+    /// A Jupyter kernel with no hub: a shutdown ends it.
+    Standalone,
+}
+
+/// A request to run in the namespace (execute, apply, push, pull).
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) source: Source,
+    pub(crate) request: Message,
+    pub(crate) limits: RequestMetadata,
+}
+
+/// What a run in the namespace came to.
+#[derive(Debug)]
+pub(crate) struct RunOutcome {
+    /// The reply's `result` (None: no value), or the script's error.
+    pub(crate) value: Result<Option<Json>, ScriptError>,
+    /// An execute's value as text, for `execute_result`.
+    pub(crate) shown: Option<String>,
+    /// The value's buffers.
+    pub(crate) buffers: Vec<zmq::Message>,
+    /// What the script printed.
+    pub(crate) stdout: String,
+    /// What it wrote to stderr (`debug`).
+    pub(crate) stderr: String,
+}
+
+impl RunOutcome {
+    /// A request that failed before or without running.
+    pub(crate) fn failed(error: ScriptError) -> RunOutcome {
+        RunOutcome {
+            value: Err(error),
+            shown: None,
+            buffers: Vec::new(),
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+}
+
+/// Why messages waiting on a socket are read at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drain {
+    /// An `abort_request` with no ids: everything waiting on mux and task
+    /// is answered `aborted`.
+    AbortAll,
+    /// A kernel's cell failed with `stop_on_error`: the cells already
+    /// waiting are answered `aborted`; other requests are served.
+    AbortCells,
+}
+
+/// Something that happened, for the core to act on.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A message taken from a socket and decoded.
+    Arrived { source: Source, inbound: Inbound },
+    /// A message that was waiting when [`Action::Drain`] was performed.
+    Drained {
+        source: Source,
+        inbound: Inbound,
+        drain: Drain,
+    },
+    /// The chunks a streamed request announced came in, or were refused
+    /// (the reason).
+    StreamReceived {
+        job: Job,
+        buffers: Result<Vec<zmq::Message>, String>,
+    },
+    /// The running request finished.
+    Ran(RunOutcome),
+    /// The engine tried to serve as a kernel: the binding, or why not.
+    KernelBound {
+        to: ReplyTo,
+        binding: Result<Value, String>,
+    },
+    /// A signal interrupts the running script (SIGINT to a standalone
+    /// kernel).
+    Interrupt(Interrupter),
+}
+
+/// What the loop must do, in the order given.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Send a reply on the socket its request came from.
+    Reply {
+        to: ReplyTo,
+        content: Content,
+        metadata: Map<String, Json>,
+        buffers: Vec<zmq::Message>,
+    },
+    /// Publish on iopub, with `parent` as the parent header.
+    Publish {
+        parent: Option<Header>,
+        content: Content,
+    },
+    /// Receive the `chunks` stream chunks that follow the job's request,
+    /// then report [`Event::StreamReceived`].
+    ReceiveStream { job: Job, chunks: u32 },
+    /// Run the job in the namespace, then report [`Event::Ran`].
+    Run(Job),
+    /// Answer a kernel's shell query from the namespace alone
+    /// (`kernel/shell.rs` `answer`).
+    Answer {
+        to: ReplyTo,
+        request: Message,
+        metadata: Map<String, Json>,
+    },
+    /// Read every message waiting on these sockets and report each as
+    /// [`Event::Drained`].
+    Drain { sources: Vec<Source>, drain: Drain },
+    /// Forget every variable and function: a fresh script engine.
+    Clear,
+    /// Start serving as a Jupyter kernel, then report
+    /// [`Event::KernelBound`].
+    BindKernel { to: ReplyTo },
+    /// Stop serving as a kernel: close its sockets, remove its file.
+    UnbindKernel,
+}
+
+impl Action {
+    /// Whether performing the action needs the namespace (so it may not be
+    /// asked for while a request runs).
+    #[cfg(test)]
+    pub(crate) fn needs_namespace(&self) -> bool {
+        matches!(
+            self,
+            Action::Run(_) | Action::Answer { .. } | Action::Clear | Action::ReceiveStream { .. }
+        )
+    }
+}
+
+/// What the progress callback is to do.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Progress {
+    /// Go on.
+    Go,
+    /// Serve what waits on the control sockets, then ask
+    /// [`EngineCore::stop_reason`].
+    LookAtControl,
+    /// Stop the script.
+    Stop(StopReason),
+}
+
+/// The request being run.
+#[derive(Debug)]
+struct Running {
+    to: ReplyTo,
+    limits: RequestMetadata,
+    /// An execute that is `silent` (no `execute_result`).
+    silent: bool,
+    /// A kernel's cell that aborts the waiting cells if it fails.
+    stop_on_error: bool,
+    op_limit: Option<u64>,
+    /// When the request must stop, and its timeout in seconds.
+    deadline: Option<(Instant, f64)>,
+    started: String,
+    stop: Option<StopReason>,
+}
+
+/// The engine's decisions; see the module doc.
+pub(crate) struct EngineCore {
+    role: Role,
+    engine_id: u32,
+    uuid: String,
+    /// The program's own natives, to explain a call of a missing one.
+    natives: Vec<String>,
+    default_op_limit: Option<u64>,
+    execution_count: u64,
+    running: Option<Running>,
+    /// Msg ids a client aborted before they arrived.
+    aborted: HashSet<String>,
+    /// Streams refused or aborted lately: their chunks are dropped quietly.
+    refused_streams: VecDeque<String>,
+    /// `clear_request`s that came while a request ran.
+    deferred_clears: Vec<ReplyTo>,
+    shutdown: bool,
+}
+
+impl EngineCore {
+    /// A core for an engine of `role` with this id and uuid.
+    pub(crate) fn new(
+        role: Role,
+        engine_id: u32,
+        uuid: String,
+        default_op_limit: Option<u64>,
+        natives: Vec<String>,
+    ) -> EngineCore {
+        EngineCore {
+            role,
+            engine_id,
+            uuid,
+            natives,
+            default_op_limit,
+            execution_count: 0,
+            running: None,
+            aborted: HashSet::new(),
+            refused_streams: VecDeque::new(),
+            deferred_clears: Vec::new(),
+            shutdown: false,
+        }
+    }
+
+    /// A restarted hub gave this engine another id.
+    pub(crate) fn set_engine_id(&mut self, id: u32) {
+        self.engine_id = id;
+    }
+
+    /// Whether the engine is to stop serving.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutdown
+    }
+
+    /// Whether a request is running.
+    #[cfg(test)]
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Why the running script must stop, once something asked.
+    pub(crate) fn stop_reason(&self) -> Option<StopReason> {
+        self.running.as_ref().and_then(|r| r.stop.clone())
+    }
+
+    /// Acts on one event; the actions to perform, in order.
+    pub(crate) fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        match event {
+            Event::Arrived { source, inbound } => self.on_arrived(source, inbound, now),
+            Event::Drained {
+                source,
+                inbound,
+                drain,
+            } => self.on_drained(source, inbound, drain, now),
+            Event::StreamReceived { job, buffers } => self.on_stream_received(job, buffers, now),
+            Event::Ran(outcome) => self.on_ran(outcome),
+            Event::KernelBound { to, binding } => self.on_kernel_bound(to, binding),
+            Event::Interrupt(by) => {
+                if let Some(r) = &mut self.running {
+                    r.stop = Some(StopReason::Interrupted(by));
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Rhai's progress callback asks, with the operations run so far: go
+    /// on, look at the control sockets, or stop. `clock` is asked only
+    /// every [`CONTROL_CHECK_OPS`] operations (the callback runs at every
+    /// one).
+    pub(crate) fn progress(&self, ops: u64, clock: impl FnOnce() -> Instant) -> Progress {
+        let Some(r) = &self.running else {
+            return Progress::Go;
+        };
+        if let Some(limit) = r.op_limit.filter(|limit| ops > *limit) {
+            return Progress::Stop(StopReason::OperationLimit { limit });
+        }
+        if ops.is_multiple_of(CONTROL_CHECK_OPS) {
+            if let Some((deadline, seconds)) = r.deadline {
+                if clock() >= deadline {
+                    return Progress::Stop(StopReason::Timeout { seconds });
+                }
+            }
+            return Progress::LookAtControl;
+        }
+        match &r.stop {
+            Some(reason) => Progress::Stop(reason.clone()),
+            None => Progress::Go,
+        }
+    }
+
+    fn on_arrived(&mut self, source: Source, inbound: Inbound, now: Instant) -> Vec<Action> {
+        match inbound {
+            Inbound::Request(msg) => self.on_request(source, msg, now),
+            Inbound::Bad { request, why } => vec![self.reply_bad(source, &request, &why)],
+            Inbound::Dropped(e) => {
+                warn!(engine = self.engine_id, %source, error = %e, "dropped a bad message");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The one dispatch: each request, by where it came from, to its family.
+    fn on_request(&mut self, source: Source, msg: Message, now: Instant) -> Vec<Action> {
+        use Source::{Control, KernelControl, KernelShell, Mux, Task};
+        match (&msg.content, source) {
+            (Content::StreamChunk(c), Mux | Task) => {
+                self.on_stray_chunk(&msg, c.index);
+                Vec::new()
+            }
+            (Content::ExecuteRequest(_), KernelShell) | (_, Mux | Task) => {
+                self.on_run(source, msg, now)
+            }
+            (Content::InterruptRequest(_), _) => self.on_interrupt(source, &msg),
+            (Content::ShutdownRequest(_), _) => self.on_shutdown(source, &msg),
+            (Content::AbortRequest(_), Control) => self.on_abort(&msg),
+            (Content::ClearRequest(_), Control) => self.on_clear(&msg),
+            (Content::BindKernelRequest(_), Control) => vec![Action::BindKernel {
+                to: ReplyTo::of(source, &msg),
+            }],
+            (Content::KernelInfoRequest(_), KernelControl) => {
+                let info = kernel_info(self.cluster_id());
+                vec![self.reply(source, &msg, Content::KernelInfoReply(info))]
+            }
+            (Content::CommOpen(open), KernelShell) => {
+                // The kernel has no comm targets, so it closes a front
+                // end's comm at once, as Jupyter's kernels do.
+                vec![Action::Publish {
+                    parent: Some(msg.header.clone()),
+                    content: Content::CommClose(CommClose {
+                        comm_id: open.comm_id.clone(),
+                        data: Map::new(),
+                    }),
+                }]
+            }
+            (Content::CommMsg(_) | Content::CommClose(_), KernelShell) => {
+                debug!(msg_type = %msg.header.msg_type, "no comm is open; ignored");
+                Vec::new()
+            }
+            (_, KernelShell) => self.on_kernel_query(msg),
+            (_, KernelControl) => {
+                let content = unserved(&msg, "control");
+                vec![self.reply(source, &msg, content)]
+            }
+            (other, Control) => {
+                let content = Content::task_reply_of(
+                    &Content::reply_type_for(other.msg_type()),
+                    TaskReply::error(
+                        ErrorClass::UnknownMessageType.as_str(),
+                        format!(
+                            "{} is not a control request an engine serves",
+                            other.msg_type()
+                        ),
+                    ),
+                );
+                vec![self.reply(source, &msg, content)]
+            }
+        }
+    }
+
+    /// A chunk of a stream refused, aborted or already over.
+    fn on_stray_chunk(&self, msg: &Message, index: u32) {
+        let parent = msg.parent_header.as_ref().map(|p| p.msg_id.as_str());
+        if !parent.is_some_and(|p| self.refused_streams.iter().any(|r| r == p)) {
+            warn!(msg_id = ?parent, index, "dropped a chunk of no stream being received");
+        }
+    }
+
+    /// Execute, apply, push or pull: run it, after its stream if it
+    /// announced one; answer it aborted if a client aborted it.
+    fn on_run(&mut self, source: Source, msg: Message, now: Instant) -> Vec<Action> {
+        if self.aborted.remove(&msg.header.msg_id) {
+            return vec![self.reply_aborted(source, &msg)];
+        }
+        let limits = RequestMetadata::from_map(&msg.metadata).unwrap_or_default();
+        let job = Job {
+            source,
+            request: msg,
+            limits,
+        };
+        match job.limits.stream_frames {
+            Some(chunks) if !source.is_kernel() => vec![Action::ReceiveStream { job, chunks }],
+            _ => self.start(job, now),
+        }
+    }
+
+    fn on_stream_received(
+        &mut self,
+        mut job: Job,
+        buffers: Result<Vec<zmq::Message>, String>,
+        now: Instant,
+    ) -> Vec<Action> {
+        match buffers {
+            Ok(buffers) => {
+                job.request.buffers = buffers;
+                self.start(job, now)
+            }
+            Err(why) => {
+                warn!(engine = self.engine_id, msg_id = %job.request.header.msg_id, %why, "refused a chunk stream");
+                self.remember_refused(&job.request.header.msg_id);
+                vec![self.reply_bad(job.source, &job.request, &why)]
+            }
+        }
+    }
+
+    /// Starts a run: `busy`, an execute's input, then the run itself; a
+    /// request that cannot run is answered at once, between its own
+    /// `busy` and `idle`.
+    fn start(&mut self, job: Job, now: Instant) -> Vec<Action> {
+        let from_kernel = job.source.is_kernel();
+        let header = job.request.header.clone();
+        let busy = self.status(&header, "busy");
+        let (silent, stop_on_error) = match &job.request.content {
+            Content::ExecuteRequest(r) => (r.silent, from_kernel && r.stop_on_error),
+            _ => (false, false),
+        };
+        // A request's own limit wins; 0 there means "no limit". Checked
+        // when the request was decoded (`inbound`).
+        let op_limit = match job.limits.max_operations {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => self.default_op_limit,
+        };
+        let deadline = job
+            .limits
+            .timeout
+            .filter(|t| *t > 0.0)
+            .map(|t| (now + Duration::from_secs_f64(t), t));
+        self.running = Some(Running {
+            to: ReplyTo::of(job.source, &job.request),
+            limits: job.limits.clone(),
+            silent,
+            stop_on_error,
+            op_limit,
+            deadline,
+            started: iso8601_now(),
+            stop: None,
+        });
+        let mut actions = vec![busy];
+        let refusal = match &job.request.content {
+            Content::ExecuteRequest(r) => {
+                // A kernel's silent cell and one kept out of history do not
+                // count; a hub's execute always does.
+                if !from_kernel || (!r.silent && r.store_history) {
+                    self.execution_count += 1;
+                }
+                if !(from_kernel && r.silent) {
+                    actions.push(Action::Publish {
+                        parent: Some(header),
+                        content: Content::ExecuteInput(ExecuteInput {
+                            code: r.code.clone(),
+                            execution_count: self.execution_count,
+                        }),
+                    });
+                }
+                None
+            }
+            Content::ApplyRequest(_) | Content::PushRequest(_) | Content::PullRequest(_) => None,
+            // ipyparallel's apply (and its push, pull and map, which are
+            // applies) carries pickled Python in its buffers (`inbound`).
+            Content::Unknown { .. }
+                if job.request.header.message_type() == Some(MessageType::ApplyRequest) =>
+            {
+                Some(ScriptError::new(ErrorClass::Unsupported.as_str(), PICKLED_PYTHON))
+            }
+            other => Some(ScriptError::new(
+                ErrorClass::UnknownMessageType.as_str(),
+                format!("{} is not a request an engine serves", other.msg_type()),
+            )),
+        };
+        match refusal {
+            None => actions.push(Action::Run(job)),
+            Some(e) => actions.extend(self.on_ran(RunOutcome::failed(e))),
+        }
+        actions
+    }
+
+    /// The run ended: its value or error on iopub, its reply, `idle`; the
+    /// clears that waited; and after a failed cell with `stop_on_error`,
+    /// the cells waiting are aborted.
+    fn on_ran(&mut self, outcome: RunOutcome) -> Vec<Action> {
+        let Some(run) = self.running.take() else {
+            warn!(engine = self.engine_id, "a run ended, but none was running");
+            return Vec::new();
+        };
+        let from_kernel = run.to.source.is_kernel();
+        let parent = Some(run.to.header.clone());
+        let msg_type = run.to.header.msg_type.clone();
+        let is_execute = run.to.header.message_type() == Some(MessageType::ExecuteRequest);
+        let mut actions = Vec::new();
+        let mut buffers = outcome.buffers;
+        let failed = outcome.value.is_err();
+        let mut reply = match outcome.value {
+            Ok(result) => {
+                if let Some(shown) = outcome.shown.filter(|_| is_execute && !run.silent) {
+                    let mut data = std::collections::BTreeMap::new();
+                    data.insert("text/plain".to_string(), Json::String(shown));
+                    actions.push(Action::Publish {
+                        parent: parent.clone(),
+                        content: Content::ExecuteResult(ExecuteResult {
+                            execution_count: self.execution_count,
+                            data,
+                            metadata: Default::default(),
+                        }),
+                    });
+                }
+                TaskReply {
+                    result: result.filter(|_| !from_kernel),
+                    ..TaskReply::default()
+                }
+            }
+            Err(e) => {
+                buffers.clear();
+                let e = explain_missing(e, self.engine_id, &self.natives);
+                let mut r = TaskReply::error_with_traceback(&e.ename, e.message.clone());
+                if let (Some(l), Some(c)) = (e.line, e.column) {
+                    r.traceback.push(format!("  at line {l}, column {c}"));
+                }
+                r.line = e.line;
+                r.column = e.column;
+                // ipyparallel's shape; with it, its client waits for our
+                // `idle`, which follows the reply.
+                r.engine_info = Some(serde_json::json!({
+                    "engine_uuid": self.uuid,
+                    "engine_id": self.engine_id,
+                    "method": msg_type.trim_end_matches("_request"),
+                }));
+                if is_execute {
+                    actions.push(Action::Publish {
+                        parent: parent.clone(),
+                        content: Content::Error(ErrorContent {
+                            ename: e.ename.clone(),
+                            evalue: e.message.clone(),
+                            traceback: r.traceback.clone(),
+                        }),
+                    });
+                }
+                r
+            }
+        };
+        reply.engine_id = Some(self.engine_id);
+        reply.execution_count = Some(self.execution_count);
+        let metadata = ReplyMetadata {
+            engine: Some(self.engine_id),
+            engine_uuid: Some(self.uuid.clone()),
+            status: Some(reply.status),
+            started: Some(run.started),
+            completed: Some(iso8601_now()),
+            follow: run.limits.follow,
+            after: run.limits.after,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            stream_frames: None,
+        }
+        .to_map();
+        if from_kernel {
+            buffers.clear();
+        }
+        actions.push(Action::Reply {
+            content: Content::task_reply_of(&Content::reply_type_for(&msg_type), reply),
+            to: run.to,
+            metadata,
+            buffers,
+        });
+        actions.push(Action::Publish {
+            parent,
+            content: status_content("idle"),
+        });
+        for to in std::mem::take(&mut self.deferred_clears) {
+            actions.extend(self.clear(to));
+        }
+        if failed && run.stop_on_error {
+            actions.push(Action::Drain {
+                sources: vec![Source::KernelShell],
+                drain: Drain::AbortCells,
+            });
+        }
+        actions
+    }
+
+    fn on_interrupt(&mut self, source: Source, msg: &Message) -> Vec<Action> {
+        let by = match source {
+            Source::Control => Some(Interrupter::Client),
+            Source::KernelControl => Some(Interrupter::KernelClient),
+            // On shell (Jupyter allows it) it comes between cells.
+            _ => None,
+        };
+        if let (Some(r), Some(by)) = (&mut self.running, by) {
+            r.stop = Some(StopReason::Interrupted(by));
+        }
+        vec![self.reply(source, msg, Content::InterruptReply(TaskReply::ok()))]
+    }
+
+    /// The hub's shutdown stops the engine. A kernel's stops a standalone
+    /// kernel; a bound one stops serving as a kernel and stays in its
+    /// cluster (a front end leaving must not take a cluster's engine).
+    fn on_shutdown(&mut self, source: Source, msg: &Message) -> Vec<Action> {
+        let Content::ShutdownRequest(r) = &msg.content else {
+            return Vec::new();
+        };
+        if source == Source::Control {
+            info!(engine = self.engine_id, "shutdown requested");
+            self.stop_running(StopReason::EngineShutdown);
+            return vec![self.reply(source, msg, Content::ShutdownReply(TaskReply::ok()))];
+        }
+        let reply = TaskReply {
+            restart: Some(r.restart),
+            ..TaskReply::ok()
+        };
+        let mut actions = vec![self.reply(source, msg, Content::ShutdownReply(reply))];
+        match self.role {
+            Role::Standalone => {
+                info!("the kernel's client asked it to shut down");
+                self.stop_running(StopReason::KernelShutdown);
+            }
+            Role::Cluster => {
+                info!(engine = self.engine_id, "the kernel's client asked it to shut down: the engine stops serving as a kernel and stays in its cluster");
+                actions.push(Action::UnbindKernel);
+            }
+        }
+        actions
+    }
+
+    fn stop_running(&mut self, reason: StopReason) {
+        self.shutdown = true;
+        if let Some(r) = &mut self.running {
+            r.stop = Some(reason);
+        }
+    }
+
+    /// Aborts the listed requests when they arrive, or everything waiting
+    /// on mux and task now.
+    fn on_abort(&mut self, msg: &Message) -> Vec<Action> {
+        let Content::AbortRequest(r) = &msg.content else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        match &r.msg_ids {
+            Some(ids) => self.aborted.extend(ids.iter().cloned()),
+            None => actions.push(Action::Drain {
+                sources: vec![Source::Mux, Source::Task],
+                drain: Drain::AbortAll,
+            }),
+        }
+        actions.push(self.reply(Source::Control, msg, Content::AbortReply(TaskReply::ok())));
+        actions
+    }
+
+    /// Clears now, or after the running request.
+    fn on_clear(&mut self, msg: &Message) -> Vec<Action> {
+        let to = ReplyTo::of(Source::Control, msg);
+        if self.running.is_some() {
+            self.deferred_clears.push(to);
+            return Vec::new();
+        }
+        self.clear(to)
+    }
+
+    fn clear(&self, to: ReplyTo) -> Vec<Action> {
+        vec![
+            Action::Clear,
+            Action::Reply {
+                metadata: self.metadata_for(&Content::ClearReply(TaskReply::ok())),
+                content: Content::ClearReply(TaskReply::ok()),
+                to,
+                buffers: Vec::new(),
+            },
+        ]
+    }
+
+    fn on_kernel_bound(&mut self, to: ReplyTo, binding: Result<Value, String>) -> Vec<Action> {
+        let mut reply = match binding {
+            Ok(binding) => TaskReply::with_result(binding.encode_into(&mut Vec::new())),
+            Err(why) => {
+                warn!(engine = self.engine_id, error = %why, "cannot serve as a kernel");
+                TaskReply::error(ErrorClass::KernelBindFailed.as_str(), why)
+            }
+        };
+        reply.engine_id = Some(self.engine_id);
+        let content = Content::BindKernelReply(reply);
+        vec![Action::Reply {
+            metadata: self.metadata_for(&content),
+            content,
+            to,
+            buffers: Vec::new(),
+        }]
+    }
+
+    /// A shell request that runs no code, answered from the namespace
+    /// between `busy` and `idle`.
+    fn on_kernel_query(&mut self, msg: Message) -> Vec<Action> {
+        let to = ReplyTo::of(Source::KernelShell, &msg);
+        let header = msg.header.clone();
+        vec![
+            self.status(&header, "busy"),
+            Action::Answer {
+                to,
+                metadata: self.basic_metadata(),
+                request: msg,
+            },
+            self.status(&header, "idle"),
+        ]
+    }
+
+    fn on_drained(
+        &mut self,
+        source: Source,
+        inbound: Inbound,
+        drain: Drain,
+        now: Instant,
+    ) -> Vec<Action> {
+        let msg = match inbound {
+            Inbound::Request(msg) => msg,
+            other => return self.on_arrived(source, other, now),
+        };
+        match (drain, &msg.content) {
+            // A chunk of a stream being aborted with its head.
+            (Drain::AbortAll, Content::StreamChunk(_)) => Vec::new(),
+            (Drain::AbortAll, _) => {
+                if msg.metadata.contains_key("stream_frames") {
+                    self.remember_refused(&msg.header.msg_id);
+                }
+                vec![self.reply_aborted(source, &msg)]
+            }
+            (Drain::AbortCells, Content::ExecuteRequest(_)) => {
+                let reply = TaskReply {
+                    status: Status::Aborted,
+                    execution_count: Some(self.execution_count),
+                    ..TaskReply::default()
+                };
+                vec![
+                    self.status(&msg.header, "busy"),
+                    self.reply(source, &msg, Content::ExecuteReply(reply)),
+                    self.status(&msg.header, "idle"),
+                ]
+            }
+            (Drain::AbortCells, _) => self.on_request(source, msg, now),
+        }
+    }
+
+    fn remember_refused(&mut self, msg_id: &str) {
+        if self.refused_streams.len() >= REFUSED_STREAMS {
+            self.refused_streams.pop_front();
+        }
+        self.refused_streams.push_back(msg_id.to_string());
+    }
+
+    /// The engine id a kernel reports: a cluster engine's, or none.
+    fn cluster_id(&self) -> Option<u32> {
+        (self.role == Role::Cluster).then_some(self.engine_id)
+    }
+
+    /// Reply metadata naming this engine, by id (zpar) and uuid
+    /// (ipyparallel).
+    fn basic_metadata(&self) -> Map<String, Json> {
+        ReplyMetadata {
+            engine: Some(self.engine_id),
+            engine_uuid: Some(self.uuid.clone()),
+            ..Default::default()
+        }
+        .to_map()
+    }
+
+    /// Metadata for a reply made outside a run: the engine, and the status
+    /// ipyparallel reads (the loop adds the time it went out).
+    fn metadata_for(&self, content: &Content) -> Map<String, Json> {
+        let mut metadata = self.basic_metadata();
+        if let Some(r) = content.task_reply() {
+            metadata.insert("status".into(), serde_json::json!(r.status));
+        }
+        metadata
+    }
+
+    fn reply(&self, source: Source, request: &Message, content: Content) -> Action {
+        Action::Reply {
+            to: ReplyTo::of(source, request),
+            metadata: self.metadata_for(&content),
+            content,
+            buffers: Vec::new(),
+        }
+    }
+
+    /// Answers a signed request the engine could not understand, so the hub
+    /// does not keep it pending: an error reply of the matching type.
+    fn reply_bad(&self, source: Source, request: &Message, why: &str) -> Action {
+        warn!(
+            engine = self.engine_id,
+            msg_id = %request.header.msg_id,
+            msg_type = %request.header.msg_type,
+            %why,
+            "answering a request the engine cannot understand"
+        );
+        let content = bad_request_reply(request, why, self.engine_id);
+        self.reply(source, request, content)
+    }
+
+    fn reply_aborted(&self, source: Source, request: &Message) -> Action {
+        let r = TaskReply {
+            status: Status::Aborted,
+            engine_id: Some(self.engine_id),
+            ..TaskReply::default()
+        };
+        let reply_type = Content::reply_type_for(&request.header.msg_type);
+        self.reply(source, request, Content::task_reply_of(&reply_type, r))
+    }
+
+    /// `busy` or `idle` on iopub: Jupyter brackets every request with
+    /// them, and ipyparallel's client waits for `idle` before it calls a
+    /// request's output complete.
+    fn status(&self, parent: &Header, state: &str) -> Action {
+        Action::Publish {
+            parent: Some(parent.clone()),
+            content: status_content(state),
+        }
+    }
+
+    /// Checks what must always hold; the harness calls it after every
+    /// event.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        assert!(self.refused_streams.len() <= REFUSED_STREAMS);
+        assert!(
+            self.deferred_clears.is_empty() || self.running.is_some(),
+            "a clear waits with nothing running"
+        );
+        if let Some(r) = &self.running {
+            assert!(
+                !r.to.source.hub_channel().is_some_and(|c| c == Channel::Control)
+                    && r.to.source != Source::KernelControl,
+                "a control request runs in the namespace"
+            );
+            if let Some(StopReason::EngineShutdown | StopReason::KernelShutdown) = r.stop {
+                assert!(self.shutdown, "a shutdown stop without a shutdown");
+            }
+        }
+    }
+}
+
+fn status_content(state: &str) -> Content {
+    Content::Status(StatusContent {
+        execution_state: state.to_string(),
+    })
+}
+
+/// A call of a function the engine lacks, explained: which function, what
+/// natives this engine has, and how engines get a program's own natives.
+/// Other errors pass unchanged.
+pub(crate) fn explain_missing(mut e: ScriptError, engine_id: u32, natives: &[String]) -> ScriptError {
+    let Some(call) = e.message.strip_prefix("Function not found: ") else {
+        return e;
+    };
+    if e.ename != "UnknownName" {
+        return e;
+    }
+    let name = call.split([' ', '(']).next().unwrap_or(call).to_string();
+    let have = if natives.is_empty() {
+        "it is a plain engine with no natives of its own".to_string()
+    } else {
+        format!("its own natives are {}", natives.join(", "))
+    };
+    e.message = format!(
+        "engine {engine_id} has no function {call}: `{name}` is neither defined in its namespace nor a native function of its program ({have}); \
+         start engines from a program that registers it (zpar::serve_engines_with, LocalCluster::builder().engine_program(PATH), zpar cluster start --engine-program PATH)"
+    );
+    e
+}

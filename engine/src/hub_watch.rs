@@ -1,0 +1,162 @@
+//! Registration with the hub, and the watch that registers again after the
+//! hub restarted or dropped this engine.
+//!
+//! The heartbeat thread ([`crate::heartbeat`]) notes the hub's pings; the
+//! request loop asks [`HubWatch::watch`] on every turn. After a restart
+//! (pings of another hub instance), an `unknown` answer to a pong (the hub
+//! dropped this engine during a network cut) or a silence, the engine
+//! registers again — same uuid, asking for the same id — once pings come.
+
+use crate::heartbeat::Heartbeat;
+use crate::io::Io;
+use crate::EngineError;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+use zpar_protocol::{
+    recv_frames, send_frames, Content, CurveKeys, Message, RegistrationReply, RegistrationRequest,
+    Status,
+};
+
+/// What the hub said when it took this engine.
+pub(crate) struct Registered {
+    /// The engine's id.
+    pub id: u32,
+    /// The hub's heartbeat period.
+    pub hb_period: Duration,
+    /// The hub's instance (the prefix of its pings).
+    pub hub_instance: String,
+    /// The CURVE pair for communicators; None without CURVE.
+    pub communicator_keys: Option<CurveKeys>,
+}
+
+impl Registered {
+    /// Reads an accepted registration reply.
+    pub(crate) fn from_reply(r: RegistrationReply) -> Result<Registered, EngineError> {
+        Ok(Registered {
+            id: r.id,
+            hb_period: Duration::from_millis(r.hb_period_ms.max(1)),
+            communicator_keys: CurveKeys::from_fields(
+                r.curve_publickey.as_deref(),
+                r.curve_secretkey.as_deref(),
+            )?,
+            hub_instance: r.hub_instance,
+        })
+    }
+}
+
+/// Watches the hub's heartbeat; after a silence (the hub died), registers
+/// again once pings resume.
+pub(crate) struct HubWatch {
+    pub(crate) registration: zmq::Socket,
+    heartbeat: Heartbeat,
+    uuid: String,
+    hb_period: Duration,
+    lost: bool,
+    last_attempt: Instant,
+}
+
+impl HubWatch {
+    /// A watch over a registered engine's heartbeat.
+    pub(crate) fn new(
+        registration: zmq::Socket,
+        heartbeat: Heartbeat,
+        uuid: String,
+        hb_period: Duration,
+    ) -> HubWatch {
+        HubWatch {
+            registration,
+            heartbeat,
+            uuid,
+            hb_period,
+            lost: false,
+            last_attempt: Instant::now(),
+        }
+    }
+
+    /// How much silence means the hub is gone. Before the first ping the
+    /// wait is four times longer: a hub that has just registered a
+    /// thousand engines at once is still setting up their connections, and
+    /// its first pings reach the last of them seconds late (at 1,000
+    /// engines every engine once gave up on the hub and registered again).
+    fn lost_after(&self) -> Duration {
+        let limit = (self.hb_period * 5).max(Duration::from_secs(2));
+        if self.heartbeat.heard_any() {
+            limit
+        } else {
+            limit * 4
+        }
+    }
+
+    /// Looks at the heartbeat and the registration socket: notices a lost
+    /// hub, asks to register again once it is back, and returns the hub's
+    /// acceptance when it comes (the caller takes its id and keys).
+    /// `advertise` is where this engine's communicators listen.
+    pub(crate) fn watch(&mut self, io: &mut Io, advertise: &str) -> Option<Registered> {
+        let silence = self.heartbeat.silence();
+        if self.heartbeat.take_hub_changed() {
+            warn!("the hub restarted; registering again");
+            self.lost = true;
+        } else if self.heartbeat.take_unknown()
+            && !self.lost
+            && self.last_attempt.elapsed() > self.hb_period * 2
+        {
+            // Answers to pongs sent before this engine (re)registered are
+            // ignored: the hub knows it by now.
+            warn!("the hub dropped this engine (a network cut?); registering again");
+            self.lost = true;
+        } else if !self.lost && silence > self.lost_after() {
+            warn!(silence = ?silence, "no heartbeat from the hub; will register again when it is back");
+            self.lost = true;
+        }
+        let mut accepted = None;
+        // Answers to our re-registration.
+        while let Ok(frames) = recv_frames(&self.registration, zmq::DONTWAIT) {
+            match io.session.decode_frames(frames) {
+                Ok(Message {
+                    content: Content::RegistrationReply(r),
+                    ..
+                }) if r.status == Status::Ok => {
+                    if r.id != io.engine_id {
+                        warn!(
+                            old = io.engine_id,
+                            new = r.id,
+                            "the restarted hub gave this engine a new id"
+                        );
+                    }
+                    let registered = match Registered::from_reply(r) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            warn!(error = %e, "the hub's registration reply has bad communicator keys");
+                            continue;
+                        }
+                    };
+                    info!(engine = registered.id, "registered with the hub again");
+                    self.heartbeat.set_hub(&registered.hub_instance);
+                    self.lost = false;
+                    self.hb_period = registered.hb_period;
+                    accepted = Some(registered);
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "bad message on the registration channel"),
+            }
+        }
+        let back = silence < self.hb_period * 2;
+        if self.lost && back && self.last_attempt.elapsed() > Duration::from_millis(500) {
+            self.last_attempt = Instant::now();
+            let req = Message::new(
+                &io.session,
+                Content::RegistrationRequest(RegistrationRequest {
+                    uuid: self.uuid.clone(),
+                    id: Some(io.engine_id),
+                    host: Some(advertise.to_string()),
+                }),
+            );
+            let _ = send_frames(
+                &self.registration,
+                io.session.encode(&req).into_frames(),
+                zmq::DONTWAIT,
+            );
+        }
+        accepted
+    }
+}

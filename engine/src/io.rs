@@ -1,0 +1,286 @@
+//! The engine's sockets: the one receive path, replies, iopub output, and
+//! the kernel's sockets while the engine serves as a Jupyter kernel.
+//!
+//! [`Io`] decides nothing: it takes frames from a [`Source`] (requests a
+//! chunk stream pushed aside come first, from the stash), sends the
+//! replies and iopub messages the core ([`crate::core`]) asks for, and
+//! binds or unbinds the kernel. The script engine's `print` callback
+//! reaches it too (`stream`), so output goes out as it happens and is
+//! recorded for the reply.
+
+use crate::core::{ReplyTo, Source};
+use crate::inbound::{decode_request, Inbound};
+use crate::kernel::{Kernel, KernelError, KernelHome};
+use serde_json::{Map, Value as Json};
+use std::collections::VecDeque;
+use tracing::{debug, warn};
+use zpar_protocol::stream;
+use zpar_protocol::{
+    recv_frames, send_frames, Channel, Content, Header, Message, ReplyMetadata, Session, Stream,
+};
+
+/// The engine's DEALERs to the hub's engine-facing ROUTERs.
+pub(crate) struct HubSockets {
+    pub(crate) control: zmq::Socket,
+    pub(crate) mux: zmq::Socket,
+    pub(crate) task: zmq::Socket,
+}
+
+/// The engine's sockets, and the output of the request running.
+pub(crate) struct Io {
+    pub(crate) session: Session,
+    pub(crate) engine_id: u32,
+    /// The engine's uuid, its identity on the hub's sockets; ipyparallel
+    /// reads it as reply metadata `engine`.
+    pub(crate) uuid: String,
+    /// None for a standalone kernel.
+    hub: Option<HubSockets>,
+    /// Connected to the hub's iopub, and bound for the kernel's when there
+    /// is one.
+    iopub: zmq::Socket,
+    /// The kernel's sockets, while the engine serves as a Jupyter kernel.
+    kernel: Option<Kernel>,
+    /// Where to listen when asked to serve as a kernel (cluster engines).
+    kernel_home: Option<KernelHome>,
+    /// The request running, as parent of its output.
+    pub(crate) parent: Option<Header>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    /// Messages that arrived on mux or task while a chunk stream was being
+    /// received, served next, in order.
+    stash: VecDeque<(Source, Vec<zmq::Message>)>,
+}
+
+impl Io {
+    /// A cluster engine's sockets: to the hub, and a kernel's home should
+    /// it be asked to serve as one.
+    pub(crate) fn cluster(
+        session: Session,
+        engine_id: u32,
+        hub: HubSockets,
+        iopub: zmq::Socket,
+        kernel_home: KernelHome,
+    ) -> Io {
+        let uuid = session.session_id.clone();
+        Io::with(session, engine_id, uuid, Some(hub), iopub, None, Some(kernel_home))
+    }
+
+    /// A standalone kernel's sockets: no hub, the kernel bound already.
+    pub(crate) fn standalone(session: Session, iopub: zmq::Socket, kernel: Kernel) -> Io {
+        let uuid = session.session_id.clone();
+        Io::with(session, 0, uuid, None, iopub, Some(kernel), None)
+    }
+
+    fn with(
+        session: Session,
+        engine_id: u32,
+        uuid: String,
+        hub: Option<HubSockets>,
+        iopub: zmq::Socket,
+        kernel: Option<Kernel>,
+        kernel_home: Option<KernelHome>,
+    ) -> Io {
+        Io {
+            session,
+            engine_id,
+            uuid,
+            hub,
+            iopub,
+            kernel,
+            kernel_home,
+            parent: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stash: VecDeque::new(),
+        }
+    }
+
+    /// The socket of a source, while it is open.
+    pub(crate) fn socket(&self, source: Source) -> Option<&zmq::Socket> {
+        match source {
+            Source::Control => self.hub.as_ref().map(|h| &h.control),
+            Source::Mux => self.hub.as_ref().map(|h| &h.mux),
+            Source::Task => self.hub.as_ref().map(|h| &h.task),
+            Source::KernelShell => self.kernel.as_ref().map(|k| &k.shell),
+            Source::KernelControl => self.kernel.as_ref().map(|k| &k.control),
+        }
+    }
+
+    /// The kernel's stdin socket, while there is a kernel.
+    pub(crate) fn kernel_stdin(&self) -> Option<&zmq::Socket> {
+        self.kernel.as_ref().map(|k| &k.stdin)
+    }
+
+    /// Whether the engine has a hub (not a standalone kernel).
+    pub(crate) fn has_hub(&self) -> bool {
+        self.hub.is_some()
+    }
+
+    /// The next message from `source` without waiting: a stashed one
+    /// first, then the socket's. None when there is none.
+    pub(crate) fn receive(&mut self, source: Source) -> Option<Vec<zmq::Message>> {
+        if let Some(i) = self.stash.iter().position(|(s, _)| *s == source) {
+            return self.stash.remove(i).map(|(_, frames)| frames);
+        }
+        match recv_frames(self.socket(source)?, zmq::DONTWAIT) {
+            Ok(frames) => Some(frames),
+            Err(zmq::Error::EAGAIN) => None,
+            Err(e) => {
+                warn!(%source, error = %e, "receive failed");
+                None
+            }
+        }
+    }
+
+    /// The next message from `source`, verified and decoded.
+    pub(crate) fn take(&mut self, source: Source) -> Option<Inbound> {
+        let frames = self.receive(source)?;
+        Some(decode_request(&mut self.session, frames))
+    }
+
+    /// Sets a message aside to be served after the stream being received.
+    pub(crate) fn stash(&mut self, source: Source, frames: Vec<zmq::Message>) {
+        self.stash.push_back((source, frames));
+    }
+
+    /// Whether a message waits in the stash for `source`.
+    pub(crate) fn has_stashed(&self, source: Source) -> bool {
+        self.stash.iter().any(|(s, _)| *s == source)
+    }
+
+    /// Takes the first stashed message of `source` that `wanted` picks,
+    /// leaving the others in their order.
+    pub(crate) fn take_stashed(
+        &mut self,
+        source: Source,
+        wanted: impl Fn(&[zmq::Message]) -> bool,
+    ) -> Option<Vec<zmq::Message>> {
+        let i = self
+            .stash
+            .iter()
+            .position(|(s, frames)| *s == source && wanted(frames))?;
+        self.stash.remove(i).map(|(_, frames)| frames)
+    }
+
+    /// Publishes on iopub (and on the kernel's own iopub, when it has one),
+    /// with `parent` as the parent header.
+    pub(crate) fn publish(&mut self, parent: Option<Header>, content: Content) {
+        let mut msg = Message::new(&self.session, content);
+        msg.parent_header = parent;
+        msg.metadata = self.basic_metadata();
+        let mut raw = self.session.encode(&msg);
+        raw.identities = vec![zmq::Message::from(
+            zpar_protocol::contract::iopub_topic(
+                msg.parent_header.as_ref().map(|p| p.session.as_str()),
+                self.engine_id,
+                &msg.header.msg_type,
+            )
+            .as_bytes(),
+        )];
+        let frames = raw.into_frames();
+        if let Some(own) = self.kernel.as_ref().and_then(|k| k.own_iopub.as_ref()) {
+            let copy = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
+            if let Err(e) = send_frames(own, copy, zmq::DONTWAIT) {
+                debug!(error = %e, "kernel iopub message dropped");
+            }
+        }
+        if let Err(e) = send_frames(&self.iopub, frames, zmq::DONTWAIT) {
+            debug!(error = %e, "iopub message dropped");
+        }
+    }
+
+    /// Output of the running script (`print` is stdout, `debug` stderr):
+    /// published at once, and kept for the reply.
+    pub(crate) fn stream(&mut self, name: &str, text: &str) {
+        let mut line = text.to_string();
+        line.push('\n');
+        if name == "stdout" {
+            self.stdout.push_str(&line);
+        } else {
+            self.stderr.push_str(&line);
+        }
+        let parent = self.parent.clone();
+        self.publish(
+            parent,
+            Content::Stream(Stream {
+                name: name.to_string(),
+                text: line,
+            }),
+        );
+    }
+
+    /// Sends a reply where its request came from. A large result of a
+    /// direct request goes as a chunk stream, chunks first, so the hub
+    /// passes each on while the next is sent ([`zpar_protocol::stream`]).
+    pub(crate) fn reply(
+        &mut self,
+        to: ReplyTo,
+        content: Content,
+        mut metadata: Map<String, Json>,
+        buffers: Vec<zmq::Message>,
+    ) {
+        metadata
+            .entry("started")
+            .or_insert_with(|| Json::String(zpar_protocol::iso8601_now()));
+        let mut reply = Message {
+            identities: to.identities,
+            header: self.session.header(content.msg_type()),
+            parent_header: Some(to.header),
+            metadata,
+            content,
+            buffers: Vec::new(),
+        };
+        let Some(sock) = self.socket(to.source) else {
+            // The kernel stopped (a shutdown_request) while its request ran.
+            return debug!(source = %to.source, "reply dropped: its socket is closed");
+        };
+        if to.source.hub_channel() == Some(Channel::Mux) && stream::worth_streaming(&buffers) {
+            ReplyMetadata::mark_streamed(&mut reply.metadata, buffers.len() as u32);
+            let parent = reply.parent_header.as_ref().expect("a reply has a parent");
+            for chunk in stream::chunks_of(&self.session, parent, &reply.identities, buffers) {
+                if let Err(e) = send_frames(sock, self.session.encode_owned(chunk).into_frames(), 0)
+                {
+                    warn!(error = %e, "result chunk not sent");
+                }
+            }
+        } else {
+            reply.buffers = buffers;
+        }
+        let raw = self.session.encode_owned(reply);
+        if let Err(e) = send_frames(sock, raw.into_frames(), 0) {
+            warn!(error = %e, "reply not sent");
+        }
+    }
+
+    /// Metadata naming this engine, by id (zpar) and uuid (ipyparallel).
+    fn basic_metadata(&self) -> Map<String, Json> {
+        ReplyMetadata {
+            engine: Some(self.engine_id),
+            engine_uuid: Some(self.uuid.clone()),
+            ..Default::default()
+        }
+        .to_map()
+    }
+
+    /// Starts serving as a Jupyter kernel (if not already): the binding a
+    /// `bind_kernel_reply` carries.
+    pub(crate) fn bind_kernel(&mut self) -> Result<zpar_protocol::Value, KernelError> {
+        if let Some(k) = &self.kernel {
+            return Ok(k.binding(self.engine_id));
+        }
+        let Some(home) = &self.kernel_home else {
+            return Err(KernelError::NoHome);
+        };
+        let kernel = Kernel::bind(&home.ctx, &self.iopub, home.plan(self.engine_id))?;
+        let binding = kernel.binding(self.engine_id);
+        self.kernel = Some(kernel);
+        Ok(binding)
+    }
+
+    /// Stops serving as a kernel: closes its sockets, removes its file.
+    pub(crate) fn unbind_kernel(&mut self) {
+        if let Some(k) = self.kernel.take() {
+            k.unbind_iopub(&self.iopub);
+        }
+    }
+}
