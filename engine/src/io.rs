@@ -62,7 +62,15 @@ impl Io {
         kernel_home: KernelHome,
     ) -> Io {
         let uuid = session.session_id.clone();
-        Io::with(session, engine_id, uuid, Some(hub), iopub, None, Some(kernel_home))
+        Io::with(
+            session,
+            engine_id,
+            uuid,
+            Some(hub),
+            iopub,
+            None,
+            Some(kernel_home),
+        )
     }
 
     /// A standalone kernel's sockets: no hub, the kernel bound already.

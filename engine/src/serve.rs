@@ -117,7 +117,10 @@ impl Runner<'_> {
                 let (stdout, stderr) = {
                     let mut io = shared.io.borrow_mut();
                     io.parent = None;
-                    (std::mem::take(&mut io.stdout), std::mem::take(&mut io.stderr))
+                    (
+                        std::mem::take(&mut io.stdout),
+                        std::mem::take(&mut io.stderr),
+                    )
                 };
                 let outcome = RunOutcome {
                     value: ran.value,
@@ -226,7 +229,11 @@ fn take_all(shared: &Shared, mut runner: Option<&mut Runner>, source: Source) {
     loop {
         let next = shared.io.borrow_mut().take(source);
         let Some(inbound) = next else { break };
-        act(shared, runner.as_deref_mut(), Event::Arrived { source, inbound });
+        act(
+            shared,
+            runner.as_deref_mut(),
+            Event::Arrived { source, inbound },
+        );
     }
 }
 

@@ -66,7 +66,9 @@ impl StopReason {
 impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StopReason::Interrupted(Interrupter::Client) => f.write_str("interrupted by the client"),
+            StopReason::Interrupted(Interrupter::Client) => {
+                f.write_str("interrupted by the client")
+            }
             StopReason::Interrupted(Interrupter::KernelClient) => {
                 f.write_str("interrupted by the kernel's client")
             }

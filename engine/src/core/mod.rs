@@ -575,7 +575,10 @@ impl EngineCore {
             Content::Unknown { .. }
                 if job.request.header.message_type() == Some(MessageType::ApplyRequest) =>
             {
-                Some(ScriptError::new(ErrorClass::Unsupported.as_str(), PICKLED_PYTHON))
+                Some(ScriptError::new(
+                    ErrorClass::Unsupported.as_str(),
+                    PICKLED_PYTHON,
+                ))
             }
             other => Some(ScriptError::new(
                 ErrorClass::UnknownMessageType.as_str(),
@@ -939,7 +942,10 @@ impl EngineCore {
         );
         if let Some(r) = &self.running {
             assert!(
-                !r.to.source.hub_channel().is_some_and(|c| c == Channel::Control)
+                !r.to
+                    .source
+                    .hub_channel()
+                    .is_some_and(|c| c == Channel::Control)
                     && r.to.source != Source::KernelControl,
                 "a control request runs in the namespace"
             );
@@ -959,7 +965,11 @@ fn status_content(state: &str) -> Content {
 /// A call of a function the engine lacks, explained: which function, what
 /// natives this engine has, and how engines get a program's own natives.
 /// Other errors pass unchanged.
-pub(crate) fn explain_missing(mut e: ScriptError, engine_id: u32, natives: &[String]) -> ScriptError {
+pub(crate) fn explain_missing(
+    mut e: ScriptError,
+    engine_id: u32,
+    natives: &[String],
+) -> ScriptError {
     let Some(call) = e.message.strip_prefix("Function not found: ") else {
         return e;
     };
