@@ -88,17 +88,22 @@ pub struct CommEnv {
 pub struct BinaryTreeCommunicator(Rc<RefCell<Comm>>);
 
 pub mod collective;
+mod driver;
+mod errors;
 mod native;
 pub mod ring;
 pub mod shared;
+mod shared_allreduce;
 mod tree;
 pub mod wire;
 use crate::arrays::{F64Array, I64Array};
 use collective::{Call, Combine};
+use driver::drive;
+use errors::{err, DriveError};
 use native::Op;
 pub use native::{CHUNK_ELEMS, LARGE_MIN_BYTES};
 use shared::Slot;
-use tree::{drive, err, secs, Comm, DriveError};
+use tree::{secs, Comm};
 use wire::Payload;
 
 /// A script value as a piece: `{"value": …}` and its buffers.

@@ -10,9 +10,10 @@
 //! intermediate copy, no script call per element.
 
 use super::collective::{Call, Combine};
-use super::shared;
-use super::tree::{drive, drive_ring, err, DriveError};
+use super::driver::{drive, drive_ring};
+use super::errors::{err, DriveError};
 use super::wire::Payload;
+use super::{shared, shared_allreduce};
 use super::{BinaryTreeCommunicator, RhaiResult};
 use crate::arrays::{F64Array, I64Array};
 use rhai::{Dynamic, FnPtr, NativeCallContext};
@@ -358,10 +359,15 @@ impl BinaryTreeCommunicator {
         own: &[T],
         base: Duration,
     ) -> RhaiResult<Dynamic> {
-        let roster = shared::roster(&self.0, own, base)?;
-        if shared::all_shared(&roster) {
-            let out =
-                shared::reduce_shared(&self.0, own, &roster, |x, y| T::apply(op, x, y), base)?;
+        let roster = shared_allreduce::roster(&self.0, own, base)?;
+        if shared_allreduce::all_shared(&roster) {
+            let out = shared_allreduce::reduce_shared(
+                &self.0,
+                own,
+                &roster,
+                |x, y| T::apply(op, x, y),
+                base,
+            )?;
             return Ok(T::into_dynamic(out));
         }
         self.allreduce_ring(op, T::into_own(own.to_vec()), &roster, base)
@@ -372,7 +378,7 @@ impl BinaryTreeCommunicator {
         &self,
         op: Op,
         own: Own,
-        roster: &[shared::Entry],
+        roster: &[shared_allreduce::Entry],
         base: Duration,
     ) -> RhaiResult<Dynamic> {
         let ids: Vec<u32> = roster.iter().map(|e| e.id).collect();
@@ -397,11 +403,8 @@ impl BinaryTreeCommunicator {
             root: prev,
             received_first: true,
         };
-        match drive_ring(&self.0, pieces, base, &mut comb) {
-            Ok(()) => Ok(comb.own.into_dynamic()),
-            Err(DriveError::Script(e)) => Err(e),
-            Err(DriveError::Collective(e)) => Err(err(format!("collective failed: {e}"))),
-        }
+        drive_ring(&self.0, pieces, base, &mut comb).map_err(DriveError::into_script)?;
+        Ok(comb.own.into_dynamic())
     }
 
     fn reduce_chunked(
@@ -423,11 +426,8 @@ impl BinaryTreeCommunicator {
             root,
             received_first: false,
         };
-        match drive(&self.0, call, &mut comb) {
-            Ok(()) => Ok(comb.own.into_dynamic()),
-            Err(DriveError::Script(e)) => Err(e),
-            Err(DriveError::Collective(e)) => Err(err(format!("collective failed: {e}"))),
-        }
+        drive(&self.0, call, &mut comb).map_err(DriveError::into_script)?;
+        Ok(comb.own.into_dynamic())
     }
 }
 

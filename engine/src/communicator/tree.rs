@@ -1,6 +1,7 @@
 //! The communicator's sockets: binding, connecting to parent, children and
-//! root, the connect handshake, and [`Comm::drive`], the thin loop that feeds
-//! received messages to the [`Collective`] and performs what it returns.
+//! root, the connect handshake, the ring's link, and the sending and
+//! receiving that the driver ([`super::driver`]) calls between the state
+//! machine's steps.
 //!
 //! # Design
 //!
@@ -10,15 +11,14 @@
 //! deadline and sends. The machine is taken out of the `Comm` while a call
 //! runs so the combine step (a script function) runs with nothing borrowed.
 
-use super::collective::{
-    Call, Collective, CollectiveError, Combine, Event, Msg, Output, Source, Tree,
-};
-use super::ring::{Ring, RingOut, RingPlace};
+use super::collective::{Collective, Msg, Output, Source, Tree};
+use super::errors::{err, zerr};
+use super::ring::{Ring, RingPlace};
 use super::shared::SharedArea;
 use super::wire::{from_frames, to_frames, Payload, Wire};
 use super::{CommEnv, RhaiResult, DEFAULT_TIMEOUT_SECS};
 use crate::convert::pretty_type;
-use rhai::{Dynamic, EvalAltResult, Map, Position, FLOAT, INT};
+use rhai::{EvalAltResult, Map, FLOAT, INT};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use zpar_protocol::curve::{secure_client, secure_server};
@@ -70,23 +70,6 @@ pub(super) struct Comm {
     pub(super) last_algorithm: &'static str,
 }
 
-/// Why [`Comm::drive`] ended without a result.
-pub(super) enum DriveError {
-    /// The collective failed (a peer lost, a deadline passed, ...).
-    Collective(CollectiveError),
-    /// The communicator could not run it at all (not connected, busy, a
-    /// socket error).
-    Script(Box<EvalAltResult>),
-}
-
-pub(super) fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(Dynamic::from(msg.into()), Position::NONE).into()
-}
-
-pub(super) fn zerr(what: &str, e: zmq::Error) -> Box<EvalAltResult> {
-    err(format!("communicator: {what}: {e}"))
-}
-
 fn curve_err(e: zpar_protocol::ProtocolError) -> Box<EvalAltResult> {
     err(format!("communicator: {e}"))
 }
@@ -100,7 +83,7 @@ pub(super) fn secs(t: FLOAT) -> RhaiResult<Duration> {
     Ok(Duration::from_secs_f64(t))
 }
 
-fn send_all(sock: &zmq::Socket, w: Wire) -> zmq::Result<()> {
+pub(super) fn send_all(sock: &zmq::Socket, w: Wire) -> zmq::Result<()> {
     zpar_protocol::send_frames(sock, to_frames(w), 0)
 }
 
@@ -139,22 +122,6 @@ fn from_child(frames: Vec<zmq::Message>) -> Option<(u32, Vec<zmq::Message>)> {
             .and_then(|s| s.strip_prefix('r').unwrap_or(s).parse::<u32>().ok())
     })?;
     Some((child, it.collect()))
-}
-
-/// The combine step of a machine that only stashes (a message of a later
-/// call); never asked to combine.
-struct StashOnly;
-
-impl Combine<Payload> for StashOnly {
-    fn combine(&mut self, _k: usize, _child: u32, _part: Payload) -> Result<(), String> {
-        Err("a message of another call".into())
-    }
-    fn piece(&mut self, _k: usize) -> Result<Payload, String> {
-        Err("a message of another call".into())
-    }
-    fn accept(&mut self, _k: usize, _part: Payload) -> Result<(), String> {
-        Err("a message of another call".into())
-    }
 }
 
 impl Comm {
@@ -466,7 +433,7 @@ impl Comm {
     }
 
     /// Performs one output of the machine.
-    fn perform(&self, out: Output<Payload>) -> RhaiResult<()> {
+    pub(super) fn perform(&self, out: Output<Payload>) -> RhaiResult<()> {
         let links = self.links()?;
         match out {
             Output::SendUp(msg) => {
@@ -484,7 +451,7 @@ impl Comm {
     /// The next collective message from a child or the root, waiting at
     /// most until `deadline` (and at most a second); None if nothing came.
     /// Handshake leftovers and malformed messages are dropped here.
-    fn receive(&self, deadline: Option<Instant>) -> RhaiResult<Option<(Source, Wire)>> {
+    pub(super) fn receive(&self, deadline: Option<Instant>) -> RhaiResult<Option<(Source, Wire)>> {
         let links = self.links()?;
         for attempt in 0..2 {
             if let Ok(frames) = recv_frames(&self.router, zmq::DONTWAIT) {
@@ -526,65 +493,6 @@ impl Comm {
     }
 }
 
-/// The thin loop: begins `call` on the communicator's machine, feeds it
-/// what arrives, performs what it returns, until it is done or failed.
-/// `comm` is borrowed only around socket work, never while `comb` runs.
-pub(super) fn drive(
-    comm: &std::cell::RefCell<Comm>,
-    call: Call,
-    comb: &mut impl Combine<Payload>,
-) -> Result<(), DriveError> {
-    let mut machine = {
-        let mut c = comm.borrow_mut();
-        c.links().map_err(DriveError::Script)?;
-        c.collective.take().ok_or_else(|| {
-            DriveError::Script(err(
-                "a collective is already running on this communicator (called from inside a reduction?)",
-            ))
-        })?
-    };
-    let result = run_machine(comm, &mut machine, call, comb);
-    if machine.is_active() {
-        machine.abandon();
-    }
-    comm.borrow_mut().collective = Some(machine);
-    result
-}
-
-fn run_machine(
-    comm: &std::cell::RefCell<Comm>,
-    machine: &mut Collective<Payload>,
-    call: Call,
-    comb: &mut impl Combine<Payload>,
-) -> Result<(), DriveError> {
-    let mut outs = machine.handle(Event::Begin(call), Instant::now(), comb);
-    loop {
-        for out in outs.drain(..) {
-            match out {
-                Output::Done => return Ok(()),
-                Output::Failed(e) => return Err(DriveError::Collective(e)),
-                other => comm.borrow().perform(other).map_err(DriveError::Script)?,
-            }
-        }
-        let got = comm
-            .borrow()
-            .receive(machine.deadline())
-            .map_err(DriveError::Script)?;
-        match got {
-            Some((source, Wire::Collective(msg))) => {
-                outs = machine.handle(Event::Message(source, msg), Instant::now(), comb);
-            }
-            Some((Source::Child(from), Wire::Ring(msg))) => {
-                comm.borrow_mut().ring_early.push((from, msg));
-            }
-            _ => {}
-        }
-        if outs.is_empty() {
-            outs = machine.handle(Event::Tick, Instant::now(), comb);
-        }
-    }
-}
-
 impl Comm {
     /// Makes the ring over `ids` (fold order) and connects this engine's
     /// DEALER to the next one's ROUTER at `next_url`, once.
@@ -620,85 +528,5 @@ impl Comm {
         links.ring_next = Some((next, dealer));
         self.ring = Some(Ring::new(place));
         Ok(())
-    }
-}
-
-/// Runs one ring allreduce of `pieces` pieces with `comb` (see
-/// [`super::ring`]); the ring must have been joined.
-pub(super) fn drive_ring(
-    comm: &std::cell::RefCell<Comm>,
-    pieces: usize,
-    timeout: Duration,
-    comb: &mut impl Combine<Payload>,
-) -> Result<(), DriveError> {
-    let (mut ring, early) = {
-        let mut c = comm.borrow_mut();
-        let ring = c.ring.take().ok_or_else(|| {
-            DriveError::Script(err(
-                "a collective is already running on this communicator (called from inside a reduction?)",
-            ))
-        })?;
-        (ring, std::mem::take(&mut c.ring_early))
-    };
-    let now = Instant::now();
-    for (from, msg) in early {
-        // Later calls' messages: the machine stashes them.
-        ring.on_message(from, msg, now, &mut StashOnly);
-    }
-    // The ring's call number is the second of this call's tree numbers
-    // (the roster had the first), the same on every engine.
-    let seq = comm.borrow().collective.as_ref().map_or(0, |m| m.seq() + 1);
-    let result = run_ring(comm, &mut ring, seq, pieces, timeout, comb);
-    if ring.is_active() {
-        ring.abandon();
-    }
-    comm.borrow_mut().ring = Some(ring);
-    result
-}
-
-fn run_ring(
-    comm: &std::cell::RefCell<Comm>,
-    ring: &mut Ring<Payload>,
-    seq: u64,
-    pieces: usize,
-    timeout: Duration,
-    comb: &mut impl Combine<Payload>,
-) -> Result<(), DriveError> {
-    let mut outs = ring.begin(seq, pieces, timeout, Instant::now(), comb);
-    loop {
-        for out in outs.drain(..) {
-            match out {
-                RingOut::Done => return Ok(()),
-                RingOut::Failed(e) => return Err(DriveError::Collective(e)),
-                RingOut::Send(msg) => {
-                    let c = comm.borrow();
-                    let links = c.links().map_err(DriveError::Script)?;
-                    let (_, dealer) = links.ring_next.as_ref().expect("joined");
-                    send_all(dealer, Wire::Ring(msg))
-                        .map_err(|e| DriveError::Script(zerr("send", e)))?;
-                }
-            }
-        }
-        let got = comm
-            .borrow()
-            .receive(ring.deadline())
-            .map_err(DriveError::Script)?;
-        match got {
-            Some((Source::Child(from), Wire::Ring(msg))) => {
-                outs = ring.on_message(from, msg, Instant::now(), comb);
-            }
-            Some((source, Wire::Collective(msg))) => {
-                // A faster engine already in the next tree call: the tree's
-                // machine keeps the message for then.
-                let mut c = comm.borrow_mut();
-                if let Some(tree) = c.collective.as_mut() {
-                    tree.on_message(source, msg, Instant::now(), &mut StashOnly);
-                }
-            }
-            _ => {}
-        }
-        if outs.is_empty() {
-            outs = ring.on_tick(Instant::now());
-        }
     }
 }
