@@ -22,8 +22,8 @@
 
 use serde_json::{Map, Value as Json};
 use zpar_protocol::{
-    Content, ErrorClass, Header, Message, ProtocolError, RawMessage, RequestMetadata, Session,
-    TaskReply,
+    Content, ErrorClass, Header, Message, MessageType, ProtocolError, RawMessage, RequestMetadata,
+    Session, TaskReply,
 };
 
 /// What became of a received frame sequence.
@@ -93,7 +93,7 @@ pub(crate) fn decode_request(session: &mut Session, frames: Vec<zmq::Message>) -
 /// An `apply_request` as ipyparallel sends it: no `f` in its content (the
 /// function and its arguments are pickled into the buffers).
 fn is_python_apply(msg_type: &str, raw: &RawMessage) -> bool {
-    msg_type == "apply_request"
+    MessageType::parse(msg_type) == Some(MessageType::ApplyRequest)
         && serde_json::from_slice::<Map<String, Json>>(&raw.content)
             .is_ok_and(|c| !c.contains_key("f"))
 }
