@@ -458,7 +458,7 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
     config.stop = Some(&**STOP);
     let mut server = zpar_engine::EngineServer::new(config);
     if a.bench_kernels {
-        server.on_setup(crate::bench::kernels);
+        server.on_setup(crate::kernels::bench_kernels);
     }
     if let Some(setup) = setup {
         server.on_setup(setup);
