@@ -26,7 +26,8 @@
 //! scheduler, dependencies, retries, records, queries — as a state machine
 //! with no I/O: `HubCore::handle(event, now) -> Vec<Action>`, unit-tested by
 //! feeding it events. [`hub`] binds the sockets, runs the poll loop, turns
-//! what it receives into events and performs the actions.
+//! what it receives into events and performs the actions; [`config`] is
+//! what it is given to start ([`HubConfig`]).
 //!
 //! ```no_run
 //! use std::sync::atomic::AtomicBool;
@@ -37,20 +38,22 @@
 //! hub.run(&STOP).unwrap(); // until STOP is set or a client shuts the cluster down
 //! ```
 
+pub mod config;
 pub mod core;
 pub mod handshakes;
 pub mod heartbeat;
 pub mod hub;
 pub mod records;
 pub use crate::core::{registry, scheduler};
-pub use hub::{CurveMode, Db, Hub, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
+pub use config::{CurveMode, Db, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
+pub use hub::Hub;
 pub use scheduler::Scheme;
 
 /// Why a hub could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     /// A port could not be bound.
-    #[error("cannot bind {addr}: {source} (is another hub using this port?)")]
+    #[error("cannot bind {addr} (is another hub using this port?)")]
     Bind {
         /// The address.
         addr: String,
@@ -74,10 +77,10 @@ pub enum HubError {
     #[error(transparent)]
     Protocol(#[from] zpar_protocol::ProtocolError),
     /// A socket failed.
-    #[error("socket error: {0}")]
+    #[error("socket error")]
     Zmq(#[from] zmq::Error),
     /// A thread of the hub could not start.
-    #[error("cannot start the hub's thread for {what}: {source} (is the system out of threads or memory?)")]
+    #[error("cannot start the hub's thread for {what} (is the system out of threads or memory?)")]
     Spawn {
         /// Which thread.
         what: &'static str,
@@ -86,7 +89,7 @@ pub enum HubError {
         source: std::io::Error,
     },
     /// The task database's files could not be created private (0600).
-    #[error("cannot create the task database {path} and its -wal and -shm files with mode 0600: {source} (does its folder exist, and may you write there?)")]
+    #[error("cannot create the task database {path} and its -wal and -shm files with mode 0600 (does its folder exist, and may you write there?)")]
     DbFile {
         /// The database file.
         path: std::path::PathBuf,
@@ -95,7 +98,7 @@ pub enum HubError {
         source: std::io::Error,
     },
     /// The task database could not be opened.
-    #[error("cannot open the task database {path}: {source}")]
+    #[error("cannot open the task database {path}")]
     Db {
         /// The file.
         path: std::path::PathBuf,

@@ -334,7 +334,9 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
                         );
                     }
                 }
-                Err(e) => text += &format!("hub not answering: {e}\n"),
+                Err(e) => {
+                    text += &format!("hub not answering: {}\n", zpar_protocol::error::Chain(&e))
+                }
             }
             let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             Ok(())

@@ -236,41 +236,17 @@ pub mod exit {
 #[error("interrupted {0}")]
 pub struct Interrupted(pub &'static str);
 
-/// An error as one line, each cause said once.
-///
-/// zpar's errors say what happened including their cause, as `Display`
-/// output usually does, and keep the cause as their `source` too; printing
-/// the whole chain would repeat it. So the chain is walked and a cause is
-/// added only if the text so far does not already say it.
-///
-/// ```
-/// let e = anyhow::Error::new(std::io::Error::other("disk full")).context("cannot write x");
-/// assert_eq!(zpar::cli::error_line(&e), "cannot write x: disk full");
-/// ```
-pub fn error_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(text.trim()) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
-}
-
+/// Exits with the code `result` calls for; an error is printed on one
+/// line, each cause after it (`{:#}` joins anyhow's chain with `": "`).
 fn exit_with(result: Result<()>) -> ! {
     match result {
         Ok(()) => std::process::exit(exit::OK),
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
-            eprintln!("zpar: {}", error_line(&e));
+            eprintln!("zpar: {e:#}");
             std::process::exit(exit::INTERRUPTED)
         }
         Err(e) => {
-            eprintln!("zpar: {}", error_line(&e));
+            eprintln!("zpar: {e:#}");
             std::process::exit(exit::FAILURE)
         }
     }
@@ -458,7 +434,7 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
     config.stop = Some(&**STOP);
     let mut server = zpar_engine::EngineServer::new(config);
     if a.bench_kernels {
-        server.on_setup(crate::bench::kernels);
+        server.on_setup(crate::kernels::bench_kernels);
     }
     if let Some(setup) = setup {
         server.on_setup(setup);

@@ -28,9 +28,11 @@
 
 mod hub;
 mod outcome;
+mod recorded;
 mod sockets;
 
 pub(crate) use outcome::outcome_of;
+pub(crate) use recorded::{entry_engine, fill_recorded, fill_watched};
 
 use crate::error::{Error, HubLoss};
 use crate::result::{EngineReply, ResultState};
@@ -48,6 +50,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use zpar_protocol::curve::HandshakeWatch;
+use zpar_protocol::error::Chain;
 use zpar_protocol::stream::Assembly;
 use zpar_protocol::value::SharedValue;
 use zpar_protocol::StreamChunk;
@@ -267,7 +270,7 @@ impl IoLoop {
                     Ok(_) => std::array::from_fn(|i| items.get(i).is_some_and(|p| p.is_readable())),
                     Err(zmq::Error::EINTR) => continue,
                     Err(e) => {
-                        warn!(error = %e, "client poll failed; the client stops");
+                        warn!(error = %Chain(&e), "client poll failed; the client stops");
                         return;
                     }
                 }
@@ -355,7 +358,7 @@ impl IoLoop {
             ) {
                 Ok(()) => self.watches.asked(watch, query_id, now),
                 Err(e) => {
-                    warn!(error = %e, %msg_id, "result request not sent; asking again later");
+                    warn!(error = %Chain(&e), %msg_id, "result request not sent; asking again later");
                     self.watches.again(watch, now);
                 }
             }
@@ -389,7 +392,7 @@ impl IoLoop {
         };
         match recorded {
             Some(entries) => {
-                crate::records::fill_watched(&state, &msg_id, entries, &msg.buffers);
+                fill_watched(&state, &msg_id, entries, &msg.buffers);
                 self.watches.finish(watch);
             }
             None => self.watches.again(watch, Instant::now()),
@@ -447,7 +450,7 @@ impl IoLoop {
                         if let Err(e) =
                             send_frames(self.socket(Socket::Requests(channel)), frames, 0)
                         {
-                            warn!(error = %e, "request not sent");
+                            warn!(error = %Chain(&e), "request not sent");
                         }
                     }
                 }
@@ -458,7 +461,7 @@ impl IoLoop {
                 }) => {
                     self.queries.insert(msg_id, reply);
                     if let Err(e) = send_frames(&self.sockets.query, frames, 0) {
-                        warn!(error = %e, "query not sent");
+                        warn!(error = %Chain(&e), "query not sent");
                     }
                 }
                 Ok(Command::Events(tx)) => self.events = Some(tx),
@@ -487,12 +490,12 @@ impl IoLoop {
             let frames = match recv_frames(self.socket(socket), zmq::DONTWAIT) {
                 Ok(f) => f,
                 Err(zmq::Error::EAGAIN) => return,
-                Err(e) => return warn!(error = %e, "receive failed"),
+                Err(e) => return warn!(error = %Chain(&e), "receive failed"),
             };
             let msg = match self.session.decode_frames(frames) {
                 Ok(m) => m,
                 Err(e) => {
-                    warn!(error = %e, ?socket, "dropped a bad reply");
+                    warn!(error = %Chain(&e), ?socket, "dropped a bad reply");
                     continue;
                 }
             };
@@ -602,7 +605,7 @@ impl IoLoop {
             .entry(key.clone())
             .or_insert_with(|| Assembly::new(&key.0, chunk.of, usize::MAX));
         if let Err(e) = assembly.accept(&chunk, msg.buffers) {
-            warn!(error = %e, "dropped a result stream");
+            warn!(error = %Chain(&e), "dropped a result stream");
             // Kept, incomplete: the reply after it fails clearly.
             let of = assembly.of();
             self.streams
@@ -619,7 +622,7 @@ impl IoLoop {
             let msg = match self.session.decode_frames(frames) {
                 Ok(m) => m,
                 Err(e) => {
-                    debug!(error = %e, "dropped a bad iopub message");
+                    debug!(error = %Chain(&e), "dropped a bad iopub message");
                     continue;
                 }
             };
@@ -659,7 +662,7 @@ impl IoLoop {
             let msg = match self.session.decode_frames(frames) {
                 Ok(m) => m,
                 Err(e) => {
-                    debug!(error = %e, "dropped a bad notification");
+                    debug!(error = %Chain(&e), "dropped a bad notification");
                     continue;
                 }
             };

@@ -91,7 +91,7 @@ pub enum KernelError {
         source: std::io::Error,
     },
     /// Jupyter's connection file is not one.
-    #[error("{path} is not a Jupyter connection file: {source}")]
+    #[error("{path} is not a Jupyter connection file")]
     BadFile {
         /// The file.
         path: PathBuf,
