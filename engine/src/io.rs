@@ -262,12 +262,7 @@ impl Io {
 
     /// Metadata naming this engine, by id (zpar) and uuid (ipyparallel).
     fn basic_metadata(&self) -> Map<String, Json> {
-        ReplyMetadata {
-            engine: Some(self.engine_id),
-            engine_uuid: Some(self.uuid.clone()),
-            ..Default::default()
-        }
-        .to_map()
+        ReplyMetadata::naming(self.engine_id, &self.uuid).to_map()
     }
 
     /// Starts serving as a Jupyter kernel (if not already): the binding a

@@ -395,6 +395,22 @@ pub struct ReplyMetadata {
 }
 
 impl ReplyMetadata {
+    /// Metadata that names the engine replying, by id (zpar) and uuid
+    /// (ipyparallel reads it as `engine`), and nothing else.
+    ///
+    /// ```
+    /// use zpar_protocol::ReplyMetadata;
+    /// let m = ReplyMetadata::naming(3, "e-3").to_map();
+    /// assert_eq!(m["engine"], "e-3");
+    /// ```
+    pub fn naming(engine: u32, uuid: &str) -> ReplyMetadata {
+        ReplyMetadata {
+            engine: Some(engine),
+            engine_uuid: Some(uuid.to_string()),
+            ..Default::default()
+        }
+    }
+
     /// Marks a reply's metadata as preceded by `frames` stream chunks,
     /// keeping every other key.
     pub fn mark_streamed(map: &mut Map<String, Json>, frames: u32) {

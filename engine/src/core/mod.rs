@@ -870,12 +870,7 @@ impl EngineCore {
     /// Reply metadata naming this engine, by id (zpar) and uuid
     /// (ipyparallel).
     fn basic_metadata(&self) -> Map<String, Json> {
-        ReplyMetadata {
-            engine: Some(self.engine_id),
-            engine_uuid: Some(self.uuid.clone()),
-            ..Default::default()
-        }
-        .to_map()
+        ReplyMetadata::naming(self.engine_id, &self.uuid).to_map()
     }
 
     /// Metadata for a reply made outside a run: the engine, and the status
