@@ -456,6 +456,7 @@ impl Hub {
                     Some(_) => Some(CurveKeys::generate()?),
                     None => None,
                 },
+                ..CoreConfig::default()
             },
             records,
         );

@@ -252,6 +252,13 @@ pub struct RequestMetadata {
     /// messages ([`crate::stream`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_frames: Option<u32>,
+    /// Set by the hub on a load-balanced task it sends again after its
+    /// engine was lost: how many times it was sent before (absent on the
+    /// first). It also makes the retry's signed frames, and so its
+    /// signature, differ from the first attempt's, which an engine's
+    /// replay guard would refuse.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -527,6 +534,7 @@ mod tests {
             timeout: Some(1.5),
             shared_host: Some("boot".into()),
             stream_frames: Some(3),
+            attempt: 1,
         };
         assert_eq!(RequestMetadata::from_map(&req.to_map()).unwrap(), req);
         assert!(RequestMetadata::default().to_map().is_empty());

@@ -188,6 +188,9 @@ pub enum Action {
     Stop,
 }
 
+/// [`CoreConfig::no_engine_limit`] unless configured.
+pub const DEFAULT_NO_ENGINE_LIMIT: Duration = Duration::from_secs(60);
+
 /// The settings the core needs.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -203,6 +206,15 @@ pub struct CoreConfig {
     /// The CURVE keypair engines' communicators use, handed to each engine
     /// in its registration reply; None when the hub runs without CURVE.
     pub communicator_keys: Option<zpar_protocol::CurveKeys>,
+    /// How long a load-balanced task that is ready to run waits while no
+    /// engine is registered to run it (none started yet, or the last one
+    /// died) before it fails with `NoEngines`. Time spent waiting for
+    /// dependencies, or for busy engines, does not count: a long queue on
+    /// live engines is normal. ipyparallel and Dask keep such tasks
+    /// forever, which turns a cluster whose engines never came up into a
+    /// silent hang; a minute covers engines that are still starting or
+    /// re-registering after a hub restart, and the error says what to do.
+    pub no_engine_limit: Duration,
 }
 
 impl Default for CoreConfig {
@@ -213,6 +225,7 @@ impl Default for CoreConfig {
             instance: "hub".into(),
             max_buffer_bytes: 64 << 10,
             communicator_keys: None,
+            no_engine_limit: DEFAULT_NO_ENGINE_LIMIT,
         }
     }
 }
@@ -292,6 +305,7 @@ impl HubCore {
             }
             Event::Tick => {
                 self.close_stale_streams(now);
+                self.expire_engineless_tasks(now, &mut out);
                 self.on_tick(&mut out)
             }
             Event::Stop => self.stop_engines(&mut out),

@@ -111,7 +111,7 @@ impl HubCore {
         }
         if header.msg_type == "stream_chunk" {
             let client = identities[0].clone();
-            return self.on_client_chunk(channel, raw, &header, client, out);
+            return self.on_client_chunk(channel, raw, &header, client, now, out);
         }
         // From here on the request is signed and has a header: it gets an
         // answer, whatever else is wrong with it.
@@ -154,6 +154,7 @@ impl HubCore {
                 allowed: metadata.targets,
                 retries: metadata.retries,
                 attempt: 0,
+                no_engine_since: None,
                 header,
                 identities,
                 raw,
@@ -224,6 +225,19 @@ impl HubCore {
             }
         };
         let client = identities[0].clone();
+        // An engine named twice runs the request once: one record, one copy
+        // and one reply per engine. Sending it twice would record it twice
+        // and send the engine the same signature twice, which its replay
+        // guard drops, so the second record and the client's second slot
+        // would stay pending forever. Refusing would fail work the client
+        // plainly asked for; `[0, 0]` means engine 0.
+        let named = targets.len();
+        let mut seen = std::collections::HashSet::with_capacity(named);
+        let targets: Vec<u32> = targets.into_iter().filter(|id| seen.insert(*id)).collect();
+        if targets.len() < named {
+            debug!(msg_id = %header.msg_id, named, distinct = targets.len(),
+                "a request names engines more than once; each runs it once");
+        }
         let mut live = Vec::with_capacity(targets.len());
         for id in targets {
             match self.registry.get(id) {
