@@ -26,7 +26,8 @@
 //! scheduler, dependencies, retries, records, queries — as a state machine
 //! with no I/O: `HubCore::handle(event, now) -> Vec<Action>`, unit-tested by
 //! feeding it events. [`hub`] binds the sockets, runs the poll loop, turns
-//! what it receives into events and performs the actions.
+//! what it receives into events and performs the actions; [`config`] is
+//! what it is given to start ([`HubConfig`]).
 //!
 //! ```no_run
 //! use std::sync::atomic::AtomicBool;
@@ -37,13 +38,15 @@
 //! hub.run(&STOP).unwrap(); // until STOP is set or a client shuts the cluster down
 //! ```
 
+pub mod config;
 pub mod core;
 pub mod handshakes;
 pub mod heartbeat;
 pub mod hub;
 pub mod records;
 pub use crate::core::{registry, scheduler};
-pub use hub::{CurveMode, Db, Hub, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
+pub use config::{CurveMode, Db, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
+pub use hub::Hub;
 pub use scheduler::Scheme;
 
 /// Why a hub could not start or keep running.

@@ -73,17 +73,13 @@ fn advise_huge(ptr: *mut u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        const MADV_HUGEPAGE: i32 = 14;
-        extern "C" {
-            fn madvise(addr: *mut u8, len: usize, advice: i32) -> i32;
-        }
         let start = (ptr as usize).div_ceil(HUGE) * HUGE;
         let end = (ptr as usize + bytes) / HUGE * HUGE;
         if end > start {
             // SAFETY: [start, end) lies inside an allocation we own; the
             // advice changes how its pages are backed, never its contents.
             unsafe {
-                madvise(start as *mut u8, end - start, MADV_HUGEPAGE);
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
             }
         }
     }

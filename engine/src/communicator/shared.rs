@@ -75,26 +75,6 @@ pub(super) struct Mapping {
     len: usize,
 }
 
-#[cfg(target_os = "linux")]
-mod sys {
-    use std::ffi::c_void;
-    pub const PROT_READ: i32 = 1;
-    pub const PROT_WRITE: i32 = 2;
-    pub const MAP_SHARED: i32 = 1;
-    extern "C" {
-        pub fn mmap(
-            addr: *mut c_void,
-            len: usize,
-            prot: i32,
-            flags: i32,
-            fd: i32,
-            off: i64,
-        ) -> *mut c_void;
-        pub fn munmap(addr: *mut c_void, len: usize) -> i32;
-        pub fn posix_fallocate(fd: i32, offset: i64, len: i64) -> i32;
-    }
-}
-
 impl Mapping {
     /// Maps the first `len` bytes of `file` (which holds at least that
     /// many), for reading, or also writing.
@@ -107,20 +87,20 @@ impl Mapping {
                 len,
             });
         }
-        let prot = sys::PROT_READ | if writable { sys::PROT_WRITE } else { 0 };
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
         // SAFETY: a fresh mapping of an open file, nowhere else in this
-        // process; a failure comes back as MAP_FAILED (-1) and is checked.
+        // process; a failure comes back as MAP_FAILED and is checked.
         let ptr = unsafe {
-            sys::mmap(
+            libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 prot,
-                sys::MAP_SHARED,
+                libc::MAP_SHARED,
                 file.as_raw_fd(),
                 0,
             )
         };
-        if ptr as isize == -1 {
+        if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
         Ok(Mapping {
@@ -169,7 +149,7 @@ impl Drop for Mapping {
         if self.len > 0 {
             // SAFETY: the mapping this value made; nothing borrows it now.
             unsafe {
-                sys::munmap(self.ptr.cast(), self.len);
+                libc::munmap(self.ptr.cast(), self.len);
             }
         }
     }
@@ -310,7 +290,7 @@ fn reserve(file: &File, bytes: usize) -> std::io::Result<()> {
     {
         use std::os::fd::AsRawFd;
         // SAFETY: plain system call on an open file descriptor.
-        let code = unsafe { sys::posix_fallocate(file.as_raw_fd(), 0, bytes as i64) };
+        let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, bytes as libc::off_t) };
         if code != 0 {
             let e = std::io::Error::from_raw_os_error(code);
             return Err(std::io::Error::new(
