@@ -447,9 +447,6 @@ impl Hub {
                     Err(e) => return Err(e.into()),
                 }
             };
-            if ready.has(Slot::HeartbeatPipe) {
-                self.drain_heartbeat();
-            }
             for slot in Slot::SERVE_ORDER {
                 if !ready.has(slot) {
                     continue;
@@ -478,6 +475,27 @@ impl Hub {
                     };
                     self.handle(event);
                 }
+            }
+            // Losses last: every reply an engine sent before it was found
+            // dead is read first, so finished work is recorded and answered,
+            // not failed with EngineDied (or, for a task with retries, run
+            // twice). The batch limit above may have left replies behind;
+            // read the engine sockets to the end before acting on a loss.
+            if ready.has(Slot::HeartbeatPipe) {
+                for slot in [Slot::ControlEngine, Slot::MuxEngine, Slot::TaskEngine] {
+                    let Some((channel, _)) = slot.routed() else {
+                        continue;
+                    };
+                    while let Some(frames) =
+                        drain(self.sockets.polled(slot), 1, &mut self.trim.bytes_since).pop()
+                    {
+                        if let Some(uuid) = frames.first() {
+                            heard.insert(uuid.to_vec());
+                        }
+                        self.handle(Event::EngineReply { channel, frames });
+                    }
+                }
+                self.drain_heartbeat();
             }
             if ready.has(Slot::IopubEngine) {
                 for frames in drain(
