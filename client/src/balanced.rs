@@ -41,6 +41,13 @@ pub struct LoadBalancedView {
     pub block: bool,
 }
 
+impl Client {
+    /// A load-balanced view over all engines.
+    pub fn load_balanced(&self) -> LoadBalancedView {
+        LoadBalancedView::new(self.clone(), None)
+    }
+}
+
 impl LoadBalancedView {
     pub(crate) fn new(client: Client, targets: Option<Vec<u32>>) -> LoadBalancedView {
         LoadBalancedView {

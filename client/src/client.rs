@@ -1,10 +1,9 @@
 //! [`Client`]: the connection to a hub.
 
-use crate::balanced::LoadBalancedView;
 use crate::error::{Error, Result};
 use crate::io::{ClientEvent, Command, EngineTable, IoLoop};
 use crate::result::{AsyncResult, ResultState, Shape};
-use crate::view::{DirectView, Targets};
+use crate::targets::Targets;
 use serde_json::{Map, Value as Json};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -391,21 +390,6 @@ impl Client {
         let (tx, rx) = mpsc::channel();
         self.command(Command::Events(tx))?;
         Ok(rx)
-    }
-
-    /// A direct view over some engines.
-    pub fn view(&self, targets: impl Into<Targets>) -> DirectView {
-        DirectView::new(self.clone(), targets.into())
-    }
-
-    /// A direct view over all engines (resolved at each call).
-    pub fn all(&self) -> DirectView {
-        self.view(Targets::All)
-    }
-
-    /// A load-balanced view over all engines.
-    pub fn load_balanced(&self) -> LoadBalancedView {
-        LoadBalancedView::new(self.clone(), None)
     }
 
     /// Resolves targets to engine ids now.

@@ -1,11 +1,41 @@
-//! Joining a gather's blocks when some are still in shared memory: the
-//! result is allocated once at its final size and every shared block is
-//! read straight into its place, all of them at once, with no value made
-//! of any block first (see ARCHITECTURE.md, "Large values").
+//! Joining a gather's blocks ([`concat`]), also when some are still in
+//! shared memory: the result is allocated once at its final size and every
+//! shared block is read straight into its place, all of them at once, with
+//! no value made of any block first (see ARCHITECTURE.md, "Large values").
 
 use crate::error::{Error, Result};
 use zpar_protocol::value::SharedValue;
 use zpar_protocol::Value;
+
+/// Joins gathered blocks: numeric arrays into one numeric array, blobs into
+/// one blob, anything else into one array (a non-array block counts as one
+/// item).
+pub fn concat(parts: Vec<Value>) -> Value {
+    let refs: Vec<&Value> = parts.iter().collect();
+    concat_refs(&refs)
+}
+
+/// [`concat`] from borrowed blocks: numeric arrays and blobs are copied
+/// once, into a result sized once.
+pub(crate) fn concat_refs(parts: &[&Value]) -> Value {
+    let blocks: Vec<Block> = parts.iter().map(|p| Block::Value(p)).collect();
+    concat_blocks(&blocks).expect("blocks with nothing in shared memory read nothing")
+}
+
+/// Blocks of other kinds joined as one list (arrays' items in order, other
+/// values as items).
+pub(crate) fn concat_as_list(parts: &[&Value]) -> Value {
+    let mut out = Vec::new();
+    for p in parts {
+        match p {
+            Value::Array(a) => out.extend(a.iter().cloned()),
+            Value::I64Array(a) => out.extend(a.iter().map(|x| Value::Int(*x))),
+            Value::F64Array(a) => out.extend(a.iter().map(|x| Value::Float(*x))),
+            other => out.push((*other).clone()),
+        }
+    }
+    Value::Array(out)
+}
 
 /// One engine's block of a gather: a value, or a value still in shared
 /// memory.
@@ -14,7 +44,7 @@ pub(crate) enum Block<'a> {
     Shared(&'a SharedValue),
 }
 
-/// [`concat`](crate::view::concat) of blocks some of which may still be in
+/// [`concat`] of blocks some of which may still be in
 /// shared memory: when every block is an `f64` array or float, an `i64`
 /// array or a blob, the result is allocated once and each block copied, or
 /// read straight from shared memory, into its place, all reads at once
@@ -39,7 +69,7 @@ pub(crate) fn concat_blocks(blocks: &[Block]) -> Result<Value> {
                 Block::Shared(_) => read.next().expect("one read per shared block"),
             })
             .collect();
-        Ok(crate::view::concat_as_list(&refs))
+        Ok(concat_as_list(&refs))
     };
     if blocks.is_empty() {
         return Ok(Value::Array(Vec::new()));

@@ -49,6 +49,7 @@ pub mod launch;
 pub mod records;
 pub mod result;
 pub mod script;
+mod targets;
 pub mod view;
 mod watch;
 
@@ -65,7 +66,7 @@ pub use kernel::BoundKernel;
 pub use records::ResultStatus;
 pub use result::{AsyncResult, EngineReply, Timing};
 pub use script::Script;
-pub use view::{concat, partition, DirectView, Targets};
+pub use view::{concat, partition, DirectView, ExecuteOptions, Targets};
 pub use zpar_protocol::Value;
 
 /// A reference to a variable on the engine, for apply arguments.

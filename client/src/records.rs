@@ -3,7 +3,7 @@
 
 use crate::client::{Client, CONNECT_TIMEOUT};
 use crate::error::{Error, Result};
-use crate::io::Command;
+use crate::io::{entry_engine, fill_recorded, Command};
 use crate::result::{AsyncResult, ResultState, Shape};
 use serde_json::Value as Json;
 use std::sync::mpsc;
@@ -203,68 +203,5 @@ impl Client {
         let (tx, rx) = mpsc::channel();
         self.command(Command::PurgeLocal(tx))?;
         rx.recv_timeout(CONNECT_TIMEOUT).map_err(|_| Error::Closed)
-    }
-}
-
-fn entry_engine(e: &Json) -> Option<u32> {
-    e.get("engine").and_then(Json::as_u64).map(|n| n as u32)
-}
-
-/// Fills a watched result (one slot, engine unknown when it was asked for)
-/// once the hub has its replies: one slot per engine that answered, then
-/// the replies.
-pub(crate) fn fill_watched(
-    state: &ResultState,
-    msg_id: &str,
-    entries: &[Json],
-    buffers: &[zmq::Message],
-) {
-    {
-        let mut parts = state.parts.lock().expect("result lock");
-        parts.slots = entries
-            .iter()
-            .map(|e| crate::result::Slot {
-                msg_id: msg_id.to_string(),
-                engine: entry_engine(e),
-                reply: None,
-                streamed: String::new(),
-                shared: None,
-            })
-            .collect();
-    }
-    fill_recorded(state, msg_id, entries, buffers);
-}
-
-/// Fills a result from recorded replies (content, metadata, and a slice of
-/// the reply's buffers each).
-fn fill_recorded(state: &ResultState, msg_id: &str, entries: &[Json], buffers: &[zmq::Message]) {
-    for e in entries {
-        let engine = entry_engine(e);
-        let start = e.get("buffer_start").and_then(Json::as_u64).unwrap_or(0) as usize;
-        let count = e.get("buffer_count").and_then(Json::as_u64).unwrap_or(0) as usize;
-        let own = buffers
-            .get(start..start.saturating_add(count))
-            .unwrap_or(&[]);
-        let reply: zpar_protocol::TaskReply =
-            serde_json::from_value(e.get("content").cloned().unwrap_or(Json::Null))
-                .unwrap_or_default();
-        let mut outcome = crate::io::outcome_of(&reply, engine, msg_id, own);
-        if e.get("buffers_dropped").and_then(Json::as_bool) == Some(true) && outcome.is_ok() {
-            outcome = Err(Error::Hub {
-                ename: "ResultTooLarge".into(),
-                message: format!(
-                    "the result of {msg_id} was too large for the hub to record (raise `zpar hub --db-max-buffer`)"
-                ),
-            });
-        }
-        let meta = e
-            .get("metadata")
-            .and_then(Json::as_object)
-            .and_then(|m| zpar_protocol::ReplyMetadata::from_map(m).ok())
-            .unwrap_or_default();
-        state.fill(
-            crate::result::EngineReply::new(engine, msg_id, outcome, &reply, meta),
-            engine.is_some(),
-        );
     }
 }

@@ -477,7 +477,7 @@ impl AsyncResult {
         }
         let replies = self.replies();
         errors_of(&replies)?;
-        Ok(crate::view::concat(
+        Ok(crate::join::concat(
             replies.into_iter().filter_map(|r| r.outcome.ok()).collect(),
         ))
     }
@@ -517,7 +517,7 @@ impl AsyncResult {
         let values = replies.into_iter().filter_map(|r| r.outcome.ok());
         match self.shape {
             Shape::PerReply => Ok(values.collect()),
-            Shape::Concat => Ok(match crate::view::concat(values.collect()) {
+            Shape::Concat => Ok(match crate::join::concat(values.collect()) {
                 Value::Array(a) => a,
                 Value::F64Array(a) => a.into_iter().map(Value::Float).collect(),
                 Value::I64Array(a) => a.into_iter().map(Value::Int).collect(),

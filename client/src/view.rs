@@ -4,8 +4,10 @@
 use crate::bintree::communicator_tree;
 use crate::client::{Client, Request};
 use crate::error::{Error, Result};
+pub use crate::join::concat;
 use crate::result::{AsyncResult, Shape};
 use crate::script::Script;
+pub use crate::targets::Targets;
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -17,41 +19,61 @@ use zpar_protocol::{
     ApplyRequest, Content, ExecuteRequest, PullRequest, PushRequest, RequestMetadata, Value,
 };
 
-/// Which engines a view talks to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Targets {
-    /// Every engine registered when a call is made.
-    All,
-    /// These engines.
-    List(Vec<u32>),
-}
-
-impl From<u32> for Targets {
-    fn from(id: u32) -> Targets {
-        Targets::List(vec![id])
-    }
-}
-
-impl From<Vec<u32>> for Targets {
-    fn from(ids: Vec<u32>) -> Targets {
-        Targets::List(ids)
-    }
-}
-
-impl From<&[u32]> for Targets {
-    fn from(ids: &[u32]) -> Targets {
-        Targets::List(ids.to_vec())
-    }
-}
-
-impl From<Range<u32>> for Targets {
-    fn from(r: Range<u32>) -> Targets {
-        Targets::List(r.collect())
-    }
-}
-
 /// The engine-side loop that applies a function to each item of a chunk.
 pub(crate) const MAP_CHUNK: &str = "|zpar_items, zpar_f| { let zpar_out = []; for zpar_x in zpar_items { zpar_out.push(zpar_f.call(zpar_x)); } zpar_out }";
+
+/// Limits for one [`execute`](DirectView::execute_with) request, sent in
+/// its metadata; what is not set is the engine's own (`zpar engine
+/// --max-operations`, no timeout).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecuteOptions {
+    /// How long each engine lets the code run before it stops it with a
+    /// `Timeout` error.
+    pub timeout: Option<Duration>,
+    /// How many Rhai operations each engine allows the code before it stops
+    /// it with an `OperationLimit` error (0: no limit).
+    pub max_operations: Option<u64>,
+    /// Other request metadata, sent as it is (set keys above win).
+    pub extra: Map<String, Json>,
+}
+
+impl ExecuteOptions {
+    /// With a timeout.
+    pub fn timeout(mut self, timeout: Duration) -> ExecuteOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// With an operation limit.
+    pub fn max_operations(mut self, limit: u64) -> ExecuteOptions {
+        self.max_operations = Some(limit);
+        self
+    }
+
+    /// The request metadata these options send.
+    fn into_metadata(self) -> Map<String, Json> {
+        let mut metadata = self.extra;
+        metadata.extend(
+            RequestMetadata {
+                timeout: self.timeout.map(|t| t.as_secs_f64()),
+                max_operations: self.max_operations,
+                ..Default::default()
+            }
+            .to_map(),
+        );
+        metadata
+    }
+}
+
+/// Raw request metadata, sent as it is.
+impl From<Map<String, Json>> for ExecuteOptions {
+    fn from(extra: Map<String, Json>) -> ExecuteOptions {
+        ExecuteOptions {
+            extra,
+            ..Default::default()
+        }
+    }
+}
 
 /// Requests to named engines. Calls return an [`AsyncResult`] at once; with
 /// [`block`](Self::block) set they wait for it first.
@@ -73,6 +95,18 @@ pub struct DirectView {
     targets: Targets,
     /// Wait for each request before returning its result.
     pub block: bool,
+}
+
+impl Client {
+    /// A direct view over some engines.
+    pub fn view(&self, targets: impl Into<Targets>) -> DirectView {
+        DirectView::new(self.clone(), targets.into())
+    }
+
+    /// A direct view over all engines (resolved at each call).
+    pub fn all(&self) -> DirectView {
+        self.view(Targets::All)
+    }
 }
 
 impl DirectView {
@@ -198,12 +232,28 @@ impl DirectView {
     /// message cost each round trip about a third); `print` output still
     /// streams.
     pub fn execute(&self, code: &str) -> Result<AsyncResult> {
-        self.execute_with(code, Map::new())
+        self.execute_with(code, ExecuteOptions::default())
     }
 
-    /// Like [`execute`](Self::execute) with request metadata
-    /// (`max_operations`, `timeout` in seconds).
-    pub fn execute_with(&self, code: &str, metadata: Map<String, Json>) -> Result<AsyncResult> {
+    /// Like [`execute`](Self::execute) with limits for this request
+    /// ([`ExecuteOptions`]: a timeout, an operation limit). A raw metadata
+    /// map converts too, and is sent as it is.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use zpar_client::{Client, ExecuteOptions};
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let view = Client::connect()?.all();
+    /// let options = ExecuteOptions::default().timeout(Duration::from_secs(5));
+    /// view.execute_with("long_work()", options)?.get()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn execute_with(
+        &self,
+        code: &str,
+        options: impl Into<ExecuteOptions>,
+    ) -> Result<AsyncResult> {
+        let metadata = options.into().into_metadata();
         self.broadcast(
             Content::ExecuteRequest(ExecuteRequest {
                 code: code.to_string(),
@@ -785,37 +835,6 @@ fn slice(v: &Value, r: Range<usize>, flatten: bool) -> Value {
         Value::Bytes(b) => Value::Bytes(b[r].to_vec()),
         other => other.clone(),
     }
-}
-
-/// Joins gathered blocks: numeric arrays into one numeric array, blobs into
-/// one blob, anything else into one array (a non-array block counts as one
-/// item).
-pub fn concat(parts: Vec<Value>) -> Value {
-    let refs: Vec<&Value> = parts.iter().collect();
-    concat_refs(&refs)
-}
-
-/// [`concat`] from borrowed blocks: numeric arrays and blobs are copied
-/// once, into a result sized once ([`crate::join`]).
-pub(crate) fn concat_refs(parts: &[&Value]) -> Value {
-    let blocks: Vec<crate::join::Block> =
-        parts.iter().map(|p| crate::join::Block::Value(p)).collect();
-    crate::join::concat_blocks(&blocks).expect("blocks with nothing in shared memory read nothing")
-}
-
-/// Blocks of other kinds joined as one list (arrays' items in order, other
-/// values as items).
-pub(crate) fn concat_as_list(parts: &[&Value]) -> Value {
-    let mut out = Vec::new();
-    for p in parts {
-        match p {
-            Value::Array(a) => out.extend(a.iter().cloned()),
-            Value::I64Array(a) => out.extend(a.iter().map(|x| Value::Int(*x))),
-            Value::F64Array(a) => out.extend(a.iter().map(|x| Value::Float(*x))),
-            other => out.push((*other).clone()),
-        }
-    }
-    Value::Array(out)
 }
 
 #[cfg(test)]

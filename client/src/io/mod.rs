@@ -28,9 +28,11 @@
 
 mod hub;
 mod outcome;
+mod recorded;
 mod sockets;
 
 pub(crate) use outcome::outcome_of;
+pub(crate) use recorded::{entry_engine, fill_recorded, fill_watched};
 
 use crate::error::{Error, HubLoss};
 use crate::result::{EngineReply, ResultState};
@@ -389,7 +391,7 @@ impl IoLoop {
         };
         match recorded {
             Some(entries) => {
-                crate::records::fill_watched(&state, &msg_id, entries, &msg.buffers);
+                fill_watched(&state, &msg_id, entries, &msg.buffers);
                 self.watches.finish(watch);
             }
             None => self.watches.again(watch, Instant::now()),

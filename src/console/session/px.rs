@@ -6,12 +6,11 @@ use crate::console::input;
 use crate::console::render;
 use crate::console::targets::TargetSpec;
 use anyhow::{bail, Result};
-use serde_json::json;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use zpar_client::{AsyncResult, Script, Value};
+use zpar_client::{AsyncResult, ExecuteOptions, Script, Value};
 
 /// One `%px` and what of it has been shown.
 #[derive(Clone)]
@@ -46,11 +45,11 @@ impl Session {
     ) -> Result<Status> {
         self.ensure_hub()?;
         let (view, ids) = self.view(targets)?;
-        let mut meta = serde_json::Map::new();
-        if let Some(t) = timeout {
-            meta.insert("timeout".into(), json!(t.as_secs_f64()));
-        }
-        let ar = view.execute_with(code, meta)?;
+        let options = ExecuteOptions {
+            timeout,
+            ..Default::default()
+        };
+        let ar = view.execute_with(code, options)?;
         self.names.add(input::defined_names(code));
         // The engines enforce a timeout themselves; this is the backstop.
         let deadline = timeout.map(|t| Instant::now() + t + GRACE);
