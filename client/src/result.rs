@@ -110,7 +110,9 @@ pub(crate) struct ResultState {
     /// Told this result's tag when it completes (for `imap`).
     pub on_done: Mutex<Option<(std::sync::mpsc::Sender<usize>, usize)>>,
     /// Shared segments the requests name, removed once every reply is in
-    /// (or when the result is dropped).
+    /// (or the hub is lost). While there are any, the I/O thread owns the
+    /// state, so dropping the [`AsyncResult`] does not remove them before
+    /// the engines have read them.
     segments: Mutex<Vec<zpar_protocol::bulk::Segment>>,
 }
 
@@ -149,6 +151,11 @@ impl ResultState {
                 .expect("segments lock")
                 .extend(segments);
         }
+    }
+
+    /// Whether it holds shared segments the engines still have to read.
+    pub fn holds_segments(&self) -> bool {
+        !self.segments.lock().expect("segments lock").is_empty()
     }
 
     /// Files a reply in its slot. Returns true if it was expected. A reply

@@ -121,6 +121,7 @@ impl IoLoop {
                 failed += state.fail_open(&error);
             }
         }
+        self.owned.clear();
         for state in self.watches.take_all() {
             failed += state.fail_open(&error);
         }

@@ -184,6 +184,11 @@ pub(crate) struct IoLoop {
     /// Requests awaiting replies. Weak: a result the user dropped is not
     /// kept alive here, so a map of 100,000 tasks costs nothing once taken.
     tracked: HashMap<String, (Weak<ResultState>, usize)>,
+    /// Results this thread owns until their replies are in, by msg id:
+    /// those that hold shared segments the engines have yet to open. A
+    /// fire-and-forget push (its result dropped at once) must land; a
+    /// weak reference alone would remove its segments with the result.
+    owned: HashMap<String, Arc<ResultState>>,
     orphans: VecDeque<(String, Message)>,
     queries: HashMap<String, mpsc::Sender<Result<Message, Error>>>,
     watches: Watches,
@@ -235,6 +240,7 @@ impl IoLoop {
             probe: None,
             reprobes: VecDeque::new(),
             tracked: HashMap::new(),
+            owned: HashMap::new(),
             orphans: VecDeque::new(),
             queries: HashMap::new(),
             watches: Watches::default(),
@@ -432,7 +438,11 @@ impl IoLoop {
                     state,
                 }) => {
                     let ids: Vec<String> = track.iter().map(|(id, _)| id.clone()).collect();
+                    let own = state.holds_segments();
                     for (msg_id, n) in track {
+                        if own {
+                            self.owned.insert(msg_id.clone(), state.clone());
+                        }
                         self.tracked.insert(msg_id, (Arc::downgrade(&state), n));
                     }
                     if !self.orphans.is_empty() {
@@ -585,6 +595,7 @@ impl IoLoop {
             *left -= 1;
             if *left == 0 {
                 self.tracked.remove(&msg_id);
+                self.owned.remove(&msg_id);
                 // Chunks of an engine that died mid-stream: never a value.
                 self.streams.retain(|(id, _), _| *id != msg_id);
             }
