@@ -188,6 +188,13 @@ pub struct Hub {
     sockets: Sockets,
     core: HubCore,
     unroutable: VecDeque<Unroutable>,
+    /// After a failed commit of the task records: the commit, then every
+    /// reply after it, in order, until a commit succeeds (tried again each
+    /// turn of the loop). A client never sees a result whose record is not
+    /// on disk; the records wait in the store's memory.
+    held_for_commit: VecDeque<Action>,
+    /// Commits failed in a row (for the log).
+    commit_failures: u32,
     /// When freed memory is given back to the system.
     trim: MemoryTrim,
     hb_thread: Option<std::thread::JoinHandle<()>>,
@@ -400,6 +407,8 @@ impl Hub {
             },
             core,
             unroutable: VecDeque::new(),
+            held_for_commit: VecDeque::new(),
+            commit_failures: 0,
             trim: MemoryTrim::default(),
             hb_thread: Some(hb_thread),
             client_connection,
@@ -509,6 +518,7 @@ impl Hub {
                 }
             }
             self.handle(Event::Tick);
+            self.retry_held_commit();
             self.retry_unroutable();
             // A reply is as good as a pong: a busy machine delays pongs, not
             // the work engines answer.
@@ -527,9 +537,67 @@ impl Hub {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        for action in self.core.handle(event, now) {
+        let actions = self.core.handle(event, now);
+        self.perform_all(actions);
+    }
+
+    /// Performs actions in order; once a commit fails, the commit and the
+    /// replies after it wait in [`Hub::held_for_commit`] (sends to engines
+    /// and heartbeat bookkeeping go on: they reveal no result).
+    fn perform_all(&mut self, actions: impl IntoIterator<Item = Action>) {
+        for action in actions {
+            let waits_for_commit = matches!(
+                action,
+                Action::CommitRecords
+                    | Action::ToClient { .. }
+                    | Action::ToQuery { .. }
+                    | Action::Stop
+            );
+            if waits_for_commit && !self.held_for_commit.is_empty() {
+                self.held_for_commit.push_back(action);
+                continue;
+            }
+            if let Action::CommitRecords = action {
+                self.commit_records();
+                continue;
+            }
             self.perform(action);
         }
+    }
+
+    /// Commits the task records; on failure holds the commit (and so every
+    /// reply after it) for the next try.
+    fn commit_records(&mut self) {
+        match self.core.records_mut().flush() {
+            Ok(()) => {
+                if self.commit_failures > 0 {
+                    info!(
+                        failed_tries = self.commit_failures,
+                        "task records committed; the replies held for them go out"
+                    );
+                    self.commit_failures = 0;
+                }
+            }
+            Err(e) => {
+                if self.commit_failures == 0 {
+                    warn!(error = %e, "task records not committed: the replies that depend on them are held, and the commit is tried again each turn (is the disk full, or the database file locked by another process?)");
+                } else {
+                    debug!(error = %e, tries = self.commit_failures + 1, "task records still not committed");
+                }
+                self.commit_failures += 1;
+                self.held_for_commit.push_back(Action::CommitRecords);
+            }
+        }
+    }
+
+    /// Tries a failed commit again; on success the replies held behind it
+    /// go out in order.
+    fn retry_held_commit(&mut self) {
+        if self.held_for_commit.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held_for_commit);
+        self.perform_all(held);
     }
 
     fn perform(&mut self, action: Action) {
@@ -550,9 +618,7 @@ impl Hub {
                 send_frames(&self.sockets.notification, frames, zmq::DONTWAIT)
             }
             Action::CommitRecords => {
-                if let Err(e) = self.core.records_mut().flush() {
-                    warn!(error = %e, "task records not committed");
-                }
+                self.commit_records();
                 Ok(())
             }
             Action::Watch { uuid } => self

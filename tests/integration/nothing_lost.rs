@@ -80,3 +80,49 @@ fn a_request_of_more_buffers_than_a_message_holds_is_refused_before_sending() {
         .unwrap();
     assert_eq!(n, vec![Value::Int(60_000)]);
 }
+
+/// A fresh folder for the hub's SQLite file, removed on drop.
+struct DbDir(std::path::PathBuf);
+
+impl Drop for DbDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn replies_wait_while_the_record_file_is_locked_and_go_out_with_their_records() {
+    let _watchdog = support::watchdog();
+    let dir = DbDir(std::env::temp_dir().join(format!("zpar-i33-db-{}", zpar_protocol::new_id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let db = dir.0.join("tasks.db");
+    let arg = format!("sqlite:{}", db.display());
+    let (_cluster, client) = support::cluster_with(1, &["--db", &arg], &[]);
+    let view = client.view(0);
+    view.execute("1").unwrap().get_timeout(WAIT).unwrap();
+    // Another process holds the file's write lock: the hub cannot record
+    // the result, so it must not send it either.
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let answer = view.execute("40 + 2").unwrap();
+    match answer.get_timeout(Duration::from_secs(8)) {
+        Err(Error::Timeout { .. }) => {}
+        other => panic!("a result whose record is not on disk was sent: {other:?}"),
+    }
+    other.execute_batch("COMMIT").unwrap();
+    drop(other);
+    assert_eq!(answer.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
+    let file = rusqlite::Connection::open(&db).unwrap();
+    let (status, n): (String, i64) = file
+        .query_row(
+            "SELECT status, COUNT(*) FROM tasks WHERE msg_id = ?1",
+            [&answer.msg_ids()[0]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), n),
+        ("ok", 1),
+        "the record reached the file"
+    );
+}
