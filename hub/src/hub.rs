@@ -174,6 +174,10 @@ impl Sockets {
     }
 }
 
+/// How long a message waits for its engine's connection to come up before
+/// its request fails with `Undelivered`.
+const UNROUTABLE_LIMIT: Duration = Duration::from_secs(30);
+
 /// A message waiting for its engine's connection to come up.
 struct Unroutable {
     channel: Channel,
@@ -655,6 +659,21 @@ impl Hub {
     /// Sends frames to an engine; keeps them for later if its connection is
     /// not up yet.
     fn route(&mut self, channel: Channel, uuid: Vec<u8>, frames: Frames) {
+        // Behind the messages for the same engine and channel that wait
+        // already: a stream's chunks never overtake its head.
+        if self
+            .unroutable
+            .iter()
+            .any(|u| u.channel == channel && u.engine == uuid)
+        {
+            self.unroutable.push_back(Unroutable {
+                channel,
+                engine: uuid,
+                frames,
+                since: Instant::now(),
+            });
+            return;
+        }
         let sock = self.sockets.engine(channel);
         match sock.send(&uuid[..], zmq::SNDMORE | zmq::DONTWAIT) {
             Ok(()) => {
@@ -674,7 +693,14 @@ impl Hub {
         }
     }
 
+    /// Tries the messages waiting for their engine's connection again, in
+    /// order per engine and channel (one that still cannot go holds back
+    /// those behind it). A message that waited past [`UNROUTABLE_LIMIT`]
+    /// goes to the core, which fails its request with `Undelivered` and
+    /// tells the client.
     fn retry_unroutable(&mut self) {
+        let mut blocked: std::collections::HashSet<(Channel, Vec<u8>)> = Default::default();
+        let mut undeliverable = Vec::new();
         for _ in 0..self.unroutable.len() {
             let Some(u) = self.unroutable.pop_front() else {
                 break;
@@ -682,8 +708,13 @@ impl Hub {
             if self.core.registry().id_of(&u.engine).is_none() {
                 continue; // the engine is gone; its pending requests were failed
             }
-            if u.since.elapsed() > Duration::from_secs(30) {
-                warn!("dropped a message for an engine that never connected its sockets");
+            if u.since.elapsed() > UNROUTABLE_LIMIT {
+                undeliverable.push(u);
+                continue;
+            }
+            let key = (u.channel, u.engine.clone());
+            if blocked.contains(&key) {
+                self.unroutable.push_back(u);
                 continue;
             }
             let sock = self.sockets.engine(u.channel);
@@ -691,8 +722,19 @@ impl Hub {
                 Ok(()) => {
                     let _ = send_frames(sock, u.frames, 0);
                 }
-                Err(_) => self.unroutable.push_back(u),
+                Err(_) => {
+                    blocked.insert(key);
+                    self.unroutable.push_back(u);
+                }
             }
+        }
+        for u in undeliverable {
+            self.handle(Event::Undeliverable {
+                channel: u.channel,
+                uuid: u.engine,
+                frames: u.frames,
+                waited: UNROUTABLE_LIMIT.as_secs_f64(),
+            });
         }
     }
 

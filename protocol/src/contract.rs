@@ -137,6 +137,9 @@ pub enum ErrorClass {
     HubRestarted,
     /// The hub could not read or write its task records.
     DatabaseError,
+    /// The hub could not deliver the request: its engine's connection for
+    /// that channel did not come up within the hub's bound.
+    Undelivered,
     /// A request zpar can never serve, whoever sends it: pickled Python in
     /// an `apply_request` (engines run Rhai), ipyparallel's broadcast
     /// scheduler. The message says what to use instead.
@@ -161,6 +164,7 @@ impl ErrorClass {
             ErrorClass::DependencyFailed => "DependencyFailed",
             ErrorClass::HubRestarted => "HubRestarted",
             ErrorClass::DatabaseError => "DatabaseError",
+            ErrorClass::Undelivered => "Undelivered",
             ErrorClass::Unsupported => "Unsupported",
             ErrorClass::Script(name) => name,
         }
@@ -181,6 +185,7 @@ impl ErrorClass {
             "DependencyFailed" => ErrorClass::DependencyFailed,
             "HubRestarted" => ErrorClass::HubRestarted,
             "DatabaseError" => ErrorClass::DatabaseError,
+            "Undelivered" => ErrorClass::Undelivered,
             "Unsupported" => ErrorClass::Unsupported,
             other => ErrorClass::Script(other.to_string()),
         }

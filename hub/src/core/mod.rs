@@ -107,6 +107,18 @@ pub enum Event {
         /// Why.
         reason: LossReason,
     },
+    /// A message for an engine that the loop could not deliver within its
+    /// bound: the engine's connection for that channel never came up.
+    Undeliverable {
+        /// Which socket.
+        channel: Channel,
+        /// The engine's uuid.
+        uuid: Vec<u8>,
+        /// The message, as in [`Action::ToEngine`].
+        frames: Frames,
+        /// How long the loop tried, in seconds (for the error message).
+        waited: f64,
+    },
     /// The end of a batch of events: commit what was recorded, then let the
     /// replies that waited for it go out.
     Tick,
@@ -303,6 +315,12 @@ impl HubCore {
                     self.engine_lost(id, reason, now, &mut out);
                 }
             }
+            Event::Undeliverable {
+                channel,
+                uuid,
+                frames,
+                waited,
+            } => self.on_undeliverable(channel, &uuid, frames, waited, now),
             Event::Tick => {
                 self.close_stale_streams(now);
                 self.expire_engineless_tasks(now, &mut out);

@@ -360,6 +360,61 @@ impl HubCore {
         }
     }
 
+    /// A message the loop could not deliver to engine `uuid`: the request
+    /// it is (or the streamed request it is a chunk of) fails with
+    /// `Undelivered`, answered to its client once, instead of waiting for
+    /// a reply that cannot come.
+    pub(super) fn on_undeliverable(
+        &mut self,
+        channel: Channel,
+        uuid: &[u8],
+        frames: Frames,
+        waited: f64,
+        now: f64,
+    ) {
+        let Some(engine) = self.registry.id_of(uuid) else {
+            return; // lost meanwhile: its pending requests were failed then
+        };
+        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
+            Ok(r) => r,
+            Err(e) => return warn!(error = %e, engine, "an undeliverable message is unreadable"),
+        };
+        let Ok(header) = raw.header() else {
+            return warn!(engine, "an undeliverable message has no header");
+        };
+        let msg_id = if header.msg_type == "stream_chunk" {
+            match raw.parent_header() {
+                Ok(Some(p)) => p.msg_id,
+                _ => return,
+            }
+        } else {
+            header.msg_id
+        };
+        let Some(pending) = self
+            .registry
+            .get_mut(engine)
+            .and_then(|e| e.pending.remove(&msg_id))
+        else {
+            // Answered or failed already (a later chunk of a failed stream).
+            return debug!(engine, %msg_id, "an undeliverable message of a request no longer pending");
+        };
+        let why = format!(
+            "the hub could not deliver the request to engine {engine}: the engine's {channel}              connection did not come up within {waited:.0} s (it registered, but its {channel}              socket never connected, or a firewall blocks it); check the engine's log and              network, then submit again"
+        );
+        warn!(engine, %msg_id, %channel, "{why}");
+        self.fail_record(&msg_id, Some(engine), &ErrorClass::Undelivered, &why, now);
+        if !pending.client.is_empty() {
+            self.reject(
+                pending.channel,
+                vec![pending.client],
+                &pending.header,
+                Some(engine),
+                ErrorClass::Undelivered,
+                why,
+            );
+        }
+    }
+
     fn record_reply(&mut self, engine: u32, msg_id: &str, raw: &RawMessage, now: f64) {
         let metadata = ReplyMetadata::from_bytes(&raw.metadata).unwrap_or_else(|e| {
             warn!(error = %e, engine, %msg_id, "recording a reply without its metadata");

@@ -2199,3 +2199,48 @@ fn a_stream_route_closes_after_its_last_chunk_not_after_it_opened() {
     client_chunk(&mut h, &head, 2, 3);
     h.assert_no_more();
 }
+
+#[test]
+fn a_request_the_loop_cannot_deliver_fails_with_undelivered_once() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let req = h.execute(&[1]);
+    let Action::ToEngine {
+        channel,
+        uuid,
+        frames,
+    } = h.take()
+    else {
+        panic!("expected ToEngine")
+    };
+    let copy: Frames = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
+    h.handle(Event::Undeliverable {
+        channel,
+        uuid: uuid.clone(),
+        frames,
+        waited: 30.0,
+    });
+    let (reply_channel, r) = h.flush_reply();
+    assert_eq!(reply_channel, Channel::Mux);
+    assert_eq!(r.parent_header.as_ref().unwrap().msg_id, req.header.msg_id);
+    let (ename, evalue) = error_of(&r);
+    assert_eq!(ename, "Undelivered");
+    assert!(
+        evalue.contains("engine 1") && evalue.contains("30 s") && evalue.contains("mux"),
+        "{evalue}"
+    );
+    assert_eq!(h.pending_on(1), 0);
+    assert_eq!(
+        h.record_status(&req.header.msg_id, Some(1)),
+        RecordStatus::Done(Status::Error)
+    );
+    // The same message again (or a later chunk of it): answered already.
+    h.handle(Event::Undeliverable {
+        channel,
+        uuid,
+        frames: copy,
+        waited: 30.0,
+    });
+    h.tick();
+    h.assert_no_more();
+}
