@@ -221,6 +221,9 @@ fn bind(
 ) -> Result<(zmq::Socket, u16), HubError> {
     let s = ctx.socket(kind)?;
     curve::secure_server(&s, curve)?;
+    // A connection whose peer vanished without a word is dropped within
+    // seconds, not kept until the kernel's TCP timeouts (`keepalive`).
+    zpar_protocol::keepalive::set_zmtp_heartbeats(&s)?;
     s.set_linger(1000)?;
     s.set_sndhwm(0)?;
     s.set_rcvhwm(0)?;
