@@ -224,6 +224,40 @@ impl ResultState {
         failed
     }
 
+    /// Fills the open slots of one msg id with `error`. Returns how many
+    /// were open.
+    pub fn fail_msg(&self, msg_id: &str, error: &Error) -> usize {
+        let mut parts = self.parts.lock().expect("result lock");
+        let mut failed = 0;
+        for s in parts
+            .slots
+            .iter_mut()
+            .filter(|s| s.reply.is_none() && s.msg_id == msg_id)
+        {
+            s.reply = Some(EngineReply {
+                engine: s.engine,
+                msg_id: s.msg_id.clone(),
+                outcome: Err(error.clone()),
+                execution_count: None,
+                stdout: std::mem::take(&mut s.streamed),
+                stderr: String::new(),
+                started: None,
+                completed: None,
+                received: SystemTime::now(),
+            });
+            failed += 1;
+        }
+        parts.done += failed;
+        if failed > 0 && parts.done == parts.slots.len() {
+            self.segments.lock().expect("segments lock").clear();
+            self.cond.notify_all();
+            if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
+                let _ = tx.send(tag);
+            }
+        }
+        failed
+    }
+
     /// Appends streamed output for the slot of (msg id, engine).
     pub fn stream(&self, msg_id: &str, engine: u32, text: &str) {
         let mut parts = self.parts.lock().expect("result lock");

@@ -181,6 +181,9 @@ pub(crate) struct IoLoop {
     /// (engines register again over the next seconds, and a notification
     /// published before our subscription took is never seen).
     reprobes: VecDeque<Instant>,
+    /// After a hub restart: the requests still waiting, to ask the new hub
+    /// about before failing any (`hub::RestartCheck`).
+    restart_check: Option<hub::RestartCheck>,
     /// Requests awaiting replies. Weak: a result the user dropped is not
     /// kept alive here, so a map of 100,000 tasks costs nothing once taken.
     tracked: HashMap<String, (Weak<ResultState>, usize)>,
@@ -239,6 +242,7 @@ impl IoLoop {
             hub: HubLiveness::new(HUB_TIMEOUT),
             probe: None,
             reprobes: VecDeque::new(),
+            restart_check: None,
             tracked: HashMap::new(),
             owned: HashMap::new(),
             orphans: VecDeque::new(),
@@ -517,7 +521,9 @@ impl IoLoop {
                 continue;
             }
             if socket == Socket::Query {
-                if self.probe.as_ref().is_some_and(|(id, _)| *id == parent) {
+                if self.is_restart_check(&parent) {
+                    self.on_restart_check_reply(msg);
+                } else if self.probe.as_ref().is_some_and(|(id, _)| *id == parent) {
                     self.probe = None;
                     self.on_probe_reply(msg);
                 } else if let Some(tx) = self.queries.remove(&parent) {
