@@ -404,7 +404,10 @@ impl Client {
                         return Err(Error::UnknownEngine(*t));
                     }
                 }
-                list.clone()
+                // An engine named twice runs the request once, as the hub
+                // does: `[0, 0]` means engine 0, with one result slot.
+                let mut seen = std::collections::HashSet::with_capacity(list.len());
+                list.iter().copied().filter(|t| seen.insert(*t)).collect()
             }
         };
         if ids.is_empty() {
@@ -419,16 +422,16 @@ impl Client {
     }
 
     /// Like [`submit`](Self::submit), keeping `segments` (the shared
-    /// memory the requests name) until every reply is in.
+    /// memory the requests name) until every reply is in, also when the
+    /// [`AsyncResult`] is dropped first: the I/O thread owns them then
+    /// (a fire-and-forget push must still land).
     pub(crate) fn submit_shared(
         &self,
         requests: Vec<Request>,
         shape: Shape,
         segments: Vec<zpar_protocol::bulk::Segment>,
     ) -> Result<AsyncResult> {
-        let ar = self.submit_notify(requests, shape, None)?;
-        ar.state.keep_segments(segments);
-        Ok(ar)
+        self.submit_keeping(requests, shape, None, segments)
     }
 
     /// Like [`submit`](Self::submit); `notify` is told `tag` on completion.
@@ -438,7 +441,29 @@ impl Client {
         shape: Shape,
         notify: Option<(mpsc::Sender<usize>, usize)>,
     ) -> Result<AsyncResult> {
+        self.submit_keeping(requests, shape, notify, Vec::new())
+    }
+
+    /// Signs and sends requests whose result keeps `segments` until every
+    /// reply is in. The segments are in the result before the I/O thread
+    /// hears of it, so it knows to own the result until then.
+    fn submit_keeping(
+        &self,
+        requests: Vec<Request>,
+        shape: Shape,
+        notify: Option<(mpsc::Sender<usize>, usize)>,
+        segments: Vec<zpar_protocol::bulk::Segment>,
+    ) -> Result<AsyncResult> {
         self.ensure_hub()?;
+        // More frames than a receiver accepts would be dropped on the way
+        // (by the hub, or by the engine for a chunk stream): refuse here.
+        let limit = self.inner.session.limits.max_buffers();
+        if let Some(r) = requests.iter().find(|r| r.buffers.len() > limit) {
+            return Err(Error::TooManyBuffers {
+                buffers: r.buffers.len(),
+                limit,
+            });
+        }
         let mut slots = Vec::new();
         let mut messages = Vec::with_capacity(requests.len());
         let mut track = Vec::with_capacity(requests.len());
@@ -473,6 +498,7 @@ impl Client {
         }
         let state = ResultState::new(slots);
         *state.on_done.lock().expect("notify lock") = notify;
+        state.keep_segments(segments);
         self.command(Command::Send {
             messages,
             track,

@@ -106,6 +106,19 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A request would carry more buffer frames than a message may hold:
+    /// the hub and the engines drop such a message, so it was not sent.
+    #[error(
+        "the request carries {buffers} buffers, more than the {limit} one message may hold, \
+         so it was not sent: put the data in fewer, larger values (one numeric array or one \
+         byte string is one buffer, whatever its length), or split it over several requests"
+    )]
+    TooManyBuffers {
+        /// Buffers the request would carry.
+        buffers: usize,
+        /// The most one message may carry.
+        limit: usize,
+    },
     /// A value could not be converted.
     #[error("value conversion failed: {0}")]
     Value(String),

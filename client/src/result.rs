@@ -110,7 +110,9 @@ pub(crate) struct ResultState {
     /// Told this result's tag when it completes (for `imap`).
     pub on_done: Mutex<Option<(std::sync::mpsc::Sender<usize>, usize)>>,
     /// Shared segments the requests name, removed once every reply is in
-    /// (or when the result is dropped).
+    /// (or the hub is lost). While there are any, the I/O thread owns the
+    /// state, so dropping the [`AsyncResult`] does not remove them before
+    /// the engines have read them.
     segments: Mutex<Vec<zpar_protocol::bulk::Segment>>,
 }
 
@@ -149,6 +151,11 @@ impl ResultState {
                 .expect("segments lock")
                 .extend(segments);
         }
+    }
+
+    /// Whether it holds shared segments the engines still have to read.
+    pub fn holds_segments(&self) -> bool {
+        !self.segments.lock().expect("segments lock").is_empty()
     }
 
     /// Files a reply in its slot. Returns true if it was expected. A reply
@@ -208,6 +215,40 @@ impl ResultState {
         }
         if failed > 0 {
             parts.done = parts.slots.len();
+            self.segments.lock().expect("segments lock").clear();
+            self.cond.notify_all();
+            if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
+                let _ = tx.send(tag);
+            }
+        }
+        failed
+    }
+
+    /// Fills the open slots of one msg id with `error`. Returns how many
+    /// were open.
+    pub fn fail_msg(&self, msg_id: &str, error: &Error) -> usize {
+        let mut parts = self.parts.lock().expect("result lock");
+        let mut failed = 0;
+        for s in parts
+            .slots
+            .iter_mut()
+            .filter(|s| s.reply.is_none() && s.msg_id == msg_id)
+        {
+            s.reply = Some(EngineReply {
+                engine: s.engine,
+                msg_id: s.msg_id.clone(),
+                outcome: Err(error.clone()),
+                execution_count: None,
+                stdout: std::mem::take(&mut s.streamed),
+                stderr: String::new(),
+                started: None,
+                completed: None,
+                received: SystemTime::now(),
+            });
+            failed += 1;
+        }
+        parts.done += failed;
+        if failed > 0 && parts.done == parts.slots.len() {
             self.segments.lock().expect("segments lock").clear();
             self.cond.notify_all();
             if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {

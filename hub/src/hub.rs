@@ -174,6 +174,10 @@ impl Sockets {
     }
 }
 
+/// How long a message waits for its engine's connection to come up before
+/// its request fails with `Undelivered`.
+const UNROUTABLE_LIMIT: Duration = Duration::from_secs(30);
+
 /// A message waiting for its engine's connection to come up.
 struct Unroutable {
     channel: Channel,
@@ -188,6 +192,13 @@ pub struct Hub {
     sockets: Sockets,
     core: HubCore,
     unroutable: VecDeque<Unroutable>,
+    /// After a failed commit of the task records: the commit, then every
+    /// reply after it, in order, until a commit succeeds (tried again each
+    /// turn of the loop). A client never sees a result whose record is not
+    /// on disk; the records wait in the store's memory.
+    held_for_commit: VecDeque<Action>,
+    /// Commits failed in a row (for the log).
+    commit_failures: u32,
     /// When freed memory is given back to the system.
     trim: MemoryTrim,
     hb_thread: Option<std::thread::JoinHandle<()>>,
@@ -210,6 +221,9 @@ fn bind(
 ) -> Result<(zmq::Socket, u16), HubError> {
     let s = ctx.socket(kind)?;
     curve::secure_server(&s, curve)?;
+    // A connection whose peer vanished without a word is dropped within
+    // seconds, not kept until the kernel's TCP timeouts (`keepalive`).
+    zpar_protocol::keepalive::set_zmtp_heartbeats(&s)?;
     s.set_linger(1000)?;
     s.set_sndhwm(0)?;
     s.set_rcvhwm(0)?;
@@ -370,6 +384,7 @@ impl Hub {
                     Some(_) => Some(CurveKeys::generate()?),
                     None => None,
                 },
+                ..CoreConfig::default()
             },
             records,
         );
@@ -399,6 +414,8 @@ impl Hub {
             },
             core,
             unroutable: VecDeque::new(),
+            held_for_commit: VecDeque::new(),
+            commit_failures: 0,
             trim: MemoryTrim::default(),
             hb_thread: Some(hb_thread),
             client_connection,
@@ -446,9 +463,6 @@ impl Hub {
                     Err(e) => return Err(e.into()),
                 }
             };
-            if ready.has(Slot::HeartbeatPipe) {
-                self.drain_heartbeat();
-            }
             for slot in Slot::SERVE_ORDER {
                 if !ready.has(slot) {
                     continue;
@@ -478,6 +492,27 @@ impl Hub {
                     self.handle(event);
                 }
             }
+            // Losses last: every reply an engine sent before it was found
+            // dead is read first, so finished work is recorded and answered,
+            // not failed with EngineDied (or, for a task with retries, run
+            // twice). The batch limit above may have left replies behind;
+            // read the engine sockets to the end before acting on a loss.
+            if ready.has(Slot::HeartbeatPipe) {
+                for slot in [Slot::ControlEngine, Slot::MuxEngine, Slot::TaskEngine] {
+                    let Some((channel, _)) = slot.routed() else {
+                        continue;
+                    };
+                    while let Some(frames) =
+                        drain(self.sockets.polled(slot), 1, &mut self.trim.bytes_since).pop()
+                    {
+                        if let Some(uuid) = frames.first() {
+                            heard.insert(uuid.to_vec());
+                        }
+                        self.handle(Event::EngineReply { channel, frames });
+                    }
+                }
+                self.drain_heartbeat();
+            }
             if ready.has(Slot::IopubEngine) {
                 for frames in drain(
                     &self.sockets.iopub_engine,
@@ -490,6 +525,7 @@ impl Hub {
                 }
             }
             self.handle(Event::Tick);
+            self.retry_held_commit();
             self.retry_unroutable();
             // A reply is as good as a pong: a busy machine delays pongs, not
             // the work engines answer.
@@ -508,9 +544,67 @@ impl Hub {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        for action in self.core.handle(event, now) {
+        let actions = self.core.handle(event, now);
+        self.perform_all(actions);
+    }
+
+    /// Performs actions in order; once a commit fails, the commit and the
+    /// replies after it wait in [`Hub::held_for_commit`] (sends to engines
+    /// and heartbeat bookkeeping go on: they reveal no result).
+    fn perform_all(&mut self, actions: impl IntoIterator<Item = Action>) {
+        for action in actions {
+            let waits_for_commit = matches!(
+                action,
+                Action::CommitRecords
+                    | Action::ToClient { .. }
+                    | Action::ToQuery { .. }
+                    | Action::Stop
+            );
+            if waits_for_commit && !self.held_for_commit.is_empty() {
+                self.held_for_commit.push_back(action);
+                continue;
+            }
+            if let Action::CommitRecords = action {
+                self.commit_records();
+                continue;
+            }
             self.perform(action);
         }
+    }
+
+    /// Commits the task records; on failure holds the commit (and so every
+    /// reply after it) for the next try.
+    fn commit_records(&mut self) {
+        match self.core.records_mut().flush() {
+            Ok(()) => {
+                if self.commit_failures > 0 {
+                    info!(
+                        failed_tries = self.commit_failures,
+                        "task records committed; the replies held for them go out"
+                    );
+                    self.commit_failures = 0;
+                }
+            }
+            Err(e) => {
+                if self.commit_failures == 0 {
+                    warn!(error = %e, "task records not committed: the replies that depend on them are held, and the commit is tried again each turn (is the disk full, or the database file locked by another process?)");
+                } else {
+                    debug!(error = %e, tries = self.commit_failures + 1, "task records still not committed");
+                }
+                self.commit_failures += 1;
+                self.held_for_commit.push_back(Action::CommitRecords);
+            }
+        }
+    }
+
+    /// Tries a failed commit again; on success the replies held behind it
+    /// go out in order.
+    fn retry_held_commit(&mut self) {
+        if self.held_for_commit.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held_for_commit);
+        self.perform_all(held);
     }
 
     fn perform(&mut self, action: Action) {
@@ -531,9 +625,7 @@ impl Hub {
                 send_frames(&self.sockets.notification, frames, zmq::DONTWAIT)
             }
             Action::CommitRecords => {
-                if let Err(e) = self.core.records_mut().flush() {
-                    warn!(error = %e, "task records not committed");
-                }
+                self.commit_records();
                 Ok(())
             }
             Action::Watch { uuid } => self
@@ -570,6 +662,21 @@ impl Hub {
     /// Sends frames to an engine; keeps them for later if its connection is
     /// not up yet.
     fn route(&mut self, channel: Channel, uuid: Vec<u8>, frames: Frames) {
+        // Behind the messages for the same engine and channel that wait
+        // already: a stream's chunks never overtake its head.
+        if self
+            .unroutable
+            .iter()
+            .any(|u| u.channel == channel && u.engine == uuid)
+        {
+            self.unroutable.push_back(Unroutable {
+                channel,
+                engine: uuid,
+                frames,
+                since: Instant::now(),
+            });
+            return;
+        }
         let sock = self.sockets.engine(channel);
         match sock.send(&uuid[..], zmq::SNDMORE | zmq::DONTWAIT) {
             Ok(()) => {
@@ -589,7 +696,14 @@ impl Hub {
         }
     }
 
+    /// Tries the messages waiting for their engine's connection again, in
+    /// order per engine and channel (one that still cannot go holds back
+    /// those behind it). A message that waited past [`UNROUTABLE_LIMIT`]
+    /// goes to the core, which fails its request with `Undelivered` and
+    /// tells the client.
     fn retry_unroutable(&mut self) {
+        let mut blocked: std::collections::HashSet<(Channel, Vec<u8>)> = Default::default();
+        let mut undeliverable = Vec::new();
         for _ in 0..self.unroutable.len() {
             let Some(u) = self.unroutable.pop_front() else {
                 break;
@@ -597,8 +711,13 @@ impl Hub {
             if self.core.registry().id_of(&u.engine).is_none() {
                 continue; // the engine is gone; its pending requests were failed
             }
-            if u.since.elapsed() > Duration::from_secs(30) {
-                warn!("dropped a message for an engine that never connected its sockets");
+            if u.since.elapsed() > UNROUTABLE_LIMIT {
+                undeliverable.push(u);
+                continue;
+            }
+            let key = (u.channel, u.engine.clone());
+            if blocked.contains(&key) {
+                self.unroutable.push_back(u);
                 continue;
             }
             let sock = self.sockets.engine(u.channel);
@@ -606,8 +725,19 @@ impl Hub {
                 Ok(()) => {
                     let _ = send_frames(sock, u.frames, 0);
                 }
-                Err(_) => self.unroutable.push_back(u),
+                Err(_) => {
+                    blocked.insert(key);
+                    self.unroutable.push_back(u);
+                }
             }
+        }
+        for u in undeliverable {
+            self.handle(Event::Undeliverable {
+                channel: u.channel,
+                uuid: u.engine,
+                frames: u.frames,
+                waited: UNROUTABLE_LIMIT.as_secs_f64(),
+            });
         }
     }
 

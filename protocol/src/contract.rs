@@ -146,6 +146,9 @@ pub enum ErrorClass {
     /// The engine was asked to serve as a Jupyter kernel and could not
     /// (its sockets could not bind, its file could not be written).
     KernelBindFailed,
+    /// The hub could not deliver the request: its engine's connection for
+    /// that channel did not come up within the hub's bound.
+    Undelivered,
     /// A request zpar can never serve, whoever sends it: pickled Python in
     /// an `apply_request` (engines run Rhai), ipyparallel's broadcast
     /// scheduler. The message says what to use instead.
@@ -173,6 +176,7 @@ impl ErrorClass {
             ErrorClass::Interrupted => "Interrupted",
             ErrorClass::OperationLimit => "OperationLimit",
             ErrorClass::KernelBindFailed => "KernelBindFailed",
+            ErrorClass::Undelivered => "Undelivered",
             ErrorClass::Unsupported => "Unsupported",
             ErrorClass::Script(name) => name,
         }
@@ -196,6 +200,7 @@ impl ErrorClass {
             "Interrupted" => ErrorClass::Interrupted,
             "OperationLimit" => ErrorClass::OperationLimit,
             "KernelBindFailed" => ErrorClass::KernelBindFailed,
+            "Undelivered" => ErrorClass::Undelivered,
             "Unsupported" => ErrorClass::Unsupported,
             other => ErrorClass::Script(other.to_string()),
         }
@@ -267,6 +272,13 @@ pub struct RequestMetadata {
     /// messages ([`crate::stream`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_frames: Option<u32>,
+    /// Set by the hub on a load-balanced task it sends again after its
+    /// engine was lost: how many times it was sent before (absent on the
+    /// first). It also makes the retry's signed frames, and so its
+    /// signature, differ from the first attempt's, which an engine's
+    /// replay guard would refuse.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -558,6 +570,7 @@ mod tests {
             timeout: Some(1.5),
             shared_host: Some("boot".into()),
             stream_frames: Some(3),
+            attempt: 1,
         };
         assert_eq!(RequestMetadata::from_map(&req.to_map()).unwrap(), req);
         assert!(RequestMetadata::default().to_map().is_empty());

@@ -27,6 +27,22 @@ pub struct Limits {
     pub max_frames: usize,
 }
 
+impl Limits {
+    /// The most buffers a sender may put in one message that its receivers
+    /// accept under these limits: [`Limits::max_frames`] less the delimiter,
+    /// the signature, the four JSON frames and up to
+    /// [`Limits::ROUTING_FRAMES`] identities the hub and the routers on the
+    /// way add. A message with more is dropped by its receiver, so senders
+    /// refuse it first with an error that says so.
+    pub fn max_buffers(&self) -> usize {
+        self.max_frames.saturating_sub(6 + Self::ROUTING_FRAMES)
+    }
+
+    /// Identity frames a message may gain on its way (client, engine,
+    /// routers in between), counted out of [`Limits::max_buffers`].
+    pub const ROUTING_FRAMES: usize = 4;
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

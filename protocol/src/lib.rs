@@ -59,6 +59,7 @@ pub mod curve;
 pub mod error;
 pub mod frames;
 pub mod header;
+pub mod keepalive;
 pub mod kernel;
 pub mod message;
 pub mod net;

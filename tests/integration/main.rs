@@ -14,6 +14,7 @@ mod ipyparallel;
 mod jupyter_client;
 mod kernel;
 mod native;
+mod nothing_lost;
 mod private_files;
 /// The Python venv helper, shared with zpar-protocol's interop tests.
 #[path = "../../protocol/tests/integration/pyenv.rs"]

@@ -9,7 +9,31 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use zpar_protocol::curve::HandshakeWatch;
 use zpar_protocol::error::Chain;
-use zpar_protocol::{send_frames, ConnectionRequest, Content, Message};
+use zpar_protocol::{send_frames, ConnectionRequest, Content, Message, ResultRequest};
+
+/// How many times the restarted hub is asked about a request it does not
+/// know before that request fails.
+const RESTART_TRIES: u32 = 4;
+
+/// The pause before asking the restarted hub again (times the tries so
+/// far: 0.25, 0.5, 0.75 s).
+const RESTART_RETRY: Duration = Duration::from_millis(250);
+
+/// After a hub restart: the requests this client still waits for, which
+/// the new hub may be running (sent after the old one died, they were
+/// delivered to the new one when the sockets reconnected).
+pub(super) struct RestartCheck {
+    /// The requests not yet accounted for.
+    msg_ids: Vec<String>,
+    /// What those the new hub never knew fail with.
+    error: Error,
+    /// The question in flight and when it went.
+    asking: Option<(String, Instant)>,
+    /// Questions answered so far.
+    tries: u32,
+    /// When to ask next.
+    next: Instant,
+}
 
 /// After the hub came back, ask for its engine table again this many
 /// milliseconds later.
@@ -65,6 +89,7 @@ impl IoLoop {
     /// heartbeats, asks it after a quiet second.
     pub(super) fn watch_hub(&mut self) {
         let now = Instant::now();
+        self.run_restart_check(now);
         let change = self.hub.check(now);
         self.on_hub_change(change);
         let quiet = self.hub.silence(now) >= PROBE_PERIOD || self.hub.is_lost();
@@ -102,7 +127,10 @@ impl IoLoop {
                 }
             }
             Some(HubChange::Restarted) => {
-                self.lose_hub(HubLoss::Restarted);
+                // Requests sent since the old hub died went to the new one
+                // (the sockets reconnect and deliver what they queued), and
+                // it may be running them: ask it before failing any.
+                self.lose_hub_keeping_requests(HubLoss::Restarted);
                 self.hub_back();
             }
             Some(HubChange::Back) => self.hub_back(),
@@ -111,22 +139,52 @@ impl IoLoop {
 
     /// Fails everything waiting on the hub with [`Error::HubLost`].
     fn lose_hub(&mut self, reason: HubLoss) {
+        self.lose_hub_as(reason, false)
+    }
+
+    /// Like [`lose_hub`](Self::lose_hub), but for a hub that restarted and
+    /// already answers: the requests this client waits for are kept and
+    /// the new hub is asked about them ([`RestartCheck`]).
+    fn lose_hub_keeping_requests(&mut self, reason: HubLoss) {
+        self.lose_hub_as(reason, true)
+    }
+
+    fn lose_hub_as(&mut self, reason: HubLoss, keep_requests: bool) {
         let error = Error::HubLost {
             url: self.url.clone(),
             reason,
         };
         *self.table.hub_lost.lock().expect("hub lock") = Some(error.clone());
         let mut failed = 0;
-        for (_, (weak, _)) in self.tracked.drain() {
-            if let Some(state) = weak.upgrade() {
-                failed += state.fail_open(&error);
+        if keep_requests {
+            let msg_ids: Vec<String> = self.tracked.keys().cloned().collect();
+            if !msg_ids.is_empty() {
+                info!(
+                    waiting = msg_ids.len(),
+                    "asking the restarted hub about the requests still waiting"
+                );
+                self.restart_check = Some(RestartCheck {
+                    msg_ids,
+                    error: error.clone(),
+                    asking: None,
+                    tries: 0,
+                    next: Instant::now(),
+                });
             }
+        } else {
+            self.restart_check = None;
+            for (_, (weak, _)) in self.tracked.drain() {
+                if let Some(state) = weak.upgrade() {
+                    failed += state.fail_open(&error);
+                }
+            }
+            self.owned.clear();
+            self.orphans.clear();
+            self.streams.clear();
         }
         for state in self.watches.take_all() {
             failed += state.fail_open(&error);
         }
-        self.orphans.clear();
-        self.streams.clear();
         // The engines registered with the lost hub; a hub that comes back
         // lists its own (engines register again by themselves).
         self.table.engines.lock().expect("table lock").clear();
@@ -142,6 +200,126 @@ impl IoLoop {
             url: self.url.clone(),
             reason,
         });
+    }
+
+    /// Whether `parent` is the question of the restart check in flight.
+    pub(super) fn is_restart_check(&self, parent: &str) -> bool {
+        self.restart_check
+            .as_ref()
+            .and_then(|c| c.asking.as_ref())
+            .is_some_and(|(id, _)| id == parent)
+    }
+
+    /// On the timer: asks the restarted hub about the requests of the
+    /// check when due; fails them all if it never answers.
+    pub(super) fn run_restart_check(&mut self, now: Instant) {
+        let Some(check) = &mut self.restart_check else {
+            return;
+        };
+        if let Some((_, at)) = &check.asking {
+            if now.saturating_duration_since(*at) > crate::watch::ASK_TIMEOUT {
+                warn!("the restarted hub did not say what became of the requests still waiting; they fail");
+                self.end_restart_check();
+            }
+            return;
+        }
+        if check.next > now {
+            return;
+        }
+        check.msg_ids.retain(|id| self.tracked.contains_key(id));
+        if check.msg_ids.is_empty() {
+            self.restart_check = None;
+            return;
+        }
+        let ask = Message::new(
+            &self.session,
+            Content::ResultRequest(ResultRequest {
+                msg_ids: check.msg_ids.clone(),
+            }),
+        );
+        let id = ask.header.msg_id.clone();
+        let frames = self.session.encode_owned(ask).into_frames();
+        match send_frames(&self.sockets.query, frames, zmq::DONTWAIT) {
+            Ok(()) => check.asking = Some((id, now)),
+            Err(e) => {
+                debug!(error = %e, "result request to the restarted hub not sent");
+                check.next = now + RESTART_RETRY;
+            }
+        }
+    }
+
+    /// The restarted hub's answer: what it finished is filled from its
+    /// records, what it runs stays waiting for its reply, and what it has
+    /// never heard of fails with [`HubLoss::Restarted`] once it still has
+    /// not after [`RESTART_TRIES`] questions (a request the old hub's
+    /// sockets queued may reach the new hub a moment after the question).
+    pub(super) fn on_restart_check_reply(&mut self, msg: Message) {
+        let Some(mut check) = self.restart_check.take() else {
+            return;
+        };
+        let Content::ResultReply(r) = msg.content else {
+            warn!(msg_type = %msg.header.msg_type, "unexpected reply to the restart check");
+            check.asking = None;
+            check.next = Instant::now() + RESTART_RETRY;
+            self.restart_check = Some(check);
+            return;
+        };
+        let mut unknown = Vec::new();
+        for msg_id in std::mem::take(&mut check.msg_ids) {
+            if r.pending.contains(&msg_id) {
+                continue; // its reply will come
+            }
+            let recorded = r.results.get(&msg_id).and_then(|j| j.as_array());
+            match (recorded, self.tracked.get(&msg_id)) {
+                (Some(entries), Some((weak, _))) => {
+                    if let Some(state) = weak.upgrade() {
+                        super::recorded::fill_recorded(&state, &msg_id, entries, &msg.buffers);
+                    }
+                    self.tracked.remove(&msg_id);
+                    self.owned.remove(&msg_id);
+                }
+                (Some(_), None) => {}
+                (None, _) => unknown.push(msg_id),
+            }
+        }
+        check.msg_ids = unknown;
+        check.asking = None;
+        check.tries += 1;
+        if check.msg_ids.is_empty() {
+            return;
+        }
+        self.restart_check = Some(check);
+        if self
+            .restart_check
+            .as_ref()
+            .is_some_and(|c| c.tries >= RESTART_TRIES)
+        {
+            self.end_restart_check();
+        } else if let Some(c) = &mut self.restart_check {
+            c.next = Instant::now() + RESTART_RETRY * c.tries;
+        }
+    }
+
+    /// Fails the requests of the restart check the new hub never knew.
+    fn end_restart_check(&mut self) {
+        let Some(check) = self.restart_check.take() else {
+            return;
+        };
+        let mut failed = 0;
+        for msg_id in &check.msg_ids {
+            if let Some((weak, _)) = self.tracked.remove(msg_id) {
+                if let Some(state) = weak.upgrade() {
+                    failed += state.fail_msg(msg_id, &check.error);
+                }
+            }
+            self.owned.remove(msg_id);
+        }
+        if failed > 0 {
+            warn!(
+                failed,
+                "requests the restarted hub never received fail with HubLost"
+            );
+        }
     }
 
     /// The hub answers again: requests go out, the engine table is asked for.

@@ -182,9 +182,17 @@ pub(crate) struct IoLoop {
     /// (engines register again over the next seconds, and a notification
     /// published before our subscription took is never seen).
     reprobes: VecDeque<Instant>,
+    /// After a hub restart: the requests still waiting, to ask the new hub
+    /// about before failing any (`hub::RestartCheck`).
+    restart_check: Option<hub::RestartCheck>,
     /// Requests awaiting replies. Weak: a result the user dropped is not
     /// kept alive here, so a map of 100,000 tasks costs nothing once taken.
     tracked: HashMap<String, (Weak<ResultState>, usize)>,
+    /// Results this thread owns until their replies are in, by msg id:
+    /// those that hold shared segments the engines have yet to open. A
+    /// fire-and-forget push (its result dropped at once) must land; a
+    /// weak reference alone would remove its segments with the result.
+    owned: HashMap<String, Arc<ResultState>>,
     orphans: VecDeque<(String, Message)>,
     queries: HashMap<String, mpsc::Sender<Result<Message, Error>>>,
     watches: Watches,
@@ -235,7 +243,9 @@ impl IoLoop {
             hub: HubLiveness::new(HUB_TIMEOUT),
             probe: None,
             reprobes: VecDeque::new(),
+            restart_check: None,
             tracked: HashMap::new(),
+            owned: HashMap::new(),
             orphans: VecDeque::new(),
             queries: HashMap::new(),
             watches: Watches::default(),
@@ -433,7 +443,11 @@ impl IoLoop {
                     state,
                 }) => {
                     let ids: Vec<String> = track.iter().map(|(id, _)| id.clone()).collect();
+                    let own = state.holds_segments();
                     for (msg_id, n) in track {
+                        if own {
+                            self.owned.insert(msg_id.clone(), state.clone());
+                        }
                         self.tracked.insert(msg_id, (Arc::downgrade(&state), n));
                     }
                     if !self.orphans.is_empty() {
@@ -508,7 +522,9 @@ impl IoLoop {
                 continue;
             }
             if socket == Socket::Query {
-                if self.probe.as_ref().is_some_and(|(id, _)| *id == parent) {
+                if self.is_restart_check(&parent) {
+                    self.on_restart_check_reply(msg);
+                } else if self.probe.as_ref().is_some_and(|(id, _)| *id == parent) {
                     self.probe = None;
                     self.on_probe_reply(msg);
                 } else if let Some(tx) = self.queries.remove(&parent) {
@@ -586,6 +602,7 @@ impl IoLoop {
             *left -= 1;
             if *left == 0 {
                 self.tracked.remove(&msg_id);
+                self.owned.remove(&msg_id);
                 // Chunks of an engine that died mid-stream: never a value.
                 self.streams.retain(|(id, _), _| *id != msg_id);
             }

@@ -36,6 +36,7 @@ impl IoSockets {
         let make = |kind: zmq::SocketType| -> Result<zmq::Socket> {
             let s = ctx.socket(kind)?;
             secure_client(&s, curve.as_ref())?;
+            zpar_protocol::keepalive::set_zmtp_heartbeats(&s)?;
             Ok(s)
         };
         let dealer_unconnected = || -> Result<zmq::Socket> {

@@ -108,6 +108,18 @@ pub enum Event {
         /// Why.
         reason: LossReason,
     },
+    /// A message for an engine that the loop could not deliver within its
+    /// bound: the engine's connection for that channel never came up.
+    Undeliverable {
+        /// Which socket.
+        channel: Channel,
+        /// The engine's uuid.
+        uuid: Vec<u8>,
+        /// The message, as in [`Action::ToEngine`].
+        frames: Frames,
+        /// How long the loop tried, in seconds (for the error message).
+        waited: f64,
+    },
     /// The end of a batch of events: commit what was recorded, then let the
     /// replies that waited for it go out.
     Tick,
@@ -189,6 +201,9 @@ pub enum Action {
     Stop,
 }
 
+/// [`CoreConfig::no_engine_limit`] unless configured.
+pub const DEFAULT_NO_ENGINE_LIMIT: Duration = Duration::from_secs(60);
+
 /// The settings the core needs.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -204,6 +219,15 @@ pub struct CoreConfig {
     /// The CURVE keypair engines' communicators use, handed to each engine
     /// in its registration reply; None when the hub runs without CURVE.
     pub communicator_keys: Option<zpar_protocol::CurveKeys>,
+    /// How long a load-balanced task that is ready to run waits while no
+    /// engine is registered to run it (none started yet, or the last one
+    /// died) before it fails with `NoEngines`. Time spent waiting for
+    /// dependencies, or for busy engines, does not count: a long queue on
+    /// live engines is normal. ipyparallel and Dask keep such tasks
+    /// forever, which turns a cluster whose engines never came up into a
+    /// silent hang; a minute covers engines that are still starting or
+    /// re-registering after a hub restart, and the error says what to do.
+    pub no_engine_limit: Duration,
 }
 
 impl Default for CoreConfig {
@@ -214,6 +238,7 @@ impl Default for CoreConfig {
             instance: "hub".into(),
             max_buffer_bytes: 64 << 10,
             communicator_keys: None,
+            no_engine_limit: DEFAULT_NO_ENGINE_LIMIT,
         }
     }
 }
@@ -291,8 +316,15 @@ impl HubCore {
                     self.engine_lost(id, reason, now, &mut out);
                 }
             }
+            Event::Undeliverable {
+                channel,
+                uuid,
+                frames,
+                waited,
+            } => self.on_undeliverable(channel, &uuid, frames, waited, now),
             Event::Tick => {
                 self.close_stale_streams(now);
+                self.expire_engineless_tasks(now, &mut out);
                 self.on_tick(&mut out)
             }
             Event::Stop => self.stop_engines(&mut out),

@@ -342,6 +342,7 @@ impl HubCore {
                     allowed: None,
                     retries: 0,
                     attempt: 0,
+                    no_engine_since: None,
                 });
             } else {
                 let engines: Vec<u32> = recs.iter().filter_map(|r| r.engine).collect();

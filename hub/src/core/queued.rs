@@ -22,6 +22,11 @@ pub struct QueuedTask {
     pub retries: u32,
     /// How many times it has been sent to an engine before (0 at first).
     pub attempt: u32,
+    /// Since when (Unix seconds) it has been ready to run with no engine
+    /// registered to run it; None while an engine could take it or a
+    /// dependency holds it back. After [`super::CoreConfig::no_engine_limit`]
+    /// it fails with `NoEngines`.
+    pub no_engine_since: Option<f64>,
 }
 
 impl QueuedTask {
@@ -41,6 +46,7 @@ impl QueuedTask {
             allowed: self.allowed.clone(),
             retries: self.retries,
             attempt: self.attempt,
+            no_engine_since: None,
         }
     }
 }

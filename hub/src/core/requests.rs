@@ -114,7 +114,7 @@ impl HubCore {
         }
         if header.msg_type == "stream_chunk" {
             let client = identities[0].clone();
-            return self.on_client_chunk(channel, raw, &header, client, out);
+            return self.on_client_chunk(channel, raw, &header, client, now, out);
         }
         // From here on the request is signed and has a header: it gets an
         // answer, whatever else is wrong with it.
@@ -157,6 +157,7 @@ impl HubCore {
                 allowed: metadata.targets,
                 retries: metadata.retries,
                 attempt: 0,
+                no_engine_since: None,
                 header,
                 identities,
                 raw,
@@ -227,6 +228,19 @@ impl HubCore {
             }
         };
         let client = identities[0].clone();
+        // An engine named twice runs the request once: one record, one copy
+        // and one reply per engine. Sending it twice would record it twice
+        // and send the engine the same signature twice, which its replay
+        // guard drops, so the second record and the client's second slot
+        // would stay pending forever. Refusing would fail work the client
+        // plainly asked for; `[0, 0]` means engine 0.
+        let named = targets.len();
+        let mut seen = std::collections::HashSet::with_capacity(named);
+        let targets: Vec<u32> = targets.into_iter().filter(|id| seen.insert(*id)).collect();
+        if targets.len() < named {
+            debug!(msg_id = %header.msg_id, named, distinct = targets.len(),
+                "a request names engines more than once; each runs it once");
+        }
         let mut live = Vec::with_capacity(targets.len());
         for id in targets {
             match self.registry.get(id) {
@@ -348,6 +362,61 @@ impl HubCore {
         }
         if channel == Channel::Task {
             self.schedule_waiting(now, out);
+        }
+    }
+
+    /// A message the loop could not deliver to engine `uuid`: the request
+    /// it is (or the streamed request it is a chunk of) fails with
+    /// `Undelivered`, answered to its client once, instead of waiting for
+    /// a reply that cannot come.
+    pub(super) fn on_undeliverable(
+        &mut self,
+        channel: Channel,
+        uuid: &[u8],
+        frames: Frames,
+        waited: f64,
+        now: f64,
+    ) {
+        let Some(engine) = self.registry.id_of(uuid) else {
+            return; // lost meanwhile: its pending requests were failed then
+        };
+        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
+            Ok(r) => r,
+            Err(e) => return warn!(error = %e, engine, "an undeliverable message is unreadable"),
+        };
+        let Ok(header) = raw.header() else {
+            return warn!(engine, "an undeliverable message has no header");
+        };
+        let msg_id = if header.msg_type == "stream_chunk" {
+            match raw.parent_header() {
+                Ok(Some(p)) => p.msg_id,
+                _ => return,
+            }
+        } else {
+            header.msg_id
+        };
+        let Some(pending) = self
+            .registry
+            .get_mut(engine)
+            .and_then(|e| e.pending.remove(&msg_id))
+        else {
+            // Answered or failed already (a later chunk of a failed stream).
+            return debug!(engine, %msg_id, "an undeliverable message of a request no longer pending");
+        };
+        let why = format!(
+            "the hub could not deliver the request to engine {engine}: the engine's {channel}              connection did not come up within {waited:.0} s (it registered, but its {channel}              socket never connected, or a firewall blocks it); check the engine's log and              network, then submit again"
+        );
+        warn!(engine, %msg_id, %channel, "{why}");
+        self.fail_record(&msg_id, Some(engine), &ErrorClass::Undelivered, &why, now);
+        if !pending.client.is_empty() {
+            self.reject(
+                pending.channel,
+                vec![pending.client],
+                &pending.header,
+                Some(engine),
+                ErrorClass::Undelivered,
+                why,
+            );
         }
     }
 

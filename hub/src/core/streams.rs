@@ -8,7 +8,9 @@
 //! (signed, a known route) and forwarded to every engine of the route (the
 //! last takes the frames as they came, the others a copy); the route closes
 //! after the announced number of chunks, when its engines are lost, or
-//! [`ROUTE_LIFE`] after it opened. Chunks are not recorded: records keep
+//! [`ROUTE_LIFE`] after its last chunk (or its opening, before the first):
+//! a push that takes longer than that as a whole, but keeps sending, stays
+//! routed. Chunks are not recorded: records keep
 //! buffers only up to a limit anyway, and mark a streamed value's as
 //! dropped. Engines check order, duplicates and sizes (`Assembly`); the hub
 //! only routes.
@@ -22,7 +24,8 @@ use std::collections::HashMap;
 use tracing::{debug, warn};
 use zpar_protocol::{Channel, Header, RawMessage};
 
-/// How long a route stays open for chunks that do not come.
+/// How long a route stays open after its last chunk (or its opening) for
+/// chunks that do not come.
 pub(crate) const ROUTE_LIFE: f64 = 120.0;
 
 /// Where a streamed request's chunks go.
@@ -33,7 +36,8 @@ pub(crate) struct StreamRoute {
     targets: Vec<Vec<u8>>,
     /// Chunks still to come.
     left: u32,
-    opened: f64,
+    /// When it opened or last forwarded a chunk (Unix seconds).
+    last_active: f64,
 }
 
 /// Routes by (client identity, request msg id).
@@ -45,7 +49,7 @@ impl HubCore {
     /// whose engines are all gone; on every tick and when a route opens.
     pub(super) fn close_stale_streams(&mut self, now: f64) {
         self.streams
-            .retain(|_, r| now - r.opened < ROUTE_LIFE && !r.targets.is_empty());
+            .retain(|_, r| now - r.last_active < ROUTE_LIFE && !r.targets.is_empty());
     }
 
     pub(super) fn open_stream(
@@ -67,7 +71,7 @@ impl HubCore {
                 channel,
                 targets,
                 left: frames,
-                opened: now,
+                last_active: now,
             },
         );
     }
@@ -80,6 +84,7 @@ impl HubCore {
         raw: RawMessage,
         header: &Header,
         client: Vec<u8>,
+        now: f64,
         out: &mut Vec<Action>,
     ) {
         let parent = match raw.parent_header() {
@@ -95,6 +100,7 @@ impl HubCore {
             return warn!(msg_id = %key.1, %channel, "dropped a stream chunk sent on another channel");
         }
         route.left -= 1;
+        route.last_active = now;
         let targets = if route.left == 0 {
             self.streams
                 .remove(&key)

@@ -8,7 +8,9 @@ use super::registry::Pending;
 use super::{Action, HubCore, LossReason};
 use crate::records::TaskRecord;
 use tracing::{debug, info, warn};
-use zpar_protocol::{Channel, Content, EngineNotification, ErrorClass, RecordStatus, Status};
+use zpar_protocol::{
+    Channel, Content, EngineNotification, ErrorClass, RawMessage, RecordStatus, Status,
+};
 
 /// Whether a task's dependencies let it run now.
 #[derive(Debug)]
@@ -24,7 +26,13 @@ enum Readiness {
 impl HubCore {
     /// The finished records of a dependency, or why the task must wait or
     /// cannot run. `kind` is `after` or `follow`, for messages.
-    fn dependency(&self, id: &str, kind: &str) -> Result<Vec<TaskRecord>, Readiness> {
+    fn dependency(&self, task: &str, id: &str, kind: &str) -> Result<Vec<TaskRecord>, Readiness> {
+        if id == task {
+            return Err(Readiness::Impossible(
+                ErrorClass::ImpossibleDependency,
+                format!("`{kind}` names the task itself ({id}), which can never finish first"),
+            ));
+        }
         let recs = self.records.get(id).map_err(|e| {
             Readiness::Impossible(
                 ErrorClass::ImpossibleDependency,
@@ -37,16 +45,37 @@ impl HubCore {
                 format!("`{kind}` names {id}, which the hub has no record of"),
             ));
         }
+        if let Some(r) = recs.iter().find(|r| !r.finished() && self.lost(r)) {
+            return Err(Readiness::Impossible(
+                ErrorClass::ImpossibleDependency,
+                format!(
+                    "`{kind}` names {id}, whose record on engine {:?} is pending but which \
+                     that engine does not owe any more: it can never finish",
+                    r.engine
+                ),
+            ));
+        }
         if recs.iter().any(|r| !r.finished()) {
             return Err(Readiness::Wait);
         }
         Ok(recs)
     }
 
+    /// Whether a pending record belongs to a request nobody will answer:
+    /// assigned to an engine that does not owe it. (An unassigned pending
+    /// record is a task in the queue.)
+    fn lost(&self, r: &TaskRecord) -> bool {
+        r.engine.is_some_and(|e| {
+            self.registry
+                .get(e)
+                .is_none_or(|entry| !entry.pending.contains_key(&r.msg_id))
+        })
+    }
+
     /// Where a task may run, judged by its dependencies' records.
     fn readiness(&self, task: &QueuedTask) -> Readiness {
         for id in &task.after {
-            let recs = match self.dependency(id, "after") {
+            let recs = match self.dependency(&task.header.msg_id, id, "after") {
                 Ok(r) => r,
                 Err(why) => return why,
             };
@@ -62,7 +91,7 @@ impl HubCore {
         }
         let mut allowed = task.allowed.clone();
         for id in &task.follow {
-            let recs = match self.dependency(id, "follow") {
+            let recs = match self.dependency(&task.header.msg_id, id, "follow") {
                 Ok(r) => r,
                 Err(why) => return why,
             };
@@ -112,10 +141,25 @@ impl HubCore {
                     }
                 }
                 Readiness::Ready(allowed) => {
-                    // No engine (yet): keep it; engines may come.
+                    // No engine (yet): keep it a while; engines may come.
                     let Some(engine) = self.scheduler.pick(&mut self.registry, allowed.as_deref())
                     else {
-                        i += 1;
+                        let limit = self.config.no_engine_limit.as_secs_f64();
+                        let since = *self.waiting[i].no_engine_since.get_or_insert(now);
+                        if now - since < limit {
+                            i += 1;
+                            continue;
+                        }
+                        if let Some(t) = self.waiting.remove(i) {
+                            let why = format!(
+                                "no engine was registered to run this task for {limit:.0} s \
+                                 (none has started, or the last one died); start engines \
+                                 (`zpar engine` or `zpar cluster`) and submit it again, or \
+                                 give the hub a longer no-engine limit"
+                            );
+                            warn!(msg_id = %t.header.msg_id, "{why}");
+                            self.fail_task(t, ErrorClass::NoEngines, why, now);
+                        }
                         continue;
                     };
                     if let Some(t) = self.waiting.remove(i) {
@@ -123,6 +167,19 @@ impl HubCore {
                     }
                 }
             }
+        }
+    }
+
+    /// Fails the tasks that waited too long with no engine to run them
+    /// (on each tick; see [`super::CoreConfig::no_engine_limit`]).
+    pub(crate) fn expire_engineless_tasks(&mut self, now: f64, out: &mut Vec<Action>) {
+        let limit = self.config.no_engine_limit.as_secs_f64();
+        let due = self
+            .waiting
+            .iter()
+            .any(|t| t.no_engine_since.is_some_and(|since| now - since >= limit));
+        if due {
+            self.schedule_waiting(now, out);
         }
     }
 
@@ -138,6 +195,10 @@ impl HubCore {
             return;
         };
         self.update_record(&t.header.msg_id, None, |r| r.engine = Some(engine));
+        let mut t = t;
+        if t.attempt > 0 {
+            t.raw = self.signed_for_attempt(t.raw, t.attempt);
+        }
         let retry = (t.retries > 0).then(|| Box::new(t.for_retry()));
         let pending = Pending {
             client: t.client().to_vec(),
@@ -153,6 +214,30 @@ impl HubCore {
             uuid,
             frames: t.raw.into_frames(),
         });
+    }
+
+    /// A retried task as it goes out again: metadata `attempt` set to
+    /// `attempt`, signed anew by the hub. The first attempt's frames carry
+    /// the client's signature, and an engine that already saw them (it was
+    /// lost, registered again and gets the task back) would drop them as a
+    /// replay; the new metadata frame gives a new signature, while the
+    /// msg id, and so the client's match of the reply, stays.
+    fn signed_for_attempt(&self, mut raw: RawMessage, attempt: u32) -> RawMessage {
+        let mut metadata = match raw.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                // It was read when the task came, so this cannot happen.
+                warn!(error = %e, "a retried task's metadata is unreadable; sent as it came");
+                return raw;
+            }
+        };
+        metadata.insert("attempt".into(), serde_json::Value::from(attempt));
+        match serde_json::to_vec(&metadata) {
+            Ok(json) => raw.metadata = json.into(),
+            Err(e) => warn!(error = %e, "retry metadata not encoded"),
+        }
+        raw.signature = self.session.sign(raw.signed_parts()).into_bytes().into();
+        raw
     }
 
     /// An engine left or died: retry or fail what it owed, tell the clients.

@@ -1970,3 +1970,277 @@ fn an_engines_result_chunks_go_to_the_client_at_once_and_only_while_pending() {
     engine_chunk(&mut h, 1);
     h.assert_no_more();
 }
+
+// ----- nothing lost, nothing unanswered (issue 33) -----
+
+#[test]
+fn a_target_named_twice_runs_once_and_is_answered_once() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let req = h.execute(&[0, 0, 1, 0]);
+    let sent: Vec<(Channel, u32, Message)> = (0..2).map(|_| h.take_to_engine()).collect();
+    h.assert_no_more();
+    assert_eq!(sent.iter().map(|s| s.1).collect::<Vec<_>>(), vec![0, 1]);
+    let mut engines: Vec<Option<u32>> = h
+        .core
+        .records
+        .get(&req.header.msg_id)
+        .unwrap()
+        .iter()
+        .map(|r| r.engine)
+        .collect();
+    engines.sort();
+    assert_eq!(engines, vec![Some(0), Some(1)], "one record per engine");
+    for (_, e, m) in &sent {
+        h.answer(*e, Channel::Mux, m);
+    }
+    h.flush_replies(2);
+    assert_eq!(h.pending_on(0) + h.pending_on(1), 0);
+    h.assert_no_more();
+}
+
+#[test]
+fn a_retry_sent_back_to_the_same_engine_is_signed_anew_and_runs() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = h.task(retries(1));
+    let (_, first, got_first) = h.take_to_engine();
+    assert!(!got_first.metadata.contains_key("attempt"));
+    // The only engine misses heartbeats, then registers again with the
+    // replay guard that saw the first attempt (the harness keeps one
+    // session per engine uuid, and decodes every send through it).
+    h.lose(first, LossReason::MissedHeartbeats);
+    h.take_loss(first);
+    h.tick();
+    h.expect_commit();
+    let back = h.register_as(&uuid_of(first), Some(first));
+    let (_, engine, got) = h.take_to_engine();
+    assert_eq!(engine, back);
+    assert_eq!(
+        got.header.msg_id, req.header.msg_id,
+        "the client's match stays"
+    );
+    assert_eq!(got.metadata.get("attempt"), Some(&json!(1)));
+    assert_eq!(
+        RequestMetadata::from_map(&got.metadata).unwrap().retries,
+        1,
+        "the client's keys are kept"
+    );
+    h.expect_commit_if_any();
+    h.answer(engine, Channel::Task, &got);
+    let (_, r) = h.flush_reply();
+    assert_eq!(r.parent_header.unwrap().msg_id, req.header.msg_id);
+    assert_eq!(r.content.task_reply().unwrap().status, Status::Ok);
+    h.assert_no_more();
+}
+
+#[test]
+fn a_ready_task_with_no_engine_fails_after_the_no_engine_limit() {
+    let mut h = HubHarness::new();
+    let req = h.task(RequestMetadata::default());
+    h.tick();
+    h.expect_commit();
+    h.now += DEFAULT_NO_ENGINE_LIMIT.as_secs_f64() - 1.0;
+    h.tick();
+    h.assert_no_more();
+    assert_eq!(h.core.waiting(), 1, "still within the limit");
+    h.now += 2.0;
+    let (channel, r) = h.flush_reply();
+    assert_eq!(channel, Channel::Task);
+    assert_eq!(r.parent_header.as_ref().unwrap().msg_id, req.header.msg_id);
+    let (ename, evalue) = error_of(&r);
+    assert_eq!(ename, "NoEngines");
+    assert!(
+        evalue.contains("60 s") && evalue.contains("start engines"),
+        "{evalue}"
+    );
+    assert_eq!(h.core.waiting(), 0);
+    assert_eq!(
+        h.record_status(&req.header.msg_id, None),
+        RecordStatus::Done(Status::Error)
+    );
+    h.assert_no_more();
+}
+
+#[test]
+fn a_retry_after_the_last_engine_died_fails_after_the_no_engine_limit() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = h.task(retries(1));
+    h.take_to_engine();
+    h.lose(0, LossReason::MissedHeartbeats);
+    h.take_loss(0);
+    h.tick();
+    h.expect_commit();
+    assert_eq!(h.core.waiting(), 1);
+    h.now += DEFAULT_NO_ENGINE_LIMIT.as_secs_f64() + 1.0;
+    let (_, r) = h.flush_reply();
+    assert_eq!(r.parent_header.as_ref().unwrap().msg_id, req.header.msg_id);
+    assert_eq!(error_of(&r).0, "NoEngines");
+    h.assert_no_more();
+}
+
+#[test]
+fn tasks_waiting_for_busy_engines_or_dependencies_have_no_deadline() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let first = h.task(RequestMetadata::default());
+    let (_, e, got) = h.take_to_engine();
+    h.task(after(&[&first]));
+    h.tick();
+    h.expect_commit();
+    h.now += 10.0 * DEFAULT_NO_ENGINE_LIMIT.as_secs_f64();
+    h.tick();
+    h.assert_no_more();
+    assert_eq!(h.core.waiting(), 1);
+    h.answer(e, Channel::Task, &got);
+    h.take_to_engine();
+    h.flush_reply();
+    h.assert_no_more();
+}
+
+/// A task whose `after` or `follow` (per `kind`) names its own msg id.
+fn task_naming_itself(h: &mut HubHarness, kind: &str) -> Message {
+    let mut msg = Message::new(&h.client, apply());
+    msg.identities = vec![CLIENT.to_vec()];
+    let own = vec![msg.header.msg_id.clone()];
+    msg.metadata = match kind {
+        "after" => RequestMetadata {
+            after: own,
+            ..Default::default()
+        },
+        _ => RequestMetadata {
+            follow: own,
+            ..Default::default()
+        },
+    }
+    .to_map();
+    let frames = h.client.encode(&msg).into_frames();
+    h.handle(Event::ClientRequest {
+        channel: Channel::Task,
+        frames,
+    });
+    msg
+}
+
+#[test]
+fn a_task_whose_after_or_follow_names_itself_is_refused_at_once() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    for kind in ["after", "follow"] {
+        let req = task_naming_itself(&mut h, kind);
+        let (_, r) = h.flush_reply();
+        assert_eq!(r.parent_header.as_ref().unwrap().msg_id, req.header.msg_id);
+        let (ename, evalue) = error_of(&r);
+        assert_eq!(ename, "ImpossibleDependency");
+        assert!(
+            evalue.contains(kind) && evalue.contains("itself"),
+            "{evalue}"
+        );
+        assert_eq!(h.core.waiting(), 0);
+        assert_eq!(
+            h.record_status(&req.header.msg_id, None),
+            RecordStatus::Done(Status::Error)
+        );
+    }
+    h.assert_no_more();
+}
+
+#[test]
+fn a_dependency_on_a_request_no_engine_owes_fails_clearly() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    // A record left pending on engine 0 although engine 0 does not owe
+    // it: what the paths of issue 33 used to leave behind.
+    let lost = Message::new(&h.client, execute("1"));
+    let raw = h.client.encode(&lost);
+    let mut rec = h
+        .core
+        .record_of(&raw, &lost.header, CLIENT, Channel::Mux, Some(0), h.now);
+    rec.msg_id = lost.header.msg_id.clone();
+    h.core.insert_record(rec);
+    h.task(after(&[&lost]));
+    let (_, r) = h.flush_reply();
+    let (ename, evalue) = error_of(&r);
+    assert_eq!(ename, "ImpossibleDependency");
+    assert!(
+        evalue.contains(&lost.header.msg_id) && evalue.contains("can never finish"),
+        "{evalue}"
+    );
+    h.assert_no_more();
+}
+
+#[test]
+fn a_stream_route_closes_after_its_last_chunk_not_after_it_opened() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let head = streamed_push(&mut h, &[0], 3);
+    h.take_to_engine();
+    h.tick();
+    h.expect_commit();
+    // Each chunk comes 100 s after the one before: 200 s after the route
+    // opened, the stream is still going.
+    for index in 0..2 {
+        h.now += 100.0;
+        h.tick();
+        client_chunk(&mut h, &head, index, 3);
+        let (_, to, chunk) = h.take_to_engine();
+        assert_eq!(to, 0);
+        assert_eq!(
+            chunk.content,
+            Content::StreamChunk(zpar_protocol::StreamChunk { index, of: 3 })
+        );
+        h.assert_no_more();
+    }
+    // Silent for longer than a route lives: closed.
+    h.now += super::streams::ROUTE_LIFE + 1.0;
+    h.tick();
+    assert_eq!(h.core.open_streams(), 0);
+    client_chunk(&mut h, &head, 2, 3);
+    h.assert_no_more();
+}
+
+#[test]
+fn a_request_the_loop_cannot_deliver_fails_with_undelivered_once() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let req = h.execute(&[1]);
+    let Action::ToEngine {
+        channel,
+        uuid,
+        frames,
+    } = h.take()
+    else {
+        panic!("expected ToEngine")
+    };
+    let copy: Frames = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
+    h.handle(Event::Undeliverable {
+        channel,
+        uuid: uuid.clone(),
+        frames,
+        waited: 30.0,
+    });
+    let (reply_channel, r) = h.flush_reply();
+    assert_eq!(reply_channel, Channel::Mux);
+    assert_eq!(r.parent_header.as_ref().unwrap().msg_id, req.header.msg_id);
+    let (ename, evalue) = error_of(&r);
+    assert_eq!(ename, "Undelivered");
+    assert!(
+        evalue.contains("engine 1") && evalue.contains("30 s") && evalue.contains("mux"),
+        "{evalue}"
+    );
+    assert_eq!(h.pending_on(1), 0);
+    assert_eq!(
+        h.record_status(&req.header.msg_id, Some(1)),
+        RecordStatus::Done(Status::Error)
+    );
+    // The same message again (or a later chunk of it): answered already.
+    h.handle(Event::Undeliverable {
+        channel,
+        uuid,
+        frames: copy,
+        waited: 30.0,
+    });
+    h.tick();
+    h.assert_no_more();
+}

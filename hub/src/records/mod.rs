@@ -564,6 +564,39 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_sqlite_write_or_commit_keeps_the_record_and_writes_it_later() {
+        let dir = std::env::temp_dir().join(format!("zpar-records-{}", zpar_protocol::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tasks.db");
+        let mut store = Records::sqlite(&path, 1 << 20).unwrap();
+        store.insert(rec("early", Some(0), PENDING)).unwrap();
+        store.insert(rec("late", Some(1), PENDING)).unwrap();
+        // Another process holds the file's write lock.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        assert!(store.update("early", Some(0), finish).is_err(), "no write");
+        assert!(store.flush().is_err(), "no commit");
+        assert!(store.update("late", Some(1), finish).is_err());
+        for id in ["early", "late"] {
+            let r = store.get(id).unwrap();
+            assert_eq!(r.len(), 1, "{id} is still there");
+            assert_eq!(r[0].status, OK, "{id} is still finished");
+        }
+        assert!(store.flush().is_err(), "still locked");
+        other.execute_batch("COMMIT").unwrap();
+        store.flush().unwrap();
+        drop(store);
+        let again = Records::sqlite(&path, 1 << 20).unwrap();
+        for id in ["early", "late"] {
+            let r = again.get(id).unwrap();
+            assert_eq!(r.len(), 1, "{id} reached the file");
+            assert_eq!(r[0].status, OK);
+            assert_eq!(r[0].result.as_ref().unwrap().buffers, vec![vec![9; 10]]);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn memory_store_is_bounded_and_keeps_pending() {
         let mut s = Records::memory(3, 1 << 20);
         s.insert(rec("p", Some(0), PENDING)).unwrap();

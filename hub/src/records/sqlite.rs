@@ -9,12 +9,24 @@ use zpar_protocol::{Channel, RecordStatus};
 /// The SQLite store. Pending records stay in memory and reach the file
 /// when they finish: one write per task, and a finished task is all a crash
 /// must not lose (a task pending at a crash can never finish anyway).
+///
+/// A write or a commit that fails (a full disk, a file locked by another
+/// process) loses nothing: the records stay in memory ([`Self::unwritten`])
+/// and are written again at the next commit, and the commit reports the
+/// failure, so the hub holds the replies that depend on them.
 pub struct SqliteStore {
     conn: Connection,
     in_tx: bool,
     pub(super) max_buffer_bytes: usize,
     /// (msg id, engine or -1) → a record not yet finished.
     pending: HashMap<(String, i64), TaskRecord>,
+    /// Finished records written in the open transaction: if SQLite rolls
+    /// it back, they are written again.
+    written: Vec<TaskRecord>,
+    /// Finished records not in the file: their write failed, or their
+    /// transaction was rolled back. Read like the file's rows; written at
+    /// the next commit.
+    unwritten: HashMap<(String, i64), TaskRecord>,
 }
 
 fn key_of(engine: Option<u32>) -> i64 {
@@ -131,6 +143,8 @@ impl SqliteStore {
             in_tx: false,
             max_buffer_bytes,
             pending: HashMap::new(),
+            written: Vec::new(),
+            unwritten: HashMap::new(),
         })
     }
 
@@ -142,20 +156,66 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Writes the records whose write failed before, then commits. On an
+    /// error every record not in the file stays in memory, to be written
+    /// by the next call.
     pub(super) fn commit(&mut self) -> DbResult<()> {
-        if self.in_tx {
-            self.conn.execute_batch("COMMIT")?;
-            self.in_tx = false;
+        let mut failed = None;
+        let again: Vec<TaskRecord> = self.unwritten.drain().map(|(_, r)| r).collect();
+        for r in again {
+            if let Err(e) = self.write(r) {
+                failed.get_or_insert(e);
+            }
         }
-        Ok(())
+        if self.in_tx {
+            if let Err(e) = self.conn.execute_batch("COMMIT") {
+                self.after_error();
+                return Err(e);
+            }
+            self.in_tx = false;
+            self.written.clear();
+        }
+        failed.map_or(Ok(()), Err)
     }
 
-    /// Keeps a pending record in memory, writes a finished one.
+    /// Writes a finished record in the open transaction; keeps it in memory
+    /// if that fails.
+    fn write(&mut self, r: TaskRecord) -> DbResult<()> {
+        match self.upsert(&r) {
+            Ok(()) => {
+                self.written.push(r);
+                Ok(())
+            }
+            Err(e) => {
+                self.unwritten
+                    .insert((r.msg_id.clone(), key_of(r.engine)), r);
+                self.after_error();
+                Err(e)
+            }
+        }
+    }
+
+    /// After a failed statement: if SQLite rolled the whole transaction
+    /// back (it does on a full disk or an I/O error), what it held is to be
+    /// written again.
+    fn after_error(&mut self) {
+        if self.in_tx && self.conn.is_autocommit() {
+            self.in_tx = false;
+            for r in self.written.drain(..) {
+                self.unwritten
+                    .insert((r.msg_id.clone(), key_of(r.engine)), r);
+            }
+        }
+    }
+
+    /// Keeps a pending record in memory, writes a finished one. A finished
+    /// record leaves memory only once it is written.
     pub(super) fn put(&mut self, r: TaskRecord) -> DbResult<()> {
         let key = (r.msg_id.clone(), key_of(r.engine));
         if r.finished() {
             self.pending.remove(&key);
-            self.upsert(&r)
+            self.unwritten.remove(&key);
+            self.write(r)
         } else {
             self.pending.insert(key, r);
             Ok(())
@@ -244,9 +304,15 @@ impl SqliteStore {
             .prepare_cached("SELECT * FROM tasks WHERE msg_id = ?1 ORDER BY seq")?;
         let rows = stmt.query_map([msg_id], SqliteStore::row)?;
         let mut out: Vec<TaskRecord> = rows.collect::<DbResult<_>>()?;
+        out.retain(|r| {
+            !self
+                .unwritten
+                .contains_key(&(r.msg_id.clone(), key_of(r.engine)))
+        });
         out.extend(
-            self.pending
+            self.unwritten
                 .values()
+                .chain(self.pending.values())
                 .filter(|r| r.msg_id == msg_id)
                 .cloned(),
         );
@@ -263,7 +329,9 @@ impl SqliteStore {
         let held = self
             .pending
             .remove(&(msg_id.to_string(), key))
-            .or_else(|| self.pending.remove(&(msg_id.to_string(), -1)));
+            .or_else(|| self.pending.remove(&(msg_id.to_string(), -1)))
+            .or_else(|| self.unwritten.remove(&(msg_id.to_string(), key)))
+            .or_else(|| self.unwritten.remove(&(msg_id.to_string(), -1)));
         if let Some(mut r) = held {
             f(&mut r);
             self.put(r)?;
@@ -277,13 +345,27 @@ impl SqliteStore {
         let Some(mut r) = found else { return Ok(false) };
         let old_key = r.engine.map_or(-1, i64::from);
         f(&mut r);
-        self.begin()?;
         if r.engine.map_or(-1, i64::from) != old_key {
-            self.conn
-                .prepare_cached("DELETE FROM tasks WHERE msg_id = ?1 AND engine_key = ?2")?
-                .execute(params![msg_id, old_key])?;
+            let deleted = self.begin().and_then(|()| {
+                self.conn
+                    .prepare_cached("DELETE FROM tasks WHERE msg_id = ?1 AND engine_key = ?2")?
+                    .execute(params![msg_id, old_key])
+            });
+            if let Err(e) = deleted {
+                // Kept, to be written at the next commit (the stale row
+                // under its old engine key stays; reads see this one).
+                self.unwritten
+                    .insert((r.msg_id.clone(), key_of(r.engine)), r);
+                self.after_error();
+                return Err(e);
+            }
         }
-        self.upsert(&r)?;
+        if r.finished() {
+            self.write(r)?;
+        } else {
+            self.begin()?;
+            self.upsert(&r)?;
+        }
         Ok(true)
     }
 
@@ -293,6 +375,12 @@ impl SqliteStore {
             .prepare_cached("SELECT * FROM tasks ORDER BY seq")?;
         let rows = stmt.query_map([], SqliteStore::row)?;
         let mut out: Vec<TaskRecord> = rows.collect::<DbResult<_>>()?;
+        out.retain(|r| {
+            !self
+                .unwritten
+                .contains_key(&(r.msg_id.clone(), key_of(r.engine)))
+        });
+        out.extend(self.unwritten.values().cloned());
         out.extend(self.pending_by_age().into_iter().cloned());
         Ok(out)
     }
@@ -309,7 +397,7 @@ impl SqliteStore {
             .prepare_cached("SELECT msg_id FROM tasks GROUP BY msg_id ORDER BY MIN(seq)")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         let mut out: Vec<String> = rows.collect::<DbResult<_>>()?;
-        for r in self.pending_by_age() {
+        for r in self.unwritten.values().chain(self.pending_by_age()) {
             if !out.contains(&r.msg_id) {
                 out.push(r.msg_id.clone());
             }
@@ -318,6 +406,10 @@ impl SqliteStore {
     }
 
     pub(super) fn purge(&mut self, msg_ids: &[String], all: bool) -> DbResult<usize> {
+        let before = self.unwritten.len();
+        self.unwritten
+            .retain(|(id, _), _| !all && !msg_ids.contains(id));
+        let forgotten = before - self.unwritten.len();
         self.begin()?;
         let n = if all {
             self.conn
@@ -333,7 +425,7 @@ impl SqliteStore {
             n
         };
         self.commit()?;
-        Ok(n)
+        Ok(n + forgotten)
     }
 
     pub(super) fn max_engine(&self) -> DbResult<Option<u32>> {
@@ -343,6 +435,7 @@ impl SqliteStore {
         Ok(stored
             .into_iter()
             .chain(self.pending.values().filter_map(|r| r.engine))
+            .chain(self.unwritten.values().filter_map(|r| r.engine))
             .max())
     }
 
@@ -350,7 +443,7 @@ impl SqliteStore {
         let stored: i64 = self
             .conn
             .query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?;
-        Ok(stored as usize + self.pending.len())
+        Ok(stored as usize + self.pending.len() + self.unwritten.len())
     }
 }
 
