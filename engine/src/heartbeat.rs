@@ -37,11 +37,13 @@ impl Heartbeat {
         curve: Option<&CurveKeys>,
     ) -> Result<Heartbeat, EngineError> {
         let sub = ctx.socket(zmq::SUB)?;
+        zpar_protocol::keepalive::set_zmtp_heartbeats(&sub)?;
         secure_client(&sub, curve)?;
         sub.set_subscribe(b"")?;
         sub.set_linger(0)?;
         sub.connect(ping_url)?;
         let dealer = ctx.socket(zmq::DEALER)?;
+        zpar_protocol::keepalive::set_zmtp_heartbeats(&dealer)?;
         secure_client(&dealer, curve)?;
         dealer.set_identity(identity)?;
         dealer.set_linger(0)?;

@@ -148,8 +148,12 @@ impl EngineServer {
         // Checked before anything connects: a garbled key is an error
         // naming the field, not a wait for a hub that cannot answer.
         let curve = conn.curve()?;
+        // Every socket to the hub carries ZeroMQ's heartbeats, so a
+        // connection that died silently is dropped and made anew instead of
+        // swallowing what is sent on it (`zpar_protocol::keepalive`).
         let socket = |kind: zmq::SocketType| -> Result<zmq::Socket, EngineError> {
             let s = ctx.socket(kind)?;
+            zpar_protocol::keepalive::set_zmtp_heartbeats(&s)?;
             secure_client(&s, curve.as_ref())?;
             s.set_linger(1000)?;
             Ok(s)

@@ -606,8 +606,23 @@ impl EngineCore {
         let is_execute = run.to.header.message_type() == Some(MessageType::ExecuteRequest);
         let mut actions = Vec::new();
         let mut buffers = outcome.buffers;
-        let failed = outcome.value.is_err();
-        let mut reply = match outcome.value {
+        let max_buffers = zpar_protocol::Limits::default().max_buffers();
+        let value = match outcome.value {
+            // A reply of more buffers than a message holds would be dropped
+            // by the hub: it fails here, saying what to do instead.
+            Ok(_) if buffers.len() > max_buffers => Err(ScriptError::new(
+                "NotTransferable",
+                format!(
+                    "the result has {} buffers, more than the {max_buffers} one message can carry: \
+                     return fewer, larger values (one array rather than a list of arrays), \
+                     or pull the values in parts",
+                    buffers.len()
+                ),
+            )),
+            value => value,
+        };
+        let failed = value.is_err();
+        let mut reply = match value {
             Ok(result) => {
                 if let Some(shown) = outcome.shown.filter(|_| is_execute && !run.silent) {
                     let mut data = std::collections::BTreeMap::new();

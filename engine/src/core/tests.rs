@@ -796,3 +796,31 @@ fn a_stray_chunk_is_dropped() {
     );
     h.assert_no_more();
 }
+
+#[test]
+fn a_result_of_more_buffers_than_a_message_holds_fails_with_what_to_do() {
+    let mut h = EngineHarness::cluster();
+    let id = h.start_execute(RequestMetadata::default());
+    let too_many = zpar_protocol::Limits::default().max_buffers() + 1;
+    h.handle(Event::Ran(RunOutcome {
+        value: Ok(Some(serde_json::json!([]))),
+        shown: None,
+        buffers: (0..too_many).map(|_| zmq::Message::new()).collect(),
+        stdout: String::new(),
+        stderr: String::new(),
+    }));
+    assert!(matches!(h.take_publish().1, Content::Error(_)));
+    let (_, reply) = h.take_reply();
+    assert!(reply.buffers.is_empty(), "no buffer of the value goes out");
+    let r = reply.content.task_reply().unwrap();
+    assert_eq!(r.ename.as_deref(), Some("NotTransferable"));
+    assert!(
+        r.evalue
+            .as_deref()
+            .unwrap()
+            .contains("fewer, larger values"),
+        "{r:?}"
+    );
+    h.expect_status(&id, "idle");
+    h.assert_no_more();
+}
