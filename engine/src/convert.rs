@@ -2,6 +2,7 @@
 
 use crate::arrays::{F64Array, I64Array};
 use rhai::{Array, Blob, Dynamic, FnPtr, ImmutableString, Map};
+use zpar_protocol::error::Chain;
 use zpar_protocol::value::{f64_bytes, i64_bytes, SharedOut};
 use zpar_protocol::Value;
 
@@ -145,7 +146,9 @@ fn shared_or_inline(
     if bytes.len() >= out.min_bytes {
         match zpar_protocol::value::write_shared(kind, bytes, len, out) {
             Ok(marker) => return marker,
-            Err(e) => tracing::warn!(error = %e, "no shared segment; sending the result inline"),
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "no shared segment; sending the result inline")
+            }
         }
     }
     zpar_protocol::value::encode_bytes_as(kind, bytes, len, buffers)

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use zpar_protocol::curve::{secure_client, CurveKeys};
+use zpar_protocol::error::Chain;
 
 /// A running heartbeat thread; stops when dropped.
 pub struct Heartbeat {
@@ -153,7 +154,7 @@ fn echo(
             Ok(_) => {}
             Err(zmq::Error::EINTR) => continue,
             Err(e) => {
-                tracing::warn!(error = %e, "heartbeat poll failed; heartbeat stops");
+                tracing::warn!(error = %Chain(&e), "heartbeat poll failed; heartbeat stops");
                 return;
             }
         }
@@ -177,7 +178,7 @@ fn echo(
             }
             *known = Some(instance);
             if let Err(e) = dealer.send(ping, zmq::DONTWAIT) {
-                tracing::debug!(error = %e, "heartbeat pong not sent");
+                tracing::debug!(error = %Chain(&e), "heartbeat pong not sent");
             }
         }
     }
@@ -187,7 +188,7 @@ impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Err(e) = self.wake.send(&b"stop"[..], zmq::DONTWAIT) {
-            tracing::debug!(error = %e, "could not wake the heartbeat thread to stop");
+            tracing::debug!(error = %Chain(&e), "could not wake the heartbeat thread to stop");
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -12,6 +12,7 @@ use crate::io::Io;
 use crate::EngineError;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+use zpar_protocol::error::Chain;
 use zpar_protocol::{
     recv_frames, send_frames, Content, CurveKeys, Message, RegistrationReply, RegistrationRequest,
     Status,
@@ -126,7 +127,7 @@ impl HubWatch {
                     let registered = match Registered::from_reply(r) {
                         Ok(r) => r,
                         Err(e) => {
-                            warn!(error = %e, "the hub's registration reply has bad communicator keys");
+                            warn!(error = %Chain(&e), "the hub's registration reply has bad communicator keys");
                             continue;
                         }
                     };
@@ -137,7 +138,7 @@ impl HubWatch {
                     accepted = Some(registered);
                 }
                 Ok(_) => {}
-                Err(e) => warn!(error = %e, "bad message on the registration channel"),
+                Err(e) => warn!(error = %Chain(&e), "bad message on the registration channel"),
             }
         }
         let back = silence < self.hb_period * 2;

@@ -14,6 +14,7 @@ use crate::kernel::{Kernel, KernelError, KernelHome};
 use serde_json::{Map, Value as Json};
 use std::collections::VecDeque;
 use tracing::{debug, warn};
+use zpar_protocol::error::Chain;
 use zpar_protocol::stream;
 use zpar_protocol::{
     recv_frames, send_frames, Channel, Content, Header, Message, ReplyMetadata, Session, Stream,
@@ -134,7 +135,7 @@ impl Io {
             Ok(frames) => Some(frames),
             Err(zmq::Error::EAGAIN) => None,
             Err(e) => {
-                warn!(%source, error = %e, "receive failed");
+                warn!(%source, error = %Chain(&e), "receive failed");
                 None
             }
         }
@@ -189,11 +190,11 @@ impl Io {
         if let Some(own) = self.kernel.as_ref().and_then(|k| k.own_iopub.as_ref()) {
             let copy = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
             if let Err(e) = send_frames(own, copy, zmq::DONTWAIT) {
-                debug!(error = %e, "kernel iopub message dropped");
+                debug!(error = %Chain(&e), "kernel iopub message dropped");
             }
         }
         if let Err(e) = send_frames(&self.iopub, frames, zmq::DONTWAIT) {
-            debug!(error = %e, "iopub message dropped");
+            debug!(error = %Chain(&e), "iopub message dropped");
         }
     }
 
@@ -248,7 +249,7 @@ impl Io {
             for chunk in stream::chunks_of(&self.session, parent, &reply.identities, buffers) {
                 if let Err(e) = send_frames(sock, self.session.encode_owned(chunk).into_frames(), 0)
                 {
-                    warn!(error = %e, "result chunk not sent");
+                    warn!(error = %Chain(&e), "result chunk not sent");
                 }
             }
         } else {
@@ -256,7 +257,7 @@ impl Io {
         }
         let raw = self.session.encode_owned(reply);
         if let Err(e) = send_frames(sock, raw.into_frames(), 0) {
-            warn!(error = %e, "reply not sent");
+            warn!(error = %Chain(&e), "reply not sent");
         }
     }
 

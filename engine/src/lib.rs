@@ -98,9 +98,3 @@ pub enum EngineError {
     #[error(transparent)]
     Kernel(#[from] KernelError),
 }
-
-/// An error and its causes on one line (for a reply's evalue, which has
-/// no room for a chain).
-pub(crate) fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
-    zpar_protocol::error::Chain(e).to_string()
-}

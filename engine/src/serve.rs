@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{error, warn};
 use zpar_protocol::bulk::Segment;
+use zpar_protocol::error::Chain;
 
 /// How long a result's shared segment waits for its client.
 const REPLY_SEGMENT_LIFE: Duration = Duration::from_secs(60);
@@ -210,7 +211,7 @@ fn perform(shared: &Shared, runner: Option<&mut Runner>, action: Action) {
         }
         Action::BindKernel { to } => {
             let bound = shared.io.borrow_mut().bind_kernel();
-            let binding = bound.map_err(|e| crate::error_line(&e));
+            let binding = bound.map_err(|e| Chain(&e).to_string());
             act(shared, runner, Event::KernelBound { to, binding });
         }
         Action::UnbindKernel => shared.io.borrow_mut().unbind_kernel(),
@@ -371,7 +372,7 @@ impl<'a> Serving<'a> {
             Ok(_) => {}
             Err(zmq::Error::EINTR) => return None,
             Err(e) => {
-                warn!(error = %e, "poll failed");
+                warn!(error = %Chain(&e), "poll failed");
                 return None;
             }
         }

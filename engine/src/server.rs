@@ -23,6 +23,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use zpar_protocol::curve::{secure_client, HandshakeMonitor, HandshakeWatch};
+use zpar_protocol::error::Chain;
 use zpar_protocol::{
     new_id, recv_frames, send_frames, Content, EngineConnection, Message, RegistrationRequest,
     Session, Status, UnregistrationRequest,
@@ -448,7 +449,7 @@ fn register(
                     return Registered::from_reply(r);
                 }
                 Ok(other) => debug!(msg_type = %other.header.msg_type, "ignored while registering"),
-                Err(e) => warn!(error = %e, "bad message while registering"),
+                Err(e) => warn!(error = %Chain(&e), "bad message while registering"),
             }
         }
         if started.elapsed() >= config.registration_timeout {
@@ -470,7 +471,7 @@ fn bind_address(requested: Option<&str>, hub_ip: &str) -> (String, String) {
         zpar_protocol::net::address_toward(hub_ip)
             .map(|a| a.to_string())
             .unwrap_or_else(|e| {
-                warn!(error = %e, hub = %hub_ip, "cannot tell the route to the hub; advertising its address");
+                warn!(error = %Chain(&e), hub = %hub_ip, "cannot tell the route to the hub; advertising its address");
                 hub_ip.to_string()
             })
     };

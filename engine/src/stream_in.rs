@@ -13,6 +13,7 @@ use crate::core::Source;
 use crate::io::Io;
 use std::time::Instant;
 use tracing::warn;
+use zpar_protocol::error::Chain;
 use zpar_protocol::stream::{self, Assembly, StreamError};
 use zpar_protocol::value::CHUNK_BYTES;
 use zpar_protocol::{Content, Header, Message, MessageType, RawMessage, DELIMITER};
@@ -59,12 +60,12 @@ pub(crate) fn receive(
         let raw = match RawMessage::from_frames(frames, &io.session.limits) {
             Ok(r) => r,
             Err(e) => {
-                warn!(error = %e, "dropped a malformed message");
+                warn!(error = %Chain(&e), "dropped a malformed message");
                 continue;
             }
         };
         if let Err(e) = io.session.check_signature(&raw) {
-            warn!(error = %e, "dropped a message");
+            warn!(error = %Chain(&e), "dropped a message");
             continue;
         }
         if !raw_is_chunk_of(&raw, msg_id) {
@@ -75,7 +76,7 @@ pub(crate) fn receive(
         let chunk = match io.session.decode(raw) {
             Ok(m) => m,
             Err(e) => {
-                warn!(error = %e, "dropped a stream chunk");
+                warn!(error = %Chain(&e), "dropped a stream chunk");
                 continue;
             }
         };
@@ -99,7 +100,7 @@ fn wait_readable(io: &Io, source: Source, last: Instant) -> Result<bool, StreamE
     Ok(match zmq::poll(&mut items, left.as_millis() as i64) {
         Ok(_) | Err(zmq::Error::EINTR) => items[0].is_readable(),
         Err(e) => {
-            warn!(error = %e, "poll failed");
+            warn!(error = %Chain(&e), "poll failed");
             false
         }
     })

@@ -40,6 +40,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
+use zpar_protocol::error::Chain;
 
 pub use place::{subtree_height, wait_for, Tree};
 
@@ -639,7 +640,7 @@ impl<P> Collective<P> {
 
     /// Fails the call without telling anyone.
     fn end_failed(&mut self, e: CollectiveError, out: &mut Vec<Output<P>>) {
-        warn!(engine = self.tree.me, seq = self.seq, error = %e, "collective failed");
+        warn!(engine = self.tree.me, seq = self.seq, error = %Chain(&e), "collective failed");
         self.end(Output::Failed(e), out);
     }
 

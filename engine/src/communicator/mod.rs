@@ -105,6 +105,7 @@ pub use native::{CHUNK_ELEMS, LARGE_MIN_BYTES};
 use shared::Slot;
 use tree::{secs, Comm};
 use wire::Payload;
+use zpar_protocol::error::Chain;
 
 /// A script value as a piece: `{"value": …}` and its buffers.
 fn encode(d: &Dynamic) -> RhaiResult<Payload> {
@@ -198,7 +199,7 @@ impl Transport<'_> {
             let seg = match c.shared.own_segment(slot, bytes.len()) {
                 Ok(seg) => seg,
                 Err(e) => {
-                    tracing::warn!(error = %e, "communicator: no shared segment; sending the value inline");
+                    tracing::warn!(error = %Chain(&e), "communicator: no shared segment; sending the value inline");
                     return Ok(None);
                 }
             };

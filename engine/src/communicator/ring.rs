@@ -27,6 +27,7 @@ use super::collective::{wait_for, Body, CollectiveError, Combine, Msg};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
+use zpar_protocol::error::Chain;
 
 /// An engine's place on the ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,7 +356,7 @@ impl<P> Ring<P> {
                 error: e.to_string(),
             },
         }));
-        warn!(engine = self.place.me, seq = self.seq, error = %e, "ring call failed");
+        warn!(engine = self.place.me, seq = self.seq, error = %Chain(&e), "ring call failed");
         self.end(RingOut::Failed(e), out);
     }
 

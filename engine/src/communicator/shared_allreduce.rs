@@ -48,6 +48,7 @@ use serde_json::{json, Value as Json};
 use std::cell::RefCell;
 use std::time::Duration;
 use zpar_protocol::bulk;
+use zpar_protocol::error::Chain;
 
 /// One engine's line in the roster.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,7 +233,7 @@ pub(super) fn roster<T: Elem>(
             Ok(Default::default())
         };
         offered.unwrap_or_else(|e| {
-            tracing::warn!(engine = me, error = %e, "communicator: no shared segment; this allreduce goes round the ring");
+            tracing::warn!(engine = me, error = %Chain(&e), "communicator: no shared segment; this allreduce goes round the ring");
             Default::default()
         })
     };

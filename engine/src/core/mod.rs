@@ -47,6 +47,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+use zpar_protocol::error::Chain;
 use zpar_protocol::kernel::CommClose;
 use zpar_protocol::{
     iso8601_now, Channel, Content, ErrorClass, ErrorContent, ExecuteInput, ExecuteResult, Header,
@@ -408,7 +409,7 @@ impl EngineCore {
             Inbound::Request(msg) => self.on_request(source, msg, now),
             Inbound::Bad { request, why } => vec![self.reply_bad(source, &request, &why)],
             Inbound::Dropped(e) => {
-                warn!(engine = self.engine_id, %source, error = %e, "dropped a bad message");
+                warn!(engine = self.engine_id, %source, error = %Chain(&e), "dropped a bad message");
                 Vec::new()
             }
         }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tracing::{debug, warn};
+use zpar_protocol::error::Chain;
 
 /// How long the echo thread waits in one poll before it looks at its stop
 /// flag again.
@@ -40,7 +41,7 @@ fn echo(rep: zmq::Socket, stop: Arc<AtomicBool>) {
             Ok(_) => {}
             Err(zmq::Error::EINTR) => continue,
             Err(e) => {
-                warn!(error = %e, "kernel heartbeat poll failed; the heartbeat stops");
+                warn!(error = %Chain(&e), "kernel heartbeat poll failed; the heartbeat stops");
                 return;
             }
         }
@@ -48,12 +49,12 @@ fn echo(rep: zmq::Socket, stop: Arc<AtomicBool>) {
             Ok(p) => p,
             Err(zmq::Error::EAGAIN) => continue,
             Err(e) => {
-                debug!(error = %e, "kernel heartbeat: nothing to echo");
+                debug!(error = %Chain(&e), "kernel heartbeat: nothing to echo");
                 continue;
             }
         };
         if let Err(e) = rep.send_multipart(ping, 0) {
-            debug!(error = %e, "kernel heartbeat echo not sent");
+            debug!(error = %Chain(&e), "kernel heartbeat echo not sent");
         }
     }
 }

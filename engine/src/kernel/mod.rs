@@ -49,6 +49,7 @@ use heartbeat::HeartbeatEcho;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tracing::{info, warn};
+use zpar_protocol::error::Chain;
 use zpar_protocol::{KernelConnection, Value};
 
 /// Why an engine could not serve as a kernel.
@@ -285,7 +286,7 @@ impl Kernel {
             return; // its own PUB closes with it
         }
         if let Err(e) = iopub.unbind(&self.iopub_endpoint) {
-            warn!(error = %e, endpoint = %self.iopub_endpoint, "cannot unbind the kernel's iopub address");
+            warn!(error = %Chain(&e), endpoint = %self.iopub_endpoint, "cannot unbind the kernel's iopub address");
         }
     }
 
@@ -325,7 +326,7 @@ impl Drop for Kernel {
             match std::fs::remove_file(&path) {
                 Ok(()) => info!(file = %path.display(), "kernel connection file removed"),
                 Err(e) => {
-                    warn!(error = %e, file = %path.display(), "cannot remove the kernel connection file")
+                    warn!(error = %Chain(&e), file = %path.display(), "cannot remove the kernel connection file")
                 }
             }
         }
