@@ -9,8 +9,8 @@ use crate::records::{Parts, TaskRecord};
 use tracing::{debug, warn};
 use zpar_protocol::error::Chain;
 use zpar_protocol::{
-    Channel, ErrorClass, Header, RawMessage, RecordStatus, ReplyMetadata, RequestMetadata,
-    ShutdownRequest, TaskReply,
+    Channel, ErrorClass, Header, MessageType, RawMessage, RecordStatus, ReplyMetadata,
+    RequestMetadata, ShutdownRequest, TaskReply,
 };
 
 /// A message's frames as a record keeps them; its buffers only if `small`.
@@ -112,7 +112,7 @@ impl HubCore {
         if identities.is_empty() {
             return warn!("dropped a client message without identity");
         }
-        if header.msg_type == "stream_chunk" {
+        if header.message_type() == Some(MessageType::StreamChunk) {
             let client = identities[0].clone();
             return self.on_client_chunk(channel, raw, &header, client, now, out);
         }
@@ -139,7 +139,9 @@ impl HubCore {
                 );
             }
         };
-        if channel == Channel::Control && header.msg_type == "shutdown_request" {
+        if channel == Channel::Control
+            && header.message_type() == Some(MessageType::ShutdownRequest)
+        {
             let content_says = serde_json::from_slice::<ShutdownRequest>(&raw.content)
                 .map(|r| r.hub)
                 .unwrap_or(false);
@@ -339,7 +341,9 @@ impl HubCore {
             return warn!(error = %Chain(&e), engine, "dropped an engine message");
         }
         if mentions(&raw.header, b"\"stream_chunk\"")
-            && raw.header().is_ok_and(|h| h.msg_type == "stream_chunk")
+            && raw
+                .header()
+                .is_ok_and(|h| h.message_type() == Some(MessageType::StreamChunk))
         {
             return self.on_engine_chunk(engine, channel, raw, out);
         }
@@ -387,7 +391,7 @@ impl HubCore {
         let Ok(header) = raw.header() else {
             return warn!(engine, "an undeliverable message has no header");
         };
-        let msg_id = if header.msg_type == "stream_chunk" {
+        let msg_id = if header.message_type() == Some(MessageType::StreamChunk) {
             match raw.parent_header() {
                 Ok(Some(p)) => p.msg_id,
                 _ => return,
