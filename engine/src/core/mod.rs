@@ -29,12 +29,18 @@
 //!   every validly signed request is answered, even one the engine does
 //!   not serve.
 //!
+//! The dispatch and what every handler shares are here; the run family's
+//! handlers are in `run.rs`, control's, the kernel's queries and drains in
+//! `control.rs`, and the harness in `tests.rs`.
+//!
 //! One rule holds for the loop: while a request runs, the core asks for
 //! nothing that needs the namespace (no [`Action::Run`], [`Action::Answer`],
 //! [`Action::Clear`] or [`Action::ReceiveStream`]): control requests served
 //! from the progress callback are answered at once, and a `clear` waits for
 //! the run to end. The harness in `tests.rs` checks it after every event.
 
+mod control;
+mod run;
 #[cfg(test)]
 mod tests;
 
@@ -45,13 +51,13 @@ use crate::stop::{Interrupter, StopReason};
 use serde_json::{Map, Value as Json};
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use std::time::Instant;
+use tracing::{debug, warn};
 use zpar_protocol::error::Chain;
 use zpar_protocol::kernel::CommClose;
 use zpar_protocol::{
-    iso8601_now, Channel, Content, ErrorClass, ErrorContent, ExecuteInput, ExecuteResult, Header,
-    Message, MessageType, ReplyMetadata, RequestMetadata, Status, StatusContent, TaskReply, Value,
+    Channel, Content, ErrorClass, Header, Message, ReplyMetadata, RequestMetadata, Status,
+    StatusContent, TaskReply, Value,
 };
 
 /// How many script operations run between two looks at the control sockets.
@@ -59,12 +65,6 @@ pub const CONTROL_CHECK_OPS: u64 = 1024;
 
 /// How many refused streams' ids are kept, to drop their chunks quietly.
 const REFUSED_STREAMS: usize = 64;
-
-/// Why an ipyparallel `apply_request` (pickled Python in its buffers) gets
-/// an `Unsupported` error.
-const PICKLED_PYTHON: &str = "zpar engines run Rhai and cannot load pickled Python: \
-    ipyparallel's apply, push, pull and map send Python functions and objects as pickles. \
-    Send Rhai code as a string instead, with execute() or %px";
 
 /// The socket a message came from, and so where its reply goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -473,404 +473,6 @@ impl EngineCore {
         }
     }
 
-    /// A chunk of a stream refused, aborted or already over.
-    fn on_stray_chunk(&self, msg: &Message, index: u32) {
-        let parent = msg.parent_header.as_ref().map(|p| p.msg_id.as_str());
-        if !parent.is_some_and(|p| self.refused_streams.iter().any(|r| r == p)) {
-            warn!(msg_id = ?parent, index, "dropped a chunk of no stream being received");
-        }
-    }
-
-    /// Execute, apply, push or pull: run it, after its stream if it
-    /// announced one; answer it aborted if a client aborted it.
-    fn on_run(&mut self, source: Source, msg: Message, now: Instant) -> Vec<Action> {
-        if self.aborted.remove(&msg.header.msg_id) {
-            return vec![self.reply_aborted(source, &msg)];
-        }
-        let limits = RequestMetadata::from_map(&msg.metadata).unwrap_or_default();
-        let job = Job {
-            source,
-            request: msg,
-            limits,
-        };
-        match job.limits.stream_frames {
-            Some(chunks) if !source.is_kernel() => vec![Action::ReceiveStream { job, chunks }],
-            _ => self.start(job, now),
-        }
-    }
-
-    fn on_stream_received(
-        &mut self,
-        mut job: Job,
-        buffers: Result<Vec<zmq::Message>, String>,
-        now: Instant,
-    ) -> Vec<Action> {
-        match buffers {
-            Ok(buffers) => {
-                job.request.buffers = buffers;
-                self.start(job, now)
-            }
-            Err(why) => {
-                warn!(engine = self.engine_id, msg_id = %job.request.header.msg_id, %why, "refused a chunk stream");
-                self.remember_refused(&job.request.header.msg_id);
-                vec![self.reply_bad(job.source, &job.request, &why)]
-            }
-        }
-    }
-
-    /// Starts a run: `busy`, an execute's input, then the run itself; a
-    /// request that cannot run is answered at once, between its own
-    /// `busy` and `idle`.
-    fn start(&mut self, job: Job, now: Instant) -> Vec<Action> {
-        let from_kernel = job.source.is_kernel();
-        let header = job.request.header.clone();
-        let busy = self.status(&header, "busy");
-        let (silent, stop_on_error) = match &job.request.content {
-            Content::ExecuteRequest(r) => (r.silent, from_kernel && r.stop_on_error),
-            _ => (false, false),
-        };
-        // A request's own limit wins; 0 there means "no limit". Checked
-        // when the request was decoded (`inbound`).
-        let op_limit = match job.limits.max_operations {
-            Some(0) => None,
-            Some(n) => Some(n),
-            None => self.default_op_limit,
-        };
-        let deadline = job
-            .limits
-            .timeout
-            .filter(|t| *t > 0.0)
-            .map(|t| (now + Duration::from_secs_f64(t), t));
-        self.running = Some(Running {
-            to: ReplyTo::of(job.source, &job.request),
-            limits: job.limits.clone(),
-            silent,
-            stop_on_error,
-            op_limit,
-            deadline,
-            started: iso8601_now(),
-            stop: None,
-        });
-        let mut actions = vec![busy];
-        let refusal = match &job.request.content {
-            Content::ExecuteRequest(r) => {
-                // A kernel's silent cell and one kept out of history do not
-                // count; a hub's execute always does.
-                if !from_kernel || (!r.silent && r.store_history) {
-                    self.execution_count += 1;
-                }
-                if !(from_kernel && r.silent) {
-                    actions.push(Action::Publish {
-                        parent: Some(header),
-                        content: Content::ExecuteInput(ExecuteInput {
-                            code: r.code.clone(),
-                            execution_count: self.execution_count,
-                        }),
-                    });
-                }
-                None
-            }
-            Content::ApplyRequest(_) | Content::PushRequest(_) | Content::PullRequest(_) => None,
-            // ipyparallel's apply (and its push, pull and map, which are
-            // applies) carries pickled Python in its buffers (`inbound`).
-            Content::Unknown { .. }
-                if job.request.header.message_type() == Some(MessageType::ApplyRequest) =>
-            {
-                Some(ScriptError::new(
-                    ErrorClass::Unsupported.as_str(),
-                    PICKLED_PYTHON,
-                ))
-            }
-            other => Some(ScriptError::new(
-                ErrorClass::UnknownMessageType.as_str(),
-                format!("{} is not a request an engine serves", other.msg_type()),
-            )),
-        };
-        match refusal {
-            None => actions.push(Action::Run(job)),
-            Some(e) => actions.extend(self.on_ran(RunOutcome::failed(e))),
-        }
-        actions
-    }
-
-    /// The run ended: its value or error on iopub, its reply, `idle`; the
-    /// clears that waited; and after a failed cell with `stop_on_error`,
-    /// the cells waiting are aborted.
-    fn on_ran(&mut self, outcome: RunOutcome) -> Vec<Action> {
-        let Some(run) = self.running.take() else {
-            warn!(engine = self.engine_id, "a run ended, but none was running");
-            return Vec::new();
-        };
-        let from_kernel = run.to.source.is_kernel();
-        let parent = Some(run.to.header.clone());
-        let msg_type = run.to.header.msg_type.clone();
-        let is_execute = run.to.header.message_type() == Some(MessageType::ExecuteRequest);
-        let mut actions = Vec::new();
-        let mut buffers = outcome.buffers;
-        let max_buffers = zpar_protocol::Limits::default().max_buffers();
-        let value = match outcome.value {
-            // A reply of more buffers than a message holds would be dropped
-            // by the hub: it fails here, saying what to do instead.
-            Ok(_) if buffers.len() > max_buffers => Err(ScriptError::new(
-                "NotTransferable",
-                format!(
-                    "the result has {} buffers, more than the {max_buffers} one message can carry: \
-                     return fewer, larger values (one array rather than a list of arrays), \
-                     or pull the values in parts",
-                    buffers.len()
-                ),
-            )),
-            value => value,
-        };
-        let failed = value.is_err();
-        let mut reply = match value {
-            Ok(result) => {
-                if let Some(shown) = outcome.shown.filter(|_| is_execute && !run.silent) {
-                    let mut data = std::collections::BTreeMap::new();
-                    data.insert("text/plain".to_string(), Json::String(shown));
-                    actions.push(Action::Publish {
-                        parent: parent.clone(),
-                        content: Content::ExecuteResult(ExecuteResult {
-                            execution_count: self.execution_count,
-                            data,
-                            metadata: Default::default(),
-                        }),
-                    });
-                }
-                TaskReply {
-                    result: result.filter(|_| !from_kernel),
-                    ..TaskReply::default()
-                }
-            }
-            Err(e) => {
-                buffers.clear();
-                let e = explain_missing(e, self.engine_id, &self.natives);
-                let mut r = TaskReply::error_with_traceback(&e.ename, e.message.clone());
-                if let (Some(l), Some(c)) = (e.line, e.column) {
-                    r.traceback.push(format!("  at line {l}, column {c}"));
-                }
-                r.line = e.line;
-                r.column = e.column;
-                // ipyparallel's shape; with it, its client waits for our
-                // `idle`, which follows the reply.
-                r.engine_info = Some(serde_json::json!({
-                    "engine_uuid": self.uuid,
-                    "engine_id": self.engine_id,
-                    "method": msg_type.trim_end_matches("_request"),
-                }));
-                if is_execute {
-                    actions.push(Action::Publish {
-                        parent: parent.clone(),
-                        content: Content::Error(ErrorContent {
-                            ename: e.ename.clone(),
-                            evalue: e.message.clone(),
-                            traceback: r.traceback.clone(),
-                        }),
-                    });
-                }
-                r
-            }
-        };
-        reply.engine_id = Some(self.engine_id);
-        reply.execution_count = Some(self.execution_count);
-        let metadata = ReplyMetadata {
-            engine: Some(self.engine_id),
-            engine_uuid: Some(self.uuid.clone()),
-            status: Some(reply.status),
-            started: Some(run.started),
-            completed: Some(iso8601_now()),
-            follow: run.limits.follow,
-            after: run.limits.after,
-            stdout: outcome.stdout,
-            stderr: outcome.stderr,
-            stream_frames: None,
-        }
-        .to_map();
-        if from_kernel {
-            buffers.clear();
-        }
-        actions.push(Action::Reply {
-            content: Content::task_reply_of(&Content::reply_type_for(&msg_type), reply),
-            to: run.to,
-            metadata,
-            buffers,
-        });
-        actions.push(Action::Publish {
-            parent,
-            content: status_content("idle"),
-        });
-        for to in std::mem::take(&mut self.deferred_clears) {
-            actions.extend(self.clear(to));
-        }
-        if failed && run.stop_on_error {
-            actions.push(Action::Drain {
-                sources: vec![Source::KernelShell],
-                drain: Drain::AbortCells,
-            });
-        }
-        actions
-    }
-
-    fn on_interrupt(&mut self, source: Source, msg: &Message) -> Vec<Action> {
-        let by = match source {
-            Source::Control => Some(Interrupter::Client),
-            Source::KernelControl => Some(Interrupter::KernelClient),
-            // On shell (Jupyter allows it) it comes between cells.
-            _ => None,
-        };
-        if let (Some(r), Some(by)) = (&mut self.running, by) {
-            r.stop = Some(StopReason::Interrupted(by));
-        }
-        vec![self.reply(source, msg, Content::InterruptReply(TaskReply::ok()))]
-    }
-
-    /// The hub's shutdown stops the engine. A kernel's stops a standalone
-    /// kernel; a bound one stops serving as a kernel and stays in its
-    /// cluster (a front end leaving must not take a cluster's engine).
-    fn on_shutdown(&mut self, source: Source, msg: &Message) -> Vec<Action> {
-        let Content::ShutdownRequest(r) = &msg.content else {
-            return Vec::new();
-        };
-        if source == Source::Control {
-            info!(engine = self.engine_id, "shutdown requested");
-            self.stop_running(StopReason::EngineShutdown);
-            return vec![self.reply(source, msg, Content::ShutdownReply(TaskReply::ok()))];
-        }
-        let reply = TaskReply {
-            restart: Some(r.restart),
-            ..TaskReply::ok()
-        };
-        let mut actions = vec![self.reply(source, msg, Content::ShutdownReply(reply))];
-        match self.role {
-            Role::Standalone => {
-                info!("the kernel's client asked it to shut down");
-                self.stop_running(StopReason::KernelShutdown);
-            }
-            Role::Cluster => {
-                info!(engine = self.engine_id, "the kernel's client asked it to shut down: the engine stops serving as a kernel and stays in its cluster");
-                actions.push(Action::UnbindKernel);
-            }
-        }
-        actions
-    }
-
-    fn stop_running(&mut self, reason: StopReason) {
-        self.shutdown = true;
-        if let Some(r) = &mut self.running {
-            r.stop = Some(reason);
-        }
-    }
-
-    /// Aborts the listed requests when they arrive, or everything waiting
-    /// on mux and task now.
-    fn on_abort(&mut self, msg: &Message) -> Vec<Action> {
-        let Content::AbortRequest(r) = &msg.content else {
-            return Vec::new();
-        };
-        let mut actions = Vec::new();
-        match &r.msg_ids {
-            Some(ids) => self.aborted.extend(ids.iter().cloned()),
-            None => actions.push(Action::Drain {
-                sources: vec![Source::Mux, Source::Task],
-                drain: Drain::AbortAll,
-            }),
-        }
-        actions.push(self.reply(Source::Control, msg, Content::AbortReply(TaskReply::ok())));
-        actions
-    }
-
-    /// Clears now, or after the running request.
-    fn on_clear(&mut self, msg: &Message) -> Vec<Action> {
-        let to = ReplyTo::of(Source::Control, msg);
-        if self.running.is_some() {
-            self.deferred_clears.push(to);
-            return Vec::new();
-        }
-        self.clear(to)
-    }
-
-    fn clear(&self, to: ReplyTo) -> Vec<Action> {
-        vec![
-            Action::Clear,
-            Action::Reply {
-                metadata: self.metadata_for(&Content::ClearReply(TaskReply::ok())),
-                content: Content::ClearReply(TaskReply::ok()),
-                to,
-                buffers: Vec::new(),
-            },
-        ]
-    }
-
-    fn on_kernel_bound(&mut self, to: ReplyTo, binding: Result<Value, String>) -> Vec<Action> {
-        let mut reply = match binding {
-            Ok(binding) => TaskReply::with_result(binding.encode_into(&mut Vec::new())),
-            Err(why) => {
-                warn!(engine = self.engine_id, error = %why, "cannot serve as a kernel");
-                TaskReply::error(ErrorClass::KernelBindFailed.as_str(), why)
-            }
-        };
-        reply.engine_id = Some(self.engine_id);
-        let content = Content::BindKernelReply(reply);
-        vec![Action::Reply {
-            metadata: self.metadata_for(&content),
-            content,
-            to,
-            buffers: Vec::new(),
-        }]
-    }
-
-    /// A shell request that runs no code, answered from the namespace
-    /// between `busy` and `idle`.
-    fn on_kernel_query(&mut self, msg: Message) -> Vec<Action> {
-        let to = ReplyTo::of(Source::KernelShell, &msg);
-        let header = msg.header.clone();
-        vec![
-            self.status(&header, "busy"),
-            Action::Answer {
-                to,
-                metadata: self.basic_metadata(),
-                request: msg,
-            },
-            self.status(&header, "idle"),
-        ]
-    }
-
-    fn on_drained(
-        &mut self,
-        source: Source,
-        inbound: Inbound,
-        drain: Drain,
-        now: Instant,
-    ) -> Vec<Action> {
-        let msg = match inbound {
-            Inbound::Request(msg) => msg,
-            other => return self.on_arrived(source, other, now),
-        };
-        match (drain, &msg.content) {
-            // A chunk of a stream being aborted with its head.
-            (Drain::AbortAll, Content::StreamChunk(_)) => Vec::new(),
-            (Drain::AbortAll, _) => {
-                if msg.metadata.contains_key("stream_frames") {
-                    self.remember_refused(&msg.header.msg_id);
-                }
-                vec![self.reply_aborted(source, &msg)]
-            }
-            (Drain::AbortCells, Content::ExecuteRequest(_)) => {
-                let reply = TaskReply {
-                    status: Status::Aborted,
-                    execution_count: Some(self.execution_count),
-                    ..TaskReply::default()
-                };
-                vec![
-                    self.status(&msg.header, "busy"),
-                    self.reply(source, &msg, Content::ExecuteReply(reply)),
-                    self.status(&msg.header, "idle"),
-                ]
-            }
-            (Drain::AbortCells, _) => self.on_request(source, msg, now),
-        }
-    }
-
     fn remember_refused(&mut self, msg_id: &str) {
         if self.refused_streams.len() >= REFUSED_STREAMS {
             self.refused_streams.pop_front();
@@ -971,31 +573,4 @@ fn status_content(state: &str) -> Content {
     Content::Status(StatusContent {
         execution_state: state.to_string(),
     })
-}
-
-/// A call of a function the engine lacks, explained: which function, what
-/// natives this engine has, and how engines get a program's own natives.
-/// Other errors pass unchanged.
-pub(crate) fn explain_missing(
-    mut e: ScriptError,
-    engine_id: u32,
-    natives: &[String],
-) -> ScriptError {
-    let Some(call) = e.message.strip_prefix("Function not found: ") else {
-        return e;
-    };
-    if e.ename != "UnknownName" {
-        return e;
-    }
-    let name = call.split([' ', '(']).next().unwrap_or(call).to_string();
-    let have = if natives.is_empty() {
-        "it is a plain engine with no natives of its own".to_string()
-    } else {
-        format!("its own natives are {}", natives.join(", "))
-    };
-    e.message = format!(
-        "engine {engine_id} has no function {call}: `{name}` is neither defined in its namespace nor a native function of its program ({have}); \
-         start engines from a program that registers it (zpar::serve_engines_with, LocalCluster::builder().engine_program(PATH), zpar cluster start --engine-program PATH)"
-    );
-    e
 }

@@ -9,6 +9,7 @@
 use super::*;
 use crate::inbound::decode_request;
 use std::collections::VecDeque;
+use std::time::Duration;
 use zpar_protocol::{
     AbortRequest, ApplyRequest, ClearRequest, ExecuteRequest, InterruptRequest, PullRequest,
     Session, ShutdownRequest, StreamChunk,
