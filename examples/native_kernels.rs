@@ -5,6 +5,9 @@
 //! The program is the client *and* its engines: `zpar::serve_engines_with`
 //! at the top of `main` registers `pi_hits` on every engine this program
 //! serves, and the local cluster it starts runs this program as its engines.
+//! The kernel, and its Rhai twin, are zpar's (`zpar::kernels`, which `zpar
+//! bench compute` measures too); a function of your own registers the same
+//! way.
 //!
 //! ```text
 //! cargo run --release --example native_kernels                      # 10^8 samples, 2 engines
@@ -14,39 +17,8 @@
 
 use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
+use zpar::kernels::{pi_hits, RHAI_PI_HITS};
 use zpar::{LocalCluster, Value};
-
-/// How many of `n` seeded points in the unit square fall in the quarter
-/// circle: the native kernel the engines serve.
-fn pi_hits(seed: i64, n: i64) -> i64 {
-    let mut rng = fastrand::Rng::with_seed(seed as u64);
-    let mut hits = 0;
-    for _ in 0..n {
-        let (x, y) = (rng.f64(), rng.f64());
-        if x * x + y * y <= 1.0 {
-            hits += 1;
-        }
-    }
-    hits
-}
-
-/// The same estimate as a Rhai loop, with a generator scripts can run
-/// (an LCG modulo 2^31; i64 arithmetic in Rhai is checked, so no wrapping
-/// 64-bit generator).
-const RHAI_PI_HITS: &str = r#"
-fn rhai_pi_hits(seed, n) {
-    let s = seed % 2147483648;
-    let hits = 0;
-    for i in 0..n {
-        s = (s * 1103515245 + 12345) % 2147483648;
-        let x = s.to_float() / 2147483648.0;
-        s = (s * 1103515245 + 12345) % 2147483648;
-        let y = s.to_float() / 2147483648.0;
-        if x * x + y * y <= 1.0 { hits += 1; }
-    }
-    hits
-}
-"#;
 
 struct Options {
     samples: u64,

@@ -26,11 +26,9 @@
 //! `zpar-hub`, `zpar-engine` and `zpar-client`.
 
 pub mod bench;
-mod bench_compute;
-mod bench_curve;
-mod bench_scale;
 pub mod cli;
 pub mod console;
+pub mod kernels;
 pub mod wait;
 
 pub use cli::serve_engines_with;

@@ -129,7 +129,7 @@ pub enum Error {
     #[error("the client is closed")]
     Closed,
     /// A socket failed.
-    #[error("socket error: {0}")]
+    #[error("socket error")]
     Zmq(#[from] zmq::Error),
     /// Starting a local cluster failed.
     #[error("local cluster: {0}")]
@@ -225,7 +225,7 @@ fn location(line: Option<u32>, column: Option<u32>) -> String {
 fn list(errors: &[Error]) -> String {
     errors
         .iter()
-        .map(|e| format!("  - {e}"))
+        .map(|e| format!("  - {}", zpar_protocol::error::Chain(e)))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 use zpar_protocol::bulk::Segment;
+use zpar_protocol::error::Chain;
 use zpar_protocol::value::SharedOut;
 use zpar_protocol::Channel;
 use zpar_protocol::{
@@ -557,7 +558,7 @@ impl DirectView {
                         )
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "no shared segment; scattering through the hub");
+                        tracing::warn!(error = %Chain(&e), "no shared segment; scattering through the hub");
                         None
                     }
                 }

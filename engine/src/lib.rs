@@ -82,25 +82,15 @@ pub enum EngineError {
     #[error(transparent)]
     Protocol(#[from] zpar_protocol::ProtocolError),
     /// A socket failed.
-    #[error("socket error: {0}")]
+    #[error("socket error")]
     Zmq(#[from] zmq::Error),
     /// The engine could not serve as a Jupyter kernel.
     #[error(transparent)]
     Kernel(#[from] KernelError),
 }
 
-/// An error and its causes on one line, each said once (for a reply's
-/// evalue, which has no room for a chain).
+/// An error and its causes on one line (for a reply's evalue, which has
+/// no room for a chain).
 pub(crate) fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !line.contains(text.trim()) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = c.source();
-    }
-    line
+    zpar_protocol::error::Chain(e).to_string()
 }

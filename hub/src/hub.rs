@@ -587,9 +587,9 @@ impl Hub {
             }
             Err(e) => {
                 if self.commit_failures == 0 {
-                    warn!(error = %e, "task records not committed: the replies that depend on them are held, and the commit is tried again each turn (is the disk full, or the database file locked by another process?)");
+                    warn!(error = %zpar_protocol::error::Chain(&e), "task records not committed: the replies that depend on them are held, and the commit is tried again each turn (is the disk full, or the database file locked by another process?)");
                 } else {
-                    debug!(error = %e, tries = self.commit_failures + 1, "task records still not committed");
+                    debug!(error = %zpar_protocol::error::Chain(&e), tries = self.commit_failures + 1, "task records still not committed");
                 }
                 self.commit_failures += 1;
                 self.held_for_commit.push_back(Action::CommitRecords);
@@ -912,4 +912,58 @@ fn ipyparallel_client(c: &ClientConnection, scheme: &str) -> serde_json::Value {
         "notification": c.notification,
         "broadcast": c.mux,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_polled_in_their_own_order_and_the_peers_come_first() {
+        for (i, slot) in Slot::ALL.iter().enumerate() {
+            assert_eq!(*slot as usize, i, "{slot:?}");
+        }
+        assert_eq!(Slot::ALL[Slot::PEERS], Slot::HeartbeatPipe);
+        for slot in Slot::SERVE_ORDER {
+            assert!((slot as usize) < Slot::PEERS, "{slot:?} is a peer's socket");
+        }
+        // Every routed channel is served from both sides.
+        let routed: Vec<_> = Slot::SERVE_ORDER
+            .iter()
+            .filter_map(|s| s.routed())
+            .collect();
+        for channel in [Channel::Mux, Channel::Task, Channel::Control] {
+            for from_engine in [false, true] {
+                assert!(routed.contains(&(channel, from_engine)));
+            }
+        }
+    }
+
+    #[test]
+    fn memory_is_trimmed_after_traffic_then_twice_when_quiet() {
+        // Little traffic: no trim, caught up or not.
+        let mut trim = MemoryTrim {
+            bytes_since: TRIM_WHEN_CAUGHT_UP_BYTES,
+            ..MemoryTrim::default()
+        };
+        trim.after_traffic(|| true);
+        assert_eq!(trim.bytes_since, TRIM_WHEN_CAUGHT_UP_BYTES);
+        trim.when_quiet();
+        assert_eq!(trim.quiet_trims_due, 0);
+        // A burst, still busy: no trim yet; caught up: trim, rule two armed.
+        trim.bytes_since = TRIM_WHEN_CAUGHT_UP_BYTES + 1;
+        trim.after_traffic(|| false);
+        assert_eq!(trim.bytes_since, TRIM_WHEN_CAUGHT_UP_BYTES + 1);
+        trim.after_traffic(|| true);
+        assert_eq!((trim.bytes_since, trim.quiet_trims_due), (0, 2));
+        trim.when_quiet();
+        trim.when_quiet();
+        assert_eq!(trim.quiet_trims_due, 0);
+        trim.when_quiet();
+        assert_eq!(trim.quiet_trims_due, 0);
+        // Heavy traffic trims busy or not, without asking.
+        trim.bytes_since = TRIM_AFTER_BYTES + 1;
+        trim.after_traffic(|| panic!("not asked above TRIM_AFTER_BYTES"));
+        assert_eq!((trim.bytes_since, trim.quiet_trims_due), (0, 2));
+    }
 }

@@ -53,7 +53,7 @@ pub use scheduler::Scheme;
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     /// A port could not be bound.
-    #[error("cannot bind {addr}: {source} (is another hub using this port?)")]
+    #[error("cannot bind {addr} (is another hub using this port?)")]
     Bind {
         /// The address.
         addr: String,
@@ -77,10 +77,10 @@ pub enum HubError {
     #[error(transparent)]
     Protocol(#[from] zpar_protocol::ProtocolError),
     /// A socket failed.
-    #[error("socket error: {0}")]
+    #[error("socket error")]
     Zmq(#[from] zmq::Error),
     /// A thread of the hub could not start.
-    #[error("cannot start the hub's thread for {what}: {source} (is the system out of threads or memory?)")]
+    #[error("cannot start the hub's thread for {what} (is the system out of threads or memory?)")]
     Spawn {
         /// Which thread.
         what: &'static str,
@@ -89,7 +89,7 @@ pub enum HubError {
         source: std::io::Error,
     },
     /// The task database's files could not be created private (0600).
-    #[error("cannot create the task database {path} and its -wal and -shm files with mode 0600: {source} (does its folder exist, and may you write there?)")]
+    #[error("cannot create the task database {path} and its -wal and -shm files with mode 0600 (does its folder exist, and may you write there?)")]
     DbFile {
         /// The database file.
         path: std::path::PathBuf,
@@ -98,7 +98,7 @@ pub enum HubError {
         source: std::io::Error,
     },
     /// The task database could not be opened.
-    #[error("cannot open the task database {path}: {source}")]
+    #[error("cannot open the task database {path}")]
     Db {
         /// The file.
         path: std::path::PathBuf,

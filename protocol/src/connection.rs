@@ -486,20 +486,20 @@ mod tests {
         let path = dir.join(CLIENT_FILE);
         std::fs::write(&path, br#"{"transport": "tcp", "ip": "127.0.0.1"}"#).unwrap();
         let e = read_json_file::<ClientConnection>(&path)
-            .unwrap_err()
-            .to_string();
+            .map_err(|e| crate::error::Chain(&e).to_string())
+            .unwrap_err();
         assert!(
             e.contains(CLIENT_FILE) && e.contains("missing field `key`"),
             "{e}"
         );
         std::fs::write(&path, br#"{"transport": 5}"#).unwrap();
         let e = read_json_file::<ClientConnection>(&path)
-            .unwrap_err()
-            .to_string();
+            .map_err(|e| crate::error::Chain(&e).to_string())
+            .unwrap_err();
         assert!(e.contains("invalid type"), "{e}");
         let e = read_json_file::<ClientConnection>(&dir.join("nope.json"))
-            .unwrap_err()
-            .to_string();
+            .map_err(|e| crate::error::Chain(&e).to_string())
+            .unwrap_err();
         assert!(e.contains("nope.json"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }

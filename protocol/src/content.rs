@@ -883,7 +883,8 @@ mod tests {
         let e = Content::from_json("execute_request", br#"{"code": 5}"#).unwrap_err();
         assert!(e.to_string().contains("execute_request"), "{e}");
         let e = Content::from_json("registration_reply", br#"{}"#).unwrap_err();
-        assert!(e.to_string().contains("missing field"), "{e}");
+        let shown = crate::error::Chain(&e).to_string();
+        assert!(shown.contains("missing field"), "{shown}");
     }
 
     #[test]

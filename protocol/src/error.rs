@@ -40,7 +40,7 @@ pub enum ProtocolError {
         limit: usize,
     },
     /// A JSON frame was not valid UTF-8.
-    #[error("the {frame} frame is not valid UTF-8: {source}")]
+    #[error("the {frame} frame is not valid UTF-8")]
     Utf8 {
         /// Which frame.
         frame: &'static str,
@@ -49,7 +49,7 @@ pub enum ProtocolError {
         source: std::str::Utf8Error,
     },
     /// A JSON frame did not parse, or did not have the expected shape.
-    #[error("the {frame} frame is not valid: {source}")]
+    #[error("the {frame} frame is not valid")]
     Json {
         /// Which frame (`header`, `content of execute_request`, ...).
         frame: String,
@@ -94,7 +94,7 @@ pub enum ProtocolError {
         source: std::io::Error,
     },
     /// A connection file is not valid JSON of the expected shape.
-    #[error("connection file {path} is not valid: {source} (delete it and restart the hub to rewrite it)")]
+    #[error("connection file {path} is not valid (delete it and restart the hub to rewrite it)")]
     ConnectionFileFormat {
         /// The file.
         path: PathBuf,
@@ -104,7 +104,7 @@ pub enum ProtocolError {
     },
     /// A validly signed message whose metadata breaks zpar's contract (a
     /// key of the wrong type).
-    #[error("the {what} breaks zpar's contract{}: {source}", at_key(key))]
+    #[error("the {what} breaks zpar's contract{}", at_key(key))]
     Contract {
         /// `request metadata` or `reply metadata`.
         what: &'static str,
@@ -126,7 +126,7 @@ pub enum ProtocolError {
         file: Option<PathBuf>,
     },
     /// libzmq refused a CURVE setting or a socket monitor.
-    #[error("{what} failed: {source} (is this libzmq built with CURVE? zmq::has(\"curve\") says {})", zmq::has("curve").unwrap_or(false))]
+    #[error("{what} failed (is this libzmq built with CURVE? zmq::has(\"curve\") says {})", zmq::has("curve").unwrap_or(false))]
     Curve {
         /// What was being done.
         what: &'static str,
@@ -135,7 +135,7 @@ pub enum ProtocolError {
         source: zmq::Error,
     },
     /// A socket operation failed.
-    #[error("socket error: {0}")]
+    #[error("socket error")]
     Zmq(#[from] zmq::Error),
 }
 
@@ -175,6 +175,32 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(frame: &str, bytes: &[u
         frame: frame.to_string(),
         source,
     })
+}
+
+/// An error and each cause under it (its [`source`] chain), on one line
+/// joined with `": "`. zpar's errors say what happened and leave the cause
+/// to `source()`, so this is how to show one where there is room for a
+/// single line: a reply's `evalue`, a console line, a log field.
+///
+/// ```
+/// use zpar_protocol::error::Chain;
+/// let e = zpar_protocol::ProtocolError::from(zmq::Error::EADDRINUSE);
+/// assert_eq!(Chain(&e).to_string(), "socket error: Address already in use");
+/// ```
+///
+/// [`source`]: std::error::Error::source
+pub struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
 }
 
 /// Shorthand for results in this crate.

@@ -56,6 +56,30 @@ pub struct KernelConnection {
 }
 
 impl KernelConnection {
+    /// A kernel's connection over TCP on `ip` signing with `key`
+    /// (hmac-sha256), every port 0: to be bound on random ports, which are
+    /// then written in.
+    ///
+    /// ```
+    /// let c = zpar_protocol::KernelConnection::unassigned("127.0.0.1", "key");
+    /// assert_eq!((c.shell_port, c.hb_port), (0, 0));
+    /// assert_eq!(c.url(c.shell_port), "tcp://127.0.0.1:0");
+    /// ```
+    pub fn unassigned(ip: impl Into<String>, key: impl Into<String>) -> KernelConnection {
+        KernelConnection {
+            transport: "tcp".into(),
+            ip: ip.into(),
+            key: key.into(),
+            signature_scheme: crate::SIGNATURE_SCHEME.into(),
+            shell_port: 0,
+            iopub_port: 0,
+            stdin_port: 0,
+            control_port: 0,
+            hb_port: 0,
+            kernel_name: String::new(),
+        }
+    }
+
     /// The address of one of the kernel's ports, as Jupyter forms it
     /// (`tcp://ip:port`, or `ipc://ip-port`).
     pub fn url(&self, port: u16) -> String {

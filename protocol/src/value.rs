@@ -9,6 +9,7 @@
 //! `float` (NaN and infinities), `fn` (function source), `ref` (a variable
 //! already on the engine) and `map` (a map that itself has a `$zpar` key).
 
+use crate::error::Chain;
 use crate::error::{ProtocolError, Result};
 use serde_json::{json, Map, Value as Json};
 use std::collections::BTreeMap;
@@ -419,7 +420,7 @@ fn bulk_value(
             match write_shared(kind, bytes, len, out) {
                 Ok(marker) => return marker,
                 Err(e) => {
-                    tracing::warn!(error = %e, "no shared segment; sending the value inline")
+                    tracing::warn!(error = %Chain(&e), "no shared segment; sending the value inline")
                 }
             }
         }

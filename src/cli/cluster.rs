@@ -2,14 +2,15 @@
 //! mpiexec's ranks), and finding them again through the profile to show or
 //! stop them.
 
-use super::{install_signal_handlers, Interrupted, ProfileArgs, STOP};
-use crate::Profile;
+use super::args::{CurveArgs, ProfileArgs};
+use super::stop::{install_signal_handlers, Interrupted, STOP};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use zpar_protocol::backoff::{poll_until, Backoff};
+use zpar_protocol::Profile;
 
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
@@ -93,7 +94,7 @@ pub(super) struct LaunchArgs {
     #[arg(long)]
     location: Option<String>,
     #[command(flatten)]
-    curve: super::CurveArgs,
+    curve: CurveArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -177,7 +178,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             let mut options = hub_args.clone();
             options.extend(engine_args.iter().cloned());
             if let Ok(pids) = read_pids(&profile) {
-                if crate::cluster::process_alive(pids.hub) {
+                if zpar_client::cluster::process_alive(pids.hub) {
                     bail!(
                         "a cluster is already running for {} (hub pid {}); `zpar cluster stop` it first",
                         profile.dir.display(),
@@ -193,7 +194,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
-            let mut builder = crate::LocalCluster::builder()
+            let mut builder = zpar_client::LocalCluster::builder()
                 .engines(0)
                 .profile_dir(&profile.dir)
                 .hub_args(["--hb-period-ms".to_string(), hb_period_ms.to_string()])
@@ -235,12 +236,12 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
                 }
             }
             progress.finish_and_clear();
-            let pids = crate::cluster::ClusterPids {
+            let pids = zpar_client::cluster::ClusterPids {
                 options,
                 ..cluster.pids()
             };
             zpar_protocol::connection::write_json_file(
-                &profile.dir.join(crate::cluster::PID_FILE),
+                &profile.dir.join(zpar_client::cluster::PID_FILE),
                 &pids,
             )?;
             println!(
@@ -258,7 +259,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
                 cluster.detach()?;
                 // detach() records the pids; add the options.
                 zpar_protocol::connection::write_json_file(
-                    &profile.dir.join(crate::cluster::PID_FILE),
+                    &profile.dir.join(zpar_client::cluster::PID_FILE),
                     &pids,
                 )?;
                 return Ok(());
@@ -270,15 +271,15 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             }
             drop(client);
             cluster.stop();
-            let _ = std::fs::remove_file(profile.dir.join(crate::cluster::PID_FILE));
+            let _ = std::fs::remove_file(profile.dir.join(zpar_client::cluster::PID_FILE));
             println!("cluster stopped");
             Ok(())
         }
         ClusterCmd::Stop { profile } => {
             let profile = profile.resolve();
             let pids = read_pids(&profile)?;
-            if let Ok(client) = crate::Client::from_file(&profile.client_file()) {
-                if let Ok(ar) = client.shutdown(crate::Targets::All, true) {
+            if let Ok(client) = zpar_client::Client::from_file(&profile.client_file()) {
+                if let Ok(ar) = client.shutdown(zpar_client::Targets::All, true) {
                     ar.wait(Some(Duration::from_secs(5)));
                 }
             }
@@ -288,13 +289,13 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             let pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
             // Those still alive at the deadline are killed below.
             let _ = poll_until(deadline, pauses, || {
-                (!all.iter().any(|p| crate::cluster::process_alive(*p))).then_some(())
+                (!all.iter().any(|p| zpar_client::cluster::process_alive(*p))).then_some(())
             });
             let left: Vec<u32> = all
                 .into_iter()
-                .filter(|p| crate::cluster::process_alive(*p))
+                .filter(|p| zpar_client::cluster::process_alive(*p))
                 .collect();
-            let _ = std::fs::remove_file(profile.dir.join(crate::cluster::PID_FILE));
+            let _ = std::fs::remove_file(profile.dir.join(zpar_client::cluster::PID_FILE));
             if !left.is_empty() {
                 bail!("processes {left:?} did not stop; kill them by hand");
             }
@@ -305,7 +306,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             let profile = profile.resolve();
             let pids = read_pids(&profile)?;
             let alive = |p: u32| {
-                if crate::cluster::process_alive(p) {
+                if zpar_client::cluster::process_alive(p) {
                     "running"
                 } else {
                     "gone"
@@ -320,7 +321,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             for p in &pids.engines {
                 text += &format!("engine pid {p}: {}\n", alive(*p));
             }
-            match crate::Client::from_connection_timeout(
+            match zpar_client::Client::from_connection_timeout(
                 zpar_protocol::connection::read_connection_file(&profile.client_file())?,
                 Duration::from_secs(2),
             ) {
@@ -334,7 +335,9 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
                         );
                     }
                 }
-                Err(e) => text += &format!("hub not answering: {e}\n"),
+                Err(e) => {
+                    text += &format!("hub not answering: {}\n", zpar_protocol::error::Chain(&e))
+                }
             }
             let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             Ok(())
@@ -344,7 +347,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
 
 /// Where each engine's kernel listens (they bound it as they started;
 /// asking again returns the same binding).
-fn print_kernels(client: &crate::Client) -> Result<()> {
+fn print_kernels(client: &zpar_client::Client) -> Result<()> {
     let key = client.connection().key.clone();
     let values = client
         .all()
@@ -352,7 +355,7 @@ fn print_kernels(client: &crate::Client) -> Result<()> {
         .get_timeout(Duration::from_secs(30))
         .context("the engines did not say where their kernels listen")?;
     for v in &values {
-        let k = crate::BoundKernel::from_value(v, &key)?;
+        let k = zpar_client::BoundKernel::from_value(v, &key)?;
         println!(
             "engine {} is a Jupyter kernel: jupyter console --existing {}",
             k.engine,
@@ -362,8 +365,8 @@ fn print_kernels(client: &crate::Client) -> Result<()> {
     Ok(())
 }
 
-fn read_pids(profile: &Profile) -> Result<crate::cluster::ClusterPids> {
-    let path = profile.dir.join(crate::cluster::PID_FILE);
+fn read_pids(profile: &Profile) -> Result<zpar_client::cluster::ClusterPids> {
+    let path = profile.dir.join(zpar_client::cluster::PID_FILE);
     zpar_protocol::connection::read_json_file(&path).with_context(|| {
         format!(
             "no cluster is recorded for {} (start one with `zpar cluster start`)",

@@ -2,7 +2,7 @@
 //! kernelspec's argv runs) and `zpar kernel install`, which writes that
 //! kernelspec where Jupyter looks for kernels.
 
-use super::STOP;
+use super::stop::STOP;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};

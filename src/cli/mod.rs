@@ -13,20 +13,21 @@
 //!
 //! [`LocalCluster`]: crate::LocalCluster
 
-use crate::Profile;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use signal_hook::consts::{SIGINT, SIGTERM};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use zpar_client::launch::CONNECTION_INFO_VAR;
 use zpar_protocol::backoff::{poll_until, Backoff};
 
+mod args;
 mod cluster;
 mod kernel;
+mod stop;
+use args::{CurveArgs, ProfileArgs};
 use cluster::{run_cluster, ClusterCmd};
+pub use stop::Interrupted;
+use stop::{install_signal_handlers, STOP};
 
 /// Interactive parallel computing for Rust on ZeroMQ.
 #[derive(Parser)]
@@ -60,55 +61,6 @@ enum Cmd {
     Kernel(kernel::KernelArgs),
     /// Measure zpar against raw ZeroMQ on this machine.
     Bench(crate::bench::BenchArgs),
-}
-
-/// Which profile: a folder, a name, or the default.
-#[derive(Args, Clone, Debug)]
-struct ProfileArgs {
-    /// Profile name (folder `$ZPAR_DIR/profile_NAME`, default `default`).
-    #[arg(long)]
-    profile: Option<String>,
-    /// Profile folder, given outright.
-    #[arg(long)]
-    profile_dir: Option<PathBuf>,
-}
-
-impl ProfileArgs {
-    fn resolve(&self) -> Profile {
-        Profile::resolve(self.profile.as_deref(), self.profile_dir.as_deref())
-    }
-}
-
-/// Whether the hub encrypts (both `zpar hub` and `zpar cluster start`).
-#[derive(Args, Clone, Debug, Default)]
-pub(super) struct CurveArgs {
-    /// Encrypt every connection with CURVE (the default when --ip is not
-    /// loopback); the connection files carry the hub's keys.
-    #[arg(long, conflicts_with = "no_curve")]
-    curve: bool,
-    /// Do not encrypt, even when --ip is not loopback (then with a
-    /// warning: traffic crosses the network in clear text).
-    #[arg(long)]
-    no_curve: bool,
-}
-
-impl CurveArgs {
-    fn mode(&self) -> zpar_hub::CurveMode {
-        match (self.curve, self.no_curve) {
-            (true, _) => zpar_hub::CurveMode::On,
-            (_, true) => zpar_hub::CurveMode::Off,
-            _ => zpar_hub::CurveMode::Auto,
-        }
-    }
-
-    /// The same choice as `zpar hub` arguments.
-    pub(super) fn hub_args(&self) -> Vec<String> {
-        match self.mode() {
-            zpar_hub::CurveMode::On => vec!["--curve".into()],
-            zpar_hub::CurveMode::Off => vec!["--no-curve".into()],
-            zpar_hub::CurveMode::Auto => Vec::new(),
-        }
-    }
 }
 
 #[derive(Args)]
@@ -194,21 +146,6 @@ struct EngineArgs {
 }
 
 // Parsed once per run: the size of its largest variant does not matter.
-/// Set by SIGINT or SIGTERM: the hub, an engine or a foreground cluster
-/// stops. A static so an engine's config can borrow it for `'static`.
-static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(Arc::default);
-
-/// SIGINT and SIGTERM set [`STOP`] (signal-hook's flag handler, which only
-/// stores to the atomic); blocking calls see EINTR and loops check the flag.
-fn install_signal_handlers() -> Result<()> {
-    for signal in [SIGINT, SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&STOP)).with_context(|| {
-            format!("cannot install the handler for signal {signal}, so Ctrl-C could not stop zpar cleanly")
-        })?;
-    }
-    Ok(())
-}
-
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZPAR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -230,47 +167,17 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 130;
 }
 
-/// Asked to stop (SIGINT or SIGTERM) in the middle of something: exits with
-/// [`exit::INTERRUPTED`].
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted {0}")]
-pub struct Interrupted(pub &'static str);
-
-/// An error as one line, each cause said once.
-///
-/// zpar's errors say what happened including their cause, as `Display`
-/// output usually does, and keep the cause as their `source` too; printing
-/// the whole chain would repeat it. So the chain is walked and a cause is
-/// added only if the text so far does not already say it.
-///
-/// ```
-/// let e = anyhow::Error::new(std::io::Error::other("disk full")).context("cannot write x");
-/// assert_eq!(zpar::cli::error_line(&e), "cannot write x: disk full");
-/// ```
-pub fn error_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(text.trim()) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
-}
-
+/// Exits with the code `result` calls for; an error is printed on one
+/// line, each cause after it (`{:#}` joins anyhow's chain with `": "`).
 fn exit_with(result: Result<()>) -> ! {
     match result {
         Ok(()) => std::process::exit(exit::OK),
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
-            eprintln!("zpar: {}", error_line(&e));
+            eprintln!("zpar: {e:#}");
             std::process::exit(exit::INTERRUPTED)
         }
         Err(e) => {
-            eprintln!("zpar: {}", error_line(&e));
+            eprintln!("zpar: {e:#}");
             std::process::exit(exit::FAILURE)
         }
     }
@@ -342,10 +249,10 @@ fn run_hub(a: HubArgs) -> Result<()> {
         };
     }
     if a.reuse {
-        let c: crate::ClientConnection =
+        let c: zpar_protocol::ClientConnection =
             zpar_protocol::connection::read_connection_file(&profile.client_file())
                 .context("--reuse needs the connection files of an earlier hub")?;
-        let e: crate::EngineConnection =
+        let e: zpar_protocol::EngineConnection =
             zpar_protocol::connection::read_connection_file(&profile.engine_file())?;
         config.key = Some(c.key.clone());
         // Clients and engines hold these keys: keep them, and keep the
@@ -400,13 +307,14 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
     let from_env = std::env::var(CONNECTION_INFO_VAR)
         .ok()
         .filter(|v| !v.trim().is_empty() && a.file.is_none());
-    let conn: crate::EngineConnection = match from_env {
+    let conn: zpar_protocol::EngineConnection = match from_env {
         // Launchers and batch systems pass the connection this way: no
         // shared filesystem, and the key stays out of process listings.
         Some(json) => {
-            let conn: crate::EngineConnection = serde_json::from_str(&json).with_context(|| {
-                format!("{CONNECTION_INFO_VAR} does not hold an engine connection file's JSON")
-            })?;
+            let conn: zpar_protocol::EngineConnection =
+                serde_json::from_str(&json).with_context(|| {
+                    format!("{CONNECTION_INFO_VAR} does not hold an engine connection file's JSON")
+                })?;
             conn.curve().with_context(|| {
                 format!("the connection in {CONNECTION_INFO_VAR} is not usable")
             })?;
@@ -458,7 +366,7 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
     config.stop = Some(&**STOP);
     let mut server = zpar_engine::EngineServer::new(config);
     if a.bench_kernels {
-        server.on_setup(crate::bench::kernels);
+        server.on_setup(crate::kernels::bench_kernels);
     }
     if let Some(setup) = setup {
         server.on_setup(setup);
@@ -479,7 +387,7 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
 /// let cluster = zpar::LocalCluster::start(4).unwrap();
 /// ```
 pub fn run_as_child_if_asked() {
-    if std::env::var_os(crate::cluster::CHILD_ROLE_ENV).is_none() {
+    if std::env::var_os(zpar_client::cluster::CHILD_ROLE_ENV).is_none() {
         return;
     }
     let args = std::env::args_os().skip(1);
@@ -527,9 +435,9 @@ pub fn run_as_child_if_asked() {
 /// The same program serves `zpar cluster start --engine-program PATH` and
 /// `LocalCluster::builder().engine_program(PATH)`.
 pub fn serve_engines_with(setup: impl Fn(&mut zpar_engine::rhai::Engine) + 'static) {
-    if std::env::var_os(crate::cluster::CHILD_ROLE_ENV).is_none() {
+    if std::env::var_os(zpar_client::cluster::CHILD_ROLE_ENV).is_none() {
         match std::env::current_exe() {
-            Ok(exe) => crate::cluster::set_default_engine_program(exe),
+            Ok(exe) => zpar_client::cluster::set_default_engine_program(exe),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot tell this program's path; clusters it starts run plain `zpar engine`s")
             }

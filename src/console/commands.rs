@@ -4,11 +4,10 @@
 use super::input::is_identifier;
 use super::literal;
 use super::targets::TargetSpec;
-use std::fmt;
 use std::time::Duration;
 use zpar_client::Value;
 
-pub use super::help::{command_words, help, spec, Spec, COMMANDS};
+pub use super::help::{command_words, help, spec, ParseError, Spec, COMMANDS};
 
 /// One parsed line of input.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,18 +101,6 @@ pub enum Command {
     /// An empty line.
     Nothing,
 }
-
-/// Why a line is not a command, with what to do instead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError(pub String);
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ParseError {}
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
     Err(ParseError(msg.into()))

@@ -1,7 +1,20 @@
 //! The commands' names, usage lines and help texts (`%help`), and the
 //! command words tab completion offers.
 
-use super::commands::ParseError;
+use std::fmt;
+
+/// Why a line is not a command (or `%help` names none), with what to do
+/// instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
 
 /// A command's name, usage and help.
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 use super::targets::compact;
 use std::time::Duration;
 use zpar_client::{Error, Value};
+use zpar_protocol::error::Chain;
 use zpar_protocol::QueueReply;
 
 /// ANSI colours, used only on a terminal and without `NO_COLOR`.
@@ -152,7 +153,7 @@ pub fn error_lines(e: &Error, colour: bool) -> Vec<String> {
                     path.display()
                 )
             }
-            _ => format!("{} {}", paint("error:", Colour::Red, colour), indent(&e.to_string())),
+            _ => format!("{} {}", paint("error:", Colour::Red, colour), indent(&Chain(e).to_string())),
         },
         Error::EngineDied { engine, .. } => format!(
             "{} EngineDied: the engine died before answering",
@@ -169,7 +170,7 @@ pub fn error_lines(e: &Error, colour: bool) -> Vec<String> {
             "{} UnknownEngine: engine {engine} is not registered with the hub (%engines lists them)",
             tag(*engine)
         ),
-        other => format!("{} {}", paint("error:", Colour::Red, colour), indent(&other.to_string())),
+        other => format!("{} {}", paint("error:", Colour::Red, colour), indent(&Chain(other).to_string())),
     };
     vec![one]
 }

@@ -498,7 +498,7 @@ fn console_says_when_the_hub_is_gone_keeps_running_and_sees_it_back() {
 /// met.
 const PTY_DRIVER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/integration/console_pty_driver.py"
+    "/tests/integration/pty_driver.py"
 );
 
 #[test]
@@ -508,6 +508,7 @@ fn console_through_a_pseudo_terminal() {
     let mut driver = Command::new("python3");
     driver
         .arg(PTY_DRIVER)
+        .arg("zpar")
         .arg(zpar_bin())
         .arg(&cluster.profile().dir);
     // The driver bounds each step itself; this bounds the whole.

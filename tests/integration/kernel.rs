@@ -24,7 +24,7 @@ const PEER: &str = concat!(
 );
 const PTY_DRIVER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/integration/kernel_console_pty_driver.py"
+    "/tests/integration/pty_driver.py"
 );
 
 /// Runs `python args…` to its end within `bound`; fails the test with its

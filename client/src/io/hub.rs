@@ -8,6 +8,7 @@ use crate::watch::HubChange;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use zpar_protocol::curve::HandshakeWatch;
+use zpar_protocol::error::Chain;
 use zpar_protocol::{send_frames, ConnectionRequest, Content, Message, ResultRequest};
 
 /// How many times the restarted hub is asked about a request it does not
@@ -48,7 +49,7 @@ impl IoLoop {
             let ping = match hb.recv_msg(zmq::DONTWAIT) {
                 Ok(p) => p,
                 Err(zmq::Error::EAGAIN) => return,
-                Err(e) => return warn!(error = %e, "heartbeat receive failed"),
+                Err(e) => return warn!(error = %Chain(&e), "heartbeat receive failed"),
             };
             let change = self.hub.ping(&ping, now);
             self.on_hub_change(change);
@@ -121,7 +122,7 @@ impl IoLoop {
                         self.handshake = HandshakeWatch::new(self.conn.curve_publickey.is_some());
                     }
                     Err(e) => {
-                        warn!(error = %e, url = %self.url, "could not make new sockets for the hub; keeping the old ones")
+                        warn!(error = %Chain(&e), url = %self.url, "could not make new sockets for the hub; keeping the old ones")
                     }
                 }
             }
@@ -347,7 +348,7 @@ impl IoLoop {
         let frames = self.session.encode_owned(ask).into_frames();
         match send_frames(&self.sockets.query, frames, zmq::DONTWAIT) {
             Ok(()) => self.probe = Some((id, now)),
-            Err(e) => debug!(error = %e, "connection request not sent"),
+            Err(e) => debug!(error = %Chain(&e), "connection request not sent"),
         }
     }
 

@@ -50,6 +50,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use zpar_protocol::curve::HandshakeWatch;
+use zpar_protocol::error::Chain;
 use zpar_protocol::stream::Assembly;
 use zpar_protocol::value::SharedValue;
 use zpar_protocol::StreamChunk;
@@ -279,7 +280,7 @@ impl IoLoop {
                     Ok(_) => std::array::from_fn(|i| items.get(i).is_some_and(|p| p.is_readable())),
                     Err(zmq::Error::EINTR) => continue,
                     Err(e) => {
-                        warn!(error = %e, "client poll failed; the client stops");
+                        warn!(error = %Chain(&e), "client poll failed; the client stops");
                         return;
                     }
                 }
@@ -367,7 +368,7 @@ impl IoLoop {
             ) {
                 Ok(()) => self.watches.asked(watch, query_id, now),
                 Err(e) => {
-                    warn!(error = %e, %msg_id, "result request not sent; asking again later");
+                    warn!(error = %Chain(&e), %msg_id, "result request not sent; asking again later");
                     self.watches.again(watch, now);
                 }
             }
@@ -463,7 +464,7 @@ impl IoLoop {
                         if let Err(e) =
                             send_frames(self.socket(Socket::Requests(channel)), frames, 0)
                         {
-                            warn!(error = %e, "request not sent");
+                            warn!(error = %Chain(&e), "request not sent");
                         }
                     }
                 }
@@ -474,7 +475,7 @@ impl IoLoop {
                 }) => {
                     self.queries.insert(msg_id, reply);
                     if let Err(e) = send_frames(&self.sockets.query, frames, 0) {
-                        warn!(error = %e, "query not sent");
+                        warn!(error = %Chain(&e), "query not sent");
                     }
                 }
                 Ok(Command::Events(tx)) => self.events = Some(tx),
@@ -503,12 +504,12 @@ impl IoLoop {
             let frames = match recv_frames(self.socket(socket), zmq::DONTWAIT) {
                 Ok(f) => f,
                 Err(zmq::Error::EAGAIN) => return,
-                Err(e) => return warn!(error = %e, "receive failed"),
+                Err(e) => return warn!(error = %Chain(&e), "receive failed"),
             };
             let msg = match self.session.decode_frames(frames) {
                 Ok(m) => m,
                 Err(e) => {
-                    warn!(error = %e, ?socket, "dropped a bad reply");
+                    warn!(error = %Chain(&e), ?socket, "dropped a bad reply");
                     continue;
                 }
             };
@@ -621,7 +622,7 @@ impl IoLoop {
             .entry(key.clone())
             .or_insert_with(|| Assembly::new(&key.0, chunk.of, usize::MAX));
         if let Err(e) = assembly.accept(&chunk, msg.buffers) {
-            warn!(error = %e, "dropped a result stream");
+            warn!(error = %Chain(&e), "dropped a result stream");
             // Kept, incomplete: the reply after it fails clearly.
             let of = assembly.of();
             self.streams
@@ -638,7 +639,7 @@ impl IoLoop {
             let msg = match self.session.decode_frames(frames) {
                 Ok(m) => m,
                 Err(e) => {
-                    debug!(error = %e, "dropped a bad iopub message");
+                    debug!(error = %Chain(&e), "dropped a bad iopub message");
                     continue;
                 }
             };
@@ -678,7 +679,7 @@ impl IoLoop {
             let msg = match self.session.decode_frames(frames) {
                 Ok(m) => m,
                 Err(e) => {
-                    debug!(error = %e, "dropped a bad notification");
+                    debug!(error = %Chain(&e), "dropped a bad notification");
                     continue;
                 }
             };

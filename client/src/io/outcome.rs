@@ -2,6 +2,7 @@
 
 use crate::error::Error;
 use tracing::debug;
+use zpar_protocol::error::Chain;
 use zpar_protocol::{ErrorClass, Message, ReplyMetadata, Status, TaskReply, Value};
 
 /// Turns a reply's content into a value or an error.
@@ -51,7 +52,7 @@ pub(crate) fn outcome_of(
 /// read as if it had none, with a log line.
 pub(super) fn reply_metadata(msg: &Message) -> ReplyMetadata {
     ReplyMetadata::from_map(&msg.metadata).unwrap_or_else(|e| {
-        debug!(error = %e, msg_type = %msg.header.msg_type, "reply metadata ignored");
+        debug!(error = %Chain(&e), msg_type = %msg.header.msg_type, "reply metadata ignored");
         ReplyMetadata::default()
     })
 }

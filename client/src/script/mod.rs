@@ -279,7 +279,7 @@ fn unreadable(path: &Path, site: &Option<ImportSite>, e: std::io::Error) -> Erro
         }
         ErrorKind::PermissionDenied => "permission denied; make it readable".to_string(),
         ErrorKind::InvalidData => "it is not UTF-8 text; save it as UTF-8".to_string(),
-        _ => format!("cannot read it ({e})"),
+        _ => "cannot read it".to_string(),
     };
     let source = Some(Arc::new(e));
     match site {

@@ -99,7 +99,7 @@ pub enum KernelError {
         source: std::io::Error,
     },
     /// Jupyter's connection file is not one.
-    #[error("{path} is not a Jupyter connection file: {source}")]
+    #[error("{path} is not a Jupyter connection file")]
     BadFile {
         /// The file.
         path: PathBuf,
@@ -149,16 +149,8 @@ impl KernelHome {
     pub(crate) fn plan(&self, engine: u32) -> KernelPlan {
         KernelPlan {
             connection: KernelConnection {
-                transport: "tcp".into(),
-                ip: self.advertise.clone(),
-                key: self.key.clone(),
                 signature_scheme: self.signature_scheme.clone(),
-                shell_port: 0,
-                iopub_port: 0,
-                stdin_port: 0,
-                control_port: 0,
-                hb_port: 0,
-                kernel_name: String::new(),
+                ..KernelConnection::unassigned(&self.advertise, &self.key)
             },
             bind_ip: self.bind_ip.clone(),
             file: Some(self.dir.join(format!("kernel-{engine}.json"))),
@@ -366,18 +358,7 @@ mod tests {
 
     fn plan(file: Option<PathBuf>) -> KernelPlan {
         KernelPlan {
-            connection: KernelConnection {
-                transport: "tcp".into(),
-                ip: "127.0.0.1".into(),
-                key: "k".into(),
-                signature_scheme: "hmac-sha256".into(),
-                shell_port: 0,
-                iopub_port: 0,
-                stdin_port: 0,
-                control_port: 0,
-                hb_port: 0,
-                kernel_name: String::new(),
-            },
+            connection: KernelConnection::unassigned("127.0.0.1", "k"),
             bind_ip: "127.0.0.1".into(),
             file,
             zpar_folder: true,

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use tracing::info;
-use zpar_protocol::{new_id, KernelConnection, Session, SIGNATURE_SCHEME};
+use zpar_protocol::{new_id, KernelConnection, Session};
 
 /// A hook called once the kernel listens, with where (to print it, say).
 pub type ReadyHook = Box<dyn Fn(&KernelConnection, &Path)>;
@@ -69,18 +69,7 @@ fn plan_for(path: &Path) -> Result<KernelPlan, KernelError> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(KernelPlan {
-                connection: KernelConnection {
-                    transport: "tcp".into(),
-                    ip: "127.0.0.1".into(),
-                    key: new_id(),
-                    signature_scheme: SIGNATURE_SCHEME.into(),
-                    shell_port: 0,
-                    iopub_port: 0,
-                    stdin_port: 0,
-                    control_port: 0,
-                    hb_port: 0,
-                    kernel_name: String::new(),
-                },
+                connection: KernelConnection::unassigned("127.0.0.1", new_id()),
                 bind_ip: "127.0.0.1".into(),
                 file: Some(path.to_path_buf()),
                 zpar_folder: false,

@@ -67,6 +67,7 @@ use scheduler::{Scheduler, Scheme};
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 use tracing::{debug, warn};
+use zpar_protocol::error::Chain;
 use zpar_protocol::{
     Channel, Content, ErrorClass, Header, Message, RecordStatus, ReplyMetadata, Session, Status,
     TaskReply,
@@ -284,7 +285,7 @@ impl HubCore {
             });
         }
         if let Err(e) = records.flush() {
-            warn!(error = %e, "task records not committed");
+            warn!(error = %Chain(&e), "task records not committed");
         }
         HubCore {
             scheduler: Scheduler::new(config.scheme),
@@ -411,7 +412,7 @@ impl HubCore {
     pub(crate) fn insert_record(&mut self, rec: TaskRecord) {
         self.uncommitted = true;
         if let Err(e) = self.records.insert(rec) {
-            warn!(error = %e, "task record not written");
+            warn!(error = %Chain(&e), "task record not written");
         }
     }
 
@@ -424,7 +425,7 @@ impl HubCore {
     ) {
         self.uncommitted = true;
         if let Err(e) = self.records.update(msg_id, engine, f) {
-            warn!(error = %e, %msg_id, "task record not updated");
+            warn!(error = %Chain(&e), %msg_id, "task record not updated");
         }
     }
 

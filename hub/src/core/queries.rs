@@ -8,6 +8,7 @@ use crate::records::{Filter, TaskRecord};
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
 use tracing::{info, warn};
+use zpar_protocol::error::Chain;
 use zpar_protocol::{
     Channel, ConnectionReply, Content, DbReply, EngineNotification, EngineQueue, ErrorClass,
     Header, HistoryReply, Message, QueueReply, RawMessage, RecordStatus, RegistrationReply,
@@ -18,22 +19,22 @@ impl HubCore {
     pub(super) fn on_query(&mut self, frames: Frames, now: f64, out: &mut Vec<Action>) {
         let raw = match RawMessage::from_frames(frames, &self.session.limits) {
             Ok(r) => r,
-            Err(e) => return warn!(error = %e, "dropped a malformed query"),
+            Err(e) => return warn!(error = %Chain(&e), "dropped a malformed query"),
         };
         if let Err(e) = self.session.verify(&raw) {
-            return warn!(error = %e, "dropped a query");
+            return warn!(error = %Chain(&e), "dropped a query");
         }
         let header = match raw.header() {
             Ok(h) => h,
-            Err(e) => return warn!(error = %e, "dropped a query"),
+            Err(e) => return warn!(error = %Chain(&e), "dropped a query"),
         };
         let identities: Vec<Vec<u8>> = raw.identities.iter().map(|f| f.to_vec()).collect();
         let msg = match Message::parse(raw) {
             Ok(m) => m,
             Err(e) => {
                 // Signed, but its content is not what its type says.
-                warn!(error = %e, msg_type = %header.msg_type, "refused a malformed query");
-                return self.refuse_query(identities, header, e.to_string());
+                warn!(error = %Chain(&e), msg_type = %header.msg_type, "refused a malformed query");
+                return self.refuse_query(identities, header, Chain(&e).to_string());
             }
         };
         let asker = msg.identities.first().cloned().unwrap_or_default();

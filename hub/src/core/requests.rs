@@ -7,6 +7,7 @@ use super::registry::Pending;
 use super::{Action, Frames, HubCore};
 use crate::records::{Parts, TaskRecord};
 use tracing::{debug, warn};
+use zpar_protocol::error::Chain;
 use zpar_protocol::{
     Channel, ErrorClass, Header, RawMessage, RecordStatus, ReplyMetadata, RequestMetadata,
     ShutdownRequest, TaskReply,
@@ -99,14 +100,16 @@ impl HubCore {
     ) {
         let raw = match RawMessage::from_frames(frames, &self.session.limits) {
             Ok(r) => r,
-            Err(e) => return warn!(error = %e, %channel, "dropped a malformed client message"),
+            Err(e) => {
+                return warn!(error = %Chain(&e), %channel, "dropped a malformed client message")
+            }
         };
         if let Err(e) = self.session.verify(&raw) {
-            return warn!(error = %e, %channel, "dropped a client message");
+            return warn!(error = %Chain(&e), %channel, "dropped a client message");
         }
         let header = match raw.header() {
             Ok(h) => h,
-            Err(e) => return warn!(error = %e, %channel, "dropped a client message"),
+            Err(e) => return warn!(error = %Chain(&e), %channel, "dropped a client message"),
         };
         let identities: Vec<Vec<u8>> = raw.identities.iter().map(|f| f.to_vec()).collect();
         if identities.is_empty() {
@@ -128,14 +131,14 @@ impl HubCore {
         let metadata = match raw.metadata().and_then(|m| RequestMetadata::from_map(&m)) {
             Ok(m) => m,
             Err(e) => {
-                warn!(error = %e, %channel, msg_id = %header.msg_id, "refused a request");
+                warn!(error = %Chain(&e), %channel, msg_id = %header.msg_id, "refused a request");
                 return self.reject(
                     channel,
                     identities,
                     &header,
                     None,
                     ErrorClass::BadRequest,
-                    e.to_string(),
+                    Chain(&e).to_string(),
                 );
             }
         };
@@ -331,10 +334,12 @@ impl HubCore {
         };
         let raw = match RawMessage::from_frames(frames, &self.session.limits) {
             Ok(r) => r,
-            Err(e) => return warn!(error = %e, engine, "dropped a malformed engine message"),
+            Err(e) => {
+                return warn!(error = %Chain(&e), engine, "dropped a malformed engine message")
+            }
         };
         if let Err(e) = self.session.verify(&raw) {
-            return warn!(error = %e, engine, "dropped an engine message");
+            return warn!(error = %Chain(&e), engine, "dropped an engine message");
         }
         if mentions(&raw.header, b"\"stream_chunk\"")
             && raw.header().is_ok_and(|h| h.msg_type == "stream_chunk")
@@ -344,7 +349,7 @@ impl HubCore {
         let parent = match raw.parent_header() {
             Ok(Some(p)) => p,
             Ok(None) => return warn!(engine, "dropped an engine reply without parent"),
-            Err(e) => return warn!(error = %e, engine, "dropped an engine message"),
+            Err(e) => return warn!(error = %Chain(&e), engine, "dropped an engine message"),
         };
         let was_pending = self.registry.complete(engine, &parent.msg_id).is_some();
         if was_pending {
@@ -380,7 +385,9 @@ impl HubCore {
         };
         let raw = match RawMessage::from_frames(frames, &self.session.limits) {
             Ok(r) => r,
-            Err(e) => return warn!(error = %e, engine, "an undeliverable message is unreadable"),
+            Err(e) => {
+                return warn!(error = %Chain(&e), engine, "an undeliverable message is unreadable")
+            }
         };
         let Ok(header) = raw.header() else {
             return warn!(engine, "an undeliverable message has no header");
@@ -420,11 +427,11 @@ impl HubCore {
 
     fn record_reply(&mut self, engine: u32, msg_id: &str, raw: &RawMessage, now: f64) {
         let metadata = ReplyMetadata::from_bytes(&raw.metadata).unwrap_or_else(|e| {
-            warn!(error = %e, engine, %msg_id, "recording a reply without its metadata");
+            warn!(error = %Chain(&e), engine, %msg_id, "recording a reply without its metadata");
             ReplyMetadata::default()
         });
         let reply: TaskReply = serde_json::from_slice(&raw.content).unwrap_or_else(|e| {
-            warn!(error = %e, engine, %msg_id, "recording a reply whose content is not a reply");
+            warn!(error = %Chain(&e), engine, %msg_id, "recording a reply whose content is not a reply");
             TaskReply::error(
                 ErrorClass::BadRequest.as_str(),
                 format!("the engine's reply is not readable: {e}"),

@@ -47,8 +47,9 @@ fn decode(frames: Vec<zmq::Message>) -> ProtocolError {
     }
 }
 
+/// The error as shown on one line (its chain of causes) says each word.
 fn assert_says(e: &ProtocolError, words: &[&str]) {
-    let text = e.to_string();
+    let text = zpar_protocol::error::Chain(e).to_string();
     for w in words {
         assert!(text.contains(w), "{text:?} does not mention {w:?}");
     }

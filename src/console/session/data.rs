@@ -2,6 +2,7 @@
 //! `%gather`, `%comm`, `%targets`, `%engines`, `%abort`, `%interrupt`,
 //! `%clear`, `%bind_kernel`. Each waits at most `--timeout` for its answers.
 
+use super::run::Control;
 use super::{Session, Status, WaitEnd, GRACE};
 use crate::console::render;
 use crate::console::targets::{compact, TargetSpec};
@@ -281,11 +282,4 @@ impl Session {
         }
         Ok(status)
     }
-}
-
-#[derive(Clone, Copy)]
-pub(super) enum Control {
-    Abort,
-    Interrupt,
-    Clear,
 }

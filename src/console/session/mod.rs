@@ -17,9 +17,9 @@
 
 mod data;
 mod px;
+mod run;
 
-use data::Control;
-use px::PxRun;
+use run::{Control, PxRun};
 
 use super::commands::{self, Command};
 use super::hub::HubWatch;

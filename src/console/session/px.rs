@@ -1,39 +1,15 @@
 //! `%px` and `%run`, and what follows them: showing a run's output, values and errors,
 //! interrupting it, `%result` and `%wait`.
 
+use super::run::PxRun;
 use super::{Session, Status, WaitEnd, GRACE};
 use crate::console::input;
 use crate::console::render;
 use crate::console::targets::TargetSpec;
 use anyhow::{bail, Result};
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use zpar_client::{AsyncResult, ExecuteOptions, Script, Value};
-
-/// One `%px` and what of it has been shown.
-#[derive(Clone)]
-pub(super) struct PxRun {
-    ar: AsyncResult,
-    /// The execution number each engine gave it (`Out[ID:N]`).
-    counts: BTreeMap<u32, u64>,
-    ids: Vec<u32>,
-    /// Engines whose reply has been shown.
-    shown: Rc<RefCell<BTreeSet<Option<u32>>>>,
-}
-
-impl PxRun {
-    /// Engines that have not answered yet.
-    fn waiting(&self) -> Vec<u32> {
-        let answered: BTreeSet<u32> = self.ar.replies().iter().filter_map(|r| r.engine).collect();
-        self.ids
-            .iter()
-            .copied()
-            .filter(|i| !answered.contains(i))
-            .collect()
-    }
-}
 
 impl Session {
     pub(super) fn px(

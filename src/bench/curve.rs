@@ -7,7 +7,7 @@
 //! with its ratio to the plain one; the targets are a round trip at most
 //! 1.3× and a throughput at least 0.5× the plain figures.
 
-use crate::bench::{median, reps, Report};
+use super::report::{median, reps, Report};
 use anyhow::{bail, Context, Result};
 use std::time::Instant;
 use zpar_client::{DirectView, LocalCluster, Value};

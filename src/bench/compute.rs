@@ -3,49 +3,15 @@
 //! through `apply` beside calling it in-process plus one round trip; the π
 //! estimate on 2 engines beside 1; and the native kernel beside the same
 //! estimate as a Rhai loop. Engines are `zpar engine --bench-kernels`,
-//! which serve [`kernels`].
+//! which serve [`crate::kernels::bench_kernels`].
 
-use crate::bench::{median_us, reps, Report};
+use super::args::BenchArgs;
+use super::report::{median_us, reps, Report};
+use crate::kernels::{pi_hits, RHAI_PI_HITS};
 use anyhow::{bail, Context, Result};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use zpar_client::{LocalCluster, Value};
-
-/// Points of a seeded sample of `n` in the unit square that fall in the
-/// quarter circle (as in `examples/native_kernels.rs`).
-pub fn pi_hits(seed: i64, n: i64) -> i64 {
-    let mut rng = fastrand::Rng::with_seed(seed as u64);
-    let mut hits = 0;
-    for _ in 0..n {
-        let (x, y) = (rng.f64(), rng.f64());
-        if x * x + y * y <= 1.0 {
-            hits += 1;
-        }
-    }
-    hits
-}
-
-/// The natives `zpar engine --bench-kernels` serves.
-pub fn kernels(engine: &mut zpar_engine::rhai::Engine) {
-    engine.register_fn("pi_hits", pi_hits);
-}
-
-/// The same estimate as a Rhai loop (an LCG modulo 2^31: Rhai's i64
-/// arithmetic is checked, so no wrapping 64-bit generator).
-const RHAI_PI_HITS: &str = r#"
-fn rhai_pi_hits(seed, n) {
-    let s = seed % 2147483648;
-    let hits = 0;
-    for i in 0..n {
-        s = (s * 1103515245 + 12345) % 2147483648;
-        let x = s.to_float() / 2147483648.0;
-        s = (s * 1103515245 + 12345) % 2147483648;
-        let y = s.to_float() / 2147483648.0;
-        if x * x + y * y <= 1.0 { hits += 1; }
-    }
-    hits
-}
-"#;
 
 fn toolkit(report: &mut Report, scale: f64) -> Result<()> {
     let mut engine = zpar_engine::rhai::Engine::new();
@@ -122,7 +88,7 @@ fn kernel_cluster(engines: usize) -> Result<LocalCluster> {
 }
 
 /// Runs the compute suite.
-pub(crate) fn compute(report: &mut Report, args: &crate::bench::BenchArgs) -> Result<()> {
+pub(crate) fn compute(report: &mut Report, args: &BenchArgs) -> Result<()> {
     toolkit(report, args.scale)?;
 
     // A native kernel through apply, beside in-process plus a round trip.

@@ -3,13 +3,14 @@
 //! setting up a communicator over all, and an allreduce of one integer
 //! timed inside the engines; the hub's memory with them all.
 
-use crate::bench::{median, median_us, peak_rss_mib, reps, rss_mib, Report};
+use super::report::{median, median_us, reps, Report};
+use super::rss::{peak_rss_mib, rss_mib};
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 use zpar_client::{LocalCluster, Value};
 
 /// Runs the suite with `many` engines.
-pub fn scale(report: &mut Report, many: usize, scale: f64) -> Result<()> {
+pub(crate) fn scale(report: &mut Report, many: usize, scale: f64) -> Result<()> {
     let started = Instant::now();
     let cluster = LocalCluster::builder()
         .engines(many)
@@ -77,7 +78,7 @@ pub fn scale(report: &mut Report, many: usize, scale: f64) -> Result<()> {
 /// 10,000 whose results are dropped once in: the hub's and this client's
 /// memory after each 250,000 (they should stay flat), and the rate; then
 /// sixteen clients at once.
-pub fn million(report: &mut Report, scale: f64) -> Result<()> {
+pub(crate) fn million(report: &mut Report, scale: f64) -> Result<()> {
     let cluster = LocalCluster::start(2)?;
     let client = cluster.client()?;
     let lb = client.load_balanced();
