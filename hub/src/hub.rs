@@ -587,9 +587,9 @@ impl Hub {
             }
             Err(e) => {
                 if self.commit_failures == 0 {
-                    warn!(error = %e, "task records not committed: the replies that depend on them are held, and the commit is tried again each turn (is the disk full, or the database file locked by another process?)");
+                    warn!(error = %zpar_protocol::error::Chain(&e), "task records not committed: the replies that depend on them are held, and the commit is tried again each turn (is the disk full, or the database file locked by another process?)");
                 } else {
-                    debug!(error = %e, tries = self.commit_failures + 1, "task records still not committed");
+                    debug!(error = %zpar_protocol::error::Chain(&e), tries = self.commit_failures + 1, "task records still not committed");
                 }
                 self.commit_failures += 1;
                 self.held_for_commit.push_back(Action::CommitRecords);

@@ -126,3 +126,39 @@ fn replies_wait_while_the_record_file_is_locked_and_go_out_with_their_records() 
         "the record reached the file"
     );
 }
+
+#[test]
+fn a_result_that_came_in_shared_memory_is_not_read_again_from_the_records() {
+    let _watchdog = support::watchdog();
+    let (_cluster, client) = cluster(1);
+    let view = client.view(0);
+    let big = Value::F64Array(vec![0.25; 1 << 20]);
+    view.push_ref("big", &big)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    let pull = view.pull("big").unwrap();
+    assert_eq!(pull.get_timeout(WAIT).unwrap(), vec![big]);
+    let record = client
+        .db_query(serde_json::json!({"msg_id": pull.msg_ids()[0]}), None)
+        .unwrap();
+    assert!(
+        record[0].to_string().contains("\"shm\""),
+        "the value came through shared memory: {}",
+        record[0]
+    );
+    match client
+        .get_result(&pull.msg_ids()[0])
+        .unwrap()
+        .get_timeout(WAIT)
+    {
+        Err(Error::Hub { ename, message }) => {
+            assert_eq!(ename, "ResultNotKept", "{message}");
+            assert!(
+                message.contains("shared memory") && message.contains("pull"),
+                "{message}"
+            );
+        }
+        other => panic!("expected ResultNotKept, got {other:?}"),
+    }
+}

@@ -55,7 +55,24 @@ pub(crate) fn fill_recorded(
         let reply: zpar_protocol::TaskReply =
             serde_json::from_value(e.get("content").cloned().unwrap_or(Json::Null))
                 .unwrap_or_default();
-        let mut outcome = outcome_of(&reply, engine, msg_id, own);
+        let in_shared_memory = e.get("in_shared_memory").and_then(Json::as_bool) == Some(true);
+        let mut outcome = if in_shared_memory {
+            // Never opened from a record: the segment belongs to the
+            // submitter's reply, and reading it here would remove it.
+            Err(Error::Hub {
+                ename: "ResultNotKept".into(),
+                message: format!(
+                    "the result of {msg_id} went from its engine to the client that submitted \
+                     it through shared memory (/dev/shm), which is removed once read; the hub \
+                     never held its bytes, so its record does not keep the value. Keep the \
+                     value on the engine (assign it to a variable) and pull it, or submit with \
+                     shared memory off (Client::set_shared_memory(false)) to have results \
+                     recorded"
+                ),
+            })
+        } else {
+            outcome_of(&reply, engine, msg_id, own)
+        };
         if e.get("buffers_dropped").and_then(Json::as_bool) == Some(true) && outcome.is_ok() {
             outcome = Err(Error::Hub {
                 ename: "ResultTooLarge".into(),

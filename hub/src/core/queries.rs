@@ -296,6 +296,13 @@ impl HubCore {
                 problems.push(format!("{old}: no record"));
                 continue;
             };
+            if first.request.in_shared_memory {
+                problems.push(format!(
+                    "{old}: its values went to the engines in shared memory, which the hub \
+                     does not keep; submit it again from the client"
+                ));
+                continue;
+            }
             if first.request.buffers_dropped {
                 problems.push(format!("{old}: its buffers were too large to record"));
                 continue;
@@ -431,6 +438,7 @@ fn ipyparallel_entry(r: &TaskRecord) -> Option<Json> {
 /// One finished record for a result reply: its reply content and metadata,
 /// and where its buffers start among the reply's buffers.
 fn result_entry(r: &TaskRecord, buffers: &mut Vec<zmq::Message>) -> Json {
+    let in_shared_memory = r.result.as_ref().is_some_and(|p| p.in_shared_memory);
     let (content, metadata, count, dropped) = match &r.result {
         Some(p) => {
             let start = buffers.len();
@@ -469,5 +477,8 @@ fn result_entry(r: &TaskRecord, buffers: &mut Vec<zmq::Message>) -> Json {
     m.insert("buffer_start", json!(count.0));
     m.insert("buffer_count", json!(count.1));
     m.insert("buffers_dropped", json!(dropped));
+    if in_shared_memory {
+        m.insert("in_shared_memory", json!(true));
+    }
     json!(m)
 }

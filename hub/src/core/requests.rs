@@ -25,6 +25,9 @@ pub(crate) fn parts_of(raw: &RawMessage, small: bool) -> Parts {
             Vec::new()
         },
         buffers_dropped: !small,
+        in_shared_memory: mentions(&raw.content, b"\"shm\"")
+            && serde_json::from_slice::<serde_json::Value>(&raw.content)
+                .is_ok_and(|c| !zpar_protocol::value::shared_segments(&c).is_empty()),
     }
 }
 
@@ -386,7 +389,9 @@ impl HubCore {
         };
         let raw = match RawMessage::from_frames(frames, &self.session.limits) {
             Ok(r) => r,
-            Err(e) => return warn!(error = %e, engine, "an undeliverable message is unreadable"),
+            Err(e) => {
+                return warn!(error = %Chain(&e), engine, "an undeliverable message is unreadable")
+            }
         };
         let Ok(header) = raw.header() else {
             return warn!(engine, "an undeliverable message has no header");

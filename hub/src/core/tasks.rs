@@ -227,7 +227,7 @@ impl HubCore {
             Ok(m) => m,
             Err(e) => {
                 // It was read when the task came, so this cannot happen.
-                warn!(error = %e, "a retried task's metadata is unreadable; sent as it came");
+                warn!(error = %zpar_protocol::error::Chain(&e), "a retried task's metadata is unreadable; sent as it came");
                 return raw;
             }
         };

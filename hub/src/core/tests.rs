@@ -2244,3 +2244,35 @@ fn a_request_the_loop_cannot_deliver_fails_with_undelivered_once() {
     h.tick();
     h.assert_no_more();
 }
+
+#[test]
+fn a_result_in_shared_memory_is_recorded_as_not_kept() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = h.execute(&[0]);
+    let (_, e, got) = h.take_to_engine();
+    let marker = json!({"$zpar": "f64", "shm": "zpar-test-segment", "len": 4_000_000});
+    h.answer_as(
+        &uuid_of(e),
+        Channel::Mux,
+        &got,
+        TaskReply::with_result(marker),
+    );
+    let (_, r) = h.flush_reply();
+    assert_eq!(r.content.task_reply().unwrap().status, Status::Ok);
+    let recs = h.core.records.get(&req.header.msg_id).unwrap();
+    assert!(
+        recs[0].result.as_ref().unwrap().in_shared_memory,
+        "the record says its value is not kept"
+    );
+    let reply = h.query(Content::ResultRequest(ResultRequest {
+        msg_ids: vec![req.header.msg_id.clone()],
+    }));
+    let Content::ResultReply(rr) = reply.content else {
+        panic!("not a result reply")
+    };
+    let entry = &rr.results[&req.header.msg_id][0];
+    assert_eq!(entry["in_shared_memory"], json!(true), "{entry}");
+    h.expect_commit_if_any();
+    h.assert_no_more();
+}

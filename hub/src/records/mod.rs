@@ -37,6 +37,12 @@ pub struct Parts {
     /// True when buffers existed but were not kept.
     #[serde(default)]
     pub buffers_dropped: bool,
+    /// True when the message's values were in shared memory (`/dev/shm`
+    /// segments between peers on one host): the hub never held their
+    /// bytes, and the segments are removed once read, so the record does
+    /// not keep the value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_shared_memory: bool,
 }
 
 impl Parts {
@@ -53,6 +59,7 @@ impl Parts {
             "content": parse(&self.content),
             "buffers": self.buffers.len(),
             "buffers_dropped": self.buffers_dropped,
+            "in_shared_memory": self.in_shared_memory,
         })
     }
 }

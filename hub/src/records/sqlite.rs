@@ -137,6 +137,11 @@ impl SqliteStore {
         // killed (it is in the WAL file); only an OS crash could lose the
         // last few.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Another process holding the file's lock makes a write fail after
+        // this wait (rusqlite's default is 5 s, all of it spent in the
+        // hub's poll loop). A failed write loses nothing: the records are
+        // kept and written at the next commit, and the replies wait.
+        conn.busy_timeout(std::time::Duration::from_millis(250))?;
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore {
             conn,
