@@ -183,9 +183,13 @@ pub(crate) struct HubLiveness {
     /// not "lost" (connecting says so: [`crate::Error::NoHub`]).
     last_heard: Option<Instant>,
     lost: bool,
-    /// The instance its pings carry, and the first beat of it heard (beat
-    /// number, when) to estimate its period.
-    instance: Option<(Vec<u8>, u64, Instant)>,
+    /// The hub's instance: named by its pings, and by its answer to a
+    /// connection request (so a client that has heard no ping yet knows
+    /// which hub it connected to, and sees a restart inside the limit).
+    instance: Option<Vec<u8>>,
+    /// The first beat of that instance heard (number, when), to estimate
+    /// its period.
+    first_beat: Option<(u64, Instant)>,
     period: Option<Duration>,
 }
 
@@ -197,6 +201,7 @@ impl HubLiveness {
             last_heard: None,
             lost: false,
             instance: None,
+            first_beat: None,
             period: None,
         }
     }
@@ -231,7 +236,9 @@ impl HubLiveness {
         self.last_heard = Some(now);
         if self.lost {
             self.lost = false;
-            self.instance = None; // the next ping names the hub that is back
+            // The next ping or answer names the hub that is back.
+            self.instance = None;
+            self.first_beat = None;
             return Some(HubChange::Back);
         }
         None
@@ -246,25 +253,46 @@ impl HubLiveness {
             .and_then(|b| std::str::from_utf8(b).ok())
             .and_then(|b| b.parse::<u64>().ok());
         let back = self.heard(now);
-        let restarted = match (&self.instance, beat) {
-            (Some((known, _, _)), _) if known.as_slice() != instance => true,
-            (Some((_, first, at)), Some(beat)) if beat > *first => {
-                let beats = u32::try_from(beat - first).unwrap_or(u32::MAX);
-                self.period = Some(now.saturating_duration_since(*at) / beats);
-                false
-            }
-            (Some(_), _) => false,
-            (None, _) => {
-                self.instance = Some((instance.to_vec(), beat.unwrap_or(0), now));
-                false
-            }
-        };
-        if restarted {
-            self.instance = Some((instance.to_vec(), beat.unwrap_or(0), now));
-            self.period = None;
+        if self.named(instance) {
+            self.first_beat = beat.map(|b| (b, now));
             return back.or(Some(HubChange::Restarted));
         }
+        match (self.first_beat, beat) {
+            (None, Some(beat)) => self.first_beat = Some((beat, now)),
+            (Some((first, at)), Some(beat)) if beat > first => {
+                let beats = u32::try_from(beat - first).unwrap_or(u32::MAX);
+                self.period = Some(now.saturating_duration_since(at) / beats);
+            }
+            _ => {}
+        }
         back
+    }
+
+    /// The hub named its instance in an answer (a `connection_reply`): a
+    /// restart if it is not the one known.
+    pub fn instance_seen(&mut self, instance: &[u8]) -> Option<HubChange> {
+        if self.named(instance) {
+            self.first_beat = None;
+            return Some(HubChange::Restarted);
+        }
+        None
+    }
+
+    /// Notes the instance the hub names; true if another one was known (it
+    /// restarted in place).
+    fn named(&mut self, instance: &[u8]) -> bool {
+        match &self.instance {
+            Some(known) if known.as_slice() == instance => false,
+            Some(_) => {
+                self.instance = Some(instance.to_vec());
+                self.period = None;
+                true
+            }
+            None => {
+                self.instance = Some(instance.to_vec());
+                false
+            }
+        }
     }
 
     /// The hub is lost if it has been silent past the limit (once: then
@@ -276,6 +304,7 @@ impl HubLiveness {
         }
         self.lost = true;
         self.instance = None;
+        self.first_beat = None;
         Some(HubChange::Lost { silence })
     }
 
@@ -323,6 +352,22 @@ mod tests {
         assert_eq!(hub.ping(b"aaaa:7", t0), None);
         assert_eq!(hub.ping(b"bbbb:1", t0), Some(HubChange::Restarted));
         assert_eq!(hub.ping(b"bbbb:2", t0), None, "once");
+        assert!(!hub.is_lost());
+    }
+
+    #[test]
+    fn an_answer_naming_another_instance_is_a_restart_before_any_ping() {
+        let t0 = Instant::now();
+        let mut hub = HubLiveness::new(Duration::from_secs(3));
+        // Connected: the connection reply names the hub; no ping heard yet.
+        assert_eq!(hub.heard(t0), None);
+        assert_eq!(hub.instance_seen(b"aaaa"), None);
+        // The hub is killed and restarted within the limit: the first ping
+        // heard is the new hub's.
+        assert_eq!(hub.ping(b"bbbb:1", t0), Some(HubChange::Restarted));
+        assert_eq!(hub.ping(b"bbbb:2", t0), None, "once");
+        assert_eq!(hub.instance_seen(b"bbbb"), None);
+        assert_eq!(hub.instance_seen(b"cccc"), Some(HubChange::Restarted));
         assert!(!hub.is_lost());
     }
 

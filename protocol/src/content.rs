@@ -232,6 +232,11 @@ pub struct ConnectionReply {
     /// Engine id → the host it runs on, for engines that said.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<u32, String>,
+    /// The hub's instance, random per start (the prefix of its heartbeat
+    /// pings): a client that knows it from connecting tells a hub restarted
+    /// in place from the one it connected to, whatever pings it heard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_instance: Option<String>,
 }
 
 /// Asks for queue lengths.

@@ -247,3 +247,48 @@ fn a_map_in_flight_when_the_hub_dies_comes_back_or_fails_hub_lost() {
     let first = client.get_result(&back[0]).unwrap();
     assert_eq!(first.get_timeout(WAIT).unwrap().len(), 1);
 }
+
+/// A client that heard no heartbeat ping yet still knows which hub it
+/// connected to (its connection reply names the instance), so a hub killed
+/// and restarted in place inside the silence limit is reported as a
+/// restart, not taken for the hub it connected to. The first hub beats
+/// slowly, so no ping of it can reach the client before the kill.
+#[test]
+fn a_hub_restarted_before_any_ping_was_heard_is_reported_as_a_restart() {
+    let _watchdog = support::watchdog();
+    let db = Db::new();
+    let mut cluster = zpar::LocalCluster::builder()
+        .binary(zpar_bin())
+        .engines(1)
+        .hub_args(["--hb-period-ms", "20000", "--hb-misses", "5"])
+        .hub_args(["--db", db.arg().as_str()])
+        .timeout(WAIT)
+        .start()
+        .expect("starting a local cluster");
+    let client = cluster.client().expect("client");
+    // Silence cannot reveal the restart: only the instance can.
+    client.set_hub_timeout(Duration::from_secs(120)).unwrap();
+    let events = client.events().unwrap();
+    cluster.kill_hub().unwrap();
+    let _hub = Restarted::hub(&cluster.profile().dir, &db.arg());
+    next_event(&events, "HubLost(Restarted)", |e| {
+        matches!(
+            e,
+            ClientEvent::HubLost {
+                reason: HubLoss::Restarted,
+                ..
+            }
+        )
+        .then_some(())
+    });
+    next_event(&events, "HubReturned", |e| {
+        matches!(e, ClientEvent::HubReturned { .. }).then_some(())
+    });
+    support::wait_until("engine 0 is back", || {
+        client
+            .refresh_engines(WAIT)
+            .is_ok_and(|ids| ids.contains(&0))
+    });
+    let again = client.view(0).execute("6 * 7").unwrap();
+    assert_eq!(again.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
+}

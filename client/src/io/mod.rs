@@ -522,6 +522,14 @@ impl IoLoop {
                 continue;
             }
             if socket == Socket::Query {
+                // The hub names its instance when asked for its engines
+                // (at connect, in probes): another one is a restart.
+                if let Content::ConnectionReply(r) = &msg.content {
+                    if let Some(instance) = &r.hub_instance {
+                        let change = self.hub.instance_seen(instance.as_bytes());
+                        self.on_hub_change(change);
+                    }
+                }
                 if self.is_restart_check(&parent) {
                     self.on_restart_check_reply(msg);
                 } else if self.probe.as_ref().is_some_and(|(id, _)| *id == parent) {

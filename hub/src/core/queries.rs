@@ -57,6 +57,7 @@ impl HubCore {
                 status: Status::Ok,
                 engines: self.registry.table(),
                 hosts: self.registry.hosts(),
+                hub_instance: Some(self.config.instance.clone()),
             }),
             Content::QueueRequest(r) => {
                 let engines: BTreeMap<u32, EngineQueue> = self

@@ -139,6 +139,7 @@ pub fn sample_message(session: &Session, rng: &mut Rng) -> Message {
             status: Default::default(),
             engines: (0..3).map(|i| (i, zpar_protocol::new_id())).collect(),
             hosts: (0..3).map(|i| (i, format!("10.0.0.{i}"))).collect(),
+            hub_instance: Some("k3x9q2m7".into()),
         }),
     };
     let mut msg = if rng.chance(30) {
