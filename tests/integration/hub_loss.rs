@@ -292,3 +292,41 @@ fn a_hub_restarted_before_any_ping_was_heard_is_reported_as_a_restart() {
     let again = client.view(0).execute("6 * 7").unwrap();
     assert_eq!(again.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
 }
+
+/// Work sent while the hub was down reaches the hub restarted in place (the
+/// client's sockets reconnect and deliver what they queued), and the new
+/// hub runs it. The client, finding the restart, asks the new hub about
+/// what it waits for instead of failing work that is running there.
+#[test]
+fn work_sent_while_the_hub_was_down_is_answered_by_the_restarted_hub() {
+    let _watchdog = support::watchdog();
+    let db = Db::new();
+    let mut cluster = zpar::LocalCluster::builder()
+        .binary(zpar_bin())
+        .engines(1)
+        .hub_args(["--hb-period-ms", "20000", "--hb-misses", "5"])
+        .hub_args(["--db", db.arg().as_str()])
+        .timeout(WAIT)
+        .start()
+        .expect("starting a local cluster");
+    let client = cluster.client().expect("client");
+    client.set_hub_timeout(Duration::from_secs(120)).unwrap();
+    let events = client.events().unwrap();
+    cluster.kill_hub().unwrap();
+    let sent = client
+        .load_balanced()
+        .apply("|x| x * 2", vec![Value::Int(21)])
+        .unwrap();
+    let _hub = Restarted::hub(&cluster.profile().dir, &db.arg());
+    next_event(&events, "HubLost(Restarted)", |e| {
+        matches!(
+            e,
+            ClientEvent::HubLost {
+                reason: HubLoss::Restarted,
+                ..
+            }
+        )
+        .then_some(())
+    });
+    assert_eq!(sent.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
+}
