@@ -197,42 +197,24 @@ impl ResultState {
     /// Fills every slot still open with `error` (the hub was lost: those
     /// replies will never come). Returns how many were open.
     pub fn fail_open(&self, error: &Error) -> usize {
-        let mut parts = self.parts.lock().expect("result lock");
-        let mut failed = 0;
-        for s in parts.slots.iter_mut().filter(|s| s.reply.is_none()) {
-            s.reply = Some(EngineReply {
-                engine: s.engine,
-                msg_id: s.msg_id.clone(),
-                outcome: Err(error.clone()),
-                execution_count: None,
-                stdout: std::mem::take(&mut s.streamed),
-                stderr: String::new(),
-                started: None,
-                completed: None,
-                received: SystemTime::now(),
-            });
-            failed += 1;
-        }
-        if failed > 0 {
-            parts.done = parts.slots.len();
-            self.segments.lock().expect("segments lock").clear();
-            self.cond.notify_all();
-            if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
-                let _ = tx.send(tag);
-            }
-        }
-        failed
+        self.fail_slots(error, |_| true)
     }
 
     /// Fills the open slots of one msg id with `error`. Returns how many
     /// were open.
     pub fn fail_msg(&self, msg_id: &str, error: &Error) -> usize {
+        self.fail_slots(error, |s| s.msg_id == msg_id)
+    }
+
+    /// Fills the open slots `pick` takes with `error`; wakes the waiters
+    /// once every slot is filled. Returns how many it filled.
+    fn fail_slots(&self, error: &Error, pick: impl Fn(&Slot) -> bool) -> usize {
         let mut parts = self.parts.lock().expect("result lock");
         let mut failed = 0;
         for s in parts
             .slots
             .iter_mut()
-            .filter(|s| s.reply.is_none() && s.msg_id == msg_id)
+            .filter(|s| s.reply.is_none() && pick(s))
         {
             s.reply = Some(EngineReply {
                 engine: s.engine,

@@ -248,6 +248,21 @@ fn a_map_in_flight_when_the_hub_dies_comes_back_or_fails_hub_lost() {
     assert_eq!(first.get_timeout(WAIT).unwrap().len(), 1);
 }
 
+/// One engine and a hub that beats every 20 s, so no ping of it reaches a
+/// client before the test kills it.
+fn slowly_beating_cluster(db: &Db) -> (zpar::LocalCluster, Client) {
+    let cluster = zpar::LocalCluster::builder()
+        .binary(zpar_bin())
+        .engines(1)
+        .hub_args(["--hb-period-ms", "20000", "--hb-misses", "5"])
+        .hub_args(["--db", db.arg().as_str()])
+        .timeout(WAIT)
+        .start()
+        .expect("starting a local cluster");
+    let client = cluster.client().expect("client");
+    (cluster, client)
+}
+
 /// A client that heard no heartbeat ping yet still knows which hub it
 /// connected to (its connection reply names the instance), so a hub killed
 /// and restarted in place inside the silence limit is reported as a
@@ -257,15 +272,7 @@ fn a_map_in_flight_when_the_hub_dies_comes_back_or_fails_hub_lost() {
 fn a_hub_restarted_before_any_ping_was_heard_is_reported_as_a_restart() {
     let _watchdog = support::watchdog();
     let db = Db::new();
-    let mut cluster = zpar::LocalCluster::builder()
-        .binary(zpar_bin())
-        .engines(1)
-        .hub_args(["--hb-period-ms", "20000", "--hb-misses", "5"])
-        .hub_args(["--db", db.arg().as_str()])
-        .timeout(WAIT)
-        .start()
-        .expect("starting a local cluster");
-    let client = cluster.client().expect("client");
+    let (mut cluster, client) = slowly_beating_cluster(&db);
     // Silence cannot reveal the restart: only the instance can.
     client.set_hub_timeout(Duration::from_secs(120)).unwrap();
     let events = client.events().unwrap();
@@ -301,15 +308,7 @@ fn a_hub_restarted_before_any_ping_was_heard_is_reported_as_a_restart() {
 fn work_sent_while_the_hub_was_down_is_answered_by_the_restarted_hub() {
     let _watchdog = support::watchdog();
     let db = Db::new();
-    let mut cluster = zpar::LocalCluster::builder()
-        .binary(zpar_bin())
-        .engines(1)
-        .hub_args(["--hb-period-ms", "20000", "--hb-misses", "5"])
-        .hub_args(["--db", db.arg().as_str()])
-        .timeout(WAIT)
-        .start()
-        .expect("starting a local cluster");
-    let client = cluster.client().expect("client");
+    let (mut cluster, client) = slowly_beating_cluster(&db);
     client.set_hub_timeout(Duration::from_secs(120)).unwrap();
     let events = client.events().unwrap();
     cluster.kill_hub().unwrap();
