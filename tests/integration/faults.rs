@@ -105,8 +105,18 @@ fn abort_and_clear() {
         .get_timeout(WAIT)
         .unwrap();
     let blocker = view
-        .execute("let n = 0; while n < 200000000 { n += 1 }")
+        .execute("print(\"running\"); let n = 0; while n < 200000000 { n += 1 }")
         .unwrap();
+    // The interrupt below must find the blocker running: on a loaded
+    // machine the abort and the interrupt (on control) could otherwise
+    // reach the engine before the blocker (on mux), interrupt nothing, and
+    // leave the queued requests behind 200 million iterations.
+    support::wait_until("the blocker runs", || {
+        blocker
+            .stdout()
+            .get(&0)
+            .is_some_and(|out| out.contains("running"))
+    });
     let queued: Vec<_> = (0..3)
         .map(|i| view.execute(&format!("{i}")).unwrap())
         .collect();
