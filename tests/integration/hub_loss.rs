@@ -248,6 +248,20 @@ fn a_map_in_flight_when_the_hub_dies_comes_back_or_fails_hub_lost() {
     assert_eq!(first.get_timeout(WAIT).unwrap().len(), 1);
 }
 
+/// Waits (bounded) for the event that reports a hub restarted in place.
+fn expect_restart_reported(events: &mpsc::Receiver<ClientEvent>) {
+    next_event(events, "HubLost(Restarted)", |e| {
+        matches!(
+            e,
+            ClientEvent::HubLost {
+                reason: HubLoss::Restarted,
+                ..
+            }
+        )
+        .then_some(())
+    });
+}
+
 /// One engine and a hub that beats every 20 s, so no ping of it reaches a
 /// client before the test kills it.
 fn slowly_beating_cluster(db: &Db) -> (zpar::LocalCluster, Client) {
@@ -278,16 +292,7 @@ fn a_hub_restarted_before_any_ping_was_heard_is_reported_as_a_restart() {
     let events = client.events().unwrap();
     cluster.kill_hub().unwrap();
     let _hub = Restarted::hub(&cluster.profile().dir, &db.arg());
-    next_event(&events, "HubLost(Restarted)", |e| {
-        matches!(
-            e,
-            ClientEvent::HubLost {
-                reason: HubLoss::Restarted,
-                ..
-            }
-        )
-        .then_some(())
-    });
+    expect_restart_reported(&events);
     next_event(&events, "HubReturned", |e| {
         matches!(e, ClientEvent::HubReturned { .. }).then_some(())
     });
@@ -317,15 +322,6 @@ fn work_sent_while_the_hub_was_down_is_answered_by_the_restarted_hub() {
         .apply("|x| x * 2", vec![Value::Int(21)])
         .unwrap();
     let _hub = Restarted::hub(&cluster.profile().dir, &db.arg());
-    next_event(&events, "HubLost(Restarted)", |e| {
-        matches!(
-            e,
-            ClientEvent::HubLost {
-                reason: HubLoss::Restarted,
-                ..
-            }
-        )
-        .then_some(())
-    });
+    expect_restart_reported(&events);
     assert_eq!(sent.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
 }

@@ -323,6 +323,15 @@ impl HubHarness {
         );
     }
 
+    /// A task the core failed: no longer queued, and recorded as an error.
+    fn assert_failed_for_good(&self, msg_id: &str) {
+        assert_eq!(self.core.waiting(), 0);
+        assert_eq!(
+            self.record_status(msg_id, None),
+            RecordStatus::Done(Status::Error)
+        );
+    }
+
     fn record_status(&self, msg_id: &str, engine: Option<u32>) -> RecordStatus {
         let recs = self.core.records.get(msg_id).unwrap();
         recs.iter()
@@ -2054,11 +2063,7 @@ fn a_ready_task_with_no_engine_fails_after_the_no_engine_limit() {
         evalue.contains("60 s") && evalue.contains("start engines"),
         "{evalue}"
     );
-    assert_eq!(h.core.waiting(), 0);
-    assert_eq!(
-        h.record_status(&req.header.msg_id, None),
-        RecordStatus::Done(Status::Error)
-    );
+    h.assert_failed_for_good(&req.header.msg_id);
     h.assert_no_more();
 }
 
@@ -2137,11 +2142,7 @@ fn a_task_whose_after_or_follow_names_itself_is_refused_at_once() {
             evalue.contains(kind) && evalue.contains("itself"),
             "{evalue}"
         );
-        assert_eq!(h.core.waiting(), 0);
-        assert_eq!(
-            h.record_status(&req.header.msg_id, None),
-            RecordStatus::Done(Status::Error)
-        );
+        h.assert_failed_for_good(&req.header.msg_id);
     }
     h.assert_no_more();
 }
