@@ -229,14 +229,15 @@ fn bind(
     s.set_rcvhwm(0)?;
     s.set_backlog(LISTEN_BACKLOG)?;
     let addr = if port == 0 {
-        format!("tcp://{ip}:*")
+        bind_any_port(&s, ip)?
     } else {
-        format!("tcp://{ip}:{port}")
+        let addr = format!("tcp://{ip}:{port}");
+        s.bind(&addr).map_err(|source| HubError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        addr
     };
-    s.bind(&addr).map_err(|source| HubError::Bind {
-        addr: addr.clone(),
-        source,
-    })?;
     let endpoint = s.get_last_endpoint()?.unwrap_or_default();
     let bound = endpoint
         .rsplit(':')
@@ -247,6 +248,29 @@ fn bind(
             source: zmq::Error::EINVAL,
         })?;
     Ok((s, bound))
+}
+
+/// Binds `s` to a free port of our choosing below the kernel's ephemeral
+/// range ([`zpar_protocol::net::listen_ports`]), so that a hub restarted
+/// with `--reuse` finds its ports free again; the kernel's choice when that
+/// range is unknown or too crowded. Returns the address asked for.
+fn bind_any_port(s: &zmq::Socket, ip: &str) -> Result<String, HubError> {
+    if let Some(ports) = zpar_protocol::net::listen_ports() {
+        for _ in 0..64 {
+            let addr = format!("tcp://{ip}:{}", fastrand::u16(ports.clone()));
+            match s.bind(&addr) {
+                Ok(()) => return Ok(addr),
+                Err(zmq::Error::EADDRINUSE) => continue,
+                Err(source) => return Err(HubError::Bind { addr, source }),
+            }
+        }
+    }
+    let addr = format!("tcp://{ip}:*");
+    s.bind(&addr).map_err(|source| HubError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    Ok(addr)
 }
 
 impl Hub {
@@ -936,6 +960,20 @@ mod tests {
             for from_engine in [false, true] {
                 assert!(routed.contains(&(channel, from_engine)));
             }
+        }
+    }
+
+    #[test]
+    fn ports_left_to_the_hub_are_below_the_kernels_ephemeral_range() {
+        // A restart on the same ports (`--reuse`) must not meet them taken
+        // as some connection's source port.
+        let Some(ports) = zpar_protocol::net::listen_ports() else {
+            return; // not Linux, or a host whose ephemeral range leaves no room
+        };
+        let ctx = zmq::Context::new();
+        for _ in 0..4 {
+            let (_socket, port) = bind(&ctx, zmq::ROUTER, "127.0.0.1", 0, None).unwrap();
+            assert!(ports.contains(&port), "{port} outside {ports:?}");
         }
     }
 

@@ -83,6 +83,37 @@ fn by_host_name() -> Option<IpAddr> {
         .find(|ip| !ip.is_loopback() && !ip.is_unspecified() && is_local_address(&ip.to_string()))
 }
 
+/// Ports a service that picks its own may listen on without meeting the
+/// kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), from
+/// 10000 up to just below that range; None when fewer than 1,000 are left
+/// (or the range cannot be read: not Linux).
+///
+/// A port the kernel gave a listener (`bind` to port 0) comes from the
+/// ephemeral range, the same pool it draws every outgoing connection's
+/// source port from. Once that listener is gone (a hub killed, about to be
+/// restarted on the same ports), any connection on the host may take the
+/// port as its source, or a peer reconnecting to it may even connect to
+/// itself, and the restart cannot bind. Ports below the range are never
+/// handed out that way.
+///
+/// ```
+/// use zpar_protocol::net;
+/// assert_eq!(net::listen_ports_below("32768\t60999\n"), Some(10000..=32767));
+/// assert_eq!(net::listen_ports_below("10500 60999"), None);
+/// ```
+pub fn listen_ports_below(ephemeral_range: &str) -> Option<std::ops::RangeInclusive<u16>> {
+    const LOWEST: u16 = 10000;
+    let low: u16 = ephemeral_range.split_whitespace().next()?.parse().ok()?;
+    let highest = low.checked_sub(1)?;
+    (highest >= LOWEST && highest - LOWEST >= 1000).then_some(LOWEST..=highest)
+}
+
+/// [`listen_ports_below`] for this host's ephemeral range.
+pub fn listen_ports() -> Option<std::ops::RangeInclusive<u16>> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    listen_ports_below(&range)
+}
+
 /// The default route's gateway in a `/proc/net/route` table (addresses are
 /// little-endian hex there).
 fn default_gateway(table: &str) -> Option<Ipv4Addr> {
