@@ -241,6 +241,23 @@ impl Client {
         self.command(Command::HubTimeout(limit))
     }
 
+    /// How long a request may wait for its replies before this client asks
+    /// the hub what became of it; [`DEFAULT_RECALL_AFTER`](crate::io::DEFAULT_RECALL_AFTER)
+    /// (30 s) unless set. What the hub finished comes from its records (a
+    /// reply lost on a connection that dropped); what it runs waits on,
+    /// asked about again after twice as long each time; what it never
+    /// received fails with [`Error::Hub`] `Lost`, and did not run.
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// client.set_recall_after(std::time::Duration::from_secs(5))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_recall_after(&self, after: Duration) -> Result<()> {
+        self.command(Command::RecallAfter(after))
+    }
+
     /// Fails with [`Error::HubLost`] while the hub is lost.
     fn ensure_hub(&self) -> Result<()> {
         match self.hub_lost() {

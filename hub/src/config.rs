@@ -41,6 +41,10 @@ pub struct HubConfig {
     /// The CURVE keypair when it does (`--reuse` keeps the files'); a fresh
     /// one when None.
     pub curve_keys: Option<CurveKeys>,
+    /// How long a request may go unanswered by its engine before the hub
+    /// asks the engine what became of it (a request or reply lost on a
+    /// dropped connection); see [`crate::core::CoreConfig::recall_after`].
+    pub recall_after: Duration,
 }
 
 /// Whether the hub encrypts with CURVE.
@@ -143,6 +147,7 @@ impl HubConfig {
             key: None,
             hb_period: Duration::from_secs(1),
             hb_misses: 3,
+            recall_after: crate::core::DEFAULT_RECALL_AFTER,
             scheme: Scheme::LeastLoad,
             db: Db::Memory {
                 limit: DEFAULT_DB_LIMIT,

@@ -334,6 +334,11 @@ impl Hub {
         )?;
         for s in [&mux_engine, &task_engine, &control_engine] {
             s.set_router_mandatory(true)?;
+            // An engine whose connection dropped reconnects under its uuid
+            // at once; the hub may not have noticed the old connection die
+            // (a cable pulled: no reset ever comes). The new one takes the
+            // uuid over instead of being refused.
+            s.set_router_handover(true)?;
         }
         let pipe_addr = format!("inproc://zpar-hb-{}", zpar_protocol::new_id());
         let instance = zpar_protocol::new_id()[..8].to_string();
@@ -408,6 +413,7 @@ impl Hub {
                     Some(_) => Some(CurveKeys::generate()?),
                     None => None,
                 },
+                recall_after: config.recall_after,
                 ..CoreConfig::default()
             },
             records,

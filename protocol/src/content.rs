@@ -452,6 +452,45 @@ pub struct AbortRequest {
     pub msg_ids: Option<Vec<String>>,
 }
 
+/// Hub → engine: requests the hub forwarded to this engine and has heard
+/// nothing back about for a while (zpar's own message). It goes on the
+/// channel those requests went by, so it arrives after every one of them
+/// that arrived at all: an id the engine has not seen by then was lost on
+/// the way (a connection that dropped and came back).
+///
+/// ```
+/// use zpar_protocol::{Content, RecallRequest};
+/// let ask = Content::RecallRequest(RecallRequest { msg_ids: vec!["m1".into()] });
+/// assert_eq!(ask.msg_type(), "recall_request");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RecallRequest {
+    /// The requests' msg ids.
+    pub msg_ids: Vec<String>,
+}
+
+/// Engine → hub: the answer to a [`RecallRequest`]. The replies the engine
+/// still held went out again just before it; the ids it could not answer
+/// that way are named here. Ids it names in neither list are still being
+/// worked on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RecallReply {
+    /// Ok.
+    pub status: Status,
+    /// Ids the engine has no trace of.
+    #[serde(default)]
+    pub unknown: Vec<String>,
+    /// How many of the latest requests on this channel the engine
+    /// remembers (None: every one since it started). An unknown id with
+    /// fewer requests sent after it than this never arrived.
+    #[serde(default)]
+    pub remembered: Option<u64>,
+    /// Ids the engine answered whose replies it no longer holds (too
+    /// large, or too many since).
+    #[serde(default)]
+    pub answered_not_kept: Vec<String>,
+}
+
 /// Stops the running script.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct InterruptRequest {}
@@ -744,6 +783,10 @@ contents! {
     CommMsg(CommMsg) = "comm_msg",
     /// Jupyter: a comm closed (iopub, or shell from a front end).
     CommClose(CommClose) = "comm_close",
+    /// Hub → engine: what became of these requests?
+    RecallRequest(RecallRequest) = "recall_request",
+    /// Engine → hub: the ids it could not answer again.
+    RecallReply(RecallReply) = "recall_reply",
     /// Serve the Jupyter kernel protocol too (control).
     BindKernelRequest(BindKernelRequest) = "bind_kernel_request",
     /// Bound: the kernel's connection (control).

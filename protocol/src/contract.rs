@@ -149,6 +149,9 @@ pub enum ErrorClass {
     /// The hub could not deliver the request: its engine's connection for
     /// that channel did not come up within the hub's bound.
     Undelivered,
+    /// The request, or its reply, was lost on a connection that dropped
+    /// and came back; the message says whether the request ran.
+    Lost,
     /// A request zpar can never serve, whoever sends it: pickled Python in
     /// an `apply_request` (engines run Rhai), ipyparallel's broadcast
     /// scheduler. The message says what to use instead.
@@ -177,6 +180,7 @@ impl ErrorClass {
             ErrorClass::OperationLimit => "OperationLimit",
             ErrorClass::KernelBindFailed => "KernelBindFailed",
             ErrorClass::Undelivered => "Undelivered",
+            ErrorClass::Lost => "Lost",
             ErrorClass::Unsupported => "Unsupported",
             ErrorClass::Script(name) => name,
         }
@@ -201,6 +205,7 @@ impl ErrorClass {
             "OperationLimit" => ErrorClass::OperationLimit,
             "KernelBindFailed" => ErrorClass::KernelBindFailed,
             "Undelivered" => ErrorClass::Undelivered,
+            "Lost" => ErrorClass::Lost,
             "Unsupported" => ErrorClass::Unsupported,
             other => ErrorClass::Script(other.to_string()),
         }

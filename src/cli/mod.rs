@@ -94,6 +94,11 @@ struct HubArgs {
     /// Missed heartbeats before an engine is declared dead.
     #[arg(long, default_value_t = 3)]
     hb_misses: u64,
+    /// Seconds a request may go unanswered before the hub asks its engine
+    /// what became of it: one lost on a dropped connection is then sent
+    /// again, or failed with `Lost`.
+    #[arg(long, default_value_t = zpar_hub::core::DEFAULT_RECALL_AFTER.as_secs_f64())]
+    recall_after: f64,
     /// Load-balancing scheme: leastload, lru or random.
     #[arg(long, default_value = "leastload")]
     scheme: zpar_hub::Scheme,
@@ -222,6 +227,7 @@ fn run_hub(a: HubArgs) -> Result<()> {
     config.key = a.key;
     config.hb_period = Duration::from_millis(a.hb_period_ms.max(10));
     config.hb_misses = a.hb_misses.max(1);
+    config.recall_after = Duration::from_secs_f64(a.recall_after.clamp(0.1, 1e9));
     config.scheme = a.scheme;
     config.db = match a.db {
         zpar_hub::Db::Memory { .. } => zpar_hub::Db::Memory {

@@ -78,6 +78,11 @@ pub struct ConsoleArgs {
     /// until done or Ctrl-C.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+    /// Seconds a request may wait for its replies before the console asks
+    /// the hub what became of it (a request or reply lost on a connection
+    /// that dropped).
+    #[arg(long, default_value_t = zpar_client::io::DEFAULT_RECALL_AFTER.as_secs_f64())]
+    pub recall_after: f64,
 }
 
 impl ConsoleArgs {
@@ -85,6 +90,9 @@ impl ConsoleArgs {
     pub fn config(&self) -> Result<ConsoleConfig> {
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             bail!("--timeout must be a number of seconds above 0");
+        }
+        if !(self.recall_after.is_finite() && self.recall_after > 0.0) {
+            bail!("--recall-after must be a number of seconds above 0");
         }
         let (connection_file, folder) = match &self.file {
             Some(f) => {
@@ -107,6 +115,7 @@ impl ConsoleArgs {
             history_file: Some(folder.join(HISTORY_FILE)),
             targets: self.targets.clone(),
             timeout: Duration::from_secs_f64(self.timeout),
+            recall_after: Duration::from_secs_f64(self.recall_after),
         })
     }
 }
@@ -125,6 +134,8 @@ pub struct ConsoleConfig {
     pub targets: TargetSpec,
     /// Wait for the hub at start, and for data and control commands.
     pub timeout: Duration,
+    /// How long a request may wait before the hub is asked about it.
+    pub recall_after: Duration,
 }
 
 /// Runs the console until `%quit`, Ctrl-D or the end of the input. Returns
@@ -150,6 +161,7 @@ pub fn run(config: ConsoleConfig) -> Result<i32> {
             config.connection_file.display()
         )
     })?;
+    client.set_recall_after(config.recall_after)?;
     signal::install()?;
     out.pump(client.events()?)
         .context("starting the event thread")?;

@@ -600,6 +600,209 @@ fn an_engine_given_a_wrong_hub_address_says_which_address_it_tried() {
     );
 }
 
+/// What the hub host has sent on its connections from `port` to host `i`
+/// that host `i` has not acknowledged, in bytes.
+fn unacknowledged_to(hosts: &Hosts, i: usize, port: u64) -> u64 {
+    let out = hosts
+        .zpar_plain(0, "ss")
+        .args(["-tnH", "state", "established", "dst", &hosts.addr(i)])
+        .args(["sport", "=", &format!(":{port}")])
+        .output()
+        .expect("ss");
+    // With one state asked for, the columns are Recv-Q Send-Q Local Peer.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_request_lost_on_a_dropped_connection_fails_clearly_and_the_engine_serves_on() {
+    let _watchdog = support::watchdog();
+    let Some(hosts) = Hosts::new(1) else {
+        return;
+    };
+    // Heartbeats bear with a short cut; the hub asks about a request
+    // silent for 2 s.
+    let (client, engine) = start_hub(&hosts, &["--hb-misses", "30", "--recall-after", "2"]);
+    start_engines(&hosts, 1, 1, &engine, &[]);
+    wait_for_engines(&hosts, &client, "0");
+    let conn: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&engine).unwrap()).unwrap();
+    let mux = conn["mux"].as_u64().expect("the engines' mux port");
+    // The engine's host is cut off; a request to it waits, unacknowledged,
+    // in the hub host's send queue of the engine's mux connection. That
+    // one connection is then torn down on the hub's side (ss -K), taking
+    // the request with it, and the cable goes back: the engine reconnects
+    // (its ZeroMQ heartbeat meets a connection the hub no longer has),
+    // its other connections never noticed.
+    hosts.cut(1);
+    let file = client.to_str().expect("UTF-8");
+    let mut console = hosts
+        .zpar(0, &["console", "--file", file, "--timeout", "20"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a console");
+    console
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"%px 6 * 7\n%px 20 + 22\n")
+        .expect("writing the console's script");
+    // More than ZeroMQ's own heartbeats (a few bytes each) could make: the
+    // signed request, several hundred bytes.
+    support::wait_until("the request waits in the hub's send queue", || {
+        unacknowledged_to(&hosts, 1, mux) > 256
+    });
+    let cut = hosts
+        .zpar_plain(0, "ss")
+        .args([
+            "-K",
+            "dst",
+            &hosts.addr(1),
+            "sport",
+            "=",
+            &format!(":{mux}"),
+        ])
+        .output()
+        .expect("ss -K");
+    assert!(cut.status.success(), "{cut:?}");
+    assert_eq!(
+        unacknowledged_to(&hosts, 1, mux),
+        0,
+        "the connection is gone"
+    );
+    hosts.restore(1);
+    let out = wait_output(console, WAIT, "the console");
+    let shown = text(&out);
+    assert!(
+        shown.contains("Lost") && shown.contains("never reached engine 0"),
+        "the lost request fails, saying so:\n{shown}"
+    );
+    assert!(shown.contains("did not run: submit it again"), "{shown}");
+    assert!(
+        shown.contains("Out[0:2]: 42"),
+        "the engine serves the console's next request:\n{shown}"
+    );
+}
+
+/// The bytes waiting unread in host `i`'s connections to local `port`.
+fn unread_at(hosts: &Hosts, i: usize, port: u64) -> u64 {
+    let out = hosts
+        .zpar_plain(i, "ss")
+        .args([
+            "-tnH",
+            "state",
+            "established",
+            "dport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_reply_lost_on_its_way_to_the_client_comes_from_the_hubs_records() {
+    let _watchdog = support::watchdog();
+    let Some(hosts) = Hosts::new(1) else {
+        return;
+    };
+    // The hub and its engine on host 0, the client (a console) on host 1.
+    let (client, engine) = start_hub(&hosts, &["--hb-misses", "30"]);
+    start_engines(&hosts, 0, 1, &engine, &[]);
+    wait_for_engines(&hosts, &client, "0");
+    let read = |f: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
+    };
+    let engine_mux = read(&engine)["mux"]
+        .as_u64()
+        .expect("the engines' mux port");
+    let client_mux = read(&client)["mux"]
+        .as_u64()
+        .expect("the clients' mux port");
+    let engines: Vec<u32> = hosts
+        .zpar_processes(0)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"engine"))
+        })
+        .collect();
+    assert_eq!(engines.len(), 1, "one engine process on host 0");
+    let pid = engines[0].to_string();
+    let signal = |sig: &str| {
+        let done = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(done.success(), "kill {sig} {pid}");
+    };
+    // The engine holds the request unread until the client's host is cut
+    // off; then its reply waits, unacknowledged, in the hub host's send
+    // queue of the client's mux connection, which is torn down on the
+    // hub's side (ss -K), and the cable goes back. The console asks the
+    // hub about a request silent for 2 s, and gets the recorded reply.
+    signal("-STOP");
+    let file = hosts.dir().join("hub-profile/security/zpar-client.json");
+    let file = file.to_str().expect("UTF-8");
+    let mut console = hosts
+        .zpar(
+            1,
+            &[
+                "console",
+                "--file",
+                file,
+                "--timeout",
+                "20",
+                "--recall-after",
+                "2",
+            ],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a console");
+    console
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"%px 6 * 7\n")
+        .expect("writing the console's script");
+    support::wait_until("the request waits unread at the engine", || {
+        unread_at(&hosts, 0, engine_mux) > 256
+    });
+    hosts.cut(1);
+    signal("-CONT");
+    support::wait_until("the reply waits in the hub's send queue", || {
+        unacknowledged_to(&hosts, 1, client_mux) > 256
+    });
+    let cut = hosts
+        .zpar_plain(0, "ss")
+        .args([
+            "-K",
+            "dst",
+            &hosts.addr(1),
+            "sport",
+            "=",
+            &format!(":{client_mux}"),
+        ])
+        .output()
+        .expect("ss -K");
+    assert!(cut.status.success(), "{cut:?}");
+    hosts.restore(1);
+    let out = wait_output(console, WAIT, "the console");
+    let shown = text(&out);
+    assert!(
+        shown.contains("Out[0:1]: 42"),
+        "the result comes from the hub's records:\n{shown}"
+    );
+}
+
 #[test]
 fn a_hub_asked_to_bind_an_address_of_another_host_refuses_clearly() {
     let _watchdog = support::watchdog();

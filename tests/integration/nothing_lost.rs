@@ -162,3 +162,23 @@ fn a_result_that_came_in_shared_memory_is_not_read_again_from_the_records() {
         other => panic!("expected ResultNotKept, got {other:?}"),
     }
 }
+
+#[test]
+fn requests_that_run_long_are_asked_about_and_wait_on_for_their_replies() {
+    let _watchdog = support::watchdog();
+    let (_cluster, client) = cluster(2);
+    // Asked about every few tenths of a second while they run: the hub
+    // says they are pending, and they wait on; none is taken for lost.
+    client.set_recall_after(Duration::from_millis(100)).unwrap();
+    let long = client
+        .view(0)
+        .execute("let t = timestamp(); while t.elapsed < 1.5 {} 42")
+        .unwrap();
+    let quick: Vec<_> = (0..20)
+        .map(|i| client.view(1).execute(&format!("{i} * 2")).unwrap())
+        .collect();
+    for (i, r) in quick.into_iter().enumerate() {
+        assert_eq!(r.get_timeout(WAIT).unwrap(), vec![Value::Int(i as i64 * 2)]);
+    }
+    assert_eq!(long.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
+}

@@ -11,21 +11,39 @@ use zpar_protocol::curve::HandshakeWatch;
 use zpar_protocol::error::Chain;
 use zpar_protocol::{send_frames, ConnectionRequest, Content, Message, ResultRequest};
 
-/// How many times the restarted hub is asked about a request it does not
-/// know before that request fails.
-const RESTART_TRIES: u32 = 4;
+/// How many times the hub is asked about a request it does not know
+/// before that request fails.
+const CHECK_TRIES: u32 = 4;
 
-/// The pause before asking the restarted hub again (times the tries so
-/// far: 0.25, 0.5, 0.75 s).
-const RESTART_RETRY: Duration = Duration::from_millis(250);
+/// The pause before asking the hub again (times the tries so far: 0.25,
+/// 0.5, 0.75 s).
+const CHECK_RETRY: Duration = Duration::from_millis(250);
 
-/// After a hub restart: the requests this client still waits for, which
-/// the new hub may be running (sent after the old one died, they were
-/// delivered to the new one when the sockets reconnected).
-pub(super) struct RestartCheck {
+/// How often the I/O thread looks for silent requests.
+const SILENT_SCAN: Duration = Duration::from_secs(1);
+
+/// Most requests named in one question about silent requests.
+const SILENT_IDS_PER_CHECK: usize = 1000;
+
+/// Requests whose fate the hub's records are asked about
+/// (`result_request`): what the hub finished is filled from its records,
+/// what it runs waits on for its reply, and what it never received fails
+/// with `error` once it still does not know it after [`CHECK_TRIES`]
+/// questions (a request sent on another socket than the question may reach
+/// the hub a moment after it).
+///
+/// Two things start one: a hub restart (every request still waiting: sent
+/// after the old hub died, they were delivered to the new one when the
+/// sockets reconnected), and requests silent for
+/// [`recall_after`](super::DEFAULT_RECALL_AFTER) (a request lost on its way
+/// to the hub, or a reply lost on its way back, on a connection that
+/// dropped and came back).
+pub(super) struct RecordCheck {
+    /// After a restart, or of silent requests.
+    restart: bool,
     /// The requests not yet accounted for.
     msg_ids: Vec<String>,
-    /// What those the new hub never knew fail with.
+    /// What those the hub never knew fail with.
     error: Error,
     /// The question in flight and when it went.
     asking: Option<(String, Instant)>,
@@ -89,7 +107,8 @@ impl IoLoop {
     /// heartbeats, asks it after a quiet second.
     pub(super) fn watch_hub(&mut self) {
         let now = Instant::now();
-        self.run_restart_check(now);
+        self.ask_about_silent(now);
+        self.run_record_check(now);
         let change = self.hub.check(now);
         self.on_hub_change(change);
         let quiet = self.hub.silence(now) >= PROBE_PERIOD || self.hub.is_lost();
@@ -144,7 +163,7 @@ impl IoLoop {
 
     /// Like [`lose_hub`](Self::lose_hub), but for a hub that restarted and
     /// already answers: the requests this client waits for are kept and
-    /// the new hub is asked about them ([`RestartCheck`]).
+    /// the new hub is asked about them ([`RecordCheck`]).
     fn lose_hub_keeping_requests(&mut self, reason: HubLoss) {
         self.lose_hub_as(reason, true)
     }
@@ -163,7 +182,8 @@ impl IoLoop {
                     waiting = msg_ids.len(),
                     "asking the restarted hub about the requests still waiting"
                 );
-                self.restart_check = Some(RestartCheck {
+                self.record_check = Some(RecordCheck {
+                    restart: true,
                     msg_ids,
                     error: error.clone(),
                     asking: None,
@@ -172,9 +192,9 @@ impl IoLoop {
                 });
             }
         } else {
-            self.restart_check = None;
-            for (_, (weak, _)) in self.tracked.drain() {
-                if let Some(state) = weak.upgrade() {
+            self.record_check = None;
+            for (_, tracked) in self.tracked.drain() {
+                if let Some(state) = tracked.state.upgrade() {
                     failed += state.fail_open(&error);
                 }
             }
@@ -202,24 +222,77 @@ impl IoLoop {
         });
     }
 
+    /// Starts a [`RecordCheck`] of the requests silent past their
+    /// `ask_at` (at most every [`SILENT_SCAN`], and not while another check
+    /// runs or the hub is lost). Each is asked about again after twice as
+    /// long as before, up to 16 times `recall_after`.
+    fn ask_about_silent(&mut self, now: Instant) {
+        if self.record_check.is_some() || self.hub.is_lost() || now < self.next_silent_scan {
+            return;
+        }
+        self.next_silent_scan = now + SILENT_SCAN;
+        let mut msg_ids = Vec::new();
+        for (msg_id, t) in &mut self.tracked {
+            if msg_ids.len() >= SILENT_IDS_PER_CHECK {
+                break;
+            }
+            if t.ask_at > now || t.state.strong_count() == 0 {
+                continue;
+            }
+            t.asked += 1;
+            t.ask_at = now + self.recall_after * (1u32 << t.asked.min(4));
+            msg_ids.push(msg_id.clone());
+        }
+        if msg_ids.is_empty() {
+            return;
+        }
+        debug!(
+            count = msg_ids.len(),
+            "asking the hub about requests silent for a while"
+        );
+        let waited = self.recall_after.as_secs_f64();
+        self.record_check = Some(RecordCheck {
+            restart: false,
+            msg_ids,
+            error: Error::Hub {
+                ename: zpar_protocol::ErrorClass::Lost.to_string(),
+                message: format!(
+                    "the hub has no record of the request after {waited:.0} s: it was lost on \
+                     its way to the hub (on a connection that dropped and came back) and did \
+                     not run, or its record was since dropped (`zpar hub --db-limit`) and its \
+                     reply lost; submit it again"
+                ),
+            },
+            asking: None,
+            tries: 0,
+            next: now,
+        });
+    }
+
     /// Whether `parent` is the question of the restart check in flight.
-    pub(super) fn is_restart_check(&self, parent: &str) -> bool {
-        self.restart_check
+    pub(super) fn is_record_check(&self, parent: &str) -> bool {
+        self.record_check
             .as_ref()
             .and_then(|c| c.asking.as_ref())
             .is_some_and(|(id, _)| id == parent)
     }
 
-    /// On the timer: asks the restarted hub about the requests of the
-    /// check when due; fails them all if it never answers.
-    pub(super) fn run_restart_check(&mut self, now: Instant) {
-        let Some(check) = &mut self.restart_check else {
+    /// On the timer: asks the hub about the requests of the check when
+    /// due. A restarted hub that never answers fails them all; silent
+    /// requests are asked about again later.
+    pub(super) fn run_record_check(&mut self, now: Instant) {
+        let Some(check) = &mut self.record_check else {
             return;
         };
         if let Some((_, at)) = &check.asking {
             if now.saturating_duration_since(*at) > crate::watch::ASK_TIMEOUT {
-                warn!("the restarted hub did not say what became of the requests still waiting; they fail");
-                self.end_restart_check();
+                if check.restart {
+                    warn!("the restarted hub did not say what became of the requests still waiting; they fail");
+                    self.end_record_check();
+                } else {
+                    debug!("the hub did not answer a question about silent requests");
+                    self.record_check = None;
+                }
             }
             return;
         }
@@ -228,7 +301,7 @@ impl IoLoop {
         }
         check.msg_ids.retain(|id| self.tracked.contains_key(id));
         if check.msg_ids.is_empty() {
-            self.restart_check = None;
+            self.record_check = None;
             return;
         }
         let ask = Message::new(
@@ -242,26 +315,25 @@ impl IoLoop {
         match send_frames(&self.sockets.query, frames, zmq::DONTWAIT) {
             Ok(()) => check.asking = Some((id, now)),
             Err(e) => {
-                debug!(error = %e, "result request to the restarted hub not sent");
-                check.next = now + RESTART_RETRY;
+                debug!(error = %e, "result request to the hub not sent");
+                check.next = now + CHECK_RETRY;
             }
         }
     }
 
-    /// The restarted hub's answer: what it finished is filled from its
-    /// records, what it runs stays waiting for its reply, and what it has
-    /// never heard of fails with [`HubLoss::Restarted`] once it still has
-    /// not after [`RESTART_TRIES`] questions (a request the old hub's
-    /// sockets queued may reach the new hub a moment after the question).
-    pub(super) fn on_restart_check_reply(&mut self, msg: Message) {
-        let Some(mut check) = self.restart_check.take() else {
+    /// The hub's answer: what it finished is filled from its records, what
+    /// it runs stays waiting for its reply, and what it has never heard of
+    /// fails with the check's error ([`HubLoss::Restarted`] after a
+    /// restart) once it still has not after [`CHECK_TRIES`] questions.
+    pub(super) fn on_record_check_reply(&mut self, msg: Message) {
+        let Some(mut check) = self.record_check.take() else {
             return;
         };
         let Content::ResultReply(r) = msg.content else {
-            warn!(msg_type = %msg.header.msg_type, "unexpected reply to the restart check");
+            warn!(msg_type = %msg.header.msg_type, "unexpected reply to a result request");
             check.asking = None;
-            check.next = Instant::now() + RESTART_RETRY;
-            self.restart_check = Some(check);
+            check.next = Instant::now() + CHECK_RETRY;
+            self.record_check = Some(check);
             return;
         };
         let mut unknown = Vec::new();
@@ -271,8 +343,8 @@ impl IoLoop {
             }
             let recorded = r.results.get(&msg_id).and_then(|j| j.as_array());
             match (recorded, self.tracked.get(&msg_id)) {
-                (Some(entries), Some((weak, _))) => {
-                    if let Some(state) = weak.upgrade() {
+                (Some(entries), Some(tracked)) => {
+                    if let Some(state) = tracked.state.upgrade() {
                         super::recorded::fill_recorded(&state, &msg_id, entries, &msg.buffers);
                     }
                     self.tracked.remove(&msg_id);
@@ -288,27 +360,27 @@ impl IoLoop {
         if check.msg_ids.is_empty() {
             return;
         }
-        self.restart_check = Some(check);
+        self.record_check = Some(check);
         if self
-            .restart_check
+            .record_check
             .as_ref()
-            .is_some_and(|c| c.tries >= RESTART_TRIES)
+            .is_some_and(|c| c.tries >= CHECK_TRIES)
         {
-            self.end_restart_check();
-        } else if let Some(c) = &mut self.restart_check {
-            c.next = Instant::now() + RESTART_RETRY * c.tries;
+            self.end_record_check();
+        } else if let Some(c) = &mut self.record_check {
+            c.next = Instant::now() + CHECK_RETRY * c.tries;
         }
     }
 
-    /// Fails the requests of the restart check the new hub never knew.
-    fn end_restart_check(&mut self) {
-        let Some(check) = self.restart_check.take() else {
+    /// Fails the requests of the check the hub never knew.
+    fn end_record_check(&mut self) {
+        let Some(check) = self.record_check.take() else {
             return;
         };
         let mut failed = 0;
         for msg_id in &check.msg_ids {
-            if let Some((weak, _)) = self.tracked.remove(msg_id) {
-                if let Some(state) = weak.upgrade() {
+            if let Some(tracked) = self.tracked.remove(msg_id) {
+                if let Some(state) = tracked.state.upgrade() {
                     failed += state.fail_msg(msg_id, &check.error);
                 }
             }
@@ -317,7 +389,8 @@ impl IoLoop {
         if failed > 0 {
             warn!(
                 failed,
-                "requests the restarted hub never received fail with HubLost"
+                error = %check.error,
+                "requests the hub never received fail"
             );
         }
     }

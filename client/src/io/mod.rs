@@ -132,6 +132,8 @@ pub(crate) enum Command {
     PurgeLocal(mpsc::Sender<usize>),
     /// How long the hub may be silent before it counts as lost.
     HubTimeout(Duration),
+    /// How long a request may wait before the hub is asked about it.
+    RecallAfter(Duration),
     Stop,
 }
 
@@ -182,12 +184,17 @@ pub(crate) struct IoLoop {
     /// (engines register again over the next seconds, and a notification
     /// published before our subscription took is never seen).
     reprobes: VecDeque<Instant>,
-    /// After a hub restart: the requests still waiting, to ask the new hub
-    /// about before failing any (`hub::RestartCheck`).
-    restart_check: Option<hub::RestartCheck>,
-    /// Requests awaiting replies. Weak: a result the user dropped is not
-    /// kept alive here, so a map of 100,000 tasks costs nothing once taken.
-    tracked: HashMap<String, (Weak<ResultState>, usize)>,
+    /// Requests whose fate the hub's records are asked about: all those
+    /// still waiting after a hub restart, or those silent for
+    /// `recall_after` (`hub::RecordCheck`).
+    record_check: Option<hub::RecordCheck>,
+    /// Requests awaiting replies, by msg id.
+    tracked: HashMap<String, Tracked>,
+    /// How long a request may wait for its replies before the hub is asked
+    /// what became of it (`hub::ask_about_silent`).
+    recall_after: Duration,
+    /// When to look for silent requests next.
+    next_silent_scan: Instant,
     /// Results this thread owns until their replies are in, by msg id:
     /// those that hold shared segments the engines have yet to open. A
     /// fire-and-forget push (its result dropped at once) must land; a
@@ -214,6 +221,22 @@ pub(crate) struct IoLoop {
     /// Last: the context outlives every socket above.
     ctx: zmq::Context,
 }
+
+/// A request awaiting its replies.
+pub(crate) struct Tracked {
+    /// Its result. Weak: a result the user dropped is not kept alive here,
+    /// so a map of 100,000 tasks costs nothing once taken.
+    state: Weak<ResultState>,
+    /// Replies still to come.
+    left: usize,
+    /// When to ask the hub about it if it is still waiting.
+    ask_at: Instant,
+    /// How many times the hub was asked so far.
+    asked: u32,
+}
+
+/// [`Client::set_recall_after`](crate::Client::set_recall_after) unless set.
+pub const DEFAULT_RECALL_AFTER: Duration = Duration::from_secs(30);
 
 /// The poll's timeout when nothing is due sooner.
 const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -243,8 +266,10 @@ impl IoLoop {
             hub: HubLiveness::new(HUB_TIMEOUT),
             probe: None,
             reprobes: VecDeque::new(),
-            restart_check: None,
+            record_check: None,
             tracked: HashMap::new(),
+            recall_after: DEFAULT_RECALL_AFTER,
+            next_silent_scan: Instant::now(),
             owned: HashMap::new(),
             orphans: VecDeque::new(),
             queries: HashMap::new(),
@@ -444,11 +469,18 @@ impl IoLoop {
                 }) => {
                     let ids: Vec<String> = track.iter().map(|(id, _)| id.clone()).collect();
                     let own = state.holds_segments();
+                    let ask_at = Instant::now() + self.recall_after;
                     for (msg_id, n) in track {
                         if own {
                             self.owned.insert(msg_id.clone(), state.clone());
                         }
-                        self.tracked.insert(msg_id, (Arc::downgrade(&state), n));
+                        let tracked = Tracked {
+                            state: Arc::downgrade(&state),
+                            left: n,
+                            ask_at,
+                            asked: 0,
+                        };
+                        self.tracked.insert(msg_id, tracked);
                     }
                     if !self.orphans.is_empty() {
                         let (mine, rest): (VecDeque<_>, VecDeque<_>) =
@@ -488,11 +520,12 @@ impl IoLoop {
                 }
                 Ok(Command::PurgeLocal(tx)) => {
                     let before = self.tracked.len();
-                    self.tracked.retain(|_, (w, _)| w.strong_count() > 0);
+                    self.tracked.retain(|_, t| t.state.strong_count() > 0);
                     self.orphans.clear();
                     let _ = tx.send(before - self.tracked.len());
                 }
                 Ok(Command::HubTimeout(limit)) => self.hub.set_limit(limit),
+                Ok(Command::RecallAfter(after)) => self.recall_after = after,
                 Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
                 Err(mpsc::TryRecvError::Empty) => return true,
             }
@@ -530,8 +563,8 @@ impl IoLoop {
                         self.on_hub_change(change);
                     }
                 }
-                if self.is_restart_check(&parent) {
-                    self.on_restart_check_reply(msg);
+                if self.is_record_check(&parent) {
+                    self.on_record_check_reply(msg);
                 } else if self.probe.as_ref().is_some_and(|(id, _)| *id == parent) {
                     self.probe = None;
                     self.on_probe_reply(msg);
@@ -547,7 +580,10 @@ impl IoLoop {
     }
 
     fn file_reply(&mut self, msg_id: String, msg: Message) {
-        let Some((weak, left)) = self.tracked.get_mut(&msg_id) else {
+        let Some(Tracked {
+            state: weak, left, ..
+        }) = self.tracked.get_mut(&msg_id)
+        else {
             debug!(%msg_id, "reply to a request not tracked (yet)");
             if self.orphans.len() >= ORPHANS {
                 self.orphans.pop_front();
@@ -664,7 +700,7 @@ impl IoLoop {
                 if let Some(state) = parent
                     .as_ref()
                     .and_then(|p| self.tracked.get(p))
-                    .and_then(|(w, _)| w.upgrade())
+                    .and_then(|t| t.state.upgrade())
                 {
                     state.stream(parent.as_deref().unwrap_or_default(), engine, &s.text);
                 }

@@ -34,6 +34,10 @@ pub(crate) fn outcome_of(
                 message,
             },
             (class, _) if class.is_refusal() => from_hub(ename, message),
+            // What the hub failed itself, whichever engine it was for.
+            (ErrorClass::Undelivered | ErrorClass::Lost | ErrorClass::HubRestarted, _) => {
+                from_hub(ename, message)
+            }
             // A failure the hub reported without any engine (a dependency
             // that failed, a record it could not read).
             (_, None) => from_hub(ename, message),

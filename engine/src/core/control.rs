@@ -150,6 +150,8 @@ impl EngineCore {
             other => return self.on_arrived(source, other, now),
         };
         match (drain, &msg.content) {
+            // The hub's question is answered, never aborted.
+            (_, Content::RecallRequest(_)) => self.on_request(source, msg, now),
             // A chunk of a stream being aborted with its head.
             (Drain::AbortAll, Content::StreamChunk(_)) => Vec::new(),
             (Drain::AbortAll, _) => {

@@ -40,6 +40,7 @@
 //! the run to end. The harness in `tests.rs` checks it after every event.
 
 mod control;
+mod recall;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -311,6 +312,8 @@ pub(crate) struct EngineCore {
     /// `clear_request`s that came while a request ran.
     deferred_clears: Vec<ReplyTo>,
     shutdown: bool,
+    /// The hub's requests and the latest replies, for a `recall_request`.
+    recall: recall::Recall,
 }
 
 impl EngineCore {
@@ -334,6 +337,7 @@ impl EngineCore {
             refused_streams: VecDeque::new(),
             deferred_clears: Vec::new(),
             shutdown: false,
+            recall: recall::Recall::default(),
         }
     }
 
@@ -360,6 +364,26 @@ impl EngineCore {
 
     /// Acts on one event; the actions to perform, in order.
     pub(crate) fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        if let Event::Arrived { source, inbound }
+        | Event::Drained {
+            source, inbound, ..
+        } = &event
+        {
+            if let Inbound::Request(msg) = inbound {
+                if !matches!(
+                    msg.content,
+                    Content::RecallRequest(_) | Content::StreamChunk(_)
+                ) {
+                    self.recall.arrived(*source, &msg.header.msg_id);
+                }
+            }
+        }
+        let actions = self.dispatch(event, now);
+        self.recall.note_replies(&actions);
+        actions
+    }
+
+    fn dispatch(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
             Event::Arrived { source, inbound } => self.on_arrived(source, inbound, now),
             Event::Drained {
@@ -422,6 +446,11 @@ impl EngineCore {
             (Content::StreamChunk(c), Mux | Task) => {
                 self.on_stray_chunk(&msg, c.index);
                 Vec::new()
+            }
+            (Content::RecallRequest(ask), Mux | Task | Control) => {
+                let (mut actions, answer) = self.recall.answer(source, ask);
+                actions.push(self.reply(source, &msg, Content::RecallReply(answer)));
+                actions
             }
             (Content::ExecuteRequest(_), KernelShell) | (_, Mux | Task) => {
                 self.on_run(source, msg, now)

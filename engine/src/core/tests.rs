@@ -825,3 +825,124 @@ fn a_result_of_more_buffers_than_a_message_holds_fails_with_what_to_do() {
     h.expect_status(&id, "idle");
     h.assert_no_more();
 }
+
+/// Asks, on `source`, what became of `ids`; the question's msg id.
+fn recall(h: &mut EngineHarness, source: Source, ids: &[&str]) -> String {
+    let ask = Content::RecallRequest(zpar_protocol::RecallRequest {
+        msg_ids: ids.iter().map(|s| s.to_string()).collect(),
+    });
+    h.arrive(source, ask)
+}
+
+fn expect_recall_reply(
+    h: &mut EngineHarness,
+    source: Source,
+    ask: &str,
+) -> zpar_protocol::RecallReply {
+    let (to, msg) = h.take_reply();
+    assert_eq!(to, source);
+    assert_eq!(msg.parent_header.unwrap().msg_id, ask);
+    match msg.content {
+        Content::RecallReply(r) => r,
+        other => panic!("expected a recall reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_recall_sends_held_replies_again_and_names_what_never_arrived() {
+    let mut h = EngineHarness::cluster();
+    let ran = h.start_execute(RequestMetadata::default());
+    h.finish(Ok(Some(serde_json::json!(42))), Some("42"));
+    h.take_publish();
+    let (_, first) = h.take_reply();
+    h.expect_status(&ran, "idle");
+    // A task still running: the hub is told nothing of it.
+    let running = h.arrive(Source::Task, execute("long"));
+    h.expect_status(&running, "busy");
+    h.take_publish();
+    h.expect_run();
+    let ask = recall(&mut h, Source::Mux, &[&ran, "never-came", &running]);
+    let (to, again) = h.take_reply();
+    assert_eq!(to, Source::Mux);
+    assert_eq!(again.parent_header.as_ref().unwrap().msg_id, ran);
+    assert_eq!(again.content, first.content, "the same reply again");
+    assert_eq!(again.metadata["stdout"], "out\n");
+    let answer = expect_recall_reply(&mut h, Source::Mux, &ask);
+    assert_eq!(answer.unknown, vec!["never-came".to_string()]);
+    assert!(answer.answered_not_kept.is_empty());
+    assert_eq!(answer.remembered, None, "nothing forgotten yet");
+    h.assert_no_more();
+}
+
+#[test]
+fn a_recall_names_answered_requests_whose_replies_are_not_held() {
+    let mut h = EngineHarness::cluster();
+    let big = h.start_execute(RequestMetadata::default());
+    h.handle(Event::Ran(RunOutcome {
+        value: Ok(Some(serde_json::json!(1))),
+        shown: None,
+        buffers: vec![zmq::Message::from(
+            &vec![0u8; recall::KEPT_BUFFER_BYTES][..],
+        )],
+        stdout: String::new(),
+        stderr: String::new(),
+    }));
+    h.take_reply();
+    h.expect_status(&big, "idle");
+    // More replies than are held: the oldest goes.
+    let mut small = Vec::new();
+    for _ in 0..=recall::KEPT {
+        let id = h.start_execute(RequestMetadata::default());
+        h.finish(Ok(None), None);
+        h.take_reply();
+        h.expect_status(&id, "idle");
+        small.push(id);
+    }
+    let ask = recall(
+        &mut h,
+        Source::Mux,
+        &[&big, &small[0], &small[recall::KEPT]],
+    );
+    let (_, again) = h.take_reply();
+    assert_eq!(again.parent_header.unwrap().msg_id, small[recall::KEPT]);
+    let answer = expect_recall_reply(&mut h, Source::Mux, &ask);
+    assert_eq!(answer.answered_not_kept, vec![big, small[0].clone()]);
+    assert!(answer.unknown.is_empty());
+    h.assert_no_more();
+}
+
+#[test]
+fn an_abort_of_everything_answers_a_waiting_recall_instead_of_aborting_it() {
+    let mut h = EngineHarness::cluster();
+    let _running = h.start_execute(RequestMetadata::default());
+    let abort = h.arrive(
+        Source::Control,
+        Content::AbortRequest(AbortRequest::default()),
+    );
+    assert!(matches!(
+        h.take(),
+        Action::Drain {
+            drain: Drain::AbortAll,
+            ..
+        }
+    ));
+    h.expect_reply(Source::Control, &abort, "abort_reply");
+    let mut ask = Message::new(
+        &h.client,
+        Content::RecallRequest(zpar_protocol::RecallRequest {
+            msg_ids: vec!["lost".into()],
+        }),
+    );
+    ask.identities = vec![];
+    let ask_id = ask.header.msg_id.clone();
+    let frames = h.client.encode(&ask).into_frames();
+    let inbound = decode_request(&mut h.engine, frames);
+    h.handle(Event::Drained {
+        source: Source::Mux,
+        inbound,
+        drain: Drain::AbortAll,
+    });
+    let answer = expect_recall_reply(&mut h, Source::Mux, &ask_id);
+    assert_eq!(answer.unknown, vec!["lost".to_string()]);
+    h.assert_no_more();
+}

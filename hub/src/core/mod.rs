@@ -52,6 +52,7 @@
 mod ipyparallel;
 mod queries;
 pub mod queued;
+mod recall;
 pub mod registry;
 mod requests;
 pub mod scheduler;
@@ -228,7 +229,15 @@ pub struct CoreConfig {
     /// silent hang; a minute covers engines that are still starting or
     /// re-registering after a hub restart, and the error says what to do.
     pub no_engine_limit: Duration,
+    /// How long a request forwarded to an engine may go unanswered before
+    /// the hub asks the engine what became of it ([`recall`]): long enough
+    /// that most requests are answered first, short enough that a request
+    /// lost on a dropped connection is noticed while its user still waits.
+    pub recall_after: Duration,
 }
+
+/// [`CoreConfig::recall_after`] unless configured.
+pub const DEFAULT_RECALL_AFTER: Duration = Duration::from_secs(30);
 
 impl Default for CoreConfig {
     fn default() -> CoreConfig {
@@ -239,6 +248,7 @@ impl Default for CoreConfig {
             max_buffer_bytes: 64 << 10,
             communicator_keys: None,
             no_engine_limit: DEFAULT_NO_ENGINE_LIMIT,
+            recall_after: DEFAULT_RECALL_AFTER,
         }
     }
 }
@@ -259,6 +269,8 @@ pub struct HubCore {
     uncommitted: bool,
     /// Open chunk streams of large requests ([`streams`]).
     streams: streams::Routes,
+    /// When the hub last looked for silent requests ([`recall`]).
+    last_recall_scan: f64,
 }
 
 impl HubCore {
@@ -297,6 +309,7 @@ impl HubCore {
             held: Vec::new(),
             uncommitted: false,
             streams: Default::default(),
+            last_recall_scan: f64::NEG_INFINITY,
         }
     }
 
@@ -325,6 +338,7 @@ impl HubCore {
             Event::Tick => {
                 self.close_stale_streams(now);
                 self.expire_engineless_tasks(now, &mut out);
+                self.recall_silent_requests(now, &mut out);
                 self.on_tick(&mut out)
             }
             Event::Stop => self.stop_engines(&mut out),

@@ -370,13 +370,8 @@ impl HubCore {
                     let mut rec = self.record_of_resubmit(first, &header, &client, now);
                     rec.engine = Some(e);
                     self.insert_record(rec);
-                    let pending = super::registry::Pending {
-                        client: client.clone(),
-                        header: header.clone(),
-                        channel,
-                        received: now,
-                        retry: None,
-                    };
+                    let pending =
+                        super::registry::Pending::new(client.clone(), header.clone(), channel, now);
                     self.registry.add_pending(e, header.msg_id.clone(), pending);
                     actions.push(Action::ToEngine {
                         channel,

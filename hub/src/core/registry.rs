@@ -21,6 +21,38 @@ pub struct Pending {
     /// A load-balanced task: what to run again elsewhere if this engine
     /// dies and the task has retries left.
     pub(crate) retry: Option<Box<QueuedTask>>,
+    /// Its place among the requests sent to this engine on its channel
+    /// (1 for the first; set by [`Registry::add_pending`]).
+    pub seq: u64,
+}
+
+impl Pending {
+    /// A request from `client` (`[]`: the hub's own), forwarded at
+    /// `received` and owed by its engine.
+    pub fn new(client: Vec<u8>, header: Header, channel: Channel, received: f64) -> Pending {
+        Pending {
+            client,
+            header,
+            channel,
+            received,
+            retry: None,
+            seq: 0,
+        }
+    }
+}
+
+/// What the hub keeps per engine and channel to find requests lost on the
+/// way ([`super::recall`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ChannelLedger {
+    /// Requests sent to the engine on this channel so far.
+    pub sent: u64,
+    /// When the hub last asked the engine about silent requests.
+    pub recalled_at: Option<f64>,
+    /// Questions sent since the engine last answered anything here.
+    pub recalls_unanswered: u32,
+    /// `sent` when the last question went out.
+    pub sent_at_recall: u64,
 }
 
 /// One registered engine.
@@ -37,9 +69,20 @@ pub struct EngineEntry {
     pub last_assigned: u64,
     /// The address it said its peers reach it at.
     pub host: Option<String>,
+    /// Per channel (mux, task, control): what was sent and asked.
+    pub ledgers: [ChannelLedger; 3],
 }
 
 impl EngineEntry {
+    /// The ledger of one channel.
+    pub fn ledger(&mut self, channel: Channel) -> &mut ChannelLedger {
+        &mut self.ledgers[match channel {
+            Channel::Mux => 0,
+            Channel::Task => 1,
+            Channel::Control => 2,
+        }]
+    }
+
     /// Load-balanced tasks in its queue.
     pub fn tasks(&self) -> u64 {
         self.pending
@@ -80,6 +123,7 @@ impl Registry {
                 completed: 0,
                 last_assigned: 0,
                 host: None,
+                ledgers: Default::default(),
             },
         );
         self.by_uuid.insert(uuid.to_vec(), id);
@@ -140,8 +184,11 @@ impl Registry {
     }
 
     /// Records that `id` now owes a reply to `msg_id`.
-    pub fn add_pending(&mut self, id: u32, msg_id: String, pending: Pending) {
+    pub fn add_pending(&mut self, id: u32, msg_id: String, mut pending: Pending) {
         if let Some(e) = self.engines.get_mut(&id) {
+            let ledger = e.ledger(pending.channel);
+            ledger.sent += 1;
+            pending.seq = ledger.sent;
             e.pending.insert(msg_id, pending);
         }
     }
@@ -162,13 +209,12 @@ mod tests {
     use super::*;
 
     fn pending() -> Pending {
-        Pending {
-            client: b"c".to_vec(),
-            header: zpar_protocol::Header::new("execute_request", "s", "u"),
-            channel: Channel::Mux,
-            received: 0.0,
-            retry: None,
-        }
+        Pending::new(
+            b"c".to_vec(),
+            zpar_protocol::Header::new("execute_request", "s", "u"),
+            Channel::Mux,
+            0.0,
+        )
     }
 
     #[test]

@@ -282,13 +282,7 @@ impl HubCore {
             } else {
                 Some(request.duplicate().into_frames())
             };
-            let pending = Pending {
-                client: client.clone(),
-                header: header.clone(),
-                channel,
-                received: now,
-                retry: None,
-            };
+            let pending = Pending::new(client.clone(), header.clone(), channel, now);
             self.registry
                 .add_pending(id, header.msg_id.clone(), pending);
             out.push(Action::ToEngine {
@@ -349,6 +343,14 @@ impl HubCore {
                 .is_ok_and(|h| h.message_type() == Some(MessageType::StreamChunk))
         {
             return self.on_engine_chunk(engine, channel, raw, out);
+        }
+        self.heard_on(engine, channel);
+        if mentions(&raw.header, b"\"recall_reply\"")
+            && raw
+                .header()
+                .is_ok_and(|h| h.message_type() == Some(MessageType::RecallReply))
+        {
+            return self.on_recall_reply(engine, channel, &raw, now, out);
         }
         let parent = match raw.parent_header() {
             Ok(Some(p)) => p,

@@ -115,13 +115,12 @@ mod tests {
         r.add_pending(
             0,
             "m".into(),
-            Pending {
-                client: vec![],
-                header: zpar_protocol::Header::new("apply_request", "s", "u"),
-                channel: Channel::Task,
-                received: 0.0,
-                retry: None,
-            },
+            Pending::new(
+                vec![],
+                zpar_protocol::Header::new("apply_request", "s", "u"),
+                Channel::Task,
+                0.0,
+            ),
         );
         let mut s = Scheduler::new(Scheme::LeastLoad);
         let a = s.pick(&mut r, None).unwrap();

@@ -201,11 +201,8 @@ impl HubCore {
         }
         let retry = (t.retries > 0).then(|| Box::new(t.for_retry()));
         let pending = Pending {
-            client: t.client().to_vec(),
-            header: t.header.clone(),
-            channel: Channel::Task,
-            received: now,
             retry,
+            ..Pending::new(t.client().to_vec(), t.header.clone(), Channel::Task, now)
         };
         self.registry
             .add_pending(engine, t.header.msg_id.clone(), pending);

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::collections::VecDeque;
 use zpar_protocol::{
     AbortRequest, ApplyRequest, ConnectionRequest, DbRequest, ExecuteRequest, HistoryRequest,
-    PurgeRequest, QueueRequest, RegistrationRequest, RequestMetadata, ResubmitRequest,
+    PurgeRequest, QueueRequest, RecallReply, RegistrationRequest, RequestMetadata, ResubmitRequest,
     ResultRequest, UnregistrationRequest,
 };
 
@@ -2096,6 +2096,9 @@ fn tasks_waiting_for_busy_engines_or_dependencies_have_no_deadline() {
     h.expect_commit();
     h.now += 10.0 * DEFAULT_NO_ENGINE_LIMIT.as_secs_f64();
     h.tick();
+    // The hub asks what became of the running task; still working.
+    let (ask, _) = h.take_recall(e, Channel::Task);
+    h.answer_recall(e, Channel::Task, &ask, RecallReply::default());
     h.assert_no_more();
     assert_eq!(h.core.waiting(), 1);
     h.answer(e, Channel::Task, &got);
@@ -2174,6 +2177,8 @@ fn a_dependency_on_a_request_no_engine_owes_fails_clearly() {
 #[test]
 fn a_stream_route_closes_after_its_last_chunk_not_after_it_opened() {
     let mut h = HubHarness::new();
+    // No questions about the silent push here (see the recall tests).
+    h.core.config.recall_after = Duration::from_secs(1 << 20);
     h.engines(1);
     let head = streamed_push(&mut h, &[0], 3);
     h.take_to_engine();
@@ -2276,4 +2281,198 @@ fn a_result_in_shared_memory_is_recorded_as_not_kept() {
     assert_eq!(entry["in_shared_memory"], json!(true), "{entry}");
     h.expect_commit_if_any();
     h.assert_no_more();
+}
+
+// ----- requests lost on a dropped connection (recall) -----
+
+impl HubHarness {
+    /// Lets `seconds` pass, then ticks.
+    fn tick_after(&mut self, seconds: f64) {
+        self.now += seconds;
+        self.tick();
+    }
+
+    /// The next action must be a recall question to `engine` on `channel`;
+    /// returns it, with the ids it names.
+    fn take_recall(&mut self, engine: u32, channel: Channel) -> (Message, Vec<String>) {
+        let (c, e, ask) = self.take_to_engine();
+        assert_eq!((c, e), (channel, engine));
+        let Content::RecallRequest(r) = &ask.content else {
+            panic!("expected a recall request, got {}", ask.header.msg_type);
+        };
+        let ids = r.msg_ids.clone();
+        (ask, ids)
+    }
+
+    /// `engine` answers the question `ask` with `answer`.
+    fn answer_recall(&mut self, engine: u32, channel: Channel, ask: &Message, answer: RecallReply) {
+        let uuid = uuid_of(engine);
+        let session = self.engine_session(uuid.as_bytes());
+        let msg = ask.reply(session, Content::RecallReply(answer));
+        let mut frames = vec![zmq::Message::from(uuid.as_bytes())];
+        frames.extend(session.encode(&msg).into_frames());
+        self.handle(Event::EngineReply { channel, frames });
+    }
+}
+
+#[test]
+fn a_request_silent_past_the_bound_is_recalled_and_its_held_reply_completes_it() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    h.tick();
+    h.expect_commit();
+    h.tick_after(DEFAULT_RECALL_AFTER.as_secs_f64() - 1.0);
+    h.assert_no_more();
+    h.tick_after(1.0);
+    let (ask, ids) = h.take_recall(0, Channel::Mux);
+    assert_eq!(ids, vec![req.header.msg_id.clone()]);
+    h.assert_no_more();
+    // The engine sends the reply it held again, then its answer.
+    h.answer(0, Channel::Mux, &got);
+    h.answer_recall(0, Channel::Mux, &ask, RecallReply::default());
+    let (_, r) = h.flush_reply();
+    assert_eq!(r.parent_header.unwrap().msg_id, req.header.msg_id);
+    assert_eq!(r.content.task_reply().unwrap().status, Status::Ok);
+    assert_eq!(h.pending_on(0), 0);
+    h.tick_after(DEFAULT_RECALL_AFTER.as_secs_f64() * 4.0);
+    h.assert_no_more();
+}
+
+#[test]
+fn what_never_reached_its_engine_fails_with_lost_and_a_task_with_retries_runs_again() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let direct = h.execute(&[0]);
+    h.take_to_engine();
+    let task = h.task(retries(1));
+    let (_, _, first) = h.take_to_engine();
+    assert_eq!(first.header.msg_id, task.header.msg_id);
+    let once = h.task(RequestMetadata::default());
+    h.take_to_engine();
+    h.tick();
+    h.expect_commit();
+    h.tick_after(DEFAULT_RECALL_AFTER.as_secs_f64());
+    let (ask_mux, ids) = h.take_recall(0, Channel::Mux);
+    assert_eq!(ids, vec![direct.header.msg_id.clone()]);
+    let (ask_task, ids) = h.take_recall(0, Channel::Task);
+    assert_eq!(
+        ids,
+        vec![task.header.msg_id.clone(), once.header.msg_id.clone()]
+    );
+    h.assert_no_more();
+    h.answer_recall(
+        0,
+        Channel::Mux,
+        &ask_mux,
+        RecallReply {
+            unknown: ids_of(&[&direct]),
+            ..Default::default()
+        },
+    );
+    h.answer_recall(
+        0,
+        Channel::Task,
+        &ask_task,
+        RecallReply {
+            unknown: ids_of(&[&task, &once]),
+            ..Default::default()
+        },
+    );
+    // The task with retries goes out again, signed anew, its retry unspent.
+    let (channel, _, again) = h.take_to_engine();
+    assert_eq!(channel, Channel::Task);
+    assert_eq!(again.header.msg_id, task.header.msg_id);
+    assert_eq!(again.metadata["attempt"], json!(1));
+    let replies = h.flush_replies(2);
+    for (r, req) in replies.iter().zip([&direct, &once]) {
+        assert_eq!(r.parent_header.as_ref().unwrap().msg_id, req.header.msg_id);
+        let (ename, evalue) = error_of(r);
+        assert_eq!(ename, "Lost");
+        assert!(evalue.contains("never reached engine 0"), "{evalue}");
+        assert!(evalue.contains("did not run: submit it again"), "{evalue}");
+    }
+    assert_eq!(
+        h.record_status(&direct.header.msg_id, Some(0)),
+        RecordStatus::Done(Status::Error)
+    );
+    h.assert_no_more();
+    h.answer(0, Channel::Task, &again);
+    let (_, r) = h.flush_reply();
+    assert_eq!(r.content.task_reply().unwrap().status, Status::Ok);
+    h.assert_no_more();
+}
+
+#[test]
+fn a_lost_reply_the_engine_no_longer_holds_fails_saying_the_request_ran() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let old = h.execute(&[0]);
+    h.take_to_engine();
+    let ran = h.execute(&[0]);
+    h.take_to_engine();
+    // Two more requests went to the engine after these, answered.
+    for _ in 0..2 {
+        h.execute(&[0]);
+        let (_, _, got) = h.take_to_engine();
+        h.answer(0, Channel::Mux, &got);
+    }
+    h.flush_replies(2);
+    h.tick_after(DEFAULT_RECALL_AFTER.as_secs_f64());
+    let (ask, ids) = h.take_recall(0, Channel::Mux);
+    assert_eq!(ids, ids_of(&[&old, &ran]));
+    // The engine remembers only its last 3 requests: `old` (4th from the
+    // end) may have arrived and been forgotten.
+    h.answer_recall(
+        0,
+        Channel::Mux,
+        &ask,
+        RecallReply {
+            unknown: ids_of(&[&old]),
+            remembered: Some(3),
+            answered_not_kept: ids_of(&[&ran]),
+            ..Default::default()
+        },
+    );
+    let replies = h.flush_replies(2);
+    let (_, unknown) = error_of(&replies[0]);
+    assert!(unknown.contains("whether it ran is unknown"), "{unknown}");
+    let (_, not_kept) = error_of(&replies[1]);
+    assert!(
+        not_kept.contains("the request ran; its result is gone"),
+        "{not_kept}"
+    );
+    assert_eq!(h.pending_on(0), 0);
+    h.assert_no_more();
+}
+
+#[test]
+fn questions_wait_twice_as_long_each_time_the_engine_answers_nothing() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    h.execute(&[0]);
+    h.take_to_engine();
+    h.tick();
+    h.expect_commit();
+    let after = DEFAULT_RECALL_AFTER.as_secs_f64();
+    h.tick_after(after);
+    h.take_recall(0, Channel::Mux);
+    h.tick_after(after * 2.0 - 1.0);
+    h.assert_no_more();
+    h.tick_after(1.0);
+    let (ask, _) = h.take_recall(0, Channel::Mux);
+    h.tick_after(after * 4.0 - 1.0);
+    h.assert_no_more();
+    // An answer (the engine was busy: the request still runs) resets the
+    // wait.
+    h.answer_recall(0, Channel::Mux, &ask, RecallReply::default());
+    h.tick_after(after);
+    h.take_recall(0, Channel::Mux);
+    h.assert_no_more();
+    assert_eq!(h.pending_on(0), 1);
+}
+
+fn ids_of(requests: &[&Message]) -> Vec<String> {
+    requests.iter().map(|m| m.header.msg_id.clone()).collect()
 }
