@@ -22,6 +22,7 @@ use crate::core::{Action, CoreConfig, Event, Frames, HubCore, LossReason};
 use crate::handshakes::HandshakeLog;
 use crate::heartbeat;
 use crate::records::{Records, SqliteStore};
+use crate::unroutable::{Sent, Unroutable};
 use crate::HubError;
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -178,20 +179,12 @@ impl Sockets {
 /// its request fails with `Undelivered`.
 const UNROUTABLE_LIMIT: Duration = Duration::from_secs(30);
 
-/// A message waiting for its engine's connection to come up.
-struct Unroutable {
-    channel: Channel,
-    engine: Vec<u8>,
-    frames: Vec<zmq::Message>,
-    since: Instant,
-}
-
 /// A bound hub, ready to [`run`](Hub::run).
 pub struct Hub {
     config: HubConfig,
     sockets: Sockets,
     core: HubCore,
-    unroutable: VecDeque<Unroutable>,
+    unroutable: Unroutable,
     /// After a failed commit of the task records: the commit, then every
     /// reply after it, in order, until a commit succeeds (tried again each
     /// turn of the loop). A client never sees a result whose record is not
@@ -443,7 +436,7 @@ impl Hub {
                 hb_pipe,
             },
             core,
-            unroutable: VecDeque::new(),
+            unroutable: Unroutable::default(),
             held_for_commit: VecDeque::new(),
             commit_failures: 0,
             trim: MemoryTrim::default(),
@@ -690,82 +683,32 @@ impl Hub {
     }
 
     /// Sends frames to an engine; keeps them for later if its connection is
-    /// not up yet.
+    /// not up yet, or if earlier ones wait for it ([`crate::unroutable`]).
     fn route(&mut self, channel: Channel, uuid: Vec<u8>, frames: Frames) {
-        // Behind the messages for the same engine and channel that wait
-        // already: a stream's chunks never overtake its head.
-        if self
-            .unroutable
-            .iter()
-            .any(|u| u.channel == channel && u.engine == uuid)
-        {
-            self.unroutable.push_back(Unroutable {
-                channel,
-                engine: uuid,
-                frames,
-                since: Instant::now(),
+        let sockets = &self.sockets;
+        self.unroutable
+            .route(channel, uuid, frames, Instant::now(), |c, u, f| {
+                send_to_engine(sockets, c, u, f)
             });
-            return;
-        }
-        let sock = self.sockets.engine(channel);
-        match sock.send(&uuid[..], zmq::SNDMORE | zmq::DONTWAIT) {
-            Ok(()) => {
-                if let Err(e) = send_frames(sock, frames, 0) {
-                    warn!(error = %e, "forwarding to an engine failed");
-                }
-            }
-            Err(zmq::Error::EHOSTUNREACH) | Err(zmq::Error::EAGAIN) => {
-                self.unroutable.push_back(Unroutable {
-                    channel,
-                    engine: uuid,
-                    frames,
-                    since: Instant::now(),
-                })
-            }
-            Err(e) => warn!(error = %e, "forwarding to an engine failed"),
-        }
     }
 
-    /// Tries the messages waiting for their engine's connection again, in
-    /// order per engine and channel (one that still cannot go holds back
-    /// those behind it). A message that waited past [`UNROUTABLE_LIMIT`]
-    /// goes to the core, which fails its request with `Undelivered` and
-    /// tells the client.
+    /// Tries the messages waiting for their engine's connection again. A
+    /// message that waited past [`UNROUTABLE_LIMIT`] goes to the core,
+    /// which fails its request with `Undelivered` and tells the client.
     fn retry_unroutable(&mut self) {
-        let mut blocked: std::collections::HashSet<(Channel, Vec<u8>)> = Default::default();
-        let mut undeliverable = Vec::new();
-        for _ in 0..self.unroutable.len() {
-            let Some(u) = self.unroutable.pop_front() else {
-                break;
-            };
-            if self.core.registry().id_of(&u.engine).is_none() {
-                continue; // the engine is gone; its pending requests were failed
-            }
-            if u.since.elapsed() > UNROUTABLE_LIMIT {
-                undeliverable.push(u);
-                continue;
-            }
-            let key = (u.channel, u.engine.clone());
-            if blocked.contains(&key) {
-                self.unroutable.push_back(u);
-                continue;
-            }
-            let sock = self.sockets.engine(u.channel);
-            match sock.send(&u.engine[..], zmq::SNDMORE | zmq::DONTWAIT) {
-                Ok(()) => {
-                    let _ = send_frames(sock, u.frames, 0);
-                }
-                Err(_) => {
-                    blocked.insert(key);
-                    self.unroutable.push_back(u);
-                }
-            }
-        }
-        for u in undeliverable {
+        let sockets = &self.sockets;
+        let registry = self.core.registry();
+        let expired = self.unroutable.retry(
+            Instant::now(),
+            UNROUTABLE_LIMIT,
+            |uuid| registry.id_of(uuid).is_none(),
+            |c, u, f| send_to_engine(sockets, c, u, f),
+        );
+        for w in expired {
             self.handle(Event::Undeliverable {
-                channel: u.channel,
-                uuid: u.engine,
-                frames: u.frames,
+                channel: w.channel,
+                uuid: w.engine,
+                frames: w.frames,
                 waited: UNROUTABLE_LIMIT.as_secs_f64(),
             });
         }
@@ -784,6 +727,25 @@ impl Hub {
             let _ = std::fs::remove_file(f);
         }
         info!("hub stopped");
+    }
+}
+
+/// Sends `frames` to engine `uuid` on its `channel` socket: the frames back
+/// if its connection for that channel is not up.
+fn send_to_engine(sockets: &Sockets, channel: Channel, uuid: &[u8], frames: Frames) -> Sent {
+    let sock = sockets.engine(channel);
+    match sock.send(uuid, zmq::SNDMORE | zmq::DONTWAIT) {
+        Ok(()) => {
+            if let Err(e) = send_frames(sock, frames, 0) {
+                warn!(error = %e, "forwarding to an engine failed");
+            }
+            Sent::Done
+        }
+        Err(zmq::Error::EHOSTUNREACH) | Err(zmq::Error::EAGAIN) => Sent::NotConnected(frames),
+        Err(e) => {
+            warn!(error = %e, "forwarding to an engine failed");
+            Sent::Done
+        }
     }
 }
 

@@ -44,6 +44,7 @@ pub mod handshakes;
 pub mod heartbeat;
 pub mod hub;
 pub mod records;
+mod unroutable;
 pub use crate::core::{registry, scheduler};
 pub use config::{CurveMode, Db, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
 pub use hub::Hub;
