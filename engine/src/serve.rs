@@ -189,9 +189,13 @@ fn perform(shared: &Shared, runner: Option<&mut Runner>, action: Action) {
         Action::Drain { sources, drain } => {
             let mut runner = runner;
             for source in sources {
-                loop {
-                    let next = shared.io.borrow_mut().take(source);
-                    let Some(inbound) = next else { break };
+                // What waits now, taken before any of it is answered: a
+                // client that sends a new request once it sees a drained
+                // one answered `aborted` must not find that request drained
+                // too (a kernel's front end did, on a loaded machine).
+                let waiting: Vec<_> =
+                    std::iter::from_fn(|| shared.io.borrow_mut().take(source)).collect();
+                for inbound in waiting {
                     let event = Event::Drained {
                         source,
                         inbound,

@@ -68,6 +68,8 @@ enum Slot {
     ControlEngine,
     /// Output from engines, relayed to clients.
     IopubEngine,
+    /// Clients' iopub subscriptions, passed on to the engines.
+    IopubClient,
     /// The heartbeat thread's pipe (engines lost); last, so that the slots
     /// before it are exactly the peers' sockets.
     HeartbeatPipe,
@@ -75,7 +77,7 @@ enum Slot {
 
 impl Slot {
     /// Every slot, in polling order.
-    const ALL: [Slot; 9] = [
+    const ALL: [Slot; 10] = [
         Slot::Query,
         Slot::MuxClient,
         Slot::MuxEngine,
@@ -84,6 +86,7 @@ impl Slot {
         Slot::ControlClient,
         Slot::ControlEngine,
         Slot::IopubEngine,
+        Slot::IopubClient,
         Slot::HeartbeatPipe,
     ];
 
@@ -113,7 +116,7 @@ impl Slot {
             Slot::TaskEngine => Some((Channel::Task, true)),
             Slot::ControlClient => Some((Channel::Control, false)),
             Slot::ControlEngine => Some((Channel::Control, true)),
-            Slot::Query | Slot::IopubEngine | Slot::HeartbeatPipe => None,
+            Slot::Query | Slot::IopubEngine | Slot::IopubClient | Slot::HeartbeatPipe => None,
         }
     }
 }
@@ -142,6 +145,7 @@ impl Sockets {
             Slot::ControlClient => &self.control_client,
             Slot::ControlEngine => &self.control_engine,
             Slot::IopubEngine => &self.iopub_engine,
+            Slot::IopubClient => &self.iopub_client,
             Slot::HeartbeatPipe => &self.hb_pipe,
         }
     }
@@ -302,9 +306,13 @@ impl Hub {
         let (task_engine, task_e) = bind(&ctx, zmq::ROUTER, ip, p.task_engine, curve)?;
         let (control_client, control_c) = bind(&ctx, zmq::ROUTER, ip, p.control_client, curve)?;
         let (control_engine, control_e) = bind(&ctx, zmq::ROUTER, ip, p.control_engine, curve)?;
-        let (iopub_engine, iopub_e) = bind(&ctx, zmq::SUB, ip, p.iopub_engine, curve)?;
-        iopub_engine.set_subscribe(b"")?;
-        let (iopub_client, iopub_c) = bind(&ctx, zmq::PUB, ip, p.iopub_client, curve)?;
+        // Iopub is relayed with its subscriptions: what clients subscribe
+        // to on the XPUB goes up to the engines through the XSUB, so an
+        // engine sends only what some client reads (zpar's clients read
+        // their own requests' output; Jupyter's and ipyparallel's read
+        // everything).
+        let (iopub_engine, iopub_e) = bind(&ctx, zmq::XSUB, ip, p.iopub_engine, curve)?;
+        let (iopub_client, iopub_c) = bind(&ctx, zmq::XPUB, ip, p.iopub_client, curve)?;
         let (notification, notif) = bind(&ctx, zmq::PUB, ip, p.notification, curve)?;
         // Peers whose keys do not fit are logged (debug) from the sockets'
         // monitors; the monitors are attached here, on the owning thread.
@@ -535,6 +543,14 @@ impl Hub {
                     }
                 }
                 self.drain_heartbeat();
+            }
+            if ready.has(Slot::IopubClient) {
+                // (Un)subscriptions: one frame each, passed on as they came.
+                while let Ok(sub) = self.sockets.iopub_client.recv_msg(zmq::DONTWAIT) {
+                    if let Err(e) = self.sockets.iopub_engine.send(sub, zmq::DONTWAIT) {
+                        debug!(error = %e, "an iopub subscription was not passed on");
+                    }
+                }
             }
             if ready.has(Slot::IopubEngine) {
                 for frames in drain(

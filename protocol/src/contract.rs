@@ -491,29 +491,33 @@ fn to_map<T: Serialize>(value: &T) -> Map<String, Json> {
 }
 
 /// The topic of an engine's iopub message: the requesting client's session
-/// first, so that each client subscribes to its own output only (sixteen
-/// clients no longer each decode every other client's `busy` and `idle`),
-/// then `engine.<id>.<msg_type>` as ipyparallel names its topics. Jupyter's
-/// and ipyparallel's clients subscribe to everything and never read it.
+/// first, then the message type, then `engine.<id>`; a message of no
+/// client's request is `engine.<id>.<msg_type>`, as ipyparallel names its
+/// topics. The hub passes clients' subscriptions on to the engines, so an
+/// engine sends only what some client subscribed to: a zpar client its own
+/// requests' `stream` output ([`iopub_subscription`]); Jupyter's and
+/// ipyparallel's clients subscribe to everything and never read the topic.
 ///
 /// ```
 /// use zpar_protocol::contract::{iopub_subscription, iopub_topic};
 /// let topic = iopub_topic(Some("abc"), 3, "stream");
-/// assert_eq!(topic, "abc/engine.3.stream");
+/// assert_eq!(topic, "abc/stream/engine.3");
 /// assert!(topic.starts_with(&iopub_subscription("abc")));
+/// assert!(!iopub_topic(Some("abc"), 3, "status").starts_with(&iopub_subscription("abc")));
 /// assert_eq!(iopub_topic(None, 3, "status"), "engine.3.status");
 /// ```
 pub fn iopub_topic(session: Option<&str>, engine: u32, msg_type: &str) -> String {
     match session {
-        Some(s) => format!("{}engine.{engine}.{msg_type}", iopub_subscription(s)),
+        Some(s) => format!("{s}/{msg_type}/engine.{engine}"),
         None => format!("engine.{engine}.{msg_type}"),
     }
 }
 
-/// The iopub prefix a client with `session` subscribes to: the output of
-/// its own requests (see [`iopub_topic`]).
+/// The iopub prefix a zpar client with `session` subscribes to: the
+/// `stream` output of its own requests, the only iopub it reads (see
+/// [`iopub_topic`]; values, errors and `busy`/`idle` come in the replies).
 pub fn iopub_subscription(session: &str) -> String {
-    format!("{session}/")
+    format!("{session}/stream/")
 }
 
 #[cfg(test)]

@@ -106,7 +106,10 @@ impl EngineCore {
                 if !from_kernel || (!r.silent && r.store_history) {
                     self.execution_count += 1;
                 }
-                if !(from_kernel && r.silent) {
+                // As Jupyter's kernels do, a silent execute is not echoed
+                // (zpar's clients send every execute silent: one message
+                // less a request).
+                if !r.silent {
                     actions.push(Action::Publish {
                         parent: Some(header),
                         content: Content::ExecuteInput(ExecuteInput {

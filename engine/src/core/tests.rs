@@ -278,6 +278,20 @@ impl EngineHarness {
 }
 
 #[test]
+fn a_hubs_silent_execute_is_not_echoed_but_counts_and_returns_its_value() {
+    let mut h = EngineHarness::cluster();
+    let id = h.arrive(Source::Mux, cell("1 + 1", true, false));
+    h.expect_status(&id, "busy");
+    h.expect_run();
+    h.finish(Ok(Some(serde_json::json!(2))), None);
+    let r = h.expect_reply(Source::Mux, &id, "execute_reply");
+    assert_eq!(r.execution_count, Some(1));
+    assert_eq!(r.result, Some(serde_json::json!(2)));
+    h.expect_status(&id, "idle");
+    h.assert_no_more();
+}
+
+#[test]
 fn a_kernels_silent_cell_shows_nothing_and_does_not_count() {
     let mut h = EngineHarness::cluster();
     let id = h.arrive(Source::KernelShell, cell("1 + 1", true, true));

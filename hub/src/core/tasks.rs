@@ -9,7 +9,8 @@ use super::{Action, HubCore, LossReason};
 use crate::records::TaskRecord;
 use tracing::{debug, info, warn};
 use zpar_protocol::{
-    Channel, Content, EngineNotification, ErrorClass, RawMessage, RecordStatus, Status,
+    Channel, Content, EngineNotification, ErrorClass, Message, MessageType, RawMessage,
+    RecordStatus, ReplyMetadata, Status, TaskReply,
 };
 
 /// Whether a task's dependencies let it run now.
@@ -237,6 +238,35 @@ impl HubCore {
         raw
     }
 
+    /// Answers `ok` a shutdown request pending on engine `id`, which left
+    /// in good order before its own reply was read.
+    fn shut_down_as_asked(&mut self, id: u32, uuid: &[u8], msg_id: &str, p: Pending, now: f64) {
+        self.update_record(msg_id, Some(id), |r| {
+            r.status = RecordStatus::Done(Status::Ok);
+            r.received = Some(now);
+        });
+        if p.client.is_empty() {
+            return;
+        }
+        let reply = TaskReply {
+            engine_id: Some(id),
+            ..TaskReply::ok()
+        };
+        let metadata = ReplyMetadata {
+            status: Some(Status::Ok),
+            ..ReplyMetadata::naming(id, &String::from_utf8_lossy(uuid))
+        };
+        let msg = Message {
+            identities: vec![p.client],
+            header: self.session.header("shutdown_reply"),
+            parent_header: Some(p.header),
+            metadata: metadata.to_map(),
+            content: Content::ShutdownReply(reply),
+            buffers: vec![],
+        };
+        self.send_to_client(p.channel, msg);
+    }
+
     /// An engine left or died: retry or fail what it owed, tell the clients.
     pub(crate) fn engine_lost(
         &mut self,
@@ -273,6 +303,14 @@ impl HubCore {
                     "running a task of a lost engine again");
                 self.update_record(&msg_id, Some(id), |r| r.engine = None);
                 self.waiting.push_back(*task);
+                continue;
+            }
+            // An engine told to shut down may leave (unregister) before its
+            // reply, sent on another socket, is read: it did what was asked.
+            if reason == LossReason::Unregistered
+                && p.header.message_type() == Some(MessageType::ShutdownRequest)
+            {
+                self.shut_down_as_asked(id, &entry.uuid, &msg_id, p, now);
                 continue;
             }
             let why = format!("engine {id} died before answering ({})", reason.describe());

@@ -1021,6 +1021,44 @@ fn an_engine_that_unregisters_is_lost_in_good_order() {
 }
 
 #[test]
+fn an_engine_that_leaves_before_its_shutdown_reply_is_read_answers_ok() {
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let shutdown = h.request(
+        Channel::Control,
+        Content::ShutdownRequest(zpar_protocol::ShutdownRequest::default()),
+        targets(&[1]),
+    );
+    h.take_to_engine();
+    let running = h.execute(&[1]);
+    h.take_to_engine();
+    // Its unregistration beats its shutdown reply (another socket).
+    h.handle(Event::EngineLost {
+        uuid: uuid_of(1).into_bytes(),
+        reason: LossReason::Unregistered,
+    });
+    h.take_loss(1);
+    let replies = h.flush_replies(2);
+    let of = |req: &Message| {
+        replies
+            .iter()
+            .find(|r| r.parent_header.as_ref().unwrap().msg_id == req.header.msg_id)
+            .expect("a reply")
+            .clone()
+    };
+    let done = of(&shutdown);
+    assert_eq!(done.header.msg_type, "shutdown_reply");
+    assert_eq!(done.content.task_reply().unwrap().status, Status::Ok);
+    assert_eq!(
+        h.record_status(&shutdown.header.msg_id, Some(1)),
+        RecordStatus::Done(Status::Ok)
+    );
+    // Anything else it owed did die with it.
+    assert_eq!(error_of(&of(&running)).0, "EngineDied");
+    h.assert_no_more();
+}
+
+#[test]
 fn only_an_engine_itself_may_unregister_it() {
     let mut h = HubHarness::new();
     h.engines(2);
