@@ -39,6 +39,10 @@ pub(crate) struct Io {
     /// Connected to the hub's iopub, and bound for the kernel's when there
     /// is one.
     iopub: zmq::Socket,
+    /// A cluster engine's iopub is an XPUB: the topic prefixes its
+    /// subscribers want (the hub passes its clients' on), so that a
+    /// message nobody reads is never built. None: a PUB, send everything.
+    subscribed: Option<Vec<Vec<u8>>>,
     /// The kernel's sockets, while the engine serves as a Jupyter kernel.
     kernel: Option<Kernel>,
     /// Where to listen when asked to serve as a kernel (cluster engines).
@@ -94,6 +98,7 @@ impl Io {
             engine_id,
             uuid,
             hub,
+            subscribed: (iopub.get_socket_type().ok() == Some(zmq::XPUB)).then(Vec::new),
             iopub,
             kernel,
             kernel_home,
@@ -174,18 +179,21 @@ impl Io {
     /// Publishes on iopub (and on the kernel's own iopub, when it has one),
     /// with `parent` as the parent header.
     pub(crate) fn publish(&mut self, parent: Option<Header>, content: Content) {
+        let topic = zpar_protocol::contract::iopub_topic(
+            parent.as_ref().map(|p| p.session.as_str()),
+            self.engine_id,
+            content.msg_type(),
+        );
+        let wanted = self.subscribed_to(&topic);
+        let has_own = self.kernel.as_ref().is_some_and(|k| k.own_iopub.is_some());
+        if !wanted && !has_own {
+            return; // nobody subscribed: not even built
+        }
         let mut msg = Message::new(&self.session, content);
         msg.parent_header = parent;
         msg.metadata = self.basic_metadata();
         let mut raw = self.session.encode(&msg);
-        raw.identities = vec![zmq::Message::from(
-            zpar_protocol::contract::iopub_topic(
-                msg.parent_header.as_ref().map(|p| p.session.as_str()),
-                self.engine_id,
-                &msg.header.msg_type,
-            )
-            .as_bytes(),
-        )];
+        raw.identities = vec![zmq::Message::from(topic.as_bytes())];
         let frames = raw.into_frames();
         if let Some(own) = self.kernel.as_ref().and_then(|k| k.own_iopub.as_ref()) {
             let copy = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
@@ -193,9 +201,34 @@ impl Io {
                 debug!(error = %Chain(&e), "kernel iopub message dropped");
             }
         }
+        if !wanted {
+            return;
+        }
         if let Err(e) = send_frames(&self.iopub, frames, zmq::DONTWAIT) {
             debug!(error = %Chain(&e), "iopub message dropped");
         }
+    }
+
+    /// Whether some subscriber of the iopub wants `topic` (always, for a
+    /// PUB). Reads the (un)subscriptions that came since last asked: an
+    /// XPUB hands each prefix's first subscription and last unsubscription
+    /// to the engine as a message (`1` or `0`, then the prefix).
+    fn subscribed_to(&mut self, topic: &str) -> bool {
+        let Some(subscribed) = &mut self.subscribed else {
+            return true;
+        };
+        while let Ok(change) = self.iopub.recv_bytes(zmq::DONTWAIT) {
+            match change.split_first() {
+                Some((1, prefix)) => subscribed.push(prefix.to_vec()),
+                Some((0, prefix)) => {
+                    if let Some(i) = subscribed.iter().position(|s| s == prefix) {
+                        subscribed.swap_remove(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        subscribed.iter().any(|s| topic.as_bytes().starts_with(s))
     }
 
     /// Output of the running script (`print` is stdout, `debug` stderr):

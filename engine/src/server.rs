@@ -174,7 +174,9 @@ impl EngineServer {
         let control = dealer(conn.control)?;
         let mux = dealer(conn.mux)?;
         let task = dealer(conn.task)?;
-        let iopub = socket(zmq::PUB)?;
+        // An XPUB: the engine sees what is subscribed to and builds no
+        // message nobody reads (`Io::publish`).
+        let iopub = socket(zmq::XPUB)?;
         iopub.connect(&conn.url(conn.iopub))?;
         let heartbeat = Heartbeat::start(
             &ctx,

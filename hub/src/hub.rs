@@ -183,12 +183,47 @@ impl Sockets {
 /// its request fails with `Undelivered`.
 const UNROUTABLE_LIMIT: Duration = Duration::from_secs(30);
 
+/// Engines heard from (any reply), told to the heartbeat thread as pongs,
+/// at most every quarter beat: under a flood of replies the loop turns
+/// thousands of times a second, and one message a turn to the heartbeat
+/// thread was as many wake-ups there.
+struct Alive {
+    heard: std::collections::HashSet<Vec<u8>>,
+    told: Instant,
+}
+
+impl Alive {
+    fn new() -> Alive {
+        Alive {
+            heard: Default::default(),
+            told: Instant::now(),
+        }
+    }
+
+    fn heard(&mut self, uuid: &[u8]) {
+        if !self.heard.contains(uuid) {
+            self.heard.insert(uuid.to_vec());
+        }
+    }
+
+    /// The engines heard since last told, once `every` has passed.
+    fn due(&mut self, every: Duration) -> Option<Vec<Vec<u8>>> {
+        if self.heard.is_empty() || self.told.elapsed() < every {
+            return None;
+        }
+        self.told = Instant::now();
+        Some(self.heard.drain().collect())
+    }
+}
+
 /// A bound hub, ready to [`run`](Hub::run).
 pub struct Hub {
     config: HubConfig,
     sockets: Sockets,
     core: HubCore,
     unroutable: Unroutable,
+    /// Engines heard from, for the heartbeat thread.
+    alive: Alive,
     /// After a failed commit of the task records: the commit, then every
     /// reply after it, in order, until a commit succeeds (tried again each
     /// turn of the loop). A client never sees a result whose record is not
@@ -445,6 +480,7 @@ impl Hub {
             },
             core,
             unroutable: Unroutable::default(),
+            alive: Alive::new(),
             held_for_commit: VecDeque::new(),
             commit_failures: 0,
             trim: MemoryTrim::default(),
@@ -481,7 +517,6 @@ impl Hub {
         while !stop.load(Ordering::Relaxed) && !self.stopping {
             let timeout = if self.unroutable.is_empty() { 200 } else { 2 };
             self.trim.after_traffic(|| self.sockets.caught_up());
-            let mut heard = std::collections::HashSet::new();
             let ready = {
                 let mut items = self.sockets.poll_items();
                 match zmq::poll(&mut items, timeout) {
@@ -514,7 +549,7 @@ impl Hub {
                     };
                     let event = if from_engine {
                         if let Some(uuid) = frames.first() {
-                            heard.insert(uuid.to_vec());
+                            self.alive.heard(uuid);
                         }
                         Event::EngineReply { channel, frames }
                     } else {
@@ -537,7 +572,7 @@ impl Hub {
                         drain(self.sockets.polled(slot), 1, &mut self.trim.bytes_since).pop()
                     {
                         if let Some(uuid) = frames.first() {
-                            heard.insert(uuid.to_vec());
+                            self.alive.heard(uuid);
                         }
                         self.handle(Event::EngineReply { channel, frames });
                     }
@@ -568,9 +603,9 @@ impl Hub {
             self.retry_unroutable();
             // A reply is as good as a pong: a busy machine delays pongs, not
             // the work engines answer.
-            if !heard.is_empty() {
+            if let Some(uuids) = self.alive.due(self.config.hb_period / 4) {
                 let mut msg: Vec<Vec<u8>> = vec![heartbeat::ALIVE.to_vec()];
-                msg.extend(heard.drain());
+                msg.extend(uuids);
                 let _ = self.sockets.hb_pipe.send_multipart(msg, 0);
             }
         }

@@ -113,7 +113,9 @@ impl History {
             self.kept.push_back(msg_id.clone());
             self.kept_bytes += bytes;
         }
-        self.fates.insert(msg_id.clone(), Fate::Answered(kept));
+        if let Some(fate) = self.fates.get_mut(msg_id) {
+            *fate = Fate::Answered(kept);
+        }
         while self.kept.len() > KEPT || self.kept_bytes > KEPT_BUFFER_BYTES {
             let Some(old) = self.kept.pop_front() else {
                 break;

@@ -121,14 +121,15 @@ impl HubCore {
         }
         // From here on the request is signed and has a header: it gets an
         // answer, whatever else is wrong with it.
+        let map = raw.metadata();
         if channel != Channel::Task {
-            if let Ok(map) = raw.metadata() {
-                if ipyparallel::is_broadcast(&map) {
-                    return self.refuse_broadcast(channel, identities, &header, &map);
+            if let Ok(map) = &map {
+                if ipyparallel::is_broadcast(map) {
+                    return self.refuse_broadcast(channel, identities, &header, map);
                 }
             }
         }
-        let metadata = match raw.metadata().and_then(|m| RequestMetadata::from_map(&m)) {
+        let metadata = match map.and_then(|m| RequestMetadata::from_map(&m)) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %Chain(&e), %channel, msg_id = %header.msg_id, "refused a request");
