@@ -298,10 +298,6 @@ impl<'a> Serving<'a> {
     /// Serves until a shutdown, a stop signal or (a standalone kernel's)
     /// parent's end.
     pub(crate) fn serve(&mut self) {
-        // Whether the last turn took a request: then the next looks for
-        // more without a poll (a burst of requests costs no system call
-        // each), and polls only once the sockets are empty.
-        let mut took = false;
         loop {
             if let Some(flag) = self.shared.interrupt {
                 // A SIGINT between cells interrupts nothing.
@@ -320,15 +316,7 @@ impl<'a> Serving<'a> {
                 return;
             }
             // Poll with a timeout so a lost wake-up can never stall us.
-            let ready = if took {
-                [Source::Mux, Source::Task, Source::KernelShell]
-                    .map(Slot::Source)
-                    .to_vec()
-            } else {
-                let Some(ready) = self.poll() else { continue };
-                ready
-            };
-            took = false;
+            let Some(ready) = self.poll() else { continue };
             self.runner.drop_stale_segments();
             self.watch_hub();
             let is_ready = |slot: Slot| ready.contains(&slot);
@@ -341,7 +329,6 @@ impl<'a> Serving<'a> {
                 if is_ready(Slot::Source(source)) {
                     let next = self.shared.io.borrow_mut().take(source);
                     if let Some(inbound) = next {
-                        took = true;
                         let event = Event::Arrived { source, inbound };
                         act(&self.shared, Some(&mut self.runner), event);
                     }
