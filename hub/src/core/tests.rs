@@ -1044,7 +1044,6 @@ fn an_engine_that_leaves_before_its_shutdown_reply_is_read_answers_ok() {
             .iter()
             .find(|r| r.parent_header.as_ref().unwrap().msg_id == req.header.msg_id)
             .expect("a reply")
-            .clone()
     };
     let done = of(&shutdown);
     assert_eq!(done.header.msg_type, "shutdown_reply");
@@ -1054,7 +1053,7 @@ fn an_engine_that_leaves_before_its_shutdown_reply_is_read_answers_ok() {
         RecordStatus::Done(Status::Ok)
     );
     // Anything else it owed did die with it.
-    assert_eq!(error_of(&of(&running)).0, "EngineDied");
+    assert_eq!(error_of(of(&running)).0, "EngineDied");
     h.assert_no_more();
 }
 
