@@ -405,8 +405,8 @@ impl EngineCore {
 
     /// Rhai's progress callback asks, with the operations run so far: go
     /// on, look at the control sockets, or stop. `clock` is asked only
-    /// every [`CONTROL_CHECK_OPS`] operations (the callback runs at every
-    /// one).
+    /// every [`CONTROL_CHECK_OPS`] operations (the loop's callback asks
+    /// every 64th operation, `serve.rs`).
     pub(crate) fn progress(&self, ops: u64, clock: impl FnOnce() -> Instant) -> Progress {
         let Some(r) = &self.running else {
             return Progress::Go;
