@@ -600,20 +600,71 @@ fn an_engine_given_a_wrong_hub_address_says_which_address_it_tried() {
     );
 }
 
-/// What the hub host has sent on its connections from `port` to host `i`
-/// that host `i` has not acknowledged, in bytes.
-fn unacknowledged_to(hosts: &Hosts, i: usize, port: u64) -> u64 {
+/// A queue of host `on`'s established TCP connections that `filter`
+/// picks (`ss` filter words), summed: `Queue::Unread` bytes received and not
+/// read, `Queue::Unacknowledged` bytes sent and not acknowledged.
+fn queued(hosts: &Hosts, on: usize, filter: &[&str], queue: Queue) -> u64 {
     let out = hosts
-        .zpar_plain(0, "ss")
-        .args(["-tnH", "state", "established", "dst", &hosts.addr(i)])
-        .args(["sport", "=", &format!(":{port}")])
+        .zpar_plain(on, "ss")
+        .args(["-tnH", "state", "established"])
+        .args(filter)
         .output()
         .expect("ss");
     // With one state asked for, the columns are Recv-Q Send-Q Local Peer.
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(queue as usize)?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
+}
+
+/// Which of a connection's queues [`queued`] sums.
+#[derive(Clone, Copy)]
+enum Queue {
+    Unread = 0,
+    Unacknowledged = 1,
+}
+
+/// What the hub host has sent on its connections from `port` to host `i`
+/// that host `i` has not acknowledged, in bytes.
+fn unacknowledged_to(hosts: &Hosts, i: usize, port: u64) -> u64 {
+    let filter = ["dst", &hosts.addr(i), "sport", "=", &format!(":{port}")];
+    queued(hosts, 0, &filter, Queue::Unacknowledged)
+}
+
+/// Starts a console on host `i` with `args` after `console`, its output
+/// piped; returns it with its stdin open.
+fn spawn_console(hosts: &Hosts, i: usize, args: &[&str]) -> Child {
+    let mut cmd = hosts.zpar(i, &[&["console"], args].concat());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a console")
+}
+
+/// Feeds `script` to a console from [`spawn_console`] and closes its input.
+fn feed(console: &mut Child, script: &[u8]) {
+    let mut stdin = console.stdin.take().expect("the console's stdin");
+    stdin
+        .write_all(script)
+        .expect("writing the console's script");
+}
+
+/// Tears down, on host `on`, the TCP connections `filter` picks (`ss -K`):
+/// what waits in their queues there is gone.
+fn tear_down(hosts: &Hosts, on: usize, filter: &[&str]) {
+    let cut = hosts
+        .zpar_plain(on, "ss")
+        .arg("-K")
+        .args(filter)
+        .output()
+        .expect("ss -K");
+    assert!(cut.status.success(), "{cut:?}");
 }
 
 #[test]
@@ -638,37 +689,18 @@ fn a_request_lost_on_a_dropped_connection_fails_clearly_and_the_engine_serves_on
     // its other connections never noticed.
     hosts.cut(1);
     let file = client.to_str().expect("UTF-8");
-    let mut console = hosts
-        .zpar(0, &["console", "--file", file, "--timeout", "20"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting a console");
-    console
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"%px 6 * 7\n%px 20 + 22\n")
-        .expect("writing the console's script");
+    let mut console = spawn_console(&hosts, 0, &["--file", file, "--timeout", "20"]);
+    feed(&mut console, b"%px 6 * 7\n%px 20 + 22\n");
     // More than ZeroMQ's own heartbeats (a few bytes each) could make: the
     // signed request, several hundred bytes.
     support::wait_until("the request waits in the hub's send queue", || {
         unacknowledged_to(&hosts, 1, mux) > 256
     });
-    let cut = hosts
-        .zpar_plain(0, "ss")
-        .args([
-            "-K",
-            "dst",
-            &hosts.addr(1),
-            "sport",
-            "=",
-            &format!(":{mux}"),
-        ])
-        .output()
-        .expect("ss -K");
-    assert!(cut.status.success(), "{cut:?}");
+    tear_down(
+        &hosts,
+        0,
+        &["dst", &hosts.addr(1), "sport", "=", &format!(":{mux}")],
+    );
     assert_eq!(
         unacknowledged_to(&hosts, 1, mux),
         0,
@@ -686,26 +718,6 @@ fn a_request_lost_on_a_dropped_connection_fails_clearly_and_the_engine_serves_on
         shown.contains("Out[0:2]: 42"),
         "the engine serves the console's next request:\n{shown}"
     );
-}
-
-/// The bytes waiting unread in host `i`'s connections to local `port`.
-fn unread_at(hosts: &Hosts, i: usize, port: u64) -> u64 {
-    let out = hosts
-        .zpar_plain(i, "ss")
-        .args([
-            "-tnH",
-            "state",
-            "established",
-            "dport",
-            "=",
-            &format!(":{port}"),
-        ])
-        .output()
-        .expect("ss");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
 }
 
 #[test]
@@ -749,51 +761,26 @@ fn a_reply_lost_on_its_way_to_the_client_comes_from_the_hubs_records() {
     signal("-STOP");
     let file = hosts.dir().join("hub-profile/security/zpar-client.json");
     let file = file.to_str().expect("UTF-8");
-    let mut console = hosts
-        .zpar(
-            1,
-            &[
-                "console",
-                "--file",
-                file,
-                "--timeout",
-                "20",
-                "--recall-after",
-                "2",
-            ],
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting a console");
-    console
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"%px 6 * 7\n")
-        .expect("writing the console's script");
+    let args = ["--file", file, "--timeout", "20", "--recall-after", "2"];
+    let mut console = spawn_console(&hosts, 1, &args);
+    feed(&mut console, b"%px 6 * 7\n");
+    let engine_mux = format!(":{engine_mux}");
     support::wait_until("the request waits unread at the engine", || {
-        unread_at(&hosts, 0, engine_mux) > 256
+        queued(&hosts, 0, &["dport", "=", &engine_mux], Queue::Unread) > 256
     });
     hosts.cut(1);
     signal("-CONT");
     support::wait_until("the reply waits in the hub's send queue", || {
         unacknowledged_to(&hosts, 1, client_mux) > 256
     });
-    let cut = hosts
-        .zpar_plain(0, "ss")
-        .args([
-            "-K",
-            "dst",
-            &hosts.addr(1),
-            "sport",
-            "=",
-            &format!(":{client_mux}"),
-        ])
-        .output()
-        .expect("ss -K");
-    assert!(cut.status.success(), "{cut:?}");
+    let filter = [
+        "dst",
+        &hosts.addr(1),
+        "sport",
+        "=",
+        &format!(":{client_mux}"),
+    ];
+    tear_down(&hosts, 0, &filter);
     hosts.restore(1);
     let out = wait_output(console, WAIT, "the console");
     let shown = text(&out);
