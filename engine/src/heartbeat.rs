@@ -1,7 +1,7 @@
 //! The engine's heartbeat: a thread of its own that echoes the hub's pings,
 //! so an engine busy in a long script still counts as alive.
 
-use crate::EngineError;
+use crate::error::EngineError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;

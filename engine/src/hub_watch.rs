@@ -7,9 +7,9 @@
 //! dropped this engine during a network cut) or a silence, the engine
 //! registers again — same uuid, asking for the same id — once pings come.
 
+use crate::error::EngineError;
 use crate::heartbeat::Heartbeat;
 use crate::io::Io;
-use crate::EngineError;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use zpar_protocol::error::Chain;

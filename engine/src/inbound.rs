@@ -140,7 +140,7 @@ pub(crate) fn bad_request_reply(request: &Message, why: &str, engine_id: u32) ->
         format!("engine {engine_id} could not understand this {what}: {why}"),
     );
     reply.engine_id = Some(engine_id);
-    Content::task_reply_of(&Content::reply_type_for(&request.header.msg_type), reply)
+    Content::reply_to(&request.header.msg_type, reply)
 }
 
 #[cfg(test)]

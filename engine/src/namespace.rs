@@ -24,6 +24,9 @@ pub struct ScriptError {
     pub line: Option<u32>,
     /// 1-based column, when the script has one.
     pub column: Option<u32>,
+    /// The call that found no function (`name (types)`), for an
+    /// `UnknownName` raised by calling a function that does not exist.
+    pub missing_function: Option<String>,
 }
 
 fn location(line: Option<u32>, column: Option<u32>) -> String {
@@ -42,6 +45,7 @@ impl ScriptError {
             message: message.into(),
             line: None,
             column: None,
+            missing_function: None,
         }
     }
 
@@ -93,7 +97,11 @@ impl From<Box<EvalAltResult>> for ScriptError {
             EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
             _ => strip_position(e.to_string(), e.position()),
         };
-        ScriptError::new(ename, message).at(pos)
+        let mut error = ScriptError::new(ename, message).at(pos);
+        if let EvalAltResult::ErrorFunctionNotFound(call, _) = &*e {
+            error.missing_function = Some(call.clone());
+        }
+        error
     }
 }
 
@@ -491,6 +499,10 @@ mod tests {
         assert_eq!(e.ename, "UnknownName");
         assert_eq!((e.line, e.column), (Some(2), Some(3)));
         assert!(e.message.contains("nope"), "{e}");
+        assert_eq!(e.missing_function, None);
+        let e = n.execute("simulate(3)").unwrap_err();
+        assert_eq!(e.ename, "UnknownName");
+        assert_eq!(e.missing_function.as_deref(), Some("simulate (i64)"));
         let e = n.pull("missing").unwrap_err();
         assert!(e.message.contains("\"missing\""));
         let e = n.apply("a", vec![]).unwrap_err();

@@ -10,12 +10,12 @@
 
 use crate::communicator::{self, CommEnv};
 use crate::core::{EngineCore, Role};
+use crate::error::EngineError;
 use crate::heartbeat::Heartbeat;
 use crate::hub_watch::{HubWatch, Registered};
 use crate::io::{HubSockets, Io};
 use crate::kernel::{Kernel, KernelConfig, KernelHome};
 use crate::serve::{Serving, Shared};
-use crate::EngineError;
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;

@@ -2,8 +2,8 @@
 //! takes — interface and ports, keys, heartbeat, scheduler, where task
 //! records live, CURVE — and what it derives from it before binding.
 
-use crate::scheduler::Scheme;
-use crate::HubError;
+use crate::core::scheduler::Scheme;
+use crate::error::HubError;
 use std::path::PathBuf;
 use std::time::Duration;
 use zpar_protocol::curve::CurveKeys;

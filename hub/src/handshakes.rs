@@ -18,7 +18,7 @@
 //! with the wrong server key, which are the cases to report. The log has
 //! no effect on who gets in.
 
-use crate::HubError;
+use crate::error::HubError;
 use std::thread::JoinHandle;
 use tracing::debug;
 use zpar_protocol::curve::{HandshakeEvent, HandshakeMonitor};

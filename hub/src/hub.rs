@@ -19,11 +19,11 @@
 
 pub use crate::config::{CurveMode, Db, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
 use crate::core::{Action, CoreConfig, Event, Frames, HubCore, LossReason};
+use crate::error::HubError;
 use crate::handshakes::HandshakeLog;
 use crate::heartbeat;
 use crate::records::{Records, SqliteStore};
 use crate::unroutable::{Sent, Unroutable};
-use crate::HubError;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

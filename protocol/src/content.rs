@@ -845,15 +845,42 @@ impl Content {
     /// A [`TaskReply`]-carrying content of type `reply_type`. Reply types
     /// that do not carry a [`TaskReply`] become [`Content::Unknown`].
     pub fn task_reply_of(reply_type: &str, reply: TaskReply) -> Content {
-        let json = serde_json::to_value(&reply).expect("replies serialize");
-        if TASK_REPLIES.iter().any(|(_, rep)| *rep == reply_type) {
-            if let Ok(c) = Content::from_json(reply_type, json.to_string().as_bytes()) {
-                return c;
+        let wrap: fn(TaskReply) -> Content = match MessageType::parse(reply_type) {
+            Some(MessageType::ExecuteReply) => Content::ExecuteReply,
+            Some(MessageType::ApplyReply) => Content::ApplyReply,
+            Some(MessageType::PushReply) => Content::PushReply,
+            Some(MessageType::PullReply) => Content::PullReply,
+            Some(MessageType::AbortReply) => Content::AbortReply,
+            Some(MessageType::InterruptReply) => Content::InterruptReply,
+            Some(MessageType::ClearReply) => Content::ClearReply,
+            Some(MessageType::ShutdownReply) => Content::ShutdownReply,
+            Some(MessageType::PurgeReply) => Content::PurgeReply,
+            Some(MessageType::UnregistrationReply) => Content::UnregistrationReply,
+            Some(MessageType::BindKernelReply) => Content::BindKernelReply,
+            _ => {
+                return Content::Unknown {
+                    msg_type: reply_type.to_string(),
+                    content: serde_json::to_value(&reply).expect("replies serialize"),
+                }
             }
-        }
-        Content::Unknown {
-            msg_type: reply_type.to_string(),
-            content: json,
+        };
+        wrap(reply)
+    }
+
+    /// The reply to a request of type `request_type`, carrying `reply`:
+    /// its paired type from [`TASK_REPLIES`], else Jupyter's convention
+    /// (see [`Content::reply_type_for`]).
+    ///
+    /// ```
+    /// use zpar_protocol::{Content, TaskReply};
+    /// let c = Content::reply_to("execute_request", TaskReply::ok());
+    /// assert_eq!(c.msg_type(), "execute_reply");
+    /// assert_eq!(Content::reply_to("frob_request", TaskReply::ok()).msg_type(), "frob_reply");
+    /// ```
+    pub fn reply_to(request_type: &str, reply: TaskReply) -> Content {
+        match Content::reply_type(request_type) {
+            Some(paired) => Content::task_reply_of(paired, reply),
+            None => Content::task_reply_of(&Content::reply_type_for(request_type), reply),
         }
     }
 }

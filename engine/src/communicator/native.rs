@@ -11,10 +11,11 @@
 
 use super::collective::{Call, Combine};
 use super::driver::{drive, drive_ring};
+use super::env::RhaiResult;
 use super::errors::{err, DriveError};
+use super::handle::BinaryTreeCommunicator;
 use super::wire::Payload;
 use super::{shared, shared_allreduce};
-use super::{BinaryTreeCommunicator, RhaiResult};
 use crate::arrays::{F64Array, I64Array};
 use rhai::{Dynamic, FnPtr, NativeCallContext};
 use serde_json::json;
@@ -22,14 +23,6 @@ use std::time::Duration;
 
 /// Elements per chunk (1 MiB of f64).
 pub const CHUNK_ELEMS: usize = 1 << 17;
-
-/// A named allreduce of an array of at least this many bytes takes the
-/// large-array path: a roster round, then shared memory when every engine
-/// is on one host ([`super::shared`]) or the ring otherwise
-/// ([`super::ring`]). Below it the chunked tree is faster: on one host the
-/// roster and barrier rounds cost more than the bytes they save. Measured
-/// with `zpar bench allreduce` (ARCHITECTURE.md, "Collectives by size").
-pub const LARGE_MIN_BYTES: usize = 256 << 10;
 
 /// A named elementwise operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,7 +313,7 @@ impl BinaryTreeCommunicator {
     }
 
     /// The large-array allreduce when it applies (a numeric array of at
-    /// least [`LARGE_MIN_BYTES`] on more than one engine): shared memory
+    /// least [`LARGE_MIN_BYTES`](super::env::LARGE_MIN_BYTES) on more than one engine): shared memory
     /// or the ring, as the roster decides. `None`: use the chunked tree.
     fn allreduce_large(
         &self,

@@ -39,11 +39,11 @@
 
 use super::collective::{Call, Combine};
 use super::driver::drive;
+use super::env::RhaiResult;
 use super::errors::{err, DriveError};
 use super::shared::{slice, Elem, Slot};
 use super::tree::Comm;
 use super::wire::Payload;
-use super::RhaiResult;
 use serde_json::{json, Value as Json};
 use std::cell::RefCell;
 use std::time::Duration;

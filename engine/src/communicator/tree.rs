@@ -12,11 +12,11 @@
 //! runs so the combine step (a script function) runs with nothing borrowed.
 
 use super::collective::{Collective, Msg, Output, Source, Tree};
+use super::env::{CommEnv, RhaiResult, DEFAULT_TIMEOUT_SECS};
 use super::errors::{err, zerr};
 use super::ring::{Ring, RingPlace};
 use super::shared::SharedArea;
 use super::wire::{from_frames, to_frames, Payload, Wire};
-use super::{CommEnv, RhaiResult, DEFAULT_TIMEOUT_SECS};
 use crate::convert::pretty_type;
 use rhai::{EvalAltResult, Map, FLOAT, INT};
 use std::collections::BTreeMap;
@@ -61,7 +61,7 @@ pub(super) struct Comm {
     /// The segment and peers of the shared-memory allreduce.
     pub(super) shared: SharedArea,
     /// Named allreduces of arrays this large take the large-array path
-    /// (`com.large_min_bytes`; [`super::LARGE_MIN_BYTES`] by default).
+    /// (`com.large_min_bytes`; [`super::env::LARGE_MIN_BYTES`] by default).
     pub(super) large_min_bytes: usize,
     /// How the last reduction ran: `"tree"` (whole values along the tree),
     /// `"chunked"` (named, in chunks along the tree), `"shared"` (named,
@@ -172,7 +172,7 @@ impl Comm {
             ring: None,
             ring_early: Vec::new(),
             shared: SharedArea::default(),
-            large_min_bytes: super::LARGE_MIN_BYTES,
+            large_min_bytes: super::env::LARGE_MIN_BYTES,
             last_algorithm: "",
         })
     }

@@ -487,8 +487,8 @@ impl EngineCore {
                 vec![self.reply(source, &msg, content)]
             }
             (other, Control) => {
-                let content = Content::task_reply_of(
-                    &Content::reply_type_for(other.msg_type()),
+                let content = Content::reply_to(
+                    other.msg_type(),
                     TaskReply::error(
                         ErrorClass::UnknownMessageType.as_str(),
                         format!(
@@ -559,8 +559,11 @@ impl EngineCore {
             engine_id: Some(self.engine_id),
             ..TaskReply::default()
         };
-        let reply_type = Content::reply_type_for(&request.header.msg_type);
-        self.reply(source, request, Content::task_reply_of(&reply_type, r))
+        self.reply(
+            source,
+            request,
+            Content::reply_to(&request.header.msg_type, r),
+        )
     }
 
     /// `busy` or `idle` on iopub: Jupyter brackets every request with

@@ -153,7 +153,6 @@ impl EngineCore {
         };
         let from_kernel = run.to.source.is_kernel();
         let parent = Some(run.to.header.clone());
-        let msg_type = run.to.header.msg_type.clone();
         let is_execute = run.to.header.message_type() == Some(MessageType::ExecuteRequest);
         let mut actions = Vec::new();
         let mut buffers = outcome.buffers;
@@ -206,7 +205,7 @@ impl EngineCore {
                 r.engine_info = Some(serde_json::json!({
                     "engine_uuid": self.uuid,
                     "engine_id": self.engine_id,
-                    "method": msg_type.trim_end_matches("_request"),
+                    "method": run.to.header.msg_type.trim_end_matches("_request"),
                 }));
                 if is_execute {
                     actions.push(Action::Publish {
@@ -240,7 +239,7 @@ impl EngineCore {
             buffers.clear();
         }
         actions.push(Action::Reply {
-            content: Content::task_reply_of(&Content::reply_type_for(&msg_type), reply),
+            content: Content::reply_to(&run.to.header.msg_type, reply),
             to: run.to,
             metadata,
             buffers,
@@ -266,12 +265,9 @@ impl EngineCore {
 /// natives this engine has, and how engines get a program's own natives.
 /// Other errors pass unchanged.
 fn explain_missing(mut e: ScriptError, engine_id: u32, natives: &[String]) -> ScriptError {
-    let Some(call) = e.message.strip_prefix("Function not found: ") else {
+    let Some(call) = e.missing_function.as_deref() else {
         return e;
     };
-    if e.ename != "UnknownName" {
-        return e;
-    }
     let name = call.split([' ', '(']).next().unwrap_or(call).to_string();
     let have = if natives.is_empty() {
         "it is a plain engine with no natives of its own".to_string()

@@ -732,10 +732,10 @@ fn a_missing_function_is_explained_with_the_engines_natives() {
     let mut h = EngineHarness::cluster();
     let id = h.start_execute(RequestMetadata::default());
     h.finish(
-        Err(ScriptError::new(
-            "UnknownName",
-            "Function not found: simulate (i64)",
-        )),
+        Err(ScriptError {
+            missing_function: Some("simulate (i64)".into()),
+            ..ScriptError::new("UnknownName", "Function not found: simulate (i64)")
+        }),
         None,
     );
     assert!(matches!(h.take_publish().1, Content::Error(_)));
@@ -958,5 +958,48 @@ fn an_abort_of_everything_answers_a_waiting_recall_instead_of_aborting_it() {
     });
     let answer = expect_recall_reply(&mut h, Source::Mux, &ask_id);
     assert_eq!(answer.unknown, vec!["lost".to_string()]);
+    h.assert_no_more();
+}
+
+#[test]
+fn a_push_runs_like_any_request_and_replies_name_the_id_a_new_registration_gave() {
+    let mut h = EngineHarness::cluster();
+    let mut namespace = std::collections::BTreeMap::new();
+    namespace.insert("a".to_string(), serde_json::json!(1));
+    let id = h.arrive(
+        Source::Mux,
+        Content::PushRequest(zpar_protocol::PushRequest { namespace }),
+    );
+    h.expect_status(&id, "busy");
+    let job = h.expect_run();
+    assert!(matches!(job.request.content, Content::PushRequest(_)));
+    h.finish(Ok(None), None);
+    let r = h.expect_reply(Source::Mux, &id, "push_reply");
+    assert_eq!(r.engine_id, Some(3));
+    h.expect_status(&id, "idle");
+    h.assert_no_more();
+    // A restarted hub registers the engine again, under another id: every
+    // reply after that names it.
+    h.core.set_engine_id(7);
+    let id = h.arrive(
+        Source::Task,
+        Content::PullRequest(PullRequest {
+            names: vec!["a".into()],
+            single: true,
+        }),
+    );
+    h.expect_status(&id, "busy");
+    h.expect_run();
+    h.finish(Ok(Some(serde_json::json!(1))), None);
+    let (to, reply) = h.take_reply();
+    assert_eq!(to, Source::Task);
+    assert_eq!(reply.header.msg_type, "pull_reply");
+    assert_eq!(reply.metadata["engine_id"], 7);
+    let r = reply.content.task_reply().unwrap();
+    assert_eq!(
+        (r.engine_id, r.result.clone()),
+        (Some(7), Some(serde_json::json!(1)))
+    );
+    h.expect_status(&id, "idle");
     h.assert_no_more();
 }

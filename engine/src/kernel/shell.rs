@@ -73,8 +73,8 @@ pub(crate) fn unserved(msg: &Message, channel: &str) -> Content {
              shutdown and kernel_info on control"
         ),
     };
-    Content::task_reply_of(
-        &Content::reply_type_for(t),
+    Content::reply_to(
+        t,
         TaskReply::error(ErrorClass::UnknownMessageType.as_str(), why),
     )
 }

@@ -7,7 +7,7 @@
 //! it (0600) and removes it on exit, so `zpar kernel -f k.json` and
 //! `jupyter console --existing k.json` also work by hand.
 
-use super::{KernelError, KernelPlan};
+use super::plan::{KernelError, KernelPlan};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use zpar_protocol::{new_id, KernelConnection};

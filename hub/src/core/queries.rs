@@ -145,8 +145,8 @@ impl HubCore {
             }
             other => {
                 let t = other.msg_type().to_string();
-                Content::task_reply_of(
-                    &Content::reply_type_for(&t),
+                Content::reply_to(
+                    &t,
                     TaskReply::error(
                         ErrorClass::UnknownMessageType.as_str(),
                         format!("the hub does not serve {t} on this channel"),

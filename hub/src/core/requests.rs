@@ -470,7 +470,7 @@ impl HubCore {
         self.stop_engines(out);
         let msg = zpar_protocol::Message {
             identities,
-            header: self.session.header("shutdown_reply"),
+            header: self.session.header(MessageType::ShutdownReply.name()),
             parent_header: Some(request),
             metadata: Default::default(),
             content: zpar_protocol::Content::ShutdownReply(TaskReply::ok()),

@@ -258,7 +258,7 @@ impl HubCore {
         };
         let msg = Message {
             identities: vec![p.client],
-            header: self.session.header("shutdown_reply"),
+            header: self.session.header(MessageType::ShutdownReply.name()),
             parent_header: Some(p.header),
             metadata: metadata.to_map(),
             content: Content::ShutdownReply(reply),

@@ -243,10 +243,9 @@ impl HubHarness {
 
     /// The engine `uuid` answers `request` on `channel`.
     fn answer_as(&mut self, uuid: &str, channel: Channel, request: &Message, reply: TaskReply) {
-        let reply_type = Content::reply_type_for(&request.header.msg_type);
         let engine_id = self.core.registry().id_of(uuid.as_bytes());
         let session = self.engine_session(uuid.as_bytes());
-        let mut msg = request.reply(session, Content::task_reply_of(&reply_type, reply));
+        let mut msg = request.reply(session, Content::reply_to(&request.header.msg_type, reply));
         msg.metadata = ReplyMetadata {
             engine: engine_id,
             status: Some(Status::Ok),

@@ -1,6 +1,6 @@
 //! The bounded in-memory record store.
 
-use super::TaskRecord;
+use super::record::TaskRecord;
 use std::collections::{HashMap, VecDeque};
 
 /// The bounded in-memory store.

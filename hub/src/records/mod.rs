@@ -14,273 +14,10 @@
 //! request or result; a larger one is recorded without its buffers, and
 //! fetching it later says so.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value as Json};
+use serde_json::json;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use zpar_protocol::{Channel, RecordStatus};
-
-/// JSON frames and buffers of one message, as recorded. The frames are
-/// kept as the text that came (parsed only when someone asks), which costs
-/// a fraction of the memory and time of a parsed tree.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Parts {
-    /// Header JSON text.
-    pub header: String,
-    /// Metadata JSON text.
-    pub metadata: String,
-    /// Content JSON text.
-    pub content: String,
-    /// Buffers, unless they were too large to keep.
-    #[serde(skip)]
-    pub buffers: Vec<Vec<u8>>,
-    /// True when buffers existed but were not kept.
-    #[serde(default)]
-    pub buffers_dropped: bool,
-    /// True when the message's values were in shared memory (`/dev/shm`
-    /// segments between peers on one host): the hub never held their
-    /// bytes, and the segments are removed once read, so the record does
-    /// not keep the value.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub in_shared_memory: bool,
-}
-
-impl Parts {
-    fn buffer_bytes(&self) -> usize {
-        self.buffers.iter().map(Vec::len).sum()
-    }
-
-    /// The frames parsed, for display.
-    pub fn to_json(&self) -> Json {
-        let parse = |t: &str| serde_json::from_str::<Json>(t).unwrap_or(Json::Null);
-        json!({
-            "header": parse(&self.header),
-            "metadata": parse(&self.metadata),
-            "content": parse(&self.content),
-            "buffers": self.buffers.len(),
-            "buffers_dropped": self.buffers_dropped,
-            "in_shared_memory": self.in_shared_memory,
-        })
-    }
-}
-
-/// One request on one engine.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskRecord {
-    /// The request's msg id.
-    pub msg_id: String,
-    /// The engine it went to (None: a task not yet assigned).
-    pub engine: Option<u32>,
-    /// The requesting client's session.
-    pub client: String,
-    /// `execute_request`, `apply_request`, ...
-    pub msg_type: String,
-    /// Where the request came in.
-    pub channel: Channel,
-    /// When the hub received it (Unix seconds; ISO 8601 in queries).
-    pub submitted: f64,
-    /// When the engine started it (ISO 8601).
-    pub started: Option<String>,
-    /// When the engine finished it (ISO 8601).
-    pub completed: Option<String>,
-    /// When the hub received the reply (Unix seconds; ISO 8601 in queries).
-    pub received: Option<f64>,
-    /// Pending, or finished with the reply's status.
-    pub status: RecordStatus,
-    /// The request.
-    pub request: Parts,
-    /// The reply, once there is one.
-    pub result: Option<Parts>,
-    /// What it printed.
-    pub stdout: String,
-    /// What it wrote to stderr.
-    pub stderr: String,
-    /// Error class, on error.
-    pub ename: Option<String>,
-    /// Error message, on error.
-    pub evalue: Option<String>,
-}
-
-/// Fields a query can test.
-pub const FIELDS: &[&str] = &[
-    "msg_id",
-    "engine",
-    "client",
-    "msg_type",
-    "channel",
-    "submitted",
-    "started",
-    "completed",
-    "received",
-    "status",
-    "ename",
-];
-
-impl TaskRecord {
-    /// Roughly the memory the record holds, in bytes.
-    pub fn size(&self) -> usize {
-        let parts =
-            |p: &Parts| p.header.len() + p.metadata.len() + p.content.len() + p.buffer_bytes();
-        256 + parts(&self.request)
-            + self.result.as_ref().map_or(0, parts)
-            + self.stdout.len()
-            + self.stderr.len()
-            + self.evalue.as_ref().map_or(0, String::len)
-    }
-
-    /// Whether it has an answer.
-    pub fn finished(&self) -> bool {
-        self.status.is_finished()
-    }
-
-    fn field(&self, name: &str) -> Json {
-        match name {
-            "msg_id" => json!(self.msg_id),
-            "engine" => json!(self.engine),
-            "client" => json!(self.client),
-            "msg_type" => json!(self.msg_type),
-            "channel" => json!(self.channel.as_str()),
-            "submitted" => json!(iso(self.submitted)),
-            "started" => json!(self.started),
-            "completed" => json!(self.completed),
-            "received" => json!(self.received.map(iso)),
-            "status" => json!(self.status.as_str()),
-            "ename" => json!(self.ename),
-            _ => Json::Null,
-        }
-    }
-
-    /// The record as JSON (all fields, or just `keys`), without buffers.
-    pub fn to_json(&self, keys: Option<&[String]>) -> Json {
-        let mut m = Map::new();
-        for f in FIELDS
-            .iter()
-            .copied()
-            .chain(["stdout", "stderr", "evalue", "result", "request"])
-        {
-            if keys.is_some_and(|k| !k.iter().any(|k| k == f)) {
-                continue;
-            }
-            let v = match f {
-                "stdout" => json!(self.stdout),
-                "stderr" => json!(self.stderr),
-                "evalue" => json!(self.evalue),
-                "result" => self.result.as_ref().map_or(Json::Null, Parts::to_json),
-                "request" => self.request.to_json(),
-                other => self.field(other),
-            };
-            m.insert(f.to_string(), v);
-        }
-        Json::Object(m)
-    }
-}
-
-/// A condition on one field.
-#[derive(Debug, Clone, PartialEq)]
-enum Cond {
-    Eq(Json),
-    Ne(Json),
-    Lt(Json),
-    Le(Json),
-    Gt(Json),
-    Ge(Json),
-    In(Vec<Json>),
-}
-
-/// A parsed query: `{field: value}` for equality, or
-/// `{field: {"$lt": v, "$gte": w, "$ne": x, "$in": [..]}}`; all must hold.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Filter(Vec<(String, Cond)>);
-
-impl Filter {
-    /// Parses and validates a query; errors name the bad field or operator.
-    pub fn parse(query: &Json) -> Result<Filter, String> {
-        let obj = match query {
-            Json::Null => return Ok(Filter::default()),
-            Json::Object(o) => o,
-            other => return Err(format!("a query is an object of conditions, not {other}")),
-        };
-        let mut conds = Vec::new();
-        for (field, v) in obj {
-            if !FIELDS.contains(&field.as_str()) {
-                return Err(format!(
-                    "unknown field {field:?}; fields are {}",
-                    FIELDS.join(", ")
-                ));
-            }
-            match v {
-                Json::Object(ops) if ops.keys().all(|k| k.starts_with('$')) && !ops.is_empty() => {
-                    for (op, arg) in ops {
-                        let c = match op.as_str() {
-                            "$eq" => Cond::Eq(arg.clone()),
-                            "$ne" => Cond::Ne(arg.clone()),
-                            "$lt" => Cond::Lt(arg.clone()),
-                            "$lte" => Cond::Le(arg.clone()),
-                            "$gt" => Cond::Gt(arg.clone()),
-                            "$gte" => Cond::Ge(arg.clone()),
-                            "$in" => match arg {
-                                Json::Array(a) => Cond::In(a.clone()),
-                                _ => return Err(format!("{field}: $in takes an array")),
-                            },
-                            other => return Err(format!("{field}: unknown operator {other:?} ($eq $ne $lt $lte $gt $gte $in)")),
-                        };
-                        conds.push((field.clone(), c));
-                    }
-                }
-                other => conds.push((field.clone(), Cond::Eq(other.clone()))),
-            }
-        }
-        Ok(Filter(conds))
-    }
-
-    /// Whether a record passes.
-    pub fn matches(&self, r: &TaskRecord) -> bool {
-        self.0.iter().all(|(f, c)| {
-            let v = r.field(f);
-            // Times are ISO 8601 text (which sorts as time does); a number
-            // given for one is Unix seconds.
-            let x = |x: &Json| match (TIME_FIELDS.contains(&f.as_str()), x.as_f64()) {
-                (true, Some(secs)) => json!(iso(secs)),
-                _ => x.clone(),
-            };
-            match c {
-                Cond::Eq(y) => same(&v, &x(y)),
-                Cond::Ne(y) => !same(&v, &x(y)),
-                Cond::In(ys) => ys.iter().any(|y| same(&v, &x(y))),
-                Cond::Lt(y) => order(&v, &x(y)).is_some_and(|o| o.is_lt()),
-                Cond::Le(y) => order(&v, &x(y)).is_some_and(|o| o.is_le()),
-                Cond::Gt(y) => order(&v, &x(y)).is_some_and(|o| o.is_gt()),
-                Cond::Ge(y) => order(&v, &x(y)).is_some_and(|o| o.is_ge()),
-            }
-        })
-    }
-}
-
-/// The fields that hold times; records show them as ISO 8601, as Jupyter
-/// and ipyparallel read them.
-const TIME_FIELDS: &[&str] = &["submitted", "started", "completed", "received"];
-
-/// Unix seconds as ISO 8601 (UTC, microseconds), as headers write dates.
-fn iso(secs: f64) -> String {
-    zpar_protocol::header::iso8601(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs.max(0.0)),
-    )
-}
-
-fn same(a: &Json, b: &Json) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
-}
-
-fn order(a: &Json, b: &Json) -> Option<std::cmp::Ordering> {
-    match (a, b) {
-        (Json::Number(x), Json::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
-        (Json::String(x), Json::String(y)) => Some(x.cmp(y)),
-        _ => None,
-    }
-}
+use zpar_protocol::RecordStatus;
 
 /// About how much the memory store holds before it drops old records: the
 /// hub stays small however long it runs.
@@ -303,9 +40,6 @@ pub enum Records {
     /// Complete, in SQLite.
     Sqlite(SqliteStore),
 }
-
-/// Errors of the SQLite store.
-pub type DbResult<T> = Result<T, rusqlite::Error>;
 
 impl Records {
     /// A memory store keeping at most `limit` records and about
@@ -438,7 +172,7 @@ impl Records {
     /// Records still pending (after a restart, these can never finish).
     pub fn pending(&self) -> DbResult<Vec<TaskRecord>> {
         let pending = RecordStatus::Pending.as_str();
-        self.query(&Filter(vec![("status".into(), Cond::Eq(json!(pending)))]))
+        self.query(&Filter::equal("status", json!(pending)))
     }
 
     /// How many records there are.
@@ -456,15 +190,19 @@ impl Records {
 }
 
 mod memory;
+mod record;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use record::{DbResult, Filter, Parts, TaskRecord, FIELDS};
 pub use sqlite::SqliteStore;
 
 #[cfg(test)]
 mod tests {
     use super::sqlite::{pack, unpack};
     use super::*;
+    use serde_json::Value as Json;
+    use zpar_protocol::Channel;
     use zpar_protocol::Status;
 
     const PENDING: RecordStatus = RecordStatus::Pending;

@@ -1,6 +1,6 @@
 //! The SQLite record store.
 
-use super::{DbResult, Parts, TaskRecord};
+use super::record::{DbResult, Parts, TaskRecord};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,0 +1,39 @@
+//! [`EngineError`]: why an engine could not start or keep running.
+
+use crate::kernel::KernelError;
+
+/// Why an engine could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No hub answered the registration request in time.
+    #[error(
+        "no hub answered at {url} within {waited:?}: is `zpar hub` running with this profile?"
+    )]
+    NoHub {
+        /// Where the engine tried.
+        url: String,
+        /// How long it tried.
+        waited: std::time::Duration,
+    },
+    /// The hub is there, but the security handshake with it failed: the
+    /// connection's CURVE keys do not fit the hub's.
+    #[error("cannot connect to the hub at {url}: {reason}")]
+    Handshake {
+        /// Where the engine tried.
+        url: String,
+        /// What failed, and what to do.
+        reason: String,
+    },
+    /// The hub refused the registration.
+    #[error("the hub refused registration: {0}")]
+    Refused(String),
+    /// The connection file or key was unusable.
+    #[error(transparent)]
+    Protocol(#[from] zpar_protocol::ProtocolError),
+    /// A socket failed.
+    #[error("socket error")]
+    Zmq(#[from] zmq::Error),
+    /// The engine could not serve as a Jupyter kernel.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
