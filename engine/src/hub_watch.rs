@@ -45,6 +45,10 @@ impl Registered {
     }
 }
 
+/// How long after its last registration request the engine still looks
+/// for the hub's answer.
+const REGISTRATION_ANSWER_WINDOW: Duration = Duration::from_secs(30);
+
 /// Watches the hub's heartbeat; after a silence (the hub died), registers
 /// again once pings resume.
 pub(crate) struct HubWatch {
@@ -110,8 +114,14 @@ impl HubWatch {
             self.lost = true;
         }
         let mut accepted = None;
-        // Answers to our re-registration.
-        while let Ok(frames) = recv_frames(&self.registration, zmq::DONTWAIT) {
+        // Answers to our re-registration: only while one can come (a look
+        // at an empty socket costs a system call, on every turn of the
+        // loop).
+        let answer_may_come = self.lost || self.last_attempt.elapsed() < REGISTRATION_ANSWER_WINDOW;
+        while let Some(frames) = answer_may_come
+            .then(|| recv_frames(&self.registration, zmq::DONTWAIT).ok())
+            .flatten()
+        {
             match io.session.decode_frames(frames) {
                 Ok(Message {
                     content: Content::RegistrationReply(r),

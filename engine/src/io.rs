@@ -8,11 +8,13 @@
 //! reaches it too (`stream`), so output goes out as it happens and is
 //! recorded for the reply.
 
-use crate::core::{ReplyTo, Source};
+use crate::core::{Reply, Source};
 use crate::inbound::{decode_request, Inbound};
 use crate::kernel::{Kernel, KernelError, KernelHome};
 use serde_json::{Map, Value as Json};
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use zpar_protocol::error::Chain;
 use zpar_protocol::stream;
@@ -26,6 +28,10 @@ pub(crate) struct HubSockets {
     pub(crate) mux: zmq::Socket,
     pub(crate) task: zmq::Socket,
 }
+
+/// How old the iopub's subscriptions may be when a `status` message asks
+/// whether anyone wants it ([`Io::subscribed_to`]).
+const SUBSCRIPTIONS_FRESH: Duration = Duration::from_millis(1);
 
 /// The engine's sockets, and the output of the request running.
 pub(crate) struct Io {
@@ -43,6 +49,8 @@ pub(crate) struct Io {
     /// subscribers want (the hub passes its clients' on), so that a
     /// message nobody reads is never built. None: a PUB, send everything.
     subscribed: Option<Vec<Vec<u8>>>,
+    /// When the subscriptions were last read (see [`Io::subscribed_to`]).
+    subscriptions_read: Instant,
     /// The kernel's sockets, while the engine serves as a Jupyter kernel.
     kernel: Option<Kernel>,
     /// Where to listen when asked to serve as a kernel (cluster engines).
@@ -99,6 +107,7 @@ impl Io {
             uuid,
             hub,
             subscribed: (iopub.get_socket_type().ok() == Some(zmq::XPUB)).then(Vec::new),
+            subscriptions_read: Instant::now(),
             iopub,
             kernel,
             kernel_home,
@@ -184,7 +193,8 @@ impl Io {
             self.engine_id,
             content.msg_type(),
         );
-        let wanted = self.subscribed_to(&topic);
+        let status = matches!(content, Content::Status(_));
+        let wanted = self.subscribed_to(&topic, status);
         let has_own = self.kernel.as_ref().is_some_and(|k| k.own_iopub.is_some());
         if !wanted && !has_own {
             return; // nobody subscribed: not even built
@@ -213,10 +223,21 @@ impl Io {
     /// PUB). Reads the (un)subscriptions that came since last asked: an
     /// XPUB hands each prefix's first subscription and last unsubscription
     /// to the engine as a message (`1` or `0`, then the prefix).
-    fn subscribed_to(&mut self, topic: &str) -> bool {
+    ///
+    /// For a `status` message (`busy`/`idle`, two a request, which zpar's
+    /// own clients never subscribe to) they are read at most every
+    /// [`SUBSCRIPTIONS_FRESH`]: a look at an empty socket costs a system
+    /// call, a third of what an engine spent on a trivial request.
+    fn subscribed_to(&mut self, topic: &str, status: bool) -> bool {
         let Some(subscribed) = &mut self.subscribed else {
             return true;
         };
+        let matches =
+            |subscribed: &[Vec<u8>]| subscribed.iter().any(|s| topic.as_bytes().starts_with(s));
+        if status && self.subscriptions_read.elapsed() < SUBSCRIPTIONS_FRESH {
+            return matches(subscribed);
+        }
+        self.subscriptions_read = Instant::now();
         while let Ok(change) = self.iopub.recv_bytes(zmq::DONTWAIT) {
             match change.split_first() {
                 Some((1, prefix)) => subscribed.push(prefix.to_vec()),
@@ -228,7 +249,7 @@ impl Io {
                 _ => {}
             }
         }
-        subscribed.iter().any(|s| topic.as_bytes().starts_with(s))
+        matches(subscribed)
     }
 
     /// Output of the running script (`print` is stdout, `debug` stderr):
@@ -251,44 +272,57 @@ impl Io {
         );
     }
 
-    /// Sends a reply where its request came from. A large result of a
-    /// direct request goes as a chunk stream, chunks first, so the hub
-    /// passes each on while the next is sent ([`zpar_protocol::stream`]).
-    pub(crate) fn reply(
-        &mut self,
-        to: ReplyTo,
-        content: Content,
-        mut metadata: Map<String, Json>,
-        buffers: Vec<zmq::Message>,
-    ) {
-        metadata
-            .entry("started")
-            .or_insert_with(|| Json::String(zpar_protocol::iso8601_now()));
-        let mut reply = Message {
-            identities: to.identities,
-            header: self.session.header(content.msg_type()),
-            parent_header: Some(to.header),
-            metadata,
+    /// Sends a reply where its request came from, under a header of its
+    /// own (the reply itself is borrowed: the core may keep it to send
+    /// again). A large result of a direct request goes as a chunk stream,
+    /// chunks first, so the hub passes each on while the next is sent
+    /// ([`zpar_protocol::stream`]).
+    pub(crate) fn reply(&mut self, reply: &Reply, buffers: Vec<zmq::Message>) {
+        let Reply {
+            to,
             content,
-            buffers: Vec::new(),
-        };
+            metadata,
+        } = reply;
         let Some(sock) = self.socket(to.source) else {
             // The kernel stopped (a shutdown_request) while its request ran.
             return debug!(source = %to.source, "reply dropped: its socket is closed");
         };
-        if to.source.hub_channel() == Some(Channel::Mux) && stream::worth_streaming(&buffers) {
-            ReplyMetadata::mark_streamed(&mut reply.metadata, buffers.len() as u32);
-            let parent = reply.parent_header.as_ref().expect("a reply has a parent");
-            for chunk in stream::chunks_of(&self.session, parent, &reply.identities, buffers) {
+        let streamed =
+            to.source.hub_channel() == Some(Channel::Mux) && stream::worth_streaming(&buffers);
+        let started = metadata.contains_key("started");
+        // A run's reply says when it started; one made at once starts now.
+        let metadata: Cow<Map<String, Json>> = if started && !streamed {
+            Cow::Borrowed(metadata)
+        } else {
+            let mut m = metadata.clone();
+            if !started {
+                m.insert("started".into(), Json::String(zpar_protocol::iso8601_now()));
+            }
+            if streamed {
+                ReplyMetadata::mark_streamed(&mut m, buffers.len() as u32);
+            }
+            Cow::Owned(m)
+        };
+        let buffers = if streamed {
+            for chunk in stream::chunks_of(&self.session, &to.header, &to.identities, buffers) {
                 if let Err(e) = send_frames(sock, self.session.encode_owned(chunk).into_frames(), 0)
                 {
                     warn!(error = %Chain(&e), "result chunk not sent");
                 }
             }
+            Vec::new()
         } else {
-            reply.buffers = buffers;
-        }
-        let raw = self.session.encode_owned(reply);
+            buffers
+        };
+        let header = self.session.header(content.msg_type());
+        let mut raw = self.session.encode_parts(
+            &to.identities,
+            &header,
+            Some(&to.header),
+            &metadata,
+            content,
+        );
+        raw.buffers = buffers;
         if let Err(e) = send_frames(sock, raw.into_frames(), 0) {
             warn!(error = %Chain(&e), "reply not sent");
         }

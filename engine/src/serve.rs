@@ -4,9 +4,10 @@
 //!
 //! One thread does everything that touches the namespace and the engine's
 //! sockets. Each turn of [`Serving::serve`] serves the control sockets
-//! first (the hub's and the kernel's), then waits up to 250 ms for any
-//! socket, and takes one message from each of mux, task and the kernel's
-//! shell that has one. Every message goes the same way: [`Io::take`]
+//! first (the hub's and the kernel's) when the poll finds them ready, then
+//! takes up to [`REQUESTS_PER_TURN`] messages from each of mux, task and
+//! the kernel's shell that has some, serving control after each; then it
+//! waits up to 250 ms for any socket again. Every message goes the same way: [`Io::take`]
 //! (frames, signature, JSON: `inbound.rs`), then [`EngineCore::handle`],
 //! then the actions it returns, performed in order by [`perform`].
 //!
@@ -23,7 +24,7 @@
 //! ([`crate::heartbeat`]); the watch over it is [`HubWatch`].
 
 use crate::communicator::CommEnv;
-use crate::core::{Action, EngineCore, Event, Progress, RunOutcome, Source};
+use crate::core::{Action, EngineCore, Event, Progress, Reply, RunOutcome, Source};
 use crate::hub_watch::HubWatch;
 use crate::io::Io;
 use crate::kernel::shell;
@@ -160,7 +161,12 @@ impl Runner<'_> {
                 let mut io = shared.io.borrow_mut();
                 let engine = io.has_hub().then_some(io.engine_id);
                 let content = shell::answer(&self.namespace, engine, &request);
-                io.reply(to, content, metadata, Vec::new());
+                let reply = Reply {
+                    to,
+                    content,
+                    metadata,
+                };
+                io.reply(&reply, Vec::new());
             }
             // Clearing also rebuilds the script engine, dropping any state
             // natives hold (communicators and their sockets).
@@ -195,13 +201,8 @@ fn act(shared: &Shared, mut runner: Option<&mut Runner>, event: Event) {
 /// Performs one action; those that report back to the core do so at once.
 fn perform(shared: &Shared, runner: Option<&mut Runner>, action: Action) {
     match action {
-        Action::Reply {
-            to,
-            content,
-            metadata,
-            buffers,
-        } => shared.io.borrow_mut().reply(to, content, metadata, buffers),
-        Action::Publish { parent, content } => shared.io.borrow_mut().publish(parent, content),
+        Action::Reply { reply, buffers } => shared.io.borrow_mut().reply(&reply, buffers),
+        Action::Publish { parent, content } => shared.io.borrow_mut().publish(parent, *content),
         Action::Drain { sources, drain } => {
             let mut runner = runner;
             for source in sources {
@@ -227,7 +228,7 @@ fn perform(shared: &Shared, runner: Option<&mut Runner>, action: Action) {
                 crate::stream_in::receive(&mut io, job.source, &job.request, chunks)
             };
             let buffers = received.map_err(|e| e.to_string());
-            act(shared, runner, Event::StreamReceived { job, buffers });
+            act(shared, runner, Event::StreamReceived { job: *job, buffers });
         }
         Action::BindKernel { to } => {
             let bound = shared.io.borrow_mut().bind_kernel();
@@ -257,6 +258,10 @@ fn take_all(shared: &Shared, mut runner: Option<&mut Runner>, source: Source) {
         );
     }
 }
+
+/// Requests taken from one socket in a turn of the loop before it polls
+/// again (bounded, so mux, task and a kernel's shell take turns).
+const REQUESTS_PER_TURN: usize = 16;
 
 /// A slot of the loop's poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,13 +320,7 @@ impl<'a> Serving<'a> {
     /// parent's end.
     pub(crate) fn serve(&mut self) {
         loop {
-            if let Some(flag) = self.shared.interrupt {
-                // A SIGINT between cells interrupts nothing.
-                flag.store(false, Ordering::Relaxed);
-            }
-            for source in [Source::Control, Source::KernelControl] {
-                take_all(&self.shared, Some(&mut self.runner), source);
-            }
+            self.between_requests();
             if self.shared.core.borrow().shutting_down()
                 || self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
             {
@@ -339,20 +338,50 @@ impl<'a> Serving<'a> {
             if is_ready(Slot::Source(Source::Control))
                 || is_ready(Slot::Source(Source::KernelControl))
             {
+                self.serve_control();
                 continue; // control first
             }
             for source in [Source::Mux, Source::Task, Source::KernelShell] {
                 if is_ready(Slot::Source(source)) {
-                    let next = self.shared.io.borrow_mut().take(source);
-                    if let Some(inbound) = next {
-                        let event = Event::Arrived { source, inbound };
-                        act(&self.shared, Some(&mut self.runner), event);
-                    }
+                    self.serve_requests(source);
                 }
             }
             if is_ready(Slot::Stdin) {
                 self.drop_stdin();
             }
+        }
+    }
+
+    /// Serves what waits on the control sockets (the hub's, the kernel's).
+    fn serve_control(&mut self) {
+        for source in [Source::Control, Source::KernelControl] {
+            take_all(&self.shared, Some(&mut self.runner), source);
+        }
+    }
+
+    /// Serves up to [`REQUESTS_PER_TURN`] requests waiting on `source`, and
+    /// the control sockets after each, so control still comes first: an
+    /// abort or interrupt that arrives while one runs is served before the
+    /// next. Taking a burst's requests one after another, rather than one a
+    /// poll, spares a poll of every socket per request.
+    fn serve_requests(&mut self, source: Source) {
+        for _ in 0..REQUESTS_PER_TURN {
+            let next = self.shared.io.borrow_mut().take(source);
+            let Some(inbound) = next else { break };
+            let event = Event::Arrived { source, inbound };
+            act(&self.shared, Some(&mut self.runner), event);
+            if self.shared.core.borrow().shutting_down() {
+                return;
+            }
+            self.between_requests();
+            self.serve_control();
+        }
+    }
+
+    /// A SIGINT between cells interrupts nothing.
+    fn between_requests(&self) {
+        if let Some(flag) = self.shared.interrupt {
+            flag.store(false, Ordering::Relaxed);
         }
     }
 

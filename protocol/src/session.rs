@@ -5,11 +5,13 @@
 //! buffers are not signed. Verification runs in constant time and before any
 //! JSON is parsed, and a bounded replay guard refuses a signature seen before.
 
+use crate::content::Content;
 use crate::error::{ProtocolError, Result};
 use crate::frames::{Limits, RawMessage};
 use crate::header::{new_id, Header};
 use crate::message::Message;
 use hmac::{Hmac, Mac};
+use serde_json::{Map, Value as Json};
 use sha2::Sha256;
 use std::collections::{HashSet, VecDeque};
 
@@ -130,15 +132,43 @@ impl Session {
 
     /// Serializes and signs a typed message.
     pub fn encode(&self, msg: &Message) -> RawMessage {
-        let header = serde_json::to_vec(&msg.header).expect("headers serialize");
-        let parent = match &msg.parent_header {
+        self.encode_parts(
+            &msg.identities,
+            &msg.header,
+            msg.parent_header.as_ref(),
+            &msg.metadata,
+            &msg.content,
+        )
+    }
+
+    /// Serializes and signs a message from borrowed parts, for a sender
+    /// that keeps them (to send again under a new header, say). No
+    /// buffers: set them on the result.
+    ///
+    /// ```
+    /// use zpar_protocol::{Content, Session, TaskReply};
+    /// let s = Session::new(b"key", "hmac-sha256", "engine").unwrap();
+    /// let content = Content::reply_to("apply_request", TaskReply::ok());
+    /// let raw = s.encode_parts(&[], &s.header(content.msg_type()), None, &Default::default(), &content);
+    /// assert!(s.check_signature(&raw).is_ok());
+    /// ```
+    pub fn encode_parts(
+        &self,
+        identities: &[Vec<u8>],
+        header: &Header,
+        parent_header: Option<&Header>,
+        metadata: &Map<String, Json>,
+        content: &Content,
+    ) -> RawMessage {
+        let header = serde_json::to_vec(header).expect("headers serialize");
+        let parent = match parent_header {
             Some(p) => serde_json::to_vec(p).expect("headers serialize"),
             None => b"{}".to_vec(),
         };
-        let metadata = serde_json::to_vec(&msg.metadata).expect("maps serialize");
-        let content = msg.content.to_json();
+        let metadata = serde_json::to_vec(metadata).expect("maps serialize");
+        let content = content.to_json();
         self.assemble(
-            msg.identities
+            identities
                 .iter()
                 .map(|i| zmq::Message::from(&i[..]))
                 .collect(),

@@ -51,10 +51,16 @@ fn interrupt_stops_an_infinite_loop_and_keeps_the_engine() {
         .unwrap()
         .get_timeout(WAIT)
         .unwrap();
-    let running = view.execute("let i = 0; loop { i += 1; }").unwrap();
-    // The engine takes the request, then we interrupt: poll until it is busy.
-    support::wait_until("the engine has taken the loop", || {
-        client.queue_status().unwrap().engines[&0].queue > 0 || running.ready()
+    let running = view
+        .execute("print(\"running\"); let i = 0; loop { i += 1; }")
+        .unwrap();
+    // The interrupt must find the loop running (it goes on control, and
+    // could otherwise reach a loaded engine before the loop on mux).
+    support::wait_until("the engine runs the loop", || {
+        running
+            .stdout()
+            .get(&0)
+            .is_some_and(|out| out.contains("running"))
     });
     client.interrupt(0u32).unwrap().get_timeout(WAIT).unwrap();
     match running.get_timeout(WAIT) {

@@ -238,11 +238,17 @@ fn another_client_waits_for_a_result_still_running() {
     let (c, client) = cluster(1);
     let running = client
         .view(0)
-        .execute("let i = 0; loop { i += 1; }")
+        .execute("print(\"running\"); let i = 0; loop { i += 1; }")
         .unwrap();
     let id = running.msg_ids()[0].clone();
-    support::wait_until("the engine has taken the loop", || {
-        client.queue_status().unwrap().engines[&0].queue > 0
+    // The interrupt below must find the loop running: on a loaded machine
+    // it could otherwise reach the engine (on control) before the loop (on
+    // mux), interrupt nothing, and leave the loop running for good.
+    support::wait_until("the engine runs the loop", || {
+        running
+            .stdout()
+            .get(&0)
+            .is_some_and(|out| out.contains("running"))
     });
     let other = Client::from_file(&c.profile().client_file()).unwrap();
     let pending: Vec<_> = ["first", "second"]

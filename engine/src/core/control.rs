@@ -91,12 +91,12 @@ impl EngineCore {
     pub(super) fn clear(&self, to: ReplyTo) -> Vec<Action> {
         vec![
             Action::Clear,
-            Action::Reply {
-                metadata: self.metadata_for(&Content::ClearReply(TaskReply::ok())),
-                content: Content::ClearReply(TaskReply::ok()),
+            Action::reply(
                 to,
-                buffers: Vec::new(),
-            },
+                Content::ClearReply(TaskReply::ok()),
+                self.metadata_for(&Content::ClearReply(TaskReply::ok())),
+                Vec::new(),
+            ),
         ]
     }
 
@@ -114,12 +114,8 @@ impl EngineCore {
         };
         reply.engine_id = Some(self.engine_id);
         let content = Content::BindKernelReply(reply);
-        vec![Action::Reply {
-            metadata: self.metadata_for(&content),
-            content,
-            to,
-            buffers: Vec::new(),
-        }]
+        let metadata = self.metadata_for(&content);
+        vec![Action::reply(to, content, metadata, Vec::new())]
     }
 
     /// A shell request that runs no code, answered from the namespace
@@ -132,7 +128,7 @@ impl EngineCore {
             Action::Answer {
                 to,
                 metadata: self.basic_metadata(),
-                request: msg,
+                request: Box::new(msg),
             },
             self.status(&header, "idle"),
         ]

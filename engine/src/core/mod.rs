@@ -52,6 +52,7 @@ use crate::stop::{Interrupter, StopReason};
 use serde_json::{Map, Value as Json};
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
+use std::rc::Rc;
 use std::time::Instant;
 use tracing::{debug, warn};
 use zpar_protocol::error::Chain;
@@ -216,31 +217,58 @@ pub(crate) enum Event {
     Interrupt(Interrupter),
 }
 
+/// A reply as the core makes it: where it goes and what it says. Shared
+/// between the action that sends it and the recall memory, which may send
+/// it again (under a new header), so keeping a reply costs no copy.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) to: ReplyTo,
+    pub(crate) content: Content,
+    pub(crate) metadata: Map<String, Json>,
+}
+
+impl Action {
+    /// A reply to send.
+    pub(crate) fn reply(
+        to: ReplyTo,
+        content: Content,
+        metadata: Map<String, Json>,
+        buffers: Vec<zmq::Message>,
+    ) -> Action {
+        Action::Reply {
+            reply: Rc::new(Reply {
+                to,
+                content,
+                metadata,
+            }),
+            buffers,
+        }
+    }
+}
+
 /// What the loop must do, in the order given.
 #[derive(Debug)]
 pub(crate) enum Action {
     /// Send a reply on the socket its request came from.
     Reply {
-        to: ReplyTo,
-        content: Content,
-        metadata: Map<String, Json>,
+        reply: Rc<Reply>,
         buffers: Vec<zmq::Message>,
     },
     /// Publish on iopub, with `parent` as the parent header.
     Publish {
         parent: Option<Header>,
-        content: Content,
+        content: Box<Content>,
     },
     /// Receive the `chunks` stream chunks that follow the job's request,
     /// then report [`Event::StreamReceived`].
-    ReceiveStream { job: Job, chunks: u32 },
+    ReceiveStream { job: Box<Job>, chunks: u32 },
     /// Run the job in the namespace, then report [`Event::Ran`].
-    Run(Job),
+    Run(Box<Job>),
     /// Answer a kernel's shell query from the namespace alone
     /// (`kernel/shell.rs` `answer`).
     Answer {
         to: ReplyTo,
-        request: Message,
+        request: Box<Message>,
         metadata: Map<String, Json>,
     },
     /// Read every message waiting on these sockets and report each as
@@ -471,10 +499,10 @@ impl EngineCore {
                 // end's comm at once, as Jupyter's kernels do.
                 vec![Action::Publish {
                     parent: Some(msg.header.clone()),
-                    content: Content::CommClose(CommClose {
+                    content: Box::new(Content::CommClose(CommClose {
                         comm_id: open.comm_id.clone(),
                         data: Map::new(),
-                    }),
+                    })),
                 }]
             }
             (Content::CommMsg(_) | Content::CommClose(_), KernelShell) => {
@@ -531,12 +559,8 @@ impl EngineCore {
     }
 
     fn reply(&self, source: Source, request: &Message, content: Content) -> Action {
-        Action::Reply {
-            to: ReplyTo::of(source, request),
-            metadata: self.metadata_for(&content),
-            content,
-            buffers: Vec::new(),
-        }
+        let metadata = self.metadata_for(&content);
+        Action::reply(ReplyTo::of(source, request), content, metadata, Vec::new())
     }
 
     /// Answers a signed request the engine could not understand, so the hub
@@ -572,7 +596,7 @@ impl EngineCore {
     fn status(&self, parent: &Header, state: &str) -> Action {
         Action::Publish {
             parent: Some(parent.clone()),
-            content: status_content(state),
+            content: Box::new(status_content(state)),
         }
     }
 

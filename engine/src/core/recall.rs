@@ -15,9 +15,9 @@
 //! the buffers of those up to [`KEPT_BUFFER_BYTES`] in all. A reply with
 //! larger buffers is remembered as answered, not kept.
 
-use super::{Action, ReplyTo, Source};
-use serde_json::{Map, Value as Json};
+use super::{Action, Reply, Source};
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use zpar_protocol::{Channel, Content, RecallReply, RecallRequest};
 
 /// Request ids remembered per channel.
@@ -27,21 +27,18 @@ pub(crate) const KEPT: usize = 256;
 /// Bytes of buffers held with the replies of one channel.
 pub(crate) const KEPT_BUFFER_BYTES: usize = 8 << 20;
 
-/// A reply as it went out, to send again.
+/// A reply as it went out, to send again: the core's reply itself
+/// (shared, not copied) and a copy of its buffers, which went with it.
 #[derive(Debug)]
 struct KeptReply {
-    to: ReplyTo,
-    content: Content,
-    metadata: Map<String, Json>,
+    reply: Rc<Reply>,
     buffers: Vec<Vec<u8>>,
 }
 
 impl KeptReply {
     fn again(&self) -> Action {
         Action::Reply {
-            to: self.to.clone(),
-            content: self.content.clone(),
-            metadata: self.metadata.clone(),
+            reply: Rc::clone(&self.reply),
             buffers: self
                 .buffers
                 .iter()
@@ -89,23 +86,15 @@ impl History {
     }
 
     fn answered(&mut self, reply: &Action) {
-        let Action::Reply {
-            to,
-            content,
-            metadata,
-            buffers,
-        } = reply
-        else {
+        let Action::Reply { reply, buffers } = reply else {
             return;
         };
-        let msg_id = &to.header.msg_id;
+        let msg_id = &reply.to.header.msg_id;
         self.arrived(msg_id);
         let bytes: usize = buffers.iter().map(|b| b.len()).sum();
         let kept = (bytes <= KEPT_BUFFER_BYTES / 4).then(|| {
             Box::new(KeptReply {
-                to: to.clone(),
-                content: content.clone(),
-                metadata: metadata.clone(),
+                reply: Rc::clone(reply),
                 buffers: buffers.iter().map(|b| b.to_vec()).collect(),
             })
         });
@@ -156,11 +145,11 @@ impl Recall {
     /// Notes every reply among `actions` that goes to the hub.
     pub(crate) fn note_replies(&mut self, actions: &[Action]) {
         for a in actions {
-            if let Action::Reply { to, content, .. } = a {
-                if matches!(content, Content::RecallReply(_)) {
+            if let Action::Reply { reply, .. } = a {
+                if matches!(reply.content, Content::RecallReply(_)) {
                     continue;
                 }
-                if let Some(h) = self.history(to.source) {
+                if let Some(h) = self.history(reply.to.source) {
                     h.answered(a);
                 }
             }

@@ -41,7 +41,10 @@ impl EngineCore {
             limits,
         };
         match job.limits.stream_frames {
-            Some(chunks) if !source.is_kernel() => vec![Action::ReceiveStream { job, chunks }],
+            Some(chunks) if !source.is_kernel() => vec![Action::ReceiveStream {
+                job: Box::new(job),
+                chunks,
+            }],
             _ => self.start(job, now),
         }
     }
@@ -112,10 +115,10 @@ impl EngineCore {
                 if !r.silent {
                     actions.push(Action::Publish {
                         parent: Some(header),
-                        content: Content::ExecuteInput(ExecuteInput {
+                        content: Box::new(Content::ExecuteInput(ExecuteInput {
                             code: r.code.clone(),
                             execution_count: self.execution_count,
-                        }),
+                        })),
                     });
                 }
                 None
@@ -137,7 +140,7 @@ impl EngineCore {
             )),
         };
         match refusal {
-            None => actions.push(Action::Run(job)),
+            None => actions.push(Action::Run(Box::new(job))),
             Some(e) => actions.extend(self.on_ran(RunOutcome::failed(e))),
         }
         actions
@@ -179,11 +182,11 @@ impl EngineCore {
                     data.insert("text/plain".to_string(), Json::String(shown));
                     actions.push(Action::Publish {
                         parent: parent.clone(),
-                        content: Content::ExecuteResult(ExecuteResult {
+                        content: Box::new(Content::ExecuteResult(ExecuteResult {
                             execution_count: self.execution_count,
                             data,
                             metadata: Default::default(),
-                        }),
+                        })),
                     });
                 }
                 TaskReply {
@@ -210,11 +213,11 @@ impl EngineCore {
                 if is_execute {
                     actions.push(Action::Publish {
                         parent: parent.clone(),
-                        content: Content::Error(ErrorContent {
+                        content: Box::new(Content::Error(ErrorContent {
                             ename: e.ename.clone(),
                             evalue: e.message.clone(),
                             traceback: r.traceback.clone(),
-                        }),
+                        })),
                     });
                 }
                 r
@@ -238,15 +241,11 @@ impl EngineCore {
         if from_kernel {
             buffers.clear();
         }
-        actions.push(Action::Reply {
-            content: Content::reply_to(&run.to.header.msg_type, reply),
-            to: run.to,
-            metadata,
-            buffers,
-        });
+        let content = Content::reply_to(&run.to.header.msg_type, reply);
+        actions.push(Action::reply(run.to, content, metadata, buffers));
         actions.push(Action::Publish {
             parent,
-            content: status_content("idle"),
+            content: Box::new(status_content("idle")),
         });
         for to in std::mem::take(&mut self.deferred_clears) {
             actions.extend(self.clear(to));

@@ -43,8 +43,8 @@ impl Drop for EngineHarness {
 
 fn describe(a: &Action) -> String {
     match a {
-        Action::Reply { to, content, .. } => {
-            format!("Reply({}, {})", to.source, content.msg_type())
+        Action::Reply { reply, .. } => {
+            format!("Reply({}, {})", reply.to.source, reply.content.msg_type())
         }
         Action::Publish { content, .. } => format!("Publish({})", content.msg_type()),
         Action::ReceiveStream { chunks, .. } => format!("ReceiveStream({chunks})"),
@@ -128,24 +128,23 @@ impl EngineHarness {
     /// the client decodes it.
     fn take_reply(&mut self) -> (Source, Message) {
         let a = self.take();
-        let Action::Reply {
+        let Action::Reply { reply, buffers } = a else {
+            panic!("expected a reply, got {}", describe(&a));
+        };
+        let Reply {
             to,
             content,
             metadata,
-            buffers,
-        } = a
-        else {
-            panic!("expected a reply, got {}", describe(&a));
-        };
-        let msg = Message {
-            identities: to.identities,
-            header: self.engine.header(content.msg_type()),
-            parent_header: Some(to.header),
+        } = &*reply;
+        let mut raw = self.engine.encode_parts(
+            &to.identities,
+            &self.engine.header(content.msg_type()),
+            Some(&to.header),
             metadata,
             content,
-            buffers,
-        };
-        let frames = self.engine.encode_owned(msg).into_frames();
+        );
+        raw.buffers = buffers;
+        let frames = raw.into_frames();
         (
             to.source,
             self.client
@@ -174,7 +173,7 @@ impl EngineHarness {
         let Action::Publish { parent, content } = a else {
             panic!("expected an iopub message, got {}", describe(&a));
         };
-        (parent.map(|p| p.msg_id), content)
+        (parent.map(|p| p.msg_id), *content)
     }
 
     fn expect_status(&mut self, msg_id: &str, state: &str) {
@@ -188,7 +187,7 @@ impl EngineHarness {
 
     fn expect_run(&mut self) -> Job {
         match self.take() {
-            Action::Run(job) => job,
+            Action::Run(job) => *job,
             other => panic!("expected a run, got {}", describe(&other)),
         }
     }
@@ -271,7 +270,7 @@ impl EngineHarness {
     /// the request's id).
     fn out_reply_parent(&self) -> String {
         match self.out.front() {
-            Some(Action::Reply { to, .. }) => to.header.msg_id.clone(),
+            Some(Action::Reply { reply, .. }) => reply.to.header.msg_id.clone(),
             other => panic!("expected a reply next, got {:?}", other.map(describe)),
         }
     }
@@ -620,7 +619,7 @@ fn a_streamed_request_runs_after_its_chunks_and_a_refused_one_is_answered() {
         other => panic!("expected a stream, got {}", describe(&other)),
     };
     h.handle(Event::StreamReceived {
-        job,
+        job: *job,
         buffers: Ok(vec![zmq::Message::from("a")]),
     });
     h.expect_status(&id, "busy");
@@ -636,7 +635,7 @@ fn a_streamed_request_runs_after_its_chunks_and_a_refused_one_is_answered() {
         panic!("expected a stream")
     };
     h.handle(Event::StreamReceived {
-        job,
+        job: *job,
         buffers: Err("chunk 1 came before chunk 0".into()),
     });
     let r = h.expect_reply(Source::Mux, &id, "execute_reply");
