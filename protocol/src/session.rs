@@ -14,6 +14,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value as Json};
 use sha2::Sha256;
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -104,8 +105,10 @@ impl Session {
     /// Checks a raw message's signature in constant time, then records it in
     /// the replay guard. Call this before parsing any JSON.
     pub fn verify(&mut self, raw: &RawMessage) -> Result<()> {
-        self.check_signature(raw)?;
-        if self.mac.is_some() && !self.replay.insert(&raw.signature) {
+        let Some(signature) = self.checked_signature(raw)? else {
+            return Ok(());
+        };
+        if !self.replay.insert(signature.as_slice()) {
             return Err(ProtocolError::Replay {
                 signature: String::from_utf8_lossy(&raw.signature).into_owned(),
             });
@@ -115,19 +118,27 @@ impl Session {
 
     /// Checks a signature without touching the replay guard.
     pub fn check_signature(&self, raw: &RawMessage) -> Result<()> {
+        self.checked_signature(raw).map(|_| ())
+    }
+
+    /// Checks a signature; the signature's bytes (None: messages are not
+    /// signed in this session).
+    fn checked_signature(&self, raw: &RawMessage) -> Result<Option<SignatureBytes>> {
         let Some(mac) = &self.mac else {
-            return Ok(());
+            return Ok(None);
         };
         if raw.signature.is_empty() {
             return Err(ProtocolError::MissingSignature);
         }
-        let expected = from_hex(&raw.signature).ok_or(ProtocolError::BadSignature)?;
+        let expected =
+            SignatureBytes::from_hex(&raw.signature).ok_or(ProtocolError::BadSignature)?;
         let mut mac = mac.clone();
         for p in raw.signed_parts() {
             mac.update(p);
         }
-        mac.verify_slice(&expected)
-            .map_err(|_| ProtocolError::BadSignature)
+        mac.verify_slice(expected.as_slice())
+            .map_err(|_| ProtocolError::BadSignature)?;
+        Ok(Some(expected))
     }
 
     /// Serializes and signs a typed message.
@@ -224,26 +235,38 @@ impl Session {
 }
 
 /// A bounded set of recently seen signatures; the oldest is forgotten first.
+///
+/// It keeps the first [`REPLAY_KEY`] bytes of each signature (the HMAC
+/// itself, decoded: uniformly random bytes, so 128 of them tell any two
+/// apart), in a table hashed by those bytes as they are. Only signatures
+/// already verified go in, so nobody without the key can choose them: no
+/// copy, no string and no keyed hash a message.
 #[derive(Debug)]
 pub struct ReplayGuard {
-    seen: HashSet<Vec<u8>>,
-    order: VecDeque<Vec<u8>>,
+    seen: HashSet<[u8; REPLAY_KEY], BuildHasherDefault<SignatureHasher>>,
+    order: VecDeque<[u8; REPLAY_KEY]>,
     capacity: usize,
 }
+
+/// Bytes of a signature the replay guard keeps.
+const REPLAY_KEY: usize = 16;
 
 impl ReplayGuard {
     /// A guard that remembers up to `capacity` signatures.
     pub fn new(capacity: usize) -> ReplayGuard {
         ReplayGuard {
-            seen: HashSet::new(),
+            seen: HashSet::default(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }
     }
 
-    /// Records a signature; false if it was already there.
+    /// Records a signature (its bytes); false if it was already there.
     pub fn insert(&mut self, signature: &[u8]) -> bool {
-        if self.seen.contains(signature) {
+        let mut key = [0u8; REPLAY_KEY];
+        let n = signature.len().min(REPLAY_KEY);
+        key[..n].copy_from_slice(&signature[..n]);
+        if self.seen.contains(&key) {
             return false;
         }
         if self.order.len() >= self.capacity {
@@ -251,9 +274,61 @@ impl ReplayGuard {
                 self.seen.remove(&old);
             }
         }
-        self.seen.insert(signature.to_vec());
-        self.order.push_back(signature.to_vec());
+        self.seen.insert(key);
+        self.order.push_back(key);
         true
+    }
+}
+
+/// Hashes a replay key by its own (random) bytes.
+#[derive(Default)]
+struct SignatureHasher(u64);
+
+impl Hasher for SignatureHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(7) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A decoded signature, on the stack (up to an HMAC-SHA512's 64 bytes).
+struct SignatureBytes {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl SignatureBytes {
+    /// Lower-case hex only, as Jupyter writes and accepts it (None
+    /// otherwise): were upper case accepted too, one signature would have
+    /// many spellings, and a replay could slip past the replay guard.
+    fn from_hex(hex: &[u8]) -> Option<SignatureBytes> {
+        if !hex.len().is_multiple_of(2) || hex.len() > 128 {
+            return None;
+        }
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut s = SignatureBytes {
+            bytes: [0; 64],
+            len: hex.len() / 2,
+        };
+        for (b, pair) in s.bytes.iter_mut().zip(hex.chunks_exact(2)) {
+            *b = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(s)
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -265,23 +340,6 @@ fn to_hex(bytes: &[u8]) -> String {
         s.push(DIGITS[(b & 15) as usize] as char);
     }
     s
-}
-
-/// Lower-case hex only, as Jupyter writes and accepts it: were upper case
-/// accepted too, one signature would have many spellings and a replay could
-/// slip past the replay guard, which remembers the bytes that came.
-fn from_hex(hex: &[u8]) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    hex.chunks_exact(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
 }
 
 #[cfg(test)]
