@@ -8,6 +8,7 @@ use serde_json::{Map, Value as Json};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,20 +56,38 @@ pub struct Client {
 pub(crate) struct Inner {
     pub session: Session,
     commands: mpsc::Sender<Command>,
-    wake: UnixStream,
+    wake: Waker,
     pub table: Arc<EngineTable>,
     pub connection: ClientConnection,
     io_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Whether large values may go through shared segments.
-    shared_memory: std::sync::atomic::AtomicBool,
+    shared_memory: AtomicBool,
     /// Engine id → whether it runs on this client's host.
     local_engines: Mutex<std::collections::BTreeMap<u32, bool>>,
+}
+
+/// How a user thread wakes the I/O thread: a byte down a socket pair that
+/// the I/O thread polls, written only when no wake-up is pending, so a
+/// burst of submissions costs one write and one wake-up, not one each.
+pub(crate) struct Waker {
+    pipe: UnixStream,
+    /// Set by the byte's writer; cleared by the I/O thread before it takes
+    /// the commands waiting, so a command sent after that writes again.
+    pending: Arc<AtomicBool>,
+}
+
+impl Waker {
+    fn wake(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            let _ = (&self.pipe).write(&[1]);
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Stop);
-        let _ = (&self.wake).write(&[1]);
+        self.wake.wake();
         if let Some(t) = self.io_thread.lock().ok().and_then(|mut t| t.take()) {
             let _ = t.join();
         }
@@ -120,6 +139,7 @@ impl Client {
             UnixStream::pair().map_err(|e| Error::Cluster(format!("wake pipe: {e}")))?;
         wake_tx.set_nonblocking(true).ok();
         wake_rx.set_nonblocking(true).ok();
+        let wake_pending = Arc::new(AtomicBool::new(false));
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let table = Arc::new(EngineTable::default());
         let io = IoLoop::new(
@@ -128,6 +148,7 @@ impl Client {
             io_session,
             cmd_rx,
             wake_rx,
+            wake_pending.clone(),
             table.clone(),
         )?;
         let thread = std::thread::Builder::new()
@@ -138,11 +159,14 @@ impl Client {
             inner: Arc::new(Inner {
                 session,
                 commands: cmd_tx,
-                wake: wake_tx,
+                wake: Waker {
+                    pipe: wake_tx,
+                    pending: wake_pending,
+                },
                 table,
                 connection: conn,
                 io_thread: Mutex::new(Some(thread)),
-                shared_memory: std::sync::atomic::AtomicBool::new(
+                shared_memory: AtomicBool::new(
                     std::env::var("ZPAR_SHARED_MEMORY").map_or(true, |v| v != "0"),
                 ),
                 local_engines: Mutex::new(Default::default()),
@@ -177,9 +201,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub fn set_shared_memory(&self, enabled: bool) {
-        self.inner
-            .shared_memory
-            .store(enabled, std::sync::atomic::Ordering::Relaxed);
+        self.inner.shared_memory.store(enabled, Ordering::Relaxed);
     }
 
     /// Whether large values to `ids` may go through shared segments: shared
@@ -187,7 +209,6 @@ impl Client {
     /// every engine said it runs at a loopback address. (A segment also
     /// names the writer's boot id, which the reader checks.)
     pub(crate) fn shares_host_with(&self, ids: &[u32]) -> bool {
-        use std::sync::atomic::Ordering;
         if ids.is_empty()
             || !self.inner.shared_memory.load(Ordering::Relaxed)
             || !zpar_protocol::bulk::available()
@@ -268,7 +289,7 @@ impl Client {
 
     pub(crate) fn command(&self, c: Command) -> Result<()> {
         self.inner.commands.send(c).map_err(|_| Error::Closed)?;
-        let _ = (&self.inner.wake).write(&[1]);
+        self.inner.wake.wake();
         Ok(())
     }
 

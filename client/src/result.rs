@@ -98,6 +98,19 @@ impl Slot {
 pub(crate) struct Parts {
     pub slots: Vec<Slot>,
     pub done: usize,
+    /// Threads waiting on the condvar: a completion wakes them only if
+    /// there are any (a wake-up is a system call; most results complete
+    /// with nobody waiting on them yet).
+    waiters: usize,
+}
+
+impl ResultState {
+    /// Wakes the threads waiting for this result, if any.
+    fn wake(&self, parts: &Parts) {
+        if parts.waiters > 0 {
+            self.cond.notify_all();
+        }
+    }
 }
 
 /// Shared between the I/O thread (which fills it) and the user's
@@ -131,6 +144,7 @@ impl ResultState {
                     })
                     .collect(),
                 done: 0,
+                waiters: 0,
             }),
             cond: Condvar::new(),
             submitted: SystemTime::now(),
@@ -186,7 +200,7 @@ impl ResultState {
         parts.done += 1;
         if parts.done == parts.slots.len() {
             self.segments.lock().expect("segments lock").clear();
-            self.cond.notify_all();
+            self.wake(&parts);
             if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
                 let _ = tx.send(tag);
             }
@@ -232,7 +246,7 @@ impl ResultState {
         parts.done += failed;
         if failed > 0 && parts.done == parts.slots.len() {
             self.segments.lock().expect("segments lock").clear();
-            self.cond.notify_all();
+            self.wake(&parts);
             if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
                 let _ = tx.send(tag);
             }
@@ -324,11 +338,13 @@ impl AsyncResult {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut p = self.state.parts.lock().expect("result lock");
         while p.done < p.slots.len() {
+            p.waiters += 1;
             match deadline {
                 None => p = self.state.cond.wait(p).expect("result lock"),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
+                        p.waiters -= 1;
                         return false;
                     }
                     p = self
@@ -339,6 +355,7 @@ impl AsyncResult {
                         .0;
                 }
             }
+            p.waiters -= 1;
         }
         true
     }

@@ -45,6 +45,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -169,6 +170,8 @@ pub(crate) struct IoLoop {
     session: Session,
     commands: mpsc::Receiver<Command>,
     wake: UnixStream,
+    /// Cleared before the commands are taken ([`crate::client::Waker`]).
+    wake_pending: Arc<AtomicBool>,
     table: Arc<EngineTable>,
     /// For making the sockets anew after a lost hub.
     conn: ClientConnection,
@@ -249,6 +252,7 @@ impl IoLoop {
         session: Session,
         commands: mpsc::Receiver<Command>,
         wake: UnixStream,
+        wake_pending: Arc<AtomicBool>,
         table: Arc<EngineTable>,
     ) -> Result<IoLoop, Error> {
         let ctx = zmq::Context::new();
@@ -259,6 +263,7 @@ impl IoLoop {
             session,
             commands,
             wake,
+            wake_pending,
             table,
             url: conn.url(conn.registration),
             conn,
@@ -314,7 +319,9 @@ impl IoLoop {
                 let mut buf = [0u8; 256];
                 while matches!(self.wake.read(&mut buf), Ok(n) if n > 0) {}
             }
-            // Commands may be waiting even without a wake byte (coalesced).
+            // Commands may be waiting even without a wake byte (coalesced):
+            // from here on a new command writes one again.
+            self.wake_pending.store(false, Ordering::SeqCst);
             if !self.drain_commands() {
                 return;
             }
