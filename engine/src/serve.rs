@@ -3,13 +3,15 @@
 //! # Design
 //!
 //! One thread does everything that touches the namespace and the engine's
-//! sockets. Each turn of [`Serving::serve`] serves the control sockets
-//! first (the hub's and the kernel's) when the poll finds them ready, then
-//! takes up to [`REQUESTS_PER_TURN`] messages from each of mux, task and
-//! the kernel's shell that has some, serving control after each; then it
-//! waits up to 250 ms for any socket again. Every message goes the same way: [`Io::take`]
-//! (frames, signature, JSON: `inbound.rs`), then [`EngineCore::handle`],
-//! then the actions it returns, performed in order by [`perform`].
+//! sockets. Each turn of [`Serving::serve`] waits up to 250 ms for any
+//! socket; if a control socket (the hub's, the kernel's) has something,
+//! the turn serves control only and starts again; otherwise it takes up to
+//! [`REQUESTS_PER_TURN`] messages from each of mux, task and the kernel's
+//! shell that has some, serving control after each, and stops taking them
+//! once a shutdown or stop signal came. Every message goes the same way:
+//! [`Io::take`] (frames, signature, JSON: `inbound.rs`), then
+//! [`EngineCore::handle`], then the actions it returns, performed in order
+//! by [`perform`].
 //!
 //! While a script runs, Rhai's progress callback ([`Shared::on_progress`])
 //! asks the core whether to stop; every
@@ -321,9 +323,7 @@ impl<'a> Serving<'a> {
     pub(crate) fn serve(&mut self) {
         loop {
             self.between_requests();
-            if self.shared.core.borrow().shutting_down()
-                || self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
-            {
+            if self.stopping() {
                 return;
             }
             if self.orphaned() {
@@ -342,7 +342,7 @@ impl<'a> Serving<'a> {
                 continue; // control first
             }
             for source in [Source::Mux, Source::Task, Source::KernelShell] {
-                if is_ready(Slot::Source(source)) {
+                if is_ready(Slot::Source(source)) && !self.stopping() {
                     self.serve_requests(source);
                 }
             }
@@ -366,16 +366,24 @@ impl<'a> Serving<'a> {
     /// poll, spares a poll of every socket per request.
     fn serve_requests(&mut self, source: Source) {
         for _ in 0..REQUESTS_PER_TURN {
+            // A shutdown or stop signal served meanwhile runs nothing more.
+            if self.stopping() {
+                return;
+            }
             let next = self.shared.io.borrow_mut().take(source);
             let Some(inbound) = next else { break };
             let event = Event::Arrived { source, inbound };
             act(&self.shared, Some(&mut self.runner), event);
-            if self.shared.core.borrow().shutting_down() {
-                return;
-            }
             self.between_requests();
             self.serve_control();
         }
+    }
+
+    /// Whether the engine is to stop: a shutdown request, or a stop
+    /// signal.
+    fn stopping(&self) -> bool {
+        self.shared.core.borrow().shutting_down()
+            || self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     /// A SIGINT between cells interrupts nothing.

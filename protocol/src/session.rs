@@ -242,7 +242,7 @@ impl Session {
 /// already verified go in, so nobody without the key can choose them: no
 /// copy, no string and no keyed hash a message.
 #[derive(Debug)]
-pub struct ReplayGuard {
+pub(crate) struct ReplayGuard {
     seen: HashSet<[u8; REPLAY_KEY], BuildHasherDefault<SignatureHasher>>,
     order: VecDeque<[u8; REPLAY_KEY]>,
     capacity: usize,
@@ -253,7 +253,7 @@ const REPLAY_KEY: usize = 16;
 
 impl ReplayGuard {
     /// A guard that remembers up to `capacity` signatures.
-    pub fn new(capacity: usize) -> ReplayGuard {
+    pub(crate) fn new(capacity: usize) -> ReplayGuard {
         ReplayGuard {
             seen: HashSet::default(),
             order: VecDeque::new(),
@@ -261,8 +261,9 @@ impl ReplayGuard {
         }
     }
 
-    /// Records a signature (its bytes); false if it was already there.
-    pub fn insert(&mut self, signature: &[u8]) -> bool {
+    /// Records a verified signature (its decoded bytes, whose first
+    /// [`REPLAY_KEY`] it keeps); false if it was already there.
+    pub(crate) fn insert(&mut self, signature: &[u8]) -> bool {
         let mut key = [0u8; REPLAY_KEY];
         let n = signature.len().min(REPLAY_KEY);
         key[..n].copy_from_slice(&signature[..n]);
@@ -298,7 +299,8 @@ impl Hasher for SignatureHasher {
     }
 }
 
-/// A decoded signature, on the stack (up to an HMAC-SHA512's 64 bytes).
+/// A decoded signature, on the stack (room for 64 bytes; HMAC-SHA256's
+/// are 32).
 struct SignatureBytes {
     bytes: [u8; 64],
     len: usize,

@@ -71,6 +71,37 @@ fn interrupt_stops_an_infinite_loop_and_keeps_the_engine() {
 }
 
 #[test]
+fn a_shutdown_runs_nothing_queued_behind_it() {
+    let _watchdog = support::watchdog();
+    let (_c, client) = cluster(1);
+    let view = client.view(0);
+    let running = view
+        .execute("print(\"running\"); let i = 0; loop { i += 1; }")
+        .unwrap();
+    let queued: Vec<_> = (0..3)
+        .map(|i| view.execute(&format!("{i}")).unwrap())
+        .collect();
+    support::wait_until("the engine runs the loop", || {
+        running
+            .stdout()
+            .get(&0)
+            .is_some_and(|out| out.contains("running"))
+    });
+    client
+        .shutdown(0u32, false)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    // The engine stops the loop and serves nothing after the shutdown:
+    // what waited behind it fails (the engine left), it never runs.
+    for (i, q) in queued.iter().enumerate() {
+        if let Ok(v) = q.get_timeout(WAIT) {
+            panic!("request {i}, queued behind the shutdown, ran: {v:?}");
+        }
+    }
+}
+
+#[test]
 fn operation_limits_and_timeouts_stop_runaway_scripts() {
     let _watchdog = support::watchdog();
     let (_c, client) = cluster_with(1, &[], &["--max-operations", "100000"]);

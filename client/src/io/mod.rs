@@ -321,7 +321,7 @@ impl IoLoop {
             }
             // Commands may be waiting even without a wake byte (coalesced):
             // from here on a new command writes one again.
-            self.wake_pending.store(false, Ordering::SeqCst);
+            self.wake_pending.swap(false, Ordering::SeqCst);
             if !self.drain_commands() {
                 return;
             }
