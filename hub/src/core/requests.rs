@@ -10,8 +10,20 @@ use tracing::{debug, warn};
 use zpar_protocol::error::Chain;
 use zpar_protocol::{
     Channel, ErrorClass, Header, MessageType, RawMessage, RecordStatus, ReplyMetadata,
-    RequestMetadata, ShutdownRequest, TaskReply,
+    RequestMetadata, ShutdownRequest, Status, TaskReply,
 };
+
+/// What a record takes from a reply's content. Read without the rest: the
+/// record keeps the content as the text that came, so building the result
+/// value's JSON tree (a thousand numbers, say) would be thrown away.
+#[derive(serde::Deserialize)]
+struct ReplyOutcome {
+    status: Status,
+    #[serde(default)]
+    ename: Option<String>,
+    #[serde(default)]
+    evalue: Option<String>,
+}
 
 /// A message's frames as a record keeps them; its buffers only if `small`.
 pub(crate) fn parts_of(raw: &RawMessage, small: bool) -> Parts {
@@ -437,12 +449,13 @@ impl HubCore {
             warn!(error = %Chain(&e), engine, %msg_id, "recording a reply without its metadata");
             ReplyMetadata::default()
         });
-        let reply: TaskReply = serde_json::from_slice(&raw.content).unwrap_or_else(|e| {
+        let reply: ReplyOutcome = serde_json::from_slice(&raw.content).unwrap_or_else(|e| {
             warn!(error = %Chain(&e), engine, %msg_id, "recording a reply whose content is not a reply");
-            TaskReply::error(
-                ErrorClass::BadRequest.as_str(),
-                format!("the engine's reply is not readable: {e}"),
-            )
+            ReplyOutcome {
+                status: Status::Error,
+                ename: Some(ErrorClass::BadRequest.as_str().to_string()),
+                evalue: Some(format!("the engine's reply is not readable: {e}")),
+            }
         });
         let result = parts_of(raw, self.small(raw) && metadata.stream_frames.is_none());
         self.update_record(msg_id, Some(engine), |r| {

@@ -417,6 +417,59 @@ fn a_direct_request_goes_to_its_engine_and_the_reply_back() {
 }
 
 #[test]
+fn a_reply_is_recorded_with_its_outcome_and_its_result_as_it_came() {
+    let mut h = HubHarness::new();
+    h.engines(1);
+    let req = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    let mut reply = TaskReply::error("RuntimeError", "boom");
+    reply.result = Some(json!([1, 2, 3]));
+    h.answer_as(&uuid_of(0), Channel::Mux, &got, reply);
+    h.flush_reply();
+    let rec = &h.core.records.get(&req.header.msg_id).unwrap()[0];
+    assert_eq!(rec.status, RecordStatus::Done(Status::Error));
+    assert_eq!(rec.ename.as_deref(), Some("RuntimeError"));
+    assert_eq!(rec.evalue.as_deref(), Some("boom"));
+    let content = &rec.result.as_ref().unwrap().content;
+    assert!(content.contains("[1,2,3]"), "{content}");
+    // A reply whose content is no reply is recorded as a failure that
+    // says so.
+    let req = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    let session = h.engine_session(uuid_of(0).as_bytes());
+    let msg = got.reply(
+        session,
+        Content::Unknown {
+            msg_type: "execute_reply".into(),
+            content: json!({"no": "status"}),
+        },
+    );
+    let mut frames = vec![zmq::Message::from(uuid_of(0).as_bytes())];
+    frames.extend(
+        h.engine_session(uuid_of(0).as_bytes())
+            .encode(&msg)
+            .into_frames(),
+    );
+    h.handle(Event::EngineReply {
+        channel: Channel::Mux,
+        frames,
+    });
+    h.tick();
+    h.expect_commit_if_any();
+    // Passed on to its client as it came (who finds it unreadable).
+    assert!(matches!(h.take(), Action::ToClient { .. }));
+    let rec = &h.core.records.get(&req.header.msg_id).unwrap()[0];
+    assert_eq!(rec.status, RecordStatus::Done(Status::Error));
+    assert_eq!(rec.ename.as_deref(), Some("BadRequest"));
+    assert!(
+        rec.evalue.as_deref().unwrap().contains("not readable"),
+        "{:?}",
+        rec.evalue
+    );
+    h.assert_no_more();
+}
+
+#[test]
 fn a_request_for_several_targets_is_fanned_out_once_per_engine() {
     let mut h = HubHarness::new();
     h.engines(4);
