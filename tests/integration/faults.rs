@@ -56,12 +56,7 @@ fn interrupt_stops_an_infinite_loop_and_keeps_the_engine() {
         .unwrap();
     // The interrupt must find the loop running (it goes on control, and
     // could otherwise reach a loaded engine before the loop on mux).
-    support::wait_until("the engine runs the loop", || {
-        running
-            .stdout()
-            .get(&0)
-            .is_some_and(|out| out.contains("running"))
-    });
+    support::wait_until_printed(&running, 0, "running");
     client.interrupt(0u32).unwrap().get_timeout(WAIT).unwrap();
     match running.get_timeout(WAIT) {
         Err(Error::RemoteError { ename, .. }) => assert_eq!(ename, "Interrupted"),
@@ -81,12 +76,7 @@ fn a_shutdown_runs_nothing_queued_behind_it() {
     let queued: Vec<_> = (0..3)
         .map(|i| view.execute(&format!("{i}")).unwrap())
         .collect();
-    support::wait_until("the engine runs the loop", || {
-        running
-            .stdout()
-            .get(&0)
-            .is_some_and(|out| out.contains("running"))
-    });
+    support::wait_until_printed(&running, 0, "running");
     client
         .shutdown(0u32, false)
         .unwrap()
@@ -148,12 +138,7 @@ fn abort_and_clear() {
     // machine the abort and the interrupt (on control) could otherwise
     // reach the engine before the blocker (on mux), interrupt nothing, and
     // leave the queued requests behind 200 million iterations.
-    support::wait_until("the blocker runs", || {
-        blocker
-            .stdout()
-            .get(&0)
-            .is_some_and(|out| out.contains("running"))
-    });
+    support::wait_until_printed(&blocker, 0, "running");
     let queued: Vec<_> = (0..3)
         .map(|i| view.execute(&format!("{i}")).unwrap())
         .collect();

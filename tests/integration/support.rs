@@ -102,6 +102,17 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     );
 }
 
+/// Waits until engine `engine` has printed `text` for `ar`: its request
+/// runs. (A request the engine merely queued, or one the hub has sent but
+/// the engine not yet taken, would let a control request overtake it.)
+pub fn wait_until_printed(ar: &AsyncResult, engine: u32, text: &str) {
+    wait_until(&format!("engine {engine} prints {text:?}"), || {
+        ar.stdout()
+            .get(&engine)
+            .is_some_and(|out| out.contains(text))
+    });
+}
+
 /// Runs `cmd` with piped stdout and stderr to its end, at most `bound`;
 /// kills it and fails the test naming `what` if it takes longer.
 pub fn output_within(mut cmd: Command, bound: Duration, what: &str) -> Output {

@@ -244,12 +244,7 @@ fn another_client_waits_for_a_result_still_running() {
     // The interrupt below must find the loop running: on a loaded machine
     // it could otherwise reach the engine (on control) before the loop (on
     // mux), interrupt nothing, and leave the loop running for good.
-    support::wait_until("the engine runs the loop", || {
-        running
-            .stdout()
-            .get(&0)
-            .is_some_and(|out| out.contains("running"))
-    });
+    support::wait_until_printed(&running, 0, "running");
     let other = Client::from_file(&c.profile().client_file()).unwrap();
     let pending: Vec<_> = ["first", "second"]
         .iter()
