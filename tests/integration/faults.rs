@@ -1,7 +1,7 @@
 //! Faults that must hold: dead engines, interrupts, limits, aborts, bad
 //! input on the hub's sockets, shutdown.
 
-use crate::support::{self, cluster, cluster_with, WAIT};
+use crate::support::{self, cluster, cluster_with, RUNNING_EVERY, WAIT};
 use std::time::Instant;
 use zpar::{ClientEvent, Error, Value};
 use zpar_protocol::{Content, ExecuteRequest, Message, Session};
@@ -51,9 +51,7 @@ fn interrupt_stops_an_infinite_loop_and_keeps_the_engine() {
         .unwrap()
         .get_timeout(WAIT)
         .unwrap();
-    let running = view
-        .execute("print(\"running\"); let i = 0; loop { i += 1; }")
-        .unwrap();
+    let running = view.execute(&support::running_loop()).unwrap();
     // The interrupt must find the loop running (it goes on control, and
     // could otherwise reach a loaded engine before the loop on mux).
     support::wait_until_printed(&running, 0, "running");
@@ -70,9 +68,7 @@ fn a_shutdown_runs_nothing_queued_behind_it() {
     let _watchdog = support::watchdog();
     let (_c, client) = cluster(1);
     let view = client.view(0);
-    let running = view
-        .execute("print(\"running\"); let i = 0; loop { i += 1; }")
-        .unwrap();
+    let running = view.execute(&support::running_loop()).unwrap();
     let queued: Vec<_> = (0..3)
         .map(|i| view.execute(&format!("{i}")).unwrap())
         .collect();
@@ -132,7 +128,9 @@ fn abort_and_clear() {
         .get_timeout(WAIT)
         .unwrap();
     let blocker = view
-        .execute("print(\"running\"); let n = 0; while n < 200000000 { n += 1 }")
+        .execute(&format!(
+            "{RUNNING_EVERY} let n = 0; while n < 200000000 {{ running(n); n += 1 }}"
+        ))
         .unwrap();
     // The interrupt below must find the blocker running: on a loaded
     // machine the abort and the interrupt (on control) could otherwise

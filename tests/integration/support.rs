@@ -102,6 +102,19 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     );
 }
 
+/// A script function `running(n)` that prints "running" every 100,000th
+/// call: a request that calls it in its loop says it runs for as long as it
+/// does. (Output on iopub reaches a client only once its subscription has
+/// reached the engine, which a fresh client's first request can outrun: a
+/// single print could be lost, a repeated one is seen.)
+pub const RUNNING_EVERY: &str = "fn running(n) { if n % 100000 == 0 { print(\"running\"); } }";
+
+/// A request that runs until it is stopped, saying so (see
+/// [`RUNNING_EVERY`]).
+pub fn running_loop() -> String {
+    format!("{RUNNING_EVERY} let i = 0; loop {{ running(i); i += 1; }}")
+}
+
 /// Waits until engine `engine` has printed `text` for `ar`: its request
 /// runs. (A request the engine merely queued, or one the hub has sent but
 /// the engine not yet taken, would let a control request overtake it.)

@@ -236,10 +236,7 @@ fn another_client_fetches_results_and_queries_records() {
 fn another_client_waits_for_a_result_still_running() {
     let _watchdog = support::watchdog();
     let (c, client) = cluster(1);
-    let running = client
-        .view(0)
-        .execute("print(\"running\"); let i = 0; loop { i += 1; }")
-        .unwrap();
+    let running = client.view(0).execute(&support::running_loop()).unwrap();
     let id = running.msg_ids()[0].clone();
     // The interrupt below must find the loop running: on a loaded machine
     // it could otherwise reach the engine (on control) before the loop (on
