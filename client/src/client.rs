@@ -523,10 +523,21 @@ impl Client {
                 msg.buffers = r.buffers;
                 Vec::new()
             };
-            messages.push((
-                r.channel,
-                self.inner.session.encode_owned(msg).into_frames(),
-            ));
+            let raw = self.inner.session.encode_owned(msg);
+            let limit = self.inner.session.limits.max_json_frame;
+            for (frame, bytes) in [
+                ("content", raw.content.len()),
+                ("metadata", raw.metadata.len()),
+            ] {
+                if bytes > limit {
+                    return Err(Error::TooLarge {
+                        frame,
+                        bytes,
+                        limit,
+                    });
+                }
+            }
+            messages.push((r.channel, raw.into_frames()));
             for chunk in chunks {
                 messages.push((
                     r.channel,

@@ -119,6 +119,19 @@ pub enum Error {
         /// The most one message may carry.
         limit: usize,
     },
+    /// A request's JSON would be larger than one message frame may be:
+    /// the hub drops such a message, so it was not sent.
+    #[error(
+        "the request's {frame} is {bytes} bytes of JSON, more than the {limit} one message          frame may hold, so it was not sent: large values travel as buffers by themselves;          this is code or request text, so split it over several requests"
+    )]
+    TooLarge {
+        /// Which JSON frame (`content`, `metadata`).
+        frame: &'static str,
+        /// Its size.
+        bytes: usize,
+        /// The most one frame may hold.
+        limit: usize,
+    },
     /// A value could not be converted.
     #[error("value conversion failed: {0}")]
     Value(String),

@@ -19,8 +19,25 @@ use tracing::{debug, warn};
 use zpar_protocol::error::Chain;
 use zpar_protocol::stream;
 use zpar_protocol::{
-    recv_frames, send_frames, Channel, Content, Header, Message, ReplyMetadata, Session, Stream,
+    recv_frames, send_frames, Channel, Content, ErrorClass, Header, Message, ReplyMetadata,
+    Session, Stream, TaskReply,
 };
+
+/// Why a reply cannot be sent as it is: a JSON frame over `limit`, which
+/// the hub drops (None if every frame fits).
+fn oversized(raw: &zpar_protocol::RawMessage, limit: usize) -> Option<String> {
+    let (frame, bytes) = [
+        ("content (its values)", raw.content.len()),
+        ("metadata (its printed output)", raw.metadata.len()),
+    ]
+    .into_iter()
+    .find(|(_, bytes)| *bytes > limit)?;
+    Some(format!(
+        "the reply's {frame} is {bytes} bytes of JSON, more than the {limit} one message \
+         frame may hold, so the engine sent this error instead: values of 1 MiB or more \
+         travel as buffers by themselves, so print less, or ask for fewer values at once"
+    ))
+}
 
 /// The engine's DEALERs to the hub's engine-facing ROUTERs.
 pub(crate) struct HubSockets {
@@ -303,7 +320,38 @@ impl Io {
             }
             Cow::Owned(m)
         };
-        let buffers = if streamed {
+        let header = self.session.header(content.msg_type());
+        let mut raw = self.session.encode_parts(
+            &to.identities,
+            &header,
+            Some(&to.header),
+            &metadata,
+            content,
+        );
+        if let Some(refusal) = oversized(&raw, self.session.limits.max_json_frame) {
+            // The hub would drop it and the client wait for good: the
+            // client gets this error instead, at once.
+            warn!(msg_id = %to.header.msg_id, "{refusal}");
+            let mut metadata = metadata.into_owned();
+            metadata.retain(|k, _| k != "stdout" && k != "stderr" && k != "stream_frames");
+            metadata.insert("status".into(), Json::String("error".into()));
+            let error = Content::task_reply_of(
+                content.msg_type(),
+                TaskReply::error(ErrorClass::TooLarge.as_str(), refusal),
+            );
+            let raw = self.session.encode_parts(
+                &to.identities,
+                &header,
+                Some(&to.header),
+                &metadata,
+                &error,
+            );
+            if let Err(e) = send_frames(sock, raw.into_frames(), 0) {
+                warn!(error = %Chain(&e), "reply not sent");
+            }
+            return;
+        }
+        raw.buffers = if streamed {
             for chunk in stream::chunks_of(&self.session, &to.header, &to.identities, buffers) {
                 if let Err(e) = send_frames(sock, self.session.encode_owned(chunk).into_frames(), 0)
                 {
@@ -314,15 +362,6 @@ impl Io {
         } else {
             buffers
         };
-        let header = self.session.header(content.msg_type());
-        let mut raw = self.session.encode_parts(
-            &to.identities,
-            &header,
-            Some(&to.header),
-            &metadata,
-            content,
-        );
-        raw.buffers = buffers;
         if let Err(e) = send_frames(sock, raw.into_frames(), 0) {
             warn!(error = %Chain(&e), "reply not sent");
         }

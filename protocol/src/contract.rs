@@ -156,6 +156,10 @@ pub enum ErrorClass {
     /// an `apply_request` (engines run Rhai), ipyparallel's broadcast
     /// scheduler. The message says what to use instead.
     Unsupported,
+    /// The request, or its reply, has a JSON frame larger than a message
+    /// may carry ([`crate::Limits::max_json_frame`]); the message names
+    /// the limit and what to send instead.
+    TooLarge,
     /// The script failed; the class is the script error's.
     Script(String),
 }
@@ -182,6 +186,7 @@ impl ErrorClass {
             ErrorClass::Undelivered => "Undelivered",
             ErrorClass::Lost => "Lost",
             ErrorClass::Unsupported => "Unsupported",
+            ErrorClass::TooLarge => "TooLarge",
             ErrorClass::Script(name) => name,
         }
     }
@@ -207,6 +212,7 @@ impl ErrorClass {
             "Undelivered" => ErrorClass::Undelivered,
             "Lost" => ErrorClass::Lost,
             "Unsupported" => ErrorClass::Unsupported,
+            "TooLarge" => ErrorClass::TooLarge,
             other => ErrorClass::Script(other.to_string()),
         }
     }

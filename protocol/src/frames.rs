@@ -84,6 +84,16 @@ impl RawMessage {
     /// assert_eq!(raw.identities.len(), 1);
     /// ```
     pub fn from_frames(frames: Vec<Frame>, limits: &Limits) -> Result<RawMessage> {
+        let raw = RawMessage::split(frames, limits)?;
+        raw.check_sizes(limits)?;
+        Ok(raw)
+    }
+
+    /// Splits a received frame sequence, enforcing `limits` on the count
+    /// of frames but not on their sizes: for a receiver that answers a
+    /// message too large ([`RawMessage::check_sizes`]) instead of
+    /// dropping it. [`RawMessage::from_frames`] checks both.
+    pub fn split(frames: Vec<Frame>, limits: &Limits) -> Result<RawMessage> {
         if frames.len() > limits.max_frames {
             return Err(ProtocolError::TooManyFrames {
                 found: frames.len(),
@@ -109,23 +119,6 @@ impl RawMessage {
         let content = next();
         let buffers: Vec<Frame> = it.collect();
         check_size("signature", &signature, 1024)?;
-        for (name, f) in [
-            ("header", &header),
-            ("parent_header", &parent_header),
-            ("metadata", &metadata),
-            ("content", &content),
-        ] {
-            check_size(name, f, limits.max_json_frame)?;
-        }
-        for (i, b) in buffers.iter().enumerate() {
-            if b.len() > limits.max_buffer_frame {
-                return Err(ProtocolError::Oversized {
-                    frame: format!("buffer {i}"),
-                    size: b.len(),
-                    limit: limits.max_buffer_frame,
-                });
-            }
-        }
         Ok(RawMessage {
             identities,
             signature,
@@ -135,6 +128,29 @@ impl RawMessage {
             content,
             buffers,
         })
+    }
+
+    /// Checks every frame against `limits`: the first one too large is
+    /// the error.
+    pub fn check_sizes(&self, limits: &Limits) -> Result<()> {
+        for (name, f) in [
+            ("header", &self.header),
+            ("parent_header", &self.parent_header),
+            ("metadata", &self.metadata),
+            ("content", &self.content),
+        ] {
+            check_size(name, f, limits.max_json_frame)?;
+        }
+        for (i, b) in self.buffers.iter().enumerate() {
+            if b.len() > limits.max_buffer_frame {
+                return Err(ProtocolError::Oversized {
+                    frame: format!("buffer {i}"),
+                    size: b.len(),
+                    limit: limits.max_buffer_frame,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The frames to send, in wire order.

@@ -8,6 +8,13 @@
 //! well and lets receivers reuse allocations. Other markers: `bytes`, `i64`,
 //! `float` (NaN and infinities), `fn` (function source), `ref` (a variable
 //! already on the engine) and `map` (a map that itself has a `$zpar` key).
+//!
+//! A string, array or map whose JSON would reach [`TEXT_IN_BUFFERS_BYTES`]
+//! travels the same way: a string's UTF-8 bytes as marker `str`, an array's
+//! or map's JSON text as marker `json` (its own numeric arrays and blobs
+//! still in buffers of their own, numbered before it). So no value makes a
+//! content frame large, and every large value is chunked, streamed through
+//! the hub and put in shared memory on one host like a numeric array.
 
 use crate::error::Chain;
 use crate::error::{ProtocolError, Result};
@@ -18,6 +25,16 @@ use std::collections::BTreeMap;
 /// size (`stream`). Measured through the hub with 1, 2 and 4 MiB: 1 MiB
 /// pulled 128 MiB a third faster than 4 MiB and pushed it as fast.
 pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// A string, array or map whose JSON text would be at least this long
+/// travels as buffer frames (markers `str` and `json`), not inside the
+/// content frame: a content frame is parsed whole and is limited
+/// ([`crate::Limits::max_json_frame`]), buffers are neither.
+pub const TEXT_IN_BUFFERS_BYTES: usize = CHUNK_BYTES;
+
+/// How deep `json` markers may nest in one value (each is parsed on its
+/// own; a message that nests deeper is refused, not followed).
+const MAX_TEXT_NESTING: usize = 16;
 
 const TAG: &str = "$zpar";
 
@@ -127,11 +144,26 @@ impl Value {
         buffers: &mut Vec<zmq::Message>,
         shared: &mut Option<&mut SharedOut>,
     ) -> Json {
+        self.encode_sized(buffers, shared).0
+    }
+
+    /// Encodes, returning the JSON and about how many bytes its text
+    /// takes. A string, array or map whose text would reach
+    /// [`TEXT_IN_BUFFERS_BYTES`] goes to buffers (or shared memory) as its
+    /// text, and its marker is what is left in the JSON. Sizes add up from
+    /// the leaves, so nothing is printed twice and an array of large
+    /// arrays, each already a marker, stays in the JSON.
+    fn encode_sized(
+        &self,
+        buffers: &mut Vec<zmq::Message>,
+        shared: &mut Option<&mut SharedOut>,
+    ) -> (Json, usize) {
+        const MARKER_BYTES: usize = 96;
         match self {
-            Value::Unit => Json::Null,
-            Value::Bool(b) => Json::Bool(*b),
-            Value::Int(i) => json!(i),
-            Value::Float(f) if f.is_finite() => json!(f),
+            Value::Unit => (Json::Null, 4),
+            Value::Bool(b) => (Json::Bool(*b), 5),
+            Value::Int(i) => (json!(i), int_text_len(*i)),
+            Value::Float(f) if f.is_finite() => (json!(f), 24),
             Value::Float(f) => {
                 let v = if f.is_nan() {
                     "nan"
@@ -140,33 +172,66 @@ impl Value {
                 } else {
                     "-inf"
                 };
-                json!({TAG: "float", "v": v})
+                (json!({TAG: "float", "v": v}), 32)
             }
-            Value::Str(s) => Json::String(s.clone()),
+            Value::Str(s) if s.len() + 2 >= TEXT_IN_BUFFERS_BYTES => (
+                bulk_value("str", s.as_bytes(), s.len(), buffers, shared),
+                MARKER_BYTES,
+            ),
+            Value::Str(s) => (Json::String(s.clone()), s.len() + 2),
             Value::Array(a) => {
-                Json::Array(a.iter().map(|v| v.encode_with(buffers, shared)).collect())
+                let mut size = 2 + a.len();
+                let items = a
+                    .iter()
+                    .map(|v| {
+                        let (json, n) = v.encode_sized(buffers, shared);
+                        size += n;
+                        json
+                    })
+                    .collect();
+                as_text_if_large(Json::Array(items), size, buffers, shared)
             }
             Value::Map(m) => {
+                let mut size = 2;
                 let obj: Map<String, Json> = m
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.encode_with(buffers, shared)))
+                    .map(|(k, v)| {
+                        let (json, n) = v.encode_sized(buffers, shared);
+                        size += k.len() + 4 + n;
+                        (k.clone(), json)
+                    })
                     .collect();
-                if m.contains_key(TAG) {
+                let json = if m.contains_key(TAG) {
                     json!({TAG: "map", "v": obj})
                 } else {
                     Json::Object(obj)
-                }
+                };
+                as_text_if_large(json, size, buffers, shared)
             }
-            Value::Bytes(b) => bulk_value("bytes", b, b.len(), buffers, shared),
-            Value::F64Array(a) => bulk_value("f64", f64_bytes(a), a.len(), buffers, shared),
-            Value::I64Array(a) => bulk_value("i64", i64_bytes(a), a.len(), buffers, shared),
-            Value::Function(src) => json!({TAG: "fn", "source": src}),
-            Value::Reference(name) => json!({TAG: "ref", "name": name}),
+            Value::Bytes(b) => (
+                bulk_value("bytes", b, b.len(), buffers, shared),
+                MARKER_BYTES,
+            ),
+            Value::F64Array(a) => (
+                bulk_value("f64", f64_bytes(a), a.len(), buffers, shared),
+                MARKER_BYTES,
+            ),
+            Value::I64Array(a) => (
+                bulk_value("i64", i64_bytes(a), a.len(), buffers, shared),
+                MARKER_BYTES,
+            ),
+            Value::Function(src) => (json!({TAG: "fn", "source": src}), src.len() + 32),
+            Value::Reference(name) => (json!({TAG: "ref", "name": name}), name.len() + 32),
         }
     }
 
     /// Decodes JSON whose buffer markers index into `buffers`.
     pub fn decode(json: &Json, buffers: &[zmq::Message]) -> Result<Value> {
+        Value::decode_nested(json, buffers, 0)
+    }
+
+    /// Decodes at `depth` `json` markers deep.
+    fn decode_nested(json: &Json, buffers: &[zmq::Message], depth: usize) -> Result<Value> {
         Ok(match json {
             Json::Null => Value::Unit,
             Json::Bool(b) => Value::Bool(*b),
@@ -177,12 +242,12 @@ impl Value {
             Json::String(s) => Value::Str(s.clone()),
             Json::Array(a) => Value::Array(
                 a.iter()
-                    .map(|v| Value::decode(v, buffers))
+                    .map(|v| Value::decode_nested(v, buffers, depth))
                     .collect::<Result<_>>()?,
             ),
             Json::Object(obj) => match obj.get(TAG) {
-                None => Value::Map(decode_map(obj, buffers)?),
-                Some(tag) => decode_tagged(tag, obj, buffers)?,
+                None => Value::Map(decode_map(obj, buffers, depth)?),
+                Some(tag) => decode_tagged(tag, obj, buffers, depth)?,
             },
         })
     }
@@ -378,6 +443,42 @@ fn chunked(kind: &str, bytes: &[u8], len: usize, buffers: &mut Vec<zmq::Message>
     json!({TAG: kind, "buffer": first, "frames": buffers.len() - first, "len": len})
 }
 
+/// The length of an integer's decimal text.
+fn int_text_len(i: i64) -> usize {
+    let digits = i
+        .unsigned_abs()
+        .checked_ilog10()
+        .map_or(1, |d| d as usize + 1);
+    digits + usize::from(i < 0)
+}
+
+/// `json` (about `size` bytes of text) as it is, or, from
+/// [`TEXT_IN_BUFFERS_BYTES`] on, its text in buffers or shared memory
+/// behind a `json` marker. A marker in shared memory lists the segments
+/// its text names (`"holds"`), so the receiver that removes a value's
+/// segments finds them without parsing the text.
+fn as_text_if_large(
+    json: Json,
+    size: usize,
+    buffers: &mut Vec<zmq::Message>,
+    shared: &mut Option<&mut SharedOut>,
+) -> (Json, usize) {
+    if size < TEXT_IN_BUFFERS_BYTES {
+        return (json, size);
+    }
+    let held = if shared.is_some() {
+        shared_segments(&json)
+    } else {
+        Vec::new()
+    };
+    let text = serde_json::to_vec(&json).expect("JSON values always print");
+    let mut marker = bulk_value("json", &text, text.len(), buffers, shared);
+    if !held.is_empty() {
+        marker["holds"] = json!(held);
+    }
+    (marker, 96)
+}
+
 /// Where [`Value::encode_shared`] puts large arrays: the segments it
 /// wrote, which the sender keeps until every receiver has read them.
 #[derive(Debug)]
@@ -485,15 +586,19 @@ fn collect_segments(json: &Json, out: &mut Vec<String>) {
         Json::Array(a) => a.iter().for_each(|v| collect_segments(v, out)),
         Json::Object(o) => {
             if o.contains_key(TAG) {
-                match o.get("shm") {
-                    Some(Json::String(name)) => out.push(name.clone()),
-                    Some(Json::Array(names)) => {
-                        out.extend(names.iter().filter_map(Json::as_str).map(str::to_string))
+                for key in ["shm", "holds"] {
+                    match o.get(key) {
+                        Some(Json::String(name)) => out.push(name.clone()),
+                        Some(Json::Array(names)) => {
+                            out.extend(names.iter().filter_map(Json::as_str).map(str::to_string))
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
-            o.values().for_each(|v| collect_segments(v, out));
+            o.iter()
+                .filter(|(k, _)| *k != "holds")
+                .for_each(|(_, v)| collect_segments(v, out));
         }
         _ => {}
     }
@@ -502,13 +607,49 @@ fn collect_segments(json: &Json, out: &mut Vec<String>) {
 fn decode_map(
     obj: &Map<String, Json>,
     buffers: &[zmq::Message],
+    depth: usize,
 ) -> Result<BTreeMap<String, Value>> {
     obj.iter()
-        .map(|(k, v)| Ok((k.clone(), Value::decode(v, buffers)?)))
+        .map(|(k, v)| Ok((k.clone(), Value::decode_nested(v, buffers, depth)?)))
         .collect()
 }
 
-fn decode_tagged(tag: &Json, obj: &Map<String, Json>, buffers: &[zmq::Message]) -> Result<Value> {
+/// Bytes per element of a buffer marker's kind.
+fn width_of(kind: &str) -> usize {
+    match kind {
+        "f64" | "i64" => 8,
+        _ => 1,
+    }
+}
+
+/// A `str` or `json` marker's value, from its bytes.
+fn decode_text(
+    kind: &str,
+    bytes: Vec<u8>,
+    buffers: &[zmq::Message],
+    depth: usize,
+) -> Result<Value> {
+    let text = String::from_utf8(bytes)
+        .map_err(|e| ProtocolError::Value(format!("a {kind} value is not UTF-8: {e}")))?;
+    if kind == "str" {
+        return Ok(Value::Str(text));
+    }
+    if depth >= MAX_TEXT_NESTING {
+        return Err(ProtocolError::Value(format!(
+            "json markers nest deeper than {MAX_TEXT_NESTING}"
+        )));
+    }
+    let json: Json = serde_json::from_str(&text)
+        .map_err(|e| ProtocolError::Value(format!("a json value is not JSON: {e}")))?;
+    Value::decode_nested(&json, buffers, depth + 1)
+}
+
+fn decode_tagged(
+    tag: &Json,
+    obj: &Map<String, Json>,
+    buffers: &[zmq::Message],
+    depth: usize,
+) -> Result<Value> {
     let field = |name: &str| {
         obj.get(name)
             .ok_or_else(|| ProtocolError::Value(format!("a {tag} marker lacks its {name:?} field")))
@@ -528,20 +669,28 @@ fn decode_tagged(tag: &Json, obj: &Map<String, Json>, buffers: &[zmq::Message]) 
             ))),
         },
         Some("map") => match field("v")? {
-            Json::Object(inner) => Ok(Value::Map(decode_map(inner, buffers)?)),
+            Json::Object(inner) => Ok(Value::Map(decode_map(inner, buffers, depth)?)),
             _ => Err(ProtocolError::Value(
                 "a map marker's \"v\" is not an object".into(),
             )),
         },
         Some("fn") => Ok(Value::Function(text("source")?)),
         Some("ref") => Ok(Value::Reference(text("name")?)),
+        Some(kind @ ("str" | "json")) => {
+            let mut as_bytes = obj.clone();
+            as_bytes.insert(TAG.into(), json!("bytes"));
+            match decode_tagged(&json!("bytes"), &as_bytes, buffers, depth)? {
+                Value::Bytes(bytes) => decode_text(kind, bytes, buffers, depth),
+                _ => unreachable!("a bytes marker decodes to bytes"),
+            }
+        }
         Some(kind @ ("bytes" | "f64" | "i64")) => {
             let num = |name: &str| -> Result<usize> {
                 field(name)?.as_u64().map(|n| n as usize).ok_or_else(|| {
                     ProtocolError::Value(format!("the {name:?} of a {kind} marker is not a count"))
                 })
             };
-            let width = if kind == "bytes" { 1 } else { 8 };
+            let width = width_of(kind);
             let len = num("len")?;
             if obj.contains_key("shm") {
                 // Every segment is opened and checked before anything is
@@ -636,8 +785,7 @@ fn shared_fields<'a>(
     let offset = obj.get("offset").and_then(Json::as_u64).ok_or_else(|| {
         ProtocolError::Value(format!("the \"offset\" of a {kind} marker is not a count"))
     })? as usize;
-    let width = if kind == "bytes" { 1 } else { 8 };
-    let bytes = len.checked_mul(width).ok_or_else(|| {
+    let bytes = len.checked_mul(width_of(kind)).ok_or_else(|| {
         ProtocolError::Value(format!("a {kind} value of {len} elements is too long"))
     })?;
     if names.len() == 1 {
@@ -943,6 +1091,78 @@ mod tests {
         assert_eq!(buffers.len(), 3);
         assert_eq!(json["frames"], 3);
         assert_eq!(Value::decode(&json, &buffers).unwrap(), v);
+    }
+
+    #[test]
+    fn large_strings_arrays_and_maps_travel_as_buffers() {
+        let ints = Value::Array((0..300_000).map(Value::Int).collect());
+        let text = Value::Str("é".repeat(TEXT_IN_BUFFERS_BYTES));
+        let mut fields = BTreeMap::new();
+        fields.insert("ints".to_string(), ints.clone());
+        fields.insert("floats".to_string(), Value::F64Array(vec![0.5; 1000]));
+        fields.insert("small".to_string(), Value::Int(3));
+        let map = Value::Map(fields);
+        let nested = Value::Array(vec![map.clone(), text.clone(), Value::Int(1)]);
+        for v in [ints, text, map, nested] {
+            let (json, buffers) = v.encode();
+            let printed = serde_json::to_string(&json).unwrap();
+            assert!(
+                printed.len() < 1000,
+                "{} JSON bytes: {printed:.200}",
+                printed.len()
+            );
+            assert!(!buffers.is_empty());
+            round_trip(v);
+        }
+        // Below the bound, plain JSON as before.
+        let (json, buffers) = Value::Array((0..1000).map(Value::Int).collect()).encode();
+        assert!(json.is_array() && buffers.is_empty());
+    }
+
+    #[test]
+    fn large_text_in_shared_memory_names_the_segments_it_holds() {
+        if !crate::bulk::available() {
+            return eprintln!("skipped: no /dev/shm");
+        }
+        let inner = Value::F64Array(vec![1.5; 1000]);
+        let v = Value::Array(
+            std::iter::once(inner.clone())
+                .chain((0..300_000).map(Value::Int))
+                .collect(),
+        );
+        let mut out = SharedOut::new(64);
+        let mut buffers = Vec::new();
+        let json = v.encode_shared(&mut buffers, &mut out);
+        assert_eq!(json[TAG], "json");
+        assert_eq!(out.segments.len(), 2, "the inner array and the text");
+        let mut named = shared_segments(&json);
+        named.sort();
+        let mut written: Vec<String> = out.segments.iter().map(|s| s.name().into()).collect();
+        written.sort();
+        assert_eq!(named, written);
+        assert_eq!(Value::decode(&json, &buffers).unwrap(), v);
+    }
+
+    #[test]
+    fn bad_text_markers_are_errors() {
+        let frame = |b: &[u8]| vec![zmq::Message::from(b)];
+        let marker =
+            |kind: &str, len: usize| json!({"$zpar": kind, "buffer": 0, "frames": 1, "len": len});
+        let e = Value::decode(&marker("str", 2), &frame(&[0xff, 0xfe])).unwrap_err();
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
+        let e = Value::decode(&marker("json", 3), &frame(b"[1,")).unwrap_err();
+        assert!(e.to_string().contains("not JSON"), "{e}");
+        // A json marker whose text is itself: refused at the nesting bound.
+        let mut len = 0;
+        let me = loop {
+            let text = serde_json::to_vec(&marker("json", len)).unwrap();
+            if text.len() == len {
+                break text;
+            }
+            len = text.len();
+        };
+        let e = Value::decode(&marker("json", len), &frame(&me)).unwrap_err();
+        assert!(e.to_string().contains("nest deeper"), "{e}");
     }
 
     #[test]

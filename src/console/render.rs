@@ -35,11 +35,15 @@ pub fn paint(text: &str, colour: Colour, on: bool) -> String {
     format!("\x1b[{code}m{text}\x1b[0m")
 }
 
-/// The most items of an array shown before it is abbreviated.
+/// The most items of an array or map shown before it is abbreviated.
 const MAX_ITEMS: usize = 40;
 
-/// A value as the console shows it: like its `Display`, with long arrays
-/// abbreviated to their first and last items and their length.
+/// The most characters of a string shown before it is abbreviated.
+const MAX_CHARS: usize = 400;
+
+/// A value as the console shows it: like its `Display`, with long arrays,
+/// maps and strings abbreviated to their first and last items (or
+/// characters) and their length.
 ///
 /// ```
 /// use zpar::console::render::value;
@@ -63,11 +67,25 @@ pub fn value(v: &Value) -> String {
             format!("[{}]", items.join(", "))
         }
         Value::Map(m) => {
-            let items: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{k}: {}", value(v)))
-                .collect();
+            let item = |(k, v): (&String, &Value)| format!("{k}: {}", value(v));
+            if m.len() > MAX_ITEMS {
+                let head: Vec<String> = m.iter().take(MAX_ITEMS - 2).map(item).collect();
+                let tail: Vec<String> = m.iter().skip(m.len() - 2).map(item).collect();
+                return format!(
+                    "#{{{}, ..., {}}} ({} entries)",
+                    head.join(", "),
+                    tail.join(", "),
+                    m.len()
+                );
+            }
+            let items: Vec<String> = m.iter().map(item).collect();
             format!("#{{{}}}", items.join(", "))
+        }
+        Value::Str(s) if s.chars().nth(MAX_CHARS).is_some() => {
+            let chars = s.chars().count();
+            let head: String = s.chars().take(MAX_CHARS - 40).collect();
+            let tail: String = s.chars().skip(chars - 40).collect();
+            format!("{head:?} ... {tail:?} ({chars} characters)")
         }
         other => other.to_string(),
     }
@@ -210,33 +228,72 @@ fn paint_prefix(line: &str, colour: bool) -> String {
     }
 }
 
+/// `rest` of engine `id`'s line with its own id said as "the engine"
+/// (`engine 3 has no function sum` → `the engine has no function sum`), so
+/// that lines which differ only by the id they name fold into one.
+fn without_own_id(rest: &str, id: u32) -> String {
+    let own = id.to_string();
+    let mut out = String::with_capacity(rest.len());
+    let mut from = rest;
+    while let Some(at) = from.find("ngine ") {
+        // `engine N` or `Engine N`, as a word, N being this engine's id.
+        let Some(start) = at.checked_sub(1) else {
+            out.push_str(&from[..at + 6]);
+            from = &from[at + 6..];
+            continue;
+        };
+        let first = &from[start..at];
+        let after = &from[at + 6..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let word_start = !from[..start].ends_with(|c: char| c.is_alphanumeric());
+        if (first == "e" || first == "E") && word_start && after[..digits] == own {
+            out.push_str(&from[..start]);
+            out.push_str(if first == "E" {
+                "The engine"
+            } else {
+                "the engine"
+            });
+            from = &after[digits..];
+        } else {
+            out.push_str(&from[..at + 6]);
+            from = after;
+        }
+    }
+    out.push_str(from);
+    out
+}
+
 /// Plain (uncoloured) `Out[ID:N]: …` and `[ID:error] …` lines, in engine
 /// order, with those that [`GROUP_FROM`] or more engines share folded into
-/// one line naming the engines as ranges; then painted.
+/// one line naming the engines as ranges; then painted. Lines that differ
+/// only by naming their own engine (`engine 3 has no ...`) are shared,
+/// and their line says "the engine".
 pub fn group_lines(lines: Vec<String>, colour: bool) -> Vec<String> {
     let mut ids: std::collections::HashMap<(&'static str, String), Vec<u32>> =
         std::collections::HashMap::new();
     for line in &lines {
         if let Some((open, id, rest)) = split_engine(line) {
-            ids.entry((open, rest.to_string())).or_default().push(id);
+            ids.entry((open, without_own_id(rest, id)))
+                .or_default()
+                .push(id);
         }
     }
     let mut out = Vec::with_capacity(lines.len());
     let mut done = std::collections::HashSet::new();
     for line in &lines {
-        let Some((open, _, rest)) = split_engine(line) else {
+        let Some((open, id, rest)) = split_engine(line) else {
             out.push(paint_prefix(line, colour));
             continue;
         };
-        let key = (open, rest.to_string());
+        let key = (open, without_own_id(rest, id));
         let group = &ids[&key];
         if group.len() < GROUP_FROM {
             out.push(paint_prefix(line, colour));
-        } else if done.insert(key) {
+        } else if done.insert(key.clone()) {
             let mut sorted = group.clone();
             sorted.sort_unstable();
             out.push(paint_prefix(
-                &format!("{open}{}{rest}", compact(&sorted)),
+                &format!("{open}{}{}", compact(&sorted), key.1),
                 colour,
             ));
         }
@@ -463,6 +520,20 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("a".to_string(), Value::Array(vec![Value::Unit]));
         assert_eq!(value(&Value::Map(m)), "#{a: [()]}");
+        let long = Value::Map(
+            (0..1000)
+                .map(|i| (format!("k{i:03}"), Value::Int(i)))
+                .collect(),
+        );
+        let shown = value(&long);
+        assert!(shown.starts_with("#{k000: 0, k001: 1,"), "{shown}");
+        assert!(
+            shown.ends_with("k998: 998, k999: 999} (1000 entries)"),
+            "{shown}"
+        );
+        let shown = value(&Value::Str("é".repeat(100_000)));
+        assert!(shown.ends_with("\" (100000 characters)"), "{shown}");
+        assert!(shown.chars().count() < 500, "{shown}");
     }
 
     #[test]
@@ -588,6 +659,20 @@ mod tests {
         );
         let few: Vec<String> = (0..4).map(|i| format!("Out[{i}:1]: 42")).collect();
         assert_eq!(group_lines(few.clone(), false), few);
+        // Lines that differ only by naming their own engine fold too.
+        let named: Vec<String> = (0..8)
+            .map(|i| {
+                format!("[{i}:error] UnknownName: engine {i} has no function sum; engine 12 has")
+            })
+            .collect();
+        assert_eq!(
+            group_lines(named, false),
+            ["[0-7:error] UnknownName: the engine has no function sum; engine 12 has"]
+        );
+        assert_eq!(
+            without_own_id("Engine 3: reengine 3, engine 31, engine 3.", 3),
+            "The engine: reengine 3, engine 31, the engine."
+        );
         assert_eq!(engines(&[0, 1, 2]), "engines 0-2");
     }
 }

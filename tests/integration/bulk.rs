@@ -413,15 +413,15 @@ fn segments_of_a_killed_writer_are_swept_by_the_next_zpar_process() {
 }
 
 /// A hand-made client on the hub's mux socket, to send chunk streams that
-/// break the rules.
-struct RawClient {
+/// break the rules (and requests no zpar client would send, `sizes`).
+pub(crate) struct RawClient {
     session: zpar_protocol::Session,
     socket: zmq::Socket,
     _ctx: zmq::Context,
 }
 
 impl RawClient {
-    fn new(client: &Client) -> RawClient {
+    pub(crate) fn new(client: &Client) -> RawClient {
         let conn = client.connection().clone();
         let ctx = zmq::Context::new();
         let socket = ctx.socket(zmq::DEALER).unwrap();
@@ -481,8 +481,29 @@ impl RawClient {
         id
     }
 
+    /// Pushes `namespace` (values as JSON, no buffers) to engine 0;
+    /// returns the request's id.
+    pub(crate) fn push_json(
+        &self,
+        namespace: std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> String {
+        use zpar_protocol::{Content, Message, PushRequest};
+        let mut push = Message::new(
+            &self.session,
+            Content::PushRequest(PushRequest { namespace }),
+        );
+        push.metadata = serde_json::json!({"targets": [0]})
+            .as_object()
+            .unwrap()
+            .clone();
+        let id = push.header.msg_id.clone();
+        let frames = self.session.encode_owned(push).into_frames();
+        zpar_protocol::send_frames(&self.socket, frames, 0).unwrap();
+        id
+    }
+
     /// The reply to `msg_id`: its status and error text.
-    fn reply_to(&mut self, msg_id: &str) -> (zpar_protocol::Status, String) {
+    pub(crate) fn reply_to(&mut self, msg_id: &str) -> (zpar_protocol::Status, String) {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());

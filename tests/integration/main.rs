@@ -22,5 +22,6 @@ mod pyenv;
 mod relay;
 mod run;
 mod scale;
+mod sizes;
 mod support;
 mod tasks;

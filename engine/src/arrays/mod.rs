@@ -12,7 +12,7 @@
 //! | --- | --- |
 //! | this one | the types, `f64_array`/`i64_array`, `a[i]`, `len`, `push`, `to_array`, iteration |
 //! | [`elementwise`] | `+ - * /` and unary `-` with arrays and scalars on either side; `abs sqrt exp ln powf **`, elementwise `min`/`max` |
-//! | [`reduce`] | `sum mean min max argmin argmax dot norm cumsum` |
+//! | [`reduce`] | `sum mean min max argmin argmax dot norm cumsum` (all but `cumsum` on plain arrays of numbers too) |
 //! | [`build`] | `zeros ones linspace arange random normal`; `a[i..j]`, `concat sort reverse filter drop_nan`; conversions |
 //!
 //! Every operation returns a new array; `a[i] = x` and `push` are the only

@@ -3,9 +3,14 @@
 //! Sums run left to right, as a plain loop does, so results match one
 //! bit for bit. i64 sums, dots and cumulative sums are checked; `mean` and
 //! `norm` of i64 arrays are f64.
+//!
+//! Plain script arrays of numbers (what `%scatter d = 0..16` or `[1, 2.5]`
+//! give) take the same reductions but `cumsum`: all integers reduce as an
+//! i64 array, any float makes them an f64 array; anything else in them is
+//! an error naming its index.
 
 use super::{runtime, same_len, F64Array, I64Array, RhaiResult};
-use rhai::{Engine, FLOAT, INT};
+use rhai::{Array, Dynamic, Engine, FLOAT, INT};
 use std::cmp::Ordering;
 
 fn nonempty(what: &str, len: usize) -> RhaiResult<()> {
@@ -69,8 +74,140 @@ pub(crate) fn int_sum(v: &[i64]) -> RhaiResult<i64> {
     Ok(s)
 }
 
+/// A plain array's numbers, as the numeric array they make.
+enum Numbers {
+    Ints(Vec<i64>),
+    Floats(Vec<f64>),
+}
+
+fn numbers(what: &str, a: &Array) -> RhaiResult<Numbers> {
+    if a.iter().all(|d| d.is_int()) {
+        return Ok(Numbers::Ints(
+            a.iter().map(|d| d.as_int().unwrap_or_default()).collect(),
+        ));
+    }
+    a.iter()
+        .enumerate()
+        .map(|(k, d)| {
+            d.as_float()
+                .or_else(|_| d.as_int().map(|i| i as f64))
+                .map_err(|kind| {
+                    runtime(format!(
+                        "{what} needs numbers, but element {k} is {}",
+                        if kind == "()" {
+                            "()".to_string()
+                        } else {
+                            format!("a {kind}")
+                        }
+                    ))
+                })
+        })
+        .collect::<RhaiResult<Vec<f64>>>()
+        .map(Numbers::Floats)
+}
+
+/// A plain array's reduction: through its i64 or f64 array.
+fn on_numbers(
+    what: &str,
+    a: &Array,
+    ints: impl FnOnce(&[i64]) -> RhaiResult<Dynamic>,
+    floats: impl FnOnce(&[f64]) -> RhaiResult<Dynamic>,
+) -> RhaiResult<Dynamic> {
+    match numbers(what, a)? {
+        Numbers::Ints(v) => ints(&v),
+        Numbers::Floats(v) => floats(&v),
+    }
+}
+
+fn int_dot(a: &[i64], b: &[i64]) -> RhaiResult<i64> {
+    same_len("dot", a.len(), b.len())?;
+    let mut s: i64 = 0;
+    for (k, (x, y)) in a.iter().zip(b).enumerate() {
+        s = x
+            .checked_mul(*y)
+            .and_then(|p| s.checked_add(p))
+            .ok_or_else(|| overflow("dot", k))?;
+    }
+    Ok(s)
+}
+
+fn float_dot(a: &[f64], b: &[f64]) -> RhaiResult<f64> {
+    same_len("dot", a.len(), b.len())?;
+    Ok(a.iter().zip(b).map(|(x, y)| x * y).sum())
+}
+
+fn as_floats(n: Numbers) -> Vec<f64> {
+    match n {
+        Numbers::Ints(v) => v.into_iter().map(|x| x as f64).collect(),
+        Numbers::Floats(v) => v,
+    }
+}
+
+/// Registers the reductions of plain script arrays of numbers.
+fn register_plain(engine: &mut Engine) {
+    engine
+        .register_fn("sum", |a: &mut Array| {
+            on_numbers(
+                "sum",
+                a,
+                |v| int_sum(v).map(Dynamic::from),
+                |v| Ok(Dynamic::from(v.iter().sum::<f64>())),
+            )
+        })
+        .register_fn("mean", |a: &mut Array| -> RhaiResult<FLOAT> {
+            nonempty("mean", a.len())?;
+            Ok(as_floats(numbers("mean", a)?).iter().sum::<f64>() / a.len() as f64)
+        })
+        .register_fn("min", |a: &mut Array| {
+            on_numbers(
+                "min",
+                a,
+                |v| Ok(Dynamic::from(v[int_extreme("min", v, true)?])),
+                |v| Ok(Dynamic::from(v[float_extreme("min", v, true)?])),
+            )
+        })
+        .register_fn("max", |a: &mut Array| {
+            on_numbers(
+                "max",
+                a,
+                |v| Ok(Dynamic::from(v[int_extreme("max", v, false)?])),
+                |v| Ok(Dynamic::from(v[float_extreme("max", v, false)?])),
+            )
+        })
+        .register_fn("argmin", |a: &mut Array| {
+            on_numbers(
+                "argmin",
+                a,
+                |v| Ok(Dynamic::from(int_extreme("argmin", v, true)? as INT)),
+                |v| Ok(Dynamic::from(float_extreme("argmin", v, true)? as INT)),
+            )
+        })
+        .register_fn("argmax", |a: &mut Array| {
+            on_numbers(
+                "argmax",
+                a,
+                |v| Ok(Dynamic::from(int_extreme("argmax", v, false)? as INT)),
+                |v| Ok(Dynamic::from(float_extreme("argmax", v, false)? as INT)),
+            )
+        })
+        .register_fn("norm", |a: &mut Array| -> RhaiResult<FLOAT> {
+            Ok(as_floats(numbers("norm", a)?)
+                .iter()
+                .map(|x| x * x)
+                .sum::<f64>()
+                .sqrt())
+        })
+        .register_fn("dot", |a: &mut Array, b: Array| -> RhaiResult<Dynamic> {
+            match (numbers("dot", a)?, numbers("dot", &b)?) {
+                (Numbers::Ints(x), Numbers::Ints(y)) => int_dot(&x, &y).map(Dynamic::from),
+                (x, y) => float_dot(&as_floats(x), &as_floats(y)).map(Dynamic::from),
+            }
+        });
+}
+
 /// Registers the reductions.
 pub fn register(engine: &mut Engine) {
+    register_plain(engine);
     engine
         .register_fn("sum", |a: &mut F64Array| a.0.iter().sum::<f64>())
         .register_fn("mean", |a: &mut F64Array| -> RhaiResult<FLOAT> {
@@ -91,10 +228,7 @@ pub fn register(engine: &mut Engine) {
         })
         .register_fn(
             "dot",
-            |a: &mut F64Array, b: F64Array| -> RhaiResult<FLOAT> {
-                same_len("dot", a.0.len(), b.0.len())?;
-                Ok(a.0.iter().zip(b.0.iter()).map(|(x, y)| x * y).sum())
-            },
+            |a: &mut F64Array, b: F64Array| -> RhaiResult<FLOAT> { float_dot(&a.0, &b.0) },
         )
         .register_fn("norm", |a: &mut F64Array| {
             a.0.iter().map(|x| x * x).sum::<f64>().sqrt()
@@ -131,15 +265,7 @@ pub fn register(engine: &mut Engine) {
             Ok(int_extreme("argmax", &a.0, false)? as INT)
         })
         .register_fn("dot", |a: &mut I64Array, b: I64Array| -> RhaiResult<INT> {
-            same_len("dot", a.0.len(), b.0.len())?;
-            let mut s: i64 = 0;
-            for (k, (x, y)) in a.0.iter().zip(b.0.iter()).enumerate() {
-                s = x
-                    .checked_mul(*y)
-                    .and_then(|p| s.checked_add(p))
-                    .ok_or_else(|| overflow("dot", k))?;
-            }
-            Ok(s)
+            int_dot(&a.0, &b.0)
         })
         .register_fn("norm", |a: &mut I64Array| {
             a.0.iter()

@@ -556,3 +556,45 @@ fn iterates() {
         .unwrap();
     assert_eq!(r, 6);
 }
+
+#[test]
+fn plain_arrays_of_numbers_reduce_like_numeric_arrays() {
+    assert_eq!(n("[3, -1, 4].sum()"), 6);
+    assert_eq!(n("[3, -1, 4].min()"), -1);
+    assert_eq!(n("[3, -1, 4].max()"), 4);
+    assert_eq!(n("[3, -1, 4].argmin()"), 1);
+    assert_eq!(n("[3, 9, 9].argmax()"), 1);
+    assert_eq!(n("[1, 2, 3].dot([4, 5, 6])"), 32);
+    assert_eq!(n("let d = []; for i in 0..16 { d.push(i) } d.sum()"), 120);
+    assert_eq!(x("[1, 2].mean()"), 1.5);
+    assert_eq!(x("[3, 4].norm()"), 5.0);
+    // Any float makes them floats, summed left to right.
+    assert_eq!(x("[1, 0.5, 2].sum()"), 3.5);
+    assert_eq!(x("[1, 0.5].max()"), 1.0);
+    assert_eq!(x("[1, 2].dot([0.5, 0.25])"), 1.0);
+    assert_eq!(n("[].sum()"), 0);
+    // The rules of numeric arrays hold.
+    let e = err("[1, \"two\", 3].sum()");
+    assert!(
+        e.message
+            .contains("sum needs numbers, but element 1 is a string"),
+        "{}",
+        e.message
+    );
+    let e = err("[].mean()");
+    assert!(
+        e.message.contains("mean of an empty array"),
+        "{}",
+        e.message
+    );
+    let e = err("[1, 2].dot([1])");
+    assert!(e.message.contains("dot"), "{}", e.message);
+    let e = err("[9223372036854775807, 1].sum()");
+    assert!(
+        e.message.contains("integer overflow in sum"),
+        "{}",
+        e.message
+    );
+    let e = err("[1.0, 0.0 / 0.0].min()");
+    assert!(e.message.contains("NaN"), "{}", e.message);
+}

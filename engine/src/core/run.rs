@@ -268,6 +268,15 @@ fn explain_missing(mut e: ScriptError, engine_id: u32, natives: &[String]) -> Sc
         return e;
     };
     let name = call.split([' ', '(']).next().unwrap_or(call).to_string();
+    if call.contains("(array") {
+        // A numeric toolkit method on a plain array, most likely.
+        e.message = format!(
+            "engine {engine_id} has no function {call}: plain arrays of numbers take sum, mean, \
+             min, max, argmin, argmax, dot and norm; for `{name}` make it a numeric array first: \
+             f64_array(x) or i64_array(x)"
+        );
+        return e;
+    }
     let have = if natives.is_empty() {
         "it is a plain engine with no natives of its own".to_string()
     } else {

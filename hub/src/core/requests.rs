@@ -9,8 +9,8 @@ use crate::records::{Parts, TaskRecord};
 use tracing::{debug, warn};
 use zpar_protocol::error::Chain;
 use zpar_protocol::{
-    Channel, ErrorClass, Header, MessageType, RawMessage, RecordStatus, ReplyMetadata,
-    RequestMetadata, ShutdownRequest, Status, TaskReply,
+    Channel, ErrorClass, Header, MessageType, ProtocolError, RawMessage, RecordStatus,
+    ReplyMetadata, RequestMetadata, ShutdownRequest, Status, TaskReply,
 };
 
 /// What a record takes from a reply's content. Read without the rest: the
@@ -110,8 +110,8 @@ impl HubCore {
         now: f64,
         out: &mut Vec<Action>,
     ) {
-        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
-            Ok(r) => r,
+        let (raw, too_large) = match self.split(frames) {
+            Ok(split) => split,
             Err(e) => {
                 return warn!(error = %Chain(&e), %channel, "dropped a malformed client message")
             }
@@ -126,6 +126,22 @@ impl HubCore {
         let identities: Vec<Vec<u8>> = raw.identities.iter().map(|f| f.to_vec()).collect();
         if identities.is_empty() {
             return warn!("dropped a client message without identity");
+        }
+        if let Some(e) = too_large {
+            warn!(error = %Chain(&e), %channel, msg_id = %header.msg_id, "refused a request too large");
+            let why = format!(
+                "{e}: the request was not sent on; values of 1 MiB or more travel as buffers \
+                 with zpar's own clients, so send large data as buffer frames, or split it over \
+                 several requests"
+            );
+            return self.reject(
+                channel,
+                identities,
+                &header,
+                None,
+                ErrorClass::TooLarge,
+                why,
+            );
         }
         if header.message_type() == Some(MessageType::StreamChunk) {
             let client = identities[0].clone();
@@ -341,14 +357,17 @@ impl HubCore {
         let Some(engine) = self.registry.id_of(&uuid) else {
             return debug!(%channel, "dropped a reply from an unregistered engine");
         };
-        let raw = match RawMessage::from_frames(frames, &self.session.limits) {
-            Ok(r) => r,
+        let (raw, too_large) = match self.split(frames) {
+            Ok(split) => split,
             Err(e) => {
                 return warn!(error = %Chain(&e), engine, "dropped a malformed engine message")
             }
         };
         if let Err(e) = self.session.verify(&raw) {
             return warn!(error = %Chain(&e), engine, "dropped an engine message");
+        }
+        if let Some(e) = too_large {
+            return self.refuse_reply_too_large(engine, channel, &raw, e, now, out);
         }
         if mentions(&raw.header, b"\"stream_chunk\"")
             && raw
@@ -381,6 +400,67 @@ impl HubCore {
         }
         if !raw.identities.is_empty() {
             self.reply_to_client(channel, raw.into_frames());
+        }
+        if channel == Channel::Task {
+            self.schedule_waiting(now, out);
+        }
+    }
+
+    /// Splits a peer's frames: the message, and whether a frame of it is
+    /// larger than the limits allow. A message whose header itself is too
+    /// large cannot be answered (nor read cheaply): that is the error.
+    fn split(&self, frames: Frames) -> Result<(RawMessage, Option<ProtocolError>), ProtocolError> {
+        let limits = &self.session.limits;
+        let raw = RawMessage::split(frames, limits)?;
+        match raw.check_sizes(limits) {
+            Ok(()) => Ok((raw, None)),
+            Err(e) if raw.header.len() <= limits.max_json_frame => Ok((raw, Some(e))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An engine's reply with a frame too large to forward (the client
+    /// would drop it): its request fails with `TooLarge`, recorded and
+    /// answered to its client once, and the engine is free again.
+    fn refuse_reply_too_large(
+        &mut self,
+        engine: u32,
+        channel: Channel,
+        raw: &RawMessage,
+        e: ProtocolError,
+        now: f64,
+        out: &mut Vec<Action>,
+    ) {
+        self.heard_on(engine, channel);
+        let parent = match raw.parent_header() {
+            Ok(Some(p)) => p,
+            _ => return warn!(error = %Chain(&e), engine, "dropped an engine message too large"),
+        };
+        let Some(p) = self.registry.complete(engine, &parent.msg_id) else {
+            return warn!(error = %Chain(&e), engine, msg_id = %parent.msg_id,
+                "dropped a reply too large to a request no longer pending");
+        };
+        let why = format!(
+            "engine {engine}'s reply was too large to pass on ({e}); print less, or ask for \
+             fewer values at once"
+        );
+        warn!(engine, msg_id = %parent.msg_id, "{why}");
+        self.fail_record(
+            &parent.msg_id,
+            Some(engine),
+            &ErrorClass::TooLarge,
+            &why,
+            now,
+        );
+        if !p.client.is_empty() {
+            self.reject(
+                p.channel,
+                vec![p.client],
+                &p.header,
+                Some(engine),
+                ErrorClass::TooLarge,
+                why,
+            );
         }
         if channel == Channel::Task {
             self.schedule_waiting(now, out);

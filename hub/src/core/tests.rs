@@ -10,8 +10,8 @@ use serde_json::json;
 use std::collections::VecDeque;
 use zpar_protocol::{
     AbortRequest, ApplyRequest, ConnectionRequest, DbRequest, ExecuteRequest, HistoryRequest,
-    PurgeRequest, QueueRequest, RecallReply, RegistrationRequest, RequestMetadata, ResubmitRequest,
-    ResultRequest, UnregistrationRequest,
+    Limits, PurgeRequest, QueueRequest, RecallReply, RegistrationRequest, RequestMetadata,
+    ResubmitRequest, ResultRequest, UnregistrationRequest,
 };
 
 const KEY: &[u8] = b"test-key";
@@ -64,7 +64,12 @@ impl HubHarness {
     }
 
     fn with(scheme: Scheme, records: Records) -> HubHarness {
-        let session = Session::new(KEY, "hmac-sha256", "hub").unwrap();
+        HubHarness::with_limits(scheme, records, Limits::default())
+    }
+
+    fn with_limits(scheme: Scheme, records: Records, limits: Limits) -> HubHarness {
+        let mut session = Session::new(KEY, "hmac-sha256", "hub").unwrap();
+        session.limits = limits;
         let config = CoreConfig {
             scheme,
             instance: "inst".into(),
@@ -411,9 +416,66 @@ fn a_direct_request_goes_to_its_engine_and_the_reply_back() {
     h.answer(1, Channel::Mux, &got);
     let (channel, reply) = h.flush_reply();
     assert_eq!(channel, Channel::Mux);
-    assert_eq!(reply.parent_header.unwrap().msg_id, req.header.msg_id);
+    assert_eq!(
+        reply.parent_header.as_ref().unwrap().msg_id,
+        req.header.msg_id
+    );
     assert_eq!(h.pending_on(1), 0);
     h.assert_no_more();
+}
+
+#[test]
+fn requests_and_replies_too_large_are_answered_at_once_naming_the_limit() {
+    let limits = Limits {
+        max_json_frame: 4096,
+        ..Limits::default()
+    };
+    let mut h = HubHarness::with_limits(Scheme::LeastLoad, Records::memory(1000, 1 << 16), limits);
+    h.engines(1);
+    // A request too large: answered by the hub; no engine sees it.
+    let code = "1;".repeat(4096);
+    let req = h.request(Channel::Mux, execute(&code), targets(&[0]));
+    let (_, reply) = h.flush_reply();
+    assert_eq!(
+        reply.parent_header.as_ref().unwrap().msg_id,
+        req.header.msg_id
+    );
+    let (ename, evalue) = error_of(&reply);
+    assert_eq!(ename, "TooLarge");
+    assert!(evalue.contains("the content frame has"), "{evalue}");
+    assert!(evalue.contains("the limit is 4096"), "{evalue}");
+    h.assert_no_more();
+    // A reply too large: its request fails once, recorded, and the
+    // engine's queue is empty again.
+    let req = h.execute(&[0]);
+    let (_, _, got) = h.take_to_engine();
+    let mut big = TaskReply::ok();
+    big.result = Some(json!("x".repeat(8192)));
+    h.answer_as(&uuid_of(0), Channel::Mux, &got, big);
+    let (_, reply) = h.flush_reply();
+    assert_eq!(
+        reply.parent_header.as_ref().unwrap().msg_id,
+        req.header.msg_id
+    );
+    let (ename, evalue) = error_of(&reply);
+    assert_eq!(ename, "TooLarge");
+    assert!(
+        evalue.contains("engine 0's reply was too large"),
+        "{evalue}"
+    );
+    assert!(evalue.contains("the limit is 4096"), "{evalue}");
+    let rec = &h.core.records.get(&req.header.msg_id).unwrap()[0];
+    assert_eq!(rec.status, RecordStatus::Done(Status::Error));
+    assert_eq!(rec.ename.as_deref(), Some("TooLarge"));
+    h.assert_no_more();
+    let r = h.query(Content::QueueRequest(QueueRequest {
+        targets: None,
+        verbose: false,
+    }));
+    let Content::QueueReply(q) = r.content else {
+        panic!("{r:?}")
+    };
+    assert_eq!(q.engines[&0].queue, 0);
 }
 
 #[test]
@@ -617,7 +679,10 @@ fn replies_wait_for_the_commit_of_their_records() {
     h.tick();
     h.expect_commit();
     let (_, reply) = h.take_reply();
-    assert_eq!(reply.parent_header.unwrap().msg_id, req.header.msg_id);
+    assert_eq!(
+        reply.parent_header.as_ref().unwrap().msg_id,
+        req.header.msg_id
+    );
     h.assert_no_more();
     h.tick();
     h.assert_no_more();
@@ -1593,7 +1658,10 @@ fn a_cluster_shutdown_stops_engines_answers_then_stops_the_hub() {
     }
     let (channel, reply) = h.take_reply();
     assert_eq!(channel, Channel::Control);
-    assert_eq!(reply.parent_header.unwrap().msg_id, req.header.msg_id);
+    assert_eq!(
+        reply.parent_header.as_ref().unwrap().msg_id,
+        req.header.msg_id
+    );
     assert!(matches!(h.take(), Action::Stop));
     h.assert_no_more();
 }
@@ -1692,7 +1760,10 @@ fn a_request_routed_by_an_engines_uuid_goes_to_that_engine_as_if_targeted() {
     h.expect_commit();
     let (channel, reply) = take_routed_reply(&mut h, &uuid_of(2));
     assert_eq!(channel, Channel::Mux);
-    assert_eq!(reply.parent_header.unwrap().msg_id, req.header.msg_id);
+    assert_eq!(
+        reply.parent_header.as_ref().unwrap().msg_id,
+        req.header.msg_id
+    );
     assert_eq!(
         h.record_status(&req.header.msg_id, Some(2)),
         RecordStatus::Done(Status::Ok)
@@ -2063,7 +2134,10 @@ fn an_engines_result_chunks_go_to_the_client_at_once_and_only_while_pending() {
     h.take_reply();
     h.answer(0, Channel::Mux, &got);
     let (_, reply) = h.flush_reply();
-    assert_eq!(reply.parent_header.unwrap().msg_id, req.header.msg_id);
+    assert_eq!(
+        reply.parent_header.as_ref().unwrap().msg_id,
+        req.header.msg_id
+    );
     // After the reply the request is no longer pending: a late chunk is dropped.
     engine_chunk(&mut h, 1);
     h.assert_no_more();
