@@ -28,7 +28,10 @@ fn options() -> Result<Options> {
         profile: None,
         profile_dir: None,
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    // `cargo run --example bintree_script -- --engines 8` passes no `--`;
+    // the same words given to the built program do.
+    args.next_if_eq("--");
     while let Some(a) = args.next() {
         match a.as_str() {
             "--engines" | "-n" => o.engines = args.next().context("--engines N")?.parse()?,

@@ -32,7 +32,10 @@ fn options() -> Result<Options> {
         rhai_samples: 1_000_000,
         engines: 2,
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    // `cargo run --example native_kernels -- --engines 4` passes no `--`;
+    // the same words given to the built program do.
+    args.next_if_eq("--");
     while let Some(a) = args.next() {
         let mut next = |what: &str| args.next().with_context(|| format!("{a} {what}"));
         match a.as_str() {

@@ -5,17 +5,20 @@
 //! engine is registered, and stops them all when dropped — also when a test
 //! panics. Engines start on this machine by default, or through a
 //! [`EngineLauncher`] over `ssh` or `mpiexec` ([`crate::launch`]).
-//! `zpar cluster start` uses the same code.
+//! `zpar cluster start` uses the same code, and leaves a [`ClusterPids`]
+//! record in the profile for `status` and `stop` (`cluster/record.rs`).
 
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::launch::{remote_engine_command, spread, EngineLauncher, CONNECTION_INFO_VAR};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use zpar_protocol::backoff::{poll_until, Backoff};
 use zpar_protocol::Profile;
+
+mod record;
+pub use record::{process_alive, ClusterPids, Ending, ProcessStarts};
 
 /// Set on a process [`LocalCluster`] starts from the current program (when
 /// no `zpar` binary is found): the program is to act as `zpar hub …` or
@@ -41,18 +44,6 @@ static DEFAULT_ENGINE_PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLoc
 /// ```
 pub fn set_default_engine_program(program: impl Into<PathBuf>) {
     let _ = DEFAULT_ENGINE_PROGRAM.set(program.into());
-}
-
-/// What `zpar cluster status` and `stop` read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterPids {
-    /// The hub's pid.
-    pub hub: u32,
-    /// The engines' pids (for engines on other hosts, their launchers').
-    pub engines: Vec<u32>,
-    /// The options the cluster was started with, for `zpar cluster status`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub options: Vec<String>,
 }
 
 /// How to start a local cluster.
@@ -272,11 +263,10 @@ impl LocalCluster {
 
     /// The pids of the hub and the engines.
     pub fn pids(&self) -> ClusterPids {
-        ClusterPids {
-            hub: self.hub.as_ref().map(Child::id).unwrap_or(0),
-            engines: self.engines.iter().map(|(_, c)| c.id()).collect(),
-            options: Vec::new(),
-        }
+        ClusterPids::new(
+            self.hub.as_ref().map(Child::id).unwrap_or(0),
+            self.engines.iter().map(|(_, c)| c.id()).collect(),
+        )
     }
 
     fn spawn(&self, mut cmd: Command, name: &str) -> Result<Child> {
@@ -592,16 +582,4 @@ pub fn find_binary() -> Option<PathBuf> {
             .map(|d| d.join("zpar"))
             .find(|c| c.is_file())
     })
-}
-
-/// Whether a process is alive (Linux: its /proc entry exists and is not a
-/// zombie).
-pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }

@@ -1,6 +1,36 @@
 //! The arguments of `zpar bench`: the suite, and what the suites read.
 
+use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::Args;
+
+/// The suites `zpar bench` runs, and the raw peers' hidden roles.
+pub const SUITES: &[&str] = &[
+    "all",
+    "protocol",
+    "cluster",
+    "tasks",
+    "allreduce",
+    "raw",
+    "hub-loss",
+    "link",
+    "compute",
+    "curve",
+    "scale",
+    "million",
+];
+
+/// The hidden roles of this binary as a raw ZeroMQ peer.
+const RAW_ROLES: &[&str] = &["raw-echo", "raw-forwarder", "raw-sink"];
+
+/// Any other suite is wrong usage, refused before anything runs.
+fn suites() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        SUITES
+            .iter()
+            .map(|s| PossibleValue::new(*s))
+            .chain(RAW_ROLES.iter().map(|s| PossibleValue::new(*s).hide(true))),
+    )
+}
 
 /// Arguments of `zpar bench`.
 #[derive(Args, Debug, Clone)]
@@ -11,7 +41,7 @@ pub struct BenchArgs {
     /// running cluster, --file), scale (--many engines on this machine) and
     /// million (a million load-balanced tasks); the last three are not part
     /// of all.
-    #[arg(default_value = "all")]
+    #[arg(default_value = "all", value_parser = suites())]
     pub suite: String,
     /// Engines for the cluster suite.
     #[arg(long, default_value_t = 2)]

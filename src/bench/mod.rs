@@ -45,7 +45,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "raw-sink" => return raw::sink(args.count),
         _ => {}
     }
-    let mut report = Report::new(args.json);
     let suites: Vec<&str> = match args.suite.as_str() {
         "all" => vec![
             "protocol",
@@ -60,9 +59,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             vec![s]
         }
         other => {
-            bail!("unknown bench suite {other:?}: all, protocol, cluster, tasks, allreduce, raw, hub-loss, link, compute, curve, scale or million")
+            // Refused by the argument parser already.
+            bail!("unknown bench suite {other:?}: {}", args::SUITES.join(", "))
         }
     };
+    // The header comes once the suites are known.
+    let mut report = Report::new(args.json);
     let needs_raw = suites
         .iter()
         .any(|s| matches!(*s, "cluster" | "allreduce" | "raw"));

@@ -9,7 +9,6 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use zpar_protocol::backoff::{poll_until, Backoff};
 use zpar_protocol::Profile;
 
 #[allow(clippy::large_enum_variant)]
@@ -70,7 +69,8 @@ pub(super) enum ClusterCmd {
 pub(super) struct LaunchArgs {
     /// How engines start: `local` (this machine), `ssh` (on --hosts) or
     /// `mpi` (the ranks of one mpiexec).
-    #[arg(long = "engines", value_name = "LAUNCHER", default_value = "local")]
+    #[arg(long = "engines", value_name = "LAUNCHER", default_value = "local",
+          value_parser = parse_launcher)]
     launcher: LauncherKind,
     /// ssh: the hosts, comma-separated; `host:k` puts k engines there, the
     /// others share the rest.
@@ -97,11 +97,25 @@ pub(super) struct LaunchArgs {
     curve: CurveArgs,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum LauncherKind {
     Local,
     Ssh,
     Mpi,
+}
+
+/// `--engines`: a launcher. The examples and `zpar bench` take a count
+/// there, so a number is answered with the option that takes one.
+fn parse_launcher(s: &str) -> std::result::Result<LauncherKind, String> {
+    match s {
+        "local" => Ok(LauncherKind::Local),
+        "ssh" => Ok(LauncherKind::Ssh),
+        "mpi" => Ok(LauncherKind::Mpi),
+        n if n.parse::<usize>().is_ok() => Err(format!(
+            "`--engines` takes a launcher (local, ssh, mpi); for a count of engines use -n {n}"
+        )),
+        _ => Err("`--engines` takes a launcher: local, ssh or mpi".to_string()),
+    }
 }
 
 impl LaunchArgs {
@@ -178,22 +192,15 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             let mut options = hub_args.clone();
             options.extend(engine_args.iter().cloned());
             if let Ok(pids) = read_pids(&profile) {
-                if zpar_client::cluster::process_alive(pids.hub) {
+                let running = pids.running();
+                if !running.is_empty() {
                     bail!(
-                        "a cluster is already running for {} (hub pid {}); `zpar cluster stop` it first",
+                        "a cluster is already running for {} (pids {running:?}); `zpar cluster stop` it first",
                         profile.dir.display(),
-                        pids.hub
                     );
                 }
             }
             let started = Instant::now();
-            let progress = indicatif::ProgressBar::new(engines as u64);
-            progress.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} starting engines {pos}/{len} [{elapsed}]",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            );
             let mut builder = zpar_client::LocalCluster::builder()
                 .engines(0)
                 .profile_dir(&profile.dir)
@@ -215,27 +222,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             cluster.add_engines(engines)?;
             let client = cluster.client()?;
             install_signal_handlers()?;
-            // The progress bar shows on a terminal; elsewhere, lines.
-            let _waiting = (!std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .then(|| crate::wait::WaitNotice::start(format!("{engines} engines to register")));
-            loop {
-                let n = client.ids().len();
-                if started.elapsed() > Duration::from_secs(1) {
-                    progress.enable_steady_tick(Duration::from_millis(100));
-                    progress.set_position(n as u64);
-                }
-                if n >= engines {
-                    break;
-                }
-                if STOP.load(Ordering::SeqCst) {
-                    return Err(Interrupted("while the cluster was starting").into());
-                }
-                let _ = client.wait_for_engines(engines, Duration::from_millis(100));
-                if started.elapsed() > Duration::from_secs(60) {
-                    bail!("only {n} of {engines} engines registered within 60 s");
-                }
-            }
-            progress.finish_and_clear();
+            wait_for_engines(&client, engines, started)?;
             let pids = zpar_client::cluster::ClusterPids {
                 options,
                 ..cluster.pids()
@@ -273,76 +260,187 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             cluster.stop();
             let _ = std::fs::remove_file(profile.dir.join(zpar_client::cluster::PID_FILE));
             println!("cluster stopped");
-            Ok(())
+            // A foreground cluster ends only when interrupted: say so in
+            // the exit code (130), as every other command does.
+            Err(Interrupted("while the cluster ran; it is stopped").into())
         }
-        ClusterCmd::Stop { profile } => {
-            let profile = profile.resolve();
-            let pids = read_pids(&profile)?;
-            if let Ok(client) = zpar_client::Client::from_file(&profile.client_file()) {
-                if let Ok(ar) = client.shutdown(zpar_client::Targets::All, true) {
-                    ar.wait(Some(Duration::from_secs(5)));
-                }
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut all = vec![pids.hub];
-            all.extend(&pids.engines);
-            let pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(100));
-            // Those still alive at the deadline are killed below.
-            let _ = poll_until(deadline, pauses, || {
-                (!all.iter().any(|p| zpar_client::cluster::process_alive(*p))).then_some(())
-            });
-            let left: Vec<u32> = all
-                .into_iter()
-                .filter(|p| zpar_client::cluster::process_alive(*p))
-                .collect();
-            let _ = std::fs::remove_file(profile.dir.join(zpar_client::cluster::PID_FILE));
-            if !left.is_empty() {
-                bail!("processes {left:?} did not stop; kill them by hand");
-            }
-            println!("cluster stopped");
-            Ok(())
+        ClusterCmd::Stop { profile } => stop_cluster(&profile.resolve()),
+        ClusterCmd::Status { profile } => show_status(&profile.resolve()),
+    }
+}
+
+/// Waits until `engines` engines are registered, showing how many are (a
+/// progress bar on a terminal, lines elsewhere); both are gone when it
+/// returns.
+fn wait_for_engines(client: &zpar_client::Client, engines: usize, started: Instant) -> Result<()> {
+    let progress = indicatif::ProgressBar::new(engines as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} starting engines {pos}/{len} [{elapsed}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    // Dropped (its thread joined) on return, before the cluster is said
+    // to have started: no line about the wait comes after that.
+    let _waiting = (!std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| crate::wait::WaitNotice::start(format!("{engines} engines to register")));
+    loop {
+        let n = client.ids().len();
+        if started.elapsed() > Duration::from_secs(1) {
+            progress.enable_steady_tick(Duration::from_millis(100));
+            progress.set_position(n as u64);
         }
-        ClusterCmd::Status { profile } => {
-            let profile = profile.resolve();
-            let pids = read_pids(&profile)?;
-            let alive = |p: u32| {
-                if zpar_client::cluster::process_alive(p) {
-                    "running"
-                } else {
-                    "gone"
-                }
-            };
-            // Written at once, and a closed pipe (`| head`) is not an error.
-            let mut text = String::new();
-            if !pids.options.is_empty() {
-                text += &format!("started with: {}\n", pids.options.join(" "));
-            }
-            text += &format!("hub pid {}: {}\n", pids.hub, alive(pids.hub));
-            for p in &pids.engines {
-                text += &format!("engine pid {p}: {}\n", alive(*p));
-            }
-            match zpar_client::Client::from_connection_timeout(
-                zpar_protocol::connection::read_connection_file(&profile.client_file())?,
-                Duration::from_secs(2),
-            ) {
-                Ok(client) => {
-                    let q = client.queue_status()?;
-                    text += &format!("registered engines: {:?}\n", client.ids());
-                    for (id, e) in q.engines {
-                        text += &format!(
-                            "  engine {id}: queue {}, completed {}\n",
-                            e.queue, e.completed
-                        );
-                    }
-                }
-                Err(e) => {
-                    text += &format!("hub not answering: {}\n", zpar_protocol::error::Chain(&e))
-                }
-            }
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
-            Ok(())
+        if n >= engines {
+            break;
+        }
+        if STOP.load(Ordering::SeqCst) {
+            return Err(Interrupted("while the cluster was starting").into());
+        }
+        let _ = client.wait_for_engines(engines, Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("only {n} of {engines} engines registered within 60 s");
         }
     }
+    progress.finish_and_clear();
+    Ok(())
+}
+
+/// How long the hub has to answer `stop` and `status`.
+const HUB_ANSWER: Duration = Duration::from_secs(2);
+/// How long processes have to exit once asked (by the hub, by SIGTERM),
+/// and to be gone after SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// `zpar cluster stop`: the hub shuts the cluster down if it still runs;
+/// whatever the record names that still runs then is ended by signals. The
+/// record stays until every process is gone.
+fn stop_cluster(profile: &Profile) -> Result<()> {
+    let record = profile.dir.join(zpar_client::cluster::PID_FILE);
+    let pids = read_pids(profile)?;
+    let hub_ran = pids.is_running(pids.hub);
+    if hub_ran {
+        // The hub shuts its engines down, on every host.
+        let client = zpar_protocol::connection::read_connection_file(&profile.client_file())
+            .ok()
+            .and_then(|c| zpar_client::Client::from_connection_timeout(c, HUB_ANSWER).ok());
+        if let Some(client) = client {
+            if let Ok(ar) = client.shutdown(zpar_client::Targets::All, true) {
+                ar.wait(Some(GRACE));
+            }
+        }
+        pids.wait_gone(GRACE);
+    }
+    let ending = pids.terminate(GRACE);
+    if !ending.left.is_empty() {
+        bail!(
+            "processes {:?} of the cluster still run after SIGKILL; {} stays until they are gone: run `zpar cluster stop` again",
+            ending.left,
+            record.display()
+        );
+    }
+    if !hub_ran {
+        remove_stale_connection_files(profile, &record);
+    }
+    let _ = std::fs::remove_file(&record);
+    let mut how = Vec::new();
+    if !hub_ran {
+        how.push(format!("the hub (pid {}) had exited", pids.hub));
+    }
+    if !ending.terminated.is_empty() {
+        how.push(format!("SIGTERM to {:?}", ending.terminated));
+    }
+    if !ending.killed.is_empty() {
+        how.push(format!("SIGKILL to {:?}", ending.killed));
+    }
+    if how.is_empty() {
+        println!("cluster stopped");
+    } else {
+        println!("cluster stopped ({})", how.join("; "));
+    }
+    Ok(())
+}
+
+/// The connection files a hub that died left behind, so nothing waits on
+/// them: only those written before the record (by the recorded hub), not
+/// those of a hub started since on the same profile (`zpar hub --reuse`).
+fn remove_stale_connection_files(profile: &Profile, record: &std::path::Path) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(recorded) = modified(record) else {
+        return;
+    };
+    let ipyparallel = profile
+        .security_dir()
+        .join(zpar_hub::hub::IPYPARALLEL_CLIENT_FILE);
+    for file in [profile.client_file(), profile.engine_file(), ipyparallel] {
+        if modified(&file).is_some_and(|m| m <= recorded) {
+            let _ = std::fs::remove_file(&file);
+        }
+    }
+}
+
+/// `zpar cluster status`: the recorded processes and what the hub says;
+/// fails unless the cluster is whole.
+fn show_status(profile: &Profile) -> Result<()> {
+    let pids = read_pids(profile)?;
+    let state = |running: bool| if running { "running" } else { "gone" };
+    let hub_runs = pids.is_running(pids.hub);
+    let gone: Vec<u32> = pids
+        .engines
+        .iter()
+        .copied()
+        .filter(|p| !pids.is_running(*p))
+        .collect();
+    // Written at once, and a closed pipe (`| head`) is not an error.
+    let mut text = String::new();
+    if !pids.options.is_empty() {
+        text += &format!("started with: {}\n", pids.options.join(" "));
+    }
+    text += &format!("hub pid {}: {}\n", pids.hub, state(hub_runs));
+    for p in &pids.engines {
+        text += &format!("engine pid {p}: {}\n", state(!gone.contains(p)));
+    }
+    let mut missing = Vec::new();
+    if !hub_runs {
+        missing.push(format!("the hub (pid {}) is gone", pids.hub));
+    } else {
+        let client = zpar_protocol::connection::read_connection_file(&profile.client_file())
+            .map_err(zpar_client::Error::from)
+            .and_then(|c| zpar_client::Client::from_connection_timeout(c, HUB_ANSWER));
+        match client.and_then(|client| Ok((client.queue_status()?, client.ids()))) {
+            Ok((q, ids)) => {
+                text += &format!("registered engines: {ids:?}\n");
+                for (id, e) in q.engines {
+                    text += &format!(
+                        "  engine {id}: queue {}, completed {}\n",
+                        e.queue, e.completed
+                    );
+                }
+                if ids.len() < pids.engines.len() {
+                    missing.push(format!(
+                        "only {} of {} engines are registered",
+                        ids.len(),
+                        pids.engines.len()
+                    ));
+                }
+            }
+            Err(e) => {
+                text += &format!("hub not answering: {}\n", zpar_protocol::error::Chain(&e));
+                missing.push(format!("the hub (pid {}) does not answer", pids.hub));
+            }
+        }
+    }
+    if !gone.is_empty() {
+        missing.push(format!("engine processes {gone:?} are gone"));
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    if !missing.is_empty() {
+        bail!(
+            "the cluster of {} is not whole: {}; `zpar cluster stop` ends what is left, then `zpar cluster start` a new one",
+            profile.dir.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Where each engine's kernel listens (they bound it as they started;

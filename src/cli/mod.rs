@@ -150,12 +150,25 @@ struct EngineArgs {
     bench_kernels: bool,
 }
 
-// Parsed once per run: the size of its largest variant does not matter.
-fn init_logging() {
+/// What is logged unless `ZPAR_LOG` says otherwise: warnings, except in
+/// the console, which says in its own lines what the client's warnings
+/// would (the hub lost, back again), and must not print raw log lines over
+/// its prompt.
+fn default_log_filter(command: &Cmd) -> &'static str {
+    match command {
+        Cmd::Console(_) => "warn,zpar_client=error",
+        _ => "warn",
+    }
+}
+
+/// Logs to standard error, filtered by `ZPAR_LOG`; in colour only on a
+/// terminal (a daemon's log file gets plain text).
+fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZPAR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -191,7 +204,7 @@ fn exit_with(result: Result<()>) -> ! {
 /// The `zpar` binary's `main`.
 pub fn main() {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(default_log_filter(&cli.command));
     exit_with(run(cli));
 }
 
@@ -331,6 +344,9 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
                 .file
                 .clone()
                 .unwrap_or_else(|| a.profile.resolve().engine_file());
+            if a.file.is_some() {
+                crate::wait::could_be_written(&file)?;
+            }
             // The hub may not have written its file yet: wait for it within
             // --timeout.
             let pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(200));
@@ -398,7 +414,7 @@ pub fn run_as_child_if_asked() {
     }
     let args = std::env::args_os().skip(1);
     let cli = Cli::parse_from(std::iter::once(std::ffi::OsString::from("zpar")).chain(args));
-    init_logging();
+    init_logging(default_log_filter(&cli.command));
     exit_with(run(cli));
 }
 
@@ -452,6 +468,6 @@ pub fn serve_engines_with(setup: impl Fn(&mut zpar_engine::rhai::Engine) + 'stat
     }
     let args = std::env::args_os().skip(1);
     let cli = Cli::parse_from(std::iter::once(std::ffi::OsString::from("zpar")).chain(args));
-    init_logging();
+    init_logging(default_log_filter(&cli.command));
     exit_with(run_with(cli, Some(Box::new(setup))));
 }

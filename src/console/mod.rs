@@ -94,7 +94,7 @@ impl ConsoleArgs {
         if !(self.recall_after.is_finite() && self.recall_after > 0.0) {
             bail!("--recall-after must be a number of seconds above 0");
         }
-        let (connection_file, folder) = match &self.file {
+        let (connection_file, folder, profile) = match &self.file {
             Some(f) => {
                 let dir = f.parent().unwrap_or(Path::new("."));
                 // A profile's file sits in <profile>/security/.
@@ -103,15 +103,16 @@ impl ConsoleArgs {
                 } else {
                     dir
                 };
-                (f.clone(), folder.to_path_buf())
+                (f.clone(), folder.to_path_buf(), None)
             }
             None => {
                 let p = Profile::resolve(self.profile.as_deref(), self.profile_dir.as_deref());
-                (p.client_file(), p.dir)
+                (p.client_file(), p.dir.clone(), Some(p.dir))
             }
         };
         Ok(ConsoleConfig {
             connection_file,
+            profile,
             history_file: Some(folder.join(HISTORY_FILE)),
             targets: self.targets.clone(),
             timeout: Duration::from_secs_f64(self.timeout),
@@ -128,6 +129,9 @@ pub const HISTORY_FILE: &str = zpar_protocol::connection::HISTORY_FILE;
 pub struct ConsoleConfig {
     /// The client connection file.
     pub connection_file: PathBuf,
+    /// The profile folder it is in (None: given with `--file`): if it is
+    /// not there yet, the profile's record says whether a hub may write it.
+    pub profile: Option<PathBuf>,
     /// Where input history is kept across sessions (None: nowhere).
     pub history_file: Option<PathBuf>,
     /// The first targets.
@@ -150,7 +154,7 @@ pub fn run(config: ConsoleConfig) -> Result<i32> {
         && std::env::var("TERM").ok().is_none_or(|t| t != "dumb");
     let out = output::Output::new(output::Sink::Stdout, colour, interactive && tty_out);
 
-    let conn = read_connection(&config.connection_file, config.timeout)?;
+    let conn = read_connection(&config)?;
     let waiting =
         crate::wait::WaitNotice::start(format!("the hub at {}", conn.url(conn.registration)));
     let client = Client::from_connection_timeout(conn, config.timeout);
@@ -176,9 +180,16 @@ pub fn run(config: ConsoleConfig) -> Result<i32> {
     }
 }
 
-/// Reads the connection file, waiting up to `timeout` for a hub that is
-/// still starting to write it.
-fn read_connection(path: &Path, timeout: Duration) -> Result<ClientConnection> {
+/// Reads the connection file, waiting up to the timeout for a hub that is
+/// still starting to write it; at once, if no hub could.
+fn read_connection(config: &ConsoleConfig) -> Result<ClientConnection> {
+    let (path, timeout) = (&config.connection_file, config.timeout);
+    if !path.exists() {
+        match &config.profile {
+            Some(dir) => a_hub_may_come(dir, path)?,
+            None => crate::wait::could_be_written(path)?,
+        }
+    }
     let pauses = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
     let _waiting = crate::wait::WaitNotice::start(format!("the hub to write {}", path.display()));
     let found = poll_until(Instant::now() + timeout, pauses, || {
@@ -192,4 +203,27 @@ fn read_connection(path: &Path, timeout: Duration) -> Result<ClientConnection> {
         );
     }
     Ok(zpar_protocol::connection::read_connection_file(path)?)
+}
+
+/// The profile `dir` has no connection file `file`: one is worth waiting for
+/// only if the profile records a cluster whose hub runs (started, its files
+/// not written yet); otherwise says at once what is missing.
+fn a_hub_may_come(dir: &Path, file: &Path) -> Result<()> {
+    let record = dir.join(zpar_client::cluster::PID_FILE);
+    match zpar_protocol::connection::read_json_file::<zpar_client::cluster::ClusterPids>(&record) {
+        Ok(pids) if pids.is_running(pids.hub) => Ok(()),
+        Ok(pids) => bail!(
+            "the cluster recorded in {} has lost its hub (pid {} is gone): `zpar cluster stop` \
+             ends what is left, then `zpar cluster start` a new one",
+            record.display(),
+            pids.hub
+        ),
+        Err(_) => bail!(
+            "no cluster runs for the profile {} (no {} and no {}): start one with `zpar cluster \
+             start` and the same --profile or --profile-dir, or give --file",
+            dir.display(),
+            file.display(),
+            zpar_client::cluster::PID_FILE
+        ),
+    }
 }

@@ -1,11 +1,16 @@
 //! The `zpar` command line as a user runs it: clusters started, inspected
 //! and stopped through the profile; an engine started before its hub; a hub
-//! stopped by SIGTERM cleaning up.
+//! stopped by SIGTERM cleaning up. A cluster's life past the first start
+//! (its hub dead, Ctrl-C, its logs) is in `lifecycle`; what a new user
+//! mistypes or runs too early, in `usage`.
 
 use crate::support::{self, zpar_bin, Reaper, WAIT};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use zpar::{Client, Profile, Value};
+
+mod lifecycle;
+mod usage;
 
 fn zpar(args: &[&str], profile: &Path) -> Output {
     Command::new(zpar_bin())
@@ -340,4 +345,9 @@ impl Drop for KillOnDrop {
                 .status();
         }
     }
+}
+
+/// Standard output or error as text.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

@@ -24,14 +24,20 @@ struct Console {
 
 impl Console {
     fn start(profile_dir: &Path) -> Console {
-        let mut child = Command::new(zpar_bin())
-            .args(["console", "--timeout", "10", "--profile-dir"])
+        Console::start_with(profile_dir, |_| {})
+    }
+
+    /// Started with `configure` applied to its command (standard error,
+    /// environment).
+    fn start_with(profile_dir: &Path, configure: impl FnOnce(&mut Command)) -> Console {
+        let mut cmd = Command::new(zpar_bin());
+        cmd.args(["console", "--timeout", "10", "--profile-dir"])
             .arg(profile_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting zpar console");
+            .stderr(Stdio::inherit());
+        configure(&mut cmd);
+        let mut child = cmd.spawn().expect("starting zpar console");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -491,6 +497,34 @@ fn console_says_when_the_hub_is_gone_keeps_running_and_sees_it_back() {
     assert!(out.starts_with("Out["), "{out}");
     let (code, lines) = c.finish();
     assert_eq!(code, 1, "{}", lines.join("\n"));
+}
+
+#[test]
+fn console_prints_no_log_lines_when_the_hub_goes() {
+    let _watchdog = support::watchdog();
+    let (mut cluster, _client) = support::cluster(1);
+    let err_file = cluster.profile().dir.join("console.err");
+    let err = std::fs::File::create(&err_file).expect("creating console.err");
+    let mut c = Console::start_with(&cluster.profile().dir, |cmd| {
+        cmd.stderr(err).env_remove("ZPAR_LOG");
+    });
+    c.expect("zpar console: hub at");
+    // A request pending when the hub goes fails once the client finds the
+    // hub lost, which the client also logs (a `zpar_client` warning).
+    c.send("%px --noblock loop {}");
+    c.expect("sent to engine 0");
+    cluster.kill_hub().expect("killing the hub");
+    c.expect("is not answering; commands fail until it is back");
+    c.send("%wait");
+    let failed = c.expect("error");
+    assert!(failed.contains("hub"), "{failed}");
+    let (_, lines) = c.finish();
+    let logged = std::fs::read_to_string(&err_file).expect("reading console.err");
+    assert!(
+        !logged.contains("WARN") && !logged.contains("lost the hub"),
+        "the console says it in its own lines, not as log lines: {logged}\n{}",
+        lines.join("\n")
+    );
 }
 
 /// Drives `zpar console` through a pseudo-terminal (Python's standard `pty`
