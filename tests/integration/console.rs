@@ -382,6 +382,29 @@ fn console_script_that_succeeds_exits_zero() {
     );
 }
 
+/// Eight engines fail alike: one line, even where each error names its
+/// own engine; plain arrays of numbers take the toolkit's reductions.
+#[test]
+fn console_groups_errors_that_differ_only_by_their_engine() {
+    let _watchdog = support::watchdog();
+    let (cluster, _client) = support::cluster(8);
+    let (_, lines) = run_script(
+        &cluster.profile().dir,
+        "%scatter d = 0..16\n%px d.sum()\n%px d.cumsum()\n",
+    );
+    assert_in_order(
+        &lines,
+        &[
+            "scattered 16 items of d over engines 0-7",
+            "Out[0:1]: 1",
+            "Out[7:1]: 29",
+            "[0-7:error] UnknownName: the engine has no function cumsum (array): plain arrays of numbers take sum...",
+        ],
+    );
+    let errors = lines.iter().filter(|l| l.contains(":error]")).count();
+    assert_eq!(errors, 1, "{}", lines.join("\n"));
+}
+
 #[test]
 fn console_binds_engines_as_jupyter_kernels() {
     let _watchdog = support::watchdog();
