@@ -66,14 +66,16 @@ pub(crate) fn decode_request(session: &mut Session, frames: Vec<zmq::Message>) -
     let parsed = raw.parent_header().and_then(|parent| {
         let metadata = raw.metadata()?;
         RequestMetadata::from_map(&metadata)?;
-        let content = if is_python_apply(&header.msg_type, &raw) {
-            // ipyparallel's: kept so the request loop answers it clearly.
-            Content::Unknown {
+        // Parsed once; only content that is no zpar request is looked at
+        // again, for ipyparallel's apply (kept so the request loop answers
+        // it clearly).
+        let content = match Content::from_json(&header.msg_type, &raw.content) {
+            Ok(content) => content,
+            Err(_) if is_python_apply(&header.msg_type, &raw) => Content::Unknown {
                 msg_type: header.msg_type.clone(),
                 content: Json::Null,
-            }
-        } else {
-            Content::from_json(&header.msg_type, &raw.content)?
+            },
+            Err(e) => return Err(e),
         };
         Ok((parent, metadata, content))
     });
