@@ -216,10 +216,30 @@ impl Io {
         if !wanted && !has_own {
             return; // nobody subscribed: not even built
         }
+        let msg_type = content.msg_type().to_string();
         let mut msg = Message::new(&self.session, content);
         msg.parent_header = parent;
         msg.metadata = self.basic_metadata();
         let mut raw = self.session.encode(&msg);
+        let limit = self.session.limits.max_json_frame;
+        if raw.content.len() > limit {
+            // The hub's iopub would drop the connection that carried it:
+            // a notice goes instead (the reply still says how it ended).
+            warn!(
+                msg_type,
+                bytes = raw.content.len(),
+                "iopub message too large; a notice sent instead"
+            );
+            msg.content = Content::Stream(Stream {
+                name: "stderr".into(),
+                text: format!(
+                    "[zpar] a {msg_type} output of {} bytes was not sent: more than the {limit} \
+                     one message frame may hold\n",
+                    raw.content.len()
+                ),
+            });
+            raw = self.session.encode(&msg);
+        }
         raw.identities = vec![zmq::Message::from(topic.as_bytes())];
         let frames = raw.into_frames();
         if let Some(own) = self.kernel.as_ref().and_then(|k| k.own_iopub.as_ref()) {

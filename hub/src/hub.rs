@@ -260,6 +260,9 @@ fn bind(
     s.set_sndhwm(0)?;
     s.set_rcvhwm(0)?;
     s.set_backlog(LISTEN_BACKLOG)?;
+    // A frame larger than any zpar sends costs its sender the connection,
+    // not the hub its memory.
+    zpar_protocol::frames::cap_inbound_frames(&s, &zpar_protocol::Limits::default())?;
     let addr = if port == 0 {
         bind_any_port(&s, ip)?
     } else {
@@ -309,7 +312,7 @@ impl Hub {
     /// Binds every socket, starts the heartbeat and writes the connection
     /// files.
     pub fn bind(config: HubConfig) -> Result<Hub, HubError> {
-        raise_open_file_limit();
+        let descriptors = raise_open_file_limit();
         let location = config.location()?;
         // Folders 0700, files 0600; what an earlier run left open, tightened.
         config.profile.create()?;
@@ -367,6 +370,7 @@ impl Hub {
                 ("iopub (clients)", &iopub_client),
                 ("notification", &notification),
             ],
+            descriptors,
         )?;
         for s in [&mux_engine, &task_engine, &control_engine] {
             s.set_router_mandatory(true)?;
@@ -899,23 +903,22 @@ fn release_free_memory() {
 /// engine holds seven connections to the hub, so the common soft limit of
 /// 1,024 would stop a hub at about 140 engines, while the hard limit
 /// (often 524,288) allows thousands.
-fn raise_open_file_limit() {
-    #[cfg(target_os = "linux")]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: both calls read or write only the struct passed.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0
-                || limit.rlim_cur >= limit.rlim_max
-            {
-                return;
-            }
+fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls read or write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
             let old = limit.rlim_cur;
             limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                limit.rlim_cur = old;
+            } else {
                 debug!(
                     from = old,
                     to = limit.rlim_max,
@@ -924,6 +927,13 @@ fn raise_open_file_limit() {
             }
         }
     }
+    let files: u64 = limit.rlim_cur;
+    info!(
+        files,
+        engines = files.saturating_sub(64) / 7,
+        "the limit on open files leaves room for about this many engines (7 connections each)"
+    );
+    Some(files)
 }
 
 /// The name ipyparallel's `Client()` looks for in a profile's security

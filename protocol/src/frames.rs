@@ -6,16 +6,27 @@
 //! without decoding its content or copying its buffers.
 
 use crate::error::{ProtocolError, Result};
+#[cfg(doc)]
+use crate::value::CHUNK_BYTES;
 use zmq::Message as Frame;
 
 /// The frame that separates routing identities from the message proper.
 pub const DELIMITER: &[u8] = b"<IDS|MSG>";
 
-/// Size limits a receiver enforces before looking inside a message.
+/// Size limits a receiver enforces before looking inside a message, and
+/// (through [`cap_inbound_frames`]) its sockets before reading a frame.
+///
+/// zpar's own senders keep under them: values put their arrays, blobs and
+/// large text into buffer frames of at most [`CHUNK_BYTES`], and a
+/// request or reply whose JSON frame would pass `max_json_frame` is
+/// refused or answered with `TooLarge` before it is sent. So the largest
+/// frame zpar sends is a JSON frame of `max_json_frame`, and every bound
+/// socket refuses anything larger ([`Limits::max_wire_frame`]).
 ///
 /// ```
 /// let limits = zpar_protocol::Limits { max_json_frame: 1 << 20, ..Default::default() };
 /// assert!(limits.max_frames > 0);
+/// assert!(limits.max_wire_frame() > 1 << 20);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -43,11 +54,43 @@ impl Limits {
     pub const ROUTING_FRAMES: usize = 4;
 }
 
+impl Limits {
+    /// The largest frame a socket takes from the wire: the largest JSON or
+    /// buffer frame allowed, and a margin for a signature or a routing
+    /// identity. A peer that sends a larger frame loses its connection
+    /// before the frame is read into memory (`ZMQ_MAXMSGSIZE`).
+    pub fn max_wire_frame(&self) -> usize {
+        self.max_json_frame.max(self.max_buffer_frame) + WIRE_FRAME_MARGIN
+    }
+}
+
+/// What a frame on the wire may have beyond [`Limits::max_wire_frame`]'s
+/// largest JSON or buffer frame.
+const WIRE_FRAME_MARGIN: usize = 64 << 10;
+
+/// Makes `socket` drop any connection that sends a frame larger than
+/// [`Limits::max_wire_frame`], before the frame is read into memory. Set
+/// on every socket zpar binds (the hub's, an engine's communicator and
+/// kernel sockets): anyone who can reach a port could otherwise make its
+/// owner hold a frame of any size, signed or not.
+///
+/// ```
+/// let ctx = zmq::Context::new();
+/// let router = ctx.socket(zmq::ROUTER).unwrap();
+/// zpar_protocol::frames::cap_inbound_frames(&router, &zpar_protocol::Limits::default()).unwrap();
+/// assert_eq!(router.get_maxmsgsize().unwrap(), zpar_protocol::Limits::default().max_wire_frame() as i64);
+/// ```
+pub fn cap_inbound_frames(socket: &zmq::Socket, limits: &Limits) -> zmq::Result<()> {
+    socket.set_maxmsgsize(limits.max_wire_frame() as i64)
+}
+
 impl Default for Limits {
+    /// JSON frames and buffer frames of up to 64 MiB (zpar's own buffers
+    /// are 1 MiB chunks), 65,536 frames a message.
     fn default() -> Self {
         Limits {
             max_json_frame: 64 << 20,
-            max_buffer_frame: 1 << 30,
+            max_buffer_frame: 64 << 20,
             max_frames: 1 << 16,
         }
     }

@@ -8,6 +8,7 @@ mod console;
 mod core;
 mod curve;
 mod faults;
+mod flood;
 mod hosts;
 mod hub_loss;
 mod ipyparallel;

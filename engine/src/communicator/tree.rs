@@ -22,7 +22,8 @@ use rhai::{EvalAltResult, Map, FLOAT, INT};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use zpar_protocol::curve::{secure_client, secure_server};
-use zpar_protocol::{recv_frames, CurveKeys};
+use zpar_protocol::frames::cap_inbound_frames;
+use zpar_protocol::{recv_frames, CurveKeys, Limits};
 
 pub(super) struct Links {
     pub(super) parent: Option<(u32, zmq::Socket)>,
@@ -135,6 +136,9 @@ impl Comm {
         let router = env.ctx.socket(zmq::ROUTER).map_err(|e| zerr("socket", e))?;
         secure_server(&router, curve.as_ref()).map_err(curve_err)?;
         router.set_linger(0).ok();
+        // Engines send each other values in chunks: a frame larger than
+        // any of theirs costs its sender the connection.
+        cap_inbound_frames(&router, &Limits::default()).map_err(|e| zerr("frame cap", e))?;
         router
             .bind(&format!("tcp://{}:*", env.ip))
             .map_err(|e| zerr(&format!("bind on {}", env.ip), e))?;
@@ -150,6 +154,7 @@ impl Comm {
             // Every engine subscribes at once: with ZeroMQ's backlog of
             // 100, most of a thousand SYNs waited for TCP's 1 s retry.
             p.set_backlog(4096).ok();
+            cap_inbound_frames(&p, &Limits::default()).map_err(|e| zerr("frame cap", e))?;
             p.bind(&format!("tcp://{}:*", env.ip))
                 .map_err(|e| zerr(&format!("bind on {}", env.ip), e))?;
             let url = advertised(&p, &env.advertise);

@@ -53,7 +53,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tracing::{info, warn};
 use zpar_protocol::error::Chain;
-use zpar_protocol::{KernelConnection, Value};
+use zpar_protocol::frames::cap_inbound_frames;
+use zpar_protocol::{KernelConnection, Limits, Value};
 
 /// The kernel's sockets, bound. Dropping it closes them, stops the
 /// heartbeat thread and removes the connection file it wrote; the iopub
@@ -99,6 +100,7 @@ impl Kernel {
         let listen = |kind: zmq::SocketType, url: String, channel: &'static str| {
             let bind = |s: &zmq::Socket| -> Result<String, zmq::Error> {
                 s.set_linger(1000)?;
+                cap_inbound_frames(s, &Limits::default())?;
                 s.bind(&url)?;
                 Ok(s.get_last_endpoint()?.unwrap_or_else(|_| url.clone()))
             };
@@ -132,8 +134,8 @@ impl Kernel {
             })?),
         };
         let publisher = own_iopub.as_ref().unwrap_or(iopub);
-        publisher
-            .bind(&iopub_url)
+        cap_inbound_frames(publisher, &Limits::default())
+            .and_then(|()| publisher.bind(&iopub_url))
             .map_err(|source| KernelError::Bind {
                 channel: "iopub",
                 url: iopub_url.clone(),

@@ -5,13 +5,20 @@
 use crate::error::{ProtocolError, Result};
 use std::fmt;
 
-/// What a socket monitor reported about one connection's handshake.
+/// What a socket monitor reported about one connection's handshake (and,
+/// on a monitor made with [`HandshakeMonitor::attach_counting`], about
+/// connections coming and going).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandshakeEvent {
     /// The security handshake succeeded: messages can flow.
     Succeeded,
     /// The handshake failed.
     Failed(HandshakeFailure),
+    /// A listening socket took a new connection.
+    Accepted,
+    /// A connection closed (its peer left, or the socket dropped it: a
+    /// failed handshake, a frame over `ZMQ_MAXMSGSIZE`).
+    Closed,
 }
 
 /// Why a handshake failed.
@@ -87,6 +94,8 @@ pub fn read_monitor_event(frames: &[Vec<u8>]) -> Option<(HandshakeEvent, String)
         zmq_sys::ZMQ_EVENT_HANDSHAKE_FAILED_AUTH => {
             HandshakeEvent::Failed(HandshakeFailure::Auth(value))
         }
+        zmq_sys::ZMQ_EVENT_ACCEPTED => HandshakeEvent::Accepted,
+        zmq_sys::ZMQ_EVENT_DISCONNECTED => HandshakeEvent::Closed,
         _ => return None,
     };
     Some((event, endpoint))
@@ -121,8 +130,25 @@ impl HandshakeMonitor {
     /// monitor.detach(&mut client);
     /// ```
     pub fn attach(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<HandshakeMonitor> {
+        HandshakeMonitor::attach_with(ctx, socket, &WATCHED)
+    }
+
+    /// Like [`attach`](Self::attach), and also reports each connection a
+    /// listening socket accepts and each that closes, so its owner can
+    /// count them.
+    pub fn attach_counting(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<HandshakeMonitor> {
+        let mut events = WATCHED.to_vec();
+        events.extend([zmq::SocketEvent::ACCEPTED, zmq::SocketEvent::DISCONNECTED]);
+        HandshakeMonitor::attach_with(ctx, socket, &events)
+    }
+
+    fn attach_with(
+        ctx: &zmq::Context,
+        socket: &zmq::Socket,
+        watched: &[zmq::SocketEvent],
+    ) -> Result<HandshakeMonitor> {
         let endpoint = format!("inproc://zpar-monitor-{}", crate::new_id());
-        let mask = WATCHED.iter().fold(0, |m, e| m | i32::from(e.to_raw()));
+        let mask = watched.iter().fold(0, |m, e| m | i32::from(e.to_raw()));
         let zerr = |what| move |source| ProtocolError::Curve { what, source };
         socket
             .monitor(&endpoint, mask)
@@ -234,6 +260,7 @@ impl HandshakeWatch {
                 }
             }
             HandshakeEvent::Failed(why) => self.outcome = HandshakeOutcome::Failed(*why),
+            HandshakeEvent::Accepted | HandshakeEvent::Closed => {}
         }
     }
 
