@@ -49,6 +49,7 @@ pub mod launch;
 pub mod records;
 pub mod result;
 pub mod script;
+mod slice;
 mod targets;
 pub mod view;
 mod watch;
@@ -66,6 +67,7 @@ pub use kernel::BoundKernel;
 pub use records::ResultStatus;
 pub use result::{AsyncResult, EngineReply, Timing};
 pub use script::Script;
+pub use slice::Slice;
 pub use view::{concat, partition, DirectView, ExecuteOptions, Targets};
 pub use zpar_protocol::Value;
 

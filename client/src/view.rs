@@ -7,13 +7,12 @@ use crate::error::{Error, Result};
 pub use crate::join::concat;
 use crate::result::{AsyncResult, Shape};
 use crate::script::Script;
+use crate::slice::Slice;
 pub use crate::targets::Targets;
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
-use zpar_protocol::bulk::Segment;
-use zpar_protocol::error::Chain;
 use zpar_protocol::value::SharedOut;
 use zpar_protocol::Channel;
 use zpar_protocol::{
@@ -135,7 +134,7 @@ impl DirectView {
         self
     }
 
-    fn finish(&self, ar: AsyncResult) -> Result<AsyncResult> {
+    pub(crate) fn finish(&self, ar: AsyncResult) -> Result<AsyncResult> {
         if self.block {
             ar.wait(None);
         }
@@ -170,7 +169,7 @@ impl DirectView {
     /// One request to `ids`, with `targets` and, for engines on this host,
     /// `shared_host` in its metadata; `segments` (shared memory it names)
     /// are kept until every target has answered.
-    fn broadcast_to(
+    pub(crate) fn broadcast_to(
         &self,
         ids: Vec<u32>,
         content: Content,
@@ -221,7 +220,7 @@ impl DirectView {
 
     /// Where large values for `ids` go: a shared segment when they share
     /// this client's host, else buffer frames.
-    fn shared_out(&self, ids: &[u32]) -> Option<SharedOut> {
+    pub(crate) fn shared_out(&self, ids: &[u32]) -> Option<SharedOut> {
         self.client
             .shares_host_with(ids)
             .then(|| SharedOut::new(zpar_protocol::bulk::SHARED_MIN_BYTES).for_readers(ids.len()))
@@ -524,63 +523,31 @@ impl DirectView {
     }
 
     /// [`scatter`](Self::scatter) without taking the sequence. Numeric
-    /// arrays and blobs are encoded block by block straight from `seq` (one
-    /// copy); to engines on this host, a large one is written once into
-    /// shared memory, each engine's block into segments of its own, all at
-    /// once, and each engine reads its own.
+    /// arrays and blobs go as [`scatter_slice`](Self::scatter_slice) sends
+    /// them (block by block straight from `seq`, or through shared memory);
+    /// a plain array's blocks are encoded one by one.
     pub fn scatter_ref(&self, name: &str, seq: &Value, flatten: bool) -> Result<AsyncResult> {
+        if let Some(s) = Slice::of(seq) {
+            return self.scatter_slice(name, s, flatten);
+        }
         let ids = self.targets()?;
-        let n = seq_len(seq)?;
-        // Each engine's block in segments of its own (a large block cut
-        // once more), all written at once (`Segment::create_many`).
-        let blocks: Option<Vec<Vec<Segment>>> = match (
-            self.shared_out(&ids),
-            seq_bytes(seq),
-            block_kind(seq),
-        ) {
-            (Some(out), Some(bytes), Some((_, width))) if bytes.len() >= out.min_bytes => {
-                let cuts: Vec<Vec<&[u8]>> = (0..ids.len())
-                    .map(|p| {
-                        let r = partition(n, ids.len(), p);
-                        zpar_protocol::bulk::pieces_for_writing(
-                            &bytes[r.start * width..r.end * width],
-                        )
-                    })
-                    .collect();
-                let all: Vec<&[u8]> = cuts.iter().flatten().copied().collect();
-                match Segment::create_many(&all) {
-                    Ok(segments) => {
-                        let mut segments = segments.into_iter();
-                        Some(
-                            cuts.iter()
-                                .map(|c| segments.by_ref().take(c.len()).collect())
-                                .collect(),
-                        )
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %Chain(&e), "no shared segment; scattering through the hub");
-                        None
-                    }
-                }
-            }
-            _ => None,
+        let Value::Array(items) = seq else {
+            return Err(Error::Value(format!(
+                "scatter needs a sequence, not a {}",
+                seq.kind()
+            )));
         };
         let mut requests = Vec::with_capacity(ids.len());
         for (p, id) in ids.iter().enumerate() {
-            let range = partition(n, ids.len(), p);
-            let mut buffers = Vec::new();
-            let json = match (&blocks, block_kind(seq)) {
-                (_, None) => slice(seq, range, flatten).encode_into(&mut buffers),
-                (_, Some(_)) if flatten && range.len() == 1 && !matches!(seq, Value::Bytes(_)) => {
-                    slice(seq, range, flatten).encode_into(&mut buffers)
-                }
-                (Some(blocks), Some((kind, _))) => {
-                    zpar_protocol::value::segments_marker(kind, &blocks[p], range.len())
-                }
-                (None, Some(_)) => encode_block(seq, range, &mut buffers),
+            let range = partition(items.len(), ids.len(), p);
+            let block = if flatten && range.len() == 1 {
+                items[range.start].clone()
+            } else {
+                Value::Array(items[range].to_vec())
             };
+            let mut buffers = Vec::new();
             let mut namespace = BTreeMap::new();
-            namespace.insert(name.to_string(), json);
+            namespace.insert(name.to_string(), block.encode_into(&mut buffers));
             requests.push(Request {
                 channel: Channel::Mux,
                 content: Content::PushRequest(PushRequest { namespace }),
@@ -589,10 +556,7 @@ impl DirectView {
                 replies: vec![Some(*id)],
             });
         }
-        let segments = blocks.into_iter().flatten().flatten().collect();
-        let ar = self
-            .client
-            .submit_shared(requests, Shape::PerReply, segments)?;
+        let ar = self.client.submit(requests, Shape::PerReply)?;
         self.finish(ar)
     }
 
@@ -747,7 +711,7 @@ fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn targets_meta(ids: &[u32]) -> Map<String, Json> {
+pub(crate) fn targets_meta(ids: &[u32]) -> Map<String, Json> {
     RequestMetadata {
         targets: Some(ids.to_vec()),
         ..Default::default()
@@ -771,70 +735,11 @@ pub fn partition(n: usize, q: usize, p: usize) -> Range<usize> {
     low..high
 }
 
-fn seq_len(v: &Value) -> Result<usize> {
-    Ok(match v {
-        Value::Array(a) => a.len(),
-        Value::F64Array(a) => a.len(),
-        Value::I64Array(a) => a.len(),
-        Value::Bytes(b) => b.len(),
-        other => {
-            return Err(Error::Value(format!(
-                "scatter needs a sequence, not a {}",
-                other.kind()
-            )))
-        }
-    })
-}
-
 /// Encodes `v`, large arrays into `shared` when given.
 fn encode(v: &Value, buffers: &mut Vec<zmq::Message>, shared: &mut Option<SharedOut>) -> Json {
     match shared {
         Some(out) => v.encode_shared(buffers, out),
         None => v.encode_into(buffers),
-    }
-}
-
-/// A numeric array's or blob's bytes.
-fn seq_bytes(v: &Value) -> Option<&[u8]> {
-    match v {
-        Value::F64Array(a) => Some(zpar_protocol::value::f64_bytes(a)),
-        Value::I64Array(a) => Some(zpar_protocol::value::i64_bytes(a)),
-        Value::Bytes(b) => Some(b),
-        _ => None,
-    }
-}
-
-/// A numeric array's or blob's marker kind and element width.
-fn block_kind(v: &Value) -> Option<(&'static str, usize)> {
-    match v {
-        Value::F64Array(_) => Some(("f64", 8)),
-        Value::I64Array(_) => Some(("i64", 8)),
-        Value::Bytes(_) => Some(("bytes", 1)),
-        _ => None,
-    }
-}
-
-/// Encodes block `r` of a numeric array or blob straight from it.
-fn encode_block(v: &Value, r: Range<usize>, buffers: &mut Vec<zmq::Message>) -> Json {
-    match v {
-        Value::F64Array(a) => zpar_protocol::value::encode_f64s(&a[r], buffers),
-        Value::I64Array(a) => zpar_protocol::value::encode_i64s(&a[r], buffers),
-        Value::Bytes(b) => zpar_protocol::value::encode_bytes(&b[r], buffers),
-        other => other.encode_into(buffers),
-    }
-}
-
-fn slice(v: &Value, r: Range<usize>, flatten: bool) -> Value {
-    let one = flatten && r.len() == 1;
-    match v {
-        Value::Array(a) if one => a[r.start].clone(),
-        Value::Array(a) => Value::Array(a[r].to_vec()),
-        Value::F64Array(a) if one => Value::Float(a[r.start]),
-        Value::F64Array(a) => Value::F64Array(a[r].to_vec()),
-        Value::I64Array(a) if one => Value::Int(a[r.start]),
-        Value::I64Array(a) => Value::I64Array(a[r].to_vec()),
-        Value::Bytes(b) => Value::Bytes(b[r].to_vec()),
-        other => other.clone(),
     }
 }
 
@@ -858,17 +763,18 @@ mod tests {
     }
 
     #[test]
-    fn slices_and_concat_round_trip() {
+    fn blocks_and_concat_round_trip() {
         let v = Value::F64Array((0..10).map(f64::from).collect());
-        let parts: Vec<Value> = (0..3)
-            .map(|p| slice(&v, partition(10, 3, p), false))
-            .collect();
+        let s = Slice::of(&v).unwrap();
+        let parts: Vec<Value> = (0..3).map(|p| s.block(partition(10, 3, p))).collect();
         assert_eq!(concat(parts), v);
         let a = Value::Array((0..3).map(Value::Int).collect());
-        let flat: Vec<Value> = (0..3)
-            .map(|p| slice(&a, partition(3, 3, p), true))
-            .collect();
-        assert_eq!(flat, vec![Value::Int(0), Value::Int(1), Value::Int(2)]);
-        assert_eq!(concat(flat), a);
+        assert_eq!(
+            concat(vec![
+                Value::Int(0),
+                Value::Array(vec![Value::Int(1), Value::Int(2)])
+            ]),
+            a
+        );
     }
 }

@@ -422,6 +422,20 @@ pub fn encode_bytes(b: &[u8], buffers: &mut Vec<zmq::Message>) -> Json {
 }
 
 /// Encodes `len` elements of `kind` (`f64`, `i64`, `bytes`) given as their
+/// bytes as [`Value::encode_shared`] would (into `shared` when given and
+/// the bytes reach its `min_bytes`, else into buffer frames), without
+/// building a `Value` first: for data a program only lends.
+pub fn encode_bulk(
+    kind: &str,
+    bytes: &[u8],
+    len: usize,
+    buffers: &mut Vec<zmq::Message>,
+    shared: Option<&mut SharedOut>,
+) -> Json {
+    bulk_value(kind, bytes, len, buffers, &mut { shared })
+}
+
+/// Encodes `len` elements of `kind` (`f64`, `i64`, `bytes`) given as their
 /// bytes, like [`encode_f64s`].
 pub fn encode_bytes_as(
     kind: &str,

@@ -210,6 +210,61 @@ fn scatter_and_gather_with_uneven_splits_are_exact() {
     no_segments_left(&cluster.pids().engines);
 }
 
+/// A program lends its arrays: `push_slice` and `scatter_slice` take a
+/// `Vec`, an `Arc<[T]>` or a byte slice by reference, and every engine
+/// gets the same bytes, through the hub and through shared memory.
+#[test]
+fn lent_slices_are_pushed_and_scattered_byte_exact_and_stay_the_programs() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (cluster, client) = cluster(2);
+    let view = client.all();
+    let n = SHARED_MIN_BYTES * 3 / 8 + 5;
+    let floats: Vec<f64> = (0..n).map(|i| i as f64 * 0.5).collect();
+    let ints: std::sync::Arc<[i64]> = (0..n as i64).map(|i| i * 3 - 7).collect();
+    let bytes: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+    for shared in [false, true] {
+        client.set_shared_memory(shared);
+        for (data, whole) in [
+            (zpar::Slice::from(&floats), Value::F64Array(floats.clone())),
+            (zpar::Slice::from(&*ints), Value::I64Array(ints.to_vec())),
+            (zpar::Slice::from(&bytes[..]), Value::Bytes(bytes.clone())),
+        ] {
+            view.push_slice("lent", data)
+                .unwrap()
+                .get_timeout(WAIT)
+                .unwrap();
+            let back = view.pull("lent").unwrap().get_timeout(WAIT).unwrap();
+            assert!(
+                back == vec![whole.clone(), whole.clone()],
+                "a pushed {} differs (shared memory {shared})",
+                whole.kind()
+            );
+            view.scatter_slice("part", data, false)
+                .unwrap()
+                .get_timeout(WAIT)
+                .unwrap();
+            let joined = support::ready(&view.gather("part").unwrap())
+                .get_gathered()
+                .unwrap();
+            assert!(
+                joined == whole,
+                "a scattered {} differs (shared memory {shared})",
+                whole.kind()
+            );
+        }
+    }
+    // Two numbers over two engines, flattened: one number each.
+    view.scatter_slice("one", &[2.5, 3.5][..], true)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    let each = view.pull("one").unwrap().get_timeout(WAIT).unwrap();
+    assert_eq!(each, vec![Value::Float(2.5), Value::Float(3.5)]);
+    assert_eq!(floats.len(), n, "the program still holds its array");
+    no_segments_left(&cluster.pids().engines);
+}
+
 /// Blocks of uneven sizes, some in shared memory and some inline (and a lone
 /// float among f64 blocks), gathered into one value: each shared block is
 /// read straight into its place, the reads split over threads across block
