@@ -13,6 +13,7 @@ pub const SUITES: &[&str] = &[
     "raw",
     "hub-loss",
     "link",
+    "hosts",
     "compute",
     "curve",
     "scale",
@@ -38,12 +39,13 @@ pub struct BenchArgs {
     /// What to measure: all, protocol, cluster, tasks, allreduce, raw,
     /// hub-loss (also part of cluster), compute (the array toolkit and
     /// native kernels), curve (the cost of CURVE encryption), link (a
-    /// running cluster, --file), scale (--many engines on this machine) and
-    /// million (a million load-balanced tasks); the last three are not part
-    /// of all.
+    /// running cluster's engine 0, --file), hosts (a running cluster's big
+    /// transfers, --file; scripts/bench-hosts.sh), scale (--many engines on
+    /// this machine) and million (a million load-balanced tasks); the last
+    /// four are not part of all.
     #[arg(default_value = "all", value_parser = suites())]
     pub suite: String,
-    /// Engines for the cluster suite.
+    /// Engines for the cluster suite; for `hosts`, how many to wait for.
     #[arg(long, default_value_t = 2)]
     pub engines: usize,
     /// Print one JSON record instead of a table.
@@ -55,10 +57,14 @@ pub struct BenchArgs {
     /// For `scale`: how many engines.
     #[arg(long, default_value_t = 1000)]
     pub many: usize,
-    /// For `link`: the client connection file of a running cluster to
-    /// measure against (its engine 0).
+    /// For `link` and `hosts`: the client connection file of a running
+    /// cluster to measure against.
     #[arg(long)]
     pub file: Option<std::path::PathBuf>,
+    /// For `hosts`: the link's rate in MB/s, measured outside (raw TCP), to
+    /// give each figure as a ratio to it.
+    #[arg(long)]
+    pub link_mbs: Option<f64>,
     /// Internal: the raw peer's address.
     #[arg(long, hide = true)]
     pub url: Option<String>,

@@ -12,7 +12,7 @@
 //! JSON), [`raw`] (the raw ZeroMQ helper processes and baselines) and
 //! [`rss`] (memory read from `/proc`). Each suite is one file that uses the
 //! harness and no other suite: `protocol`, `cluster` (with `hub-loss`),
-//! `tasks`, `allreduce`, `compute`, `curve`, `link`, `scale` (with
+//! `tasks`, `allreduce`, `compute`, `curve`, `link`, `hosts`, `scale` (with
 //! `million`). This file only picks the suites to run.
 
 mod allreduce;
@@ -20,6 +20,7 @@ pub mod args;
 mod cluster;
 mod compute;
 mod curve;
+mod hosts;
 mod link;
 mod protocol;
 pub mod raw;
@@ -55,7 +56,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "curve",
         ],
         s @ ("protocol" | "cluster" | "tasks" | "allreduce" | "raw" | "hub-loss" | "link"
-        | "compute" | "curve" | "scale" | "million") => {
+        | "hosts" | "compute" | "curve" | "scale" | "million") => {
             vec![s]
         }
         other => {
@@ -83,6 +84,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "tasks" => tasks::tasks(&mut report, &args)?,
             "hub-loss" => cluster::hub_loss(&mut report, args.scale)?,
             "link" => link::link(&mut report, &args)?,
+            "hosts" => hosts::hosts(&mut report, &args)?,
             "compute" => compute::compute(&mut report, &args)?,
             "curve" => curve::curve(&mut report, args.scale)?,
             "scale" => scale::scale(&mut report, args.many, args.scale)?,
