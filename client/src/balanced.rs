@@ -37,6 +37,7 @@ pub struct LoadBalancedView {
     timeout: Option<Duration>,
     after: Vec<String>,
     follow: Vec<String>,
+    label: Option<String>,
     /// Wait for each request before returning its result.
     pub block: bool,
 }
@@ -57,6 +58,7 @@ impl LoadBalancedView {
             timeout: None,
             after: Vec::new(),
             follow: Vec::new(),
+            label: None,
             block: false,
         }
     }
@@ -92,6 +94,13 @@ impl LoadBalancedView {
         self
     }
 
+    /// The same view, its tasks labelled `label` in the hub's task
+    /// records (see [`DirectView::label`](crate::DirectView::label)).
+    pub fn label(mut self, label: impl Into<String>) -> LoadBalancedView {
+        self.label = Some(label.into());
+        self
+    }
+
     fn task(&self, f: &str, args: Vec<Value>) -> Request {
         let mut buffers = Vec::new();
         let args = args.iter().map(|a| a.encode_into(&mut buffers)).collect();
@@ -101,6 +110,7 @@ impl LoadBalancedView {
             timeout: self.timeout.map(|t| t.as_secs_f64()),
             after: self.after.clone(),
             follow: self.follow.clone(),
+            label: self.label.clone(),
             ..Default::default()
         }
         .to_map();

@@ -262,9 +262,7 @@ impl DirectView {
             });
         }
         let segments = blocks.into_iter().flatten().flatten().collect();
-        let ar = self
-            .client()
-            .submit_shared(requests, Shape::PerReply, segments)?;
+        let ar = self.submit(requests, Shape::PerReply, segments)?;
         self.finish(ar)
     }
 }

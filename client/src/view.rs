@@ -95,6 +95,8 @@ pub struct DirectView {
     targets: Targets,
     /// Wait for each request before returning its result.
     pub block: bool,
+    /// The label every request of this view carries ([`Self::label`]).
+    label: Option<String>,
 }
 
 impl Client {
@@ -115,7 +117,40 @@ impl DirectView {
             client,
             targets,
             block: false,
+            label: None,
         }
+    }
+
+    /// The same view, its requests labelled `label` in the hub's task
+    /// records, where queries find them (`{"label": {"$glob": "fit-*"}}`,
+    /// see [`Client::db_query`]).
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// client.all().label("fit-1").execute("1 + 1")?.get()?;
+    /// let fits = client.db_query(serde_json::json!({"label": {"$glob": "fit-*"}}), None)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn label(mut self, label: impl Into<String>) -> DirectView {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Submits `requests` with this view's label.
+    pub(crate) fn submit(
+        &self,
+        mut requests: Vec<Request>,
+        shape: Shape,
+        segments: Vec<zpar_protocol::bulk::Segment>,
+    ) -> Result<AsyncResult> {
+        if let Some(label) = &self.label {
+            for r in &mut requests {
+                r.metadata
+                    .insert("label".into(), Json::String(label.clone()));
+            }
+        }
+        self.client.submit_shared(requests, shape, segments)
     }
 
     /// The client behind this view.
@@ -190,7 +225,7 @@ impl DirectView {
         meta: Map<String, Json>,
         segments: Vec<zpar_protocol::bulk::Segment>,
     ) -> Result<AsyncResult> {
-        let ar = self.client.submit_shared(
+        let ar = self.submit(
             vec![Request {
                 channel: Channel::Mux,
                 content,
@@ -341,7 +376,7 @@ impl DirectView {
 
     fn submit_script(&self, script: &Script) -> Result<AsyncResult> {
         let ids = self.targets()?;
-        let mut ar = self.client.submit(
+        let mut ar = self.submit(
             vec![Request {
                 channel: Channel::Mux,
                 content: Content::ExecuteRequest(ExecuteRequest {
@@ -356,6 +391,7 @@ impl DirectView {
                 replies: ids.into_iter().map(Some).collect(),
             }],
             Shape::PerReply,
+            Vec::new(),
         )?;
         ar.source_map = Some(script.source_map());
         Ok(ar)
@@ -422,7 +458,7 @@ impl DirectView {
                 replies: vec![Some(*id)],
             });
         }
-        let ar = self.client.submit(requests, Shape::Concat)?;
+        let ar = self.submit(requests, Shape::Concat, Vec::new())?;
         self.finish(ar)
     }
 
@@ -556,7 +592,7 @@ impl DirectView {
                 replies: vec![Some(*id)],
             });
         }
-        let ar = self.client.submit(requests, Shape::PerReply)?;
+        let ar = self.submit(requests, Shape::PerReply, Vec::new())?;
         self.finish(ar)
     }
 
@@ -577,7 +613,7 @@ impl DirectView {
                 replies: vec![Some(*id)],
             })
             .collect();
-        let ar = self.client.submit(requests, Shape::Concat)?;
+        let ar = self.submit(requests, Shape::Concat, Vec::new())?;
         self.finish(ar)
     }
 

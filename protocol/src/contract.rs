@@ -290,6 +290,10 @@ pub struct RequestMetadata {
     /// replay guard would refuse.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// A name the client gives the request, kept in its task records and
+    /// queried like any field (`{"label": {"$glob": "fit-*"}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -586,6 +590,7 @@ mod tests {
             shared_host: Some("boot".into()),
             stream_frames: Some(3),
             attempt: 1,
+            label: Some("fit-1".into()),
         };
         assert_eq!(RequestMetadata::from_map(&req.to_map()).unwrap(), req);
         assert!(RequestMetadata::default().to_map().is_empty());

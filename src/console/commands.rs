@@ -22,6 +22,8 @@ pub enum Command {
         block: bool,
         /// Stop the code on the engines after this long.
         timeout: Option<Duration>,
+        /// The label its task records carry (`--label`).
+        label: Option<String>,
     },
     /// Run a local script file on the targets (`%run FILE`).
     Run {
@@ -113,6 +115,7 @@ struct Opts {
     noblock: bool,
     flatten: bool,
     timeout: Option<Duration>,
+    label: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -121,6 +124,7 @@ enum Opt {
     Block,
     Flatten,
     Timeout,
+    Label,
 }
 
 /// Splits the first whitespace-separated word off `s`.
@@ -195,6 +199,11 @@ fn options<'a>(
             "--timeout" if known(Opt::Timeout) => {
                 let (v, more) = take_value(after)?;
                 o.timeout = Some(seconds(v, "--timeout")?);
+                more
+            }
+            "--label" if known(Opt::Label) => {
+                let (v, more) = take_value(after)?;
+                o.label = Some(v.to_string());
                 more
             }
             _ => {
@@ -281,6 +290,7 @@ pub fn parse(line: &str, autopx: bool) -> Result<Command, ParseError> {
                 targets: None,
                 block: true,
                 timeout: None,
+                label: None,
             });
         }
         return err(
@@ -298,7 +308,7 @@ pub fn parse(line: &str, autopx: bool) -> Result<Command, ParseError> {
     use Opt::*;
     Ok(match cmd {
         "px" => {
-            let (o, code) = options(cmd, rest, &[Targets, Block, Timeout])?;
+            let (o, code) = options(cmd, rest, &[Targets, Block, Timeout, Label])?;
             let code = code.trim();
             if code.is_empty() {
                 return err(format!("%px needs code to run (usage: {})", spec.usage));
@@ -308,6 +318,7 @@ pub fn parse(line: &str, autopx: bool) -> Result<Command, ParseError> {
                 targets: o.targets,
                 block: !o.noblock,
                 timeout: o.timeout,
+                label: o.label,
             }
         }
         "run" => {
@@ -428,6 +439,7 @@ mod tests {
             targets: None,
             block: true,
             timeout: None,
+            label: None,
         }
     }
 
@@ -435,12 +447,17 @@ mod tests {
     fn px_and_its_options() {
         assert_eq!(parse("%px 1 + 1", false).unwrap(), px("1 + 1"));
         assert_eq!(
-            parse("%px --targets 0,2 --noblock --timeout 1.5 loop {}", false).unwrap(),
+            parse(
+                "%px --targets 0,2 --noblock --timeout 1.5 --label fit-1 loop {}",
+                false
+            )
+            .unwrap(),
             Command::Px {
                 code: "loop {}".into(),
                 targets: Some(TargetSpec::Ids(vec![0, 2])),
                 block: false,
                 timeout: Some(Duration::from_millis(1500)),
+                label: Some("fit-1".into()),
             }
         );
         assert_eq!(
@@ -450,6 +467,7 @@ mod tests {
                 targets: Some(TargetSpec::Ids(vec![0, 1, 2])),
                 block: true,
                 timeout: None,
+                label: None,
             }
         );
         assert_eq!(parse("%px -1", false).unwrap(), px("-1"));

@@ -36,7 +36,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "px",
         aliases: &[],
-        usage: "%px [--targets SPEC] [--noblock] [--timeout SECS] CODE",
+        usage: "%px [--targets SPEC] [--noblock] [--timeout SECS] [--label L] CODE",
         summary: "run Rhai code on the targets",
         help: "Runs CODE on every target engine, in its persistent namespace (top-level\n\
                `let` variables and `fn` definitions stay). Output streams in as\n\
@@ -46,6 +46,7 @@ pub const COMMANDS: &[Spec] = &[
                --targets SPEC   other engines than the current targets (all, 0,2, 0-3)\n\
                --noblock        return at once; %wait or %result show the outcome\n\
                --timeout SECS   stop the code on the engines after SECS seconds\n\
+               --label L        label its task records L (found with db_query's $glob)\n\
                Ctrl-C interrupts the code on the engines and returns to the prompt.",
     },
     Spec {

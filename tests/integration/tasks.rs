@@ -2,6 +2,7 @@
 //! results fetched by other clients, a hub killed and restarted on SQLite.
 
 use crate::support::{self, cluster, cluster_with, zpar_bin, WAIT};
+use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use zpar::{Client, Error, Value};
@@ -400,4 +401,65 @@ fn sixteen_clients_at_once_each_get_exactly_their_own_results() {
         .iter()
         .fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
     eprintln!("16 clients: {lo:.0} to {hi:.0} tasks/s each");
+}
+
+/// Labels: every request of a labelled view, direct or load-balanced, keeps
+/// its label in the hub's records, in memory and in SQLite, and `$glob`
+/// finds them.
+#[test]
+fn labelled_requests_are_found_by_glob_in_memory_and_sqlite_records() {
+    let _watchdog = support::watchdog();
+    let dir = std::env::temp_dir().join(format!("zpar-labels-{}", zpar_protocol::new_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = format!("sqlite:{}", dir.join("tasks.db").display());
+    for hub_args in [vec![], vec!["--db", db.as_str()]] {
+        let (_cluster, client) = cluster_with(2, &hub_args, &[]);
+        client
+            .all()
+            .label("fit-1")
+            .execute("1")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        client
+            .load_balanced()
+            .label("fit-2")
+            .apply("|x| x + 1", vec![Value::Int(1)])
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        client
+            .all()
+            .label("other")
+            .execute("2")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        client
+            .all()
+            .execute("3")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        let fits = client
+            .db_query(
+                json!({"label": {"$glob": "fit-*"}}),
+                Some(&["label", "msg_type"]),
+            )
+            .unwrap();
+        let mut labels: Vec<&str> = fits.iter().filter_map(|r| r["label"].as_str()).collect();
+        labels.sort();
+        assert_eq!(
+            labels,
+            ["fit-1", "fit-1", "fit-2"],
+            "{hub_args:?}: {fits:?}"
+        );
+        let other = client.db_query(json!({"label": "other"}), None).unwrap();
+        assert_eq!(other.len(), 2, "{hub_args:?}");
+        let bad = client
+            .db_query(json!({"label": {"$glob": 7}}), None)
+            .unwrap_err();
+        assert!(bad.to_string().contains("$glob takes a pattern"), "{bad}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }

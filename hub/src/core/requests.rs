@@ -56,6 +56,17 @@ fn stream_frames(raw: &RawMessage) -> Option<u32> {
         .and_then(|m| m.stream_frames)
 }
 
+/// The request's `label`, if its metadata gives one (read only then).
+fn label_of(raw: &RawMessage) -> Option<String> {
+    if !mentions(&raw.metadata, b"\"label\"") {
+        return None;
+    }
+    raw.metadata()
+        .ok()
+        .and_then(|m| RequestMetadata::from_map(&m).ok())
+        .and_then(|m| m.label)
+}
+
 /// Whether a signed JSON frame holds `needle` (a quick test before a parse).
 pub(super) fn mentions(frame: &[u8], needle: &[u8]) -> bool {
     frame.windows(needle.len()).any(|w| w == needle)
@@ -100,6 +111,7 @@ impl HubCore {
             stderr: String::new(),
             ename: None,
             evalue: None,
+            label: label_of(raw),
         }
     }
 

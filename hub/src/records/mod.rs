@@ -229,6 +229,7 @@ mod tests {
             stderr: String::new(),
             ename: None,
             evalue: None,
+            label: None,
         }
     }
 
@@ -244,7 +245,12 @@ mod tests {
     fn exercise(mut store: Records) {
         store.insert(rec("a", Some(0), PENDING)).unwrap();
         store.insert(rec("a", Some(1), PENDING)).unwrap();
-        store.insert(rec("t", None, PENDING)).unwrap();
+        store
+            .insert(TaskRecord {
+                label: Some("fit-7".into()),
+                ..rec("t", None, PENDING)
+            })
+            .unwrap();
         assert!(store.update("a", Some(1), finish).unwrap());
         assert!(!store.update("zz", Some(1), finish).unwrap());
         // an unassigned task gets its engine on update
@@ -274,10 +280,55 @@ mod tests {
         let q = store.query(&f).unwrap();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].msg_id, "t");
+        // Labels are kept, shown and matched by glob.
+        let fits = Filter::parse(&json!({"label": {"$glob": "fit-*"}})).unwrap();
+        let q = store.query(&fits).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].to_json(Some(&["label".to_string()]))["label"], "fit-7");
+        let none = Filter::parse(&json!({"label": {"$glob": "fit-?x"}})).unwrap();
+        assert!(store.query(&none).unwrap().is_empty());
         assert_eq!(store.max_engine().unwrap(), Some(4));
         assert_eq!(store.pending().unwrap().len(), 1);
         assert_eq!(store.purge(&[], true).unwrap(), 2, "pending records stay");
         assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn globs_match_as_fnmatch_does() {
+        use super::record::glob_matches as g;
+        assert!(g("fit-*", "fit-"));
+        assert!(g("fit-*", "fit-12"));
+        assert!(!g("fit-*", "fix-12"));
+        assert!(g("*", ""));
+        assert!(g("a?c", "abc") && !g("a?c", "ac"));
+        assert!(g("*b*b*", "abcbd") && !g("*b*b*", "abcd"));
+        assert!(g("run[0-9]", "run7") && !g("run[0-9]", "runx"));
+        assert!(g("run[!0-9]", "runx") && !g("run[!0-9]", "run7"));
+        assert!(
+            g("[]]", "]") && g("a[", "a["),
+            "a ] first is itself, an unclosed [ too"
+        );
+        assert!(g("é*", "été"));
+        assert!(!g("abc", "abcd") && !g("abcd", "abc"));
+    }
+
+    #[test]
+    fn a_database_without_labels_gets_the_column() {
+        let dir = std::env::temp_dir().join(format!("zpar-records-{}", zpar_protocol::new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        let old = rusqlite::Connection::open(&path).unwrap();
+        old.execute_batch(&sqlite::SCHEMA.replace("    label TEXT,\n", ""))
+            .unwrap();
+        drop(old);
+        let mut store = Records::sqlite(&path, 1 << 20).unwrap();
+        let mut r = rec("l", Some(0), PENDING);
+        r.label = Some("old-db".into());
+        finish(&mut r);
+        store.insert(r).unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.get("l").unwrap()[0].label.as_deref(), Some("old-db"));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct TaskRecord {
     pub ename: Option<String>,
     /// Error message, on error.
     pub evalue: Option<String>,
+    /// The label the client gave the request (metadata `label`).
+    pub label: Option<String>,
 }
 
 /// Fields a query can test.
@@ -99,6 +101,7 @@ pub const FIELDS: &[&str] = &[
     "received",
     "status",
     "ename",
+    "label",
 ];
 
 impl TaskRecord {
@@ -131,6 +134,7 @@ impl TaskRecord {
             "received" => json!(self.received.map(iso)),
             "status" => json!(self.status.as_str()),
             "ename" => json!(self.ename),
+            "label" => json!(self.label),
             _ => Json::Null,
         }
     }
@@ -170,10 +174,14 @@ enum Cond {
     Gt(Json),
     Ge(Json),
     In(Vec<Json>),
+    /// A text field matching a shell-style pattern (`*`, `?`, `[abc]`,
+    /// `[!abc]`, `[a-z]`), as Python's `fnmatch` (ipyparallel's `$glob`).
+    Glob(String),
 }
 
 /// A parsed query: `{field: value}` for equality, or
-/// `{field: {"$lt": v, "$gte": w, "$ne": x, "$in": [..]}}`; all must hold.
+/// `{field: {"$lt": v, "$gte": w, "$ne": x, "$in": [..], "$glob": p}}`;
+/// all must hold.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Filter(Vec<(String, Cond)>);
 
@@ -212,7 +220,11 @@ impl Filter {
                                 Json::Array(a) => Cond::In(a.clone()),
                                 _ => return Err(format!("{field}: $in takes an array")),
                             },
-                            other => return Err(format!("{field}: unknown operator {other:?} ($eq $ne $lt $lte $gt $gte $in)")),
+                            "$glob" => match arg {
+                                Json::String(p) => Cond::Glob(p.clone()),
+                                _ => return Err(format!("{field}: $glob takes a pattern (text)")),
+                            },
+                            other => return Err(format!("{field}: unknown operator {other:?} ($eq $ne $lt $lte $gt $gte $in $glob)")),
                         };
                         conds.push((field.clone(), c));
                     }
@@ -241,6 +253,7 @@ impl Filter {
                 Cond::Le(y) => order(&v, &x(y)).is_some_and(|o| o.is_le()),
                 Cond::Gt(y) => order(&v, &x(y)).is_some_and(|o| o.is_gt()),
                 Cond::Ge(y) => order(&v, &x(y)).is_some_and(|o| o.is_ge()),
+                Cond::Glob(p) => v.as_str().is_some_and(|s| glob_matches(p, s)),
             }
         })
     }
@@ -255,6 +268,69 @@ fn iso(secs: f64) -> String {
     zpar_protocol::header::iso8601(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs.max(0.0)),
     )
+}
+
+/// Whether `text` matches the shell-style `pattern` whole: `*` any run of
+/// characters, `?` one, `[abc]`, `[a-z]` and `[!abc]` one of (or none of) a
+/// set; anything else itself. An unclosed `[` is itself.
+pub(crate) fn glob_matches(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Backtracking over the last `*`: linear in practice, and never worse
+    // than |p| × |t|.
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < t.len() {
+        let step = match p.get(i) {
+            Some('*') => {
+                star = Some((i, j));
+                i += 1;
+                continue;
+            }
+            Some('?') => Some(i + 1),
+            Some('[') => set_match(&p, i, t[j]).and_then(|(hit, end)| hit.then_some(end)),
+            Some(c) if *c == t[j] => Some(i + 1),
+            _ => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                i = next;
+                j += 1;
+            }
+            (None, Some((si, sj))) => {
+                i = si + 1;
+                j = sj + 1;
+                star = Some((si, sj + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// The set `[...]` opening at `p[at]` against `c`: whether it matches, and
+/// where the pattern goes on; a `[` without its `]` is a plain `[`.
+fn set_match(p: &[char], at: usize, c: char) -> Option<(bool, usize)> {
+    let mut k = at + 1;
+    let negate = p.get(k) == Some(&'!');
+    if negate {
+        k += 1;
+    }
+    let first = k;
+    let mut hit = false;
+    while k < p.len() && (p[k] != ']' || k == first) {
+        if p.get(k + 1) == Some(&'-') && p.get(k + 2).is_some_and(|e| *e != ']') {
+            hit |= p[k] <= c && c <= p[k + 2];
+            k += 3;
+        } else {
+            hit |= p[k] == c;
+            k += 1;
+        }
+    }
+    if k >= p.len() {
+        return Some((c == '[', at + 1));
+    }
+    Some((hit != negate, k + 1))
 }
 
 fn same(a: &Json, b: &Json) -> bool {

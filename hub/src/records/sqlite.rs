@@ -33,7 +33,7 @@ fn key_of(engine: Option<u32>) -> i64 {
     engine.map_or(-1, i64::from)
 }
 
-const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (
     msg_id TEXT NOT NULL,
     engine INTEGER,
@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     ename TEXT,
     evalue TEXT,
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    label TEXT,
     UNIQUE (msg_id, engine_key)
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status);
@@ -143,6 +144,13 @@ impl SqliteStore {
         // kept and written at the next commit, and the replies wait.
         conn.busy_timeout(std::time::Duration::from_millis(250))?;
         conn.execute_batch(SCHEMA)?;
+        // A database an older hub wrote has no `label` column: added empty.
+        let has_label = conn
+            .prepare("SELECT 1 FROM pragma_table_info('tasks') WHERE name = 'label'")?
+            .exists([])?;
+        if !has_label {
+            conn.execute_batch("ALTER TABLE tasks ADD COLUMN label TEXT")?;
+        }
         Ok(SqliteStore {
             conn,
             in_tx: false,
@@ -237,8 +245,8 @@ impl SqliteStore {
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO tasks (msg_id, engine, engine_key, client, msg_type, channel, submitted, started,
-                 completed, received, status, request, request_buffers, result, result_buffers, stdout, stderr, ename, evalue)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                 completed, received, status, request, request_buffers, result, result_buffers, stdout, stderr, ename, evalue, label)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             )?
             .execute(params![
                 r.msg_id,
@@ -260,6 +268,7 @@ impl SqliteStore {
                 r.stderr,
                 r.ename,
                 r.evalue,
+                r.label,
             ])?;
         Ok(())
     }
@@ -300,6 +309,7 @@ impl SqliteStore {
             stderr: row.get("stderr")?,
             ename: row.get("ename")?,
             evalue: row.get("evalue")?,
+            label: row.get("label")?,
         })
     }
 

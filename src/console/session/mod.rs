@@ -196,7 +196,8 @@ impl Session {
                 targets,
                 block,
                 timeout,
-            } => self.px(&code, &targets, block, timeout),
+                label,
+            } => self.px(&code, &targets, block, timeout, &label),
             Command::Run { path, targets } => self.run_file(&path, &targets),
             Command::Autopx => {
                 self.autopx = !self.autopx;

@@ -18,9 +18,13 @@ impl Session {
         targets: &Option<TargetSpec>,
         block: bool,
         timeout: Option<Duration>,
+        label: &Option<String>,
     ) -> Result<Status> {
         self.ensure_hub()?;
-        let (view, ids) = self.view(targets)?;
+        let (mut view, ids) = self.view(targets)?;
+        if let Some(label) = label {
+            view = view.label(label.clone());
+        }
         let options = ExecuteOptions {
             timeout,
             ..Default::default()
