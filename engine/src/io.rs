@@ -27,16 +27,39 @@ use zpar_protocol::{
 /// the hub drops (None if every frame fits).
 fn oversized(raw: &zpar_protocol::RawMessage, limit: usize) -> Option<String> {
     let (frame, bytes) = [
-        ("content (its values)", raw.content.len()),
-        ("metadata (its printed output)", raw.metadata.len()),
+        ("content", raw.content.len()),
+        ("metadata", raw.metadata.len()),
     ]
     .into_iter()
     .find(|(_, bytes)| *bytes > limit)?;
     Some(format!(
         "the reply's {frame} is {bytes} bytes of JSON, more than the {limit} one message \
          frame may hold, so the engine sent this error instead: values of 1 MiB or more \
-         travel as buffers by themselves, so print less, or ask for fewer values at once"
+         travel as buffers by themselves, so this is an error message or many values at \
+         once: ask for fewer values at once"
     ))
+}
+
+/// Cuts `text` to about `keep` bytes, its first and last halves, with a
+/// note of how much was left out between them.
+fn shorten_output(text: &mut String, keep: usize) {
+    if text.len() <= keep {
+        return;
+    }
+    let mut head = keep / 2;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - keep / 2;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    *text = format!(
+        "{}\n[zpar] ... {} bytes of output left out: more than one message may carry ...\n{}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    );
 }
 
 /// The engine's DEALERs to the hub's engine-facing ROUTERs.
@@ -224,21 +247,22 @@ impl Io {
         let limit = self.session.limits.max_json_frame;
         if raw.content.len() > limit {
             // The hub's iopub would drop the connection that carried it:
-            // a notice goes instead (the reply still says how it ended).
+            // a notice goes instead, a stream message of its own (the
+            // reply still says how the request ended).
             warn!(
                 msg_type,
                 bytes = raw.content.len(),
                 "iopub message too large; a notice sent instead"
             );
-            msg.content = Content::Stream(Stream {
+            let notice = Stream {
                 name: "stderr".into(),
                 text: format!(
                     "[zpar] a {msg_type} output of {} bytes was not sent: more than the {limit} \
                      one message frame may hold\n",
                     raw.content.len()
                 ),
-            });
-            raw = self.session.encode(&msg);
+            };
+            return self.publish(msg.parent_header, Content::Stream(notice));
         }
         raw.identities = vec![zmq::Message::from(topic.as_bytes())];
         let frames = raw.into_frames();
@@ -348,7 +372,24 @@ impl Io {
             &metadata,
             content,
         );
-        if let Some(refusal) = oversized(&raw, self.session.limits.max_json_frame) {
+        let limit = self.session.limits.max_json_frame;
+        let metadata = if raw.metadata.len() > limit {
+            // Printed output past what a message carries: its ends are
+            // kept, with a note; the request's outcome stands.
+            let mut m = metadata.into_owned();
+            for stream in ["stdout", "stderr"] {
+                if let Some(Json::String(text)) = m.get_mut(stream) {
+                    shorten_output(text, limit / 4);
+                }
+            }
+            raw = self
+                .session
+                .encode_parts(&to.identities, &header, Some(&to.header), &m, content);
+            Cow::Owned(m)
+        } else {
+            metadata
+        };
+        if let Some(refusal) = oversized(&raw, limit) {
             // The hub would drop it and the client wait for good: the
             // client gets this error instead, at once.
             warn!(msg_id = %to.header.msg_id, "{refusal}");

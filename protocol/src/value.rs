@@ -227,11 +227,11 @@ impl Value {
 
     /// Decodes JSON whose buffer markers index into `buffers`.
     pub fn decode(json: &Json, buffers: &[zmq::Message]) -> Result<Value> {
-        Value::decode_nested(json, buffers, 0)
+        Value::decode_nested(json, buffers, &mut TextsSeen::default())
     }
 
-    /// Decodes at `depth` `json` markers deep.
-    fn decode_nested(json: &Json, buffers: &[zmq::Message], depth: usize) -> Result<Value> {
+    /// Decodes, `seen` holding the `json` texts decoded so far.
+    fn decode_nested(json: &Json, buffers: &[zmq::Message], seen: &mut TextsSeen) -> Result<Value> {
         Ok(match json {
             Json::Null => Value::Unit,
             Json::Bool(b) => Value::Bool(*b),
@@ -242,12 +242,12 @@ impl Value {
             Json::String(s) => Value::Str(s.clone()),
             Json::Array(a) => Value::Array(
                 a.iter()
-                    .map(|v| Value::decode_nested(v, buffers, depth))
+                    .map(|v| Value::decode_nested(v, buffers, seen))
                     .collect::<Result<_>>()?,
             ),
             Json::Object(obj) => match obj.get(TAG) {
-                None => Value::Map(decode_map(obj, buffers, depth)?),
-                Some(tag) => decode_tagged(tag, obj, buffers, depth)?,
+                None => Value::Map(decode_map(obj, buffers, seen)?),
+                Some(tag) => decode_tagged(tag, obj, buffers, seen)?,
             },
         })
     }
@@ -610,8 +610,9 @@ fn collect_segments(json: &Json, out: &mut Vec<String>) {
                     }
                 }
             }
+            let marker = o.contains_key(TAG);
             o.iter()
-                .filter(|(k, _)| *k != "holds")
+                .filter(|(k, _)| !(marker && *k == "holds"))
                 .for_each(|(_, v)| collect_segments(v, out));
         }
         _ => {}
@@ -621,11 +622,21 @@ fn collect_segments(json: &Json, out: &mut Vec<String>) {
 fn decode_map(
     obj: &Map<String, Json>,
     buffers: &[zmq::Message],
-    depth: usize,
+    seen: &mut TextsSeen,
 ) -> Result<BTreeMap<String, Value>> {
     obj.iter()
-        .map(|(k, v)| Ok((k.clone(), Value::decode_nested(v, buffers, depth)?)))
+        .map(|(k, v)| Ok((k.clone(), Value::decode_nested(v, buffers, seen)?)))
         .collect()
+}
+
+/// The `json` texts one decode has parsed (by where they are) and how deep
+/// it is in them. A text is parsed at most once and at most
+/// [`MAX_TEXT_NESTING`] deep, so a message whose texts name each other,
+/// or one text many times, is refused instead of parsed without end.
+#[derive(Default)]
+struct TextsSeen {
+    depth: usize,
+    places: std::collections::HashSet<String>,
 }
 
 /// Bytes per element of a buffer marker's kind.
@@ -636,33 +647,43 @@ fn width_of(kind: &str) -> usize {
     }
 }
 
-/// A `str` or `json` marker's value, from its bytes.
+/// A `str` or `json` marker's value, from its bytes (`place`: where its
+/// text is, its first buffer or its segment).
 fn decode_text(
     kind: &str,
+    place: String,
     bytes: Vec<u8>,
     buffers: &[zmq::Message],
-    depth: usize,
+    seen: &mut TextsSeen,
 ) -> Result<Value> {
     let text = String::from_utf8(bytes)
         .map_err(|e| ProtocolError::Value(format!("a {kind} value is not UTF-8: {e}")))?;
     if kind == "str" {
         return Ok(Value::Str(text));
     }
-    if depth >= MAX_TEXT_NESTING {
+    if seen.depth >= MAX_TEXT_NESTING {
         return Err(ProtocolError::Value(format!(
             "json markers nest deeper than {MAX_TEXT_NESTING}"
         )));
     }
+    if !seen.places.insert(place) {
+        return Err(ProtocolError::Value(
+            "a json text is named twice in one message".into(),
+        ));
+    }
     let json: Json = serde_json::from_str(&text)
         .map_err(|e| ProtocolError::Value(format!("a json value is not JSON: {e}")))?;
-    Value::decode_nested(&json, buffers, depth + 1)
+    seen.depth += 1;
+    let value = Value::decode_nested(&json, buffers, seen);
+    seen.depth -= 1;
+    value
 }
 
 fn decode_tagged(
     tag: &Json,
     obj: &Map<String, Json>,
     buffers: &[zmq::Message],
-    depth: usize,
+    seen: &mut TextsSeen,
 ) -> Result<Value> {
     let field = |name: &str| {
         obj.get(name)
@@ -683,7 +704,7 @@ fn decode_tagged(
             ))),
         },
         Some("map") => match field("v")? {
-            Json::Object(inner) => Ok(Value::Map(decode_map(inner, buffers, depth)?)),
+            Json::Object(inner) => Ok(Value::Map(decode_map(inner, buffers, seen)?)),
             _ => Err(ProtocolError::Value(
                 "a map marker's \"v\" is not an object".into(),
             )),
@@ -693,8 +714,12 @@ fn decode_tagged(
         Some(kind @ ("str" | "json")) => {
             let mut as_bytes = obj.clone();
             as_bytes.insert(TAG.into(), json!("bytes"));
-            match decode_tagged(&json!("bytes"), &as_bytes, buffers, depth)? {
-                Value::Bytes(bytes) => decode_text(kind, bytes, buffers, depth),
+            let place = match (obj.get("shm"), obj.get("buffer")) {
+                (Some(shm), _) => format!("shm {shm}"),
+                (None, buffer) => format!("buffer {}", buffer.unwrap_or(&Json::Null)),
+            };
+            match decode_tagged(&json!("bytes"), &as_bytes, buffers, seen)? {
+                Value::Bytes(bytes) => decode_text(kind, place, bytes, buffers, seen),
                 _ => unreachable!("a bytes marker decodes to bytes"),
             }
         }
@@ -1176,7 +1201,24 @@ mod tests {
             len = text.len();
         };
         let e = Value::decode(&marker("json", len), &frame(&me)).unwrap_err();
-        assert!(e.to_string().contains("nest deeper"), "{e}");
+        assert!(e.to_string().contains("named twice"), "{e}");
+        // A text that names another text twice: refused, not parsed twice.
+        let inner = br#"[1, 2]"#.to_vec();
+        let twice = serde_json::to_vec(&json!([
+            marker("json", inner.len()),
+            marker("json", inner.len())
+        ]))
+        .unwrap();
+        let buffers = vec![
+            zmq::Message::from(&inner[..]),
+            zmq::Message::from(&twice[..]),
+        ];
+        let outer = json!({"$zpar": "json", "buffer": 1, "frames": 1, "len": twice.len()});
+        let e = Value::decode(&outer, &buffers).unwrap_err();
+        assert!(e.to_string().contains("named twice"), "{e}");
+        // A user's map key "holds" is no marker's: its segments are listed.
+        let m = json!({"holds": {"$zpar": "f64", "shm": "zpar-1-x", "offset": 0, "len": 1, "host": "h"}});
+        assert_eq!(shared_segments(&m), vec!["zpar-1-x".to_string()]);
     }
 
     #[test]

@@ -205,13 +205,56 @@ fn read_connection(config: &ConsoleConfig) -> Result<ClientConnection> {
     Ok(zpar_protocol::connection::read_connection_file(path)?)
 }
 
+/// Whether a process on this machine runs as `zpar hub` or `zpar cluster
+/// start` for the profile `dir` (read from its arguments: `--profile-dir`,
+/// `--profile`, or neither for the default profile; Linux, false where
+/// `/proc` says nothing).
+fn a_hub_is_starting(dir: &Path) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            return false;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .skip(1)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let starting = match args.first().map(String::as_str) {
+            Some("hub") => true,
+            Some("cluster") => args.get(1).is_some_and(|a| a == "start"),
+            _ => false,
+        };
+        starting && profile_of(&args) == dir
+    })
+}
+
+/// The profile folder a `zpar` command line names.
+fn profile_of(args: &[String]) -> PathBuf {
+    let value = |flag: &str| {
+        args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix(&format!("{flag}="))
+                .map(str::to_string)
+                .or_else(|| (a == flag).then(|| args.get(i + 1).cloned()).flatten())
+        })
+    };
+    let dir = value("--profile-dir").map(PathBuf::from);
+    Profile::resolve(value("--profile").as_deref(), dir.as_deref()).dir
+}
+
 /// The profile `dir` has no connection file `file`: one is worth waiting for
-/// only if the profile records a cluster whose hub runs (started, its files
-/// not written yet); otherwise says at once what is missing.
+/// if the profile records a cluster whose hub runs, or if no cluster is
+/// recorded but a zpar hub or cluster is starting on this machine (its
+/// files not written yet: `zpar hub &` then `zpar console`, or a `cluster
+/// start` still waiting for its engines); otherwise says at once what is
+/// missing.
 fn a_hub_may_come(dir: &Path, file: &Path) -> Result<()> {
     let record = dir.join(zpar_client::cluster::PID_FILE);
     match zpar_protocol::connection::read_json_file::<zpar_client::cluster::ClusterPids>(&record) {
         Ok(pids) if pids.is_running(pids.hub) => Ok(()),
+        Err(_) if a_hub_is_starting(dir) => Ok(()),
         Ok(pids) => bail!(
             "the cluster recorded in {} has lost its hub (pid {} is gone): `zpar cluster stop` \
              ends what is left, then `zpar cluster start` a new one",
@@ -225,5 +268,28 @@ fn a_hub_may_come(dir: &Path, file: &Path) -> Result<()> {
             file.display(),
             zpar_client::cluster::PID_FILE
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_line_names_its_profile() {
+        let args = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            profile_of(&args("hub --profile-dir /tmp/p")),
+            PathBuf::from("/tmp/p")
+        );
+        assert_eq!(
+            profile_of(&args("hub --profile-dir=/tmp/q --ip 0.0.0.0")),
+            PathBuf::from("/tmp/q")
+        );
+        assert_eq!(
+            profile_of(&args("cluster start --profile x -n 2")),
+            Profile::named("x").dir
+        );
+        assert_eq!(profile_of(&args("hub")), Profile::named("default").dir);
     }
 }

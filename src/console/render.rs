@@ -237,18 +237,20 @@ fn without_own_id(rest: &str, id: u32) -> String {
     let mut from = rest;
     while let Some(at) = from.find("ngine ") {
         // `engine N` or `Engine N`, as a word, N being this engine's id.
-        let Some(start) = at.checked_sub(1) else {
+        // The letter before `ngine` is checked as a char: it may be any.
+        let first = from[..at].chars().next_back();
+        let Some(first @ ('e' | 'E')) = first else {
             out.push_str(&from[..at + 6]);
             from = &from[at + 6..];
             continue;
         };
-        let first = &from[start..at];
+        let start = at - 1; // `e` and `E` are one byte
         let after = &from[at + 6..];
         let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
         let word_start = !from[..start].ends_with(|c: char| c.is_alphanumeric());
-        if (first == "e" || first == "E") && word_start && after[..digits] == own {
+        if word_start && after[..digits] == own {
             out.push_str(&from[..start]);
-            out.push_str(if first == "E" {
+            out.push_str(if first == 'E' {
                 "The engine"
             } else {
                 "the engine"
@@ -271,11 +273,18 @@ fn without_own_id(rest: &str, id: u32) -> String {
 pub fn group_lines(lines: Vec<String>, colour: bool) -> Vec<String> {
     let mut ids: std::collections::HashMap<(&'static str, String), Vec<u32>> =
         std::collections::HashMap::new();
+    // Only an error names its engine in its text; a value or a printed
+    // line is shown as it is.
+    let key = |open: &'static str, id: u32, rest: &str| {
+        if open == "[" && rest.starts_with(":error]") {
+            (open, without_own_id(rest, id))
+        } else {
+            (open, rest.to_string())
+        }
+    };
     for line in &lines {
         if let Some((open, id, rest)) = split_engine(line) {
-            ids.entry((open, without_own_id(rest, id)))
-                .or_default()
-                .push(id);
+            ids.entry(key(open, id, rest)).or_default().push(id);
         }
     }
     let mut out = Vec::with_capacity(lines.len());
@@ -285,7 +294,7 @@ pub fn group_lines(lines: Vec<String>, colour: bool) -> Vec<String> {
             out.push(paint_prefix(line, colour));
             continue;
         };
-        let key = (open, without_own_id(rest, id));
+        let key = key(open, id, rest);
         let group = &ids[&key];
         if group.len() < GROUP_FROM {
             out.push(paint_prefix(line, colour));
@@ -673,6 +682,15 @@ mod tests {
             without_own_id("Engine 3: reengine 3, engine 31, engine 3.", 3),
             "The engine: reengine 3, engine 31, the engine."
         );
+        assert_eq!(
+            without_own_id("Éngine 3, éngine 3", 3),
+            "Éngine 3, éngine 3"
+        );
+        // A value that names its engine is a value: never folded.
+        let values: Vec<String> = (0..8)
+            .map(|i| format!("Out[{i}:1]: \"engine {i}\""))
+            .collect();
+        assert_eq!(group_lines(values.clone(), false), values);
         assert_eq!(engines(&[0, 1, 2]), "engines 0-2");
     }
 }

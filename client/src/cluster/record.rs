@@ -74,15 +74,20 @@ impl ClusterPids {
     }
 
     /// Whether `pid` runs and is the process recorded, not one that got
-    /// its pid since.
+    /// its pid since: its start time is the recorded one, or, in a record
+    /// from before start times were kept, it runs as zpar's hub or engine
+    /// (`BIN hub ...`, `BIN engine ...`).
     pub fn is_running(&self, pid: u32) -> bool {
         process_alive(pid)
-            && self.started.as_ref().is_none_or(|s| {
-                Some(&s.boot) == boot_id().as_ref()
-                    && s.ticks
-                        .get(&pid)
-                        .is_some_and(|t| start_ticks(pid) == Some(*t))
-            })
+            && match &self.started {
+                Some(s) => {
+                    Some(&s.boot) == boot_id().as_ref()
+                        && s.ticks
+                            .get(&pid)
+                            .is_some_and(|t| start_ticks(pid) == Some(*t))
+                }
+                None => runs_as_hub_or_engine(pid),
+            }
     }
 
     /// The recorded processes still running.
@@ -106,7 +111,9 @@ impl ClusterPids {
 
     /// Ends the recorded processes still running: SIGTERM (the hub and
     /// engines stop at once on it), then SIGKILL to those still running
-    /// after `grace`, and up to `grace` again for them to go.
+    /// after `grace`, and up to `grace` again for them to go. Only
+    /// processes known to be the recorded ones ([`Self::is_running`]) are
+    /// signalled: a pid the system has given to anything else never is.
     pub fn terminate(&self, grace: Duration) -> Ending {
         let terminated = self.running();
         for &p in &terminated {
@@ -123,6 +130,17 @@ impl ClusterPids {
             left,
         }
     }
+}
+
+/// Whether `pid` runs as zpar's hub or engine: its first argument is
+/// `hub` or `engine` (Linux; false where `/proc` says nothing).
+fn runs_as_hub_or_engine(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline
+            .split(|b| *b == 0)
+            .nth(1)
+            .is_some_and(|role| role == b"hub" || role == b"engine")
+    })
 }
 
 /// Sends `sig` to `pid`; never to a process group (pid 0 or one that
@@ -194,10 +212,16 @@ mod tests {
             rebooted.started.as_mut().unwrap().boot = "another boot".into();
             assert!(!rebooted.is_running(me));
         }
-        // A record without start times (older zpar) trusts its pids.
+        // A record without start times (older zpar) takes a pid for its
+        // own only if it runs as zpar's hub or engine: this test process
+        // does not, so it is neither counted nor signalled.
         let json = format!(r#"{{"hub": {me}, "engines": []}}"#);
         let old: ClusterPids = serde_json::from_str(&json).unwrap();
-        assert!(old.is_running(me));
+        assert!(!old.is_running(me));
+        assert!(old
+            .terminate(Duration::from_millis(10))
+            .terminated
+            .is_empty());
         let back: ClusterPids =
             serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
         assert_eq!(back, record);

@@ -33,6 +33,14 @@
 //! Errors are script errors; the engine reports them with the line and
 //! column of the call.
 
+/// The toolkit's methods of numeric arrays that a plain array lacks (or
+/// takes only some of): a call of one on a plain array is explained as
+/// "make it a numeric array first".
+pub const NUMERIC_METHODS: &[&str] = &[
+    "sum", "mean", "min", "max", "argmin", "argmax", "dot", "norm", "cumsum", "abs", "sqrt", "exp",
+    "ln", "powf", "concat", "filter", "drop_nan", "to_f64", "to_i64", "slice",
+];
+
 pub mod build;
 pub mod elementwise;
 pub mod reduce;

@@ -268,8 +268,8 @@ fn explain_missing(mut e: ScriptError, engine_id: u32, natives: &[String]) -> Sc
         return e;
     };
     let name = call.split([' ', '(']).next().unwrap_or(call).to_string();
-    if call.contains("(array") {
-        // A numeric toolkit method on a plain array, most likely.
+    if call.contains("(array") && crate::arrays::NUMERIC_METHODS.contains(&name.as_str()) {
+        // A numeric toolkit method on a plain array.
         e.message = format!(
             "engine {engine_id} has no function {call}: plain arrays of numbers take sum, mean, \
              min, max, argmin, argmax, dot and norm; for `{name}` make it a numeric array first: \

@@ -37,7 +37,8 @@ pub(crate) fn parts_of(raw: &RawMessage, small: bool) -> Parts {
             Vec::new()
         },
         buffers_dropped: !small,
-        in_shared_memory: mentions(&raw.content, b"\"shm\"")
+        in_shared_memory: (mentions(&raw.content, b"\"shm\"")
+            || mentions(&raw.content, b"\"holds\""))
             && serde_json::from_slice::<serde_json::Value>(&raw.content)
                 .is_ok_and(|c| !zpar_protocol::value::shared_segments(&c).is_empty()),
     }
