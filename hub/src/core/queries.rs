@@ -11,8 +11,8 @@ use tracing::{info, warn};
 use zpar_protocol::error::Chain;
 use zpar_protocol::{
     Channel, ConnectionReply, Content, DbReply, EngineNotification, EngineQueue, ErrorClass,
-    Header, HistoryReply, Message, QueueReply, RawMessage, RecordStatus, RegistrationReply,
-    RegistrationRequest, ResubmitReply, ResultReply, Status, TaskReply,
+    Header, HistoryReply, Message, MessageType, QueueReply, RawMessage, RecordStatus,
+    RegistrationReply, RegistrationRequest, ResubmitReply, ResultReply, Status, TaskReply,
 };
 
 impl HubCore {
@@ -156,8 +156,28 @@ impl HubCore {
         };
         let mut reply = msg.reply(&self.session, reply_content);
         reply.buffers = buffers;
-        let frames = self.session.encode_owned(reply).into_frames();
-        self.held.push(Action::ToQuery { frames });
+        let mut raw = self.session.encode_owned(reply);
+        let limit = self.session.limits.max_json_frame;
+        if raw.content.len() > limit {
+            // The client would drop it and wait for its timeout: it gets
+            // this error instead.
+            let why = format!(
+                "the hub's answer to this {} is {} bytes of JSON, more than the {limit} one \
+                 message frame may hold: ask for less at once (fewer msg ids, a narrower query, \
+                 or only some keys)",
+                msg.header.msg_type,
+                raw.content.len()
+            );
+            warn!("{why}");
+            let refusal = msg.reply(
+                &self.session,
+                query_error(&msg.header.msg_type, ErrorClass::TooLarge, why),
+            );
+            raw = self.session.encode_owned(refusal);
+        }
+        self.held.push(Action::ToQuery {
+            frames: raw.into_frames(),
+        });
         if stop {
             self.stop_engines(out);
             self.on_tick(out);
@@ -215,6 +235,7 @@ impl HubCore {
     /// Answers a signed query whose content does not fit its type.
     fn refuse_query(&mut self, identities: Vec<Vec<u8>>, request: Header, why: String) {
         let reply_type = Content::reply_type_for(&request.msg_type);
+        let content = query_error(&request.msg_type, ErrorClass::BadRequest, why);
         let msg = Message {
             identities,
             header: self.session.header(&reply_type),
@@ -224,10 +245,7 @@ impl HubCore {
                 ..Default::default()
             }
             .to_map(),
-            content: Content::task_reply_of(
-                &reply_type,
-                TaskReply::error(ErrorClass::BadRequest.as_str(), why),
-            ),
+            content,
             buffers: vec![],
         };
         let frames = self.session.encode_owned(msg).into_frames();
@@ -413,6 +431,26 @@ impl HubCore {
         rec.evalue = None;
         rec.request.header = serde_json::to_string(header).expect("json");
         rec
+    }
+}
+
+/// An error answer to a query of type `request_type`, in the shape its
+/// reply has: a `db_reply` and a `result_reply` say it in their own
+/// `status` and `evalue` (their other fields empty), any other reply as a
+/// task reply of class `class`.
+fn query_error(request_type: &str, class: ErrorClass, why: String) -> Content {
+    match MessageType::parse(request_type) {
+        Some(MessageType::DbRequest) => Content::DbReply(DbReply {
+            status: Status::Error,
+            evalue: Some(format!("{class}: {why}")),
+            ..Default::default()
+        }),
+        Some(MessageType::ResultRequest) => Content::ResultReply(ResultReply {
+            status: Status::Error,
+            evalue: Some(format!("{class}: {why}")),
+            ..Default::default()
+        }),
+        _ => Content::reply_to(request_type, TaskReply::error(class.as_str(), why)),
     }
 }
 

@@ -479,6 +479,39 @@ fn requests_and_replies_too_large_are_answered_at_once_naming_the_limit() {
 }
 
 #[test]
+fn a_query_whose_answer_is_too_large_is_answered_too_large() {
+    let limits = Limits {
+        max_json_frame: 4096,
+        ..Limits::default()
+    };
+    let mut h = HubHarness::with_limits(Scheme::LeastLoad, Records::memory(1000, 1 << 16), limits);
+    h.engines(1);
+    for _ in 0..20 {
+        let req = h.execute(&[0]);
+        let (_, _, got) = h.take_to_engine();
+        h.answer(0, Channel::Mux, &got);
+        h.flush_reply();
+        let _ = req;
+    }
+    let r = h.query(Content::DbRequest(DbRequest {
+        query: json!({}),
+        keys: None,
+    }));
+    let text = format!("{:?}", r.content);
+    assert!(text.contains("TooLarge"), "{text}");
+    assert!(text.contains("ask for less at once"), "{text}");
+    // A narrower answer still comes.
+    let r = h.query(Content::DbRequest(DbRequest {
+        query: json!({}),
+        keys: Some(vec!["msg_id".into()]),
+    }));
+    let Content::DbReply(reply) = r.content else {
+        panic!("{r:?}")
+    };
+    assert_eq!(reply.records.len(), 20);
+}
+
+#[test]
 fn a_reply_is_recorded_with_its_outcome_and_its_result_as_it_came() {
     let mut h = HubHarness::new();
     h.engines(1);
