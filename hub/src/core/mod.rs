@@ -460,6 +460,31 @@ impl HubCore {
         });
     }
 
+    /// Fails a request taken off engine `engine`'s pending list (`p`)
+    /// with `class`: logged, recorded, and answered once to its client.
+    pub(crate) fn fail_pending(
+        &mut self,
+        engine: u32,
+        msg_id: &str,
+        p: registry::Pending,
+        class: ErrorClass,
+        why: String,
+        now: f64,
+    ) {
+        warn!(engine, %msg_id, "{why}");
+        self.fail_record(msg_id, Some(engine), &class, &why, now);
+        if !p.client.is_empty() {
+            self.reject(
+                p.channel,
+                vec![p.client],
+                &p.header,
+                Some(engine),
+                class,
+                why,
+            );
+        }
+    }
+
     /// Holds a reply to a client until the next commit.
     pub(crate) fn reply_to_client(&mut self, channel: Channel, frames: Frames) {
         self.held.push(Action::ToClient { channel, frames });

@@ -173,17 +173,6 @@ impl HubCore {
     /// Fails a request lost on the way (`why` says how), once, to its
     /// client.
     fn fail_lost(&mut self, engine: u32, msg_id: &str, p: Pending, why: String, now: f64) {
-        warn!(engine, %msg_id, "{why}");
-        self.fail_record(msg_id, Some(engine), &ErrorClass::Lost, &why, now);
-        if !p.client.is_empty() {
-            self.reject(
-                p.channel,
-                vec![p.client],
-                &p.header,
-                Some(engine),
-                ErrorClass::Lost,
-                why,
-            );
-        }
+        self.fail_pending(engine, msg_id, p, ErrorClass::Lost, why, now);
     }
 }

@@ -48,24 +48,22 @@ pub(crate) fn parts_of(raw: &RawMessage, small: bool) -> Parts {
 /// a metadata frame that names the key is parsed: small requests pay a scan
 /// of their few bytes, not a parse.
 fn stream_frames(raw: &RawMessage) -> Option<u32> {
-    if !mentions(&raw.metadata, b"\"stream_frames\"") {
-        return None;
-    }
-    raw.metadata()
-        .ok()
-        .and_then(|m| RequestMetadata::from_map(&m).ok())
-        .and_then(|m| m.stream_frames)
+    metadata_naming(raw, b"\"stream_frames\"").and_then(|m| m.stream_frames)
 }
 
 /// The request's `label`, if its metadata gives one (read only then).
 fn label_of(raw: &RawMessage) -> Option<String> {
-    if !mentions(&raw.metadata, b"\"label\"") {
+    metadata_naming(raw, b"\"label\"").and_then(|m| m.label)
+}
+
+/// The request's metadata, parsed only if its frame holds `key` (quoted).
+fn metadata_naming(raw: &RawMessage, key: &[u8]) -> Option<RequestMetadata> {
+    if !mentions(&raw.metadata, key) {
         return None;
     }
     raw.metadata()
         .ok()
         .and_then(|m| RequestMetadata::from_map(&m).ok())
-        .and_then(|m| m.label)
 }
 
 /// Whether a signed JSON frame holds `needle` (a quick test before a parse).
@@ -457,24 +455,7 @@ impl HubCore {
             "engine {engine}'s reply was too large to pass on ({e}); print less, or ask for \
              fewer values at once"
         );
-        warn!(engine, msg_id = %parent.msg_id, "{why}");
-        self.fail_record(
-            &parent.msg_id,
-            Some(engine),
-            &ErrorClass::TooLarge,
-            &why,
-            now,
-        );
-        if !p.client.is_empty() {
-            self.reject(
-                p.channel,
-                vec![p.client],
-                &p.header,
-                Some(engine),
-                ErrorClass::TooLarge,
-                why,
-            );
-        }
+        self.fail_pending(engine, &parent.msg_id, p, ErrorClass::TooLarge, why, now);
         if channel == Channel::Task {
             self.schedule_waiting(now, out);
         }
