@@ -514,9 +514,11 @@ impl Client {
             }
             track.push((id, r.replies.len()));
             // A large request to named engines goes as a chunk stream: the
-            // hub forwards each chunk as it comes (`stream`). Load-balanced
+            // hub forwards each chunk as it comes (`stream`), and relays a
+            // value for several engines from engine to engine. Load-balanced
             // requests wait in the hub's queue, whole.
-            let chunks = if r.channel == Channel::Mux && stream::worth_streaming(&r.buffers) {
+            let streamed = stream::worth_streaming_to(&r.buffers, r.replies.len());
+            let chunks = if r.channel == Channel::Mux && streamed {
                 RequestMetadata::mark_streamed(&mut msg.metadata, r.buffers.len() as u32);
                 stream::chunks_of(&self.inner.session, &msg.header, &[], r.buffers)
             } else {

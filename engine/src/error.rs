@@ -33,6 +33,14 @@ pub enum EngineError {
     /// A socket failed.
     #[error("socket error")]
     Zmq(#[from] zmq::Error),
+    /// A thread of the engine could not start.
+    #[error("could not start {what}")]
+    Spawn {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The engine could not serve as a Jupyter kernel.
     #[error(transparent)]
     Kernel(#[from] KernelError),

@@ -56,6 +56,8 @@ pub(crate) struct HubWatch {
     heartbeat: Heartbeat,
     uuid: String,
     hb_period: Duration,
+    /// The engine's relay address, given again when it registers again.
+    relay: String,
     lost: bool,
     last_attempt: Instant,
 }
@@ -67,12 +69,14 @@ impl HubWatch {
         heartbeat: Heartbeat,
         uuid: String,
         hb_period: Duration,
+        relay: String,
     ) -> HubWatch {
         HubWatch {
             registration,
             heartbeat,
             uuid,
             hb_period,
+            relay,
             lost: false,
             last_attempt: Instant::now(),
         }
@@ -160,6 +164,7 @@ impl HubWatch {
                     uuid: self.uuid.clone(),
                     id: Some(io.engine_id),
                     host: Some(advertise.to_string()),
+                    relay: Some(self.relay.clone()),
                 }),
             );
             let _ = send_frames(

@@ -11,6 +11,7 @@
 use crate::core::{Reply, Source};
 use crate::inbound::{decode_request, Inbound};
 use crate::kernel::{Kernel, KernelError, KernelHome};
+use crate::relay::Relay;
 use serde_json::{Map, Value as Json};
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -102,6 +103,8 @@ pub(crate) struct Io {
     /// Messages that arrived on mux or task while a chunk stream was being
     /// received, served next, in order.
     stash: VecDeque<(Source, Vec<zmq::Message>)>,
+    /// The relay thread, for a cluster engine (`crate::relay`).
+    relay: Option<Relay>,
 }
 
 impl Io {
@@ -113,9 +116,10 @@ impl Io {
         hub: HubSockets,
         iopub: zmq::Socket,
         kernel_home: KernelHome,
+        relay: Relay,
     ) -> Io {
         let uuid = session.session_id.clone();
-        Io::with(
+        let mut io = Io::with(
             session,
             engine_id,
             uuid,
@@ -123,7 +127,9 @@ impl Io {
             iopub,
             None,
             Some(kernel_home),
-        )
+        );
+        io.relay = Some(relay);
+        io
     }
 
     /// A standalone kernel's sockets: no hub, the kernel bound already.
@@ -155,7 +161,13 @@ impl Io {
             stdout: String::new(),
             stderr: String::new(),
             stash: VecDeque::new(),
+            relay: None,
         }
+    }
+
+    /// The relay thread's side, for a cluster engine.
+    pub(crate) fn relay(&mut self) -> Option<&mut Relay> {
+        self.relay.as_mut()
     }
 
     /// The socket of a source, while it is open.

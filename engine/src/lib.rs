@@ -53,6 +53,7 @@ mod inbound;
 mod io;
 pub mod kernel;
 pub mod namespace;
+mod relay;
 mod run;
 mod serve;
 pub mod server;

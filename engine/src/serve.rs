@@ -229,8 +229,14 @@ fn perform(shared: &Shared, runner: Option<&mut Runner>, action: Action) {
                 let mut io = shared.io.borrow_mut();
                 crate::stream_in::receive(&mut io, job.source, &job.request, chunks)
             };
-            let buffers = received.map_err(|e| e.to_string());
-            act(shared, runner, Event::StreamReceived { job: *job, buffers });
+            act(
+                shared,
+                runner,
+                Event::StreamReceived {
+                    job,
+                    buffers: received.map_err(Box::new),
+                },
+            );
         }
         Action::BindKernel { to } => {
             let bound = shared.io.borrow_mut().bind_kernel();

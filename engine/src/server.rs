@@ -15,6 +15,7 @@ use crate::heartbeat::Heartbeat;
 use crate::hub_watch::{HubWatch, Registered};
 use crate::io::{HubSockets, Io};
 use crate::kernel::{Kernel, KernelConfig, KernelHome};
+use crate::relay::Relay;
 use crate::serve::{Serving, Shared};
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -187,12 +188,23 @@ impl EngineServer {
         )?;
 
         let (ip, advertise) = bind_address(config.bind_ip.as_deref(), &conn.ip);
+        // Other engines pass relayed chunks to it (`crate::relay`); the hub
+        // learns its address at registration.
+        let relay = Relay::start(
+            &ctx,
+            &ip,
+            &advertise,
+            curve.as_ref(),
+            &conn.key,
+            &conn.signature_scheme,
+        )?;
+        let relay_url = relay.url.clone();
         let registered = register(
             &mut session,
             &registration,
             &handshakes,
             &uuid,
-            &advertise,
+            (&advertise, &relay_url),
             config,
         );
         handshakes.detach(&mut registration);
@@ -216,6 +228,7 @@ impl EngineServer {
             HubSockets { control, mux, task },
             iopub,
             kernel_home,
+            relay,
         );
         let core = EngineCore::new(
             Role::Cluster,
@@ -234,7 +247,7 @@ impl EngineServer {
             curve: Rc::new(RefCell::new(registered.communicator_keys)),
         };
         let make_engine = || self.script_engine(&shared, &comm_env);
-        let watch = HubWatch::new(registration, heartbeat, uuid.clone(), hb_period);
+        let watch = HubWatch::new(registration, heartbeat, uuid.clone(), hb_period, relay_url);
         let mut serving = Serving::new(
             shared.clone(),
             &make_engine,
@@ -391,7 +404,7 @@ fn register(
     socket: &zmq::Socket,
     handshakes: &HandshakeMonitor,
     uuid: &str,
-    host: &str,
+    (host, relay): (&str, &str),
     config: &EngineConfig,
 ) -> Result<Registered, EngineError> {
     let started = Instant::now();
@@ -417,6 +430,7 @@ fn register(
                 uuid: uuid.to_string(),
                 id: config.requested_id,
                 host: Some(host.to_string()),
+                relay: Some(relay.to_string()),
             }),
         );
         send_frames(socket, session.encode(&req).into_frames(), zmq::DONTWAIT).ok();

@@ -8,17 +8,104 @@
 //! stream's (so the replay guard sees every other message once, when it is
 //! served); the stream is refused — out of order, duplicated, oversized, or
 //! nothing for [`stream::CHUNK_GAP`] — with an error that says which.
+//!
+//! An engine after the first of a relay chain (`crate::relay`) takes the
+//! chunks from its relay thread instead, and a stalled relay is refused
+//! naming the engines before it; the chain's first engine hands each chunk
+//! to its relay thread to pass on.
 
 use crate::core::Source;
 use crate::io::Io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::warn;
 use zpar_protocol::error::Chain;
 use zpar_protocol::stream::{self, Assembly, StreamError};
 use zpar_protocol::value::CHUNK_BYTES;
-use zpar_protocol::{Content, Header, Message, MessageType, RawMessage, DELIMITER};
+use zpar_protocol::{
+    Content, Header, Message, MessageType, RawMessage, RequestMetadata, DELIMITER,
+};
 
-/// Receives the `of` chunks that follow `head` on `source`.
+/// Where a stream's chunks come from.
+enum Feed {
+    /// From the hub, on the request's own socket; `pass_on`: this engine
+    /// is the first of a relay chain and hands each chunk to its relay
+    /// thread too.
+    Hub { source: Source, pass_on: bool },
+    /// From the engine before this one in a relay chain, through the
+    /// relay thread; `through` are the chain's engines before this one.
+    Relay { through: Vec<u32> },
+}
+
+impl Feed {
+    /// The feed of a request: a relay chain's engines after the first
+    /// take their chunks from the relay thread.
+    fn of(io: &mut Io, source: Source, head: &Message) -> Feed {
+        let chain = RequestMetadata::from_map(&head.metadata)
+            .ok()
+            .and_then(|m| m.relay)
+            .unwrap_or_default();
+        let has_relay = io.relay().is_some();
+        match chain.iter().position(|id| *id == io.engine_id) {
+            Some(0) => Feed::Hub {
+                source,
+                pass_on: has_relay,
+            },
+            Some(at) if has_relay => Feed::Relay {
+                through: chain[..at].to_vec(),
+            },
+            _ => Feed::Hub {
+                source,
+                pass_on: false,
+            },
+        }
+    }
+
+    /// The socket chunks arrive on.
+    fn socket<'a>(&self, io: &'a mut Io) -> Option<&'a zmq::Socket> {
+        match self {
+            Feed::Hub { source, .. } => io.socket(*source),
+            Feed::Relay { .. } => io.relay().map(|r| r.arrived()),
+        }
+    }
+
+    /// A chunk of `msg_id` set aside while another stream came in.
+    fn take_stashed(&self, io: &mut Io, msg_id: &str) -> Option<Vec<zmq::Message>> {
+        match self {
+            Feed::Hub { source, .. } => io.take_stashed(*source, |f| is_chunk_of(f, msg_id)),
+            Feed::Relay { .. } => io.relay()?.take_stashed(|f| is_chunk_of(f, msg_id)),
+        }
+    }
+
+    /// Sets aside a message that is not this stream's.
+    fn stash(&self, io: &mut Io, frames: Vec<zmq::Message>) {
+        match self {
+            Feed::Hub { source, .. } => io.stash(*source, frames),
+            Feed::Relay { .. } => {
+                if let Some(relay) = io.relay() {
+                    relay.stash(frames);
+                }
+            }
+        }
+    }
+
+    /// The error for a stream that stopped coming.
+    fn stalled(&self, assembly: &Assembly, waited: Duration) -> StreamError {
+        match self {
+            Feed::Relay { through } => StreamError::RelayStalled {
+                msg_id: assembly.msg_id().to_string(),
+                got: assembly.received(),
+                of: assembly.of(),
+                through: through.clone(),
+                from: through.last().copied().unwrap_or_default(),
+                waited,
+            },
+            Feed::Hub { .. } => assembly.truncated(waited),
+        }
+    }
+}
+
+/// Receives the `of` chunks that follow `head` on `source` (or, for an
+/// engine after the first of a relay chain, through the relay thread).
 pub(crate) fn receive(
     io: &mut Io,
     source: Source,
@@ -34,23 +121,24 @@ pub(crate) fn receive(
             what: format!("announces {of} chunks, more than the {max_frames} allowed"),
         });
     }
+    let feed = Feed::of(io, source, head);
     let mut assembly = Assembly::new(msg_id, of, max_frames * CHUNK_BYTES);
     let mut last = Instant::now();
     while !assembly.is_complete() {
         // Chunks of this stream that came while another stream was being
         // received wait in the stash: they go first.
-        let frames = match io.take_stashed(source, |f| is_chunk_of(f, msg_id)) {
+        let frames = match feed.take_stashed(io, msg_id) {
             Some(frames) => frames,
             None => {
-                if !wait_readable(io, source, last)? {
+                let Some(socket) = feed.socket(io) else {
+                    return Err(feed.stalled(&assembly, last.elapsed()));
+                };
+                if !wait_readable(socket, last) {
                     if last.elapsed() >= stream::CHUNK_GAP {
-                        return Err(assembly.truncated(stream::CHUNK_GAP));
+                        return Err(feed.stalled(&assembly, stream::CHUNK_GAP));
                     }
                     continue;
                 }
-                let Some(socket) = io.socket(source) else {
-                    return Err(assembly.truncated(last.elapsed()));
-                };
                 match zpar_protocol::recv_frames(socket, zmq::DONTWAIT) {
                     Ok(frames) => frames,
                     Err(_) => continue,
@@ -70,8 +158,16 @@ pub(crate) fn receive(
         }
         if !raw_is_chunk_of(&raw, msg_id) {
             // Anything else waits its turn (and is verified then).
-            io.stash(source, raw.into_frames());
+            feed.stash(io, raw.into_frames());
             continue;
+        }
+        if let Feed::Hub { pass_on: true, .. } = feed {
+            if !stream::relay_to(&raw).is_empty() {
+                let copy = raw.duplicate().into_frames();
+                if let Some(relay) = io.relay() {
+                    relay.pass_on(copy);
+                }
+            }
         }
         let chunk = match io.session.decode(raw) {
             Ok(m) => m,
@@ -89,21 +185,18 @@ pub(crate) fn receive(
     Ok(assembly.into_buffers())
 }
 
-/// Waits for `source` to be readable until the chunk gap since `last` is
+/// Waits for `socket` to be readable until the chunk gap since `last` is
 /// over; false if it is not.
-fn wait_readable(io: &Io, source: Source, last: Instant) -> Result<bool, StreamError> {
-    let Some(socket) = io.socket(source) else {
-        return Ok(false);
-    };
+fn wait_readable(socket: &zmq::Socket, last: Instant) -> bool {
     let mut items = [socket.as_poll_item(zmq::POLLIN)];
     let left = stream::CHUNK_GAP.saturating_sub(last.elapsed());
-    Ok(match zmq::poll(&mut items, left.as_millis() as i64) {
+    match zmq::poll(&mut items, left.as_millis() as i64) {
         Ok(_) | Err(zmq::Error::EINTR) => items[0].is_readable(),
         Err(e) => {
             warn!(error = %Chain(&e), "poll failed");
             false
         }
-    })
+    }
 }
 
 /// Whether stashed frames (checked once already) are a chunk of the

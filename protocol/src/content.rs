@@ -169,6 +169,11 @@ pub struct RegistrationRequest {
     /// The address the engine's peers reach it at (its host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Where other engines send it the chunks of a value the hub relays
+    /// through them (`tcp://host:port`, see [`crate::stream::RELAY_TO`]);
+    /// None: the hub sends it every chunk itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
 }
 
 /// The hub's answer to a registration.

@@ -294,6 +294,12 @@ pub struct RequestMetadata {
     /// queried like any field (`{"label": {"$glob": "fit-*"}}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// Set by the hub on a streamed request it relays: the chain of
+    /// engines its chunks pass through, in order. The first takes them
+    /// from the hub; each other engine takes them from the one before it
+    /// (`crate::stream::RELAY_TO`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<Vec<u32>>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -591,6 +597,7 @@ mod tests {
             stream_frames: Some(3),
             attempt: 1,
             label: Some("fit-1".into()),
+            relay: Some(vec![2, 0, 1]),
         };
         assert_eq!(RequestMetadata::from_map(&req.to_map()).unwrap(), req);
         assert!(RequestMetadata::default().to_map().is_empty());

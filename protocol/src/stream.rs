@@ -32,8 +32,10 @@
 //! ```
 
 use crate::content::StreamChunk;
+use crate::frames::RawMessage;
 use crate::header::Header;
 use crate::message::Message;
+use crate::session::Session;
 use crate::value::CHUNK_BYTES;
 use crate::Content;
 
@@ -41,6 +43,18 @@ use crate::Content;
 /// Below it one message is as fast (measured with `zpar bench cluster`:
 /// see ARCHITECTURE.md, "Large values").
 pub const STREAM_MIN_BYTES: usize = 8 << 20;
+
+/// A request to several engines is streamed from this size on (below
+/// [`STREAM_MIN_BYTES`]), so that the hub can relay it from engine to
+/// engine instead of sending every engine a copy ([`RELAY_TO`]).
+pub const RELAY_MIN_BYTES: usize = 1 << 20;
+
+/// A relayed chunk's metadata key: the relay addresses (`tcp://host:port`)
+/// still to reach after the engine that receives it, in order. The hub
+/// sets it on the chunks it sends the first engine of a relay chain; each
+/// engine passes the chunk on to the first address with the rest, signed
+/// again ([`relayed`]).
+pub const RELAY_TO: &str = "relay_to";
 
 /// How long a receiver waits for the next chunk before it refuses the
 /// stream as truncated.
@@ -78,6 +92,23 @@ pub enum StreamError {
         index: u32,
         /// What was wrong.
         what: String,
+    },
+    /// No relayed chunk came in time from the engine before this one in
+    /// the relay chain.
+    #[error("the chunk stream of {msg_id} was refused as truncated: {got} of {of} chunks arrived, relayed through engines {through:?}, then none for {waited:?} (engine {from}, which passes them on to this engine, or one before it died or lost its link); send the value again")]
+    RelayStalled {
+        /// The stream's request.
+        msg_id: String,
+        /// Chunks received.
+        got: u32,
+        /// Chunks announced.
+        of: u32,
+        /// The engines before this one in the chain, first to last.
+        through: Vec<u32>,
+        /// The engine right before this one.
+        from: u32,
+        /// How long the receiver waited.
+        waited: std::time::Duration,
     },
     /// No chunk came in time.
     #[error("the chunk stream of {msg_id} was refused as truncated: {got} of {of} chunks arrived, then none for {waited:?}; send the value again")]
@@ -205,6 +236,56 @@ impl Assembly {
 /// Whether a message's buffers are large enough to stream.
 pub fn worth_streaming(buffers: &[zmq::Message]) -> bool {
     buffers.iter().map(|b| b.len()).sum::<usize>() >= STREAM_MIN_BYTES
+}
+
+/// Whether a request to `engines` engines is worth streaming: from
+/// [`STREAM_MIN_BYTES`] for one engine, from [`RELAY_MIN_BYTES`] for
+/// several (so the hub may relay it).
+///
+/// ```
+/// use zpar_protocol::stream::worth_streaming_to;
+/// let two_mib = vec![zmq::Message::from(vec![0u8; 2 << 20])];
+/// assert!(!worth_streaming_to(&two_mib, 1));
+/// assert!(worth_streaming_to(&two_mib, 4));
+/// ```
+pub fn worth_streaming_to(buffers: &[zmq::Message], engines: usize) -> bool {
+    let bytes = buffers.iter().map(|b| b.len()).sum::<usize>();
+    bytes >= STREAM_MIN_BYTES || (engines > 1 && bytes >= RELAY_MIN_BYTES)
+}
+
+/// The relay addresses a chunk still has to reach after its receiver
+/// ([`RELAY_TO`]); empty for a chunk that is not relayed, or whose
+/// metadata does not say.
+pub fn relay_to(raw: &RawMessage) -> Vec<String> {
+    if !raw
+        .metadata
+        .windows(RELAY_TO.len())
+        .any(|w| w == RELAY_TO.as_bytes())
+    {
+        return Vec::new();
+    }
+    raw.metadata()
+        .ok()
+        .and_then(|mut m| m.remove(RELAY_TO))
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+/// `chunk` with [`RELAY_TO`] set to `hops` (removed when empty), signed
+/// again by `session`. The buffers are not signed, so this costs a few
+/// hundred bytes of JSON and one HMAC, whatever the chunk's size.
+pub fn relayed(session: &Session, mut chunk: RawMessage, hops: &[String]) -> RawMessage {
+    let mut metadata = chunk.metadata().unwrap_or_default();
+    if hops.is_empty() {
+        metadata.remove(RELAY_TO);
+    } else {
+        metadata.insert(RELAY_TO.into(), serde_json::json!(hops));
+    }
+    if let Ok(json) = serde_json::to_vec(&metadata) {
+        chunk.metadata = json.into();
+    }
+    chunk.signature = session.sign(chunk.signed_parts()).into_bytes().into();
+    chunk
 }
 
 /// The chunk messages carrying `buffers`, one frame each, with `parent`

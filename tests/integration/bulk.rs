@@ -500,7 +500,21 @@ impl RawClient {
         announced: u32,
         chunks: &[(u32, u32, Vec<u8>)],
     ) -> String {
-        use zpar_protocol::{Content, Message, PushRequest, StreamChunk};
+        let id = self.push_stream_head(&[0], elements, announced);
+        self.send_chunks(&id, chunks);
+        id
+    }
+
+    /// The head of a stream pushing `x` (`elements` f64s in `announced`
+    /// chunks) to `targets`; returns the request's id. The chunks follow
+    /// with [`send_chunks`](Self::send_chunks).
+    pub(crate) fn push_stream_head(
+        &self,
+        targets: &[u32],
+        elements: usize,
+        announced: u32,
+    ) -> String {
+        use zpar_protocol::{Content, Message, PushRequest};
         let mut namespace = std::collections::BTreeMap::new();
         namespace.insert(
             "x".to_string(),
@@ -510,17 +524,27 @@ impl RawClient {
             &self.session,
             Content::PushRequest(PushRequest { namespace }),
         );
-        head.metadata = serde_json::json!({"targets": [0], "stream_frames": announced})
+        head.metadata = serde_json::json!({"targets": targets, "stream_frames": announced})
             .as_object()
             .unwrap()
             .clone();
         let id = head.header.msg_id.clone();
+        let frames = self.session.encode_owned(head).into_frames();
+        zpar_protocol::send_frames(&self.socket, frames, 0).unwrap();
+        id
+    }
+
+    /// Sends chunks (index, of, bytes) of the stream whose head was `msg_id`.
+    pub(crate) fn send_chunks(&self, msg_id: &str, chunks: &[(u32, u32, Vec<u8>)]) {
+        use zpar_protocol::{Content, Message, StreamChunk};
         let send = |m: Message| {
             zpar_protocol::send_frames(&self.socket, self.session.encode_owned(m).into_frames(), 0)
                 .unwrap()
         };
-        let parent = head.header.clone();
-        send(head);
+        let mut parent =
+            Message::new(&self.session, Content::StreamChunk(StreamChunk::default())).header;
+        parent.msg_id = msg_id.to_string();
+        parent.msg_type = "push_request".into();
         for (index, of, bytes) in chunks {
             let mut chunk = Message::new(
                 &self.session,
@@ -533,7 +557,6 @@ impl RawClient {
             chunk.buffers = vec![zmq::Message::from(&bytes[..])];
             send(chunk);
         }
-        id
     }
 
     /// Pushes `namespace` (values as JSON, no buffers) to engine 0;
@@ -557,8 +580,29 @@ impl RawClient {
         id
     }
 
+    /// The replies to `msg_id` from `engines` engines: by engine id, its
+    /// status and error text.
+    pub(crate) fn replies_to(
+        &mut self,
+        msg_id: &str,
+        engines: usize,
+    ) -> std::collections::BTreeMap<u32, (zpar_protocol::Status, String)> {
+        let mut replies = std::collections::BTreeMap::new();
+        while replies.len() < engines {
+            let (engine, status, text) = self.next_reply_to(msg_id);
+            replies.insert(engine.expect("a reply naming its engine"), (status, text));
+        }
+        replies
+    }
+
     /// The reply to `msg_id`: its status and error text.
     pub(crate) fn reply_to(&mut self, msg_id: &str) -> (zpar_protocol::Status, String) {
+        let (_, status, text) = self.next_reply_to(msg_id);
+        (status, text)
+    }
+
+    /// The next reply to `msg_id`: its engine, status and error text.
+    fn next_reply_to(&mut self, msg_id: &str) -> (Option<u32>, zpar_protocol::Status, String) {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -576,8 +620,12 @@ impl RawClient {
             if reply.parent_header.as_ref().map(|p| p.msg_id.as_str()) != Some(msg_id) {
                 continue;
             }
+            let engine = zpar_protocol::ReplyMetadata::from_map(&reply.metadata)
+                .ok()
+                .and_then(|m| m.engine);
             let r = reply.content.task_reply().expect("a task reply").clone();
             return (
+                engine,
                 r.status,
                 format!(
                     "{} {}",
@@ -641,8 +689,15 @@ fn broken_chunk_streams_are_refused_clearly_and_the_next_transfer_works() {
         let id = raw.push_stream(3, announced, &chunks);
         let (status, text) = raw.reply_to(&id);
         assert_eq!(status, zpar_protocol::Status::Error, "{what}: {text}");
+        // Chunks that never came were lost on the way; the others broke the
+        // stream's rules.
+        let class = if what == "truncated" {
+            "Lost"
+        } else {
+            "BadRequest"
+        };
         assert!(
-            text.contains("BadRequest") && text.contains(says),
+            text.contains(class) && text.contains(says),
             "{what}: {text}"
         );
         // Nothing was set, and the next transfers (a client's, a stream's) work.
@@ -701,4 +756,109 @@ fn engine_killed_mid_stream_gives_engine_died_and_no_value() {
         Err(Error::EngineDied { engine: 1, .. }) => {}
         Err(e) => panic!("expected the value or EngineDied, got {e}"),
     }
+}
+
+/// A value for several engines through the hub is relayed along a chain of
+/// engines (the hub sends the chunks to the first only): each engine gets
+/// it whole, from the relay's lower size (1 MiB, a stream only because it
+/// goes to several) to a stream of its own size, also to some engines and
+/// while one of the chain is busy running a script.
+#[test]
+fn a_value_for_several_engines_is_relayed_and_each_gets_it_whole() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (cluster, client) = cluster(4);
+    client.set_shared_memory(false);
+    let check = |targets: &[u32], n: usize| {
+        let value = Value::F64Array((0..n).map(|i| i as f64 * 0.25 + 1.0).collect());
+        let view = client.view(targets.to_vec());
+        view.push_ref("big", &value)
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        let sums = view
+            .execute("[big.len(), big.sum()]")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap();
+        let want = (0..n).map(|i| i as f64 * 0.25 + 1.0).sum::<f64>();
+        for (engine, sum) in targets.iter().zip(&sums) {
+            assert_eq!(
+                sum,
+                &Value::Array(vec![Value::Int(n as i64), Value::Float(want)]),
+                "engine {engine} of {targets:?}, {n} f64s"
+            );
+        }
+    };
+    let relay_only = (zpar_protocol::stream::RELAY_MIN_BYTES + 8 * 1000) / 8;
+    check(&[0, 1, 2, 3], relay_only);
+    check(&[0, 1, 2, 3], (STREAM_MIN_BYTES + 3 * CHUNK_BYTES) / 8 + 5);
+    check(&[3, 1], relay_only);
+    // Engine 1 runs a script: the chain passes chunks through its relay
+    // thread all the same, and engine 1 takes its own when it is free.
+    let busy = client
+        .view(1)
+        .execute("let t = timestamp(); while t.elapsed < 1.0 {} 1")
+        .unwrap();
+    check(&[0, 1, 2, 3], relay_only);
+    busy.get_timeout(WAIT).unwrap();
+    no_segments_left(&cluster.pids().engines);
+}
+
+/// An engine killed in the middle of a relay chain: its own request fails
+/// with `EngineDied`, the engines after it fail naming it (their chunks
+/// came through it) and keep no part of the value, the engine before it
+/// gets the value, and the next push to the engines left works.
+#[test]
+fn an_engine_killed_mid_relay_fails_those_after_it_naming_it_and_the_next_push_works() {
+    let _watchdog = support::watchdog();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (mut cluster, client) = cluster(4);
+    let mut raw = RawClient::new(&client);
+    let (a, b) = (f64_bytes(&[1.0, 2.0]), f64_bytes(&[3.0]));
+    // The chain is 0 → 1 → 2 → 3 (engine 0 is idle, and all share a host).
+    let id = raw.push_stream_head(&[0, 1, 2, 3], 3, 2);
+    raw.send_chunks(&id, &[(0, 2, a)]);
+    support::wait_until("every engine took the stream's head", || {
+        client
+            .queue_status()
+            .unwrap()
+            .engines
+            .values()
+            .all(|e| e.queue > 0)
+    });
+    cluster.kill_engine(1).unwrap();
+    raw.send_chunks(&id, &[(1, 2, b)]);
+    let replies = raw.replies_to(&id, 4);
+    assert_eq!(replies[&0].0, zpar_protocol::Status::Ok, "{replies:?}");
+    assert!(replies[&1].1.contains("EngineDied"), "{replies:?}");
+    for (engine, through) in [(2, "[0, 1]"), (3, "[0, 1, 2]")] {
+        let (status, text) = &replies[&engine];
+        assert_eq!(*status, zpar_protocol::Status::Error, "{replies:?}");
+        assert!(
+            text.contains(&format!("relayed through engines {through}")),
+            "engine {engine}: {text}"
+        );
+    }
+    let defined = client
+        .view(vec![0, 2, 3])
+        .execute("is_def_var(\"x\")")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(
+        defined,
+        vec![Value::Bool(true), Value::Bool(false), Value::Bool(false)]
+    );
+    client.set_shared_memory(false);
+    let value = Value::F64Array(vec![2.0; (STREAM_MIN_BYTES + CHUNK_BYTES) / 8]);
+    let view = client.view(vec![0, 2, 3]);
+    view.push_ref("y", &value)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    let sums = view.execute("y.sum()").unwrap().get_timeout(WAIT).unwrap();
+    let want = Value::Float(2.0 * ((STREAM_MIN_BYTES + CHUNK_BYTES) / 8) as f64);
+    assert_eq!(sums, vec![want.clone(), want.clone(), want]);
+    no_segments_left(&cluster.pids().engines);
 }

@@ -1041,3 +1041,209 @@ fn the_mpi_launcher_gives_engines_their_ranks_as_ids_over_two_hosts() {
     }
     stop_everywhere(&hosts, &dir, 2);
 }
+
+/// Bytes host `i` has sent into the bridge so far (host 0's bridge
+/// interface, or an engine host's end of its link): what crossed its
+/// link outward.
+fn sent_into_bridge(hosts: &Hosts, i: usize) -> u64 {
+    let dev = if i == 0 { "br0" } else { "eth0" };
+    let out = Command::new("ip")
+        .args(["-n", &hosts.ns(i), "-s", "-j", "link", "show", dev])
+        .output()
+        .expect("ip -s link");
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip's JSON");
+    stats[0]["stats64"]["tx"]["bytes"]
+        .as_u64()
+        .expect("a byte count")
+}
+
+/// Bytes the bridge has sent host `i` so far (its port's outward count).
+fn sent_to_host(hosts: &Hosts, i: usize) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &hosts.ns(0),
+            "-s",
+            "-j",
+            "link",
+            "show",
+            &format!("v{i}"),
+        ])
+        .output()
+        .expect("ip -s link");
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip's JSON");
+    stats[0]["stats64"]["tx"]["bytes"]
+        .as_u64()
+        .expect("a byte count")
+}
+
+/// The JSON text of the array `0..n`, as the console sends it (the size of
+/// the value on the wire).
+fn json_range_bytes(n: u64) -> u64 {
+    (0..n).map(|i| i.to_string().len() as u64 + 1).sum::<u64>() + 1
+}
+
+/// Starts 2 engines on each of hosts `1..=hosts_used`, one host after the
+/// other, so host `h` has engines `2(h-1)` and `2(h-1)+1`.
+fn two_engines_per_host(hosts: &Hosts, client: &Path, engine: &Path, hosts_used: usize) {
+    for h in 1..=hosts_used {
+        start_engines(hosts, h, 2, engine, &[]);
+        let ids = match h {
+            1 => "0-1".to_string(),
+            _ => format!("0-{}", 2 * h - 1),
+        };
+        wait_for_engines(hosts, client, &ids);
+    }
+}
+
+/// A value pushed to six engines on three hosts leaves the hub's host once,
+/// not once per engine: the hub relays it along a chain of engines, host
+/// by host (each host's link carries it once in and once out). Each
+/// engine gets it whole, with CURVE on (the default across hosts).
+#[test]
+fn a_value_pushed_to_six_engines_on_three_hosts_leaves_the_hub_host_once() {
+    let _watchdog = support::watchdog();
+    let Some(hosts) = Hosts::new(3) else {
+        return;
+    };
+    let (client, engine) = start_hub(&hosts, &[]);
+    two_engines_per_host(&hosts, &client, &engine, 3);
+    let n = 1_500_000;
+    let before = sent_into_bridge(&hosts, 0);
+    let into_host_2 = sent_to_host(&hosts, 2);
+    let out = hosts.console(
+        0,
+        &client,
+        &format!(
+            "%push big = 0..{n}\n%px big.len == {n} && big[{}] == {}\n",
+            n - 1,
+            n - 1
+        ),
+    );
+    let sent = sent_into_bridge(&hosts, 0) - before;
+    let into_host_2 = sent_to_host(&hosts, 2) - into_host_2;
+    let shown = text(&out);
+    for e in 0..6 {
+        assert!(
+            shown.contains(&format!("Out[{e}:1]: true")),
+            "engine {e} did not get the value whole:\n{shown}"
+        );
+    }
+    let value = json_range_bytes(n);
+    assert!(
+        sent < value * 3 / 2,
+        "the hub's host sent {sent} bytes for a value of {value} to 6 engines on 3 hosts: \
+         more than one copy"
+    );
+    assert!(
+        into_host_2 < value * 3 / 2,
+        "host 2 (two engines) took in {into_host_2} bytes for a value of {value}: more than \
+         one copy"
+    );
+}
+
+/// A host cut off while a value is relayed through it: its engines' pushes
+/// fail (`EngineDied`), the engines after it in the chain fail naming the
+/// engine they waited on, those before it get the value, and the next push
+/// to the engines left works. Links are slowed (`tc`) so the cut lands
+/// mid-transfer.
+#[test]
+fn a_host_cut_off_mid_relay_fails_its_engines_and_those_after_it_and_the_next_push_works() {
+    let _watchdog = support::watchdog();
+    let Some(hosts) = Hosts::new(3) else {
+        return;
+    };
+    let (client, engine) = start_hub(&hosts, &[]);
+    two_engines_per_host(&hosts, &client, &engine, 3);
+    for i in 1..=3 {
+        let out = Command::new("tc")
+            .args(["-n", &hosts.ns(0), "qdisc", "add", "dev", &format!("v{i}")])
+            .args([
+                "root", "tbf", "rate", "20mbit", "burst", "64kb", "latency", "400ms",
+            ])
+            .output()
+            .expect("tc (install iproute2)");
+        assert!(
+            out.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let n = 1_500_000;
+    let file = client.to_str().expect("UTF-8");
+    let mut console = hosts
+        .zpar(0, &["console", "--file", file, "--timeout", "20"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a console");
+    let mut stdin = console.stdin.take().expect("stdin");
+    let mut say = |line: &str| {
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("writing to the console")
+    };
+    // Engines 0, 1 (host 1) → 2, 3 (host 2) → 4, 5 (host 3).
+    let into_host_2 = sent_to_host(&hosts, 2);
+    say(&format!("%push big = 0..{n}"));
+    support::wait_until("the value is on its way into host 2", || {
+        sent_to_host(&hosts, 2) - into_host_2 > 1 << 20
+    });
+    hosts.cut(2);
+    say(&format!("%px --targets 0,1,4,5 big.len == {n}"));
+    say("%targets 0,1,4,5");
+    say(&format!("%push again = 0..{n}"));
+    say(&format!(
+        "%px again.len == {n} && again[{}] == {}",
+        n - 1,
+        n - 1
+    ));
+    drop(stdin);
+    let out = wait_output(console, WAIT, "the console of the cut-mid-relay test");
+    let shown = text(&out);
+    for e in [2, 3] {
+        assert!(
+            shown.contains(&format!("[{e}:error] EngineDied")),
+            "engine {e} (host 2) died:\n{shown}"
+        );
+    }
+    for (e, through, from) in [(4, "[0, 1, 2, 3]", 3), (5, "[0, 1, 2, 3, 4]", 4)] {
+        let line = shown
+            .lines()
+            .find(|l| l.starts_with(&format!("[{e}:error] Lost")))
+            .unwrap_or_else(|| panic!("engine {e}'s push did not fail as lost:\n{shown}"));
+        assert!(
+            line.contains(&format!("relayed through engines {through}"))
+                && line.contains(&format!("(engine {from}, which passes them on")),
+            "engine {e}'s push names the engines it waited on: {line}"
+        );
+    }
+    // The first value: whole on the engines before the cut, no part of it
+    // after; then the next push reaches all four.
+    let first = |e: u32| {
+        shown
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("Out[{e}:1]"))
+                    || l.starts_with(&format!("[{e}:error] UnknownName"))
+            })
+            .unwrap_or_else(|| panic!("nothing from engine {e} about the first value:\n{shown}"))
+            .to_string()
+    };
+    for e in [0, 1] {
+        assert_eq!(first(e), format!("Out[{e}:1]: true"), "{shown}");
+    }
+    for e in [4, 5] {
+        assert!(
+            first(e).contains("not found: big"),
+            "engine {e} kept part of the value:\n{shown}"
+        );
+    }
+    for e in [0, 1, 4, 5] {
+        assert!(
+            shown.contains(&format!("Out[{e}:2]: true")),
+            "engine {e} got the next push:\n{shown}"
+        );
+    }
+}

@@ -57,6 +57,7 @@ use std::time::Instant;
 use tracing::{debug, warn};
 use zpar_protocol::error::Chain;
 use zpar_protocol::kernel::CommClose;
+use zpar_protocol::stream::StreamError;
 use zpar_protocol::{
     Channel, Content, ErrorClass, Header, Message, ReplyMetadata, RequestMetadata, Status,
     StatusContent, TaskReply, Value,
@@ -202,8 +203,8 @@ pub(crate) enum Event {
     /// The chunks a streamed request announced came in, or were refused
     /// (the reason).
     StreamReceived {
-        job: Job,
-        buffers: Result<Vec<zmq::Message>, String>,
+        job: Box<Job>,
+        buffers: Result<Vec<zmq::Message>, Box<StreamError>>,
     },
     /// The running request finished.
     Ran(RunOutcome),

@@ -8,6 +8,7 @@ use crate::namespace::ScriptError;
 use serde_json::Value as Json;
 use std::time::{Duration, Instant};
 use tracing::warn;
+use zpar_protocol::stream::StreamError;
 use zpar_protocol::{
     iso8601_now, Content, ErrorClass, ErrorContent, ExecuteInput, ExecuteResult, Message,
     MessageType, ReplyMetadata, RequestMetadata, TaskReply,
@@ -51,19 +52,38 @@ impl EngineCore {
 
     pub(super) fn on_stream_received(
         &mut self,
-        mut job: Job,
-        buffers: Result<Vec<zmq::Message>, String>,
+        job: Box<Job>,
+        buffers: Result<Vec<zmq::Message>, Box<StreamError>>,
         now: Instant,
     ) -> Vec<Action> {
         match buffers {
             Ok(buffers) => {
+                let mut job = *job;
                 job.request.buffers = buffers;
                 self.start(job, now)
             }
             Err(why) => {
                 warn!(engine = self.engine_id, msg_id = %job.request.header.msg_id, %why, "refused a chunk stream");
                 self.remember_refused(&job.request.header.msg_id);
-                vec![self.reply_bad(job.source, &job.request, &why)]
+                match *why {
+                    // Chunks that stopped coming were lost on the way (a
+                    // sender or a relaying engine died, a link was cut):
+                    // nothing was wrong with the request.
+                    StreamError::Truncated { .. } | StreamError::RelayStalled { .. } => {
+                        let what = &job.request.header.msg_type;
+                        let mut reply = TaskReply::error(
+                            ErrorClass::Lost.as_str(),
+                            format!(
+                                "engine {} did not get the whole value of this {what}: {why}",
+                                self.engine_id
+                            ),
+                        );
+                        reply.engine_id = Some(self.engine_id);
+                        let content = Content::reply_to(what, reply);
+                        vec![self.reply(job.source, &job.request, content)]
+                    }
+                    _ => vec![self.reply_bad(job.source, &job.request, &why.to_string())],
+                }
             }
         }
     }

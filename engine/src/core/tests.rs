@@ -619,7 +619,7 @@ fn a_streamed_request_runs_after_its_chunks_and_a_refused_one_is_answered() {
         other => panic!("expected a stream, got {}", describe(&other)),
     };
     h.handle(Event::StreamReceived {
-        job: *job,
+        job,
         buffers: Ok(vec![zmq::Message::from("a")]),
     });
     h.expect_status(&id, "busy");
@@ -635,12 +635,16 @@ fn a_streamed_request_runs_after_its_chunks_and_a_refused_one_is_answered() {
         panic!("expected a stream")
     };
     h.handle(Event::StreamReceived {
-        job: *job,
-        buffers: Err("chunk 1 came before chunk 0".into()),
+        job,
+        buffers: Err(Box::new(StreamError::OutOfOrder {
+            msg_id: id.clone(),
+            expected: 0,
+            got: 1,
+        })),
     });
     let r = h.expect_reply(Source::Mux, &id, "execute_reply");
     assert_eq!(r.ename.as_deref(), Some("BadRequest"));
-    assert!(r.evalue.unwrap().contains("chunk 1 came before chunk 0"));
+    assert!(r.evalue.unwrap().contains("chunk 1 came where chunk 0"));
     h.assert_no_more();
     assert!(h.core.refused_streams.iter().any(|s| *s == id));
 }

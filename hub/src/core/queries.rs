@@ -203,6 +203,7 @@ impl HubCore {
         let (id, fresh) = self.registry.register(uuid, r.id);
         if let Some(e) = self.registry.get_mut(id) {
             e.host = r.host.clone();
+            e.relay = r.relay.clone();
         }
         if fresh {
             out.push(Action::Watch {

@@ -69,6 +69,9 @@ pub struct EngineEntry {
     pub last_assigned: u64,
     /// The address it said its peers reach it at.
     pub host: Option<String>,
+    /// Where other engines send it relayed chunks (`tcp://host:port`);
+    /// None for an engine that takes every chunk from the hub.
+    pub relay: Option<String>,
     /// Per channel (mux, task, control): what was sent and asked.
     pub ledgers: [ChannelLedger; 3],
 }
@@ -123,6 +126,7 @@ impl Registry {
                 completed: 0,
                 last_assigned: 0,
                 host: None,
+                relay: None,
                 ledgers: Default::default(),
             },
         );

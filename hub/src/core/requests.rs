@@ -301,15 +301,27 @@ impl HubCore {
             }
         }
         let n = live.len();
+        let streamed = stream_frames(&raw);
+        let chain = streamed.and_then(|_| self.relay_chain(&live));
         let raw = if n > 1 {
-            self.without_targets(raw)
+            let relay: Option<Vec<u32>> = chain.as_ref().map(|c| c.iter().map(|e| e.0).collect());
+            self.for_each_target(raw, relay)
         } else {
             raw
         };
-        if let Some(frames) = stream_frames(&raw) {
-            let uuids = live.iter().map(|(_, u)| u.clone()).collect();
+        if let Some(frames) = streamed {
             let msg_id = header.msg_id.clone();
-            self.open_stream(client.clone(), msg_id, channel, uuids, frames, now);
+            let (uuids, relay_to) = match &chain {
+                // The chunks go to the chain's first engine only, which
+                // passes them on (`streams.rs`).
+                Some(chain) => (
+                    vec![chain[0].1.clone()],
+                    chain[1..].iter().map(|e| e.2.clone()).collect(),
+                ),
+                None => (live.iter().map(|(_, u)| u.clone()).collect(), Vec::new()),
+            };
+            let route = (client.clone(), msg_id);
+            self.open_stream(route, channel, uuids, relay_to, frames, now);
         }
         let mut raw = Some(raw);
         for (i, (id, uuid)) in live.into_iter().enumerate() {
@@ -334,16 +346,20 @@ impl HubCore {
     }
 
     /// The request as each of several engines gets it: its metadata
-    /// without `targets` (the engines never read it), signed again by the
-    /// hub. An execute on a thousand engines carries a thousand ids, and
-    /// each engine would verify, parse and the hub record them all: a
-    /// thousand times more work than the request itself. So it is encoded
-    /// and signed once here, then sent to every target.
-    fn without_targets(&self, mut raw: RawMessage) -> RawMessage {
+    /// without `targets` (the engines never read it) and, for a relayed
+    /// stream, with the `relay` chain, signed again by the hub. An execute
+    /// on a thousand engines carries a thousand ids, and each engine would
+    /// verify, parse and the hub record them all: a thousand times more
+    /// work than the request itself. So it is encoded and signed once
+    /// here, then sent to every target.
+    fn for_each_target(&self, mut raw: RawMessage, relay: Option<Vec<u32>>) -> RawMessage {
         let Ok(mut metadata) = raw.metadata() else {
             return raw;
         };
-        if metadata.remove("targets").is_none() {
+        let had_targets = metadata.remove("targets").is_some();
+        if let Some(chain) = relay {
+            metadata.insert("relay".into(), chain.into());
+        } else if !had_targets {
             return raw;
         }
         let Ok(json) = serde_json::to_vec(&metadata) else {

@@ -22,7 +22,7 @@
 use super::{Action, HubCore};
 use std::collections::HashMap;
 use tracing::{debug, warn};
-use zpar_protocol::{Channel, Header, RawMessage};
+use zpar_protocol::{stream, Channel, Header, RawMessage};
 
 /// How long a route stays open after its last chunk (or its opening) for
 /// chunks that do not come.
@@ -32,8 +32,11 @@ pub(crate) const ROUTE_LIFE: f64 = 120.0;
 #[derive(Debug)]
 pub(crate) struct StreamRoute {
     channel: Channel,
-    /// The engines' uuids.
+    /// The engines' uuids (of a relayed stream: the chain's first).
     targets: Vec<Vec<u8>>,
+    /// Of a relayed stream: the relay addresses of the chain's other
+    /// engines, which each chunk carries (`stream::RELAY_TO`).
+    relay_to: Vec<String>,
     /// Chunks still to come.
     left: u32,
     /// When it opened or last forwarded a chunk (Unix seconds).
@@ -54,10 +57,10 @@ impl HubCore {
 
     pub(super) fn open_stream(
         &mut self,
-        client: Vec<u8>,
-        msg_id: String,
+        route: (Vec<u8>, String),
         channel: Channel,
         targets: Vec<Vec<u8>>,
+        relay_to: Vec<String>,
         frames: u32,
         now: f64,
     ) {
@@ -66,14 +69,59 @@ impl HubCore {
             return;
         }
         self.streams.insert(
-            (client, msg_id),
+            route,
             StreamRoute {
                 channel,
                 targets,
+                relay_to,
                 left: frames,
                 last_active: now,
             },
         );
+    }
+
+    /// The relay chain for a streamed request to `live` engines (id,
+    /// uuid), as (id, uuid, relay address), or None to send every engine
+    /// the chunks itself: for one engine, when an engine has no relay
+    /// address, or when every engine is busy. The first is an engine with
+    /// nothing pending, so the chain starts at once (the others pass
+    /// chunks on from a thread of their own, busy or not); then the rest
+    /// of its host, then each other host's engines together, so the value
+    /// crosses each host's link once in and once out.
+    pub(super) fn relay_chain(
+        &self,
+        live: &[(u32, Vec<u8>)],
+    ) -> Option<Vec<(u32, Vec<u8>, String)>> {
+        if live.len() < 2 {
+            return None;
+        }
+        let mut engines = Vec::with_capacity(live.len());
+        for (id, uuid) in live {
+            let e = self.registry.get(*id)?;
+            engines.push((
+                e.host.clone().unwrap_or_default(),
+                *id,
+                uuid.clone(),
+                e.relay.clone()?,
+                e.pending.is_empty(),
+            ));
+        }
+        let head = engines.iter().filter(|e| e.4).min_by_key(|e| e.1)?;
+        let head_host = head.0.clone();
+        let head_id = head.1;
+        // The head first, then its host, then the other hosts, each in id order.
+        engines.sort_by(|a, b| {
+            let key = |e: &(String, u32, Vec<u8>, String, bool)| {
+                (e.1 != head_id, e.0 != head_host, e.0.clone(), e.1)
+            };
+            key(a).cmp(&key(b))
+        });
+        Some(
+            engines
+                .into_iter()
+                .map(|(_, id, uuid, relay, _)| (id, uuid, relay))
+                .collect(),
+        )
     }
 
     /// A client's chunk (signed; its header read): on to the route's
@@ -101,6 +149,13 @@ impl HubCore {
         }
         route.left -= 1;
         route.last_active = now;
+        let raw = match route.relay_to.is_empty() {
+            true => raw,
+            false => {
+                let hops = route.relay_to.clone();
+                stream::relayed(&self.session, raw, &hops)
+            }
+        };
         let targets = if route.left == 0 {
             self.streams
                 .remove(&key)

@@ -150,6 +150,7 @@ impl HubHarness {
                 uuid: uuid.into(),
                 id: requested,
                 host: Some(format!("host-of-{uuid}")),
+                relay: None,
             }),
         );
         let Content::RegistrationReply(r) = reply.content else {
@@ -1265,6 +1266,7 @@ fn registering_again_keeps_the_id_and_makes_no_noise() {
             uuid: uuid_of(0),
             id: None,
             host: None,
+            relay: None,
         }),
     );
     let Content::RegistrationReply(r) = r.content else {
@@ -1287,6 +1289,7 @@ fn every_engine_gets_the_communicator_keys_at_registration() {
                 uuid: uuid_of(n),
                 id: None,
                 host: None,
+                relay: None,
             }),
         );
         let Content::RegistrationReply(r) = r.content else {
@@ -1311,6 +1314,7 @@ fn every_engine_gets_the_communicator_keys_at_registration() {
             uuid: uuid_of(0),
             id: None,
             host: None,
+            relay: None,
         }),
     );
     let Content::RegistrationReply(r) = r.content else {
@@ -1332,6 +1336,7 @@ fn a_registration_must_come_from_the_uuid_it_names() {
             uuid: "engine-0".into(),
             id: None,
             host: None,
+            relay: None,
         }),
     );
     let Content::RegistrationReply(r) = r.content else {
@@ -2098,6 +2103,74 @@ fn a_streamed_request_is_fanned_out_then_each_chunk_follows_to_every_target() {
     assert!(recs.iter().all(|r| r.request.buffers_dropped));
     h.tick();
     h.expect_commit();
+    h.assert_no_more();
+}
+
+/// A streamed request to several engines with relay addresses is relayed:
+/// every engine gets the request with the chain, the chunks go to the
+/// chain's first engine only (an idle one), each naming the rest of the
+/// chain by relay address, host by host.
+#[test]
+fn a_streamed_request_to_engines_with_relays_goes_along_a_chain_host_by_host() {
+    let mut h = HubHarness::new();
+    for (i, host) in ["A", "B", "A", "B"].into_iter().enumerate() {
+        h.query_as(
+            uuid_of(i as u32).as_bytes(),
+            Content::RegistrationRequest(RegistrationRequest {
+                uuid: uuid_of(i as u32),
+                id: None,
+                host: Some(host.into()),
+                relay: Some(format!("tcp://{host}:{}", 7000 + i)),
+            }),
+        );
+        h.take();
+        h.take_notification();
+        h.expect_commit_if_any();
+    }
+    // Engine 0 is busy: the chain starts at engine 1, the first idle one.
+    h.request(
+        Channel::Mux,
+        execute("loop {}"),
+        RequestMetadata {
+            targets: Some(vec![0]),
+            ..Default::default()
+        },
+    );
+    h.take_to_engine();
+    let head = streamed_push(&mut h, &[0, 1, 2, 3], 2);
+    for want in [0, 1, 2, 3] {
+        let (_, to, request) = h.take_to_engine();
+        assert_eq!(to, want);
+        let meta = RequestMetadata::from_map(&request.metadata).unwrap();
+        assert_eq!(meta.relay, Some(vec![1, 3, 0, 2]));
+        assert_eq!(meta.targets, None);
+    }
+    for index in 0..2 {
+        client_chunk(&mut h, &head, index, 2);
+        let (_, to, chunk) = h.take_to_engine();
+        assert_eq!(
+            to, 1,
+            "only the chain's first engine gets chunks from the hub"
+        );
+        assert_eq!(
+            chunk.metadata[zpar_protocol::stream::RELAY_TO],
+            serde_json::json!(["tcp://B:7003", "tcp://A:7000", "tcp://A:7002"])
+        );
+        h.assert_no_more();
+    }
+    assert_eq!(h.core.open_streams(), 0);
+    // An engine without a relay address: every engine gets every chunk.
+    h.tick();
+    h.expect_commit_if_any();
+    h.assert_no_more();
+    assert_eq!(h.register_as(&uuid_of(4), None), 4);
+    h.expect_commit_if_any();
+    let head = streamed_push(&mut h, &[1, 4], 1);
+    h.take_to_engine();
+    h.take_to_engine();
+    client_chunk(&mut h, &head, 0, 1);
+    assert_eq!(h.take_to_engine().1, 1);
+    assert_eq!(h.take_to_engine().1, 4);
     h.assert_no_more();
 }
 

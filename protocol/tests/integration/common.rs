@@ -126,6 +126,7 @@ pub fn sample_message(session: &Session, rng: &mut Rng) -> Message {
             uuid: zpar_protocol::new_id(),
             id: Some(3),
             host: Some("10.0.0.3".into()),
+            relay: None,
         }),
         5 => Content::Stream(Stream {
             name: "stdout".into(),
