@@ -68,7 +68,7 @@ pub struct BenchArgs {
     /// Internal: the raw peer's address.
     #[arg(long, hide = true)]
     pub url: Option<String>,
-    /// Internal: messages the raw sink expects.
+    /// Internal: messages the raw sink (or the echo as a sink) expects.
     #[arg(long, hide = true, default_value_t = 0)]
     pub count: usize,
 }

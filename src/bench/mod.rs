@@ -41,7 +41,7 @@ use anyhow::{bail, Context, Result};
 /// Runs `zpar bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.suite.as_str() {
-        "raw-echo" => return raw::echo(args.url.as_deref().context("--url")?),
+        "raw-echo" => return raw::echo(args.url.as_deref().context("--url")?, args.count),
         "raw-forwarder" => return raw::forwarder(),
         "raw-sink" => return raw::sink(args.count),
         _ => {}

@@ -1,7 +1,8 @@
 //! The raw ZeroMQ baselines every zpar figure is compared with, measured
 //! in the same run on the same machine: a DEALER → ROUTER/ROUTER forwarder
 //! → DEALER echo (three processes) for round trips, a single DEALER/ROUTER
-//! hop, and one-way throughput of large messages. The peers are this same
+//! hop, one-way throughput of large messages, and of 1 MiB messages
+//! through the forwarder (a chunk stream's path through the hub). The peers are this same
 //! binary in hidden roles (`zpar bench raw-echo`, `raw-forwarder`,
 //! `raw-sink`).
 
@@ -21,6 +22,9 @@ pub struct Raw {
     pub throughput_8m: f64,
     /// One-way throughput with 16 MiB messages, MB/s.
     pub throughput_16m: f64,
+    /// One-way throughput of 1 MiB messages through the forwarder (three
+    /// processes, two hops: the shape of a stream through the hub), MB/s.
+    pub forwarded_1m: f64,
 }
 
 /// A helper process, killed when dropped.
@@ -112,11 +116,42 @@ pub(crate) fn baselines(report: &mut Report, scale: f64) -> Result<Raw> {
         );
         rates.push(rate);
     }
+
+    // 128 MiB in 1 MiB messages through a forwarder to a sink: what a chunk
+    // stream through the hub costs without zpar's work on it.
+    let count = ((128.0 * scale.max(0.25)).round() as usize).max(32);
+    let (_fwd2, ports) = spawn_helper(&["raw-forwarder"])?;
+    let (front, back) = ports.split_once(' ').context("forwarder ports")?;
+    let (_sink2, _) = spawn_helper(&[
+        "raw-echo",
+        "--url",
+        &format!("tcp://127.0.0.1:{back}"),
+        "--count",
+        &count.to_string(),
+    ])?;
+    let push = ctx.socket(zmq::DEALER)?;
+    push.set_sndhwm(0)?;
+    push.set_rcvtimeo(60_000)?;
+    push.connect(&format!("tcp://127.0.0.1:{front}"))?;
+    let payload = vec![7u8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..count {
+        push.send(zmq::Message::from(&payload[..]), 0)?;
+    }
+    push.recv_msg(0)?; // the sink got them all
+    let forwarded_1m = (count << 20) as f64 / 1e6 / t.elapsed().as_secs_f64();
+    report.add(
+        "raw zmq: one-way throughput, 1 MiB messages through a forwarder",
+        forwarded_1m,
+        "MB/s",
+        None,
+    );
     Ok(Raw {
         forwarder_rtt,
         hop_rtt,
         throughput_8m: rates[0],
         throughput_16m: rates[1],
+        forwarded_1m,
     })
 }
 
@@ -166,8 +201,9 @@ pub(crate) fn forwarder() -> Result<()> {
 
 /// `zpar bench raw-echo --url URL`: echoes every message, as a DEALER
 /// behind the forwarder at `URL`, or (`bind`) as a ROUTER of its own whose
-/// port it prints.
-pub(crate) fn echo(url: &str) -> Result<()> {
+/// port it prints. With `count` > 0, behind the forwarder, it is a sink
+/// instead: it takes `count` messages, then answers once.
+pub(crate) fn echo(url: &str, count: usize) -> Result<()> {
     let ctx = zmq::Context::new();
     if url == "bind" {
         let router = ctx.socket(zmq::ROUTER)?;
@@ -182,10 +218,25 @@ pub(crate) fn echo(url: &str) -> Result<()> {
         }
     }
     let dealer = ctx.socket(zmq::DEALER)?;
+    dealer.set_rcvhwm(0)?;
     dealer.connect(url)?;
     dealer.send(&b"hello"[..], 0)?;
     dealer.recv_msg(0)?; // the forwarder's welcome
     println!("ready");
+    if count > 0 {
+        // Each message comes as [client's id, payload]; the answer goes
+        // back to that id.
+        let mut client = Vec::new();
+        for _ in 0..count {
+            let frames = zpar_protocol::recv_frames(&dealer, 0)?;
+            client = frames.first().map(|f| f.to_vec()).unwrap_or_default();
+        }
+        dealer.send(&client[..], zmq::SNDMORE)?;
+        dealer.send(&b"done"[..], 0)?;
+        loop {
+            std::thread::park();
+        }
+    }
     loop {
         let frames = zpar_protocol::recv_frames(&dealer, 0)?;
         zpar_protocol::send_frames(&dealer, frames, 0)?;
