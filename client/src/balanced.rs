@@ -24,7 +24,7 @@ const BATCH: &str = "|zpar_calls, zpar_f| { let zpar_out = []; for zpar_args in 
 /// let first = lb.apply("|x| x + 1", vec![Value::Int(41)])?;
 /// let second = lb.clone().after(first.msg_ids()).apply("|| 2", vec![])?;
 /// assert_eq!(first.get_one()?, Value::Int(42));
-/// for v in lb.imap("|x| x * x", (0..100).map(Value::Int).collect(), false, 16) {
+/// for v in lb.imap("|x| x * x", (0..100).map(Value::Int), false, 16) {
 ///     println!("{}", v?); // in completion order, at most 16 outstanding
 /// }
 /// # Ok(()) }
@@ -197,14 +197,35 @@ impl LoadBalancedView {
     }
 
     /// Applies `f` to each item as its own task, keeping at most
-    /// `max_outstanding` in flight, and yields results as they come:
-    /// in input order if `ordered`, else in completion order.
-    pub fn imap(&self, f: &str, items: Vec<Value>, ordered: bool, max_outstanding: usize) -> Imap {
+    /// `max_outstanding` in flight, and yields results as they come: in
+    /// input order if `ordered`, else in completion order.
+    ///
+    /// The first `max_outstanding` tasks are submitted at once; `items` is
+    /// read lazily after that, one item per result taken, so it may be
+    /// endless: memory holds at most `max_outstanding` tasks and results
+    /// (in input order, a result that waits for an earlier one counts as
+    /// in flight). [`Imap::cancel`] stops it.
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let lb = zpar_client::Client::connect()?.load_balanced();
+    /// let mut squares = lb.imap("|x| x * x", (0..).map(zpar_client::Value::Int), true, 100);
+    /// for v in squares.by_ref().take(1_000) {
+    ///     println!("{}", v?);
+    /// }
+    /// squares.cancel()?; // the 100 in flight are aborted, running ones stopped
+    /// # Ok(()) }
+    /// ```
+    pub fn imap<I>(&self, f: &str, items: I, ordered: bool, max_outstanding: usize) -> Imap
+    where
+        I: IntoIterator<Item = Value>,
+        I::IntoIter: Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::channel();
-        Imap {
+        let mut map = Imap {
             view: self.clone(),
             f: f.to_string(),
-            items: items.into_iter(),
+            items: Some(Box::new(items.into_iter())),
             ordered,
             max_outstanding: max_outstanding.max(1),
             next_index: 0,
@@ -213,7 +234,10 @@ impl LoadBalancedView {
             ready: BTreeMap::new(),
             tx,
             rx,
-        }
+        };
+        // The first tasks start at once, not at the first `next`.
+        map.fill();
+        map
     }
 }
 
@@ -221,15 +245,80 @@ impl LoadBalancedView {
 pub struct Imap {
     view: LoadBalancedView,
     f: String,
-    items: std::vec::IntoIter<Value>,
+    /// The items still to submit; None once cancelled.
+    items: Option<Box<dyn Iterator<Item = Value> + Send>>,
     ordered: bool,
     max_outstanding: usize,
     next_index: usize,
     next_yield: usize,
+    /// Tasks submitted and not yet answered, by item index.
     outstanding: std::collections::HashMap<usize, AsyncResult>,
+    /// Results in, not yet yielded (in input order: waiting for an
+    /// earlier one).
     ready: BTreeMap<usize, Result<Value>>,
     tx: std::sync::mpsc::Sender<usize>,
     rx: std::sync::mpsc::Receiver<usize>,
+}
+
+impl Imap {
+    /// How many tasks are in flight (submitted, not yet answered).
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Stops the map: no further item is submitted, and every task in
+    /// flight is aborted where it waits and stopped where it runs
+    /// ([`Client::abort_running`]). Returns once each has been answered;
+    /// the iterator then ends (results that were in are dropped).
+    pub fn cancel(&mut self) -> Result<()> {
+        self.items = None;
+        self.ready.clear();
+        if self.outstanding.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = self
+            .outstanding
+            .values()
+            .flat_map(|ar| ar.msg_ids().iter().cloned())
+            .collect();
+        let engines = match &self.view.targets {
+            Some(t) => t.clone(),
+            None => self.view.client.ids(),
+        };
+        if !engines.is_empty() {
+            self.view.client.abort_running(engines, Some(ids))?.get()?;
+        }
+        for ar in self.outstanding.values() {
+            ar.wait(None);
+        }
+        self.outstanding.clear();
+        Ok(())
+    }
+
+    /// Submits items while fewer than `max_outstanding` are in flight.
+    fn fill(&mut self) {
+        while self.outstanding.len() + self.ready.len() < self.max_outstanding {
+            let Some(item) = self.items.as_mut().and_then(|items| items.next()) else {
+                self.items = None;
+                break;
+            };
+            let i = self.next_index;
+            self.next_index += 1;
+            let req = self.view.task(&self.f, vec![item]);
+            match self.view.client.submit_notify(
+                vec![req],
+                Shape::PerReply,
+                Some((self.tx.clone(), i)),
+            ) {
+                Ok(ar) => {
+                    self.outstanding.insert(i, ar);
+                }
+                Err(e) => {
+                    self.ready.insert(i, Err(e));
+                }
+            }
+        }
+    }
 }
 
 impl Iterator for Imap {
@@ -237,24 +326,7 @@ impl Iterator for Imap {
 
     fn next(&mut self) -> Option<Result<Value>> {
         loop {
-            while self.outstanding.len() < self.max_outstanding {
-                let Some(item) = self.items.next() else { break };
-                let i = self.next_index;
-                self.next_index += 1;
-                let req = self.view.task(&self.f, vec![item]);
-                match self.view.client.submit_notify(
-                    vec![req],
-                    Shape::PerReply,
-                    Some((self.tx.clone(), i)),
-                ) {
-                    Ok(ar) => {
-                        self.outstanding.insert(i, ar);
-                    }
-                    Err(e) => {
-                        self.ready.insert(i, Err(e));
-                    }
-                }
-            }
+            self.fill();
             if self.ordered {
                 if let Some(v) = self.ready.remove(&self.next_yield) {
                     self.next_yield += 1;

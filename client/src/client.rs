@@ -548,7 +548,9 @@ impl Client {
             }
         }
         let state = ResultState::new(slots);
-        *state.on_done.lock().expect("notify lock") = notify;
+        if let Some((tx, tag)) = notify {
+            state.notify_when_done(tx, tag);
+        }
         state.keep_segments(segments);
         self.command(Command::Send {
             messages,
@@ -594,7 +596,9 @@ impl Client {
     }
 
     /// Aborts queued requests on the targets: the given msg ids, or all
-    /// queued work when `msg_ids` is None.
+    /// queued work when `msg_ids` is None. Each aborted request is
+    /// answered [`Error::Aborted`]; running code goes on (see
+    /// [`abort_running`](Self::abort_running)).
     pub fn abort(
         &self,
         targets: impl Into<Targets>,
@@ -602,7 +606,38 @@ impl Client {
     ) -> Result<AsyncResult> {
         self.control(
             &targets.into(),
-            Content::AbortRequest(AbortRequest { msg_ids }),
+            Content::AbortRequest(AbortRequest {
+                msg_ids,
+                running: false,
+            }),
+        )
+    }
+
+    /// Like [`abort`](Self::abort), and also stops the request running on
+    /// each target if it is one of `msg_ids` (any, when None): it is
+    /// interrupted and answered [`Error::Aborted`], like the queued ones;
+    /// the engines serve on. A script in a long native call stops when
+    /// the call returns.
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// let stuck = client.view(0).execute("loop {}")?;
+    /// client.abort_running(0u32, Some(stuck.msg_ids().to_vec()))?.get()?;
+    /// assert!(matches!(stuck.get(), Err(zpar_client::Error::Aborted { .. })));
+    /// # Ok(()) }
+    /// ```
+    pub fn abort_running(
+        &self,
+        targets: impl Into<Targets>,
+        msg_ids: Option<Vec<String>>,
+    ) -> Result<AsyncResult> {
+        self.control(
+            &targets.into(),
+            Content::AbortRequest(AbortRequest {
+                msg_ids,
+                running: true,
+            }),
         )
     }
 

@@ -65,7 +65,7 @@ pub use error::{Error, HubLoss, Result};
 pub use io::ClientEvent;
 pub use kernel::BoundKernel;
 pub use records::ResultStatus;
-pub use result::{AsyncResult, EngineReply, Timing};
+pub use result::{wait, AsyncResult, EngineReply, ReturnWhen, Timing, Waited};
 pub use script::Script;
 pub use slice::Slice;
 pub use view::{concat, partition, DirectView, ExecuteOptions, Targets};

@@ -120,8 +120,8 @@ pub(crate) struct ResultState {
     pub parts: Mutex<Parts>,
     pub cond: Condvar,
     pub submitted: SystemTime,
-    /// Told this result's tag when it completes (for `imap`).
-    pub on_done: Mutex<Option<(std::sync::mpsc::Sender<usize>, usize)>>,
+    /// Told their tags when this result completes (`imap`, [`wait`]).
+    on_done: Mutex<Vec<(std::sync::mpsc::Sender<usize>, usize)>>,
     /// Shared segments the requests name, removed once every reply is in
     /// (or the hub is lost). While there are any, the I/O thread owns the
     /// state, so dropping the [`AsyncResult`] does not remove them before
@@ -148,7 +148,7 @@ impl ResultState {
             }),
             cond: Condvar::new(),
             submitted: SystemTime::now(),
-            on_done: Mutex::new(None),
+            on_done: Mutex::new(Vec::new()),
             segments: Mutex::new(Vec::new()),
         })
     }
@@ -199,13 +199,29 @@ impl ResultState {
         parts.slots[i].shared = shared;
         parts.done += 1;
         if parts.done == parts.slots.len() {
-            self.segments.lock().expect("segments lock").clear();
-            self.wake(&parts);
-            if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
-                let _ = tx.send(tag);
-            }
+            self.completed(&parts);
         }
         true
+    }
+
+    /// Every slot is filled: the segments go, waiters wake, watchers are
+    /// told (called with the parts locked).
+    fn completed(&self, parts: &Parts) {
+        self.segments.lock().expect("segments lock").clear();
+        self.wake(parts);
+        for (tx, tag) in self.on_done.lock().expect("notify lock").drain(..) {
+            let _ = tx.send(tag);
+        }
+    }
+
+    /// Sends `tag` on `tx` when every slot is filled (at once if they are).
+    pub fn notify_when_done(&self, tx: std::sync::mpsc::Sender<usize>, tag: usize) {
+        let parts = self.parts.lock().expect("result lock");
+        if parts.done == parts.slots.len() {
+            let _ = tx.send(tag);
+        } else {
+            self.on_done.lock().expect("notify lock").push((tx, tag));
+        }
     }
 
     /// Fills every slot still open with `error` (the hub was lost: those
@@ -245,11 +261,7 @@ impl ResultState {
         }
         parts.done += failed;
         if failed > 0 && parts.done == parts.slots.len() {
-            self.segments.lock().expect("segments lock").clear();
-            self.wake(&parts);
-            if let Some((tx, tag)) = self.on_done.lock().expect("notify lock").take() {
-                let _ = tx.send(tag);
-            }
+            self.completed(&parts);
         }
         failed
     }
@@ -324,6 +336,14 @@ impl AsyncResult {
     pub fn ready(&self) -> bool {
         let p = self.state.parts.lock().expect("result lock");
         p.done == p.slots.len()
+    }
+
+    /// Whether a reply that arrived is an error.
+    pub fn has_failed(&self) -> bool {
+        let p = self.state.parts.lock().expect("result lock");
+        p.slots
+            .iter()
+            .any(|s| s.reply.as_ref().is_some_and(|r| r.outcome.is_err()))
     }
 
     /// How many replies have arrived, and how many are expected.
@@ -664,4 +684,86 @@ mod tests {
         let e = ar.get_timeout(Duration::from_millis(5)).unwrap_err();
         assert!(e.to_string().contains("1 of 1 replies to request a"), "{e}");
     }
+}
+
+/// When [`wait`] returns: as Python's `concurrent.futures.wait` and
+/// ipyparallel's `Client.wait` say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnWhen {
+    /// When every result is complete.
+    AllCompleted,
+    /// When any result is complete.
+    FirstCompleted,
+    /// When any result is complete with an error (then every result that
+    /// is complete counts), or when all are.
+    FirstException,
+}
+
+/// What [`wait`] found: the indexes of the results complete and of those
+/// still pending, each in order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Waited {
+    /// Complete results.
+    pub done: Vec<usize>,
+    /// Results still waiting for replies.
+    pub pending: Vec<usize>,
+}
+
+/// Waits for `results` until `return_when` holds or `timeout` passes
+/// (None: no limit), without polling: each result tells the waiter when
+/// it completes.
+///
+/// ```no_run
+/// use zpar_client::{wait, ReturnWhen};
+/// # fn main() -> zpar_client::Result<()> {
+/// let client = zpar_client::Client::connect()?;
+/// let lb = client.load_balanced();
+/// let jobs: Vec<_> = (0..8).map(|i| lb.apply("|x| 10 / x", vec![i.into()])).collect::<Result<_, _>>()?;
+/// let refs: Vec<_> = jobs.iter().collect();
+/// let w = wait(&refs, ReturnWhen::FirstException, None);
+/// for i in &w.done {
+///     if let Err(e) = jobs[*i].get() {
+///         eprintln!("task {i} failed: {e}; {} still pending", w.pending.len());
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub fn wait(
+    results: &[&AsyncResult],
+    return_when: ReturnWhen,
+    timeout: Option<Duration>,
+) -> Waited {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, r) in results.iter().enumerate() {
+        r.state.notify_when_done(tx.clone(), i);
+    }
+    drop(tx);
+    let mut done = vec![false; results.len()];
+    let (mut complete, mut failed) = (0, false);
+    loop {
+        let enough = match return_when {
+            ReturnWhen::AllCompleted => complete == results.len(),
+            ReturnWhen::FirstCompleted => complete > 0 || results.is_empty(),
+            ReturnWhen::FirstException => failed || complete == results.len(),
+        };
+        if enough {
+            break;
+        }
+        let next = match deadline {
+            None => rx.recv().ok(),
+            Some(d) => rx
+                .recv_timeout(d.saturating_duration_since(Instant::now()))
+                .ok(),
+        };
+        let Some(i) = next else { break };
+        if !std::mem::replace(&mut done[i], true) {
+            complete += 1;
+            failed |= results[i].has_failed();
+        }
+    }
+    // Results that completed after the last look count too.
+    let (done, pending): (Vec<usize>, Vec<usize>) =
+        (0..results.len()).partition(|i| done[*i] || results[*i].ready());
+    Waited { done, pending }
 }

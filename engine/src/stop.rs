@@ -44,6 +44,8 @@ pub enum StopReason {
         /// The timeout, in seconds.
         seconds: f64,
     },
+    /// A client aborted it (an abort with `running`).
+    Aborted,
     /// The engine is shutting down.
     EngineShutdown,
     /// A standalone kernel is shutting down.
@@ -55,6 +57,7 @@ impl StopReason {
     pub fn class(&self) -> ErrorClass {
         match self {
             StopReason::Interrupted(_)
+            | StopReason::Aborted
             | StopReason::EngineShutdown
             | StopReason::KernelShutdown => ErrorClass::Interrupted,
             StopReason::OperationLimit { .. } => ErrorClass::OperationLimit,
@@ -73,6 +76,7 @@ impl fmt::Display for StopReason {
                 f.write_str("interrupted by the kernel's client")
             }
             StopReason::Interrupted(Interrupter::Signal) => f.write_str("interrupted (SIGINT)"),
+            StopReason::Aborted => f.write_str("aborted by a client"),
             StopReason::OperationLimit { limit } => {
                 write!(f, "the request exceeded its limit of {limit} operations")
             }

@@ -455,6 +455,10 @@ pub struct AbortRequest {
     /// These msg ids, or every queued one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg_ids: Option<Vec<String>>,
+    /// zpar's own: stop the running request too, if it is one of
+    /// `msg_ids` (or any, when absent); it is answered `aborted`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub running: bool,
 }
 
 /// Hub → engine: requests the hub forwarded to this engine and has heard

@@ -86,8 +86,14 @@ pub enum Command {
     Result,
     /// Wait for commands still running.
     Wait(Option<Duration>),
-    /// Abort queued work.
-    Abort(Option<TargetSpec>),
+    /// Abort queued work; with `running` (`--running`), the running
+    /// request too.
+    Abort {
+        /// Other engines than the current targets.
+        targets: Option<TargetSpec>,
+        /// Stop the running requests too.
+        running: bool,
+    },
     /// Stop running code.
     Interrupt(Option<TargetSpec>),
     /// Empty the engines' namespaces.
@@ -116,6 +122,7 @@ struct Opts {
     flatten: bool,
     timeout: Option<Duration>,
     label: Option<String>,
+    running: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -125,6 +132,7 @@ enum Opt {
     Flatten,
     Timeout,
     Label,
+    Running,
 }
 
 /// Splits the first whitespace-separated word off `s`.
@@ -200,6 +208,10 @@ fn options<'a>(
                 let (v, more) = take_value(after)?;
                 o.timeout = Some(seconds(v, "--timeout")?);
                 more
+            }
+            "--running" if known(Opt::Running) => {
+                o.running = true;
+                after
             }
             "--label" if known(Opt::Label) => {
                 let (v, more) = take_value(after)?;
@@ -391,10 +403,17 @@ pub fn parse(line: &str, autopx: bool) -> Result<Command, ParseError> {
             }
         }
         "abort" | "interrupt" | "clear" | "bind_kernel" => {
-            let (o, rest) = options(cmd, rest, &[Targets])?;
+            let allowed: &[Opt] = match cmd {
+                "abort" => &[Targets, Running],
+                _ => &[Targets],
+            };
+            let (o, rest) = options(cmd, rest, allowed)?;
             no_args(cmd, rest)?;
             match cmd {
-                "abort" => Command::Abort(o.targets),
+                "abort" => Command::Abort {
+                    targets: o.targets,
+                    running: o.running,
+                },
                 "interrupt" => Command::Interrupt(o.targets),
                 "bind_kernel" => Command::BindKernel(o.targets),
                 _ => Command::Clear(o.targets),
@@ -621,7 +640,21 @@ mod tests {
             parse("%wait 2", false).unwrap(),
             Command::Wait(Some(Duration::from_secs(2)))
         );
-        assert_eq!(parse("%abort", false).unwrap(), Command::Abort(None));
+        assert_eq!(
+            parse("%abort", false).unwrap(),
+            Command::Abort {
+                targets: None,
+                running: false
+            }
+        );
+        assert_eq!(
+            parse("%abort --running -t 1", false).unwrap(),
+            Command::Abort {
+                targets: Some(TargetSpec::parse("1").unwrap()),
+                running: true
+            }
+        );
+        assert!(parse("%interrupt --running", false).is_err());
         assert_eq!(
             parse("%interrupt --targets 1", false).unwrap(),
             Command::Interrupt(Some(TargetSpec::Ids(vec![1])))

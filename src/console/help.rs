@@ -151,10 +151,13 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "abort",
         aliases: &[],
-        usage: "%abort [--targets SPEC]",
+        usage: "%abort [--targets SPEC] [--running]",
         summary: "drop the work queued on the targets",
         help: "Aborts requests queued on the targets that have not started yet; they\n\
-               answer with an Aborted error. Running code goes on (see %interrupt).",
+               answer with an Aborted error. Running code goes on (see %interrupt),\n\
+               unless --running: then it is stopped too and answers Aborted as well.\n\
+               --targets SPEC   other engines than the current targets (all, 0,2, 0-3)\n\
+               --running        stop the running requests too",
     },
     Spec {
         name: "interrupt",

@@ -164,6 +164,48 @@ fn abort_and_clear() {
     );
 }
 
+/// `abort_running` stops a running `loop {}` and answers it `Aborted`, as
+/// it does the work queued behind it; an abort that names other requests
+/// lets it run; the engine serves the next request.
+#[test]
+fn an_abort_of_running_work_answers_it_aborted_and_the_engine_serves_on() {
+    let _watchdog = support::watchdog();
+    let (_c, client) = cluster(1);
+    let view = client.view(0);
+    let blocker = view
+        .execute(&format!(
+            "{RUNNING_EVERY} let n = 0; loop {{ running(n); n += 1 }}"
+        ))
+        .unwrap();
+    support::wait_until_printed(&blocker, 0, "running");
+    let queued = view.execute("1").unwrap();
+    // Naming another request stops nothing that runs.
+    client
+        .abort_running(0u32, Some(vec!["not-this-one".into()]))
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert!(!blocker.ready());
+    client
+        .abort_running(0u32, None)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    for (what, r) in [
+        ("the running loop", &blocker),
+        ("the queued request", &queued),
+    ] {
+        match r.get_timeout(WAIT) {
+            Err(Error::Aborted { engine: 0, .. }) => {}
+            other => panic!("{what}: expected Aborted, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        view.execute("2").unwrap().get_timeout(WAIT).unwrap(),
+        vec![Value::Int(2)]
+    );
+}
+
 /// Raw frames at each of the hub's client-facing sockets: garbage, unsigned,
 /// wrongly signed, replayed. The hub drops them and keeps serving.
 #[test]

@@ -70,6 +70,8 @@ fn ipyparallels_client_and_px_magics_drive_a_zpar_cluster() {
     has("abort raised TaskAborted");
     has("db_query [(True, 0, 'ok')]");
     has("db_query times ['datetime']");
+    has("db_query label [(True, 'fit-7')]");
+    has("db_query other label 0");
     has("get_result True True ExecuteReply");
     has("apply CompositeError ename=Unsupported evalue=zpar engines run Rhai and cannot load pickled Python");
     has("broadcast CompositeError ename=Unsupported");

@@ -169,6 +169,13 @@ say("db_query", [(r["msg_id"] == msg_id, r["engine"], r["status"]) for r in recs
 full = rc.db_query({"msg_id": msg_id})
 say("db_query times", [type(r["submitted"]).__name__ for r in full])
 
+# Labels (ipyparallel 9.1): set on a request, found with $glob.
+labelled = rc[0].execute('40 + 2', silent=False, block=True, label="fit-7")
+found = rc.db_query({"label": {"$glob": "fit-*"}}, keys=["msg_id", "label"])
+say("db_query label", [(r["msg_id"] == labelled.msg_ids[0], r["label"]) for r in found])
+none = rc.db_query({"label": {"$glob": "other-*"}}, keys=["msg_id"])
+say("db_query other label", len(none))
+
 rc2 = ipp.Client(conn_file, timeout=20)
 got = rc2.get_result(msg_id, block=True)
 # From the hub's records: the reply and its output (iopub's execute_result

@@ -147,12 +147,12 @@ fn imap_batches_and_schemes() {
     let (_c, client) = cluster_with(2, &["--scheme", "lru"], &[]);
     let lb = client.load_balanced();
     let ordered: Vec<Value> = lb
-        .imap("|x| x + 1", (0..50).map(Value::Int).collect(), true, 4)
+        .imap("|x| x + 1", (0..50).map(Value::Int), true, 4)
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(ordered, (1..51).map(Value::Int).collect::<Vec<_>>());
     let mut any: Vec<i64> = lb
-        .imap("|x| x * 3", (0..50).map(Value::Int).collect(), false, 8)
+        .imap("|x| x * 3", (0..50).map(Value::Int), false, 8)
         .map(|v| v.unwrap().as_i64().unwrap())
         .collect();
     any.sort();
@@ -169,6 +169,121 @@ fn imap_batches_and_schemes() {
         sums,
         (0..100).map(|i| Value::Int(i + 1000)).collect::<Vec<_>>()
     );
+}
+
+/// `imap` reads an endless iterator lazily: items are taken only as
+/// results come back (never more than `max_outstanding` ahead), and the
+/// hub never holds more than that many of them; `cancel` aborts the tasks
+/// in flight, stops the running ones, and the engines serve on.
+#[test]
+fn imap_over_an_endless_iterator_keeps_at_most_max_outstanding_in_flight_and_cancels() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let _watchdog = support::watchdog();
+    let (_c, client) = cluster(2);
+    let lb = client.load_balanced();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&taken);
+    let items = (0..).map(move |i| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Value::Int(i)
+    });
+    let (max, want) = (100, 3_000);
+    let mut squares = lb.imap("|x| x * x", items, true, max);
+    let mut most_in_hub = 0;
+    for (i, v) in squares.by_ref().take(want).enumerate() {
+        assert_eq!(v.unwrap(), Value::Int((i * i) as i64));
+        let pulled = taken.load(Ordering::SeqCst);
+        assert!(
+            pulled <= i + 1 + max,
+            "{pulled} items taken after {i} results"
+        );
+        if i % 500 == 0 {
+            let q = client.queue_status().unwrap();
+            let in_hub = q.unassigned + q.engines.values().map(|e| e.queue).sum::<u64>();
+            most_in_hub = most_in_hub.max(in_hub);
+        }
+    }
+    assert!(
+        most_in_hub <= max as u64,
+        "the hub held {most_in_hub} tasks"
+    );
+    squares.cancel().unwrap();
+    assert_eq!(squares.outstanding(), 0);
+    assert!(squares.next().is_none(), "a cancelled map ends");
+
+    // Tasks that never end (submitted as the map is made): cancel stops
+    // them where they run.
+    let mut stuck = lb.imap("|x| { loop {} }", (0..).map(Value::Int), false, 8);
+    assert_eq!(stuck.outstanding(), 8);
+    support::wait_until("both engines run a stuck task", || {
+        client
+            .queue_status()
+            .unwrap()
+            .engines
+            .values()
+            .all(|e| e.queue > 0)
+    });
+    stuck.cancel().unwrap();
+    assert!(stuck.next().is_none());
+    assert_eq!(
+        client
+            .all()
+            .execute("7")
+            .unwrap()
+            .get_timeout(WAIT)
+            .unwrap(),
+        vec![Value::Int(7), Value::Int(7)],
+        "the engines serve after the cancel"
+    );
+}
+
+/// `wait` returns at the first exception while other work still runs, at
+/// the first completion, or when all are complete.
+#[test]
+fn wait_returns_at_the_first_exception_or_completion_or_all() {
+    use zpar::{wait, ReturnWhen};
+    let _watchdog = support::watchdog();
+    let (_c, client) = cluster(2);
+    let endless = client.view(0).execute("loop {}").unwrap();
+    let failing = client.view(1).execute("throw \"boom\"").unwrap();
+    let w = wait(
+        &[&endless, &failing],
+        ReturnWhen::FirstException,
+        Some(WAIT),
+    );
+    assert_eq!((w.done, w.pending), (vec![1], vec![0]));
+    let w = wait(
+        &[&endless, &failing],
+        ReturnWhen::FirstCompleted,
+        Some(WAIT),
+    );
+    assert_eq!((w.done, w.pending), (vec![1], vec![0]));
+    // All: only a bounded wait returns while one never ends.
+    let w = wait(
+        &[&endless, &failing],
+        ReturnWhen::AllCompleted,
+        Some(Duration::from_millis(200)),
+    );
+    assert_eq!(w.pending, vec![0]);
+    client
+        .abort_running(0u32, None)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    let w = wait(&[&endless, &failing], ReturnWhen::AllCompleted, Some(WAIT));
+    assert_eq!((w.done, w.pending), (vec![0, 1], vec![]));
+    assert!(matches!(
+        endless.get(),
+        Err(Error::Aborted { engine: 0, .. })
+    ));
+    // Successes only: FirstException waits for all.
+    let ok: Vec<_> = (0..3)
+        .map(|i| client.view(i % 2).execute(&format!("{i}")).unwrap())
+        .collect();
+    let refs: Vec<_> = ok.iter().collect();
+    let w = wait(&refs, ReturnWhen::FirstException, Some(WAIT));
+    assert_eq!((w.done, w.pending), (vec![0, 1, 2], vec![]));
 }
 
 #[test]

@@ -61,11 +61,23 @@ impl EngineCore {
     }
 
     /// Aborts the listed requests when they arrive, or everything waiting
-    /// on mux and task now.
+    /// on mux and task now; with `running`, stops the running request too
+    /// if it is one of them (it is answered `aborted` when it stops).
     pub(super) fn on_abort(&mut self, msg: &Message) -> Vec<Action> {
         let Content::AbortRequest(r) = &msg.content else {
             return Vec::new();
         };
+        if let (true, Some(run)) = (r.running, &mut self.running) {
+            let listed = r
+                .msg_ids
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&run.to.header.msg_id));
+            // A kernel's cell is not the hub's to abort, nor is a stop
+            // already under way replaced.
+            if listed && !run.to.source.is_kernel() && run.stop.is_none() {
+                run.stop = Some(StopReason::Aborted);
+            }
+        }
         let mut actions = Vec::new();
         match &r.msg_ids {
             Some(ids) => self.aborted.extend(ids.iter().cloned()),

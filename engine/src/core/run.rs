@@ -5,13 +5,14 @@
 
 use super::{status_content, Action, Drain, EngineCore, Job, ReplyTo, RunOutcome, Running, Source};
 use crate::namespace::ScriptError;
+use crate::stop::StopReason;
 use serde_json::Value as Json;
 use std::time::{Duration, Instant};
 use tracing::warn;
 use zpar_protocol::stream::StreamError;
 use zpar_protocol::{
     iso8601_now, Content, ErrorClass, ErrorContent, ExecuteInput, ExecuteResult, Message,
-    MessageType, ReplyMetadata, RequestMetadata, TaskReply,
+    MessageType, ReplyMetadata, RequestMetadata, Status, TaskReply,
 };
 
 /// Why an ipyparallel `apply_request` (pickled Python in its buffers) gets
@@ -194,6 +195,26 @@ impl EngineCore {
             )),
             value => value,
         };
+        // Stopped by an abort: answered `aborted`, as a request aborted
+        // before it ran is (a run that finished first keeps its result).
+        if value.is_err() && matches!(run.stop, Some(StopReason::Aborted)) {
+            let r = TaskReply {
+                status: Status::Aborted,
+                engine_id: Some(self.engine_id),
+                ..TaskReply::default()
+            };
+            let content = Content::reply_to(&run.to.header.msg_type, r);
+            let metadata = self.metadata_for(&content);
+            actions.push(Action::reply(run.to, content, metadata, Vec::new()));
+            actions.push(Action::Publish {
+                parent,
+                content: Box::new(status_content("idle")),
+            });
+            for to in std::mem::take(&mut self.deferred_clears) {
+                actions.extend(self.clear(to));
+            }
+            return actions;
+        }
         let failed = value.is_err();
         let mut reply = match value {
             Ok(result) => {

@@ -390,6 +390,55 @@ fn an_interrupt_on_control_stops_the_running_script_at_its_next_look() {
     h.assert_no_more();
 }
 
+/// An abort with `running` stops the running request when it is one of
+/// those named (or none are named), and it is answered `aborted`; one
+/// that names other requests, or none with `running` unset, lets it run.
+#[test]
+fn an_abort_with_running_stops_the_named_running_request_and_answers_it_aborted() {
+    let abort = |ids: Option<Vec<String>>, running: bool| {
+        Content::AbortRequest(zpar_protocol::AbortRequest {
+            msg_ids: ids,
+            running,
+        })
+    };
+    let mut h = EngineHarness::cluster();
+    let id = h.start_execute(RequestMetadata::default());
+    for (ids, running) in [(Some(vec!["other".to_string()]), true), (None, false)] {
+        let a = h.arrive(Source::Control, abort(ids, running));
+        if !running {
+            assert!(matches!(h.take(), Action::Drain { .. }));
+        }
+        h.expect_reply(Source::Control, &a, "abort_reply");
+        assert_eq!(h.core.stop_reason(), None, "running {running}");
+    }
+    let a = h.arrive(Source::Control, abort(Some(vec![id.clone()]), true));
+    h.expect_reply(Source::Control, &a, "abort_reply");
+    assert_eq!(h.core.stop_reason(), Some(StopReason::Aborted));
+    assert_eq!(
+        h.progress(CONTROL_CHECK_OPS + 1, Duration::ZERO),
+        Progress::Stop(StopReason::Aborted)
+    );
+    h.finish(
+        Err(ScriptError::new("Interrupted", "aborted by a client")),
+        None,
+    );
+    let r = h.expect_reply(Source::Mux, &id, "execute_reply");
+    assert_eq!(r.status, Status::Aborted);
+    h.expect_status(&id, "idle");
+    h.assert_no_more();
+    // Every running request, when none are named; one that finished
+    // before it looked keeps its result.
+    let id = h.start_execute(RequestMetadata::default());
+    let a = h.arrive(Source::Control, abort(None, true));
+    assert!(matches!(h.take(), Action::Drain { .. }));
+    h.expect_reply(Source::Control, &a, "abort_reply");
+    h.finish(Ok(Some(serde_json::json!(7))), None);
+    let r = h.expect_reply(Source::Mux, &id, "execute_reply");
+    assert_eq!(r.status, Status::Ok);
+    h.expect_status(&id, "idle");
+    h.assert_no_more();
+}
+
 #[test]
 fn sigint_interrupts_a_running_cell() {
     let mut h = EngineHarness::new(Role::Standalone);
@@ -485,6 +534,7 @@ fn a_request_aborted_by_id_is_answered_aborted_when_it_arrives() {
         Source::Control,
         Content::AbortRequest(AbortRequest {
             msg_ids: Some(vec![early.header.msg_id.clone()]),
+            running: false,
         }),
     );
     h.expect_reply(Source::Control, &abort, "abort_reply");
@@ -503,7 +553,7 @@ fn an_abort_of_everything_drains_mux_and_task_and_drops_aborted_streams_quietly(
     let mut h = EngineHarness::cluster();
     let abort = h.arrive(
         Source::Control,
-        Content::AbortRequest(AbortRequest { msg_ids: None }),
+        Content::AbortRequest(AbortRequest::default()),
     );
     assert!(matches!(
         h.take(),

@@ -1818,6 +1818,7 @@ fn control_requests_routed_by_uuid_reach_that_engine() {
         Channel::Control,
         Content::AbortRequest(AbortRequest {
             msg_ids: Some(vec!["m-1".into()]),
+            running: false,
         }),
         &uuid_of(1),
     );

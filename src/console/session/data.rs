@@ -232,10 +232,15 @@ impl Session {
         self.ensure_hub()?;
         let (_, ids) = self.view(targets)?;
         let (ar, label, done) = match what {
-            Control::Abort => (
+            Control::Abort { running: false } => (
                 self.client.abort(ids.clone(), None)?,
                 "the abort",
                 "aborted the work queued on",
+            ),
+            Control::Abort { running: true } => (
+                self.client.abort_running(ids.clone(), None)?,
+                "the abort",
+                "aborted the work running and queued on",
             ),
             Control::Interrupt => (
                 self.client.interrupt(ids.clone())?,

@@ -226,7 +226,9 @@ impl Session {
             Command::Engines { all } => self.engines(all),
             Command::Result => Ok(self.result()),
             Command::Wait(limit) => self.wait(limit),
-            Command::Abort(t) => self.control(Control::Abort, &t),
+            Command::Abort { targets, running } => {
+                self.control(Control::Abort { running }, &targets)
+            }
             Command::Interrupt(t) => self.control(Control::Interrupt, &t),
             Command::Clear(t) => self.control(Control::Clear, &t),
             Command::BindKernel(t) => self.bind_kernel(&t),

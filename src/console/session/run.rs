@@ -34,8 +34,8 @@ impl PxRun {
 /// The control request `%abort`, `%interrupt` or `%clear` sends.
 #[derive(Clone, Copy)]
 pub(super) enum Control {
-    /// Abort queued requests.
-    Abort,
+    /// Abort queued requests; with `running`, the running one too.
+    Abort { running: bool },
     /// Interrupt the running request.
     Interrupt,
     /// Clear the namespace.
