@@ -2,11 +2,11 @@
 //! timeouts, dependencies, streaming (`imap`) and batches.
 
 use crate::client::{Client, Request};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::result::{AsyncResult, Shape};
 use crate::view::MAP_CHUNK;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use zpar_protocol::Channel;
 use zpar_protocol::{ApplyRequest, Content, RequestMetadata, Value};
 
@@ -17,7 +17,7 @@ const BATCH: &str = "|zpar_calls, zpar_f| { let zpar_out = []; for zpar_args in 
 /// or random: `zpar hub --scheme`).
 ///
 /// ```no_run
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use zpar_client::{Client, Value};
 /// # fn main() -> zpar_client::Result<()> {
 /// let lb = Client::connect()?.load_balanced().retries(2).timeout(Duration::from_secs(10));
@@ -321,28 +321,57 @@ impl Imap {
     }
 }
 
-impl Iterator for Imap {
-    type Item = Result<Value>;
+impl Imap {
+    /// Like [`Iterator::next`], waiting at most `timeout` for a result:
+    /// `Ok(None)` once the map is over, [`Error::Timeout`] when no result
+    /// came in time (ask again), so a caller can look at other things
+    /// (a Ctrl-C, to [`cancel`](Self::cancel)) between results.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<Value>>> {
+        self.advance(Some(Instant::now() + timeout))
+            .map_err(|()| Error::Timeout {
+                waited: timeout,
+                what: format!("a result of the map ({} in flight)", self.outstanding.len()),
+            })
+    }
 
-    fn next(&mut self) -> Option<Result<Value>> {
+    /// The next result, waiting until `deadline` (None: as long as it
+    /// takes); `Err(())` if the deadline passed first.
+    fn advance(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Option<Result<Value>>, ()> {
         loop {
             self.fill();
             if self.ordered {
                 if let Some(v) = self.ready.remove(&self.next_yield) {
                     self.next_yield += 1;
-                    return Some(v);
+                    return Ok(Some(v));
                 }
             } else if let Some((_, v)) = self.ready.pop_first() {
-                return Some(v);
+                return Ok(Some(v));
             }
             if self.outstanding.is_empty() {
-                return None;
+                return Ok(None);
             }
             // Every task gets a reply (a result, an error, EngineDied).
-            let tag = self.rx.recv().ok()?;
+            let tag = match deadline {
+                None => self.rx.recv().map_err(|_| ())?,
+                Some(d) => self
+                    .rx
+                    .recv_timeout(d.saturating_duration_since(Instant::now()))
+                    .map_err(|_| ())?,
+            };
             if let Some(ar) = self.outstanding.remove(&tag) {
                 self.ready.insert(tag, ar.get_one());
             }
         }
+    }
+}
+
+impl Iterator for Imap {
+    type Item = Result<Value>;
+
+    fn next(&mut self) -> Option<Result<Value>> {
+        self.advance(None).ok().flatten()
     }
 }

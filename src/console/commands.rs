@@ -2,10 +2,13 @@
 //! by one `match` in the console's `session` module. Parsing needs no sockets.
 
 use super::input::is_identifier;
-use super::literal;
+use super::literal::{self, parse_sequence, Sequence};
 use super::targets::TargetSpec;
 use std::time::Duration;
 use zpar_client::Value;
+
+/// Tasks `%map` keeps in flight unless `--max` says.
+pub const DEFAULT_MAP_OUTSTANDING: usize = 64;
 
 pub use super::help::{command_words, help, spec, ParseError, Spec, COMMANDS};
 
@@ -60,6 +63,21 @@ pub enum Command {
         targets: Option<TargetSpec>,
         /// Set one-item blocks as the item itself.
         flatten: bool,
+    },
+    /// A load-balanced map, its results shown as they come.
+    Map {
+        /// What to map over.
+        sequence: Sequence,
+        /// The function (source).
+        function: String,
+        /// Results in input order (else as they come).
+        ordered: bool,
+        /// Tasks in flight at most.
+        max_outstanding: usize,
+        /// A label for the tasks' records.
+        label: Option<String>,
+        /// Engines other than the current targets.
+        targets: Option<TargetSpec>,
     },
     /// Join a variable's blocks from the targets.
     Gather {
@@ -123,6 +141,8 @@ struct Opts {
     timeout: Option<Duration>,
     label: Option<String>,
     running: bool,
+    ordered: bool,
+    max: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -133,6 +153,8 @@ enum Opt {
     Timeout,
     Label,
     Running,
+    Ordered,
+    Max,
 }
 
 /// Splits the first whitespace-separated word off `s`.
@@ -207,6 +229,18 @@ fn options<'a>(
             "--timeout" if known(Opt::Timeout) => {
                 let (v, more) = take_value(after)?;
                 o.timeout = Some(seconds(v, "--timeout")?);
+                more
+            }
+            "--ordered" if known(Opt::Ordered) => {
+                o.ordered = true;
+                after
+            }
+            "--max" if known(Opt::Max) => {
+                let (v, more) = take_value(after)?;
+                o.max = Some(match v.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return err(format!("--max takes a number of tasks above 0, not {v:?}")),
+                });
                 more
             }
             "--running" if known(Opt::Running) => {
@@ -384,6 +418,29 @@ pub fn parse(line: &str, autopx: bool) -> Result<Command, ParseError> {
                 value,
                 targets: o.targets,
                 flatten: o.flatten,
+            }
+        }
+        "map" => {
+            let (o, rest) = options(cmd, rest, &[Targets, Ordered, Max, Label])?;
+            let (sequence, function) = parse_sequence(rest).map_err(ParseError)?;
+            let function = function.trim();
+            if !(function.starts_with('|')
+                || function.starts_with("fn ")
+                || function.starts_with("Fn("))
+            {
+                return err(format!(
+                    "%map needs a function after the sequence (`|x| x * x`), not {function:?} \
+                     (usage: {})",
+                    spec.usage
+                ));
+            }
+            Command::Map {
+                sequence,
+                function: function.to_string(),
+                ordered: o.ordered,
+                max_outstanding: o.max.unwrap_or(DEFAULT_MAP_OUTSTANDING),
+                label: o.label,
+                targets: o.targets,
             }
         }
         "targets" => {
@@ -655,6 +712,42 @@ mod tests {
             }
         );
         assert!(parse("%interrupt --running", false).is_err());
+        assert_eq!(
+            parse("%map --ordered --max 8 0.. |x| x * x", false).unwrap(),
+            Command::Map {
+                sequence: Sequence::Range {
+                    start: 0,
+                    end: None
+                },
+                function: "|x| x * x".into(),
+                ordered: true,
+                max_outstanding: 8,
+                label: None,
+                targets: None,
+            }
+        );
+        assert!(matches!(
+            parse("%map [1, 2] |x| x", false).unwrap(),
+            Command::Map { sequence: Sequence::Values(v), max_outstanding: DEFAULT_MAP_OUTSTANDING, .. } if v.len() == 2
+        ));
+        assert!(matches!(
+            parse("%map 0..=2 |x| x", false).unwrap(),
+            Command::Map {
+                sequence: Sequence::Range {
+                    start: 0,
+                    end: Some(3)
+                },
+                ..
+            }
+        ));
+        for bad in [
+            "%map 0..10",
+            "%map |x| x",
+            "%map 5 |x| x",
+            "%map --max 0 0.. |x| x",
+        ] {
+            assert!(parse(bad, false).is_err(), "{bad}");
+        }
         assert_eq!(
             parse("%interrupt --targets 1", false).unwrap(),
             Command::Interrupt(Some(TargetSpec::Ids(vec![1])))

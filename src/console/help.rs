@@ -97,6 +97,24 @@ pub const COMMANDS: &[Spec] = &[
                `%scatter --flatten id = [0, 1, 2, 3]`).",
     },
     Spec {
+        name: "map",
+        aliases: &[],
+        usage: "%map [--targets SPEC] [--ordered] [--max N] [--label L] SEQUENCE FUNCTION",
+        summary: "map a function over a sequence, load-balanced, results as they come",
+        help: "Calls FUNCTION on each item of SEQUENCE as a task of its own, on whichever\n\
+               target engine is free, and shows each result as it comes: `[n] value`,\n\
+               n counting results (with --ordered they come in input order, so n is the\n\
+               item's index). SEQUENCE is an array or a range, read\n\
+               lazily: `0..` has no end. At most N tasks are in flight (default 64), so\n\
+               memory stays bounded. Ctrl-C cancels: the tasks in flight are aborted,\n\
+               those running stopped.\n\
+               --targets SPEC   other engines than the current targets (all, 0,2, 0-3)\n\
+               --ordered        results in input order\n\
+               --max N          tasks in flight at most\n\
+               --label L        label the tasks' records L (found with db_query's $glob)\n\
+               Example: %map --max 8 0..10 |x| x * x",
+    },
+    Spec {
         name: "gather",
         aliases: &[],
         usage: "%gather [--targets SPEC] NAME",

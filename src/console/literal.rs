@@ -48,6 +48,65 @@ pub fn parse(text: &str) -> Result<Value, String> {
     Ok(v)
 }
 
+/// The sequence `%map` runs over: values, or a range of integers read
+/// lazily (so `0..`, with no end, is a sequence too).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sequence {
+    /// The items, as given.
+    Values(Vec<Value>),
+    /// `start..end` (`end` excluded; None: no end).
+    Range {
+        /// The first integer.
+        start: i64,
+        /// One past the last, if any.
+        end: Option<i64>,
+    },
+}
+
+/// Reads the sequence literal at the start of `text`: an array, or a range
+/// (`0..100`, `0..=99`, or `0..` with no end, never expanded); returns it
+/// and the text after it.
+///
+/// ```
+/// use zpar::console::literal::{parse_sequence, Sequence};
+/// let (seq, rest) = parse_sequence("0.. |x| x * x").unwrap();
+/// assert_eq!((seq, rest), (Sequence::Range { start: 0, end: None }, " |x| x * x"));
+/// let (seq, _) = parse_sequence("[1, 2] |x| x").unwrap();
+/// assert_eq!(seq, Sequence::Values(vec![zpar::Value::Int(1), zpar::Value::Int(2)]));
+/// ```
+pub fn parse_sequence(text: &str) -> Result<(Sequence, &str), String> {
+    let t = text.trim_start();
+    let token_end = t.find(char::is_whitespace).unwrap_or(t.len());
+    let (token, after) = t.split_at(token_end);
+    if let Some((lo, hi)) = token.split_once("..") {
+        if let Ok(start) = lo.parse::<i64>() {
+            let end = match hi.strip_prefix('=') {
+                _ if hi.is_empty() => Ok(None),
+                Some(incl) => incl.parse::<i64>().map(|e| Some(e.saturating_add(1))),
+                None => hi.parse::<i64>().map(Some),
+            };
+            return match end {
+                Ok(end) => Ok((Sequence::Range { start, end }, after)),
+                Err(_) => Err(format!(
+                    "{token:?} is not a range of whole numbers (0..100, 0..=99 or 0..)"
+                )),
+            };
+        }
+    }
+    let mut p = Parser {
+        s: t.as_bytes(),
+        text: t,
+        i: 0,
+    };
+    match p.value()? {
+        Value::Array(items) => Ok((Sequence::Values(items), &t[p.i..])),
+        other => Err(format!(
+            "%map needs a sequence first (an array, or a range like 0..100 or 0..), not a {}",
+            other.kind()
+        )),
+    }
+}
+
 struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,

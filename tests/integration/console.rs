@@ -455,6 +455,47 @@ fn console_ctrl_c_interrupts_a_running_loop_and_the_engines_live_on() {
     assert_eq!(v, vec![zpar::Value::Int(42), zpar::Value::Int(42)]);
 }
 
+/// `%map` shows results as they come (in input order with `--ordered`),
+/// labels its tasks, and over an endless range runs until Ctrl-C cancels
+/// it: the tasks in flight are aborted or stopped, the engines live on.
+#[test]
+fn console_map_shows_results_as_they_come_and_ctrl_c_cancels_an_endless_one() {
+    let _watchdog = support::watchdog();
+    let (cluster, client) = support::cluster(2);
+    let mut c = Console::start(&cluster.profile().dir);
+    c.expect("zpar console: hub at");
+    c.send("%map --ordered --max 4 --label squares 0..20 |x| x * x");
+    c.expect("[0] 0");
+    c.expect("[19] 361");
+    c.expect("mapped 20 items");
+    c.send("%map [1, 0, 2] |x| 10 / x");
+    c.expect("mapped 3 items, 1 failed");
+    c.send("%map --max 2 0.. |x| { let t = timestamp(); while t.elapsed < 0.05 {} x }");
+    c.expect("[3] ");
+    let kill = Command::new("kill")
+        .args(["-INT", &c.child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(kill.success());
+    c.expect("cancelled the map after");
+    let (code, lines) = c.finish();
+    assert_eq!(code, 130, "Ctrl-C ends a script:\n{}", lines.join("\n"));
+    let v = client
+        .all()
+        .execute("6 * 7")
+        .expect("execute")
+        .get_timeout(WAIT)
+        .expect("the engines still answer");
+    assert_eq!(v, vec![zpar::Value::Int(42), zpar::Value::Int(42)]);
+    let labelled = client
+        .db_query(
+            serde_json::json!({"label": {"$glob": "squa*"}}),
+            Some(&["msg_id"]),
+        )
+        .expect("db_query");
+    assert_eq!(labelled.len(), 20, "{labelled:?}");
+}
+
 #[test]
 fn console_announces_engines_joining_and_leaving() {
     let _watchdog = support::watchdog();

@@ -16,6 +16,7 @@
 //! [`data`].
 
 mod data;
+mod map;
 mod px;
 mod run;
 
@@ -221,6 +222,23 @@ impl Session {
                 flatten,
             } => self.scatter(&name, value, &targets, flatten),
             Command::Gather { name, targets } => self.gather(&name, &targets),
+            Command::Map {
+                sequence,
+                function,
+                ordered,
+                max_outstanding,
+                label,
+                targets,
+            } => {
+                let job = map::MapJob {
+                    sequence,
+                    function,
+                    ordered,
+                    max_outstanding,
+                    label,
+                };
+                self.map(job, &targets)
+            }
             Command::Comm { name, targets } => self.comm(&name, &targets),
             Command::Targets(spec) => self.set_targets(spec),
             Command::Engines { all } => self.engines(all),
