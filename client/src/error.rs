@@ -141,8 +141,9 @@ pub enum Error {
     /// The client's connection has been closed.
     #[error("the client is closed")]
     Closed,
-    /// A socket failed.
-    #[error("socket error")]
+    /// A socket failed (out of file descriptors: it says the limit and
+    /// how to raise it).
+    #[error("socket error{}", zpar_protocol::net::out_of_files_hint(.0))]
     Zmq(#[from] zmq::Error),
     /// Starting a local cluster failed.
     #[error("local cluster: {0}")]

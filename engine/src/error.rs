@@ -30,8 +30,9 @@ pub enum EngineError {
     /// The connection file or key was unusable.
     #[error(transparent)]
     Protocol(#[from] zpar_protocol::ProtocolError),
-    /// A socket failed.
-    #[error("socket error")]
+    /// A socket failed (out of file descriptors: it says the limit and
+    /// how to raise it).
+    #[error("socket error{}", zpar_protocol::net::out_of_files_hint(.0))]
     Zmq(#[from] zmq::Error),
     /// A thread of the engine could not start.
     #[error("could not start {what}")]

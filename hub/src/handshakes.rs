@@ -138,6 +138,9 @@ struct Counts {
     ports: Vec<&'static str>,
     open: Vec<u64>,
     failed: Vec<u64>,
+    /// Connections each port could not accept, and the last errno.
+    refused: Vec<u64>,
+    refused_errno: i32,
     descriptors: Option<u64>,
     failures_told: Instant,
     crowding_told: Option<Instant>,
@@ -150,6 +153,8 @@ impl Counts {
             ports,
             open: vec![0; n],
             failed: vec![0; n],
+            refused: vec![0; n],
+            refused_errno: 0,
             descriptors,
             failures_told: Instant::now(),
             crowding_told: None,
@@ -161,6 +166,10 @@ impl Counts {
             HandshakeEvent::Accepted => self.open[port] += 1,
             HandshakeEvent::Closed => self.open[port] = self.open[port].saturating_sub(1),
             HandshakeEvent::Failed(_) => self.failed[port] += 1,
+            HandshakeEvent::AcceptFailed(errno) => {
+                self.refused[port] += 1;
+                self.refused_errno = *errno;
+            }
             HandshakeEvent::Succeeded => {}
         }
     }
@@ -196,6 +205,24 @@ impl Counts {
                 self.by_port(&self.failed)
             ));
             self.failed.iter_mut().for_each(|n| *n = 0);
+            self.failures_told = now;
+        }
+        let refused: u64 = self.refused.iter().sum();
+        if refused > 0 && now.duration_since(self.failures_told) >= SUMMARY_EVERY {
+            let why = match self.refused_errno {
+                libc::EMFILE | libc::ENFILE => format!(
+                    "the hub ran out of file descriptors (its limit on open files is {}): \
+                     raise it with `ulimit -n` before starting the hub, or run fewer engines",
+                    self.descriptors
+                        .map_or_else(|| "unknown".to_string(), |d| d.to_string())
+                ),
+                errno => format!("accept(2) failed with errno {errno}"),
+            };
+            lines.push(format!(
+                "{refused} connections could not be accepted ({}): {why}",
+                self.by_port(&self.refused)
+            ));
+            self.refused.iter_mut().for_each(|n| *n = 0);
             self.failures_told = now;
         }
         let open: u64 = self.open.iter().sum();
@@ -267,5 +294,12 @@ mod tests {
         );
         assert!(c.summaries(later + Duration::from_secs(1)).is_empty());
         assert_eq!(c.summaries(later + SUMMARY_EVERY).len(), 1);
+        // Connections the hub could not accept, for want of descriptors.
+        c.count(0, &HandshakeEvent::AcceptFailed(libc::EMFILE));
+        let lines = c.summaries(later + SUMMARY_EVERY * 3);
+        assert!(
+            lines[0].starts_with("1 connections could not be accepted (registration 1): the hub ran out of file descriptors (its limit on open files is 10)"),
+            "{lines:?}"
+        );
     }
 }

@@ -18,7 +18,7 @@
 //! dropped.
 
 pub use crate::config::{CurveMode, Db, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
-use crate::core::{Action, CoreConfig, Event, Frames, HubCore, LossReason};
+use crate::core::{Action, CoreConfig, EngineRoom, Event, Frames, HubCore, LossReason};
 use crate::error::HubError;
 use crate::handshakes::HandshakeLog;
 use crate::heartbeat;
@@ -454,6 +454,7 @@ impl Hub {
                     None => None,
                 },
                 recall_after: config.recall_after,
+                engine_room: descriptors.map(EngineRoom::for_files),
                 ..CoreConfig::default()
             },
             records,
@@ -928,10 +929,12 @@ fn raise_open_file_limit() -> Option<u64> {
         }
     }
     let files: u64 = limit.rlim_cur;
+    let room = EngineRoom::for_files(files);
     info!(
         files,
-        engines = files.saturating_sub(64) / 7,
-        "the limit on open files leaves room for about this many engines (7 connections each)"
+        engines = room.engines,
+        "the limit on open files leaves room for this many engines (7 connections each; \
+         registrations past it are refused, naming the limit)"
     );
     Some(files)
 }

@@ -152,3 +152,89 @@ fn two_thousand_idle_plain_connections_do_not_keep_engines_out() {
     assert_eq!(ids, vec![Value::Int(2); 3]);
     drop(idle);
 }
+
+/// A hub whose limit on open files leaves room for 8 engines (250 files,
+/// set in the child before it starts) refuses the ninth and tenth engine's
+/// registration at once, in one line that names the limit and the remedy,
+/// and serves the eight.
+#[test]
+fn engines_past_the_hubs_limit_on_open_files_are_refused_naming_it() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let _watchdog = watchdog();
+    let dir = std::env::temp_dir().join(format!("zpar-limit-{}", zpar_protocol::new_id()));
+    let mut hub = Command::new(crate::support::zpar_bin());
+    hub.args(["hub", "--profile-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        hub.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 250,
+                rlim_max: 250,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut reaper = crate::support::Reaper::of(hub.spawn().expect("starting a hub"));
+    let security = dir.join("security");
+    wait_until("the hub writes its connection files", || {
+        security.join("zpar-engine.json").exists() && security.join("zpar-client.json").exists()
+    });
+    let mut engines = Vec::new();
+    for _ in 0..10 {
+        let engine = Command::new(crate::support::zpar_bin())
+            .args(["engine", "--timeout", "20", "--file"])
+            .arg(security.join("zpar-engine.json"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting an engine");
+        engines.push(engine);
+    }
+    let client = zpar::Client::from_file(&security.join("zpar-client.json")).unwrap();
+    // The client's table catches up with engines that registered while it
+    // connected (their notifications came before its subscription did).
+    wait_until("the client sees 8 engines", || client.ids().len() == 8);
+    wait_until("two engines were refused and ended", || {
+        let mut ended = 0;
+        for e in engines.iter_mut() {
+            if e.try_wait().unwrap().is_some() {
+                ended += 1;
+            }
+        }
+        ended == 2
+    });
+    for mut e in engines {
+        let Some(status) = e.try_wait().unwrap() else {
+            reaper.0.push(e);
+            continue;
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut e.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("no room for another engine")
+                && err.contains("ulimit -n) is 250")
+                && err.contains("room for 8 engines"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let values = client
+        .all()
+        .execute("1 + 1")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(values, vec![Value::Int(2); 8]);
+    drop(client);
+    drop(reaper);
+    let _ = std::fs::remove_dir_all(&dir);
+}

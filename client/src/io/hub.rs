@@ -53,9 +53,11 @@ pub(super) struct RecordCheck {
     next: Instant,
 }
 
-/// After the hub came back, ask for its engine table again this many
-/// milliseconds later.
-const REPROBES_MS: [u64; 5] = [250, 500, 1000, 2000, 4000];
+/// After the client connected, or the hub came back, ask for its engine
+/// table again this many milliseconds later: notifications sent while the
+/// notification socket was still connecting are lost (a SUB gets only what
+/// is published after its subscription arrives).
+pub(super) const REPROBES_MS: [u64; 5] = [250, 500, 1000, 2000, 4000];
 
 impl IoLoop {
     /// Reads the hub's heartbeat pings.

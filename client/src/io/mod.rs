@@ -270,7 +270,10 @@ impl IoLoop {
             identity,
             hub: HubLiveness::new(HUB_TIMEOUT),
             probe: None,
-            reprobes: VecDeque::new(),
+            reprobes: hub::REPROBES_MS
+                .iter()
+                .map(|ms| Instant::now() + Duration::from_millis(*ms))
+                .collect(),
             record_check: None,
             tracked: HashMap::new(),
             recall_after: DEFAULT_RECALL_AFTER,

@@ -229,11 +229,48 @@ pub struct CoreConfig {
     /// silent hang; a minute covers engines that are still starting or
     /// re-registering after a hub restart, and the error says what to do.
     pub no_engine_limit: Duration,
+    /// How many engines the hub's limit on open files leaves room for (None:
+    /// unknown, no limit): past it a registration is refused, saying why,
+    /// instead of the engine waiting for connections the hub cannot accept.
+    pub engine_room: Option<EngineRoom>,
     /// How long a request forwarded to an engine may go unanswered before
     /// the hub asks the engine what became of it ([`recall`]): long enough
     /// that most requests are answered first, short enough that a request
     /// lost on a dropped connection is noticed while its user still waits.
     pub recall_after: Duration,
+}
+
+/// How many engines fit in the hub's limit on open files
+/// ([`CoreConfig::engine_room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineRoom {
+    /// The hub's limit on open files (`ulimit -n`, after raising the soft
+    /// limit to the hard one).
+    pub files: u64,
+    /// Engines it leaves room for.
+    pub engines: usize,
+}
+
+impl EngineRoom {
+    /// Connections each engine holds to the hub.
+    pub const FILES_PER_ENGINE: u64 = 7;
+    /// Descriptors kept for the hub itself (its bound sockets, monitors,
+    /// the record store) and for a few dozen clients.
+    pub const RESERVED_FILES: u64 = 192;
+
+    /// The room a limit of `files` open files leaves.
+    ///
+    /// ```
+    /// use zpar_hub::core::EngineRoom;
+    /// assert_eq!(EngineRoom::for_files(1024).engines, 118);
+    /// assert_eq!(EngineRoom::for_files(100).engines, 0);
+    /// ```
+    pub fn for_files(files: u64) -> EngineRoom {
+        EngineRoom {
+            files,
+            engines: (files.saturating_sub(Self::RESERVED_FILES) / Self::FILES_PER_ENGINE) as usize,
+        }
+    }
 }
 
 /// [`CoreConfig::recall_after`] unless configured.
@@ -247,6 +284,7 @@ impl Default for CoreConfig {
             instance: "hub".into(),
             max_buffer_bytes: 64 << 10,
             communicator_keys: None,
+            engine_room: None,
             no_engine_limit: DEFAULT_NO_ENGINE_LIMIT,
             recall_after: DEFAULT_RECALL_AFTER,
         }

@@ -3,7 +3,7 @@
 //! resubmitting.
 
 use super::queued::QueuedTask;
-use super::{Action, Frames, HubCore, LossReason};
+use super::{Action, EngineRoom, Frames, HubCore, LossReason};
 use crate::records::{Filter, TaskRecord};
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
@@ -199,6 +199,27 @@ impl HubCore {
                 evalue: Some("the registration uuid must be the engine's socket identity".into()),
                 ..Default::default()
             });
+        }
+        if let Some(room) = self.config.engine_room {
+            let registered = self.registry.engines().count();
+            if self.registry.id_of(uuid).is_none() && registered >= room.engines {
+                warn!(uuid = %r.uuid, registered, files = room.files,
+                    "refused an engine: the limit on open files leaves no room for it");
+                return Content::RegistrationReply(RegistrationReply {
+                    status: Status::Error,
+                    evalue: Some(format!(
+                        "the hub has no room for another engine: its limit on open files \
+                         (ulimit -n) is {}, which leaves room for {} engines ({} connections \
+                         each), and {registered} are registered; start the hub with a higher \
+                         limit (`ulimit -n 65536` before `zpar hub`, up to the hard limit \
+                         `ulimit -Hn`), or run fewer engines",
+                        room.files,
+                        room.engines,
+                        EngineRoom::FILES_PER_ENGINE
+                    )),
+                    ..Default::default()
+                });
+            }
         }
         let (id, fresh) = self.registry.register(uuid, r.id);
         if let Some(e) = self.registry.get_mut(id) {

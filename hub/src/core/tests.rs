@@ -2041,6 +2041,50 @@ fn a_result_request_also_answers_in_ipyparallels_shape() {
     h.assert_no_more();
 }
 
+/// Past the room the hub's limit on open files leaves, a new engine's
+/// registration is refused, naming the limit; an engine already known
+/// registers again.
+#[test]
+fn engines_past_the_room_of_the_open_file_limit_are_refused_naming_it() {
+    let mut h = HubHarness::new();
+    h.core.config.engine_room = Some(super::EngineRoom::for_files(199));
+    assert_eq!(h.register_as(&uuid_of(0), None), 0);
+    h.expect_commit_if_any();
+    h.assert_no_more();
+    let reply = h.query_as(
+        uuid_of(1).as_bytes(),
+        Content::RegistrationRequest(RegistrationRequest {
+            uuid: uuid_of(1),
+            ..Default::default()
+        }),
+    );
+    let Content::RegistrationReply(r) = reply.content else {
+        panic!("not a registration reply")
+    };
+    assert_eq!(r.status, Status::Error);
+    let why = r.evalue.unwrap();
+    assert!(
+        why.contains("no room for another engine")
+            && why.contains("(ulimit -n) is 199, which leaves room for 1 engines")
+            && why.contains("and 1 are registered")
+            && why.contains("ulimit -n 65536"),
+        "{why}"
+    );
+    h.assert_no_more();
+    // The known engine, registering again, is taken.
+    let again = h.query_as(
+        uuid_of(0).as_bytes(),
+        Content::RegistrationRequest(RegistrationRequest {
+            uuid: uuid_of(0),
+            id: Some(0),
+            ..Default::default()
+        }),
+    );
+    assert!(
+        matches!(again.content, Content::RegistrationReply(r) if r.status == Status::Ok && r.id == 0)
+    );
+}
+
 // ----- chunk streams -----
 
 /// A client's chunk `index` of `of` for the streamed request `head`.

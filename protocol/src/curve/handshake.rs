@@ -19,6 +19,9 @@ pub enum HandshakeEvent {
     /// A connection closed (its peer left, or the socket dropped it: a
     /// failed handshake, a frame over `ZMQ_MAXMSGSIZE`).
     Closed,
+    /// A listening socket could not accept a connection (the errno: out
+    /// of file descriptors is `EMFILE`).
+    AcceptFailed(i32),
 }
 
 /// Why a handshake failed.
@@ -96,6 +99,7 @@ pub fn read_monitor_event(frames: &[Vec<u8>]) -> Option<(HandshakeEvent, String)
         }
         zmq_sys::ZMQ_EVENT_ACCEPTED => HandshakeEvent::Accepted,
         zmq_sys::ZMQ_EVENT_DISCONNECTED => HandshakeEvent::Closed,
+        zmq_sys::ZMQ_EVENT_ACCEPT_FAILED => HandshakeEvent::AcceptFailed(value as i32),
         _ => return None,
     };
     Some((event, endpoint))
@@ -134,11 +138,15 @@ impl HandshakeMonitor {
     }
 
     /// Like [`attach`](Self::attach), and also reports each connection a
-    /// listening socket accepts and each that closes, so its owner can
-    /// count them.
+    /// listening socket accepts, each that closes, and each it could not
+    /// accept, so its owner can count them.
     pub fn attach_counting(ctx: &zmq::Context, socket: &zmq::Socket) -> Result<HandshakeMonitor> {
         let mut events = WATCHED.to_vec();
-        events.extend([zmq::SocketEvent::ACCEPTED, zmq::SocketEvent::DISCONNECTED]);
+        events.extend([
+            zmq::SocketEvent::ACCEPTED,
+            zmq::SocketEvent::DISCONNECTED,
+            zmq::SocketEvent::ACCEPT_FAILED,
+        ]);
         HandshakeMonitor::attach_with(ctx, socket, &events)
     }
 
@@ -260,7 +268,8 @@ impl HandshakeWatch {
                 }
             }
             HandshakeEvent::Failed(why) => self.outcome = HandshakeOutcome::Failed(*why),
-            HandshakeEvent::Accepted | HandshakeEvent::Closed => {}
+            HandshakeEvent::Accepted | HandshakeEvent::Closed | HandshakeEvent::AcceptFailed(_) => {
+            }
         }
     }
 
