@@ -127,6 +127,36 @@ fn default_gateway(table: &str) -> Option<Ipv4Addr> {
     })
 }
 
+/// What to add to a socket error that says the process ran out of file
+/// descriptors (`EMFILE`, `ENFILE`): the limit and how to raise it; empty
+/// for any other error.
+///
+/// ```
+/// use zpar_protocol::net::out_of_files_hint;
+/// assert!(out_of_files_hint(&zmq::Error::EMFILE).contains("ulimit -n"));
+/// assert_eq!(out_of_files_hint(&zmq::Error::EAGAIN), "");
+/// ```
+pub fn out_of_files_hint(e: &zmq::Error) -> String {
+    if e.to_raw() != libc::EMFILE && e.to_raw() != libc::ENFILE {
+        return String::new();
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct passed.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let now = if known {
+        format!(" (now {}, at most {})", limit.rlim_cur, limit.rlim_max)
+    } else {
+        String::new()
+    };
+    format!(
+        " (this process ran out of file descriptors{now}: raise the limit with `ulimit -n` \
+         before starting it; each engine holds 7 connections to the hub)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,34 +206,4 @@ mod tests {
         );
         assert!(address_toward("hub.example").is_err());
     }
-}
-
-/// What to add to a socket error that says the process ran out of file
-/// descriptors (`EMFILE`, `ENFILE`): the limit and how to raise it; empty
-/// for any other error.
-///
-/// ```
-/// use zpar_protocol::net::out_of_files_hint;
-/// assert!(out_of_files_hint(&zmq::Error::EMFILE).contains("ulimit -n"));
-/// assert_eq!(out_of_files_hint(&zmq::Error::EAGAIN), "");
-/// ```
-pub fn out_of_files_hint(e: &zmq::Error) -> String {
-    if e.to_raw() != libc::EMFILE && e.to_raw() != libc::ENFILE {
-        return String::new();
-    }
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes only the struct passed.
-    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    let now = if known {
-        format!(" (now {}, at most {})", limit.rlim_cur, limit.rlim_max)
-    } else {
-        String::new()
-    };
-    format!(
-        " (this process ran out of file descriptors{now}: raise the limit with `ulimit -n` \
-         before starting it; each engine holds 7 connections to the hub)"
-    )
 }
