@@ -241,6 +241,9 @@ impl LoadBalancedView {
     }
 }
 
+/// How long [`Imap::cancel`] waits for the tasks it aborts to answer.
+pub const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
 /// Streaming results of [`LoadBalancedView::imap`].
 pub struct Imap {
     view: LoadBalancedView,
@@ -268,8 +271,10 @@ impl Imap {
 
     /// Stops the map: no further item is submitted, and every task in
     /// flight is aborted where it waits and stopped where it runs
-    /// ([`Client::abort_running`]). Returns once each has been answered;
-    /// the iterator then ends (results that were in are dropped).
+    /// ([`Client::abort_running`]). Returns once each has been answered,
+    /// or with [`Error::Timeout`] after [`CANCEL_WAIT`] if some have not (a
+    /// script deep in a long native call stops when the call returns); the
+    /// iterator then ends either way (results that were in are dropped).
     pub fn cancel(&mut self) -> Result<()> {
         self.items = None;
         self.ready.clear();
@@ -285,14 +290,26 @@ impl Imap {
             Some(t) => t.clone(),
             None => self.view.client.ids(),
         };
+        let deadline = Instant::now() + CANCEL_WAIT;
         if !engines.is_empty() {
-            self.view.client.abort_running(engines, Some(ids))?.get()?;
+            self.view
+                .client
+                .abort_running(engines, Some(ids))?
+                .get_timeout(CANCEL_WAIT)?;
         }
-        for ar in self.outstanding.values() {
-            ar.wait(None);
-        }
+        let unanswered = self
+            .outstanding
+            .values()
+            .filter(|ar| !ar.wait(Some(deadline.saturating_duration_since(Instant::now()))))
+            .count();
         self.outstanding.clear();
-        Ok(())
+        match unanswered {
+            0 => Ok(()),
+            n => Err(Error::Timeout {
+                waited: CANCEL_WAIT,
+                what: format!("{n} cancelled tasks to stop (still in a native call?)"),
+            }),
+        }
     }
 
     /// Submits items while fewer than `max_outstanding` are in flight.
@@ -322,11 +339,12 @@ impl Imap {
 }
 
 impl Imap {
-    /// Like [`Iterator::next`], waiting at most `timeout` for a result:
-    /// `Ok(None)` once the map is over, [`Error::Timeout`] when no result
-    /// came in time (ask again), so a caller can look at other things
-    /// (a Ctrl-C, to [`cancel`](Self::cancel)) between results.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<Value>>> {
+    /// Like [`Iterator::next`], with the item's index (its place in the
+    /// input), waiting at most `timeout` for a result: `Ok(None)` once the
+    /// map is over, [`Error::Timeout`] when no result came in time (ask
+    /// again), so a caller can look at other things (a Ctrl-C, to
+    /// [`cancel`](Self::cancel)) between results.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<(usize, Result<Value>)>> {
         self.advance(Some(Instant::now() + timeout))
             .map_err(|()| Error::Timeout {
                 waited: timeout,
@@ -334,20 +352,20 @@ impl Imap {
             })
     }
 
-    /// The next result, waiting until `deadline` (None: as long as it
-    /// takes); `Err(())` if the deadline passed first.
+    /// The next result and its item's index, waiting until `deadline`
+    /// (None: as long as it takes); `Err(())` if the deadline passed first.
     fn advance(
         &mut self,
         deadline: Option<Instant>,
-    ) -> std::result::Result<Option<Result<Value>>, ()> {
+    ) -> std::result::Result<Option<(usize, Result<Value>)>, ()> {
         loop {
             self.fill();
             if self.ordered {
                 if let Some(v) = self.ready.remove(&self.next_yield) {
                     self.next_yield += 1;
-                    return Ok(Some(v));
+                    return Ok(Some((self.next_yield - 1, v)));
                 }
-            } else if let Some((_, v)) = self.ready.pop_first() {
+            } else if let Some(v) = self.ready.pop_first() {
                 return Ok(Some(v));
             }
             if self.outstanding.is_empty() {
@@ -372,6 +390,6 @@ impl Iterator for Imap {
     type Item = Result<Value>;
 
     fn next(&mut self) -> Option<Result<Value>> {
-        self.advance(None).ok().flatten()
+        self.advance(None).ok().flatten().map(|(_, v)| v)
     }
 }

@@ -58,9 +58,24 @@ pub struct ClusterBuilder {
     timeout: Duration,
     launcher: EngineLauncher,
     engine_program: Option<PathBuf>,
+    per_process: usize,
 }
 
 impl ClusterBuilder {
+    /// Packs `k` engines into each engine process (`zpar engine --count
+    /// k`; default 1): each keeps its own id, namespace and thread, and they
+    /// share one ZeroMQ context, so thousands of engines fit on one machine.
+    /// A process killed is each of its engines' death. Local and ssh
+    /// launchers; under mpiexec each rank is one engine.
+    ///
+    /// ```no_run
+    /// let cluster = zpar_client::LocalCluster::builder().engines(2_000).per_process(100).start().unwrap();
+    /// ```
+    pub fn per_process(mut self, k: usize) -> Self {
+        self.per_process = k.max(1);
+        self
+    }
+
     /// Run engines from this program instead of `zpar engine`: a program
     /// whose `main` starts with `zpar::serve_engines_with(..)`, so its
     /// engines have its own native functions. It is started as `PROGRAM
@@ -174,6 +189,7 @@ impl ClusterBuilder {
             detached: false,
             launcher: self.launcher.clone(),
             engine_program: self.engine_program.clone(),
+            per_process: self.per_process,
         };
         if as_child && cluster.launcher != EngineLauncher::Local {
             return Err(Error::Cluster(
@@ -215,7 +231,9 @@ impl ClusterBuilder {
 /// ```
 pub struct LocalCluster {
     hub: Option<Child>,
-    engines: Vec<(String, Child)>,
+    /// Each engine process, with the uuids of the engines it runs (none
+    /// known: mpiexec's).
+    engines: Vec<(Vec<String>, Child)>,
     profile: Profile,
     temporary: bool,
     binary: PathBuf,
@@ -228,6 +246,8 @@ pub struct LocalCluster {
     launcher: EngineLauncher,
     /// Engines run this program in the engine role instead of `binary`.
     engine_program: Option<PathBuf>,
+    /// Engines per process.
+    per_process: usize,
 }
 
 impl LocalCluster {
@@ -235,6 +255,7 @@ impl LocalCluster {
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder {
             engines: 2,
+            per_process: 1,
             binary: None,
             profile_dir: None,
             hub_args: Vec::new(),
@@ -376,9 +397,13 @@ impl LocalCluster {
             } => {
                 let info = self.connection_info()?;
                 for (host, k) in spread(&hosts, n).map_err(Error::Cluster)? {
-                    for _ in 0..k {
-                        let uuid = zpar_protocol::new_id();
-                        let mut args = vec!["--uuid".to_string(), uuid.clone()];
+                    for count in packs(k, self.per_process) {
+                        let uuids: Vec<String> =
+                            (0..count).map(|_| zpar_protocol::new_id()).collect();
+                        let mut args = vec!["--uuid".to_string(), uuids.join(",")];
+                        if count > 1 {
+                            args.extend(["--count".to_string(), count.to_string()]);
+                        }
                         args.extend(self.engine_args.iter().cloned());
                         let mut remote = remote_engine_command(&remote_zpar, &args);
                         if let Some(p) = &self.engine_program {
@@ -391,7 +416,7 @@ impl LocalCluster {
                         cmd.args(&ssh_args).arg(&host).arg(remote);
                         let name = format!("engine-{}", self.engines.len());
                         let child = self.spawn_with_input(&mut cmd, &name, Some(&info))?;
-                        self.engines.push((uuid, child));
+                        self.engines.push((uuids, child));
                     }
                 }
                 Ok(())
@@ -421,15 +446,15 @@ impl LocalCluster {
                 }
                 let name = format!("mpiexec-{}", self.engines.len());
                 let child = self.spawn_with_input(&mut cmd, &name, None)?;
-                self.engines.push((String::new(), child));
+                self.engines.push((Vec::new(), child));
                 Ok(())
             }
         }
     }
 
     fn add_local_engines(&mut self, n: usize) -> Result<()> {
-        for _ in 0..n {
-            let uuid = zpar_protocol::new_id();
+        for count in packs(n, self.per_process) {
+            let uuids: Vec<String> = (0..count).map(|_| zpar_protocol::new_id()).collect();
             let mut cmd = Command::new(self.engine_program.as_ref().unwrap_or(&self.binary));
             if self.engine_program.is_some() {
                 cmd.env(CHILD_ROLE_ENV, "engine");
@@ -438,26 +463,31 @@ impl LocalCluster {
                 .arg("--profile-dir")
                 .arg(&self.profile.dir)
                 .arg("--uuid")
-                .arg(&uuid)
-                .args(&self.engine_args);
+                .arg(uuids.join(","));
+            if count > 1 {
+                cmd.arg("--count").arg(count.to_string());
+            }
+            cmd.args(&self.engine_args);
             let name = format!("engine-{}", self.engines.len());
             let child = self.spawn(cmd, &name)?;
-            self.engines.push((uuid, child));
+            self.engines.push((uuids, child));
         }
         Ok(())
     }
 
-    /// The pid of the engine with this id.
+    /// The pid of the engine with this id (packed engines share one).
     pub fn engine_pid(&self, id: u32) -> Option<u32> {
         let client = self.client.as_ref()?;
         let uuid = client.inner.table.engines.lock().ok()?.get(&id)?.clone();
         self.engines
             .iter()
-            .find(|(u, _)| *u == uuid)
+            .find(|(u, _)| u.contains(&uuid))
             .map(|(_, c)| c.id())
     }
 
-    /// Kills the engine with this id at once (SIGKILL), as a crash would.
+    /// Kills the engine with this id at once (SIGKILL), as a crash would;
+    /// packed engines ([`ClusterBuilder::per_process`]) die with it, each
+    /// reported by the hub.
     pub fn kill_engine(&mut self, id: u32) -> Result<()> {
         let pid = self.engine_pid(id).ok_or(Error::UnknownEngine(id))?;
         let (_, child) = self
@@ -582,4 +612,10 @@ pub fn find_binary() -> Option<PathBuf> {
             .map(|d| d.join("zpar"))
             .find(|c| c.is_file())
     })
+}
+
+/// `n` engines in processes of at most `per_process` each: the counts.
+fn packs(n: usize, per_process: usize) -> Vec<usize> {
+    let k = per_process.max(1);
+    (0..n.div_ceil(k)).map(|i| k.min(n - i * k)).collect()
 }

@@ -54,7 +54,7 @@ mod targets;
 pub mod view;
 mod watch;
 
-pub use balanced::{Imap, LoadBalancedView};
+pub use balanced::{Imap, LoadBalancedView, CANCEL_WAIT};
 pub use bintree::{
     bintree, communicator_tree, depth, fanout_tree, format_bintree, print_bintree, reverse_bintree,
     subtree, COMMUNICATOR_FANOUT,

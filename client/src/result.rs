@@ -120,8 +120,9 @@ pub(crate) struct ResultState {
     pub parts: Mutex<Parts>,
     pub cond: Condvar,
     pub submitted: SystemTime,
-    /// Told their tags when this result completes (`imap`, [`wait`]).
-    on_done: Mutex<Vec<(std::sync::mpsc::Sender<usize>, usize)>>,
+    /// Told their tags when this result completes (`imap`, [`wait`]), each
+    /// under a watcher id of its own.
+    on_done: Mutex<Vec<(u64, std::sync::mpsc::Sender<usize>, usize)>>,
     /// Shared segments the requests name, removed once every reply is in
     /// (or the hub is lost). While there are any, the I/O thread owns the
     /// state, so dropping the [`AsyncResult`] does not remove them before
@@ -209,19 +210,34 @@ impl ResultState {
     fn completed(&self, parts: &Parts) {
         self.segments.lock().expect("segments lock").clear();
         self.wake(parts);
-        for (tx, tag) in self.on_done.lock().expect("notify lock").drain(..) {
+        for (_, tx, tag) in self.on_done.lock().expect("notify lock").drain(..) {
             let _ = tx.send(tag);
         }
     }
 
-    /// Sends `tag` on `tx` when every slot is filled (at once if they are).
-    pub fn notify_when_done(&self, tx: std::sync::mpsc::Sender<usize>, tag: usize) {
+    /// Sends `tag` on `tx` when every slot is filled (at once if they
+    /// are); returns the watcher's id, to [`forget`](Self::forget) it.
+    pub fn notify_when_done(&self, tx: std::sync::mpsc::Sender<usize>, tag: usize) -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let parts = self.parts.lock().expect("result lock");
         if parts.done == parts.slots.len() {
             let _ = tx.send(tag);
         } else {
-            self.on_done.lock().expect("notify lock").push((tx, tag));
+            self.on_done
+                .lock()
+                .expect("notify lock")
+                .push((id, tx, tag));
         }
+        id
+    }
+
+    /// Stops telling watcher `id` (a wait that gave up).
+    pub fn forget(&self, id: u64) {
+        self.on_done
+            .lock()
+            .expect("notify lock")
+            .retain(|(watcher, _, _)| *watcher != id);
     }
 
     /// Fills every slot still open with `error` (the hub was lost: those
@@ -735,9 +751,11 @@ pub fn wait(
 ) -> Waited {
     let deadline = timeout.map(|t| Instant::now() + t);
     let (tx, rx) = std::sync::mpsc::channel();
-    for (i, r) in results.iter().enumerate() {
-        r.state.notify_when_done(tx.clone(), i);
-    }
+    let watchers: Vec<u64> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.state.notify_when_done(tx.clone(), i))
+        .collect();
     drop(tx);
     let mut done = vec![false; results.len()];
     let (mut complete, mut failed) = (0, false);
@@ -761,6 +779,9 @@ pub fn wait(
             complete += 1;
             failed |= results[i].has_failed();
         }
+    }
+    for (r, id) in results.iter().zip(watchers) {
+        r.state.forget(id);
     }
     // Results that completed after the last look count too.
     let (done, pending): (Vec<usize>, Vec<usize>) =

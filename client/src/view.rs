@@ -712,14 +712,21 @@ impl DirectView {
                     .and_then(|p| Some((p.to_string(), peers.get(&p.to_string())?.clone())))
                     .into_iter()
                     .collect();
+                // The engines wait for each other as long as this call
+                // waits for them (the communicator's own timeout is for
+                // its collectives, and is left as it was).
                 let call = ApplyRequest {
-                    f: "|c, peers, tree, url, root| c.connect(peers, tree, url, root)".into(),
+                    f: "|c, peers, tree, url, root, wait| { let own = c.timeout; c.timeout = wait; \
+                        try { c.connect(peers, tree, url, root); c.timeout = own; } \
+                        catch (e) { c.timeout = own; throw e; } }"
+                        .into(),
                     args: [
                         Value::Reference(name.into()),
                         Value::Map(own_peers),
                         tree_value.clone(),
                         pub_url.clone(),
                         Value::Int(root.into()),
+                        Value::Float(timeout.as_secs_f64()),
                     ]
                     .iter()
                     .map(|a| a.encode_into(&mut args))

@@ -11,7 +11,7 @@ use crate::error::EngineError;
 use crate::heartbeat::Heartbeat;
 use crate::io::Io;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use zpar_protocol::error::Chain;
 use zpar_protocol::{
     recv_frames, send_frames, Content, CurveKeys, Message, RegistrationReply, RegistrationRequest,
@@ -60,7 +60,12 @@ pub(crate) struct HubWatch {
     relay: String,
     lost: bool,
     last_attempt: Instant,
+    /// Why the hub last refused a registration, once said.
+    refused: Option<String>,
 }
+
+/// How much longer than usual a refused engine waits to ask again.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
 impl HubWatch {
     /// A watch over a registered engine's heartbeat.
@@ -79,6 +84,7 @@ impl HubWatch {
             relay,
             lost: false,
             last_attempt: Instant::now(),
+            refused: None,
         }
     }
 
@@ -146,10 +152,25 @@ impl HubWatch {
                         }
                     };
                     info!(engine = registered.id, "registered with the hub again");
+                    self.refused = None;
                     self.heartbeat.set_hub(&registered.hub_instance);
                     self.lost = false;
                     self.hb_period = registered.hb_period;
                     accepted = Some(registered);
+                }
+                Ok(Message {
+                    content: Content::RegistrationReply(r),
+                    ..
+                }) => {
+                    // Refused (no room left at a restarted hub): said once
+                    // per reason, and asked again only every half minute,
+                    // as engines leaving may make room.
+                    let why = r.evalue.unwrap_or_default();
+                    if self.refused.as_deref() != Some(why.as_str()) {
+                        error!(reason = %why, "the hub refused this engine's registration; asking again every 30 s");
+                        self.refused = Some(why);
+                    }
+                    self.last_attempt = Instant::now() + REFUSED_RETRY;
                 }
                 Ok(_) => {}
                 Err(e) => warn!(error = %Chain(&e), "bad message on the registration channel"),

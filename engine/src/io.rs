@@ -63,6 +63,22 @@ fn shorten_output(text: &mut String, keep: usize) {
     );
 }
 
+/// Whether a message's metadata frame names relay hops (a relayed chunk,
+/// `stream::RELAY_TO`): read without parsing.
+fn names_relay_hops(frames: &[zmq::Message]) -> bool {
+    let Some(at) = frames
+        .iter()
+        .position(|f| &f[..] == zpar_protocol::DELIMITER)
+    else {
+        return false;
+    };
+    frames.get(at + 4).is_some_and(|metadata| {
+        metadata
+            .windows(stream::RELAY_TO.len())
+            .any(|w| w == stream::RELAY_TO.as_bytes())
+    })
+}
+
 /// The engine's DEALERs to the hub's engine-facing ROUTERs.
 pub(crate) struct HubSockets {
     pub(crate) control: zmq::Socket,
@@ -208,9 +224,22 @@ impl Io {
     }
 
     /// The next message from `source`, verified and decoded.
+    ///
+    /// A relayed chunk taken here, outside the stream being received (its
+    /// stream was aborted or refused here), still goes on to the engines
+    /// after this one in its chain: their streams must not fail for this
+    /// engine's.
     pub(crate) fn take(&mut self, source: Source) -> Option<Inbound> {
         let frames = self.receive(source)?;
-        Some(decode_request(&mut self.session, frames))
+        if source != Source::Mux || self.relay.is_none() || !names_relay_hops(&frames) {
+            return Some(decode_request(&mut self.session, frames));
+        }
+        let copy: Vec<zmq::Message> = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
+        let inbound = decode_request(&mut self.session, frames);
+        if let (Inbound::Request(_), Some(relay)) = (&inbound, &self.relay) {
+            relay.pass_on(copy);
+        }
+        Some(inbound)
     }
 
     /// Sets a message aside to be served after the stream being received.

@@ -41,8 +41,10 @@ const QUEUE_CHUNKS: i32 = 1024;
 const IDLE_LINK: Duration = Duration::from_secs(300);
 
 /// Chunks of another stream that arrived while one was received wait
-/// this long for their request, then are dropped.
-pub(crate) const STASH_LIFE: Duration = Duration::from_secs(120);
+/// this long for their request to be served, then are dropped (a stream
+/// that failed here, a request that never came). Long: a request may wait
+/// behind a long run.
+pub(crate) const STASH_LIFE: Duration = Duration::from_secs(30 * 60);
 
 /// What ends the relay thread when sent to it alone.
 const STOP: &[u8] = b"stop";
@@ -111,6 +113,7 @@ impl Relay {
             from_main,
             to_main,
             links: HashMap::new(),
+            broken: HashMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("zpar-relay".into())
@@ -140,6 +143,17 @@ impl Relay {
         if let Err(e) = send_frames(&self.pass_on, frames, zmq::DONTWAIT) {
             warn!(error = %e, "could not hand a chunk to the relay thread");
         }
+    }
+
+    /// Between requests: takes the relayed chunks no stream has read (of a
+    /// stream aborted or refused here, or whose request waits) into the
+    /// stash, and drops those older than [`STASH_LIFE`], so they do not
+    /// hold memory for as long as the engine lives.
+    pub(crate) fn tidy(&mut self) {
+        while let Ok(frames) = recv_frames(&self.arrived, zmq::DONTWAIT) {
+            self.stash.push_back((Instant::now(), frames));
+        }
+        self.stash.retain(|(at, _)| at.elapsed() < STASH_LIFE);
     }
 
     /// Sets aside a chunk of another stream.
@@ -189,6 +203,10 @@ struct RelayThread {
     to_main: zmq::Socket,
     /// A PUSH to each next engine, by relay address, and its last use.
     links: HashMap<String, (zmq::Socket, Instant)>,
+    /// Streams (next engine's address, request msg id) a chunk of which
+    /// could not be sent: their later chunks are not sent either, so the
+    /// next engine sees the stream stop (and says so) rather than a gap.
+    broken: HashMap<(String, String), Instant>,
 }
 
 impl RelayThread {
@@ -221,6 +239,7 @@ impl RelayThread {
                 self.take_from_peer(frames);
             }
             self.links.retain(|_, (_, used)| used.elapsed() < IDLE_LINK);
+            self.broken.retain(|_, at| at.elapsed() < IDLE_LINK);
         }
     }
 
@@ -248,16 +267,25 @@ impl RelayThread {
         let Some((next, rest)) = hops.split_first() else {
             return;
         };
+        let stream_id = chunk
+            .parent_header()
+            .ok()
+            .flatten()
+            .map(|p| p.msg_id)
+            .unwrap_or_default();
+        let key = (next.clone(), stream_id);
+        if self.broken.contains_key(&key) {
+            return;
+        }
         let chunk = stream::relayed(&self.session, chunk, rest);
-        let link = match self.link(next) {
-            Ok(link) => link,
-            Err(e) => {
-                return warn!(error = %e, to = %next, "cannot reach the next engine of a relay; dropped a chunk")
-            }
-        };
-        if let Err(e) = send_frames(link, chunk.into_frames(), zmq::DONTWAIT) {
-            warn!(error = %e, to = %next, queued = QUEUE_CHUNKS,
-                "the next engine of a relay takes no more chunks (gone, or its queue is full); dropped one");
+        let sent = self
+            .link(next)
+            .and_then(|link| send_frames(link, chunk.into_frames(), zmq::DONTWAIT));
+        if let Err(e) = sent {
+            warn!(error = %e, to = %next, msg_id = %key.1, queued = QUEUE_CHUNKS,
+                "the next engine of a relay takes no more chunks (gone, or its queue is full); \
+                 the rest of this stream is not sent to it");
+            self.broken.insert(key, Instant::now());
         }
     }
 

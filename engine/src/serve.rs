@@ -339,6 +339,11 @@ impl<'a> Serving<'a> {
             // Poll with a timeout so a lost wake-up can never stall us.
             let Some(ready) = self.poll() else { continue };
             self.runner.drop_stale_segments();
+            if ready.is_empty() {
+                if let Some(relay) = self.shared.io.borrow_mut().relay() {
+                    relay.tidy();
+                }
+            }
             self.watch_hub();
             let is_ready = |slot: Slot| ready.contains(&slot);
             if is_ready(Slot::Source(Source::Control))

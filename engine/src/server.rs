@@ -53,6 +53,20 @@ pub struct EngineConfig {
     /// Where a bound kernel writes `kernel-<engine id>.json`: the profile's
     /// `security/` folder (default: the default profile's).
     pub kernel_dir: PathBuf,
+    /// A ZeroMQ context to share with other engines of this process
+    /// (`zpar engine --count K`); default: one of its own.
+    pub context: Option<SharedContext>,
+}
+
+/// A ZeroMQ context engines of one process share (their sockets' I/O
+/// threads and descriptors), in an [`EngineConfig`].
+#[derive(Clone)]
+pub struct SharedContext(pub zmq::Context);
+
+impl std::fmt::Debug for SharedContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedContext")
+    }
 }
 
 impl EngineConfig {
@@ -68,6 +82,7 @@ impl EngineConfig {
             stop: None,
             bind_kernel: false,
             kernel_dir: zpar_protocol::Profile::named("default").security_dir(),
+            context: None,
         }
     }
 }
@@ -140,7 +155,11 @@ impl EngineServer {
 
     fn run_cluster_engine(&self, config: &EngineConfig) -> Result<(), EngineError> {
         let conn = &config.connection;
-        let ctx = zmq::Context::new();
+        let ctx = config
+            .context
+            .as_ref()
+            .map(|c| c.0.clone())
+            .unwrap_or_default();
         // Shared segments a killed engine or client of this host left.
         zpar_protocol::bulk::sweep_stale();
         let uuid = config.uuid.clone().unwrap_or_else(new_id);

@@ -161,14 +161,12 @@ pub(crate) fn receive(
             feed.stash(io, raw.into_frames());
             continue;
         }
-        if let Feed::Hub { pass_on: true, .. } = feed {
-            if !stream::relay_to(&raw).is_empty() {
-                let copy = raw.duplicate().into_frames();
-                if let Some(relay) = io.relay() {
-                    relay.pass_on(copy);
-                }
-            }
-        }
+        // The chain's first engine passes each chunk on once it has
+        // checked it (signature, replay guard): the copy goes to the relay
+        // thread.
+        let relayed =
+            matches!(feed, Feed::Hub { pass_on: true, .. }) && !stream::relay_to(&raw).is_empty();
+        let copy = relayed.then(|| raw.duplicate().into_frames());
         let chunk = match io.session.decode(raw) {
             Ok(m) => m,
             Err(e) => {
@@ -176,6 +174,9 @@ pub(crate) fn receive(
                 continue;
             }
         };
+        if let (Some(copy), Some(relay)) = (copy, io.relay()) {
+            relay.pass_on(copy);
+        }
         let Content::StreamChunk(c) = &chunk.content else {
             continue;
         };

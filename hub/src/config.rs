@@ -45,6 +45,10 @@ pub struct HubConfig {
     /// asks the engine what became of it (a request or reply lost on a
     /// dropped connection); see [`crate::core::CoreConfig::recall_after`].
     pub recall_after: Duration,
+    /// Relay a value for several engines from engine to engine (off where
+    /// engines cannot reach each other's relay ports); see
+    /// [`crate::core::CoreConfig::relay`].
+    pub relay: bool,
 }
 
 /// Whether the hub encrypts with CURVE.
@@ -148,6 +152,7 @@ impl HubConfig {
             hb_period: Duration::from_secs(1),
             hb_misses: 3,
             recall_after: crate::core::DEFAULT_RECALL_AFTER,
+            relay: true,
             scheme: Scheme::LeastLoad,
             db: Db::Memory {
                 limit: DEFAULT_DB_LIMIT,

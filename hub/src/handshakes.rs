@@ -141,6 +141,7 @@ struct Counts {
     /// Connections each port could not accept, and the last errno.
     refused: Vec<u64>,
     refused_errno: i32,
+    refused_told: Instant,
     descriptors: Option<u64>,
     failures_told: Instant,
     crowding_told: Option<Instant>,
@@ -155,6 +156,7 @@ impl Counts {
             failed: vec![0; n],
             refused: vec![0; n],
             refused_errno: 0,
+            refused_told: Instant::now(),
             descriptors,
             failures_told: Instant::now(),
             crowding_told: None,
@@ -208,7 +210,7 @@ impl Counts {
             self.failures_told = now;
         }
         let refused: u64 = self.refused.iter().sum();
-        if refused > 0 && now.duration_since(self.failures_told) >= SUMMARY_EVERY {
+        if refused > 0 && now.duration_since(self.refused_told) >= SUMMARY_EVERY {
             let why = match self.refused_errno {
                 libc::EMFILE | libc::ENFILE => format!(
                     "the hub ran out of file descriptors (its limit on open files is {}): \
@@ -223,7 +225,7 @@ impl Counts {
                 self.by_port(&self.refused)
             ));
             self.refused.iter_mut().for_each(|n| *n = 0);
-            self.failures_told = now;
+            self.refused_told = now;
         }
         let open: u64 = self.open.iter().sum();
         let crowded = self.descriptors.is_some_and(|limit| open > limit / 2);

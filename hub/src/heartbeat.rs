@@ -22,6 +22,21 @@ struct Heart {
 /// them seconds late, and two of them were once declared dead that way.
 pub const FIRST_BEAT_GRACE: u64 = 4;
 
+/// A beat that at least this share of the engines (in percent) missed
+/// together counts against nobody: so many falling silent at once is the
+/// machine or the network starving them, not each dying. Thousands of
+/// engines on one host answer seconds late while a collective wakes them
+/// all; a crashed process of packed engines is a few percent.
+pub const SHARED_SILENCE_PERCENT: usize = 10;
+
+/// ...but only with at least this many engines watched (a small cluster's
+/// engines are each a large share)...
+pub const SHARED_SILENCE_MIN_ENGINES: usize = 50;
+
+/// ...and for at most this many beats in a row: engines silent for longer
+/// are judged one by one again (a host holding many of them is gone).
+pub const SHARED_SILENCE_MAX_BEATS: u64 = 30;
+
 /// Tracks which engines answered recent pings.
 #[derive(Debug)]
 pub struct HeartMonitor {
@@ -29,6 +44,10 @@ pub struct HeartMonitor {
     instance: String,
     max_misses: u64,
     beat: u64,
+    /// Beats in a row forgiven as a shared silence.
+    shared_silence: u64,
+    /// When the log last said so (once a minute at most).
+    shared_silence_told: Option<Instant>,
     /// uuid → its beats.
     hearts: HashMap<Vec<u8>, Heart>,
     /// Engines told this beat that the hub does not know them.
@@ -43,6 +62,8 @@ impl HeartMonitor {
             instance: instance.to_string(),
             max_misses: max_misses.max(1),
             beat: 0,
+            shared_silence: 0,
+            shared_silence_told: None,
             hearts: HashMap::new(),
             told: Default::default(),
         }
@@ -87,16 +108,48 @@ impl HeartMonitor {
         }
     }
 
+    /// Whether the beat now ending was missed by so many engines at once
+    /// that it may count against none of them ([`SHARED_SILENCE_PERCENT`]).
+    fn silence_is_shared(&self) -> bool {
+        let watched = self.hearts.len();
+        if watched < SHARED_SILENCE_MIN_ENGINES {
+            return false;
+        }
+        let silent = self
+            .hearts
+            .values()
+            .filter(|h| h.answered && h.last < self.beat)
+            .count();
+        silent * 100 >= watched * SHARED_SILENCE_PERCENT
+    }
+
     /// Next beat: returns its payload to publish (`<hub instance>:<beat>`),
     /// and the engines now dead (no longer watched). `late` says the hub
     /// itself came late to this beat (its thread was starved, on a machine
     /// busy with many engines): that beat's silence is the hub's, not the
     /// engines', and counts against nobody.
     pub fn tick(&mut self, late: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let shared = if self.silence_is_shared() {
+            self.shared_silence += 1;
+            self.shared_silence <= SHARED_SILENCE_MAX_BEATS
+        } else {
+            self.shared_silence = 0;
+            false
+        };
+        let told_lately = self
+            .shared_silence_told
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60));
+        if shared && self.shared_silence == 1 && !told_lately {
+            self.shared_silence_told = Some(Instant::now());
+            tracing::warn!(
+                    engines = self.hearts.len(),
+                    "a tenth or more of the engines missed the same heartbeat: the machine or the network is saturated, so for up to {SHARED_SILENCE_MAX_BEATS} beats such silences count against nobody"
+                );
+        }
         self.beat += 1;
         self.told.clear();
         let beat = self.beat;
-        if late {
+        if late || shared {
             for heart in self.hearts.values_mut() {
                 heart.last = (heart.last + 1).min(beat);
             }
@@ -288,6 +341,48 @@ mod tests {
         m.tick(false);
         let (_, dead) = m.tick(false);
         assert_eq!(dead, vec![b"a".to_vec()], "on-time beats still count");
+    }
+
+    #[test]
+    fn a_silence_most_engines_share_counts_against_none_for_a_while() {
+        let mut m = HeartMonitor::new("h", 3);
+        let uuids: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        for u in &uuids {
+            m.watch(u);
+            m.pong(u);
+        }
+        // A fifth fall silent together for 20 beats, then answer again.
+        for _ in 0..20 {
+            for u in &uuids[20..] {
+                m.pong(u);
+            }
+            let (_, dead) = m.tick(false);
+            assert!(dead.is_empty(), "a shared silence kills nobody");
+        }
+        for u in &uuids {
+            m.pong(u);
+        }
+        m.tick(false);
+        // Three of a hundred die: a silence of their own.
+        let mut dead = Vec::new();
+        for _ in 0..5 {
+            for u in &uuids[3..] {
+                m.pong(u);
+            }
+            dead.extend(m.tick(false).1);
+        }
+        dead.sort();
+        assert_eq!(dead, uuids[..3].to_vec());
+        // Half of them never answer again: after the longest forgiven
+        // silence they are judged one by one.
+        let mut dead = Vec::new();
+        for _ in 0..SHARED_SILENCE_MAX_BEATS + 5 {
+            for u in &uuids[50..] {
+                m.pong(u);
+            }
+            dead.extend(m.tick(false).1);
+        }
+        assert_eq!(dead.len(), 47, "engines 3..50 die in the end");
     }
 
     #[test]

@@ -254,8 +254,9 @@ fn bind(
     let s = ctx.socket(kind)?;
     curve::secure_server(&s, curve)?;
     // A connection whose peer vanished without a word is dropped within
-    // seconds, not kept until the kernel's TCP timeouts (`keepalive`).
-    zpar_protocol::keepalive::set_zmtp_heartbeats(&s)?;
+    // a minute, not kept until the kernel's TCP timeouts; the peers ping
+    // (`keepalive`: the hub keeps no timer per connection).
+    zpar_protocol::keepalive::shed_silent_peers(&s)?;
     s.set_linger(1000)?;
     s.set_sndhwm(0)?;
     s.set_rcvhwm(0)?;
@@ -455,6 +456,7 @@ impl Hub {
                 },
                 recall_after: config.recall_after,
                 engine_room: descriptors.map(EngineRoom::for_files),
+                relay: config.relay,
                 ..CoreConfig::default()
             },
             records,
@@ -905,30 +907,7 @@ fn release_free_memory() {
 /// 1,024 would stop a hub at about 140 engines, while the hard limit
 /// (often 524,288) allows thousands.
 fn raise_open_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: both calls read or write only the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return None;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let old = limit.rlim_cur;
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                limit.rlim_cur = old;
-            } else {
-                debug!(
-                    from = old,
-                    to = limit.rlim_max,
-                    "raised the limit on open files"
-                );
-            }
-        }
-    }
-    let files: u64 = limit.rlim_cur;
+    let files = zpar_protocol::net::raise_open_file_limit()?;
     let room = EngineRoom::for_files(files);
     info!(
         files,

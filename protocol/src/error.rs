@@ -126,7 +126,7 @@ pub enum ProtocolError {
         file: Option<PathBuf>,
     },
     /// libzmq refused a CURVE setting or a socket monitor.
-    #[error("{what} failed (is this libzmq built with CURVE? zmq::has(\"curve\") says {})", zmq::has("curve").unwrap_or(false))]
+    #[error("{what} failed{}", curve_hint(source))]
     Curve {
         /// What was being done.
         what: &'static str,
@@ -135,8 +135,20 @@ pub enum ProtocolError {
         source: zmq::Error,
     },
     /// A socket operation failed.
-    #[error("socket error")]
+    #[error("socket error{}", crate::net::out_of_files_hint(.0))]
     Zmq(#[from] zmq::Error),
+}
+
+/// What may be behind a failed CURVE setting or monitor: descriptors run
+/// out, or a libzmq without CURVE.
+fn curve_hint(e: &zmq::Error) -> String {
+    match crate::net::out_of_files_hint(e) {
+        hint if !hint.is_empty() => hint,
+        _ => format!(
+            " (is this libzmq built with CURVE? zmq::has(\"curve\") says {})",
+            zmq::has("curve").unwrap_or(false)
+        ),
+    }
 }
 
 impl ProtocolError {

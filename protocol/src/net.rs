@@ -157,6 +157,37 @@ pub fn out_of_files_hint(e: &zmq::Error) -> String {
     )
 }
 
+/// Raises this process's soft limit on open files to its hard limit
+/// (`ulimit -Hn`), for a process that holds many connections (a hub, a
+/// process of packed engines); returns the limit now in force, or None if
+/// it cannot be read.
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls read or write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let old = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                limit.rlim_cur = old;
+            } else {
+                tracing::debug!(
+                    from = old,
+                    to = limit.rlim_max,
+                    "raised the limit on open files"
+                );
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// For `scale`: how many engines.
     #[arg(long, default_value_t = 1000)]
     pub many: usize,
+    /// For `scale`: engines per engine process (packed engines).
+    #[arg(long, default_value_t = 1)]
+    pub per_process: usize,
     /// For `link` and `hosts`: the client connection file of a running
     /// cluster to measure against.
     #[arg(long)]

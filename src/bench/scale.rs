@@ -10,10 +10,16 @@ use std::time::{Duration, Instant};
 use zpar_client::{LocalCluster, Value};
 
 /// Runs the suite with `many` engines.
-pub(crate) fn scale(report: &mut Report, many: usize, scale: f64) -> Result<()> {
+pub(crate) fn scale(
+    report: &mut Report,
+    many: usize,
+    per_process: usize,
+    scale: f64,
+) -> Result<()> {
     let started = Instant::now();
     let cluster = LocalCluster::builder()
         .engines(many)
+        .per_process(per_process)
         .timeout(Duration::from_secs(300))
         .start()
         .with_context(|| format!("starting {many} engines"))?;
@@ -68,6 +74,13 @@ pub(crate) fn scale(report: &mut Report, many: usize, scale: f64) -> Result<()> 
     report.add(
         &format!("hub RSS with {many} engines"),
         rss_mib(cluster.pids().hub),
+        "MiB",
+        None,
+    );
+    let engines_rss: f64 = cluster.pids().engines.iter().map(|p| rss_mib(*p)).sum();
+    report.add(
+        &format!("engine RSS per engine ({per_process} per process)"),
+        engines_rss / many.max(1) as f64,
         "MiB",
         None,
     );

@@ -21,6 +21,10 @@ pub(super) enum ClusterCmd {
         /// Number of engines.
         #[arg(short = 'n', long = "num-engines", default_value_t = 2)]
         engines: usize,
+        /// Engines per engine process (`zpar engine --count K`): each keeps
+        /// its own id, namespace and thread; thousands fit on one machine.
+        #[arg(long, default_value_t = 1, value_name = "K")]
+        per_process: usize,
         /// Return at once and leave the cluster running.
         #[arg(long)]
         daemon: bool,
@@ -161,6 +165,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
         ClusterCmd::Start {
             profile,
             engines,
+            per_process,
             daemon,
             hb_period_ms,
             launch,
@@ -207,6 +212,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
                 .hub_args(["--hb-period-ms".to_string(), hb_period_ms.to_string()])
                 .hub_args(hub_args)
                 .engine_args(engine_args)
+                .per_process(per_process)
                 .launcher(launcher);
             if let Some(program) = engine_program {
                 // Checked here so a typo is not a wait for engines that never come.

@@ -13,7 +13,7 @@
 //!
 //! [`LocalCluster`]: crate::LocalCluster
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -99,6 +99,11 @@ struct HubArgs {
     /// again, or failed with `Lost`.
     #[arg(long, default_value_t = zpar_hub::core::DEFAULT_RECALL_AFTER.as_secs_f64())]
     recall_after: f64,
+    /// Send every engine every chunk of a large value itself, instead of
+    /// relaying it from engine to engine (for networks where engines cannot
+    /// reach each other's ports).
+    #[arg(long)]
+    no_relay: bool,
     /// Load-balancing scheme: leastload, lru or random.
     #[arg(long, default_value = "leastload")]
     scheme: zpar_hub::Scheme,
@@ -134,9 +139,15 @@ struct EngineArgs {
     /// 0.0.0.0 binds all and advertises that one).
     #[arg(long = "ip", alias = "bind-ip")]
     bind_ip: Option<String>,
-    /// This engine's uuid (default: a fresh one).
+    /// This engine's uuid (default: a fresh one); with --count K, K uuids
+    /// separated by commas.
     #[arg(long)]
     uuid: Option<String>,
+    /// How many engines this process runs (packed engines): each has its
+    /// own id, namespace and thread, and they share one ZeroMQ context; a
+    /// kill of the process is each one's death, and the hub reports each.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
     /// Started by mpiexec: ask for the MPI rank (OMPI_COMM_WORLD_RANK,
     /// PMI_RANK or PMIX_RANK) as this engine's id, so ids follow ranks.
     #[arg(long)]
@@ -213,7 +224,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// A program's own natives for the engines it serves.
-type EngineSetup = Box<dyn Fn(&mut zpar_engine::rhai::Engine)>;
+type EngineSetup = std::sync::Arc<dyn Fn(&mut zpar_engine::rhai::Engine) + Send + Sync>;
 
 fn run_with(cli: Cli, setup: Option<EngineSetup>) -> Result<()> {
     match cli.command {
@@ -241,6 +252,7 @@ fn run_hub(a: HubArgs) -> Result<()> {
     config.hb_period = Duration::from_millis(a.hb_period_ms.max(10));
     config.hb_misses = a.hb_misses.max(1);
     config.recall_after = Duration::from_secs_f64(a.recall_after.clamp(0.1, 1e9));
+    config.relay = !a.no_relay;
     config.scheme = a.scheme;
     config.db = match a.db {
         zpar_hub::Db::Memory { .. } => zpar_hub::Db::Memory {
@@ -367,14 +379,37 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
         .max(Duration::from_millis(100));
     config.max_operations = a.max_operations;
     config.bind_ip = a.bind_ip;
-    config.uuid = a.uuid;
     config.bind_kernel = a.bind_kernel;
+    if a.count == 0 {
+        bail!("--count is how many engines this process runs: at least 1");
+    }
+    let uuids: Vec<Option<String>> = match &a.uuid {
+        None => vec![None; a.count],
+        Some(list) => {
+            let uuids: Vec<Option<String>> = list
+                .split(',')
+                .map(|u| Some(u.trim().to_string()))
+                .collect();
+            if uuids.len() != a.count {
+                bail!(
+                    "--uuid names {} engines and --count says {}: give one uuid per engine, \
+                     separated by commas",
+                    uuids.len(),
+                    a.count
+                );
+            }
+            uuids
+        }
+    };
     // A bound kernel's file goes beside the engine file it came from, or
     // into the profile's security folder.
     config.kernel_dir = match a.file.as_deref().and_then(std::path::Path::parent) {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => a.profile.resolve().security_dir(),
     };
+    if a.mpi && a.count > 1 {
+        bail!("--mpi makes the MPI rank the engine's id, one engine per rank: drop --count");
+    }
     if a.mpi {
         let rank = zpar_client::launch::mpi_rank().with_context(|| {
             format!(
@@ -386,14 +421,76 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
     }
     install_signal_handlers()?;
     config.stop = Some(&**STOP);
-    let mut server = zpar_engine::EngineServer::new(config);
-    if a.bench_kernels {
-        server.on_setup(crate::kernels::bench_kernels);
+    let serve = move |mut config: zpar_engine::EngineConfig, uuid: Option<String>| {
+        config.uuid = uuid;
+        let mut server = zpar_engine::EngineServer::new(config);
+        if a.bench_kernels {
+            server.on_setup(crate::kernels::bench_kernels);
+        }
+        if let Some(setup) = setup.clone() {
+            server.on_setup(move |engine| setup(engine));
+        }
+        server.run()
+    };
+    if uuids.len() == 1 {
+        serve(config, uuids.into_iter().next().flatten())?;
+        return Ok(());
     }
-    if let Some(setup) = setup {
-        server.on_setup(setup);
+    serve_packed(config, uuids, serve)
+}
+
+/// Engines that share one ZeroMQ context: libzmq allows 1,023 sockets per
+/// context, and an engine holds about twenty (its connections to the hub,
+/// heartbeat, relay and their inproc pipes).
+const ENGINES_PER_CONTEXT: usize = 40;
+
+/// Runs one engine per uuid slot on a thread of its own, sharing ZeroMQ
+/// contexts ([`ENGINES_PER_CONTEXT`] to one); returns when every one has
+/// stopped, failing if any did (each failure is logged as it happens,
+/// naming the engine's place).
+fn serve_packed(
+    mut config: zpar_engine::EngineConfig,
+    uuids: Vec<Option<String>>,
+    serve: impl Fn(zpar_engine::EngineConfig, Option<String>) -> Result<(), zpar_engine::EngineError>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+) -> Result<()> {
+    let count = uuids.len();
+    // Each engine holds about a dozen descriptors (its connections to the
+    // hub, its relay socket, its context's share).
+    zpar_protocol::net::raise_open_file_limit();
+    let contexts: Vec<zmq::Context> = (0..count.div_ceil(ENGINES_PER_CONTEXT))
+        .map(|_| zmq::Context::new())
+        .collect();
+    let threads: Vec<_> = uuids
+        .into_iter()
+        .enumerate()
+        .map(|(i, uuid)| {
+            let ctx = contexts[i / ENGINES_PER_CONTEXT].clone();
+            config.context = Some(zpar_engine::server::SharedContext(ctx));
+            let (config, serve) = (config.clone(), serve.clone());
+            std::thread::Builder::new()
+                .name(format!("zpar-engine-{i}"))
+                .spawn(move || {
+                    let served = serve(config, uuid);
+                    if let Err(e) = &served {
+                        tracing::error!(place = i, of = count, error = %zpar_protocol::error::Chain(e), "a packed engine stopped");
+                    }
+                    served.is_ok()
+                })
+                .with_context(|| format!("starting the thread of engine {i} of {count}"))
+        })
+        .collect::<Result<_>>()?;
+    let failed = threads
+        .into_iter()
+        .map(|t| t.join().unwrap_or(false))
+        .filter(|ok| !ok)
+        .count();
+    if failed > 0 {
+        bail!("{failed} of the {count} engines of this process failed (see the lines above)");
     }
-    server.run()?;
     Ok(())
 }
 
@@ -456,7 +553,7 @@ pub fn run_as_child_if_asked() {
 ///
 /// The same program serves `zpar cluster start --engine-program PATH` and
 /// `LocalCluster::builder().engine_program(PATH)`.
-pub fn serve_engines_with(setup: impl Fn(&mut zpar_engine::rhai::Engine) + 'static) {
+pub fn serve_engines_with(setup: impl Fn(&mut zpar_engine::rhai::Engine) + Send + Sync + 'static) {
     if std::env::var_os(zpar_client::cluster::CHILD_ROLE_ENV).is_none() {
         match std::env::current_exe() {
             Ok(exe) => zpar_client::cluster::set_default_engine_program(exe),
@@ -469,5 +566,5 @@ pub fn serve_engines_with(setup: impl Fn(&mut zpar_engine::rhai::Engine) + 'stat
     let args = std::env::args_os().skip(1);
     let cli = Cli::parse_from(std::iter::once(std::ffi::OsString::from("zpar")).chain(args));
     init_logging(default_log_filter(&cli.command));
-    exit_with(run_with(cli, Some(Box::new(setup))));
+    exit_with(run_with(cli, Some(std::sync::Arc::new(setup))));
 }

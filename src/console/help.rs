@@ -102,9 +102,9 @@ pub const COMMANDS: &[Spec] = &[
         usage: "%map [--targets SPEC] [--ordered] [--max N] [--label L] SEQUENCE FUNCTION",
         summary: "map a function over a sequence, load-balanced, results as they come",
         help: "Calls FUNCTION on each item of SEQUENCE as a task of its own, on whichever\n\
-               target engine is free, and shows each result as it comes: `[n] value`,\n\
-               n counting results (with --ordered they come in input order, so n is the\n\
-               item's index). SEQUENCE is an array or a range, read\n\
+               target engine is free, and shows each result as it comes, with its\n\
+               item's index: `[i] value` (in input order with --ordered). SEQUENCE is\n\
+               an array or a range, read\n\
                lazily: `0..` has no end. At most N tasks are in flight (default 64), so\n\
                memory stays bounded. Ctrl-C cancels: the tasks in flight are aborted,\n\
                those running stopped.\n\

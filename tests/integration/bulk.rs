@@ -794,14 +794,40 @@ fn a_value_for_several_engines_is_relayed_and_each_gets_it_whole() {
     check(&[0, 1, 2, 3], relay_only);
     check(&[0, 1, 2, 3], (STREAM_MIN_BYTES + 3 * CHUNK_BYTES) / 8 + 5);
     check(&[3, 1], relay_only);
-    // Engine 1 runs a script: the chain passes chunks through its relay
-    // thread all the same, and engine 1 takes its own when it is free.
+    // Engine 1 runs a script until stopped: the chain passes the chunks
+    // through its relay thread all the same (engines 2 and 3 get the value
+    // while it runs), and engine 1 takes its own when it is free.
     let busy = client
         .view(1)
-        .execute("let t = timestamp(); while t.elapsed < 1.0 {} 1")
+        .execute(&crate::support::running_loop())
         .unwrap();
-    check(&[0, 1, 2, 3], relay_only);
-    busy.get_timeout(WAIT).unwrap();
+    support::wait_until_printed(&busy, 1, "running");
+    let value = Value::F64Array(vec![3.0; relay_only]);
+    let push = client
+        .view(vec![0, 1, 2, 3])
+        .push_ref("big", &value)
+        .unwrap();
+    support::wait_until(
+        "engines 0, 2 and 3 have the value while engine 1 runs",
+        || push.replies().iter().filter(|r| r.outcome.is_ok()).count() == 3,
+    );
+    client
+        .abort_running(1u32, Some(busy.msg_ids().to_vec()))
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    push.get_timeout(WAIT).unwrap();
+    assert!(matches!(
+        busy.get_timeout(WAIT),
+        Err(Error::Aborted { engine: 1, .. })
+    ));
+    let sums = client
+        .view(vec![0, 1, 2, 3])
+        .execute("big.sum()")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(sums, vec![Value::Float(3.0 * relay_only as f64); 4]);
     no_segments_left(&cluster.pids().engines);
 }
 
@@ -819,7 +845,7 @@ fn an_engine_killed_mid_relay_fails_those_after_it_naming_it_and_the_next_push_w
     // The chain is 0 → 1 → 2 → 3 (engine 0 is idle, and all share a host).
     let id = raw.push_stream_head(&[0, 1, 2, 3], 3, 2);
     raw.send_chunks(&id, &[(0, 2, a)]);
-    support::wait_until("every engine took the stream's head", || {
+    support::wait_until("the hub sent every engine the stream's head", || {
         client
             .queue_status()
             .unwrap()

@@ -179,12 +179,23 @@ fn an_abort_of_running_work_answers_it_aborted_and_the_engine_serves_on() {
         .unwrap();
     support::wait_until_printed(&blocker, 0, "running");
     let queued = view.execute("1").unwrap();
-    // Naming another request stops nothing that runs.
+    // Naming another request stops nothing that runs: the loop goes on
+    // printing after that abort was answered.
     client
         .abort_running(0u32, Some(vec!["not-this-one".into()]))
         .unwrap()
         .get_timeout(WAIT)
         .unwrap();
+    let printed = |ar: &zpar::AsyncResult| {
+        ar.stdout()
+            .get(&0)
+            .map_or(0, |out| out.matches("running").count())
+    };
+    let before = printed(&blocker);
+    support::wait_until(
+        "the loop runs on after an abort naming another request",
+        || printed(&blocker) > before + 1,
+    );
     assert!(!blocker.ready());
     client
         .abort_running(0u32, None)

@@ -3,11 +3,10 @@
 //! death is still seen within the heartbeat limit. Timing figures are the
 //! scale bench's (`zpar bench scale`); these tests check behaviour.
 
-use crate::support::{self, zpar_bin, Watchdog, WAIT};
+use crate::support::{self, departures, zpar_bin, Watchdog, WAIT};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use zpar::{ClientEvent, LocalCluster, Value};
+use zpar::{LocalCluster, Value};
 
 /// A cluster as a user starts it: the default heartbeat (1 s, 3 misses).
 fn default_cluster(n: usize) -> LocalCluster {
@@ -17,17 +16,6 @@ fn default_cluster(n: usize) -> LocalCluster {
         .timeout(Duration::from_secs(120))
         .start()
         .expect("starting a local cluster")
-}
-
-/// Every engine that left, as the client heard it.
-fn departures(events: &mpsc::Receiver<ClientEvent>) -> Vec<(u32, String)> {
-    events
-        .try_iter()
-        .filter_map(|e| match e {
-            ClientEvent::EngineUnregistered { engine, reason } => Some((engine, reason)),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]

@@ -295,3 +295,14 @@ fn descendants(root: u32) -> Vec<u32> {
     }
     found
 }
+
+/// Every engine that left, as the client heard it.
+pub fn departures(events: &mpsc::Receiver<zpar::ClientEvent>) -> Vec<(u32, String)> {
+    events
+        .try_iter()
+        .filter_map(|e| match e {
+            zpar::ClientEvent::EngineUnregistered { engine, reason } => Some((engine, reason)),
+            _ => None,
+        })
+        .collect()
+}

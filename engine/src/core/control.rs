@@ -80,7 +80,7 @@ impl EngineCore {
         }
         let mut actions = Vec::new();
         match &r.msg_ids {
-            Some(ids) => self.aborted.extend(ids.iter().cloned()),
+            Some(ids) => self.remember_aborted(ids),
             None => actions.push(Action::Drain {
                 sources: vec![Source::Mux, Source::Task],
                 drain: Drain::AbortAll,

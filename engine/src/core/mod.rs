@@ -308,6 +308,10 @@ pub(crate) enum Progress {
     Stop(StopReason),
 }
 
+/// How many aborted msg ids an engine remembers for requests still to
+/// arrive; the oldest are forgotten first.
+const ABORTED_KEPT: usize = 65_536;
+
 /// The request being run.
 #[derive(Debug)]
 struct Running {
@@ -334,8 +338,11 @@ pub(crate) struct EngineCore {
     default_op_limit: Option<u64>,
     execution_count: u64,
     running: Option<Running>,
-    /// Msg ids a client aborted before they arrived.
+    /// Msg ids a client aborted before they arrived, and the order they
+    /// were aborted in: at most [`ABORTED_KEPT`] (a cancelled map aborts
+    /// its tasks on every engine, and most run elsewhere).
     aborted: HashSet<String>,
+    aborted_order: VecDeque<String>,
     /// Streams refused or aborted lately: their chunks are dropped quietly.
     refused_streams: VecDeque<String>,
     /// `clear_request`s that came while a request ran.
@@ -363,6 +370,7 @@ impl EngineCore {
             execution_count: 0,
             running: None,
             aborted: HashSet::new(),
+            aborted_order: VecDeque::new(),
             refused_streams: VecDeque::new(),
             deferred_clears: Vec::new(),
             shutdown: false,
@@ -378,6 +386,21 @@ impl EngineCore {
     /// Whether the engine is to stop serving.
     pub(crate) fn shutting_down(&self) -> bool {
         self.shutdown
+    }
+
+    /// Remembers msg ids aborted before they arrive (the oldest forgotten
+    /// past [`ABORTED_KEPT`]).
+    fn remember_aborted(&mut self, ids: &[String]) {
+        for id in ids {
+            if self.aborted.insert(id.clone()) {
+                self.aborted_order.push_back(id.clone());
+            }
+        }
+        while self.aborted_order.len() > ABORTED_KEPT {
+            if let Some(old) = self.aborted_order.pop_front() {
+                self.aborted.remove(&old);
+            }
+        }
     }
 
     /// Whether a request is running.

@@ -229,6 +229,9 @@ pub struct CoreConfig {
     /// silent hang; a minute covers engines that are still starting or
     /// re-registering after a hub restart, and the error says what to do.
     pub no_engine_limit: Duration,
+    /// Relay a streamed request for several engines along a chain of them
+    /// (`streams.rs`); off, the hub sends every engine every chunk.
+    pub relay: bool,
     /// How many engines the hub's limit on open files leaves room for (None:
     /// unknown, no limit): past it a registration is refused, saying why,
     /// instead of the engine waiting for connections the hub cannot accept.
@@ -285,6 +288,7 @@ impl Default for CoreConfig {
             max_buffer_bytes: 64 << 10,
             communicator_keys: None,
             engine_room: None,
+            relay: true,
             no_engine_limit: DEFAULT_NO_ENGINE_LIMIT,
             recall_after: DEFAULT_RECALL_AFTER,
         }
@@ -294,6 +298,9 @@ impl Default for CoreConfig {
 /// The hub's state: engines, queue, records. See the [module](self) docs.
 pub struct HubCore {
     pub(crate) config: CoreConfig,
+    /// Registrations refused for want of room since the last warning, and
+    /// when that was (Unix seconds): warned at most every 10 s.
+    pub(crate) room_refusals: (u64, f64),
     pub(crate) session: Session,
     pub(crate) registry: Registry,
     pub(crate) scheduler: Scheduler,
@@ -340,6 +347,7 @@ impl HubCore {
         HubCore {
             scheduler: Scheduler::new(config.scheme),
             config,
+            room_refusals: (0, f64::NEG_INFINITY),
             session,
             registry,
             records,

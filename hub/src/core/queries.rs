@@ -203,8 +203,12 @@ impl HubCore {
         if let Some(room) = self.config.engine_room {
             let registered = self.registry.engines().count();
             if self.registry.id_of(uuid).is_none() && registered >= room.engines {
-                warn!(uuid = %r.uuid, registered, files = room.files,
-                    "refused an engine: the limit on open files leaves no room for it");
+                self.room_refusals.0 += 1;
+                if now - self.room_refusals.1 >= 10.0 {
+                    warn!(refused = self.room_refusals.0, registered, files = room.files,
+                        "refused engines: the limit on open files leaves no room for them (ulimit -n)");
+                    self.room_refusals = (0, now);
+                }
                 return Content::RegistrationReply(RegistrationReply {
                     status: Status::Error,
                     evalue: Some(format!(

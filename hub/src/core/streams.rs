@@ -92,7 +92,7 @@ impl HubCore {
         &self,
         live: &[(u32, Vec<u8>)],
     ) -> Option<Vec<(u32, Vec<u8>, String)>> {
-        if live.len() < 2 {
+        if live.len() < 2 || !self.config.relay {
             return None;
         }
         let mut engines = Vec::with_capacity(live.len());

@@ -39,11 +39,11 @@ impl Session {
         let mut map = lb.imap(&job.function, items, job.ordered, job.max_outstanding);
         let colour = self.out.colour();
         let (mut shown, mut failed) = (0usize, 0usize);
-        // The index shown: the input's in order, else the completion's.
+        // Each result shows its item's index in the sequence.
         loop {
             if super::signal::take() {
                 let in_flight = map.outstanding();
-                map.cancel()?;
+                let cancelled = map.cancel();
                 self.out.line(render::notice(
                     &format!(
                         "cancelled the map after {shown} results: {in_flight} tasks in flight were \
@@ -51,6 +51,7 @@ impl Session {
                     ),
                     colour,
                 ));
+                cancelled?;
                 return Ok(Status::Interrupted);
             }
             if self.hub.is_down() {
@@ -60,12 +61,12 @@ impl Session {
                 Err(Error::Timeout { .. }) => continue,
                 Err(e) => return Err(e.into()),
                 Ok(None) => break,
-                Ok(Some(Ok(v))) => self.out.line(format!("[{shown}] {}", render::value(&v))),
-                Ok(Some(Err(e))) => {
+                Ok(Some((i, Ok(v)))) => self.out.line(format!("[{i}] {}", render::value(&v))),
+                Ok(Some((i, Err(e)))) => {
                     failed += 1;
                     let mut lines = render::error_lines(&e, colour);
                     if let Some(first) = lines.first_mut() {
-                        *first = format!("[{shown}] {first}");
+                        *first = format!("[{i}] {first}");
                     }
                     self.out.lines(lines);
                 }

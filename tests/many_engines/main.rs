@@ -1,0 +1,88 @@
+//! Thousands of engines on this machine, in a test binary of its own:
+//! cargo runs test binaries one after another, so this test has the
+//! machine to itself and starves no other test of it (and none starves
+//! it: on two cores, 2,000 engines are all the load the box can take).
+
+#[allow(dead_code)]
+#[path = "../integration/support.rs"]
+mod support;
+
+use std::time::Duration;
+use support::{departures, zpar_bin, Watchdog, WAIT};
+use zpar::{LocalCluster, Value};
+
+/// Two thousand engines packed fifty to a process (`--per-process`):
+/// they register with ids 0..2000, run an execute on all and an
+/// allreduce; a `kill -9` of one process is fifty engine deaths, each
+/// reported, and the rest serve on.
+#[test]
+fn two_thousand_packed_engines_register_execute_allreduce_and_die_together() {
+    let _watchdog = Watchdog::start(Duration::from_secs(600));
+    const N: usize = 2_000;
+    const PER: usize = 50;
+    let mut cluster = LocalCluster::builder()
+        .binary(zpar_bin())
+        .engines(N)
+        .per_process(PER)
+        .timeout(Duration::from_secs(300))
+        .start()
+        .expect("starting 2,000 packed engines");
+    assert_eq!(
+        cluster.pids().engines.len(),
+        N / PER,
+        "{PER} engines per process"
+    );
+    let client = cluster.client().unwrap();
+    let events = client.events().unwrap();
+    let ids = client.wait_for_engines(N, WAIT).unwrap();
+    assert_eq!(ids, (0..N as u32).collect::<Vec<_>>());
+    let all = client.all();
+    let got = all
+        .execute("40 + 2")
+        .unwrap()
+        .get_timeout(Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(got, vec![Value::Int(42); N]);
+    all.setup_communicator("com", Duration::from_secs(300))
+        .unwrap();
+    let sums = all
+        .execute("com.allreduce(\"sum\", 1)")
+        .unwrap()
+        .get_timeout(Duration::from_secs(300))
+        .unwrap();
+    assert_eq!(sums, vec![Value::Int(N as i64); N]);
+    assert_eq!(departures(&events), vec![], "no engine was declared dead");
+
+    // Engine 0's process holds 49 more: all fifty die, each reported.
+    let pid = cluster.engine_pid(0).expect("engine 0's process");
+    let packed: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|id| cluster.engine_pid(*id) == Some(pid))
+        .collect();
+    assert_eq!(
+        packed.len(),
+        PER,
+        "engine 0 shares its process with {PER} - 1 others"
+    );
+    cluster.kill_engine(0).unwrap();
+    let mut dead = Vec::new();
+    support::wait_until("each engine of the killed process is reported dead", || {
+        dead.extend(departures(&events).into_iter().map(|(id, _)| id));
+        dead.len() >= PER
+    });
+    dead.sort();
+    assert_eq!(dead, packed);
+    let left = client
+        .view(
+            ids.iter()
+                .copied()
+                .filter(|id| !packed.contains(id))
+                .collect::<Vec<_>>(),
+        )
+        .execute("1")
+        .unwrap()
+        .get_timeout(Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(left.len(), N - PER);
+}
