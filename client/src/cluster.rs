@@ -190,6 +190,7 @@ impl ClusterBuilder {
             launcher: self.launcher.clone(),
             engine_program: self.engine_program.clone(),
             per_process: self.per_process,
+            slurm_jobs: Vec::new(),
         };
         if as_child && cluster.launcher != EngineLauncher::Local {
             return Err(Error::Cluster(
@@ -248,6 +249,8 @@ pub struct LocalCluster {
     engine_program: Option<PathBuf>,
     /// Engines per process.
     per_process: usize,
+    /// The Slurm batch jobs submitted for engines, cancelled at the end.
+    slurm_jobs: Vec<String>,
 }
 
 impl LocalCluster {
@@ -284,10 +287,18 @@ impl LocalCluster {
 
     /// The pids of the hub and the engines.
     pub fn pids(&self) -> ClusterPids {
-        ClusterPids::new(
-            self.hub.as_ref().map(Child::id).unwrap_or(0),
-            self.engines.iter().map(|(_, c)| c.id()).collect(),
-        )
+        ClusterPids {
+            slurm_jobs: self.slurm_jobs.clone(),
+            ..ClusterPids::new(
+                self.hub.as_ref().map(Child::id).unwrap_or(0),
+                self.engines.iter().map(|(_, c)| c.id()).collect(),
+            )
+        }
+    }
+
+    /// The Slurm batch jobs this cluster submitted for its engines.
+    pub fn slurm_jobs(&self) -> &[String] {
+        &self.slurm_jobs
     }
 
     fn spawn(&self, mut cmd: Command, name: &str) -> Result<Child> {
@@ -421,6 +432,7 @@ impl LocalCluster {
                 }
                 Ok(())
             }
+            EngineLauncher::Slurm(slurm) => self.add_slurm_engines(n, &slurm),
             EngineLauncher::Mpi { mpi_args } => {
                 let info = self.connection_info()?;
                 let mut cmd = Command::new("mpiexec");
@@ -450,6 +462,122 @@ impl LocalCluster {
                 Ok(())
             }
         }
+    }
+
+    /// The engine command a Slurm task runs: this cluster's engine
+    /// program, rank as id (`--mpi` reads `SLURM_PROCID`).
+    fn slurm_engine_command(&self) -> Vec<String> {
+        let program = self.engine_program.as_ref().unwrap_or(&self.binary);
+        let mut cmd = vec![
+            program.to_string_lossy().into_owned(),
+            "engine".to_string(),
+            "--mpi".to_string(),
+        ];
+        cmd.extend(self.engine_args.iter().cloned());
+        cmd
+    }
+
+    /// Starts `n` engines as Slurm tasks: one `srun --overlap` step inside
+    /// an allocation, else a batch job (recorded, cancelled at the end).
+    /// The connection travels in the environment, which both pass on.
+    fn add_slurm_engines(&mut self, n: usize, slurm: &crate::launch::SlurmLaunch) -> Result<()> {
+        let info = self.connection_info()?;
+        let engine = self.slurm_engine_command();
+        if std::env::var_os("SLURM_JOB_ID").is_some() {
+            let mut cmd = Command::new("srun");
+            cmd.args(["--overlap", "-n", &n.to_string()])
+                .args(&slurm.slurm_args)
+                .args(&engine)
+                .env(CONNECTION_INFO_VAR, info)
+                .stdin(Stdio::null());
+            if self.engine_program.is_some() {
+                cmd.env(CHILD_ROLE_ENV, "engine");
+            }
+            let name = format!("srun-{}", self.engines.len());
+            let child = self.spawn_with_input(&mut cmd, &name, None)?;
+            self.engines.push((Vec::new(), child));
+            return Ok(());
+        }
+        let template = match &slurm.template {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                Error::Cluster(format!(
+                    "cannot read the Slurm template {}: {e}",
+                    path.display()
+                ))
+            })?,
+            None => crate::launch::SLURM_TEMPLATE.to_string(),
+        };
+        let k = self.slurm_jobs.len();
+        let log_dir = self
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| self.profile.log_dir());
+        zpar_protocol::private::create_dir(&log_dir).map_err(|e| {
+            Error::Cluster(format!(
+                "cannot create the log folder {}: {e}",
+                log_dir.display()
+            ))
+        })?;
+        let output = log_dir.join(format!("slurm-engines-{k}.log"));
+        let command: Vec<String> = engine
+            .iter()
+            .map(|a| crate::launch::shell_quote(a))
+            .collect();
+        let script = crate::launch::slurm_script(
+            &template,
+            n,
+            &command.join(" "),
+            "zpar-engines",
+            &output.to_string_lossy(),
+        );
+        let script_file = self.profile.dir.join(format!("slurm-engines-{k}.sh"));
+        std::fs::write(&script_file, script)
+            .map_err(|e| Error::Cluster(format!("cannot write {}: {e}", script_file.display())))?;
+        let mut cmd = Command::new("sbatch");
+        cmd.arg("--parsable");
+        if let Some(t) = &slurm.time {
+            cmd.args(["--time", t]);
+        }
+        cmd.args(&slurm.slurm_args)
+            .arg(&script_file)
+            .env(CONNECTION_INFO_VAR, info)
+            .stdin(Stdio::null());
+        if self.engine_program.is_some() {
+            cmd.env(CHILD_ROLE_ENV, "engine");
+        }
+        let out = cmd.output().map_err(|e| {
+            Error::Cluster(format!(
+                "cannot run sbatch ({e}): is Slurm installed and on the PATH?"
+            ))
+        })?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            let lines: Vec<&str> = said
+                .lines()
+                .map(|l| l.trim().trim_start_matches("sbatch: error: "))
+                .filter(|l| !l.is_empty())
+                .collect();
+            let why = if lines.is_empty() {
+                format!("sbatch failed ({}) and said nothing", out.status)
+            } else {
+                lines.join("; ")
+            };
+            return Err(Error::Cluster(format!(
+                "Slurm refused the engines' job: {why}"
+            )));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // `--parsable`: `JOBID` or `JOBID;CLUSTER`.
+        let job = stdout
+            .trim()
+            .split(';')
+            .next()
+            .filter(|j| !j.is_empty())
+            .ok_or_else(|| Error::Cluster(format!("sbatch gave no job id: {stdout:?} {said}")))?
+            .to_string();
+        tracing::info!(job = %job, engines = n, script = %script_file.display(), "submitted the engines' Slurm job");
+        self.slurm_jobs.push(job);
+        Ok(())
     }
 
     fn add_local_engines(&mut self, n: usize) -> Result<()> {
@@ -573,6 +701,9 @@ impl LocalCluster {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+        }
+        if let Err(e) = crate::launch::scancel(&self.slurm_jobs) {
+            tracing::warn!("{e}");
         }
         if self.temporary {
             let _ = std::fs::remove_dir_all(&self.profile.dir);

@@ -43,6 +43,89 @@ pub enum EngineLauncher {
         /// Options for `mpiexec` (`--host a:2,b:2`, `--hostfile F`).
         mpi_args: Vec<String>,
     },
+    /// As the tasks of a Slurm job step: inside an allocation
+    /// (`SLURM_JOB_ID` set) one `srun --overlap`, outside one a batch job
+    /// zpar submits with `sbatch` (and cancels when the cluster stops).
+    /// Engine ids are the tasks' `SLURM_PROCID`.
+    Slurm(SlurmLaunch),
+}
+
+/// How the Slurm launcher runs its engines.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SlurmLaunch {
+    /// Options for `sbatch` or `srun` (`-p PART`, `-N 2`, `-A ACCOUNT`).
+    pub slurm_args: Vec<String>,
+    /// The batch job's time limit (`sbatch --time`, e.g. `1:00:00`).
+    pub time: Option<String>,
+    /// A batch script template to use instead of [`SLURM_TEMPLATE`].
+    pub template: Option<std::path::PathBuf>,
+}
+
+/// The batch script zpar submits for engines outside an allocation.
+/// `{n}` is the number of engines, `{engine_command}` the engine command
+/// line (the connection comes in the job's environment, never in the
+/// script), `{job_name}` the job's name and `{output}` its log file. A
+/// template of one's own (`--slurm-template`) takes the same fields.
+pub const SLURM_TEMPLATE: &str = "#!/bin/sh
+#SBATCH --job-name={job_name}
+#SBATCH --ntasks={n}
+#SBATCH --output={output}
+exec srun {engine_command}
+";
+
+/// Fills a batch script template's fields.
+///
+/// ```
+/// use zpar_client::launch::{slurm_script, SLURM_TEMPLATE};
+/// let script = slurm_script(SLURM_TEMPLATE, 4, "zpar engine --mpi", "zpar-engines", "/tmp/e.log");
+/// assert!(script.contains("--ntasks=4") && script.contains("exec srun zpar engine --mpi"));
+/// ```
+pub fn slurm_script(
+    template: &str,
+    n: usize,
+    engine_command: &str,
+    job_name: &str,
+    output: &str,
+) -> String {
+    template
+        .replace("{n}", &n.to_string())
+        .replace("{engine_command}", engine_command)
+        .replace("{job_name}", job_name)
+        .replace("{output}", output)
+}
+
+/// A Slurm job's state and Slurm's reason for it (`squeue`'s `%T` and
+/// `%r`: `PENDING`, `Resources`); None once the job left the queue.
+pub fn slurm_job_state(job: &str) -> Option<(String, String)> {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-j", job, "-o", "%T|%r"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?.trim();
+    let (state, reason) = line.split_once('|')?;
+    Some((state.to_string(), reason.to_string()))
+}
+
+/// Cancels Slurm jobs (`scancel`); the error says what scancel said.
+pub fn scancel(jobs: &[String]) -> Result<(), String> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let out = std::process::Command::new("scancel")
+        .args(jobs)
+        .output()
+        .map_err(|e| format!("cannot run scancel ({e}): cancel jobs {jobs:?} by hand"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "scancel {}: {}",
+            jobs.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// A host for the ssh launcher: `name` or `name:k` (k engines there).

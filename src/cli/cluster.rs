@@ -1,6 +1,6 @@
-//! `zpar cluster`: starting a hub and its engines (here, over ssh or as
-//! mpiexec's ranks), and finding them again through the profile to show or
-//! stop them.
+//! `zpar cluster`: starting a hub and its engines (here, over ssh, as
+//! mpiexec's ranks or as a Slurm job's tasks), and finding them again
+//! through the profile to show or stop them.
 
 use super::args::{CurveArgs, ProfileArgs};
 use super::stop::{install_signal_handlers, Interrupted, STOP};
@@ -31,6 +31,10 @@ pub(super) enum ClusterCmd {
         /// Heartbeat period in milliseconds.
         #[arg(long, default_value_t = 1000)]
         hb_period_ms: u64,
+        /// How long to wait for the engines to register, in seconds (a
+        /// Slurm job still queued then is cancelled, with Slurm's reason).
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        timeout: u64,
         #[command(flatten)]
         launch: LaunchArgs,
         /// The hub's task records: `memory` or `sqlite:PATH` (see `zpar hub
@@ -71,8 +75,9 @@ pub(super) enum ClusterCmd {
 /// Where a cluster's hub listens and how its engines start.
 #[derive(Args)]
 pub(super) struct LaunchArgs {
-    /// How engines start: `local` (this machine), `ssh` (on --hosts) or
-    /// `mpi` (the ranks of one mpiexec).
+    /// How engines start: `local` (this machine), `ssh` (on --hosts), `mpi`
+    /// (the ranks of one mpiexec) or `slurm` (the tasks of a Slurm job:
+    /// `srun --overlap` inside an allocation, else a batch job).
     #[arg(long = "engines", value_name = "LAUNCHER", default_value = "local",
           value_parser = parse_launcher)]
     launcher: LauncherKind,
@@ -89,6 +94,17 @@ pub(super) struct LaunchArgs {
     /// mpi: options for mpiexec, as one string (e.g. "--host a:2,b:2").
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     mpi_args: String,
+    /// slurm: options for sbatch (or srun inside an allocation), as one
+    /// string (e.g. "-p compute -N 2").
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    slurm_args: String,
+    /// slurm: the batch job's time limit (sbatch --time, e.g. 2:00:00).
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
+    /// slurm: a batch script template of your own; zpar fills {n},
+    /// {engine_command}, {job_name} and {output} (see the README).
+    #[arg(long, value_name = "PATH")]
+    slurm_template: Option<PathBuf>,
     /// The hub's interface (default: 127.0.0.1 for local engines, 0.0.0.0
     /// for ssh and mpi).
     #[arg(long)]
@@ -106,6 +122,7 @@ enum LauncherKind {
     Local,
     Ssh,
     Mpi,
+    Slurm,
 }
 
 /// `--engines`: a launcher. The examples and `zpar bench` take a count
@@ -115,10 +132,11 @@ fn parse_launcher(s: &str) -> std::result::Result<LauncherKind, String> {
         "local" => Ok(LauncherKind::Local),
         "ssh" => Ok(LauncherKind::Ssh),
         "mpi" => Ok(LauncherKind::Mpi),
+        "slurm" => Ok(LauncherKind::Slurm),
         n if n.parse::<usize>().is_ok() => Err(format!(
-            "`--engines` takes a launcher (local, ssh, mpi); for a count of engines use -n {n}"
+            "`--engines` takes a launcher (local, ssh, mpi, slurm); for a count of engines use -n {n}"
         )),
-        _ => Err("`--engines` takes a launcher: local, ssh or mpi".to_string()),
+        _ => Err("`--engines` takes a launcher: local, ssh, mpi or slurm".to_string()),
     }
 }
 
@@ -142,6 +160,11 @@ impl LaunchArgs {
             LauncherKind::Mpi => EngineLauncher::Mpi {
                 mpi_args: split(&self.mpi_args),
             },
+            LauncherKind::Slurm => EngineLauncher::Slurm(zpar_client::launch::SlurmLaunch {
+                slurm_args: split(&self.slurm_args),
+                time: self.time.clone(),
+                template: self.slurm_template.clone(),
+            }),
         };
         let default_ip = if self.launcher == LauncherKind::Local {
             "127.0.0.1"
@@ -168,6 +191,7 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             per_process,
             daemon,
             hb_period_ms,
+            timeout,
             launch,
             db,
             scheme,
@@ -228,7 +252,14 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
             cluster.add_engines(engines)?;
             let client = cluster.client()?;
             install_signal_handlers()?;
-            wait_for_engines(&client, engines, started)?;
+            wait_for_engines(
+                &client,
+                engines,
+                started,
+                Duration::from_secs(timeout),
+                cluster.slurm_jobs(),
+                &profile.log_dir(),
+            )?;
             let pids = zpar_client::cluster::ClusterPids {
                 options,
                 ..cluster.pids()
@@ -277,8 +308,16 @@ pub(super) fn run_cluster(action: ClusterCmd) -> Result<()> {
 
 /// Waits until `engines` engines are registered, showing how many are (a
 /// progress bar on a terminal, lines elsewhere); both are gone when it
-/// returns.
-fn wait_for_engines(client: &zpar_client::Client, engines: usize, started: Instant) -> Result<()> {
+/// returns. With Slurm jobs, a job that left the queue, or is still
+/// queued at the timeout, ends the wait with Slurm's word on it.
+fn wait_for_engines(
+    client: &zpar_client::Client,
+    engines: usize,
+    started: Instant,
+    timeout: Duration,
+    slurm_jobs: &[String],
+    log_dir: &std::path::Path,
+) -> Result<()> {
     let progress = indicatif::ProgressBar::new(engines as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template(
@@ -290,6 +329,8 @@ fn wait_for_engines(client: &zpar_client::Client, engines: usize, started: Insta
     // to have started: no line about the wait comes after that.
     let _waiting = (!std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(|| crate::wait::WaitNotice::start(format!("{engines} engines to register")));
+    let mut asked_slurm = Instant::now() - Duration::from_secs(1);
+    let mut states: Vec<(String, Option<(String, String)>)> = Vec::new();
     loop {
         let n = client.ids().len();
         if started.elapsed() > Duration::from_secs(1) {
@@ -303,8 +344,41 @@ fn wait_for_engines(client: &zpar_client::Client, engines: usize, started: Insta
             return Err(Interrupted("while the cluster was starting").into());
         }
         let _ = client.wait_for_engines(engines, Duration::from_millis(100));
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("only {n} of {engines} engines registered within 60 s");
+        // Slurm is asked once a second, not at every turn.
+        if !slurm_jobs.is_empty() && asked_slurm.elapsed() >= Duration::from_secs(1) {
+            asked_slurm = Instant::now();
+            states = slurm_jobs
+                .iter()
+                .map(|j| (j.clone(), zpar_client::launch::slurm_job_state(j)))
+                .collect();
+            if client.ids().len() < engines {
+                if let Some((job, _)) = states.iter().find(|(_, s)| s.is_none()) {
+                    bail!(
+                        "the engines' Slurm job {job} ended with {n} of {engines} engines registered; its output is in {}",
+                        log_dir.display()
+                    );
+                }
+            }
+        }
+        if started.elapsed() > timeout {
+            let queued: Vec<String> = states
+                .iter()
+                .filter_map(|(j, s)| {
+                    let (state, reason) = s.as_ref()?;
+                    (state == "PENDING").then(|| format!("job {j} is still pending ({reason})"))
+                })
+                .collect();
+            if !queued.is_empty() {
+                bail!(
+                    "the engines' Slurm {} after {}s, so it is cancelled: ask for resources the partition has, or give --timeout more",
+                    queued.join(", "),
+                    timeout.as_secs()
+                );
+            }
+            bail!(
+                "only {n} of {engines} engines registered within {}s",
+                timeout.as_secs()
+            );
         }
     }
     progress.finish_and_clear();
@@ -316,6 +390,8 @@ const HUB_ANSWER: Duration = Duration::from_secs(2);
 /// How long processes have to exit once asked (by the hub, by SIGTERM),
 /// and to be gone after SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
+/// How long cancelled Slurm jobs have to leave the queue.
+const SLURM_CANCEL: Duration = Duration::from_secs(30);
 
 /// `zpar cluster stop`: the hub shuts the cluster down if it still runs;
 /// whatever the record names that still runs then is ended by signals. The
@@ -337,6 +413,29 @@ fn stop_cluster(profile: &Profile) -> Result<()> {
         pids.wait_gone(GRACE);
     }
     let ending = pids.terminate(GRACE);
+    // The engines' Slurm jobs: cancelled, and gone from the queue before
+    // the record is.
+    if let Err(e) = zpar_client::launch::scancel(&pids.slurm_jobs) {
+        bail!(
+            "{e}; {} stays until they are cancelled: run `zpar cluster stop` again",
+            record.display()
+        );
+    }
+    let queued = |j: &String| zpar_client::launch::slurm_job_state(j).is_some();
+    let pauses =
+        zpar_protocol::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+    let left_queue =
+        zpar_protocol::backoff::poll_until(Instant::now() + SLURM_CANCEL, pauses, || {
+            (!pids.slurm_jobs.iter().any(queued)).then_some(())
+        });
+    if left_queue.is_none() {
+        let still: Vec<&String> = pids.slurm_jobs.iter().filter(|j| queued(j)).collect();
+        bail!(
+            "Slurm jobs {still:?} are still in the queue {}s after scancel; {} stays until they are gone: run `zpar cluster stop` again",
+            SLURM_CANCEL.as_secs(),
+            record.display()
+        );
+    }
     if !ending.left.is_empty() {
         bail!(
             "processes {:?} of the cluster still run after SIGKILL; {} stays until they are gone: run `zpar cluster stop` again",
@@ -357,6 +456,12 @@ fn stop_cluster(profile: &Profile) -> Result<()> {
     }
     if !ending.killed.is_empty() {
         how.push(format!("SIGKILL to {:?}", ending.killed));
+    }
+    if !pids.slurm_jobs.is_empty() {
+        how.push(format!(
+            "Slurm jobs {} cancelled",
+            pids.slurm_jobs.join(", ")
+        ));
     }
     if how.is_empty() {
         println!("cluster stopped");
@@ -402,6 +507,15 @@ fn show_status(profile: &Profile) -> Result<()> {
         text += &format!("started with: {}\n", pids.options.join(" "));
     }
     text += &format!("hub pid {}: {}\n", pids.hub, state(hub_runs));
+    for job in &pids.slurm_jobs {
+        match zpar_client::launch::slurm_job_state(job) {
+            Some((state, reason)) if reason != "None" => {
+                text += &format!("slurm job {job}: {state} ({reason})\n")
+            }
+            Some((state, _)) => text += &format!("slurm job {job}: {state}\n"),
+            None => text += &format!("slurm job {job}: no longer in the queue\n"),
+        }
+    }
     for p in &pids.engines {
         text += &format!("engine pid {p}: {}\n", state(!gone.contains(p)));
     }

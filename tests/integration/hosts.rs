@@ -1099,7 +1099,8 @@ fn two_engines_per_host(hosts: &Hosts, client: &Path, engine: &Path, hosts_used:
 /// A value pushed to six engines on three hosts leaves the hub's host once,
 /// not once per engine: the hub relays it along a chain of engines, host
 /// by host (each host's link carries it once in and once out). Each
-/// engine gets it whole, with CURVE on (the default across hosts).
+/// engine gets it whole, with CURVE on (the default across hosts); a
+/// scatter of uneven blocks over the six gathers back whole.
 #[test]
 fn a_value_pushed_to_six_engines_on_three_hosts_leaves_the_hub_host_once() {
     let _watchdog = support::watchdog();
@@ -1139,6 +1140,26 @@ fn a_value_pushed_to_six_engines_on_three_hosts_leaves_the_hub_host_once() {
         into_host_2 < value * 3 / 2,
         "host 2 (two engines) took in {into_host_2} bytes for a value of {value}: more than \
          one copy"
+    );
+    // 1,000,003 over six: the first block has one more.
+    let out = hosts.console(
+        0,
+        &client,
+        "%scatter part = 0..1000003\n%px part.len\n%gather part\n",
+    );
+    let shown = text(&out);
+    for e in 0..6 {
+        let len = if e == 0 { 166_668 } else { 166_667 };
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.contains(&format!("Out[{e}:")) && l.ends_with(&format!("]: {len}"))),
+            "engine {e}'s block is not {len} long:\n{shown}"
+        );
+    }
+    assert!(
+        shown.contains("1000002] (1000003 items)"),
+        "the gather did not give the range back whole:\n{shown}"
     );
 }
 

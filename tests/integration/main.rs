@@ -24,5 +24,6 @@ mod relay;
 mod run;
 mod scale;
 mod sizes;
+mod slurm;
 mod support;
 mod tasks;

@@ -25,6 +25,10 @@ pub struct ClusterPids {
     /// trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<ProcessStarts>,
+    /// The Slurm jobs zpar submitted for the engines (`--engines slurm`
+    /// outside an allocation), cancelled by `zpar cluster stop`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slurm_jobs: Vec<String>,
 }
 
 /// When processes started (Linux): the start time `/proc/PID/stat` gives
@@ -63,6 +67,7 @@ impl ClusterPids {
             engines,
             options: Vec::new(),
             started,
+            slurm_jobs: Vec::new(),
         }
     }
 
