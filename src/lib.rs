@@ -28,6 +28,7 @@
 pub mod bench;
 pub mod cli;
 pub mod console;
+pub mod dashboard;
 pub mod kernels;
 pub mod wait;
 

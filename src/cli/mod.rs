@@ -26,8 +26,8 @@ mod kernel;
 mod stop;
 use args::{CurveArgs, ProfileArgs};
 use cluster::{run_cluster, ClusterCmd};
-pub use stop::Interrupted;
 use stop::{install_signal_handlers, STOP};
+pub use stop::{wait_for_interrupt, Interrupted};
 
 /// Interactive parallel computing for Rust on ZeroMQ.
 #[derive(Parser)]
@@ -61,6 +61,8 @@ enum Cmd {
     Kernel(kernel::KernelArgs),
     /// Measure zpar against raw ZeroMQ on this machine.
     Bench(crate::bench::BenchArgs),
+    /// A live web page of a cluster, served on 127.0.0.1 with a token.
+    Dashboard(crate::dashboard::DashboardArgs),
 }
 
 #[derive(Args)]
@@ -240,6 +242,7 @@ fn run_with(cli: Cli, setup: Option<EngineSetup>) -> Result<()> {
         }
         Cmd::Bench(a) => crate::bench::run(a),
         Cmd::Kernel(a) => kernel::run_kernel(a),
+        Cmd::Dashboard(a) => crate::dashboard::run(a),
     }
 }
 

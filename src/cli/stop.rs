@@ -26,3 +26,13 @@ pub(super) fn install_signal_handlers() -> Result<()> {
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted {0}")]
 pub struct Interrupted(pub &'static str);
+
+/// Blocks until SIGINT or SIGTERM (checked every 100 ms), for a command
+/// that serves until it is stopped (`zpar dashboard`).
+pub fn wait_for_interrupt() -> Result<()> {
+    install_signal_handlers()?;
+    while !STOP.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}

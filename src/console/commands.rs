@@ -118,6 +118,8 @@ pub enum Command {
     Clear(Option<TargetSpec>),
     /// Make the engines Jupyter kernels too.
     BindKernel(Option<TargetSpec>),
+    /// Start the dashboard (once) and show its URL.
+    Dashboard,
     /// Show this session's input.
     History,
     /// Leave.
@@ -484,6 +486,10 @@ pub fn parse(line: &str, autopx: bool) -> Result<Command, ParseError> {
                 Command::Help(Some(name.trim_start_matches('%').to_string()))
             }
         }
+        "dashboard" => match rest.trim() {
+            "" => Command::Dashboard,
+            other => return err(format!("%dashboard takes no argument, not {other:?}")),
+        },
         "engines" => match rest.trim() {
             "" => Command::Engines { all: false },
             "--all" => Command::Engines { all: true },

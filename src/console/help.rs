@@ -141,6 +141,16 @@ pub const COMMANDS: &[Spec] = &[
                makes them the engines later commands address.",
     },
     Spec {
+        name: "dashboard",
+        aliases: &[],
+        usage: "%dashboard",
+        summary: "serve a live web page of the cluster and show its URL",
+        help: "Starts the dashboard (`zpar dashboard`) inside this console, once, and\n\
+               shows its URL (127.0.0.1, with a token): engines and their state, a\n\
+               task stream, throughput, progress of labelled work, the last errors.\n\
+               It is served until the console ends.",
+    },
+    Spec {
         name: "engines",
         aliases: &[],
         usage: "%engines [--all]",

@@ -7,6 +7,7 @@ mod communicator;
 mod console;
 mod core;
 mod curve;
+mod dashboard;
 mod faults;
 mod flood;
 mod hosts;

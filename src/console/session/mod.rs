@@ -93,6 +93,8 @@ pub struct Session {
     /// Bound for data and control commands and hub questions.
     timeout: Duration,
     quit: bool,
+    /// The dashboard `%dashboard` started, served while the session lasts.
+    dashboard: Option<crate::dashboard::Dashboard>,
 }
 
 impl Session {
@@ -117,6 +119,7 @@ impl Session {
             history: Vec::new(),
             timeout,
             quit: false,
+            dashboard: None,
         }
     }
 
@@ -242,6 +245,18 @@ impl Session {
             Command::Comm { name, targets } => self.comm(&name, &targets),
             Command::Targets(spec) => self.set_targets(spec),
             Command::Engines { all } => self.engines(all),
+            Command::Dashboard => {
+                if self.dashboard.is_none() {
+                    self.dashboard =
+                        Some(crate::dashboard::Dashboard::start(self.client.clone(), 0)?);
+                }
+                let url = self.dashboard.as_ref().map(|d| d.url().to_string());
+                self.out.line(format!(
+                    "dashboard: {} (served while this console runs)",
+                    url.unwrap_or_default()
+                ));
+                Ok(Status::Ok)
+            }
             Command::Result => Ok(self.result()),
             Command::Wait(limit) => self.wait(limit),
             Command::Abort { targets, running } => {
