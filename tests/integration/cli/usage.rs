@@ -109,7 +109,7 @@ fn cluster_start_engines_with_a_count_is_wrong_usage_that_suggests_n() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains(
-            "`--engines` takes a launcher (local, ssh, mpi); for a count of engines use -n 4"
+            "`--engines` takes a launcher (local, ssh, mpi, slurm); for a count of engines use -n 4"
         ),
         "{err}"
     );
