@@ -567,11 +567,9 @@ impl LocalCluster {
             )));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
-        // `--parsable`: `JOBID` or `JOBID;CLUSTER`.
-        let job = stdout
-            .trim()
-            .split(';')
-            .next()
+        // `--parsable`: `JOBID` or `JOBID;CLUSTER`, kept whole (the
+        // cluster is where squeue and scancel must ask).
+        let job = Some(stdout.trim())
             .filter(|j| !j.is_empty())
             .ok_or_else(|| Error::Cluster(format!("sbatch gave no job id: {stdout:?} {said}")))?
             .to_string();

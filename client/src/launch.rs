@@ -94,38 +94,73 @@ pub fn slurm_script(
         .replace("{output}", output)
 }
 
+/// A job as `sbatch --parsable` names it, `ID` or `ID;CLUSTER`: the id,
+/// and the `-M CLUSTER` option that reaches it.
+fn job_and_cluster(job: &str) -> (&str, Vec<String>) {
+    match job.split_once(';') {
+        Some((id, cluster)) => (id, vec!["-M".to_string(), cluster.to_string()]),
+        None => (job, Vec::new()),
+    }
+}
+
 /// A Slurm job's state and Slurm's reason for it (`squeue`'s `%T` and
-/// `%r`: `PENDING`, `Resources`); None once the job left the queue.
-pub fn slurm_job_state(job: &str) -> Option<(String, String)> {
+/// `%r`: `PENDING`, `Resources`); `Ok(None)` once the job has left the
+/// queue (or has ended), an error when `squeue` could not say (a busy
+/// controller: ask again).
+pub fn slurm_job_state(job: &str) -> Result<Option<(String, String)>, String> {
+    let (id, cluster) = job_and_cluster(job);
     let out = std::process::Command::new("squeue")
-        .args(["-h", "-j", job, "-o", "%T|%r"])
-        .stderr(std::process::Stdio::null())
+        .args(&cluster)
+        // Every state, whatever the user's SQUEUE_STATES says.
+        .args(["-h", "-t", "all", "-j", id, "-o", "%T|%r"])
         .output()
-        .ok()?;
+        .map_err(|e| format!("cannot run squeue ({e})"))?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // A job purged from the controller's memory is no longer known.
+        if said.contains("Invalid job id") {
+            return Ok(None);
+        }
+        return Err(format!("squeue -j {id}: {}", said.trim()));
+    }
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().next()?.trim();
-    let (state, reason) = line.split_once('|')?;
-    Some((state.to_string(), reason.to_string()))
+    let Some((state, reason)) = text.lines().next().and_then(|l| l.trim().split_once('|')) else {
+        return Ok(None);
+    };
+    const ENDED: &[&str] = &[
+        "COMPLETED",
+        "CANCELLED",
+        "FAILED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+    ];
+    if ENDED.contains(&state) {
+        return Ok(None);
+    }
+    Ok(Some((state.to_string(), reason.to_string())))
 }
 
 /// Cancels Slurm jobs (`scancel`); the error says what scancel said.
 pub fn scancel(jobs: &[String]) -> Result<(), String> {
-    if jobs.is_empty() {
-        return Ok(());
+    for job in jobs {
+        let (id, cluster) = job_and_cluster(job);
+        let out = std::process::Command::new("scancel")
+            .args(&cluster)
+            .arg(id)
+            .output()
+            .map_err(|e| format!("cannot run scancel ({e}): cancel job {id} by hand"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scancel {id}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
     }
-    let out = std::process::Command::new("scancel")
-        .args(jobs)
-        .output()
-        .map_err(|e| format!("cannot run scancel ({e}): cancel jobs {jobs:?} by hand"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "scancel {}: {}",
-            jobs.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    Ok(())
 }
 
 /// A host for the ssh launcher: `name` or `name:k` (k engines there).

@@ -714,11 +714,9 @@ impl DirectView {
                     .collect();
                 // The engines wait for each other as long as this call
                 // waits for them (the communicator's own timeout is for
-                // its collectives, and is left as it was).
+                // its collectives).
                 let call = ApplyRequest {
-                    f: "|c, peers, tree, url, root, wait| { let own = c.timeout; c.timeout = wait; \
-                        try { c.connect(peers, tree, url, root); c.timeout = own; } \
-                        catch (e) { c.timeout = own; throw e; } }"
+                    f: "|c, peers, tree, url, root, wait| c.connect(peers, tree, url, root, wait)"
                         .into(),
                     args: [
                         Value::Reference(name.into()),

@@ -244,19 +244,34 @@ pub struct Hub {
     _ctx: zmq::Context,
 }
 
+/// Who connects to a bound socket, for how the hub finds dead peers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peers {
+    /// Engines (thousands; registration and queries share a socket with
+    /// the few clients): they ping, the hub keeps no timer per connection.
+    Engines,
+    /// Clients (a few): the hub pings them too, so output it keeps sending
+    /// to a client that vanished (TCP keepalive never probes a connection
+    /// in use) is dropped within 20 s, not queued for the kernel's minutes.
+    Clients,
+}
+
 fn bind(
     ctx: &zmq::Context,
     kind: zmq::SocketType,
     ip: &str,
     port: u16,
     curve: Option<&CurveKeys>,
+    peers: Peers,
 ) -> Result<(zmq::Socket, u16), HubError> {
     let s = ctx.socket(kind)?;
     curve::secure_server(&s, curve)?;
-    // A connection whose peer vanished without a word is dropped within
-    // a minute, not kept until the kernel's TCP timeouts; the peers ping
-    // (`keepalive`: the hub keeps no timer per connection).
+    // A connection whose peer vanished without a word is dropped, not kept
+    // until the kernel's TCP timeouts (`keepalive`).
     zpar_protocol::keepalive::shed_silent_peers(&s)?;
+    if peers == Peers::Clients {
+        zpar_protocol::keepalive::set_zmtp_heartbeats(&s)?;
+    }
     s.set_linger(1000)?;
     s.set_sndhwm(0)?;
     s.set_rcvhwm(0)?;
@@ -336,23 +351,44 @@ impl Hub {
         }
         let curve = keys.as_ref();
         let p = config.ports;
-        let (query, registration) = bind(&ctx, zmq::ROUTER, ip, p.registration, curve)?;
-        let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping, curve)?;
-        let (hb_pong_sock, hb_pong) = bind(&ctx, zmq::ROUTER, ip, p.hb_pong, curve)?;
-        let (mux_client, mux_c) = bind(&ctx, zmq::ROUTER, ip, p.mux_client, curve)?;
-        let (mux_engine, mux_e) = bind(&ctx, zmq::ROUTER, ip, p.mux_engine, curve)?;
-        let (task_client, task_c) = bind(&ctx, zmq::ROUTER, ip, p.task_client, curve)?;
-        let (task_engine, task_e) = bind(&ctx, zmq::ROUTER, ip, p.task_engine, curve)?;
-        let (control_client, control_c) = bind(&ctx, zmq::ROUTER, ip, p.control_client, curve)?;
-        let (control_engine, control_e) = bind(&ctx, zmq::ROUTER, ip, p.control_engine, curve)?;
+        let (query, registration) =
+            bind(&ctx, zmq::ROUTER, ip, p.registration, curve, Peers::Engines)?;
+        let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping, curve, Peers::Engines)?;
+        let (hb_pong_sock, hb_pong) =
+            bind(&ctx, zmq::ROUTER, ip, p.hb_pong, curve, Peers::Engines)?;
+        let (mux_client, mux_c) = bind(&ctx, zmq::ROUTER, ip, p.mux_client, curve, Peers::Clients)?;
+        let (mux_engine, mux_e) = bind(&ctx, zmq::ROUTER, ip, p.mux_engine, curve, Peers::Engines)?;
+        let (task_client, task_c) =
+            bind(&ctx, zmq::ROUTER, ip, p.task_client, curve, Peers::Clients)?;
+        let (task_engine, task_e) =
+            bind(&ctx, zmq::ROUTER, ip, p.task_engine, curve, Peers::Engines)?;
+        let (control_client, control_c) = bind(
+            &ctx,
+            zmq::ROUTER,
+            ip,
+            p.control_client,
+            curve,
+            Peers::Clients,
+        )?;
+        let (control_engine, control_e) = bind(
+            &ctx,
+            zmq::ROUTER,
+            ip,
+            p.control_engine,
+            curve,
+            Peers::Engines,
+        )?;
         // Iopub is relayed with its subscriptions: what clients subscribe
         // to on the XPUB goes up to the engines through the XSUB, so an
         // engine sends only what some client reads (zpar's clients read
         // their own requests' output; Jupyter's and ipyparallel's read
         // everything).
-        let (iopub_engine, iopub_e) = bind(&ctx, zmq::XSUB, ip, p.iopub_engine, curve)?;
-        let (iopub_client, iopub_c) = bind(&ctx, zmq::XPUB, ip, p.iopub_client, curve)?;
-        let (notification, notif) = bind(&ctx, zmq::PUB, ip, p.notification, curve)?;
+        let (iopub_engine, iopub_e) =
+            bind(&ctx, zmq::XSUB, ip, p.iopub_engine, curve, Peers::Engines)?;
+        let (iopub_client, iopub_c) =
+            bind(&ctx, zmq::XPUB, ip, p.iopub_client, curve, Peers::Clients)?;
+        let (notification, notif) =
+            bind(&ctx, zmq::PUB, ip, p.notification, curve, Peers::Clients)?;
         // Peers whose keys do not fit are logged (debug) from the sockets'
         // monitors; the monitors are attached here, on the owning thread.
         let handshakes = HandshakeLog::spawn(
@@ -983,7 +1019,8 @@ mod tests {
         };
         let ctx = zmq::Context::new();
         for _ in 0..4 {
-            let (_socket, port) = bind(&ctx, zmq::ROUTER, "127.0.0.1", 0, None).unwrap();
+            let (_socket, port) =
+                bind(&ctx, zmq::ROUTER, "127.0.0.1", 0, None, Peers::Engines).unwrap();
             assert!(ports.contains(&port), "{port} outside {ports:?}");
         }
     }

@@ -16,14 +16,19 @@
 //! what it sends in between waits for the new connection (and fails its
 //! request clearly if none comes).
 //!
-//! The side that binds (the hub) answers those pings but sends none and
-//! asks for none: libzmq keeps the timers of every connection of an I/O
-//! thread in one ordered map and cancels one by walking it, so a timer per
-//! connection makes each message cost time in proportion to all
-//! connections. At 2,000 engines (14,000 connections) that walk took 80 %
-//! of the hub's I/O thread and starved its heartbeats until engines were
-//! declared dead. The hub sheds dead peers with the kernel's TCP keepalive
-//! instead ([`shed_silent_peers`]), which costs its threads nothing.
+//! On its engine-facing sockets the side that binds (the hub) answers
+//! those pings but sends none and asks for none: libzmq keeps the timers of
+//! every connection of an I/O thread in one ordered map and cancels one by
+//! walking it, so a timer per connection makes each message cost time in
+//! proportion to all connections. At 2,000 engines (14,000 connections)
+//! that walk took 80 % of the hub's I/O thread and starved its heartbeats
+//! until engines were declared dead. The hub sheds dead engines'
+//! connections with the kernel's TCP keepalive instead
+//! ([`shed_silent_peers`]), which costs its threads nothing. On its
+//! client-facing sockets (a few connections) it pings as well: output it
+//! keeps sending to a client that vanished would otherwise queue for the
+//! kernel's retransmission minutes (keepalive probes only idle
+//! connections).
 //!
 //! ```
 //! let ctx = zmq::Context::new();

@@ -330,7 +330,8 @@ fn wait_for_engines(
     let _waiting = (!std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .then(|| crate::wait::WaitNotice::start(format!("{engines} engines to register")));
     let mut asked_slurm = Instant::now() - Duration::from_secs(1);
-    let mut states: Vec<(String, Option<(String, String)>)> = Vec::new();
+    type JobState = std::result::Result<Option<(String, String)>, String>;
+    let mut states: Vec<(String, JobState)> = Vec::new();
     loop {
         let n = client.ids().len();
         if started.elapsed() > Duration::from_secs(1) {
@@ -352,7 +353,9 @@ fn wait_for_engines(
                 .map(|j| (j.clone(), zpar_client::launch::slurm_job_state(j)))
                 .collect();
             if client.ids().len() < engines {
-                if let Some((job, _)) = states.iter().find(|(_, s)| s.is_none()) {
+                // A job squeue could not tell of (a busy controller) is
+                // asked about again next time.
+                if let Some((job, _)) = states.iter().find(|(_, s)| matches!(s, Ok(None))) {
                     bail!(
                         "the engines' Slurm job {job} ended with {n} of {engines} engines registered; its output is in {}",
                         log_dir.display()
@@ -364,7 +367,7 @@ fn wait_for_engines(
             let queued: Vec<String> = states
                 .iter()
                 .filter_map(|(j, s)| {
-                    let (state, reason) = s.as_ref()?;
+                    let (state, reason) = s.as_ref().ok()?.as_ref()?;
                     (state == "PENDING").then(|| format!("job {j} is still pending ({reason})"))
                 })
                 .collect();
@@ -421,7 +424,8 @@ fn stop_cluster(profile: &Profile) -> Result<()> {
             record.display()
         );
     }
-    let queued = |j: &String| zpar_client::launch::slurm_job_state(j).is_some();
+    // A job squeue cannot tell of counts as still queued: asked again.
+    let queued = |j: &String| !matches!(zpar_client::launch::slurm_job_state(j), Ok(None));
     let pauses =
         zpar_protocol::backoff::Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
     let left_queue =
@@ -509,11 +513,12 @@ fn show_status(profile: &Profile) -> Result<()> {
     text += &format!("hub pid {}: {}\n", pids.hub, state(hub_runs));
     for job in &pids.slurm_jobs {
         match zpar_client::launch::slurm_job_state(job) {
-            Some((state, reason)) if reason != "None" => {
+            Ok(Some((state, reason))) if reason != "None" => {
                 text += &format!("slurm job {job}: {state} ({reason})\n")
             }
-            Some((state, _)) => text += &format!("slurm job {job}: {state}\n"),
-            None => text += &format!("slurm job {job}: no longer in the queue\n"),
+            Ok(Some((state, _))) => text += &format!("slurm job {job}: {state}\n"),
+            Ok(None) => text += &format!("slurm job {job}: ended, no longer in the queue\n"),
+            Err(e) => text += &format!("slurm job {job}: unknown ({e})\n"),
         }
     }
     for p in &pids.engines {

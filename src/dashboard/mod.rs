@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use zpar_client::{Client, ClientEvent};
@@ -76,10 +77,12 @@ struct Snapshot {
     hub_error: Option<String>,
 }
 
-/// The latest snapshot as JSON, and its number (pages wait for the next).
+/// The latest snapshot as JSON, and its number (pages wait for the next);
+/// `stop` ends the collector and every page's stream.
 struct Latest {
     json: Mutex<(u64, Arc<String>)>,
     changed: Condvar,
+    stop: AtomicBool,
 }
 
 /// Collects snapshots from the hub.
@@ -315,21 +318,38 @@ pub fn run(args: DashboardArgs) -> Result<()> {
     let dashboard = Dashboard::start(client, args.port)?;
     println!("{}", dashboard.url());
     if args.open {
-        if let Err(e) = std::process::Command::new("xdg-open")
-            .arg(dashboard.url())
-            .spawn()
-        {
-            tracing::warn!("cannot open a browser (xdg-open: {e}); open the URL above");
-        }
+        open_in_browser(dashboard.url());
     }
     crate::cli::wait_for_interrupt()?;
     Ok(())
 }
 
-/// A running dashboard: its URL, and the threads that serve it.
+/// Opens `url` with `xdg-open` through a private file that redirects to
+/// it, as Jupyter does, so the token is on no command line other users
+/// can read (`ps`).
+fn open_in_browser(url: &str) {
+    let file =
+        std::env::temp_dir().join(format!("zpar-dashboard-{}.html", zpar_protocol::new_id()));
+    let page = format!(
+        "<!doctype html><meta http-equiv=\"refresh\" content=\"0; url={url}\"><a href=\"{url}\">zpar dashboard</a>\n"
+    );
+    let written = zpar_protocol::private::create_file(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, page.as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("cannot write {} ({e}); open the URL above", file.display());
+        return;
+    }
+    if let Err(e) = std::process::Command::new("xdg-open").arg(&file).spawn() {
+        tracing::warn!("cannot open a browser (xdg-open: {e}); open the URL above");
+    }
+}
+
+/// A running dashboard: its URL, and the threads that serve it (stopped
+/// when it is dropped).
 pub struct Dashboard {
     url: String,
     server: Arc<tiny_http::Server>,
+    latest: Arc<Latest>,
 }
 
 impl Dashboard {
@@ -344,33 +364,36 @@ impl Dashboard {
             .to_ip()
             .context("the dashboard's address")?
             .port();
-        let token: String = (0..32)
-            .map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0'))
-            .collect();
+        // 122 random bits from the system's generator (a v4 uuid).
+        let token: String = zpar_protocol::new_id().replace('-', "");
         let url = format!("http://127.0.0.1:{port}/?token={token}");
         let latest = Arc::new(Latest {
             json: Mutex::new((0, Arc::new("{}".to_string()))),
             changed: Condvar::new(),
+            stop: AtomicBool::new(false),
         });
         let mut collector = Collector::new(client)?;
         {
             let latest = latest.clone();
             std::thread::Builder::new()
                 .name("zpar-dashboard-collector".into())
-                .spawn(move || loop {
-                    let started = Instant::now();
-                    let snap = collector.snapshot();
-                    let text = serde_json::to_string(&snap).unwrap_or_else(|_| "{}".into());
-                    {
-                        let mut held = latest.json.lock().unwrap_or_else(|e| e.into_inner());
-                        *held = (held.0 + 1, Arc::new(text));
+                .spawn(move || {
+                    while !latest.stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let snap = collector.snapshot();
+                        let text = serde_json::to_string(&snap).unwrap_or_else(|_| "{}".into());
+                        {
+                            let mut held = latest.json.lock().unwrap_or_else(|e| e.into_inner());
+                            *held = (held.0 + 1, Arc::new(text));
+                        }
+                        latest.changed.notify_all();
+                        std::thread::sleep(PERIOD.saturating_sub(started.elapsed()));
                     }
-                    latest.changed.notify_all();
-                    std::thread::sleep(PERIOD.saturating_sub(started.elapsed()));
                 })?;
         }
         {
             let server = server.clone();
+            let latest = latest.clone();
             std::thread::Builder::new()
                 .name("zpar-dashboard-http".into())
                 .spawn(move || {
@@ -384,7 +407,11 @@ impl Dashboard {
                     }
                 })?;
         }
-        Ok(Dashboard { url, server })
+        Ok(Dashboard {
+            url,
+            server,
+            latest,
+        })
     }
 
     /// The page's URL, with its token.
@@ -395,8 +422,16 @@ impl Dashboard {
 
 impl Drop for Dashboard {
     fn drop(&mut self) {
+        self.latest.stop.store(true, Ordering::Relaxed);
+        self.latest.changed.notify_all();
         self.server.unblock();
     }
+}
+
+/// Compares a given token with the real one in time that does not depend
+/// on where they differ.
+fn same_secret(given: &[u8], real: &[u8]) -> bool {
+    given.len() == real.len() && given.iter().zip(real).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
 }
 
 /// Answers one request: the page, its event stream, or 403.
@@ -410,7 +445,7 @@ fn serve(request: tiny_http::Request, token: &str, latest: Arc<Latest>) {
     let header = |k: &str, v: &str| {
         tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("a valid header")
     };
-    if given != token {
+    if !same_secret(given.as_bytes(), token.as_bytes()) {
         let _ = request.respond(
             tiny_http::Response::from_string(
                 "403: wrong or missing token; open the URL `zpar dashboard` printed\n",
@@ -461,12 +496,14 @@ fn stream_events(mut out: Box<dyn std::io::Write + Send>, latest: &Latest) {
         return;
     }
     let mut seen = 0;
-    loop {
+    while !latest.stop.load(Ordering::Relaxed) {
         let event = {
             let held = latest.json.lock().unwrap_or_else(|e| e.into_inner());
             let (held, _) = latest
                 .changed
-                .wait_timeout_while(held, PERIOD * 5, |(n, _)| *n == seen)
+                .wait_timeout_while(held, PERIOD * 5, |(n, _)| {
+                    *n == seen && !latest.stop.load(Ordering::Relaxed)
+                })
                 .unwrap_or_else(|e| e.into_inner());
             if held.0 == seen {
                 // A comment keeps an idle stream open (and finds a page gone).

@@ -216,11 +216,37 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP OverSubsc
             .unwrap_or_else(|| "squeue failed".into())
     }
 
-    /// `zpar args` to its end, with this Slurm.
+    /// `zpar args` to its end, with this Slurm (bounded well inside the
+    /// test's watchdog, so a hang fails the test and `Drop` still runs).
     fn zpar(&self, args: &[&str]) -> Output {
         let mut cmd = self.command(zpar_bin());
         cmd.args(args);
-        support::output_within(cmd, Duration::from_secs(120), "zpar")
+        support::output_within(cmd, Duration::from_secs(60), "zpar")
+    }
+
+    /// `program args`, for the clean-up: bounded, and never a panic (a
+    /// panic while a failed test unwinds would abort the test binary).
+    fn run_quietly(&self, program: &str, args: &[&str]) -> Option<String> {
+        let mut child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let pauses = Backoff::new(Duration::from_millis(5), Duration::from_millis(100));
+        let status = poll_until(Instant::now() + WAIT, pauses, || {
+            child.try_wait().ok().flatten()
+        });
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        };
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take()?, &mut text).ok()?;
+        status.success().then_some(text)
     }
 
     /// A profile folder in this Slurm's folder.
@@ -236,20 +262,18 @@ impl Drop for Slurm {
         // the daemons, newest first.
         let profile = self.profile();
         if profile.join(zpar::cluster::PID_FILE).exists() {
-            let _ = self.zpar(&[
-                "cluster",
-                "stop",
-                "--profile-dir",
-                &profile.to_string_lossy(),
-            ]);
+            let dir = profile.to_string_lossy().into_owned();
+            let _ = self.run_quietly(zpar_bin(), &["cluster", "stop", "--profile-dir", &dir]);
         }
-        if let Some(jobs) = self.run("squeue", &["-h", "-o", "%i"]) {
+        if let Some(jobs) = self.run_quietly("squeue", &["-h", "-o", "%i"]) {
             let jobs: Vec<&str> = jobs.split_whitespace().collect();
             if !jobs.is_empty() {
-                let _ = self.run("scancel", &jobs);
+                let _ = self.run_quietly("scancel", &jobs);
                 let pauses = Backoff::new(Duration::from_millis(20), Duration::from_millis(200));
                 poll_until(Instant::now() + WAIT, pauses, || {
-                    self.queue().is_empty().then_some(())
+                    self.run_quietly("squeue", &["-h", "-o", "%i"])
+                        .is_some_and(|q| q.trim().is_empty())
+                        .then_some(())
                 });
             }
         }
@@ -338,7 +362,7 @@ fn seed_workflow(client: &Client, n: usize) {
 /// or the process table.
 #[test]
 fn a_batch_job_of_four_engines_runs_the_seed_and_its_end_is_a_clean_end() {
-    let _watchdog = support::watchdog();
+    let watchdog = support::watchdog();
     let Some(slurm) = Slurm::start() else {
         return;
     };
@@ -366,6 +390,10 @@ fn a_batch_job_of_four_engines_runs_the_seed_and_its_end_is_a_clean_end() {
         .as_str()
         .unwrap_or_else(|| panic!("no Slurm job recorded: {record}"))
         .to_string();
+    // The daemon hub is no child of this test: the watchdog ends it too.
+    if let Some(hub) = record["hub"].as_u64() {
+        watchdog.also_kill(hub as u32);
+    }
     let status = slurm.zpar(&["cluster", "status", "--profile-dir", dir]);
     assert!(
         text(&status).contains(&format!("slurm job {job}: RUNNING")),
@@ -449,7 +477,7 @@ EOF
     let out = {
         let mut cmd = slurm.command("salloc");
         cmd.args(["-n", "4", "sh"]).arg(&script);
-        support::output_within(cmd, Duration::from_secs(120), "salloc")
+        support::output_within(cmd, Duration::from_secs(80), "salloc")
     };
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");

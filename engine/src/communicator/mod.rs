@@ -162,6 +162,22 @@ pub fn register(engine: &mut Engine, env: CommEnv) {
                 .connect(&connect_env.ctx, peers, tree, pub_url, root_id, timeout)
         },
     );
+    // The same, waiting `wait` seconds for the others rather than the
+    // communicator's timeout (which stays as it is, for its collectives).
+    let connect_env = env.clone();
+    engine.register_fn(
+        "connect",
+        move |c: &mut BinaryTreeCommunicator,
+              peers: Map,
+              tree: Map,
+              pub_url: &str,
+              root_id: INT,
+              wait: FLOAT|
+              -> RhaiResult<()> {
+            c.0.borrow_mut()
+                .connect(&connect_env.ctx, peers, tree, pub_url, root_id, secs(wait)?)
+        },
+    );
     engine
         .register_fn(
             "reduce",

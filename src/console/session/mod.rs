@@ -247,8 +247,11 @@ impl Session {
             Command::Engines { all } => self.engines(all),
             Command::Dashboard => {
                 if self.dashboard.is_none() {
-                    self.dashboard =
-                        Some(crate::dashboard::Dashboard::start(self.client.clone(), 0)?);
+                    // A client of its own: this one's events are the
+                    // console's (a client hands them to one reader).
+                    let client =
+                        zpar_client::Client::from_connection(self.client.connection().clone())?;
+                    self.dashboard = Some(crate::dashboard::Dashboard::start(client, 0)?);
                 }
                 let url = self.dashboard.as_ref().map(|d| d.url().to_string());
                 self.out.line(format!(
