@@ -606,7 +606,8 @@ fn bad_curve_keys_in_a_connection_file_fail_at_start_naming_the_field() {
         for (how, cmd) in commands {
             let started = Instant::now();
             // Far below the 60 s the commands would wait for a silent hub.
-            let out = support::output_within(cmd, Duration::from_secs(20), how);
+            let out =
+                support::output_within(cmd, Duration::from_secs(20), &format!("{how}, {what}"));
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{how}, {what}: {stderr}");
             assert!(stderr.contains(said), "{how}, {what}: {stderr}");
