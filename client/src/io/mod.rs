@@ -50,7 +50,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
-use zpar_protocol::curve::HandshakeWatch;
+use zpar_protocol::curve::{HandshakeOutcome, HandshakeWatch};
 use zpar_protocol::error::Chain;
 use zpar_protocol::stream::Assembly;
 use zpar_protocol::value::SharedValue;
@@ -325,11 +325,16 @@ impl IoLoop {
             // Commands may be waiting even without a wake byte (coalesced):
             // from here on a new command writes one again.
             self.wake_pending.swap(false, Ordering::SeqCst);
+            // Until a handshake has succeeded, its events are read before
+            // any command: a query that comes after the hub refused this
+            // client's keys is failed at once, not sent on a socket whose
+            // only connection libzmq has given up (a mechanism mismatch).
+            let shaken = self.handshake.outcome() == HandshakeOutcome::Succeeded;
+            if ready[7] || !shaken {
+                self.drain_handshakes();
+            }
             if !self.drain_commands() {
                 return;
-            }
-            if ready[7] {
-                self.drain_handshakes();
             }
             // Anything from the hub is life; pings also name its instance.
             let now = Instant::now();
@@ -515,9 +520,17 @@ impl IoLoop {
                     msg_id,
                     reply,
                 }) => {
+                    // Never a blocking send: after a mechanism mismatch the
+                    // socket has no connection and never gets one, and a
+                    // blocking send would hang this thread for good. The
+                    // query then waits for the refusal (or its timeout).
                     self.queries.insert(msg_id, reply);
-                    if let Err(e) = send_frames(&self.sockets.query, frames, 0) {
-                        warn!(error = %Chain(&e), "query not sent");
+                    match send_frames(&self.sockets.query, frames, zmq::DONTWAIT) {
+                        Ok(()) => {}
+                        Err(zmq::Error::EAGAIN) => {
+                            debug!("query not sent: the hub's connection is gone or full")
+                        }
+                        Err(e) => warn!(error = %Chain(&e), "query not sent"),
                     }
                 }
                 Ok(Command::Events(tx)) => self.events = Some(tx),
