@@ -24,6 +24,10 @@ fn two_thousand_packed_engines_register_execute_allreduce_and_die_together() {
         .binary(zpar_bin())
         .engines(N)
         .per_process(PER)
+        // ipyparallel's heartbeat (3 s) rather than zpar's default 1 s: on
+        // two cores busy with 2,000 engines a beat can come seconds late
+        // (README, scale). A death is still seen within four beats.
+        .hub_args(["--hb-period-ms", "3000"])
         .timeout(Duration::from_secs(300))
         .start()
         .expect("starting 2,000 packed engines");
@@ -33,6 +37,11 @@ fn two_thousand_packed_engines_register_execute_allreduce_and_die_together() {
         "{PER} engines per process"
     );
     let client = cluster.client().unwrap();
+    // Two thousand engines saturate two cores (a debug build, at that):
+    // the hub's one I/O thread can fall seconds behind on its pings, and
+    // the client's default of three 1 s beats would take that for a hub
+    // lost. A user on so loaded a machine sets this too (README, scale).
+    client.set_hub_timeout(Duration::from_secs(15)).unwrap();
     let events = client.events().unwrap();
     let ids = client.wait_for_engines(N, WAIT).unwrap();
     assert_eq!(ids, (0..N as u32).collect::<Vec<_>>());

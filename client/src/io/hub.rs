@@ -111,6 +111,12 @@ impl IoLoop {
         let now = Instant::now();
         self.ask_about_silent(now);
         self.run_record_check(now);
+        // Before the hub is judged silent, read the pings that came while
+        // this thread was busy (sending a burst of large requests, say):
+        // the silence may be this thread's, not the hub's.
+        if !self.hub.is_lost() && self.hub.silence(now) >= self.hub.limit() {
+            self.drain_heartbeat(now);
+        }
         let change = self.hub.check(now);
         self.on_hub_change(change);
         let quiet = self.hub.silence(now) >= PROBE_PERIOD || self.hub.is_lost();
