@@ -67,10 +67,10 @@ fn http_get(port: u16, path: &str, bound: Duration, enough: impl Fn(&str) -> boo
 fn the_dashboard_shows_a_live_cluster_in_a_real_browser() {
     let _watchdog = support::watchdog();
     let Some(browser) = chromium() else {
-        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-            panic!("the dashboard test needs chromium (apt-get install chromium)");
-        }
-        eprintln!("skipping the dashboard test: no chromium (apt-get install chromium)");
+        support::skip_unless_ci(
+            "the dashboard test",
+            "no chromium (apt-get install chromium)",
+        );
         return;
     };
     let (cluster, client) = support::cluster(4);

@@ -306,3 +306,24 @@ pub fn departures(events: &mpsc::Receiver<zpar::ClientEvent>) -> Vec<(u32, Strin
         })
         .collect()
 }
+
+/// Why this process is not root (its effective uid, from
+/// `/proc/self/status`), or None when it is.
+pub fn not_root() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("?");
+    (euid != "0").then(|| format!("not root (euid {euid})"))
+}
+
+/// A test that cannot run here (`why`): with `CI` set it fails, else it
+/// says why it skips `what` and passes.
+pub fn skip_unless_ci(what: &str, why: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{what} cannot run: {why}");
+    }
+    eprintln!("skipping {what}: {why}");
+}
