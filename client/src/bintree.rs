@@ -110,6 +110,78 @@ pub fn reverse_bintree(tree: &BTreeMap<u32, Option<u32>>) -> BTreeMap<Option<u32
     out
 }
 
+/// One engine's place in a tree: what `setup_communicator` gives each
+/// engine instead of the whole tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// Its parent (None at the root).
+    pub parent: Option<u32>,
+    /// Its children, ascending.
+    pub children: Vec<u32>,
+    /// The longest path from it down to a leaf.
+    pub height: u32,
+}
+
+/// Every node's [`Place`] in `tree` (`{child: parent}`), in O(N); also the
+/// root, which is the one node without a parent (None if there is not
+/// exactly one), and the tree's height.
+///
+/// ```
+/// let t = zpar_client::bintree(&[0, 1, 2, 3]);
+/// let (places, root, height) = zpar_client::bintree::places(&t).unwrap();
+/// assert_eq!((root, height), (0, 2));
+/// assert_eq!(places[&0].children, vec![1, 2]);
+/// assert_eq!(places[&2].children, vec![3]);
+/// assert_eq!(places[&3].parent, Some(2));
+/// assert_eq!(places[&2].height, 1);
+/// ```
+pub fn places(tree: &BTreeMap<u32, Option<u32>>) -> Option<(BTreeMap<u32, Place>, u32, u32)> {
+    let mut out: BTreeMap<u32, Place> = tree
+        .iter()
+        .map(|(c, p)| {
+            let place = Place {
+                parent: *p,
+                children: Vec::new(),
+                height: 0,
+            };
+            (*c, place)
+        })
+        .collect();
+    let mut roots = Vec::new();
+    for (c, p) in tree {
+        match p {
+            Some(p) => out.get_mut(p)?.children.push(*c),
+            None => roots.push(*c),
+        }
+    }
+    let [root] = roots[..] else { return None };
+    // Heights bottom-up: a node comes after all its ancestors in this
+    // breadth-first order, so walking it backwards sees children first.
+    let mut order = vec![root];
+    let mut i = 0;
+    while i < order.len() {
+        order.extend(out[&order[i]].children.iter().copied());
+        i += 1;
+        if order.len() > tree.len() {
+            return None; // a cycle
+        }
+    }
+    if order.len() != tree.len() {
+        return None; // a cycle away from the root
+    }
+    for node in order.iter().rev() {
+        let height = out[node]
+            .children
+            .iter()
+            .map(|c| out[c].height + 1)
+            .max()
+            .unwrap_or(0);
+        out.get_mut(node)?.height = height;
+    }
+    let height = out[&root].height;
+    Some((out, root, height))
+}
+
 /// How many steps `n` is below the root (0 for the root; 0 for ids not in
 /// the tree).
 pub fn depth(n: u32, tree: &BTreeMap<u32, Option<u32>>) -> usize {
@@ -222,6 +294,41 @@ mod tests {
         }
         let t = fanout_tree(&(0..1000).collect::<Vec<_>>(), COMMUNICATOR_FANOUT);
         assert_eq!(t.keys().map(|n| depth(*n, &t)).max(), Some(4));
+    }
+
+    #[test]
+    fn places_agree_with_the_tree() {
+        for n in [1u32, 2, 9, 70, 1000] {
+            let t = communicator_tree(&(0..n).collect::<Vec<_>>());
+            let (places, root, height) = places(&t).unwrap();
+            assert_eq!(root, 0);
+            let deepest = t.keys().map(|k| depth(*k, &t)).max().unwrap();
+            assert_eq!(height as usize, deepest, "n {n}");
+            for (node, place) in &places {
+                assert_eq!(place.parent, t[node]);
+                let below = subtree(*node, &t);
+                assert_eq!(
+                    place.children.len(),
+                    t.values().filter(|p| **p == Some(*node)).count()
+                );
+                let h = below
+                    .iter()
+                    .map(|b| depth(*b, &t) - depth(*node, &t))
+                    .max()
+                    .unwrap();
+                assert_eq!(place.height as usize, h, "n {n}, node {node}");
+            }
+        }
+        // No root, two roots, a cycle: no places.
+        assert!(places(&[(0, Some(1)), (1, Some(0))].into_iter().collect()).is_none());
+        assert!(places(&[(0, None), (1, None)].into_iter().collect()).is_none());
+        assert!(places(
+            &[(0, None), (1, Some(2)), (2, Some(1))]
+                .into_iter()
+                .collect()
+        )
+        .is_none());
+        assert!(places(&BTreeMap::new()).is_none());
     }
 
     #[test]

@@ -582,10 +582,36 @@ impl Client {
 
     /// Per-engine queue lengths and completed counts.
     pub fn queue_status(&self) -> Result<QueueReply> {
-        let reply = self.query(
-            Content::QueueRequest(QueueRequest::default()),
-            CONNECT_TIMEOUT,
-        )?;
+        self.ask_queue_status(QueueRequest::default())
+    }
+
+    /// [`queue_status`](Self::queue_status) with vitals: each engine's
+    /// process RSS, serving-thread CPU share and the age of its last
+    /// heartbeat (in [`EngineQueue::vitals`](zpar_protocol::EngineQueue)),
+    /// and the hub's own memory and CPU share (in `hub`). Engines report
+    /// theirs every few heartbeats, so a new engine's may be absent at
+    /// first.
+    ///
+    /// ```no_run
+    /// # fn main() -> zpar_client::Result<()> {
+    /// let client = zpar_client::Client::connect()?;
+    /// let status = client.queue_status_with_vitals()?;
+    /// for (id, q) in &status.engines {
+    ///     let rss = q.vitals.and_then(|v| v.rss).unwrap_or(0);
+    ///     println!("engine {id}: {} MiB", rss >> 20);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn queue_status_with_vitals(&self) -> Result<QueueReply> {
+        self.ask_queue_status(QueueRequest {
+            vitals: true,
+            ..QueueRequest::default()
+        })
+    }
+
+    fn ask_queue_status(&self, request: QueueRequest) -> Result<QueueReply> {
+        let reply = self.query(Content::QueueRequest(request), CONNECT_TIMEOUT)?;
         match reply.content {
             Content::QueueReply(q) => Ok(q),
             other => Err(Error::Hub {

@@ -630,7 +630,7 @@ impl DirectView {
         }
         let tree = communicator_tree(&self.targets()?);
         let ids: Vec<u32> = tree.keys().copied().collect();
-        let Some(root) = tree.iter().find(|(_, p)| p.is_none()).map(|(c, _)| *c) else {
+        let Some((places, root, tree_height)) = crate::bintree::places(&tree) else {
             return Err(Error::Value(
                 "setup_communicator needs at least one engine".into(),
             ));
@@ -688,42 +688,43 @@ impl DirectView {
                 pub_url = url;
             }
         }
-        let tree_value: BTreeMap<String, Value> = tree
-            .iter()
-            .map(|(c, p)| {
-                (
-                    c.to_string(),
-                    p.map(|p| Value::Int(p.into())).unwrap_or(Value::Unit),
-                )
-            })
-            .collect();
-        // Each engine needs only its parent's address: one request per
-        // engine with just that, rather than every engine's address to
-        // every engine (O(N) data, not O(N²), for a thousand engines).
-        let tree_value = Value::Map(tree_value);
+        // Each engine needs only its place in the tree and its parent's
+        // address: one request per engine with just that, rather than the
+        // whole tree and every address to every engine (O(N) data, not
+        // O(N²), for a thousand engines).
         let per_engine: Vec<Request> = ids
             .iter()
             .map(|id| {
                 let mut args = Vec::new();
-                let own_peers: BTreeMap<String, Value> = tree
-                    .get(id)
-                    .copied()
-                    .flatten()
+                let place = &places[id];
+                let own_peers: BTreeMap<String, Value> = place
+                    .parent
                     .and_then(|p| Some((p.to_string(), peers.get(&p.to_string())?.clone())))
                     .into_iter()
                     .collect();
+                let int = |i: u32| Value::Int(i.into());
+                let place = Value::Map(BTreeMap::from([
+                    ("parent".into(), place.parent.map_or(Value::Unit, int)),
+                    (
+                        "children".into(),
+                        Value::Array(place.children.iter().copied().map(int).collect()),
+                    ),
+                    ("root".into(), int(root)),
+                    ("height".into(), int(place.height)),
+                    ("tree_height".into(), int(tree_height)),
+                    ("engines".into(), Value::Int(ids.len() as i64)),
+                ]));
                 // The engines wait for each other as long as this call
                 // waits for them (the communicator's own timeout is for
                 // its collectives).
                 let call = ApplyRequest {
-                    f: "|c, peers, tree, url, root, wait| c.connect(peers, tree, url, root, wait)"
+                    f: "|c, peers, place, url, wait| c.connect_place(peers, place, url, wait)"
                         .into(),
                     args: [
                         Value::Reference(name.into()),
                         Value::Map(own_peers),
-                        tree_value.clone(),
+                        place,
                         pub_url.clone(),
-                        Value::Int(root.into()),
                         Value::Float(timeout.as_secs_f64()),
                     ]
                     .iter()

@@ -1,5 +1,9 @@
 //! The engine's heartbeat: a thread of its own that echoes the hub's pings,
 //! so an engine busy in a long script still counts as alive.
+//!
+//! Every [`VITALS_EVERY`]th pong (and the first) carries a second frame,
+//! the engine's [`EngineVitals`]: its process's RSS and its serving
+//! thread's CPU share, which the hub shows in its queue status.
 
 use crate::error::EngineError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,6 +12,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use zpar_protocol::curve::{secure_client, CurveKeys};
 use zpar_protocol::error::Chain;
+use zpar_protocol::vitals::{resident_bytes, CpuShare, EngineVitals};
+
+/// Pongs per vitals report: a report costs a read of `/proc`, so a
+/// thousand engines do not read it a thousand times a second.
+pub const VITALS_EVERY: u64 = 5;
 
 /// A running heartbeat thread; stops when dropped.
 pub struct Heartbeat {
@@ -29,7 +38,8 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Starts echoing pings from `ping_url` (hub PUB) to `pong_url` (hub
     /// ROUTER), with `identity` as this engine's identity there; both are
-    /// CURVE clients of the hub when `curve` holds its keys.
+    /// CURVE clients of the hub when `curve` holds its keys. Call it on the
+    /// engine's serving thread: the vitals report that thread's CPU share.
     pub fn start(
         ctx: &zmq::Context,
         ping_url: &str,
@@ -73,9 +83,10 @@ impl Heartbeat {
             changed,
             unknown: unknown.clone(),
         };
+        let cpu = CpuShare::of_this_thread();
         let thread = std::thread::Builder::new()
             .name("zpar-heartbeat".into())
-            .spawn(move || echo([sub, dealer, woken], flags, known, epoch))
+            .spawn(move || echo([sub, dealer, woken], flags, known, epoch, cpu))
             .expect("spawning the heartbeat thread");
         Ok(Heartbeat {
             stop,
@@ -135,6 +146,7 @@ fn echo(
     flags: Flags,
     hub: Arc<Mutex<Option<Vec<u8>>>>,
     epoch: Instant,
+    mut cpu: CpuShare,
 ) {
     let Flags {
         stop,
@@ -142,6 +154,7 @@ fn echo(
         changed,
         unknown,
     } = flags;
+    let mut pongs: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let mut items = [
             sub.as_poll_item(zmq::POLLIN),
@@ -177,7 +190,21 @@ fn echo(
                 changed.store(true, Ordering::Relaxed);
             }
             *known = Some(instance);
-            if let Err(e) = dealer.send(ping, zmq::DONTWAIT) {
+            let sent = if pongs.is_multiple_of(VITALS_EVERY) {
+                let vitals = EngineVitals {
+                    rss: resident_bytes(),
+                    cpu: cpu.sample(),
+                    beat_age: None,
+                };
+                let json = serde_json::to_vec(&vitals).unwrap_or_default();
+                dealer
+                    .send(ping, zmq::SNDMORE | zmq::DONTWAIT)
+                    .and_then(|()| dealer.send(json, zmq::DONTWAIT))
+            } else {
+                dealer.send(ping, zmq::DONTWAIT)
+            };
+            pongs += 1;
+            if let Err(e) = sent {
                 tracing::debug!(error = %Chain(&e), "heartbeat pong not sent");
             }
         }

@@ -3,9 +3,14 @@
 //!
 //! [`HeartMonitor`] is the bookkeeping (which engine answered which beat),
 //! a plain state machine tested without sockets; [`spawn`] runs it.
+//!
+//! Once a beat the thread also tells the hub loop which engines answered
+//! and what vitals they reported ([`VITALS`]), with the hub's own, for the
+//! queue status a dashboard reads.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use zpar_protocol::vitals::{resident_bytes, CpuShare, EngineVitals, HubVitals};
 
 /// What the monitor knows of one engine's beats.
 #[derive(Debug, Clone, Copy)]
@@ -187,6 +192,52 @@ pub const STOP: &[u8] = b"stop";
 pub const UNKNOWN: &[u8] = b"unknown";
 /// The hub loop heard from these engines (the uuids follow).
 pub const ALIVE: &[u8] = b"alive";
+/// To the hub loop, once a beat: the hub's vitals (JSON), then for each
+/// engine that answered since the last beat its uuid and its reported
+/// vitals (JSON, or empty when that pong carried none).
+pub const VITALS: &[u8] = b"vitals";
+
+/// The pongs of one beat and the hub's own vitals, as the hub loop gets
+/// them from [`VITALS`].
+#[derive(Debug, Default, PartialEq)]
+pub struct BeatReport {
+    /// The hub process's memory and CPU share.
+    pub hub: HubVitals,
+    /// Each engine that answered, with the vitals its pong carried.
+    pub answered: Vec<(Vec<u8>, Option<EngineVitals>)>,
+}
+
+impl BeatReport {
+    /// The pipe message.
+    pub fn to_frames(&self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::with_capacity(2 + 2 * self.answered.len());
+        frames.push(VITALS.to_vec());
+        frames.push(serde_json::to_vec(&self.hub).unwrap_or_default());
+        for (uuid, vitals) in &self.answered {
+            frames.push(uuid.clone());
+            frames.push(
+                vitals
+                    .and_then(|v| serde_json::to_vec(&v).ok())
+                    .unwrap_or_default(),
+            );
+        }
+        frames
+    }
+
+    /// Reads a [`VITALS`] message's frames after the first; vitals that do
+    /// not parse are taken as absent.
+    pub fn from_frames<F: std::ops::Deref<Target = [u8]>>(frames: &[F]) -> BeatReport {
+        let hub = frames
+            .first()
+            .and_then(|f| serde_json::from_slice(f).ok())
+            .unwrap_or_default();
+        let answered = frames[1.min(frames.len())..]
+            .chunks_exact(2)
+            .map(|pair| (pair[0].to_vec(), serde_json::from_slice(&pair[1]).ok()))
+            .collect();
+        BeatReport { hub, answered }
+    }
+}
 
 /// Runs the heartbeat on its own thread. `ping` (PUB) and `pong` (ROUTER)
 /// are bound already; `pipe` is the thread's end of an inproc PAIR to the
@@ -204,6 +255,8 @@ pub fn spawn(
         .spawn(move || {
             let mut monitor = HeartMonitor::new(&instance, max_misses);
             let mut next = Instant::now() + period;
+            let mut hub_cpu = CpuShare::of_this_process();
+            let mut report = BeatReport::default();
             loop {
                 let wait = next.saturating_duration_since(Instant::now());
                 let mut items = [
@@ -237,6 +290,8 @@ pub fn spawn(
                             tracing::debug!(engine = %String::from_utf8_lossy(uuid), "a pong from an engine the hub does not know: telling it to register");
                             let _ = pong.send_multipart([&uuid[..], UNKNOWN], zmq::DONTWAIT);
                         }
+                        let vitals = frames.get(2).and_then(|f| serde_json::from_slice(f).ok());
+                        report.answered.push((uuid.to_vec(), vitals));
                     }
                 }
                 let now = Instant::now();
@@ -253,6 +308,12 @@ pub fn spawn(
                     }
                     let (payload, dead) = monitor.tick(late);
                     let _ = ping.send(payload, zmq::DONTWAIT);
+                    report.hub = HubVitals {
+                        rss: resident_bytes(),
+                        cpu: hub_cpu.sample(),
+                    };
+                    let _ = pipe.send_multipart(report.to_frames(), zmq::DONTWAIT);
+                    report.answered.clear();
                     for uuid in dead {
                         let _ = pipe.send_multipart([DEAD, &uuid[..]], 0);
                     }

@@ -765,13 +765,20 @@ impl Hub {
 
     fn drain_heartbeat(&mut self) {
         while let Ok(frames) = recv_frames(&self.sockets.hb_pipe, zmq::DONTWAIT) {
-            if frames.first().map(|f| &f[..]) == Some(heartbeat::DEAD) {
-                if let Some(uuid) = frames.get(1) {
-                    self.handle(Event::EngineLost {
-                        uuid: uuid.to_vec(),
-                        reason: LossReason::MissedHeartbeats,
-                    });
+            match frames.first().map(|f| &f[..]) {
+                Some(heartbeat::DEAD) => {
+                    if let Some(uuid) = frames.get(1) {
+                        self.handle(Event::EngineLost {
+                            uuid: uuid.to_vec(),
+                            reason: LossReason::MissedHeartbeats,
+                        });
+                    }
                 }
+                Some(heartbeat::VITALS) => {
+                    let report = heartbeat::BeatReport::from_frames(&frames[1..]);
+                    self.handle(Event::Beat(report));
+                }
+                _ => {}
             }
         }
     }

@@ -253,6 +253,10 @@ pub struct QueueRequest {
     /// Include the msg ids of queued tasks.
     #[serde(default)]
     pub verbose: bool,
+    /// Include each engine's and the hub's vitals (memory, CPU share, age
+    /// of the last heartbeat): a zpar extension, for the dashboard.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vitals: bool,
 }
 
 /// One engine's queue.
@@ -267,6 +271,10 @@ pub struct EngineQueue {
     /// With `verbose`: the msg ids in its queue.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub msg_ids: Vec<String>,
+    /// When asked for: its process's RSS, its CPU share and how long ago
+    /// its last heartbeat came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vitals: Option<crate::vitals::EngineVitals>,
 }
 
 /// Queue lengths per engine.
@@ -278,6 +286,9 @@ pub struct QueueReply {
     pub engines: BTreeMap<u32, EngineQueue>,
     /// Load-balanced tasks not yet assigned to an engine.
     pub unassigned: u64,
+    /// When vitals were asked for: the hub's memory and CPU share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<crate::vitals::HubVitals>,
     /// ipyparallel's shape, as its `Client.queue_status` reads it: each
     /// engine's queue again, under its id as a top-level key. Any other
     /// top-level key reads in here.

@@ -37,7 +37,9 @@
 //! Beside the format: [`contract`] types what zpar's processes put in
 //! metadata (and the error classes, channels and record states they share);
 //! [`net`] tells which address of this host to bind and advertise;
-//! [`backoff`] is the one polling loop for waits nothing can block on.
+//! [`backoff`] is the one polling loop for waits nothing can block on;
+//! [`vitals`] reads a process's memory and CPU share for the hub's queue
+//! status.
 //!
 //! ```
 //! use zpar_protocol::{Content, ExecuteRequest, Message, Session};
@@ -67,6 +69,7 @@ pub mod private;
 pub mod session;
 pub mod stream;
 pub mod value;
+pub mod vitals;
 
 pub use backoff::{poll_until, Backoff};
 pub use connection::{ClientConnection, EngineConnection, Profile};

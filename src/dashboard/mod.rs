@@ -45,6 +45,15 @@ struct EngineRow {
     /// Seconds since it was reported dead.
     #[serde(skip_serializing_if = "Option::is_none")]
     dead_for: Option<f64>,
+    /// Its process's resident memory in bytes (packed engines share one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss: Option<u64>,
+    /// Share of one core its serving thread used lately.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu: Option<f64>,
+    /// Seconds since the hub last heard its heartbeat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beat_age: Option<f64>,
 }
 
 /// A finished task: one bar of the task stream.
@@ -69,6 +78,8 @@ struct Snapshot {
     unassigned: u64,
     /// Requests waiting on engines.
     queued: u64,
+    /// The hub's memory and CPU share.
+    hub: zpar_protocol::vitals::HubVitals,
     errors: Vec<Json>,
     /// Labelled work of the last minutes: done of total per label.
     progress: Vec<Json>,
@@ -152,7 +163,7 @@ impl Collector {
                 self.hosts_at = Some(Instant::now());
             }
         }
-        let queue = match self.client.queue_status() {
+        let queue = match self.client.queue_status_with_vitals() {
             Ok(q) => q,
             Err(e) => {
                 snap.hub_error = Some(e.to_string());
@@ -160,10 +171,12 @@ impl Collector {
             }
         };
         snap.unassigned = queue.unassigned;
+        snap.hub = queue.hub.unwrap_or_default();
         let mut done_now = 0;
         for (id, q) in &queue.engines {
             done_now += q.completed;
             snap.queued += q.queue;
+            let vitals = q.vitals.unwrap_or_default();
             snap.engines.push(EngineRow {
                 id: *id,
                 host: self.hosts.get(id).cloned().unwrap_or_default(),
@@ -171,6 +184,10 @@ impl Collector {
                 queue: q.queue,
                 done: q.completed,
                 dead_for: None,
+                rss: vitals.rss,
+                // Rounded: every digit is sent for every engine each second.
+                cpu: vitals.cpu.map(|c| (c * 1000.0).round() / 1000.0),
+                beat_age: vitals.beat_age.map(|a| (a * 10.0).round() / 10.0),
             });
         }
         for (id, at) in &self.dead {
@@ -181,7 +198,10 @@ impl Collector {
                     state: "dead",
                     queue: 0,
                     done: 0,
-                    dead_for: Some(at.elapsed().as_secs_f64()),
+                    dead_for: Some((at.elapsed().as_secs_f64() * 10.0).round() / 10.0),
+                    rss: None,
+                    cpu: None,
+                    beat_age: None,
                 });
             }
         }

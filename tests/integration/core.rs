@@ -275,6 +275,49 @@ fn registration_ids_and_queue_status() {
 }
 
 #[test]
+fn queue_status_with_vitals_shows_each_engines_memory_cpu_and_last_heartbeat() {
+    let _watchdog = support::watchdog();
+    let (_c, client) = cluster(2);
+    // Plain queue status keeps ipyparallel's shape: no vitals.
+    let plain = client.queue_status().unwrap();
+    assert!(plain.hub.is_none(), "{plain:?}");
+    assert!(
+        plain.engines.values().all(|e| e.vitals.is_none()),
+        "{plain:?}"
+    );
+    // Engine 0 spins; engine 1 idles. Engines report every few beats, so
+    // a spin this long covers a whole report's interval.
+    let spin = client
+        .view(0)
+        .execute("let t = timestamp(); while t.elapsed < 25.0 {} 0")
+        .unwrap();
+    let mut last = None;
+    support::wait_until(
+        "engine 0 reports a busy CPU and engine 1 an idle one",
+        || {
+            let q = client.queue_status_with_vitals().unwrap();
+            let cpu = |id| q.engines.get(&id).and_then(|e| e.vitals?.cpu);
+            let seen =
+                matches!((cpu(0), cpu(1)), (Some(busy), Some(idle)) if busy >= 0.2 && idle < busy);
+            last = Some(q);
+            seen
+        },
+    );
+    let q = last.unwrap();
+    for (id, e) in &q.engines {
+        let v = e.vitals.expect("vitals asked for");
+        assert!(v.rss.unwrap_or(0) > 1 << 20, "engine {id}: {v:?}");
+        let age = v.beat_age.expect("a heartbeat was heard");
+        assert!((0.0..10.0).contains(&age), "engine {id}: {v:?}");
+    }
+    let hub = q.hub.expect("the hub's vitals");
+    assert!(hub.rss.unwrap_or(0) > 1 << 20, "{hub:?}");
+    assert!(hub.cpu.is_some(), "{hub:?}");
+    client.interrupt(0).unwrap();
+    let _ = spin.get_timeout(WAIT);
+}
+
+#[test]
 fn load_balanced_tasks_run_somewhere() {
     let _watchdog = support::watchdog();
     let (_c, client) = cluster(2);

@@ -119,6 +119,16 @@ fn the_dashboard_shows_a_live_cluster_in_a_real_browser() {
         dom(&browser, &url).matches("data-state=\"idle\"").count() == 4
     });
 
+    // Each engine's memory and last heartbeat, and the hub's memory.
+    support::wait_until("the page shows each engine's RSS and the hub's", || {
+        let page = dom(&browser, &url);
+        page.matches("<td class=\"rss\">").count() == 4
+            && !page.contains("<td class=\"rss\">–")
+            && page.matches(" s ago</td>").count() == 4
+            && page.contains("<b id=\"hub-rss\">")
+            && !page.contains("<b id=\"hub-rss\">–")
+    });
+
     // 200 tasks are 200 bars.
     let lb = client.load_balanced();
     let results: Vec<_> = (0..200)

@@ -178,6 +178,22 @@ pub fn register(engine: &mut Engine, env: CommEnv) {
                 .connect(&connect_env.ctx, peers, tree, pub_url, root_id, secs(wait)?)
         },
     );
+    // Connects at a place computed by the caller (`setup_communicator`):
+    // `#{parent, children, root, height, tree_height, engines}`, so no
+    // engine reads the whole tree.
+    let connect_env = env.clone();
+    engine.register_fn(
+        "connect_place",
+        move |c: &mut BinaryTreeCommunicator,
+              peers: Map,
+              place: Map,
+              pub_url: &str,
+              wait: FLOAT|
+              -> RhaiResult<()> {
+            c.0.borrow_mut()
+                .connect_place(&connect_env.ctx, peers, place, pub_url, secs(wait)?)
+        },
+    );
     engine
         .register_fn(
             "reduce",

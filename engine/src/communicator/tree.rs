@@ -251,9 +251,48 @@ impl Comm {
                 tree.root
             )));
         }
+        self.connect_at(ctx, peers, tree, parents.len(), pub_url, timeout)
+    }
 
+    /// Connects this engine at its `place` (`#{parent, children, root,
+    /// height, tree_height, engines}`), as `setup_communicator` gives each
+    /// engine only its own place rather than the whole tree (the whole tree
+    /// to each of N engines is O(N²) data).
+    pub(super) fn connect_place(
+        &mut self,
+        ctx: &zmq::Context,
+        peers: Map,
+        place: Map,
+        pub_url: &str,
+        timeout: Duration,
+    ) -> RhaiResult<()> {
+        if self.links.is_some() {
+            return Err(err("the communicator is already connected"));
+        }
+        let (tree, engines) = place_of(self.id, &place)?;
+        if tree.is_root() != self.is_root {
+            return Err(err(format!(
+                "place: engine {} is {}the root, but its place says otherwise",
+                self.id,
+                if self.is_root { "" } else { "not " }
+            )));
+        }
+        self.connect_at(ctx, peers, tree, engines, pub_url, timeout)
+    }
+
+    /// Connects to the parent in `peers` and to the root's publisher, then
+    /// waits until all `engines` are connected.
+    fn connect_at(
+        &mut self,
+        ctx: &zmq::Context,
+        peers: Map,
+        tree: Tree,
+        engines: usize,
+        pub_url: &str,
+        timeout: Duration,
+    ) -> RhaiResult<()> {
         let mut parent_here = false;
-        let parent = match my_parent {
+        let parent = match tree.parent {
             None => None,
             Some(p) => {
                 let info = peers.get(p.to_string().as_str()).ok_or_else(|| {
@@ -302,10 +341,10 @@ impl Comm {
             sub,
             parent_here,
             tree: tree.clone(),
-            engines: parents.len(),
+            engines,
             ring_next: None,
         });
-        let result = self.handshake(timeout, parents.len().saturating_sub(1));
+        let result = self.handshake(timeout, engines.saturating_sub(1));
         if result.is_err() {
             self.links = None;
         } else {
@@ -533,5 +572,110 @@ impl Comm {
         links.ring_next = Some((next, dealer));
         self.ring = Some(Ring::new(place));
         Ok(())
+    }
+}
+
+/// Reads a place map (`#{parent, children, root, height, tree_height,
+/// engines}`) for engine `me`.
+fn place_of(me: u32, place: &Map) -> RhaiResult<(Tree, usize)> {
+    let field = |k: &str| place.get(k).ok_or_else(|| err(format!("place: no {k:?}")));
+    let id = |k: &str, v: &rhai::Dynamic| -> RhaiResult<u32> {
+        v.as_int()
+            .ok()
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| {
+                err(format!(
+                    "place: {k} is a {}, not an engine id",
+                    pretty_type(v)
+                ))
+            })
+    };
+    let parent = match field("parent")? {
+        p if p.is_unit() => None,
+        p => Some(id("parent", p)?),
+    };
+    let children = field("children")?
+        .read_lock::<rhai::Array>()
+        .ok_or_else(|| err("place: children is not an array"))?
+        .iter()
+        .map(|c| id("a child", c))
+        .collect::<RhaiResult<Vec<u32>>>()?;
+    let root = id("root", field("root")?)?;
+    let height = id("height", field("height")?)?;
+    let tree_height = id("tree_height", field("tree_height")?)?;
+    let engines = id("engines", field("engines")?)? as usize;
+    if parent == Some(me) || children.contains(&me) || (parent.is_none() != (root == me)) {
+        return Err(err(format!(
+            "place: engine {me} with parent {parent:?}, root {root} and children {children:?} is not a place in a tree"
+        )));
+    }
+    if engines < children.len() + 1 || height > tree_height {
+        return Err(err(format!(
+            "place: {engines} engines, height {height} of {tree_height}: not a place in a tree"
+        )));
+    }
+    Ok((
+        Tree {
+            me,
+            parent,
+            children,
+            root,
+            height,
+            tree_height,
+        },
+        engines,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhai::Dynamic;
+
+    fn place(parent: Option<i64>, children: &[i64], root: i64, heights: (i64, i64)) -> Map {
+        let mut m = Map::new();
+        m.insert("parent".into(), parent.map_or(Dynamic::UNIT, Dynamic::from));
+        let children: rhai::Array = children.iter().map(|c| Dynamic::from(*c)).collect();
+        m.insert("children".into(), children.into());
+        m.insert("root".into(), root.into());
+        m.insert("height".into(), heights.0.into());
+        m.insert("tree_height".into(), heights.1.into());
+        m.insert("engines".into(), Dynamic::from(9_i64));
+        m
+    }
+
+    #[test]
+    fn a_place_reads_as_the_engines_tree_and_nonsense_is_refused() {
+        let (tree, engines) = place_of(1, &place(Some(0), &[2, 3], 0, (1, 2))).unwrap();
+        assert_eq!(engines, 9);
+        assert_eq!(
+            tree,
+            Tree {
+                me: 1,
+                parent: Some(0),
+                children: vec![2, 3],
+                root: 0,
+                height: 1,
+                tree_height: 2,
+            }
+        );
+        assert!(place_of(0, &place(None, &[1], 0, (1, 1)))
+            .unwrap()
+            .0
+            .is_root());
+        for (me, bad) in [
+            (1, place(Some(1), &[], 0, (0, 1))),  // its own parent
+            (1, place(None, &[], 0, (0, 1))),     // no parent, not the root
+            (0, place(Some(3), &[], 0, (0, 1))),  // the root with a parent
+            (1, place(Some(0), &[1], 0, (0, 1))), // its own child
+            (1, place(Some(0), &[], 0, (3, 1))),  // taller than the tree
+            (1, place(Some(-4), &[], 0, (0, 1))), // not an id
+        ] {
+            assert!(place_of(me, &bad).is_err(), "{bad:?}");
+        }
+        let mut missing = place(Some(0), &[], 0, (0, 1));
+        missing.remove("engines");
+        let why = place_of(1, &missing).unwrap_err().to_string();
+        assert!(why.contains("engines"), "{why}");
     }
 }

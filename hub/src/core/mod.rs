@@ -102,6 +102,9 @@ pub enum Event {
         /// The frames as received; the first is the sender's identity.
         frames: Frames,
     },
+    /// The heartbeat's report of one beat: which engines answered, their
+    /// vitals and the hub's.
+    Beat(crate::heartbeat::BeatReport),
     /// The heartbeat lost an engine.
     EngineLost {
         /// The engine's uuid.
@@ -316,6 +319,8 @@ pub struct HubCore {
     streams: streams::Routes,
     /// When the hub last looked for silent requests ([`recall`]).
     last_recall_scan: f64,
+    /// The hub process's memory and CPU share, from the last beat.
+    hub_vitals: zpar_protocol::vitals::HubVitals,
 }
 
 impl HubCore {
@@ -356,6 +361,7 @@ impl HubCore {
             uncommitted: false,
             streams: Default::default(),
             last_recall_scan: f64::NEG_INFINITY,
+            hub_vitals: Default::default(),
         }
     }
 
@@ -370,6 +376,7 @@ impl HubCore {
                 self.on_engine_reply(channel, frames, now, &mut out)
             }
             Event::Query { frames } => self.on_query(frames, now, &mut out),
+            Event::Beat(report) => self.on_beat(report, now),
             Event::EngineLost { uuid, reason } => {
                 if let Some(id) = self.registry.id_of(&uuid) {
                     self.engine_lost(id, reason, now, &mut out);
@@ -411,6 +418,22 @@ impl HubCore {
     /// Makes the random choices of the `random` scheme follow `seed`.
     pub fn seed_scheduler(&mut self, seed: u64) {
         self.scheduler = Scheduler::seeded(self.config.scheme, seed);
+    }
+
+    /// Notes who answered a beat and the vitals they reported.
+    fn on_beat(&mut self, report: crate::heartbeat::BeatReport, now: f64) {
+        self.hub_vitals = report.hub;
+        for (uuid, vitals) in report.answered {
+            let Some(id) = self.registry.id_of(&uuid) else {
+                continue;
+            };
+            if let Some(engine) = self.registry.get_mut(id) {
+                engine.last_beat = Some(now);
+                if let Some(v) = vitals {
+                    engine.vitals = v;
+                }
+            }
+        }
     }
 
     fn on_tick(&mut self, out: &mut Vec<Action>) {

@@ -9,6 +9,7 @@ use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
 use tracing::{info, warn};
 use zpar_protocol::error::Chain;
+use zpar_protocol::vitals::EngineVitals;
 use zpar_protocol::{
     Channel, ConnectionReply, Content, DbReply, EngineNotification, EngineQueue, ErrorClass,
     Header, HistoryReply, Message, MessageType, QueueReply, RawMessage, RecordStatus,
@@ -76,6 +77,10 @@ impl HubCore {
                                 } else {
                                     vec![]
                                 },
+                                vitals: r.vitals.then(|| EngineVitals {
+                                    beat_age: e.last_beat.map(|t| (now - t).max(0.0)),
+                                    ..e.vitals
+                                }),
                             },
                         )
                     })
@@ -88,6 +93,7 @@ impl HubCore {
                     status: Status::Ok,
                     engines,
                     unassigned: self.waiting.len() as u64,
+                    hub: r.vitals.then_some(self.hub_vitals),
                     ipyparallel,
                 })
             }

@@ -6,6 +6,7 @@
 
 use super::queued::QueuedTask;
 use std::collections::{BTreeMap, HashMap};
+use zpar_protocol::vitals::EngineVitals;
 use zpar_protocol::{Channel, Header};
 
 /// A request forwarded to an engine and not yet answered.
@@ -74,6 +75,10 @@ pub struct EngineEntry {
     pub relay: Option<String>,
     /// Per channel (mux, task, control): what was sent and asked.
     pub ledgers: [ChannelLedger; 3],
+    /// What its heartbeat last reported (RSS, CPU share); `beat_age` unset.
+    pub vitals: EngineVitals,
+    /// When its last heartbeat pong came (Unix seconds).
+    pub last_beat: Option<f64>,
 }
 
 impl EngineEntry {
@@ -128,6 +133,8 @@ impl Registry {
                 host: None,
                 relay: None,
                 ledgers: Default::default(),
+                vitals: EngineVitals::default(),
+                last_beat: None,
             },
         );
         self.by_uuid.insert(uuid.to_vec(), id);

@@ -471,7 +471,7 @@ fn requests_and_replies_too_large_are_answered_at_once_naming_the_limit() {
     h.assert_no_more();
     let r = h.query(Content::QueueRequest(QueueRequest {
         targets: None,
-        verbose: false,
+        ..Default::default()
     }));
     let Content::QueueReply(q) = r.content else {
         panic!("{r:?}")
@@ -1411,6 +1411,7 @@ fn queue_status_counts_each_engines_work_and_the_unassigned() {
     let r = h.query(Content::QueueRequest(QueueRequest {
         targets: None,
         verbose: true,
+        ..Default::default()
     }));
     let Content::QueueReply(q) = r.content else {
         panic!()
@@ -1428,6 +1429,56 @@ fn queue_status_counts_each_engines_work_and_the_unassigned() {
 }
 
 #[test]
+fn queue_status_gives_vitals_only_when_asked_with_each_engines_last_beat() {
+    use crate::heartbeat::BeatReport;
+    use zpar_protocol::vitals::{EngineVitals, HubVitals};
+    let mut h = HubHarness::new();
+    h.engines(2);
+    let reported = EngineVitals {
+        rss: Some(12 << 20),
+        cpu: Some(0.5),
+        beat_age: None,
+    };
+    // Engine 0 answers with vitals, engine 1 without; a stranger is ignored.
+    let beat = BeatReport {
+        hub: HubVitals {
+            rss: Some(300 << 20),
+            cpu: Some(0.01),
+        },
+        answered: vec![
+            (uuid_of(0).into_bytes(), Some(reported)),
+            (uuid_of(1).into_bytes(), None),
+            (b"stranger".to_vec(), Some(reported)),
+        ],
+    };
+    h.handle(Event::Beat(BeatReport::from_frames(&beat.to_frames()[1..])));
+    h.assert_no_more();
+    h.now += 2.0;
+    let plain = h.query(Content::QueueRequest(QueueRequest::default()));
+    let Content::QueueReply(plain) = plain.content else {
+        panic!()
+    };
+    assert_eq!(plain.hub, None);
+    assert!(plain.engines.values().all(|e| e.vitals.is_none()));
+    let r = h.query(Content::QueueRequest(QueueRequest {
+        vitals: true,
+        ..Default::default()
+    }));
+    let Content::QueueReply(q) = r.content else {
+        panic!()
+    };
+    assert_eq!(q.hub, Some(beat.hub));
+    let v0 = q.engines[&0].vitals.unwrap();
+    assert_eq!((v0.rss, v0.cpu), (reported.rss, reported.cpu));
+    let age = v0.beat_age.unwrap();
+    assert!((2.0..2.1).contains(&age), "{age}");
+    let v1 = q.engines[&1].vitals.unwrap();
+    assert_eq!((v1.rss, v1.cpu), (None, None));
+    assert!(v1.beat_age.is_some());
+    h.assert_no_more();
+}
+
+#[test]
 fn queue_status_counts_tasks_waiting_for_dependencies() {
     let mut h = HubHarness::new();
     h.engines(1);
@@ -1437,7 +1488,7 @@ fn queue_status_counts_tasks_waiting_for_dependencies() {
     h.task(after(&[&first]));
     let r = h.query(Content::QueueRequest(QueueRequest {
         targets: Some(vec![0]),
-        verbose: false,
+        ..Default::default()
     }));
     let Content::QueueReply(q) = r.content else {
         panic!()
