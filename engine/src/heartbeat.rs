@@ -1,5 +1,9 @@
 //! The engine's heartbeat: a thread of its own that echoes the hub's pings,
-//! so an engine busy in a long script still counts as alive.
+//! so an engine busy in a long script still counts as alive. Pings come
+//! and pongs go on one DEALER to the hub's heartbeat ROUTER (one
+//! connection). While no ping comes, the engine says hello now and then, so
+//! a hub that restarted, or dropped it during a network cut, learns of it
+//! and answers "unknown" (the engine then registers again).
 //!
 //! Every [`VITALS_EVERY`]th pong (and the first) carries a second frame,
 //! the engine's [`EngineVitals`]: its process's RSS and its serving
@@ -36,32 +40,25 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Starts echoing pings from `ping_url` (hub PUB) to `pong_url` (hub
-    /// ROUTER), with `identity` as this engine's identity there; both are
-    /// CURVE clients of the hub when `curve` holds its keys. Call it on the
-    /// engine's serving thread: the vitals report that thread's CPU share.
+    /// Starts echoing the pings of the hub's heartbeat ROUTER at `url`,
+    /// with `identity` as this engine's identity there, a CURVE client of
+    /// the hub when `curve` holds its keys. Call it on the engine's serving
+    /// thread: the vitals report that thread's CPU share.
     pub fn start(
         ctx: &zmq::Context,
-        ping_url: &str,
-        pong_url: &str,
+        url: &str,
         identity: &[u8],
         curve: Option<&CurveKeys>,
     ) -> Result<Heartbeat, EngineError> {
-        let sub = ctx.socket(zmq::SUB)?;
-        zpar_protocol::keepalive::set_zmtp_heartbeats(&sub)?;
-        secure_client(&sub, curve)?;
-        sub.set_subscribe(b"")?;
-        sub.set_linger(0)?;
-        sub.connect(ping_url)?;
         let dealer = ctx.socket(zmq::DEALER)?;
         zpar_protocol::keepalive::set_zmtp_heartbeats(&dealer)?;
         secure_client(&dealer, curve)?;
         dealer.set_identity(identity)?;
         dealer.set_linger(0)?;
-        dealer.connect(pong_url)?;
-        // Say hello at once, so the hub knows this engine's heart before the
-        // first ping.
-        dealer.send(&b"hello"[..], 0)?;
+        // Pongs and hellos are not queued for a hub not (yet) connected:
+        // a stale one is worth nothing.
+        dealer.set_immediate(true)?;
+        dealer.connect(url)?;
         let wake_url = format!("inproc://zpar-heartbeat-{}", zpar_protocol::new_id());
         let wake = ctx.socket(zmq::PAIR)?;
         wake.bind(&wake_url)?;
@@ -86,7 +83,7 @@ impl Heartbeat {
         let cpu = CpuShare::of_this_thread();
         let thread = std::thread::Builder::new()
             .name("zpar-heartbeat".into())
-            .spawn(move || echo([sub, dealer, woken], flags, known, epoch, cpu))
+            .spawn(move || echo([dealer, woken], flags, known, epoch, cpu))
             .expect("spawning the heartbeat thread");
         Ok(Heartbeat {
             stop,
@@ -141,8 +138,12 @@ struct Flags {
     unknown: Arc<AtomicBool>,
 }
 
+/// The least silence after which the engine says hello; past the first
+/// pings, twice the time between the last two.
+const HELLO_AFTER: Duration = Duration::from_secs(2);
+
 fn echo(
-    [sub, dealer, woken]: [zmq::Socket; 3],
+    [dealer, woken]: [zmq::Socket; 2],
     flags: Flags,
     hub: Arc<Mutex<Option<Vec<u8>>>>,
     epoch: Instant,
@@ -155,15 +156,31 @@ fn echo(
         unknown,
     } = flags;
     let mut pongs: u64 = 0;
+    // When the last ping came, and the time between the last two.
+    let mut last_ping: Option<Instant> = None;
+    let mut hello_after = HELLO_AFTER;
+    let mut last_hello: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
+        // Hello at once, so the hub knows this engine's heart before the
+        // first ping, and again after a silence: a hub that does not know
+        // this engine sends no pings, and learns of it only this way.
+        let silent_since = last_ping.max(last_hello);
+        if silent_since.is_none_or(|t| t.elapsed() >= hello_after) {
+            last_hello = Some(Instant::now());
+            if let Err(e) = dealer.send(&b"hello"[..], zmq::DONTWAIT) {
+                tracing::trace!(error = %Chain(&e), "heartbeat hello not sent (no hub connected)");
+            }
+        }
+        let wait = last_ping
+            .max(last_hello)
+            .map_or(hello_after, |t| hello_after.saturating_sub(t.elapsed()));
         let mut items = [
-            sub.as_poll_item(zmq::POLLIN),
             dealer.as_poll_item(zmq::POLLIN),
             woken.as_poll_item(zmq::POLLIN),
         ];
-        match zmq::poll(&mut items, -1) {
+        match zmq::poll(&mut items, wait.as_millis() as i64 + 1) {
             Ok(0) => continue,
-            Ok(_) if items[2].is_readable() => return,
+            Ok(_) if items[1].is_readable() => return,
             Ok(_) => {}
             Err(zmq::Error::EINTR) => continue,
             Err(e) => {
@@ -171,12 +188,19 @@ fn echo(
                 return;
             }
         }
-        while let Ok(answer) = dealer.recv_msg(zmq::DONTWAIT) {
-            if &answer[..] == b"unknown" {
+        while let Ok(ping) = dealer.recv_msg(zmq::DONTWAIT) {
+            if &ping[..] == b"unknown" {
+                // The hub is there (it answered), but does not know this
+                // engine: no pings come until it registers again.
+                seen.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
                 unknown.store(true, Ordering::Relaxed);
+                continue;
             }
-        }
-        while let Ok(ping) = sub.recv_msg(zmq::DONTWAIT) {
+            let now = Instant::now();
+            if let Some(before) = last_ping {
+                hello_after = HELLO_AFTER.max(now.duration_since(before) * 2);
+            }
+            last_ping = Some(now);
             // Stored as milliseconds + 1, so that 0 means "no ping yet".
             seen.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
             // Pings are `<hub instance>:<beat>`: a new instance is a new hub.

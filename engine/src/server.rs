@@ -200,7 +200,6 @@ impl EngineServer {
         iopub.connect(&conn.url(conn.iopub))?;
         let heartbeat = Heartbeat::start(
             &ctx,
-            &conn.url(conn.hb_ping),
             &conn.url(conn.hb_pong),
             uuid.as_bytes(),
             curve.as_ref(),

@@ -1,5 +1,6 @@
-//! Liveness: the hub pings every engine on a PUB and collects pongs on a
-//! ROUTER, on a thread of its own so a busy hub loop never delays a beat.
+//! Liveness: the hub pings every watched engine and collects its pongs on
+//! one ROUTER (one connection per engine), and pings its clients on a PUB,
+//! on a thread of its own so a busy hub loop never delays a beat.
 //!
 //! [`HeartMonitor`] is the bookkeeping (which engine answered which beat),
 //! a plain state machine tested without sockets; [`spawn`] runs it.
@@ -89,6 +90,16 @@ impl HeartMonitor {
         self.hearts.remove(uuid);
     }
 
+    /// The current beat's ping: `<hub instance>:<beat>`.
+    pub fn payload(&self) -> Vec<u8> {
+        format!("{}:{}", self.instance, self.beat).into_bytes()
+    }
+
+    /// The engines watched, to ping.
+    pub fn watched(&self) -> impl Iterator<Item = &[u8]> {
+        self.hearts.keys().map(|u| &u[..])
+    }
+
     /// A pong arrived. Any pong counts as life. Returns true when the
     /// engine is not watched (it was dropped, or never registered) and has
     /// not been told so this beat: the caller tells it, so an engine cut
@@ -176,7 +187,7 @@ impl HeartMonitor {
         for u in &dead {
             self.hearts.remove(u);
         }
-        (format!("{}:{beat}", self.instance).into_bytes(), dead)
+        (self.payload(), dead)
     }
 }
 
@@ -239,9 +250,9 @@ impl BeatReport {
     }
 }
 
-/// Runs the heartbeat on its own thread. `ping` (PUB) and `pong` (ROUTER)
-/// are bound already; `pipe` is the thread's end of an inproc PAIR to the
-/// hub loop.
+/// Runs the heartbeat on its own thread. `ping` (PUB, the clients') and
+/// `pong` (ROUTER, the engines': pings out, pongs in) are bound already;
+/// `pipe` is the thread's end of an inproc PAIR to the hub loop.
 pub fn spawn(
     ping: zmq::Socket,
     pong: zmq::Socket,
@@ -289,6 +300,9 @@ pub fn spawn(
                         if monitor.pong(uuid) {
                             tracing::debug!(engine = %String::from_utf8_lossy(uuid), "a pong from an engine the hub does not know: telling it to register");
                             let _ = pong.send_multipart([&uuid[..], UNKNOWN], zmq::DONTWAIT);
+                            // And a ping: its instance tells an engine of
+                            // an earlier hub that this one is new.
+                            let _ = pong.send_multipart([&uuid[..], &monitor.payload()[..]], zmq::DONTWAIT);
                         }
                         let vitals = frames.get(2).and_then(|f| serde_json::from_slice(f).ok());
                         report.answered.push((uuid.to_vec(), vitals));
@@ -307,6 +321,9 @@ pub fn spawn(
                         next = now + period;
                     }
                     let (payload, dead) = monitor.tick(late);
+                    for uuid in monitor.watched() {
+                        let _ = pong.send_multipart([uuid, &payload[..]], zmq::DONTWAIT);
+                    }
                     let _ = ping.send(payload, zmq::DONTWAIT);
                     report.hub = HubVitals {
                         rss: resident_bytes(),

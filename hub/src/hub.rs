@@ -353,9 +353,14 @@ impl Hub {
         let p = config.ports;
         let (query, registration) =
             bind(&ctx, zmq::ROUTER, ip, p.registration, curve, Peers::Engines)?;
-        let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping, curve, Peers::Engines)?;
+        // Clients hear the hub's pings on a PUB; engines get theirs on the
+        // ROUTER they answer on (one connection each, not two).
+        let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping, curve, Peers::Clients)?;
         let (hb_pong_sock, hb_pong) =
             bind(&ctx, zmq::ROUTER, ip, p.hb_pong, curve, Peers::Engines)?;
+        // An engine that reconnects under its uuid (its old connection died
+        // unnoticed) gets its pings on the new connection.
+        hb_pong_sock.set_router_handover(true)?;
         let (mux_client, mux_c) = bind(&ctx, zmq::ROUTER, ip, p.mux_client, curve, Peers::Clients)?;
         let (mux_engine, mux_e) = bind(&ctx, zmq::ROUTER, ip, p.mux_engine, curve, Peers::Engines)?;
         let (task_client, task_c) =
@@ -946,8 +951,8 @@ fn release_free_memory() {
 }
 
 /// Raises this process's soft limit on open files to its hard limit. Every
-/// engine holds seven connections to the hub, so the common soft limit of
-/// 1,024 would stop a hub at about 140 engines, while the hard limit
+/// engine holds six connections to the hub, so the common soft limit of
+/// 1,024 would stop a hub at about 160 engines, while the hard limit
 /// (often 524,288) allows thousands.
 fn raise_open_file_limit() -> Option<u64> {
     let files = zpar_protocol::net::raise_open_file_limit()?;
@@ -955,7 +960,8 @@ fn raise_open_file_limit() -> Option<u64> {
     info!(
         files,
         engines = room.engines,
-        "the limit on open files leaves room for this many engines (7 connections each; \
+        per_engine = EngineRoom::FILES_PER_ENGINE,
+        "the limit on open files leaves room for this many engines (per_engine connections each; \
          registrations past it are refused, naming the limit)"
     );
     Some(files)

@@ -127,6 +127,10 @@ fn default_gateway(table: &str) -> Option<Ipv4Addr> {
     })
 }
 
+/// Connections each engine holds to the hub: registration, control, mux,
+/// task, iopub, and its heartbeat (pings and pongs on one).
+pub const CONNECTIONS_PER_ENGINE: u64 = 6;
+
 /// What to add to a socket error that says the process ran out of file
 /// descriptors (`EMFILE`, `ENFILE`): the limit and how to raise it; empty
 /// for any other error.
@@ -153,7 +157,7 @@ pub fn out_of_files_hint(e: &zmq::Error) -> String {
     };
     format!(
         " (this process ran out of file descriptors{now}: raise the limit with `ulimit -n` \
-         before starting it; each engine holds 7 connections to the hub)"
+         before starting it; each engine holds {CONNECTIONS_PER_ENGINE} connections to the hub)"
     )
 }
 

@@ -153,7 +153,7 @@ fn two_thousand_idle_plain_connections_do_not_keep_engines_out() {
     drop(idle);
 }
 
-/// A hub whose limit on open files leaves room for 8 engines (250 files,
+/// A hub whose limit on open files leaves room for 8 engines (240 files,
 /// set in the child before it starts) refuses the ninth and tenth engine's
 /// registration at once, in one line that names the limit and the remedy,
 /// and serves the eight.
@@ -172,8 +172,8 @@ fn engines_past_the_hubs_limit_on_open_files_are_refused_naming_it() {
     unsafe {
         hub.pre_exec(|| {
             let limit = libc::rlimit {
-                rlim_cur: 250,
-                rlim_max: 250,
+                rlim_cur: 240,
+                rlim_max: 240,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
                 Ok(())
@@ -221,7 +221,7 @@ fn engines_past_the_hubs_limit_on_open_files_are_refused_naming_it() {
         assert_eq!(status.code(), Some(1), "{err}");
         assert!(
             err.contains("no room for another engine")
-                && err.contains("ulimit -n) is 250")
+                && err.contains("ulimit -n) is 240")
                 && err.contains("room for 8 engines"),
             "{err}"
         );

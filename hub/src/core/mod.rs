@@ -259,7 +259,7 @@ pub struct EngineRoom {
 
 impl EngineRoom {
     /// Connections each engine holds to the hub.
-    pub const FILES_PER_ENGINE: u64 = 7;
+    pub const FILES_PER_ENGINE: u64 = zpar_protocol::net::CONNECTIONS_PER_ENGINE;
     /// Descriptors kept for the hub itself (its bound sockets, monitors,
     /// the record store) and for a few dozen clients.
     pub const RESERVED_FILES: u64 = 192;
