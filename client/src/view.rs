@@ -663,10 +663,12 @@ impl DirectView {
                 }
             })
             .collect();
+        let started = std::time::Instant::now();
         let created = self
             .client
             .submit(per_engine, Shape::PerReply)?
             .get_timeout(timeout)?;
+        tracing::debug!(engines = ids.len(), took = ?started.elapsed(), "communicators created");
         let mut pub_url = Value::Unit;
         let mut peers: BTreeMap<String, Value> = BTreeMap::new();
         for (id, made) in ids.iter().zip(created) {
@@ -740,9 +742,11 @@ impl DirectView {
                 }
             })
             .collect();
+        let started = std::time::Instant::now();
         self.client
             .submit(per_engine, Shape::PerReply)?
             .get_timeout(timeout + timeout)?;
+        tracing::debug!(engines = ids.len(), took = ?started.elapsed(), "communicators connected");
         Ok(())
     }
 }

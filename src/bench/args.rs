@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// For `scale`: engines per engine process (packed engines).
     #[arg(long, default_value_t = 1)]
     pub per_process: usize,
+    /// For `scale`: the hub's heartbeat period in ms (default: the hub's,
+    /// 1,000; past a few thousand engines on a few cores, ipyparallel's
+    /// 3,000, as the README advises).
+    #[arg(long)]
+    pub hb_period_ms: Option<u64>,
     /// For `link` and `hosts`: the client connection file of a running
     /// cluster to measure against.
     #[arg(long)]

@@ -87,7 +87,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "hosts" => hosts::hosts(&mut report, &args)?,
             "compute" => compute::compute(&mut report, &args)?,
             "curve" => curve::curve(&mut report, args.scale)?,
-            "scale" => scale::scale(&mut report, args.many, args.per_process, args.scale)?,
+            "scale" => scale::scale(
+                &mut report,
+                args.many,
+                args.per_process,
+                args.hb_period_ms,
+                args.scale,
+            )?,
             "million" => scale::million(&mut report, args.scale)?,
             _ => {}
         }

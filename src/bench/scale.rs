@@ -14,13 +14,18 @@ pub(crate) fn scale(
     report: &mut Report,
     many: usize,
     per_process: usize,
+    hb_period_ms: Option<u64>,
     scale: f64,
 ) -> Result<()> {
     let started = Instant::now();
-    let cluster = LocalCluster::builder()
+    let mut builder = LocalCluster::builder()
         .engines(many)
         .per_process(per_process)
-        .timeout(Duration::from_secs(300))
+        .timeout(Duration::from_secs(300));
+    if let Some(ms) = hb_period_ms {
+        builder = builder.hub_args(["--hb-period-ms".to_string(), ms.to_string()]);
+    }
+    let cluster = builder
         .start()
         .with_context(|| format!("starting {many} engines"))?;
     report.add(
@@ -30,6 +35,11 @@ pub(crate) fn scale(
         None,
     );
     let client = cluster.client()?;
+    if hb_period_ms.is_some_and(|ms| ms > 1000) {
+        // The client's own judge of the hub, as the README advises.
+        client.set_hub_timeout(Duration::from_secs(15))?;
+    }
+    let events = client.events()?;
     let all = client.all();
     let exec = median_us(reps(10, scale), || {
         all.execute("1")?.get_timeout(Duration::from_secs(120))?;
@@ -69,6 +79,16 @@ pub(crate) fn scale(
         &format!("queue status of {many} engines"),
         q / 1000.0,
         "ms",
+        None,
+    );
+    let died = events
+        .try_iter()
+        .filter(|e| matches!(e, zpar_client::ClientEvent::EngineUnregistered { .. }))
+        .count();
+    report.add(
+        &format!("engines declared dead during the run (of {many})"),
+        died as f64,
+        "",
         None,
     );
     report.add(
