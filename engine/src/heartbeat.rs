@@ -142,6 +142,10 @@ struct Flags {
 /// pings, twice the time between the last two.
 const HELLO_AFTER: Duration = Duration::from_secs(2);
 
+/// The longest silence before a hello, however slowly the hub beats: a hub
+/// restarted in place learns of its engines only from their hellos.
+const HELLO_AFTER_AT_MOST: Duration = Duration::from_secs(5);
+
 fn echo(
     [dealer, woken]: [zmq::Socket; 2],
     flags: Flags,
@@ -198,7 +202,8 @@ fn echo(
             }
             let now = Instant::now();
             if let Some(before) = last_ping {
-                hello_after = HELLO_AFTER.max(now.duration_since(before) * 2);
+                hello_after =
+                    (now.duration_since(before) * 2).clamp(HELLO_AFTER, HELLO_AFTER_AT_MOST);
             }
             last_ping = Some(now);
             // Stored as milliseconds + 1, so that 0 means "no ping yet".

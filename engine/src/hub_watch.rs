@@ -13,10 +13,7 @@ use crate::io::Io;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 use zpar_protocol::error::Chain;
-use zpar_protocol::{
-    recv_frames, send_frames, Content, CurveKeys, Message, RegistrationReply, RegistrationRequest,
-    Status,
-};
+use zpar_protocol::{Content, CurveKeys, Message, RegistrationReply, RegistrationRequest, Status};
 
 /// What the hub said when it took this engine.
 pub(crate) struct Registered {
@@ -52,7 +49,6 @@ const REGISTRATION_ANSWER_WINDOW: Duration = Duration::from_secs(30);
 /// Watches the hub's heartbeat; after a silence (the hub died), registers
 /// again once pings resume.
 pub(crate) struct HubWatch {
-    pub(crate) registration: zmq::Socket,
     heartbeat: Heartbeat,
     uuid: String,
     hb_period: Duration,
@@ -70,14 +66,12 @@ const REFUSED_RETRY: Duration = Duration::from_secs(30);
 impl HubWatch {
     /// A watch over a registered engine's heartbeat.
     pub(crate) fn new(
-        registration: zmq::Socket,
         heartbeat: Heartbeat,
         uuid: String,
         hb_period: Duration,
         relay: String,
     ) -> HubWatch {
         HubWatch {
-            registration,
             heartbeat,
             uuid,
             hb_period,
@@ -102,7 +96,7 @@ impl HubWatch {
         }
     }
 
-    /// Looks at the heartbeat and the registration socket: notices a lost
+    /// Looks at the heartbeat and the link's registration answers: notices a lost
     /// hub, asks to register again once it is back, and returns the hub's
     /// acceptance when it comes (the caller takes its id and keys).
     /// `advertise` is where this engine's communicators listen.
@@ -128,10 +122,7 @@ impl HubWatch {
         // at an empty socket costs a system call, on every turn of the
         // loop).
         let answer_may_come = self.lost || self.last_attempt.elapsed() < REGISTRATION_ANSWER_WINDOW;
-        while let Some(frames) = answer_may_come
-            .then(|| recv_frames(&self.registration, zmq::DONTWAIT).ok())
-            .flatten()
-        {
+        while let Some(frames) = answer_may_come.then(|| io.take_registration()).flatten() {
             match io.session.decode_frames(frames) {
                 Ok(Message {
                     content: Content::RegistrationReply(r),
@@ -188,11 +179,7 @@ impl HubWatch {
                     relay: Some(self.relay.clone()),
                 }),
             );
-            let _ = send_frames(
-                &self.registration,
-                io.session.encode(&req).into_frames(),
-                zmq::DONTWAIT,
-            );
+            io.send_registration(io.session.encode(&req).into_frames());
         }
         accepted
     }

@@ -20,8 +20,8 @@ use tracing::{debug, warn};
 use zpar_protocol::error::Chain;
 use zpar_protocol::stream;
 use zpar_protocol::{
-    recv_frames, send_frames, Channel, Content, ErrorClass, Header, Message, ReplyMetadata,
-    Session, Stream, TaskReply,
+    recv_frames, send_frames, Channel, Content, ErrorClass, Header, LinkTag, Message,
+    ReplyMetadata, Session, Stream, TaskReply,
 };
 
 /// Why a reply cannot be sent as it is: a JSON frame over `limit`, which
@@ -79,11 +79,25 @@ fn names_relay_hops(frames: &[zmq::Message]) -> bool {
     })
 }
 
-/// The engine's DEALERs to the hub's engine-facing ROUTERs.
-pub(crate) struct HubSockets {
-    pub(crate) control: zmq::Socket,
-    pub(crate) mux: zmq::Socket,
-    pub(crate) task: zmq::Socket,
+/// Sends `frames` on the engine's link to the hub, after the tag frame
+/// that says what they are.
+pub(crate) fn send_on_link(
+    link: &zmq::Socket,
+    tag: LinkTag,
+    frames: Vec<zmq::Message>,
+    flags: i32,
+) -> zmq::Result<()> {
+    link.send(tag.frame(), zmq::SNDMORE | flags)?;
+    send_frames(link, frames, flags)
+}
+
+/// The place of a hub channel's queue in [`Io`]'s `arrived`.
+fn queue_of(channel: Channel) -> usize {
+    match channel {
+        Channel::Control => 0,
+        Channel::Mux => 1,
+        Channel::Task => 2,
+    }
 }
 
 /// How old the iopub's subscriptions may be when a `status` message asks
@@ -97,8 +111,16 @@ pub(crate) struct Io {
     /// The engine's uuid, its identity on the hub's sockets; ipyparallel
     /// reads it as reply metadata `engine`.
     pub(crate) uuid: String,
-    /// None for a standalone kernel.
-    hub: Option<HubSockets>,
+    /// The DEALER to the hub's link ROUTER: registration and every
+    /// channel, each message after its [`LinkTag`]. None for a standalone
+    /// kernel.
+    link: Option<zmq::Socket>,
+    /// Messages read off the link and not yet taken, one queue per
+    /// channel (control, mux, task), so control is served before the work
+    /// that came ahead of it.
+    arrived: [VecDeque<Vec<zmq::Message>>; 3],
+    /// Registration messages read off the link, not yet taken.
+    registrations: VecDeque<Vec<zmq::Message>>,
     /// Connected to the hub's iopub, and bound for the kernel's when there
     /// is one.
     iopub: zmq::Socket,
@@ -129,7 +151,7 @@ impl Io {
     pub(crate) fn cluster(
         session: Session,
         engine_id: u32,
-        hub: HubSockets,
+        link: zmq::Socket,
         iopub: zmq::Socket,
         kernel_home: KernelHome,
         relay: Relay,
@@ -139,7 +161,7 @@ impl Io {
             session,
             engine_id,
             uuid,
-            Some(hub),
+            Some(link),
             iopub,
             None,
             Some(kernel_home),
@@ -158,7 +180,7 @@ impl Io {
         session: Session,
         engine_id: u32,
         uuid: String,
-        hub: Option<HubSockets>,
+        link: Option<zmq::Socket>,
         iopub: zmq::Socket,
         kernel: Option<Kernel>,
         kernel_home: Option<KernelHome>,
@@ -167,7 +189,9 @@ impl Io {
             session,
             engine_id,
             uuid,
-            hub,
+            link,
+            arrived: Default::default(),
+            registrations: VecDeque::new(),
             subscribed: (iopub.get_socket_type().ok() == Some(zmq::XPUB)).then(Vec::new),
             subscriptions_read: Instant::now(),
             iopub,
@@ -186,14 +210,63 @@ impl Io {
         self.relay.as_mut()
     }
 
-    /// The socket of a source, while it is open.
+    /// The socket of a source, while it is open: the hub's channels all
+    /// arrive on the link.
     pub(crate) fn socket(&self, source: Source) -> Option<&zmq::Socket> {
         match source {
-            Source::Control => self.hub.as_ref().map(|h| &h.control),
-            Source::Mux => self.hub.as_ref().map(|h| &h.mux),
-            Source::Task => self.hub.as_ref().map(|h| &h.task),
+            Source::Control | Source::Mux | Source::Task => self.link.as_ref(),
             Source::KernelShell => self.kernel.as_ref().map(|k| &k.shell),
             Source::KernelControl => self.kernel.as_ref().map(|k| &k.control),
+        }
+    }
+
+    /// Reads everything waiting on the link, sorting it by its tag into
+    /// each channel's queue, registration answers aside. Returns whether
+    /// anything came.
+    pub(crate) fn drain_link(&mut self) -> bool {
+        let Some(link) = &self.link else {
+            return false;
+        };
+        let mut any = false;
+        loop {
+            let mut frames = match recv_frames(link, zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => return any,
+                Err(e) => {
+                    warn!(error = %Chain(&e), "receive from the hub failed");
+                    return any;
+                }
+            };
+            any = true;
+            match frames.first().and_then(|t| LinkTag::parse(t)) {
+                Some(LinkTag::Channel(channel)) => {
+                    frames.remove(0);
+                    self.arrived[queue_of(channel)].push_back(frames);
+                }
+                Some(LinkTag::Registration) => {
+                    frames.remove(0);
+                    self.registrations.push_back(frames);
+                }
+                None => warn!("dropped a message without a channel tag from the hub"),
+            }
+        }
+    }
+
+    /// The next registration message from the hub, if one came.
+    pub(crate) fn take_registration(&mut self) -> Option<Vec<zmq::Message>> {
+        if self.registrations.is_empty() {
+            self.drain_link();
+        }
+        self.registrations.pop_front()
+    }
+
+    /// Sends a registration message (a re-registration, a goodbye) on the
+    /// link without waiting.
+    pub(crate) fn send_registration(&self, frames: Vec<zmq::Message>) {
+        if let Some(link) = &self.link {
+            if let Err(e) = send_on_link(link, LinkTag::Registration, frames, zmq::DONTWAIT) {
+                debug!(error = %Chain(&e), "registration message not sent");
+            }
         }
     }
 
@@ -204,14 +277,18 @@ impl Io {
 
     /// Whether the engine has a hub (not a standalone kernel).
     pub(crate) fn has_hub(&self) -> bool {
-        self.hub.is_some()
+        self.link.is_some()
     }
 
     /// The next message from `source` without waiting: a stashed one
-    /// first, then the socket's. None when there is none.
+    /// first, then the socket's (for the hub's channels, what the link
+    /// holds, sorted into the stash). None when there is none.
     pub(crate) fn receive(&mut self, source: Source) -> Option<Vec<zmq::Message>> {
         if let Some(i) = self.stash.iter().position(|(s, _)| *s == source) {
             return self.stash.remove(i).map(|(_, frames)| frames);
+        }
+        if source.hub_channel().is_some() {
+            return self.take_arrived(source);
         }
         match recv_frames(self.socket(source)?, zmq::DONTWAIT) {
             Ok(frames) => Some(frames),
@@ -240,6 +317,26 @@ impl Io {
             relay.pass_on(copy);
         }
         Some(inbound)
+    }
+
+    /// The next message of a hub channel read off the link (reading what
+    /// waits there first if none is), stash aside; None for the kernel's
+    /// sources, or when nothing came.
+    pub(crate) fn take_arrived(&mut self, source: Source) -> Option<Vec<zmq::Message>> {
+        let queue = queue_of(source.hub_channel()?);
+        if self.arrived[queue].is_empty() {
+            self.drain_link();
+        }
+        self.arrived[queue].pop_front()
+    }
+
+    /// Whether a hub channel's message waits, read off the link already
+    /// or stashed.
+    pub(crate) fn has_arrived(&self, source: Source) -> bool {
+        source
+            .hub_channel()
+            .is_some_and(|c| !self.arrived[queue_of(c)].is_empty())
+            || self.has_stashed(source)
     }
 
     /// Sets a message aside to be served after the stream being received.
@@ -389,6 +486,13 @@ impl Io {
             // The kernel stopped (a shutdown_request) while its request ran.
             return debug!(source = %to.source, "reply dropped: its socket is closed");
         };
+        // The hub's channels share the link: each message goes after its
+        // channel's tag.
+        let tag = to.source.hub_channel().map(LinkTag::Channel);
+        let send = |frames: Vec<zmq::Message>| match tag {
+            Some(tag) => send_on_link(sock, tag, frames, 0),
+            None => send_frames(sock, frames, 0),
+        };
         let streamed =
             to.source.hub_channel() == Some(Channel::Mux) && stream::worth_streaming(&buffers);
         let started = metadata.contains_key("started");
@@ -448,15 +552,14 @@ impl Io {
                 &metadata,
                 &error,
             );
-            if let Err(e) = send_frames(sock, raw.into_frames(), 0) {
+            if let Err(e) = send(raw.into_frames()) {
                 warn!(error = %Chain(&e), "reply not sent");
             }
             return;
         }
         raw.buffers = if streamed {
             for chunk in stream::chunks_of(&self.session, &to.header, &to.identities, buffers) {
-                if let Err(e) = send_frames(sock, self.session.encode_owned(chunk).into_frames(), 0)
-                {
+                if let Err(e) = send(self.session.encode_owned(chunk).into_frames()) {
                     warn!(error = %Chain(&e), "result chunk not sent");
                 }
             }
@@ -464,7 +567,7 @@ impl Io {
         } else {
             buffers
         };
-        if let Err(e) = send_frames(sock, raw.into_frames(), 0) {
+        if let Err(e) = send(raw.into_frames()) {
             warn!(error = %Chain(&e), "reply not sent");
         }
     }

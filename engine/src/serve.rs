@@ -319,11 +319,6 @@ impl<'a> Serving<'a> {
         }
     }
 
-    /// The hub watch (its registration socket says goodbye at the end).
-    pub(crate) fn hub(&self) -> Option<&HubWatch> {
-        self.hub.as_ref()
-    }
-
     /// Serves until a shutdown, a stop signal or (a standalone kernel's)
     /// parent's end.
     pub(crate) fn serve(&mut self) {
@@ -405,14 +400,15 @@ impl<'a> Serving<'a> {
     }
 
     /// Waits up to 250 ms for any socket to have something (no wait when a
-    /// stashed request is ready); the slots ready, or None if the poll
-    /// itself failed (a signal).
+    /// request read off the link or stashed is ready); the slots ready, or
+    /// None if the poll itself failed (a signal). The hub's channels share
+    /// the link: it is polled once, and what it holds is read and sorted by
+    /// channel before the slots are told.
     fn poll(&self) -> Option<Vec<Slot>> {
-        let io = self.shared.io.borrow();
+        let mut io = self.shared.io.borrow_mut();
+        let hub_sources = [Source::Control, Source::Mux, Source::Task];
         let slots = [
-            Slot::Source(Source::Control),
             Slot::Source(Source::Mux),
-            Slot::Source(Source::Task),
             Slot::Source(Source::KernelControl),
             Slot::Source(Source::KernelShell),
             Slot::Stdin,
@@ -429,13 +425,10 @@ impl<'a> Serving<'a> {
                 items.push(socket.as_poll_item(zmq::POLLIN));
             }
         }
-        // Requests stashed while a chunk stream came in are ready at once.
-        let stashed: Vec<Slot> = [Source::Mux, Source::Task]
-            .into_iter()
-            .filter(|s| io.has_stashed(*s))
-            .map(Slot::Source)
-            .collect();
-        let timeout = if stashed.is_empty() { 250 } else { 0 };
+        // Requests read off the link already, or stashed while a chunk
+        // stream came in, are ready at once.
+        let waiting = hub_sources.iter().any(|s| io.has_arrived(*s));
+        let timeout = if waiting { 0 } else { 250 };
         match zmq::poll(&mut items, timeout) {
             Ok(_) => {}
             Err(zmq::Error::EINTR) => return None,
@@ -444,13 +437,26 @@ impl<'a> Serving<'a> {
                 return None;
             }
         }
-        let mut ready: Vec<Slot> = polled
+        let readable: Vec<Slot> = polled
             .into_iter()
             .zip(&items)
             .filter(|(_, item)| item.is_readable())
             .map(|(slot, _)| slot)
             .collect();
-        ready.extend(stashed);
+        drop(items);
+        // The link's slot stands for all three hub channels: read it, and
+        // tell each channel that has something.
+        let mut ready: Vec<Slot> = readable
+            .into_iter()
+            .filter(|s| *s != Slot::Source(Source::Mux))
+            .collect();
+        io.drain_link();
+        ready.extend(
+            hub_sources
+                .into_iter()
+                .filter(|s| io.has_arrived(*s))
+                .map(Slot::Source),
+        );
         Some(ready)
     }
 

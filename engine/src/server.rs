@@ -13,7 +13,7 @@ use crate::core::{EngineCore, Role};
 use crate::error::EngineError;
 use crate::heartbeat::Heartbeat;
 use crate::hub_watch::{HubWatch, Registered};
-use crate::io::{HubSockets, Io};
+use crate::io::{send_on_link, Io};
 use crate::kernel::{Kernel, KernelConfig, KernelHome};
 use crate::relay::Relay;
 use crate::serve::{Serving, Shared};
@@ -26,8 +26,8 @@ use tracing::{debug, info, warn};
 use zpar_protocol::curve::{secure_client, HandshakeMonitor, HandshakeWatch};
 use zpar_protocol::error::Chain;
 use zpar_protocol::{
-    new_id, recv_frames, send_frames, Content, EngineConnection, Message, RegistrationRequest,
-    Session, Status, UnregistrationRequest,
+    new_id, recv_frames, Content, EngineConnection, LinkTag, Message, RegistrationRequest, Session,
+    Status, UnregistrationRequest,
 };
 
 /// How to run an engine.
@@ -179,28 +179,21 @@ impl EngineServer {
             s.set_linger(1000)?;
             Ok(s)
         };
-        let dealer = |port: u16| -> Result<zmq::Socket, EngineError> {
-            let s = socket(zmq::DEALER)?;
-            s.set_identity(uuid.as_bytes())?;
-            s.connect(&conn.url(port))?;
-            Ok(s)
-        };
-        // The registration socket's handshakes are watched, so keys that
-        // do not fit the hub's end the wait at once with the reason.
-        let mut registration = socket(zmq::DEALER)?;
-        registration.set_identity(uuid.as_bytes())?;
-        let handshakes = HandshakeMonitor::attach(&ctx, &registration)?;
-        registration.connect(&conn.url(conn.registration))?;
-        let control = dealer(conn.control)?;
-        let mux = dealer(conn.mux)?;
-        let task = dealer(conn.task)?;
+        // One connection to the hub for registration and every channel
+        // (each message after its tag); its handshakes are watched, so
+        // keys that do not fit the hub's end the wait at once with the
+        // reason.
+        let mut link = socket(zmq::DEALER)?;
+        link.set_identity(uuid.as_bytes())?;
+        let handshakes = HandshakeMonitor::attach(&ctx, &link)?;
+        link.connect(&conn.url(conn.link))?;
         // An XPUB: the engine sees what is subscribed to and builds no
         // message nobody reads (`Io::publish`).
         let iopub = socket(zmq::XPUB)?;
         iopub.connect(&conn.url(conn.iopub))?;
         let heartbeat = Heartbeat::start(
             &ctx,
-            &conn.url(conn.hb_pong),
+            &conn.url(conn.heartbeat),
             uuid.as_bytes(),
             curve.as_ref(),
         )?;
@@ -219,13 +212,13 @@ impl EngineServer {
         let relay_url = relay.url.clone();
         let registered = register(
             &mut session,
-            &registration,
+            &link,
             &handshakes,
             &uuid,
             (&advertise, &relay_url),
             config,
         );
-        handshakes.detach(&mut registration);
+        handshakes.detach(&mut link);
         let registered = registered?;
         let engine_id = registered.id;
         let hb_period = registered.hb_period;
@@ -240,14 +233,7 @@ impl EngineServer {
             signature_scheme: conn.signature_scheme.clone(),
             dir: config.kernel_dir.clone(),
         };
-        let io = Io::cluster(
-            session,
-            engine_id,
-            HubSockets { control, mux, task },
-            iopub,
-            kernel_home,
-            relay,
-        );
+        let io = Io::cluster(session, engine_id, link, iopub, kernel_home, relay);
         let core = EngineCore::new(
             Role::Cluster,
             engine_id,
@@ -265,7 +251,7 @@ impl EngineServer {
             curve: Rc::new(RefCell::new(registered.communicator_keys)),
         };
         let make_engine = || self.script_engine(&shared, &comm_env);
-        let watch = HubWatch::new(registration, heartbeat, uuid.clone(), hb_period, relay_url);
+        let watch = HubWatch::new(heartbeat, uuid.clone(), hb_period, relay_url);
         let mut serving = Serving::new(
             shared.clone(),
             &make_engine,
@@ -292,9 +278,7 @@ impl EngineServer {
             ));
             (bye, id)
         };
-        if let Some(hub) = serving.hub() {
-            let _ = send_frames(&hub.registration, bye.into_frames(), zmq::DONTWAIT);
-        }
+        shared.io.borrow().send_registration(bye.into_frames());
         drop(serving);
         bound?;
         info!(engine = engine_id, "engine stopped");
@@ -359,8 +343,8 @@ impl EngineServer {
     /// ```
     /// use zpar_engine::{EngineConfig, EngineServer};
     /// # let conn: zpar_protocol::EngineConnection = serde_json::from_str(r#"{"transport": "tcp", "ip": "127.0.0.1",
-    /// #   "key": "k", "signature_scheme": "hmac-sha256", "registration": 1, "hb_ping": 2,
-    /// #   "hb_pong": 3, "mux": 4, "task": 5, "control": 6, "iopub": 7}"#).unwrap();
+    /// #   "key": "k", "signature_scheme": "hmac-sha256", "link": 1, "heartbeat": 2,
+    /// #   "iopub": 3}"#).unwrap();
     /// let mut server = EngineServer::new(EngineConfig::new(conn));
     /// server.on_setup(|e| { e.register_fn("triple", |x: i64| 3 * x); });
     /// assert_eq!(server.native_functions(), vec!["triple(i64) -> i64".to_string()]);
@@ -414,9 +398,9 @@ impl EngineServer {
     }
 }
 
-/// Sends registration requests until the hub answers, time runs out, or
-/// the security handshake with the hub fails (`handshakes` watches the
-/// registration socket).
+/// Sends registration requests on the link until the hub answers, time
+/// runs out, or the security handshake with the hub fails (`handshakes`
+/// watches the link).
 fn register(
     session: &mut Session,
     socket: &zmq::Socket,
@@ -431,7 +415,7 @@ fn register(
     // not too soon, or a thousand engines registering at once ask the
     // busy hub several times each.
     let mut wait = Duration::from_millis(500);
-    let url = config.connection.url(config.connection.registration);
+    let url = config.connection.url(config.connection.link);
     let mut told = Duration::ZERO;
     let mut watch = HandshakeWatch::new(config.connection.curve_publickey.is_some());
     loop {
@@ -451,7 +435,13 @@ fn register(
                 relay: Some(relay.to_string()),
             }),
         );
-        send_frames(socket, session.encode(&req).into_frames(), zmq::DONTWAIT).ok();
+        send_on_link(
+            socket,
+            LinkTag::Registration,
+            session.encode(&req).into_frames(),
+            zmq::DONTWAIT,
+        )
+        .ok();
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -471,7 +461,14 @@ fn register(
             if !items[0].is_readable() {
                 continue;
             }
-            let frames = recv_frames(socket, 0)?;
+            let mut frames = recv_frames(socket, 0)?;
+            // Nothing but registration answers comes before the first: the
+            // hub sends an engine work only once it has registered it.
+            if frames.first().and_then(|t| LinkTag::parse(t)) != Some(LinkTag::Registration) {
+                warn!("dropped a message that is not a registration answer while registering");
+                continue;
+            }
+            frames.remove(0);
             match session.decode_frames(frames) {
                 Ok(Message {
                     content: Content::RegistrationReply(r),

@@ -60,12 +60,29 @@ impl Feed {
         }
     }
 
-    /// The socket chunks arrive on.
+    /// The socket chunks arrive on (the hub's link, for the hub's
+    /// channels).
     fn socket<'a>(&self, io: &'a mut Io) -> Option<&'a zmq::Socket> {
         match self {
             Feed::Hub { source, .. } => io.socket(*source),
             Feed::Relay { .. } => io.relay().map(|r| r.arrived()),
         }
+    }
+
+    /// The next message of the request's own channel read off the hub's
+    /// link (which carries every channel, sorted as read); None when none
+    /// came, or for a feed that reads its socket itself.
+    fn take_arrived(&self, io: &mut Io) -> Option<Vec<zmq::Message>> {
+        match self {
+            Feed::Hub { source, .. } => io.take_arrived(*source),
+            Feed::Relay { .. } => None,
+        }
+    }
+
+    /// Whether the feed's socket is the hub's link, read through
+    /// [`Feed::take_arrived`] rather than directly.
+    fn is_link(&self) -> bool {
+        matches!(self, Feed::Hub { source, .. } if source.hub_channel().is_some())
     }
 
     /// A chunk of `msg_id` set aside while another stream came in.
@@ -127,8 +144,20 @@ pub(crate) fn receive(
     while !assembly.is_complete() {
         // Chunks of this stream that came while another stream was being
         // received wait in the stash: they go first.
-        let frames = match feed.take_stashed(io, msg_id) {
+        let frames = match feed
+            .take_stashed(io, msg_id)
+            .or_else(|| feed.take_arrived(io))
+        {
             Some(frames) => frames,
+            None if feed.is_link() => {
+                let Some(link) = feed.socket(io) else {
+                    return Err(feed.stalled(&assembly, last.elapsed()));
+                };
+                if !wait_readable(link, last) && last.elapsed() >= stream::CHUNK_GAP {
+                    return Err(feed.stalled(&assembly, stream::CHUNK_GAP));
+                }
+                continue;
+            }
             None => {
                 let Some(socket) = feed.socket(io) else {
                     return Err(feed.stalled(&assembly, last.elapsed()));

@@ -169,22 +169,19 @@ impl HubConfig {
 pub struct PortPlan {
     /// Registration and queries.
     pub registration: u16,
-    /// Heartbeat pings.
+    /// Heartbeat pings to clients.
     pub hb_ping: u16,
-    /// Heartbeat pongs.
+    /// Engines' heartbeat: pings out, pongs in.
     pub hb_pong: u16,
     /// Direct requests, client side.
     pub mux_client: u16,
-    /// Direct requests, engine side.
-    pub mux_engine: u16,
+    /// Engines' links: registration and every channel's requests and
+    /// replies.
+    pub link: u16,
     /// Load-balanced requests, client side.
     pub task_client: u16,
-    /// Load-balanced requests, engine side.
-    pub task_engine: u16,
     /// Control, client side.
     pub control_client: u16,
-    /// Control, engine side.
-    pub control_engine: u16,
     /// Output, engine side.
     pub iopub_engine: u16,
     /// Output, client side.

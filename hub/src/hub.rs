@@ -13,9 +13,11 @@
 //! replies. Iopub is forwarded here without the core: it is a plain
 //! SUB → PUB relay.
 //!
-//! Engine-facing ROUTERs are `ROUTER_MANDATORY`: a message for an engine
-//! whose connection is not up yet is kept and retried rather than silently
-//! dropped.
+//! Each engine holds three connections: its link (one ROUTER for
+//! registration and every channel, each message after a [`LinkTag`]
+//! frame), its heartbeat and its iopub. The link ROUTER is
+//! `ROUTER_MANDATORY`: a message for an engine whose connection is not up
+//! is kept and retried rather than silently dropped.
 
 pub use crate::config::{CurveMode, Db, HubConfig, PortPlan, DEFAULT_DB_LIMIT};
 use crate::core::{Action, CoreConfig, EngineRoom, Event, Frames, HubCore, LossReason};
@@ -32,17 +34,16 @@ use tracing::{debug, info, warn};
 use zpar_protocol::connection::write_json_file;
 use zpar_protocol::curve::{self, CurveKeys};
 use zpar_protocol::{
-    recv_frames, send_frames, Channel, ClientConnection, EngineConnection, Session,
+    recv_frames, send_frames, Channel, ClientConnection, EngineConnection, LinkTag, Session,
 };
 
 struct Sockets {
     query: zmq::Socket,
     mux_client: zmq::Socket,
-    mux_engine: zmq::Socket,
     task_client: zmq::Socket,
-    task_engine: zmq::Socket,
     control_client: zmq::Socket,
-    control_engine: zmq::Socket,
+    /// The engines' links.
+    link: zmq::Socket,
     iopub_engine: zmq::Socket,
     iopub_client: zmq::Socket,
     notification: zmq::Socket,
@@ -56,16 +57,12 @@ enum Slot {
     Query,
     /// Direct requests from clients.
     MuxClient,
-    /// Direct replies from engines.
-    MuxEngine,
     /// Load-balanced requests from clients.
     TaskClient,
-    /// Load-balanced replies from engines.
-    TaskEngine,
     /// Control requests from clients.
     ControlClient,
-    /// Control replies from engines.
-    ControlEngine,
+    /// Engines' links: replies of every channel, registrations.
+    Link,
     /// Output from engines, relayed to clients.
     IopubEngine,
     /// Clients' iopub subscriptions, passed on to the engines.
@@ -77,14 +74,12 @@ enum Slot {
 
 impl Slot {
     /// Every slot, in polling order.
-    const ALL: [Slot; 10] = [
+    const ALL: [Slot; 8] = [
         Slot::Query,
         Slot::MuxClient,
-        Slot::MuxEngine,
         Slot::TaskClient,
-        Slot::TaskEngine,
         Slot::ControlClient,
-        Slot::ControlEngine,
+        Slot::Link,
         Slot::IopubEngine,
         Slot::IopubClient,
         Slot::HeartbeatPipe,
@@ -94,29 +89,28 @@ impl Slot {
     const PEERS: usize = Slot::HeartbeatPipe as usize;
 
     /// The order in which one pass of the loop serves what is ready:
-    /// control first, then queries, replies before new requests. (Iopub and
-    /// the heartbeat pipe are served apart.)
-    const SERVE_ORDER: [Slot; 7] = [
-        Slot::ControlEngine,
+    /// control first, then queries, engines' replies before new requests.
+    /// (Iopub and the heartbeat pipe are served apart.)
+    const SERVE_ORDER: [Slot; 5] = [
         Slot::ControlClient,
         Slot::Query,
-        Slot::MuxEngine,
-        Slot::TaskEngine,
+        Slot::Link,
         Slot::MuxClient,
         Slot::TaskClient,
     ];
 
-    /// For a routed channel's socket, the channel and whether engines are
-    /// on the other side; None for the others.
-    fn routed(self) -> Option<(Channel, bool)> {
+    /// For a client-facing channel's socket, its channel; None for the
+    /// others.
+    fn client_channel(self) -> Option<Channel> {
         match self {
-            Slot::MuxClient => Some((Channel::Mux, false)),
-            Slot::MuxEngine => Some((Channel::Mux, true)),
-            Slot::TaskClient => Some((Channel::Task, false)),
-            Slot::TaskEngine => Some((Channel::Task, true)),
-            Slot::ControlClient => Some((Channel::Control, false)),
-            Slot::ControlEngine => Some((Channel::Control, true)),
-            Slot::Query | Slot::IopubEngine | Slot::IopubClient | Slot::HeartbeatPipe => None,
+            Slot::MuxClient => Some(Channel::Mux),
+            Slot::TaskClient => Some(Channel::Task),
+            Slot::ControlClient => Some(Channel::Control),
+            Slot::Query
+            | Slot::Link
+            | Slot::IopubEngine
+            | Slot::IopubClient
+            | Slot::HeartbeatPipe => None,
         }
     }
 }
@@ -139,11 +133,9 @@ impl Sockets {
         match slot {
             Slot::Query => &self.query,
             Slot::MuxClient => &self.mux_client,
-            Slot::MuxEngine => &self.mux_engine,
             Slot::TaskClient => &self.task_client,
-            Slot::TaskEngine => &self.task_engine,
             Slot::ControlClient => &self.control_client,
-            Slot::ControlEngine => &self.control_engine,
+            Slot::Link => &self.link,
             Slot::IopubEngine => &self.iopub_engine,
             Slot::IopubClient => &self.iopub_client,
             Slot::HeartbeatPipe => &self.hb_pipe,
@@ -167,14 +159,6 @@ impl Sockets {
             Channel::Mux => &self.mux_client,
             Channel::Task => &self.task_client,
             Channel::Control => &self.control_client,
-        }
-    }
-
-    fn engine(&self, ch: Channel) -> &zmq::Socket {
-        match ch {
-            Channel::Mux => &self.mux_engine,
-            Channel::Task => &self.task_engine,
-            Channel::Control => &self.control_engine,
         }
     }
 }
@@ -224,6 +208,9 @@ pub struct Hub {
     unroutable: Unroutable,
     /// Engines heard from, for the heartbeat thread.
     alive: Alive,
+    /// Engines that registered over their link: the answers to them go
+    /// there, not to the query socket.
+    registered_on_link: std::collections::HashSet<Vec<u8>>,
     /// After a failed commit of the task records: the commit, then every
     /// reply after it, in order, until a commit succeeds (tried again each
     /// turn of the loop). A client never sees a result whose record is not
@@ -247,8 +234,8 @@ pub struct Hub {
 /// Who connects to a bound socket, for how the hub finds dead peers.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Peers {
-    /// Engines (thousands; registration and queries share a socket with
-    /// the few clients): they ping, the hub keeps no timer per connection.
+    /// Engines (thousands): they ping, the hub keeps no timer per
+    /// connection.
     Engines,
     /// Clients (a few): the hub pings them too, so output it keeps sending
     /// to a client that vanished (TCP keepalive never probes a connection
@@ -351,8 +338,9 @@ impl Hub {
         }
         let curve = keys.as_ref();
         let p = config.ports;
+        // Clients' queries (engines register over their link).
         let (query, registration) =
-            bind(&ctx, zmq::ROUTER, ip, p.registration, curve, Peers::Engines)?;
+            bind(&ctx, zmq::ROUTER, ip, p.registration, curve, Peers::Clients)?;
         // Clients hear the hub's pings on a PUB; engines get theirs on the
         // ROUTER they answer on (one connection each, not two).
         let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping, curve, Peers::Clients)?;
@@ -362,11 +350,12 @@ impl Hub {
         // unnoticed) gets its pings on the new connection.
         hb_pong_sock.set_router_handover(true)?;
         let (mux_client, mux_c) = bind(&ctx, zmq::ROUTER, ip, p.mux_client, curve, Peers::Clients)?;
-        let (mux_engine, mux_e) = bind(&ctx, zmq::ROUTER, ip, p.mux_engine, curve, Peers::Engines)?;
         let (task_client, task_c) =
             bind(&ctx, zmq::ROUTER, ip, p.task_client, curve, Peers::Clients)?;
-        let (task_engine, task_e) =
-            bind(&ctx, zmq::ROUTER, ip, p.task_engine, curve, Peers::Engines)?;
+        // Each engine's one connection for registration and every
+        // channel: a connection per channel cost the hub a descriptor and
+        // ZeroMQ's buffers per engine and channel.
+        let (link, link_port) = bind(&ctx, zmq::ROUTER, ip, p.link, curve, Peers::Engines)?;
         let (control_client, control_c) = bind(
             &ctx,
             zmq::ROUTER,
@@ -374,14 +363,6 @@ impl Hub {
             p.control_client,
             curve,
             Peers::Clients,
-        )?;
-        let (control_engine, control_e) = bind(
-            &ctx,
-            zmq::ROUTER,
-            ip,
-            p.control_engine,
-            curve,
-            Peers::Engines,
         )?;
         // Iopub is relayed with its subscriptions: what clients subscribe
         // to on the XPUB goes up to the engines through the XSUB, so an
@@ -402,26 +383,22 @@ impl Hub {
                 ("registration", &query),
                 ("hb_ping", &hb_ping_sock),
                 ("hb_pong", &hb_pong_sock),
+                ("link (engines)", &link),
                 ("mux (clients)", &mux_client),
-                ("mux (engines)", &mux_engine),
                 ("task (clients)", &task_client),
-                ("task (engines)", &task_engine),
                 ("control (clients)", &control_client),
-                ("control (engines)", &control_engine),
                 ("iopub (engines)", &iopub_engine),
                 ("iopub (clients)", &iopub_client),
                 ("notification", &notification),
             ],
             descriptors,
         )?;
-        for s in [&mux_engine, &task_engine, &control_engine] {
-            s.set_router_mandatory(true)?;
-            // An engine whose connection dropped reconnects under its uuid
-            // at once; the hub may not have noticed the old connection die
-            // (a cable pulled: no reset ever comes). The new one takes the
-            // uuid over instead of being refused.
-            s.set_router_handover(true)?;
-        }
+        link.set_router_mandatory(true)?;
+        // An engine whose connection dropped reconnects under its uuid at
+        // once; the hub may not have noticed the old connection die (a
+        // cable pulled: no reset ever comes). The new one takes the uuid
+        // over instead of being refused.
+        link.set_router_handover(true)?;
         let pipe_addr = format!("inproc://zpar-hb-{}", zpar_protocol::new_id());
         let instance = zpar_protocol::new_id()[..8].to_string();
         let hb_pipe = ctx.socket(zmq::PAIR)?;
@@ -459,12 +436,8 @@ impl Hub {
             ip: location.clone(),
             key,
             signature_scheme: zpar_protocol::SIGNATURE_SCHEME.into(),
-            registration,
-            hb_ping,
-            hb_pong,
-            mux: mux_e,
-            task: task_e,
-            control: control_e,
+            link: link_port,
+            heartbeat: hb_pong,
             iopub: iopub_e,
             curve_publickey: keys.as_ref().map(|k| k.public().to_string()),
             curve_secretkey: keys.as_ref().map(|k| k.secret().to_string()),
@@ -516,11 +489,9 @@ impl Hub {
             sockets: Sockets {
                 query,
                 mux_client,
-                mux_engine,
                 task_client,
-                task_engine,
                 control_client,
-                control_engine,
+                link,
                 iopub_engine,
                 iopub_client,
                 notification,
@@ -529,6 +500,7 @@ impl Hub {
             core,
             unroutable: Unroutable::default(),
             alive: Alive::new(),
+            registered_on_link: Default::default(),
             held_for_commit: VecDeque::new(),
             commit_failures: 0,
             trim: MemoryTrim::default(),
@@ -581,12 +553,12 @@ impl Hub {
                 if !ready.has(slot) {
                     continue;
                 }
-                let Some((channel, from_engine)) = slot.routed() else {
+                if slot == Slot::Query {
                     for frames in drain(&self.sockets.query, BATCH, &mut self.trim.bytes_since) {
                         self.handle(Event::Query { frames });
                     }
                     continue;
-                };
+                }
                 // One message at a time, each handled as it is taken, so
                 // a chunk of a large stream goes on before the next is
                 // received (`core::streams`).
@@ -595,15 +567,10 @@ impl Hub {
                     let Some(frames) = drain(socket, 1, &mut self.trim.bytes_since).pop() else {
                         break;
                     };
-                    let event = if from_engine {
-                        if let Some(uuid) = frames.first() {
-                            self.alive.heard(uuid);
-                        }
-                        Event::EngineReply { channel, frames }
-                    } else {
-                        Event::ClientRequest { channel, frames }
-                    };
-                    self.handle(event);
+                    match slot.client_channel() {
+                        Some(channel) => self.handle(Event::ClientRequest { channel, frames }),
+                        None => self.on_link_message(frames),
+                    }
                 }
             }
             // Losses last: every reply an engine sent before it was found
@@ -612,18 +579,10 @@ impl Hub {
             // twice). The batch limit above may have left replies behind;
             // read the engine sockets to the end before acting on a loss.
             if ready.has(Slot::HeartbeatPipe) {
-                for slot in [Slot::ControlEngine, Slot::MuxEngine, Slot::TaskEngine] {
-                    let Some((channel, _)) = slot.routed() else {
-                        continue;
-                    };
-                    while let Some(frames) =
-                        drain(self.sockets.polled(slot), 1, &mut self.trim.bytes_since).pop()
-                    {
-                        if let Some(uuid) = frames.first() {
-                            self.alive.heard(uuid);
-                        }
-                        self.handle(Event::EngineReply { channel, frames });
-                    }
+                while let Some(frames) =
+                    drain(&self.sockets.link, 1, &mut self.trim.bytes_since).pop()
+                {
+                    self.on_link_message(frames);
                 }
                 self.drain_heartbeat();
             }
@@ -659,6 +618,27 @@ impl Hub {
         }
         self.shutdown();
         Ok(())
+    }
+
+    /// A message on an engine's link (`[uuid, tag, message…]`): the tag
+    /// says which channel it is a reply of, or that it is a registration.
+    fn on_link_message(&mut self, mut frames: Frames) {
+        let Some(uuid) = frames.first() else { return };
+        self.alive.heard(uuid);
+        let tag = frames.get(1).and_then(|t| LinkTag::parse(t));
+        let Some(tag) = tag else {
+            return warn!(engine = %String::from_utf8_lossy(uuid), "dropped a message without a channel tag on an engine's link");
+        };
+        frames.remove(1);
+        match tag {
+            LinkTag::Channel(channel) => self.handle(Event::EngineReply { channel, frames }),
+            LinkTag::Registration => {
+                if !self.registered_on_link.contains(&frames[0][..]) {
+                    self.registered_on_link.insert(frames[0].to_vec());
+                }
+                self.handle(Event::Query { frames });
+            }
+        }
     }
 
     /// Lets the core handle an event, and performs its actions in order.
@@ -742,7 +722,23 @@ impl Hub {
             Action::ToClient { channel, frames } => {
                 send_frames(self.sockets.client(channel), frames, zmq::DONTWAIT)
             }
-            Action::ToQuery { frames } => send_frames(&self.sockets.query, frames, zmq::DONTWAIT),
+            Action::ToQuery { frames } => {
+                let to_link = frames
+                    .first()
+                    .is_some_and(|u| self.registered_on_link.contains(&u[..]));
+                if to_link {
+                    let tag = LinkTag::Registration.frame();
+                    let mut frames = frames.into_iter();
+                    let uuid = frames.next().expect("checked");
+                    self.sockets
+                        .link
+                        .send(uuid, zmq::SNDMORE | zmq::DONTWAIT)
+                        .and_then(|()| self.sockets.link.send(tag, zmq::SNDMORE))
+                        .and_then(|()| send_frames(&self.sockets.link, frames.collect(), 0))
+                } else {
+                    send_frames(&self.sockets.query, frames, zmq::DONTWAIT)
+                }
+            }
             Action::Notify { frames } => {
                 send_frames(&self.sockets.notification, frames, zmq::DONTWAIT)
             }
@@ -754,10 +750,12 @@ impl Hub {
                 .sockets
                 .hb_pipe
                 .send_multipart([heartbeat::WATCH, &uuid[..]], 0),
-            Action::Forget { uuid } => self
-                .sockets
-                .hb_pipe
-                .send_multipart([heartbeat::FORGET, &uuid[..]], 0),
+            Action::Forget { uuid } => {
+                self.registered_on_link.remove(&uuid);
+                self.sockets
+                    .hb_pipe
+                    .send_multipart([heartbeat::FORGET, &uuid[..]], 0)
+            }
             Action::Stop => {
                 self.stopping = true;
                 Ok(())
@@ -836,13 +834,16 @@ impl Hub {
     }
 }
 
-/// Sends `frames` to engine `uuid` on its `channel` socket: the frames back
-/// if its connection for that channel is not up.
+/// Sends `frames` to engine `uuid` on its link, tagged with `channel`:
+/// the frames back if its link is not up.
 fn send_to_engine(sockets: &Sockets, channel: Channel, uuid: &[u8], frames: Frames) -> Sent {
-    let sock = sockets.engine(channel);
+    let sock = &sockets.link;
     match sock.send(uuid, zmq::SNDMORE | zmq::DONTWAIT) {
         Ok(()) => {
-            if let Err(e) = send_frames(sock, frames, 0) {
+            let tagged = sock
+                .send(LinkTag::Channel(channel).frame(), zmq::SNDMORE)
+                .and_then(|()| send_frames(sock, frames, 0));
+            if let Err(e) = tagged {
                 warn!(error = %e, "forwarding to an engine failed");
             }
             Sent::Done
@@ -951,8 +952,8 @@ fn release_free_memory() {
 }
 
 /// Raises this process's soft limit on open files to its hard limit. Every
-/// engine holds six connections to the hub, so the common soft limit of
-/// 1,024 would stop a hub at about 160 engines, while the hard limit
+/// engine holds three connections to the hub, so the common soft limit of
+/// 1,024 would stop a hub at about 270 engines, while the hard limit
 /// (often 524,288) allows thousands.
 fn raise_open_file_limit() -> Option<u64> {
     let files = zpar_protocol::net::raise_open_file_limit()?;
@@ -1011,16 +1012,15 @@ mod tests {
         for slot in Slot::SERVE_ORDER {
             assert!((slot as usize) < Slot::PEERS, "{slot:?} is a peer's socket");
         }
-        // Every routed channel is served from both sides.
-        let routed: Vec<_> = Slot::SERVE_ORDER
+        // Every channel is served from clients, and the engines' link.
+        let served: Vec<_> = Slot::SERVE_ORDER
             .iter()
-            .filter_map(|s| s.routed())
+            .filter_map(|s| s.client_channel())
             .collect();
         for channel in [Channel::Mux, Channel::Task, Channel::Control] {
-            for from_engine in [false, true] {
-                assert!(routed.contains(&(channel, from_engine)));
-            }
+            assert!(served.contains(&channel), "{channel}");
         }
+        assert!(Slot::SERVE_ORDER.contains(&Slot::Link));
     }
 
     #[test]

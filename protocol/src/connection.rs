@@ -59,7 +59,9 @@ pub struct ClientConnection {
     pub curve_secretkey: Option<String>,
 }
 
-/// Where an engine connects: every engine-facing port of the hub.
+/// Where an engine connects: the hub's three engine-facing ports. An
+/// engine holds one connection to each: its link, its heartbeat and its
+/// output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineConnection {
     /// `tcp`.
@@ -70,19 +72,13 @@ pub struct EngineConnection {
     pub key: String,
     /// `hmac-sha256`.
     pub signature_scheme: String,
-    /// Registration (ROUTER).
-    pub registration: u16,
-    /// Heartbeat pings (PUB).
-    pub hb_ping: u16,
-    /// Heartbeat pongs (ROUTER).
-    pub hb_pong: u16,
-    /// Direct requests (ROUTER).
-    pub mux: u16,
-    /// Load-balanced requests (ROUTER).
-    pub task: u16,
-    /// Control requests (ROUTER).
-    pub control: u16,
-    /// Output streams and results (SUB on the hub).
+    /// The engine's link (ROUTER): registration, and the requests and
+    /// replies of every channel, each message after a tag frame naming its
+    /// channel ([`crate::contract::LinkTag`]).
+    pub link: u16,
+    /// Heartbeat (ROUTER): the hub's pings and the engine's pongs.
+    pub heartbeat: u16,
+    /// Output streams and results (XSUB on the hub).
     pub iopub: u16,
     /// The hub's CURVE public key, Z85 (jupyter_client's field name).
     /// Absent when the hub runs without CURVE; then nothing is encrypted.
@@ -136,7 +132,7 @@ impl EngineConnection {
 /// let dir = std::env::temp_dir().join(format!("zpar-doc-conn-{}", zpar_protocol::new_id()));
 /// let path = dir.join("zpar-engine.json");
 /// let text = r#"{"transport": "tcp", "ip": "127.0.0.1", "key": "k", "signature_scheme": "hmac-sha256",
-///   "registration": 1, "hb_ping": 2, "hb_pong": 3, "mux": 4, "task": 5, "control": 6, "iopub": 7,
+///   "link": 1, "heartbeat": 2, "iopub": 3,
 ///   "curve_publickey": "truncated", "curve_secretkey": "truncated"}"#;
 /// let conn: EngineConnection = serde_json::from_str(text).unwrap();
 /// write_json_file(&path, &conn).unwrap();

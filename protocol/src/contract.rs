@@ -56,6 +56,50 @@ impl Channel {
     }
 }
 
+/// The first frame of every message on an engine's link (after the
+/// engine's identity frame on the hub's ROUTER): the channel the message
+/// belongs to, or that it is a registration message. One connection
+/// carries them all; the engine sorts what arrives by this tag, so control
+/// is still served before queued work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkTag {
+    /// A request or reply of a channel.
+    Channel(Channel),
+    /// Registration, unregistration and their replies.
+    Registration,
+}
+
+impl LinkTag {
+    /// The tag frame.
+    ///
+    /// ```
+    /// use zpar_protocol::contract::{Channel, LinkTag};
+    /// for tag in [LinkTag::Channel(Channel::Control), LinkTag::Registration] {
+    ///     assert_eq!(LinkTag::parse(tag.frame()), Some(tag));
+    /// }
+    /// assert_eq!(LinkTag::parse(b"x"), None);
+    /// ```
+    pub fn frame(self) -> &'static [u8] {
+        match self {
+            LinkTag::Channel(Channel::Mux) => b"m",
+            LinkTag::Channel(Channel::Task) => b"t",
+            LinkTag::Channel(Channel::Control) => b"c",
+            LinkTag::Registration => b"r",
+        }
+    }
+
+    /// The tag a frame holds, if any.
+    pub fn parse(frame: &[u8]) -> Option<LinkTag> {
+        match frame {
+            b"m" => Some(LinkTag::Channel(Channel::Mux)),
+            b"t" => Some(LinkTag::Channel(Channel::Task)),
+            b"c" => Some(LinkTag::Channel(Channel::Control)),
+            b"r" => Some(LinkTag::Registration),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -74,7 +74,7 @@ pub mod vitals;
 pub use backoff::{poll_until, Backoff};
 pub use connection::{ClientConnection, EngineConnection, Profile};
 pub use content::*;
-pub use contract::{Channel, ErrorClass, RecordStatus, ReplyMetadata, RequestMetadata};
+pub use contract::{Channel, ErrorClass, LinkTag, RecordStatus, ReplyMetadata, RequestMetadata};
 pub use curve::CurveKeys;
 pub use error::{ProtocolError, Result};
 pub use frames::{recv_frames, send_frames, Limits, RawMessage, DELIMITER};

@@ -77,7 +77,8 @@ struct HubArgs {
     /// address).
     #[arg(long)]
     location: Option<String>,
-    /// Bind twelve consecutive ports from this one instead of random ports.
+    /// Bind the hub's ports from this one up (to this + 11; + 6 and + 8
+    /// are left unused) instead of random ports.
     #[arg(long)]
     port_base: Option<u16>,
     /// Reuse the ports, key and CURVE keys of the profile's existing
@@ -272,11 +273,10 @@ fn run_hub(a: HubArgs) -> Result<()> {
             hb_ping: p(1)?,
             hb_pong: p(2)?,
             mux_client: p(3)?,
-            mux_engine: p(4)?,
+            link: p(4)?,
             task_client: p(5)?,
-            task_engine: p(6)?,
+            // 6 and 8 were the engines' task and control ports.
             control_client: p(7)?,
-            control_engine: p(8)?,
             iopub_engine: p(9)?,
             iopub_client: p(10)?,
             notification: p(11)?,
@@ -311,14 +311,12 @@ fn run_hub(a: HubArgs) -> Result<()> {
         }
         config.ports = zpar_hub::PortPlan {
             registration: c.registration,
-            hb_ping: e.hb_ping,
-            hb_pong: e.hb_pong,
+            hb_ping: c.hb_ping.unwrap_or(0),
+            hb_pong: e.heartbeat,
             mux_client: c.mux,
-            mux_engine: e.mux,
+            link: e.link,
             task_client: c.task,
-            task_engine: e.task,
             control_client: c.control,
-            control_engine: e.control,
             iopub_engine: e.iopub,
             iopub_client: c.iopub,
             notification: c.notification,

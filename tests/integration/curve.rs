@@ -94,22 +94,24 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// The hub's twelve ports, named as its handshake log names them, with
-/// the socket type a peer uses on each.
+/// The hub's ten ports, named as its handshake log names them, with the
+/// socket type a peer uses on each.
 fn hub_ports(
     c: &ClientConnection,
     e: &EngineConnection,
 ) -> Vec<(&'static str, u16, zmq::SocketType)> {
     vec![
         ("registration", c.registration, zmq::DEALER),
-        ("hb_ping", e.hb_ping, zmq::SUB),
-        ("hb_pong", e.hb_pong, zmq::DEALER),
+        (
+            "hb_ping",
+            c.hb_ping.expect("the hub names its ping port"),
+            zmq::SUB,
+        ),
+        ("hb_pong", e.heartbeat, zmq::DEALER),
+        ("link (engines)", e.link, zmq::DEALER),
         ("mux (clients)", c.mux, zmq::DEALER),
-        ("mux (engines)", e.mux, zmq::DEALER),
         ("task (clients)", c.task, zmq::DEALER),
-        ("task (engines)", e.task, zmq::DEALER),
         ("control (clients)", c.control, zmq::DEALER),
-        ("control (engines)", e.control, zmq::DEALER),
         ("iopub (engines)", e.iopub, zmq::PUB),
         ("iopub (clients)", c.iopub, zmq::SUB),
         ("notification", c.notification, zmq::SUB),
@@ -211,10 +213,10 @@ fn a_plain_zeromq_peer_gets_no_answer_from_any_hub_port() {
         .unwrap();
     assert!(matches!(reply.content, Content::ConnectionReply(_)));
     monitor.detach(&mut query);
-    let (mut ping, monitor) = peer(&ctx, zmq::SUB, e.hb_ping, Some(&keys), &session);
+    let (mut ping, monitor) = peer(&ctx, zmq::SUB, c.hb_ping.unwrap(), Some(&keys), &session);
     assert!(ping.poll(zmq::POLLIN, 10_000).unwrap() > 0, "no ping");
     monitor.detach(&mut ping);
-    let (mut pong, monitor) = peer(&ctx, zmq::DEALER, e.hb_pong, Some(&keys), &session);
+    let (mut pong, monitor) = peer(&ctx, zmq::DEALER, e.heartbeat, Some(&keys), &session);
     assert!(
         pong.poll(zmq::POLLIN, 10_000).unwrap() > 0,
         "no answer to a pong"

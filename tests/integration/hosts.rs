@@ -576,7 +576,7 @@ fn an_engine_given_a_wrong_hub_address_says_which_address_it_tried() {
     let mut conn: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&engine).unwrap()).unwrap();
     conn["ip"] = "10.77.0.99".into();
-    let port = conn["registration"].as_u64().unwrap();
+    let port = conn["link"].as_u64().unwrap();
     let mut cmd = hosts.zpar(1, &["engine", "--timeout", "2"]);
     cmd.env("ZPAR_CONNECTION_INFO", conn.to_string());
     let out = support::output_within(cmd, WAIT, "an engine with a wrong hub address");
@@ -668,7 +668,7 @@ fn a_request_lost_on_a_dropped_connection_fails_clearly_and_the_engine_serves_on
     wait_for_engines(&hosts, &client, "0");
     let conn: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&engine).unwrap()).unwrap();
-    let mux = conn["mux"].as_u64().expect("the engines' mux port");
+    let mux = conn["link"].as_u64().expect("the engines' link port");
     // The engine's host is cut off; a request to it waits, unacknowledged,
     // in the hub host's send queue of the engine's mux connection. That
     // one connection is then torn down on the hub's side (ss -K), taking
@@ -721,9 +721,9 @@ fn a_reply_lost_on_its_way_to_the_client_comes_from_the_hubs_records() {
     let read = |f: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
     };
-    let engine_mux = read(&engine)["mux"]
+    let engine_mux = read(&engine)["link"]
         .as_u64()
-        .expect("the engines' mux port");
+        .expect("the engines' link port");
     let client_mux = read(&client)["mux"]
         .as_u64()
         .expect("the clients' mux port");

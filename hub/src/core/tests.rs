@@ -2098,7 +2098,7 @@ fn a_result_request_also_answers_in_ipyparallels_shape() {
 #[test]
 fn engines_past_the_room_of_the_open_file_limit_are_refused_naming_it() {
     let mut h = HubHarness::new();
-    h.core.config.engine_room = Some(super::EngineRoom::for_files(199));
+    h.core.config.engine_room = Some(super::EngineRoom::for_files(195));
     assert_eq!(h.register_as(&uuid_of(0), None), 0);
     h.expect_commit_if_any();
     h.assert_no_more();
@@ -2116,7 +2116,7 @@ fn engines_past_the_room_of_the_open_file_limit_are_refused_naming_it() {
     let why = r.evalue.unwrap();
     assert!(
         why.contains("no room for another engine")
-            && why.contains("(ulimit -n) is 199, which leaves room for 1 engines")
+            && why.contains("(ulimit -n) is 195, which leaves room for 1 engines")
             && why.contains("and 1 are registered")
             && why.contains("ulimit -n 65536"),
         "{why}"
