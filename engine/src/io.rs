@@ -252,6 +252,12 @@ impl Io {
         }
     }
 
+    /// A message of `channel` that came on the link before the engine's
+    /// registration answer: served as if it had come after it.
+    pub(crate) fn arrived_early(&mut self, channel: Channel, frames: Vec<zmq::Message>) {
+        self.arrived[queue_of(channel)].push_back(frames);
+    }
+
     /// The next registration message from the hub, if one came.
     pub(crate) fn take_registration(&mut self) -> Option<Vec<zmq::Message>> {
         if self.registrations.is_empty() {

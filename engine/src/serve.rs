@@ -4,8 +4,9 @@
 //!
 //! One thread does everything that touches the namespace and the engine's
 //! sockets. Each turn of [`Serving::serve`] waits up to 250 ms for any
-//! socket; if a control socket (the hub's, the kernel's) has something,
-//! the turn serves control only and starts again; otherwise it takes up to
+//! socket (the hub's link, read into a queue per channel, and a kernel's
+//! sockets); if control (the hub's, the kernel's) has something, the turn
+//! serves control only and starts again; otherwise it takes up to
 //! [`REQUESTS_PER_TURN`] messages from each of mux, task and the kernel's
 //! shell that has some, serving control after each, and stops taking them
 //! once a shutdown or stop signal came. Every message goes the same way:
@@ -16,7 +17,7 @@
 //! While a script runs, Rhai's progress callback ([`Shared::on_progress`])
 //! asks the core whether to stop; every
 //! [`CONTROL_CHECK_OPS`](crate::core::CONTROL_CHECK_OPS) operations it
-//! serves the control sockets on this same thread, so an interrupt, abort
+//! serves control on this same thread, so an interrupt, abort
 //! or shutdown is answered mid-script without a second thread touching a
 //! socket. The core never asks for the namespace while a request runs, so
 //! what the callback performs needs none ([`Runner`] is absent there).

@@ -26,8 +26,8 @@ use tracing::{debug, info, warn};
 use zpar_protocol::curve::{secure_client, HandshakeMonitor, HandshakeWatch};
 use zpar_protocol::error::Chain;
 use zpar_protocol::{
-    new_id, recv_frames, Content, EngineConnection, LinkTag, Message, RegistrationRequest, Session,
-    Status, UnregistrationRequest,
+    new_id, recv_frames, Channel, Content, EngineConnection, LinkTag, Message, RegistrationRequest,
+    Session, Status, UnregistrationRequest,
 };
 
 /// How to run an engine.
@@ -210,6 +210,7 @@ impl EngineServer {
             &conn.signature_scheme,
         )?;
         let relay_url = relay.url.clone();
+        let mut early = Vec::new();
         let registered = register(
             &mut session,
             &link,
@@ -217,6 +218,7 @@ impl EngineServer {
             &uuid,
             (&advertise, &relay_url),
             config,
+            &mut early,
         );
         handshakes.detach(&mut link);
         let registered = registered?;
@@ -233,7 +235,10 @@ impl EngineServer {
             signature_scheme: conn.signature_scheme.clone(),
             dir: config.kernel_dir.clone(),
         };
-        let io = Io::cluster(session, engine_id, link, iopub, kernel_home, relay);
+        let mut io = Io::cluster(session, engine_id, link, iopub, kernel_home, relay);
+        for (channel, frames) in early {
+            io.arrived_early(channel, frames);
+        }
         let core = EngineCore::new(
             Role::Cluster,
             engine_id,
@@ -408,6 +413,7 @@ fn register(
     uuid: &str,
     (host, relay): (&str, &str),
     config: &EngineConfig,
+    early: &mut Vec<(Channel, Vec<zmq::Message>)>,
 ) -> Result<Registered, EngineError> {
     let started = Instant::now();
     // A request waits in the socket until the hub is there to take it, so
@@ -462,13 +468,25 @@ fn register(
                 continue;
             }
             let mut frames = recv_frames(socket, 0)?;
-            // Nothing but registration answers comes before the first: the
-            // hub sends an engine work only once it has registered it.
-            if frames.first().and_then(|t| LinkTag::parse(t)) != Some(LinkTag::Registration) {
-                warn!("dropped a message that is not a registration answer while registering");
-                continue;
+            let tag = frames.first().and_then(|t| LinkTag::parse(t));
+            if tag.is_some() {
+                frames.remove(0);
             }
-            frames.remove(0);
+            match tag {
+                Some(LinkTag::Registration) => {}
+                // Work can come before the answer: the hub sends tasks
+                // that waited for an engine as it registers one, and holds
+                // its answer until its records are committed. Kept, in
+                // order, for the request loop.
+                Some(LinkTag::Channel(channel)) => {
+                    early.push((channel, frames));
+                    continue;
+                }
+                None => {
+                    warn!("dropped a message without a channel tag from the hub");
+                    continue;
+                }
+            }
             match session.decode_frames(frames) {
                 Ok(Message {
                     content: Content::RegistrationReply(r),

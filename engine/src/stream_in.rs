@@ -150,12 +150,15 @@ pub(crate) fn receive(
         {
             Some(frames) => frames,
             None if feed.is_link() => {
+                // Other channels' messages keep the link busy: the gap is
+                // judged by this stream's chunks alone.
+                if last.elapsed() >= stream::CHUNK_GAP {
+                    return Err(feed.stalled(&assembly, stream::CHUNK_GAP));
+                }
                 let Some(link) = feed.socket(io) else {
                     return Err(feed.stalled(&assembly, last.elapsed()));
                 };
-                if !wait_readable(link, last) && last.elapsed() >= stream::CHUNK_GAP {
-                    return Err(feed.stalled(&assembly, stream::CHUNK_GAP));
-                }
+                wait_readable(link, last);
                 continue;
             }
             None => {

@@ -167,12 +167,12 @@ impl HubConfig {
 /// Every port the hub binds; 0 means any free port.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PortPlan {
-    /// Registration and queries.
+    /// Clients' queries (engines register over their link).
     pub registration: u16,
     /// Heartbeat pings to clients.
     pub hb_ping: u16,
     /// Engines' heartbeat: pings out, pongs in.
-    pub hb_pong: u16,
+    pub heartbeat: u16,
     /// Direct requests, client side.
     pub mux_client: u16,
     /// Engines' links: registration and every channel's requests and

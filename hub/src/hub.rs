@@ -345,7 +345,7 @@ impl Hub {
         // ROUTER they answer on (one connection each, not two).
         let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping, curve, Peers::Clients)?;
         let (hb_pong_sock, hb_pong) =
-            bind(&ctx, zmq::ROUTER, ip, p.hb_pong, curve, Peers::Engines)?;
+            bind(&ctx, zmq::ROUTER, ip, p.heartbeat, curve, Peers::Engines)?;
         // An engine that reconnects under its uuid (its old connection died
         // unnoticed) gets its pings on the new connection.
         hb_pong_sock.set_router_handover(true)?;
@@ -382,7 +382,7 @@ impl Hub {
             &[
                 ("registration", &query),
                 ("hb_ping", &hb_ping_sock),
-                ("hb_pong", &hb_pong_sock),
+                ("heartbeat (engines)", &hb_pong_sock),
                 ("link (engines)", &link),
                 ("mux (clients)", &mux_client),
                 ("task (clients)", &task_client),
@@ -573,17 +573,7 @@ impl Hub {
                     }
                 }
             }
-            // Losses last: every reply an engine sent before it was found
-            // dead is read first, so finished work is recorded and answered,
-            // not failed with EngineDied (or, for a task with retries, run
-            // twice). The batch limit above may have left replies behind;
-            // read the engine sockets to the end before acting on a loss.
             if ready.has(Slot::HeartbeatPipe) {
-                while let Some(frames) =
-                    drain(&self.sockets.link, 1, &mut self.trim.bytes_since).pop()
-                {
-                    self.on_link_message(frames);
-                }
                 self.drain_heartbeat();
             }
             if ready.has(Slot::IopubClient) {
@@ -766,23 +756,35 @@ impl Hub {
         }
     }
 
+    /// The heartbeat thread's news: each beat's report, and losses, last.
     fn drain_heartbeat(&mut self) {
+        let mut lost = Vec::new();
         while let Ok(frames) = recv_frames(&self.sockets.hb_pipe, zmq::DONTWAIT) {
             match frames.first().map(|f| &f[..]) {
-                Some(heartbeat::DEAD) => {
-                    if let Some(uuid) = frames.get(1) {
-                        self.handle(Event::EngineLost {
-                            uuid: uuid.to_vec(),
-                            reason: LossReason::MissedHeartbeats,
-                        });
-                    }
-                }
+                Some(heartbeat::DEAD) => lost.extend(frames.get(1).map(|u| u.to_vec())),
                 Some(heartbeat::VITALS) => {
                     let report = heartbeat::BeatReport::from_frames(&frames[1..]);
                     self.handle(Event::Beat(report));
                 }
                 _ => {}
             }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        // Every reply an engine sent before it was found dead is read
+        // first, so finished work is recorded and answered, not failed
+        // with EngineDied (or, for a task with retries, run twice). The
+        // batch limit of the loop may have left replies behind: the links
+        // are read to the end before acting on a loss.
+        while let Some(frames) = drain(&self.sockets.link, 1, &mut self.trim.bytes_since).pop() {
+            self.on_link_message(frames);
+        }
+        for uuid in lost {
+            self.handle(Event::EngineLost {
+                uuid,
+                reason: LossReason::MissedHeartbeats,
+            });
         }
     }
 

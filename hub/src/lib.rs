@@ -2,13 +2,16 @@
 //!
 //! The hub is the one process everyone connects to. It owns:
 //!
-//! - **registration and queries** (ROUTER): engines get ids 0, 1, 2, … in
-//!   order, never reused; clients get the engine table, queue status;
-//! - **heartbeats** (PUB ping + ROUTER pong, on a thread of their own,
-//!   [`heartbeat`]): an engine that misses `hb_misses` beats is unregistered
-//!   and every request pending on it fails with `EngineDied`;
+//! - **registration and queries**: engines register over their link and
+//!   get ids 0, 1, 2, … in order, never reused; clients ask on a ROUTER for
+//!   the engine table, queue status;
+//! - **heartbeats** (a ROUTER that pings engines and reads their pongs, a
+//!   PUB that pings clients, on a thread of their own, [`heartbeat`]): an
+//!   engine that misses `hb_misses` beats is unregistered and every request
+//!   pending on it fails with `EngineDied`;
 //! - **routing**: direct (mux), load-balanced (task) and control requests
-//!   from client-facing ROUTERs to engine-facing ROUTERs, one message with a
+//!   from client-facing ROUTERs to the engines' link ROUTER (one connection
+//!   per engine, each message tagged with its channel), one message with a
 //!   target list fanned out here; replies routed back by the client identity
 //!   they carry; iopub forwarded from engines to clients;
 //! - **task records** ([`records`]): every request and its reply, in memory

@@ -1,9 +1,10 @@
-//! Messages for engines whose connection for a channel is not up yet.
+//! Messages for engines whose link is not up (yet, or again).
 //!
-//! An engine registers on one socket and connects its mux, task and
-//! control sockets on its own; for a moment the hub may hold a request for
-//! a socket the engine has not connected yet (the engine-facing ROUTERs are
-//! `ZMQ_ROUTER_MANDATORY`, so such a send fails instead of vanishing). Such
+//! An engine registers over its link, so the link is up when work first
+//! goes to it; but a link that dropped reconnects on its own, and for a
+//! moment the hub may hold a message for an engine whose link is not back
+//! (the link ROUTER is `ZMQ_ROUTER_MANDATORY`, so such a send fails, or
+//! meets a full queue, instead of vanishing). Such
 //! messages wait here and are tried again each turn of the loop, in order
 //! per engine and channel: a message never overtakes one that waits for
 //! the same engine and channel (a stream's chunks never beat its head).

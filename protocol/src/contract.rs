@@ -60,7 +60,8 @@ impl Channel {
 /// engine's identity frame on the hub's ROUTER): the channel the message
 /// belongs to, or that it is a registration message. One connection
 /// carries them all; the engine sorts what arrives by this tag, so control
-/// is still served before queued work.
+/// is still served before work that arrived ahead of it (though on the
+/// wire it waits behind what the hub queued on the link before it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkTag {
     /// A request or reply of a channel.

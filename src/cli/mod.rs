@@ -271,7 +271,7 @@ fn run_hub(a: HubArgs) -> Result<()> {
         config.ports = zpar_hub::PortPlan {
             registration: p(0)?,
             hb_ping: p(1)?,
-            hb_pong: p(2)?,
+            heartbeat: p(2)?,
             mux_client: p(3)?,
             link: p(4)?,
             task_client: p(5)?,
@@ -312,7 +312,7 @@ fn run_hub(a: HubArgs) -> Result<()> {
         config.ports = zpar_hub::PortPlan {
             registration: c.registration,
             hb_ping: c.hb_ping.unwrap_or(0),
-            hb_pong: e.heartbeat,
+            heartbeat: e.heartbeat,
             mux_client: c.mux,
             link: e.link,
             task_client: c.task,

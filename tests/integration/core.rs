@@ -317,6 +317,23 @@ fn queue_status_with_vitals_shows_each_engines_memory_cpu_and_last_heartbeat() {
     let _ = spin.get_timeout(WAIT);
 }
 
+/// Tasks that waited for an engine go to the first one as the hub
+/// registers it, on the engine's link ahead of its registration answer:
+/// the engine keeps them and runs them all.
+#[test]
+fn tasks_submitted_before_any_engine_run_on_the_first_to_register() {
+    let _watchdog = support::watchdog();
+    let (mut cluster, client) = cluster(0);
+    let lb = client.load_balanced();
+    let waiting: Vec<_> = (0..20)
+        .map(|i| lb.apply("|x| x * 3", vec![Value::Int(i)]).unwrap())
+        .collect();
+    cluster.add_engines(1).unwrap();
+    for (i, r) in waiting.iter().enumerate() {
+        assert_eq!(r.get_timeout(WAIT).unwrap(), vec![Value::Int(3 * i as i64)]);
+    }
+}
+
 #[test]
 fn load_balanced_tasks_run_somewhere() {
     let _watchdog = support::watchdog();

@@ -107,7 +107,7 @@ fn hub_ports(
             c.hb_ping.expect("the hub names its ping port"),
             zmq::SUB,
         ),
-        ("hb_pong", e.heartbeat, zmq::DEALER),
+        ("heartbeat (engines)", e.heartbeat, zmq::DEALER),
         ("link (engines)", e.link, zmq::DEALER),
         ("mux (clients)", c.mux, zmq::DEALER),
         ("task (clients)", c.task, zmq::DEALER),

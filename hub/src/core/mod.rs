@@ -88,16 +88,18 @@ pub enum Event {
         /// The frames as received.
         frames: Frames,
     },
-    /// An engine's message on an engine-facing mux, task or control socket;
-    /// the first frame is the engine's identity (its uuid).
+    /// An engine's message of the mux, task or control channel, off its
+    /// link (the tag taken off); the first frame is the engine's identity
+    /// (its uuid).
     EngineReply {
-        /// Which socket.
+        /// Which channel.
         channel: Channel,
         /// The frames as received.
         frames: Frames,
     },
-    /// A message on the registration/query socket: an engine registering or
-    /// leaving, a client connecting or asking about queues and records.
+    /// A message on the registration/query socket (a client connecting or
+    /// asking about queues and records) or a registration tagged on an
+    /// engine's link (an engine registering or leaving).
     Query {
         /// The frames as received; the first is the sender's identity.
         frames: Frames,
