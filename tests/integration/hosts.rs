@@ -669,6 +669,11 @@ fn a_request_lost_on_a_dropped_connection_fails_clearly_and_the_engine_serves_on
     let conn: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&engine).unwrap()).unwrap();
     let mux = conn["link"].as_u64().expect("the engines' link port");
+    // One round trip first: the engine's registration answer travels on
+    // the same link, a moment after the client hears of the engine, and
+    // must not be what the cut below catches in the queue.
+    let warm = text(&hosts.console(0, &client, "%px 1\n"));
+    assert!(warm.contains("Out[0:1]: 1"), "{warm}");
     // The engine's host is cut off; a request to it waits, unacknowledged,
     // in the hub host's send queue of the engine's mux connection. That
     // one connection is then torn down on the hub's side (ss -K), taking
