@@ -1,9 +1,10 @@
 //! The engine's heartbeat: a thread of its own that echoes the hub's pings,
 //! so an engine busy in a long script still counts as alive. Pings come
 //! and pongs go on one DEALER to the hub's heartbeat ROUTER (one
-//! connection). While no ping comes, the engine says hello now and then, so
-//! a hub that restarted, or dropped it during a network cut, learns of it
-//! and answers "unknown" (the engine then registers again).
+//! connection). While no ping comes, the engine says hello every 2 to 5 s,
+//! so a hub that restarted, or dropped it during a network cut, learns of
+//! it and answers "unknown" and a ping naming its instance (the engine
+//! then registers again).
 //!
 //! Every [`VITALS_EVERY`]th pong (and the first) carries a second frame,
 //! the engine's [`EngineVitals`]: its process's RSS and its serving
@@ -142,6 +143,10 @@ struct Flags {
 /// pings, twice the time between the last two.
 const HELLO_AFTER: Duration = Duration::from_secs(2);
 
+/// The longest silence before a hello, however slowly the hub beats: a hub
+/// restarted in place learns of its engines only from their hellos.
+const HELLO_AFTER_AT_MOST: Duration = Duration::from_secs(5);
+
 fn echo(
     [dealer, woken]: [zmq::Socket; 2],
     flags: Flags,
@@ -159,11 +164,14 @@ fn echo(
     // When the last ping came, and the time between the last two.
     let mut last_ping: Option<Instant> = None;
     let mut hello_after = HELLO_AFTER;
-    let mut last_hello: Option<Instant> = None;
+    // The engine's start counts as the first hello: the hub pings an
+    // engine once it registers it, and the connection is not up yet here.
+    let mut last_hello = Some(Instant::now());
     while !stop.load(Ordering::Relaxed) {
-        // Hello at once, so the hub knows this engine's heart before the
-        // first ping, and again after a silence: a hub that does not know
-        // this engine sends no pings, and learns of it only this way.
+        // Hello after a silence: a hub that does not know this engine (it
+        // restarted, or dropped it during a network cut) sends no pings,
+        // and learns of it only this way. Nothing is queued for a hub not
+        // connected, so a hello then is dropped and said again later.
         let silent_since = last_ping.max(last_hello);
         if silent_since.is_none_or(|t| t.elapsed() >= hello_after) {
             last_hello = Some(Instant::now());
@@ -198,7 +206,8 @@ fn echo(
             }
             let now = Instant::now();
             if let Some(before) = last_ping {
-                hello_after = HELLO_AFTER.max(now.duration_since(before) * 2);
+                hello_after =
+                    (now.duration_since(before) * 2).clamp(HELLO_AFTER, HELLO_AFTER_AT_MOST);
             }
             last_ping = Some(now);
             // Stored as milliseconds + 1, so that 0 means "no ping yet".

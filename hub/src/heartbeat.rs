@@ -303,8 +303,12 @@ pub fn spawn(
                             // And a ping: its instance tells an engine of
                             // an earlier hub that this one is new.
                             let _ = pong.send_multipart([&uuid[..], &monitor.payload()[..]], zmq::DONTWAIT);
+                            continue;
                         }
-                        let vitals = frames.get(2).and_then(|f| serde_json::from_slice(f).ok());
+                        let vitals = frames
+                            .get(2)
+                            .and_then(|f| serde_json::from_slice::<EngineVitals>(f).ok())
+                            .map(EngineVitals::checked);
                         report.answered.push((uuid.to_vec(), vitals));
                     }
                 }

@@ -606,25 +606,7 @@ impl Hub {
                     self.handle(event);
                 }
             }
-            // Losses last: every reply an engine sent before it was found
-            // dead is read first, so finished work is recorded and answered,
-            // not failed with EngineDied (or, for a task with retries, run
-            // twice). The batch limit above may have left replies behind;
-            // read the engine sockets to the end before acting on a loss.
             if ready.has(Slot::HeartbeatPipe) {
-                for slot in [Slot::ControlEngine, Slot::MuxEngine, Slot::TaskEngine] {
-                    let Some((channel, _)) = slot.routed() else {
-                        continue;
-                    };
-                    while let Some(frames) =
-                        drain(self.sockets.polled(slot), 1, &mut self.trim.bytes_since).pop()
-                    {
-                        if let Some(uuid) = frames.first() {
-                            self.alive.heard(uuid);
-                        }
-                        self.handle(Event::EngineReply { channel, frames });
-                    }
-                }
                 self.drain_heartbeat();
             }
             if ready.has(Slot::IopubClient) {
@@ -768,23 +750,45 @@ impl Hub {
         }
     }
 
+    /// The heartbeat thread's news: each beat's report, and losses, last.
     fn drain_heartbeat(&mut self) {
+        let mut lost = Vec::new();
         while let Ok(frames) = recv_frames(&self.sockets.hb_pipe, zmq::DONTWAIT) {
             match frames.first().map(|f| &f[..]) {
-                Some(heartbeat::DEAD) => {
-                    if let Some(uuid) = frames.get(1) {
-                        self.handle(Event::EngineLost {
-                            uuid: uuid.to_vec(),
-                            reason: LossReason::MissedHeartbeats,
-                        });
-                    }
-                }
+                Some(heartbeat::DEAD) => lost.extend(frames.get(1).map(|u| u.to_vec())),
                 Some(heartbeat::VITALS) => {
                     let report = heartbeat::BeatReport::from_frames(&frames[1..]);
                     self.handle(Event::Beat(report));
                 }
                 _ => {}
             }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        // Every reply an engine sent before it was found dead is read
+        // first, so finished work is recorded and answered, not failed
+        // with EngineDied (or, for a task with retries, run twice). The
+        // batch limit of the loop may have left replies behind: the engine
+        // sockets are read to the end before acting on a loss.
+        for slot in [Slot::ControlEngine, Slot::MuxEngine, Slot::TaskEngine] {
+            let Some((channel, _)) = slot.routed() else {
+                continue;
+            };
+            while let Some(frames) =
+                drain(self.sockets.polled(slot), 1, &mut self.trim.bytes_since).pop()
+            {
+                if let Some(uuid) = frames.first() {
+                    self.alive.heard(uuid);
+                }
+                self.handle(Event::EngineReply { channel, frames });
+            }
+        }
+        for uuid in lost {
+            self.handle(Event::EngineLost {
+                uuid,
+                reason: LossReason::MissedHeartbeats,
+            });
         }
     }
 
@@ -960,9 +964,9 @@ fn raise_open_file_limit() -> Option<u64> {
     info!(
         files,
         engines = room.engines,
-        per_engine = EngineRoom::FILES_PER_ENGINE,
-        "the limit on open files leaves room for this many engines (per_engine connections each; \
-         registrations past it are refused, naming the limit)"
+        connections_per_engine = EngineRoom::FILES_PER_ENGINE,
+        "the limit on open files leaves room for this many engines; registrations past it are \
+         refused, naming the limit"
     );
     Some(files)
 }

@@ -38,6 +38,27 @@ pub struct EngineVitals {
     pub beat_age: Option<f64>,
 }
 
+impl EngineVitals {
+    /// The figures a peer reported, made safe to show: a CPU share that is
+    /// not a number is dropped, one outside 0..=1 (one thread's) clamped.
+    ///
+    /// ```
+    /// use zpar_protocol::vitals::EngineVitals;
+    /// let v = EngineVitals { cpu: Some(-3.0), ..Default::default() }.checked();
+    /// assert_eq!(v.cpu, Some(0.0));
+    /// assert_eq!(EngineVitals { cpu: Some(f64::NAN), ..Default::default() }.checked().cpu, None);
+    /// ```
+    pub fn checked(self) -> EngineVitals {
+        EngineVitals {
+            cpu: self
+                .cpu
+                .filter(|c| c.is_finite())
+                .map(|c| c.clamp(0.0, 1.0)),
+            ..self
+        }
+    }
+}
+
 /// The hub's own vitals.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct HubVitals {

@@ -612,12 +612,24 @@ fn place_of(me: u32, place: &Map) -> RhaiResult<(Tree, usize)> {
     let height = id("height", field("height")?)?;
     let tree_height = id("tree_height", field("tree_height")?)?;
     let engines = id("engines", field("engines")?)? as usize;
-    if parent == Some(me) || children.contains(&me) || (parent.is_none() != (root == me)) {
+    let mut unique = children.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if parent == Some(me)
+        || children.contains(&me)
+        || parent.is_some_and(|p| children.contains(&p))
+        || unique.len() != children.len()
+        || (parent.is_none() != (root == me))
+    {
         return Err(err(format!(
             "place: engine {me} with parent {parent:?}, root {root} and children {children:?} is not a place in a tree"
         )));
     }
-    if engines < children.len() + 1 || height > tree_height {
+    if engines < children.len() + 1
+        || height > tree_height
+        || children.is_empty() != (height == 0)
+        || (parent.is_none() && height != tree_height)
+    {
         return Err(err(format!(
             "place: {engines} engines, height {height} of {tree_height}: not a place in a tree"
         )));
@@ -672,12 +684,16 @@ mod tests {
             .0
             .is_root());
         for (me, bad) in [
-            (1, place(Some(1), &[], 0, (0, 1))),  // its own parent
-            (1, place(None, &[], 0, (0, 1))),     // no parent, not the root
-            (0, place(Some(3), &[], 0, (0, 1))),  // the root with a parent
-            (1, place(Some(0), &[1], 0, (0, 1))), // its own child
-            (1, place(Some(0), &[], 0, (3, 1))),  // taller than the tree
-            (1, place(Some(-4), &[], 0, (0, 1))), // not an id
+            (1, place(Some(1), &[], 0, (0, 1))),     // its own parent
+            (1, place(None, &[], 0, (0, 1))),        // no parent, not the root
+            (0, place(Some(3), &[], 0, (0, 1))),     // the root with a parent
+            (1, place(Some(0), &[1], 0, (0, 1))),    // its own child
+            (1, place(Some(0), &[], 0, (3, 1))),     // taller than the tree
+            (1, place(Some(-4), &[], 0, (0, 1))),    // not an id
+            (1, place(Some(0), &[0], 0, (1, 2))),    // its parent as a child
+            (1, place(Some(0), &[2, 2], 0, (1, 2))), // a child twice
+            (1, place(Some(0), &[2], 0, (0, 2))),    // children but no height
+            (0, place(None, &[1], 0, (1, 2))),       // the root not the tallest
         ] {
             assert!(place_of(me, &bad).is_err(), "{bad:?}");
         }

@@ -268,7 +268,7 @@ impl EngineRoom {
     ///
     /// ```
     /// use zpar_hub::core::EngineRoom;
-    /// assert_eq!(EngineRoom::for_files(1024).engines, 118);
+    /// assert_eq!(EngineRoom::for_files(1024).engines, 138); // (1024 - 192) / 6
     /// assert_eq!(EngineRoom::for_files(100).engines, 0);
     /// ```
     pub fn for_files(files: u64) -> EngineRoom {
