@@ -963,9 +963,9 @@ fn raise_open_file_limit() -> Option<u64> {
     info!(
         files,
         engines = room.engines,
-        per_engine = EngineRoom::FILES_PER_ENGINE,
-        "the limit on open files leaves room for this many engines (per_engine connections each; \
-         registrations past it are refused, naming the limit)"
+        connections_per_engine = EngineRoom::FILES_PER_ENGINE,
+        "the limit on open files leaves room for this many engines; registrations past it are \
+         refused, naming the limit"
     );
     Some(files)
 }
