@@ -287,8 +287,8 @@ impl Io {
     }
 
     /// The next message from `source` without waiting: a stashed one
-    /// first, then the socket's (for the hub's channels, what the link
-    /// holds, sorted into the stash). None when there is none.
+    /// first, then the socket's (for the hub's channels, the channel's
+    /// queue of what came on the link). None when there is none.
     pub(crate) fn receive(&mut self, source: Source) -> Option<Vec<zmq::Message>> {
         if let Some(i) = self.stash.iter().position(|(s, _)| *s == source) {
             return self.stash.remove(i).map(|(_, frames)| frames);
@@ -326,8 +326,8 @@ impl Io {
     }
 
     /// The next message of a hub channel read off the link (reading what
-    /// waits there first if none is), stash aside; None for the kernel's
-    /// sources, or when nothing came.
+    /// waits there first if none is), leaving the stash alone; None for
+    /// the kernel's sources, or when nothing came.
     pub(crate) fn take_arrived(&mut self, source: Source) -> Option<Vec<zmq::Message>> {
         let queue = queue_of(source.hub_channel()?);
         if self.arrived[queue].is_empty() {

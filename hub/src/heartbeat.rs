@@ -218,25 +218,22 @@ pub struct BeatReport {
     pub answered: Vec<(Vec<u8>, Option<EngineVitals>)>,
 }
 
-impl BeatReport {
-    /// The pipe message.
-    pub fn to_frames(&self) -> Vec<Vec<u8>> {
-        let mut frames = Vec::with_capacity(2 + 2 * self.answered.len());
-        frames.push(VITALS.to_vec());
-        frames.push(serde_json::to_vec(&self.hub).unwrap_or_default());
-        for (uuid, vitals) in &self.answered {
-            frames.push(uuid.clone());
-            frames.push(
-                vitals
-                    .and_then(|v| serde_json::to_vec(&v).ok())
-                    .unwrap_or_default(),
-            );
-        }
-        frames
-    }
+/// The [`VITALS`] message: the hub's vitals, then `answered`, each
+/// engine's uuid followed by the vitals frame of its pong as it came
+/// (empty when it carried none). The heartbeat thread passes the engines'
+/// JSON on unread; the hub loop reads it once ([`BeatReport::from_frames`]).
+pub fn beat_message(hub: &HubVitals, answered: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut frames = Vec::with_capacity(2 + answered.len());
+    frames.push(VITALS.to_vec());
+    frames.push(serde_json::to_vec(hub).unwrap_or_default());
+    frames.extend(answered);
+    frames
+}
 
+impl BeatReport {
     /// Reads a [`VITALS`] message's frames after the first; vitals that do
-    /// not parse are taken as absent.
+    /// not parse are taken as absent, and those that do are checked
+    /// ([`EngineVitals::checked`]).
     pub fn from_frames<F: std::ops::Deref<Target = [u8]>>(frames: &[F]) -> BeatReport {
         let hub = frames
             .first()
@@ -244,7 +241,10 @@ impl BeatReport {
             .unwrap_or_default();
         let answered = frames[1.min(frames.len())..]
             .chunks_exact(2)
-            .map(|pair| (pair[0].to_vec(), serde_json::from_slice(&pair[1]).ok()))
+            .map(|pair| {
+                let vitals = serde_json::from_slice::<EngineVitals>(&pair[1]).ok();
+                (pair[0].to_vec(), vitals.map(EngineVitals::checked))
+            })
             .collect();
         BeatReport { hub, answered }
     }
@@ -267,7 +267,8 @@ pub fn spawn(
             let mut monitor = HeartMonitor::new(&instance, max_misses);
             let mut next = Instant::now() + period;
             let mut hub_cpu = CpuShare::of_this_process();
-            let mut report = BeatReport::default();
+            // This beat's answers: uuid, vitals frame, uuid, …
+            let mut answered: Vec<Vec<u8>> = Vec::new();
             loop {
                 let wait = next.saturating_duration_since(Instant::now());
                 let mut items = [
@@ -305,11 +306,8 @@ pub fn spawn(
                             let _ = pong.send_multipart([&uuid[..], &monitor.payload()[..]], zmq::DONTWAIT);
                             continue;
                         }
-                        let vitals = frames
-                            .get(2)
-                            .and_then(|f| serde_json::from_slice::<EngineVitals>(f).ok())
-                            .map(EngineVitals::checked);
-                        report.answered.push((uuid.to_vec(), vitals));
+                        answered.push(uuid.to_vec());
+                        answered.push(frames.get(2).map(|f| f.to_vec()).unwrap_or_default());
                     }
                 }
                 let now = Instant::now();
@@ -329,12 +327,12 @@ pub fn spawn(
                         let _ = pong.send_multipart([uuid, &payload[..]], zmq::DONTWAIT);
                     }
                     let _ = ping.send(payload, zmq::DONTWAIT);
-                    report.hub = HubVitals {
+                    let hub = HubVitals {
                         rss: resident_bytes(),
                         cpu: hub_cpu.sample(),
                     };
-                    let _ = pipe.send_multipart(report.to_frames(), zmq::DONTWAIT);
-                    report.answered.clear();
+                    let news = beat_message(&hub, std::mem::take(&mut answered));
+                    let _ = pipe.send_multipart(news, zmq::DONTWAIT);
                     for uuid in dead {
                         let _ = pipe.send_multipart([DEAD, &uuid[..]], 0);
                     }

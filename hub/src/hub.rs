@@ -344,11 +344,11 @@ impl Hub {
         // Clients hear the hub's pings on a PUB; engines get theirs on the
         // ROUTER they answer on (one connection each, not two).
         let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping, curve, Peers::Clients)?;
-        let (hb_pong_sock, hb_pong) =
+        let (heartbeat_sock, heartbeat_port) =
             bind(&ctx, zmq::ROUTER, ip, p.heartbeat, curve, Peers::Engines)?;
         // An engine that reconnects under its uuid (its old connection died
         // unnoticed) gets its pings on the new connection.
-        hb_pong_sock.set_router_handover(true)?;
+        heartbeat_sock.set_router_handover(true)?;
         let (mux_client, mux_c) = bind(&ctx, zmq::ROUTER, ip, p.mux_client, curve, Peers::Clients)?;
         let (task_client, task_c) =
             bind(&ctx, zmq::ROUTER, ip, p.task_client, curve, Peers::Clients)?;
@@ -382,7 +382,7 @@ impl Hub {
             &[
                 ("registration", &query),
                 ("hb_ping", &hb_ping_sock),
-                ("heartbeat (engines)", &hb_pong_sock),
+                ("heartbeat (engines)", &heartbeat_sock),
                 ("link (engines)", &link),
                 ("mux (clients)", &mux_client),
                 ("task (clients)", &task_client),
@@ -407,7 +407,7 @@ impl Hub {
         hb_end.connect(&pipe_addr)?;
         let hb_thread = heartbeat::spawn(
             hb_ping_sock,
-            hb_pong_sock,
+            heartbeat_sock,
             hb_end,
             config.hb_period,
             config.hb_misses,
@@ -437,7 +437,7 @@ impl Hub {
             key,
             signature_scheme: zpar_protocol::SIGNATURE_SCHEME.into(),
             link: link_port,
-            heartbeat: hb_pong,
+            heartbeat: heartbeat_port,
             iopub: iopub_e,
             curve_publickey: keys.as_ref().map(|k| k.public().to_string()),
             curve_secretkey: keys.as_ref().map(|k| k.secret().to_string()),
@@ -717,14 +717,12 @@ impl Hub {
                     .first()
                     .is_some_and(|u| self.registered_on_link.contains(&u[..]));
                 if to_link {
-                    let tag = LinkTag::Registration.frame();
-                    let mut frames = frames.into_iter();
-                    let uuid = frames.next().expect("checked");
-                    self.sockets
-                        .link
-                        .send(uuid, zmq::SNDMORE | zmq::DONTWAIT)
-                        .and_then(|()| self.sockets.link.send(tag, zmq::SNDMORE))
-                        .and_then(|()| send_frames(&self.sockets.link, frames.collect(), 0))
+                    let mut frames = frames;
+                    let uuid = frames.remove(0);
+                    match send_on_link(&self.sockets, LinkTag::Registration, &uuid, frames) {
+                        Sent::Done => Ok(()),
+                        Sent::NotConnected(_) => Err(zmq::Error::EHOSTUNREACH),
+                    }
                 } else {
                     send_frames(&self.sockets.query, frames, zmq::DONTWAIT)
                 }
@@ -839,11 +837,17 @@ impl Hub {
 /// Sends `frames` to engine `uuid` on its link, tagged with `channel`:
 /// the frames back if its link is not up.
 fn send_to_engine(sockets: &Sockets, channel: Channel, uuid: &[u8], frames: Frames) -> Sent {
+    send_on_link(sockets, LinkTag::Channel(channel), uuid, frames)
+}
+
+/// Sends `frames` to engine `uuid` on its link after `tag`: the frames
+/// back if its link is not up.
+fn send_on_link(sockets: &Sockets, tag: LinkTag, uuid: &[u8], frames: Frames) -> Sent {
     let sock = &sockets.link;
     match sock.send(uuid, zmq::SNDMORE | zmq::DONTWAIT) {
         Ok(()) => {
             let tagged = sock
-                .send(LinkTag::Channel(channel).frame(), zmq::SNDMORE)
+                .send(tag.frame(), zmq::SNDMORE)
                 .and_then(|()| send_frames(sock, frames, 0));
             if let Err(e) = tagged {
                 warn!(error = %e, "forwarding to an engine failed");

@@ -1430,7 +1430,7 @@ fn queue_status_counts_each_engines_work_and_the_unassigned() {
 
 #[test]
 fn queue_status_gives_vitals_only_when_asked_with_each_engines_last_beat() {
-    use crate::heartbeat::BeatReport;
+    use crate::heartbeat::{beat_message, BeatReport};
     use zpar_protocol::vitals::{EngineVitals, HubVitals};
     let mut h = HubHarness::new();
     h.engines(2);
@@ -1440,18 +1440,21 @@ fn queue_status_gives_vitals_only_when_asked_with_each_engines_last_beat() {
         beat_age: None,
     };
     // Engine 0 answers with vitals, engine 1 without; a stranger is ignored.
-    let beat = BeatReport {
-        hub: HubVitals {
-            rss: Some(300 << 20),
-            cpu: Some(0.01),
-        },
-        answered: vec![
-            (uuid_of(0).into_bytes(), Some(reported)),
-            (uuid_of(1).into_bytes(), None),
-            (b"stranger".to_vec(), Some(reported)),
-        ],
+    let hub = HubVitals {
+        rss: Some(300 << 20),
+        cpu: Some(0.01),
     };
-    h.handle(Event::Beat(BeatReport::from_frames(&beat.to_frames()[1..])));
+    let json = serde_json::to_vec(&reported).unwrap();
+    let answered = vec![
+        uuid_of(0).into_bytes(),
+        json.clone(),
+        uuid_of(1).into_bytes(),
+        vec![],
+        b"stranger".to_vec(),
+        json,
+    ];
+    let beat = beat_message(&hub, answered);
+    h.handle(Event::Beat(BeatReport::from_frames(&beat[1..])));
     h.assert_no_more();
     h.now += 2.0;
     let plain = h.query(Content::QueueRequest(QueueRequest::default()));
@@ -1467,7 +1470,7 @@ fn queue_status_gives_vitals_only_when_asked_with_each_engines_last_beat() {
     let Content::QueueReply(q) = r.content else {
         panic!()
     };
-    assert_eq!(q.hub, Some(beat.hub));
+    assert_eq!(q.hub, Some(hub));
     let v0 = q.engines[&0].vitals.unwrap();
     assert_eq!((v0.rss, v0.cpu), (reported.rss, reported.cpu));
     let age = v0.beat_age.unwrap();
