@@ -100,9 +100,15 @@ fn queue_of(channel: Channel) -> usize {
     }
 }
 
-/// How old the iopub's subscriptions may be when a `status` message asks
-/// whether anyone wants it ([`Io::subscribed_to`]).
+/// How old what is known of subscriptions may be when a `status` message
+/// asks whether anyone wants it ([`Io::subscribed_to`]).
 const SUBSCRIPTIONS_FRESH: Duration = Duration::from_millis(1);
+
+/// Who wants an output message ([`Io::subscribed_to`]).
+struct Wanted {
+    by_hub: bool,
+    by_kernel: bool,
+}
 
 /// The engine's sockets, and the output of the request running.
 pub(crate) struct Io {
@@ -121,12 +127,16 @@ pub(crate) struct Io {
     arrived: [VecDeque<Vec<zmq::Message>>; 3],
     /// Registration messages read off the link, not yet taken.
     registrations: VecDeque<Vec<zmq::Message>>,
-    /// Connected to the hub's iopub, and bound for the kernel's when there
-    /// is one.
+    /// The iopub topic prefixes the hub's clients subscribe to, as the
+    /// hub last sent them on the link: output goes on the link only when
+    /// one matches, so a message nobody reads is never built.
+    hub_topics: Vec<Vec<u8>>,
+    /// The kernel's iopub, bound while the engine serves as one (a cluster
+    /// engine's output to the hub goes on the link).
     iopub: zmq::Socket,
-    /// A cluster engine's iopub is an XPUB: the topic prefixes its
-    /// subscribers want (the hub passes its clients' on), so that a
-    /// message nobody reads is never built. None: a PUB, send everything.
+    /// A cluster engine's kernel iopub is an XPUB: the topic prefixes its
+    /// front ends subscribe to. None: a standalone kernel's PUB, send
+    /// everything.
     subscribed: Option<Vec<Vec<u8>>>,
     /// When the subscriptions were last read (see [`Io::subscribed_to`]).
     subscriptions_read: Instant,
@@ -192,6 +202,7 @@ impl Io {
             link,
             arrived: Default::default(),
             registrations: VecDeque::new(),
+            hub_topics: Vec::new(),
             subscribed: (iopub.get_socket_type().ok() == Some(zmq::XPUB)).then(Vec::new),
             subscriptions_read: Instant::now(),
             iopub,
@@ -221,15 +232,15 @@ impl Io {
     }
 
     /// Reads everything waiting on the link, sorting it by its tag into
-    /// each channel's queue, registration answers aside. Returns whether
-    /// anything came.
+    /// each channel's queue, registration answers aside, and taking the
+    /// hub's subscriptions. Returns whether anything came.
     pub(crate) fn drain_link(&mut self) -> bool {
-        let Some(link) = &self.link else {
-            return false;
-        };
         let mut any = false;
         loop {
-            let mut frames = match recv_frames(link, zmq::DONTWAIT) {
+            let Some(link) = &self.link else {
+                return false;
+            };
+            let frames = match recv_frames(link, zmq::DONTWAIT) {
                 Ok(frames) => frames,
                 Err(zmq::Error::EAGAIN) => return any,
                 Err(e) => {
@@ -238,24 +249,28 @@ impl Io {
                 }
             };
             any = true;
-            match frames.first().and_then(|t| LinkTag::parse(t)) {
-                Some(LinkTag::Channel(channel)) => {
-                    frames.remove(0);
-                    self.arrived[queue_of(channel)].push_back(frames);
-                }
-                Some(LinkTag::Registration) => {
-                    frames.remove(0);
-                    self.registrations.push_back(frames);
-                }
-                None => warn!("dropped a message without a channel tag from the hub"),
-            }
+            self.sort_link_message(frames);
         }
     }
 
-    /// A message of `channel` that came on the link before the engine's
-    /// registration answer: served as if it had come after it.
-    pub(crate) fn arrived_early(&mut self, channel: Channel, frames: Vec<zmq::Message>) {
-        self.arrived[queue_of(channel)].push_back(frames);
+    /// Puts a message read off the link (tag first) where it belongs.
+    /// Also for one that came before the engine's registration answer:
+    /// served as if it had come after it.
+    pub(crate) fn sort_link_message(&mut self, mut frames: Vec<zmq::Message>) {
+        let tag = frames.first().and_then(|t| LinkTag::parse(t));
+        if tag.is_some() {
+            frames.remove(0);
+        }
+        match tag {
+            Some(LinkTag::Channel(channel)) => self.arrived[queue_of(channel)].push_back(frames),
+            Some(LinkTag::Registration) => self.registrations.push_back(frames),
+            Some(LinkTag::Subscriptions) => {
+                self.hub_topics = frames.iter().map(|f| f.to_vec()).collect();
+            }
+            Some(LinkTag::Iopub) | None => {
+                warn!("dropped a message from the hub with no tag an engine serves")
+            }
+        }
     }
 
     /// The next registration message from the hub, if one came.
@@ -369,8 +384,9 @@ impl Io {
         self.stash.remove(i).map(|(_, frames)| frames)
     }
 
-    /// Publishes on iopub (and on the kernel's own iopub, when it has one),
-    /// with `parent` as the parent header.
+    /// Publishes output, with `parent` as the parent header: to the hub on
+    /// the link, and on the kernel's iopub while there is a kernel, each
+    /// only if someone there subscribed to it.
     pub(crate) fn publish(&mut self, parent: Option<Header>, content: Content) {
         let topic = zpar_protocol::contract::iopub_topic(
             parent.as_ref().map(|p| p.session.as_str()),
@@ -378,9 +394,8 @@ impl Io {
             content.msg_type(),
         );
         let status = matches!(content, Content::Status(_));
-        let wanted = self.subscribed_to(&topic, status);
-        let has_own = self.kernel.as_ref().is_some_and(|k| k.own_iopub.is_some());
-        if !wanted && !has_own {
+        let Wanted { by_hub, by_kernel } = self.subscribed_to(&topic, status);
+        if !by_hub && !by_kernel {
             return; // nobody subscribed: not even built
         }
         let msg_type = content.msg_type().to_string();
@@ -410,51 +425,62 @@ impl Io {
         }
         raw.identities = vec![zmq::Message::from(topic.as_bytes())];
         let frames = raw.into_frames();
-        if let Some(own) = self.kernel.as_ref().and_then(|k| k.own_iopub.as_ref()) {
-            let copy = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
-            if let Err(e) = send_frames(own, copy, zmq::DONTWAIT) {
-                debug!(error = %Chain(&e), "kernel iopub message dropped");
+        match (by_hub, by_kernel, &self.link) {
+            (true, _, Some(link)) => {
+                if by_kernel {
+                    let copy = frames.iter().map(|f| zmq::Message::from(&f[..])).collect();
+                    if let Err(e) = send_frames(&self.iopub, copy, zmq::DONTWAIT) {
+                        debug!(error = %Chain(&e), "kernel iopub message dropped");
+                    }
+                }
+                if let Err(e) = send_on_link(link, LinkTag::Iopub, frames, zmq::DONTWAIT) {
+                    debug!(error = %Chain(&e), "iopub message dropped");
+                }
             }
-        }
-        if !wanted {
-            return;
-        }
-        if let Err(e) = send_frames(&self.iopub, frames, zmq::DONTWAIT) {
-            debug!(error = %Chain(&e), "iopub message dropped");
+            _ => {
+                if let Err(e) = send_frames(&self.iopub, frames, zmq::DONTWAIT) {
+                    debug!(error = %Chain(&e), "kernel iopub message dropped");
+                }
+            }
         }
     }
 
-    /// Whether some subscriber of the iopub wants `topic` (always, for a
-    /// PUB). Reads the (un)subscriptions that came since last asked: an
-    /// XPUB hands each prefix's first subscription and last unsubscription
-    /// to the engine as a message (`1` or `0`, then the prefix).
+    /// Who wants a message of `topic`: the hub (one of its clients'
+    /// subscriptions matches), the kernel's front ends (one of theirs
+    /// does; always, for a standalone kernel's PUB).
     ///
-    /// For a `status` message (`busy`/`idle`, two a request, which zpar's
-    /// own clients never subscribe to) they are read at most every
-    /// [`SUBSCRIPTIONS_FRESH`]: a look at an empty socket costs a system
-    /// call, a third of what an engine spent on a trivial request.
-    fn subscribed_to(&mut self, topic: &str, status: bool) -> bool {
-        let Some(subscribed) = &mut self.subscribed else {
-            return true;
-        };
+    /// Reads what changed since last asked: the link's messages (the hub
+    /// sends the whole set of its clients' topics when it changes), and
+    /// the kernel's XPUB, which hands each prefix's first subscription and
+    /// last unsubscription to the engine as a message (`1` or `0`, then
+    /// the prefix). For a `status` message (`busy`/`idle`, two a request,
+    /// which zpar's own clients never subscribe to) they are read at most
+    /// every [`SUBSCRIPTIONS_FRESH`]: a look at an empty socket costs a
+    /// system call, a third of what an engine spent on a trivial request.
+    fn subscribed_to(&mut self, topic: &str, status: bool) -> Wanted {
         let matches =
             |subscribed: &[Vec<u8>]| subscribed.iter().any(|s| topic.as_bytes().starts_with(s));
-        if status && self.subscriptions_read.elapsed() < SUBSCRIPTIONS_FRESH {
-            return matches(subscribed);
-        }
-        self.subscriptions_read = Instant::now();
-        while let Ok(change) = self.iopub.recv_bytes(zmq::DONTWAIT) {
-            match change.split_first() {
-                Some((1, prefix)) => subscribed.push(prefix.to_vec()),
-                Some((0, prefix)) => {
-                    if let Some(i) = subscribed.iter().position(|s| s == prefix) {
-                        subscribed.swap_remove(i);
+        if !status || self.subscriptions_read.elapsed() >= SUBSCRIPTIONS_FRESH {
+            self.subscriptions_read = Instant::now();
+            self.drain_link();
+            if let (Some(subscribed), Some(_)) = (&mut self.subscribed, &self.kernel) {
+                while let Ok(change) = self.iopub.recv_bytes(zmq::DONTWAIT) {
+                    match change.split_first() {
+                        Some((1, prefix)) => subscribed.push(prefix.to_vec()),
+                        Some((0, prefix)) => {
+                            if let Some(i) = subscribed.iter().position(|s| s == prefix) {
+                                subscribed.swap_remove(i);
+                            }
+                        }
+                        _ => {}
                     }
                 }
-                _ => {}
             }
         }
-        matches(subscribed)
+        Wanted {
+            by_hub: self.link.is_some() && matches(&self.hub_topics),
+            by_kernel: self.kernel.is_some() && self.subscribed.as_deref().is_none_or(matches),
+        }
     }
 
     /// Output of the running script (`print` is stdout, `debug` stderr):
@@ -602,6 +628,11 @@ impl Io {
     pub(crate) fn unbind_kernel(&mut self) {
         if let Some(k) = self.kernel.take() {
             k.unbind_iopub(&self.iopub);
+            // The next kernel's front ends subscribe anew.
+            while self.iopub.recv_bytes(zmq::DONTWAIT).is_ok() {}
+            if let Some(subscribed) = &mut self.subscribed {
+                subscribed.clear();
+            }
         }
     }
 }

@@ -26,8 +26,8 @@ use tracing::{debug, info, warn};
 use zpar_protocol::curve::{secure_client, HandshakeMonitor, HandshakeWatch};
 use zpar_protocol::error::Chain;
 use zpar_protocol::{
-    new_id, recv_frames, Channel, Content, EngineConnection, LinkTag, Message, RegistrationRequest,
-    Session, Status, UnregistrationRequest,
+    new_id, recv_frames, Content, EngineConnection, LinkTag, Message, RegistrationRequest, Session,
+    Status, UnregistrationRequest,
 };
 
 /// How to run an engine.
@@ -187,10 +187,12 @@ impl EngineServer {
         link.set_identity(uuid.as_bytes())?;
         let handshakes = HandshakeMonitor::attach(&ctx, &link)?;
         link.connect(&conn.url(conn.link))?;
-        // An XPUB: the engine sees what is subscribed to and builds no
-        // message nobody reads (`Io::publish`).
-        let iopub = socket(zmq::XPUB)?;
-        iopub.connect(&conn.url(conn.iopub))?;
+        // Output goes to the hub on the link. This XPUB is bound only
+        // while the engine serves as a Jupyter kernel: plain, as front
+        // ends are, and it tells what they subscribe to, so no message
+        // nobody reads is built (`Io::publish`).
+        let iopub = ctx.socket(zmq::XPUB)?;
+        iopub.set_linger(1000)?;
         let heartbeat = Heartbeat::start(
             &ctx,
             &conn.url(conn.heartbeat),
@@ -236,8 +238,8 @@ impl EngineServer {
             dir: config.kernel_dir.clone(),
         };
         let mut io = Io::cluster(session, engine_id, link, iopub, kernel_home, relay);
-        for (channel, frames) in early {
-            io.arrived_early(channel, frames);
+        for frames in early {
+            io.sort_link_message(frames);
         }
         let core = EngineCore::new(
             Role::Cluster,
@@ -413,7 +415,7 @@ fn register(
     uuid: &str,
     (host, relay): (&str, &str),
     config: &EngineConfig,
-    early: &mut Vec<(Channel, Vec<zmq::Message>)>,
+    early: &mut Vec<Vec<zmq::Message>>,
 ) -> Result<Registered, EngineError> {
     let started = Instant::now();
     // A request waits in the socket until the hub is there to take it, so
@@ -468,25 +470,16 @@ fn register(
                 continue;
             }
             let mut frames = recv_frames(socket, 0)?;
-            let tag = frames.first().and_then(|t| LinkTag::parse(t));
-            if tag.is_some() {
-                frames.remove(0);
-            }
-            match tag {
-                Some(LinkTag::Registration) => {}
+            if frames.first().and_then(|t| LinkTag::parse(t)) != Some(LinkTag::Registration) {
                 // Work can come before the answer: the hub sends tasks
                 // that waited for an engine as it registers one, and holds
-                // its answer until its records are committed. Kept, in
-                // order, for the request loop.
-                Some(LinkTag::Channel(channel)) => {
-                    early.push((channel, frames));
-                    continue;
-                }
-                None => {
-                    warn!("dropped a message without a channel tag from the hub");
-                    continue;
-                }
+                // its answer until its records are committed; its
+                // clients' iopub topics come as it registers one too.
+                // Kept, in order, for the request loop.
+                early.push(frames);
+                continue;
             }
+            frames.remove(0);
             match session.decode_frames(frames) {
                 Ok(Message {
                     content: Content::RegistrationReply(r),

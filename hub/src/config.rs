@@ -175,16 +175,14 @@ pub struct PortPlan {
     pub heartbeat: u16,
     /// Direct requests, client side.
     pub mux_client: u16,
-    /// Engines' links: registration and every channel's requests and
-    /// replies.
+    /// Engines' links: registration, every channel's requests and
+    /// replies, and the engines' output.
     pub link: u16,
     /// Load-balanced requests, client side.
     pub task_client: u16,
     /// Control, client side.
     pub control_client: u16,
-    /// Output, engine side.
-    pub iopub_engine: u16,
-    /// Output, client side.
+    /// Output, to clients.
     pub iopub_client: u16,
     /// Notifications.
     pub notification: u16,

@@ -10,12 +10,13 @@
 //! [`crate::core`]); the loop performs the [`Action`]s it returns, in order.
 //! After each batch of messages the loop sends the core a [`Event::Tick`],
 //! whose actions commit the batch's records and then release the batch's
-//! replies. Iopub is forwarded here without the core: it is a plain
-//! SUB → PUB relay.
+//! replies. Iopub is relayed here without the core: engines' output comes
+//! on their links and goes out on the clients' XPUB as it came, and the
+//! topics clients subscribe to go to the engines ([`crate::subscriptions`]).
 //!
-//! Each engine holds three connections: its link (one ROUTER for
-//! registration and every channel, each message after a [`LinkTag`]
-//! frame), its heartbeat and its iopub. The link ROUTER is
+//! Each engine holds two connections: its link (one ROUTER for
+//! registration, every channel and its output, each message after a
+//! [`LinkTag`] frame) and its heartbeat. The link ROUTER is
 //! `ROUTER_MANDATORY`: a message for an engine whose connection is not up
 //! is kept and retried rather than silently dropped.
 
@@ -25,6 +26,7 @@ use crate::error::HubError;
 use crate::handshakes::HandshakeLog;
 use crate::heartbeat;
 use crate::records::{Records, SqliteStore};
+use crate::subscriptions::Subscriptions;
 use crate::unroutable::{Sent, Unroutable};
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -44,7 +46,6 @@ struct Sockets {
     control_client: zmq::Socket,
     /// The engines' links.
     link: zmq::Socket,
-    iopub_engine: zmq::Socket,
     iopub_client: zmq::Socket,
     notification: zmq::Socket,
     hb_pipe: zmq::Socket,
@@ -61,10 +62,8 @@ enum Slot {
     TaskClient,
     /// Control requests from clients.
     ControlClient,
-    /// Engines' links: replies of every channel, registrations.
+    /// Engines' links: replies of every channel, registrations, output.
     Link,
-    /// Output from engines, relayed to clients.
-    IopubEngine,
     /// Clients' iopub subscriptions, passed on to the engines.
     IopubClient,
     /// The heartbeat thread's pipe (engines lost); last, so that the slots
@@ -74,13 +73,12 @@ enum Slot {
 
 impl Slot {
     /// Every slot, in polling order.
-    const ALL: [Slot; 8] = [
+    const ALL: [Slot; 7] = [
         Slot::Query,
         Slot::MuxClient,
         Slot::TaskClient,
         Slot::ControlClient,
         Slot::Link,
-        Slot::IopubEngine,
         Slot::IopubClient,
         Slot::HeartbeatPipe,
     ];
@@ -89,8 +87,9 @@ impl Slot {
     const PEERS: usize = Slot::HeartbeatPipe as usize;
 
     /// The order in which one pass of the loop serves what is ready:
-    /// control first, then queries, engines' replies before new requests.
-    /// (Iopub and the heartbeat pipe are served apart.)
+    /// control first, then queries, engines' replies (and output) before
+    /// new requests. (Subscriptions and the heartbeat pipe are served
+    /// apart.)
     const SERVE_ORDER: [Slot; 5] = [
         Slot::ControlClient,
         Slot::Query,
@@ -106,11 +105,7 @@ impl Slot {
             Slot::MuxClient => Some(Channel::Mux),
             Slot::TaskClient => Some(Channel::Task),
             Slot::ControlClient => Some(Channel::Control),
-            Slot::Query
-            | Slot::Link
-            | Slot::IopubEngine
-            | Slot::IopubClient
-            | Slot::HeartbeatPipe => None,
+            Slot::Query | Slot::Link | Slot::IopubClient | Slot::HeartbeatPipe => None,
         }
     }
 }
@@ -136,7 +131,6 @@ impl Sockets {
             Slot::TaskClient => &self.task_client,
             Slot::ControlClient => &self.control_client,
             Slot::Link => &self.link,
-            Slot::IopubEngine => &self.iopub_engine,
             Slot::IopubClient => &self.iopub_client,
             Slot::HeartbeatPipe => &self.hb_pipe,
         }
@@ -211,6 +205,8 @@ pub struct Hub {
     /// Engines that registered over their link: the answers to them go
     /// there, not to the query socket.
     registered_on_link: std::collections::HashSet<Vec<u8>>,
+    /// The iopub topics clients subscribe to, and the engines owed them.
+    subscriptions: Subscriptions,
     /// After a failed commit of the task records: the commit, then every
     /// reply after it, in order, until a commit succeeds (tried again each
     /// turn of the loop). A client never sees a result whose record is not
@@ -364,13 +360,11 @@ impl Hub {
             curve,
             Peers::Clients,
         )?;
-        // Iopub is relayed with its subscriptions: what clients subscribe
-        // to on the XPUB goes up to the engines through the XSUB, so an
+        // Engines' output comes on their links and goes out here; what
+        // clients subscribe to on this XPUB goes to the engines, so an
         // engine sends only what some client reads (zpar's clients read
         // their own requests' output; Jupyter's and ipyparallel's read
         // everything).
-        let (iopub_engine, iopub_e) =
-            bind(&ctx, zmq::XSUB, ip, p.iopub_engine, curve, Peers::Engines)?;
         let (iopub_client, iopub_c) =
             bind(&ctx, zmq::XPUB, ip, p.iopub_client, curve, Peers::Clients)?;
         let (notification, notif) =
@@ -387,7 +381,6 @@ impl Hub {
                 ("mux (clients)", &mux_client),
                 ("task (clients)", &task_client),
                 ("control (clients)", &control_client),
-                ("iopub (engines)", &iopub_engine),
                 ("iopub (clients)", &iopub_client),
                 ("notification", &notification),
             ],
@@ -438,7 +431,6 @@ impl Hub {
             signature_scheme: zpar_protocol::SIGNATURE_SCHEME.into(),
             link: link_port,
             heartbeat: heartbeat_port,
-            iopub: iopub_e,
             curve_publickey: keys.as_ref().map(|k| k.public().to_string()),
             curve_secretkey: keys.as_ref().map(|k| k.secret().to_string()),
         };
@@ -492,7 +484,6 @@ impl Hub {
                 task_client,
                 control_client,
                 link,
-                iopub_engine,
                 iopub_client,
                 notification,
                 hb_pipe,
@@ -501,6 +492,7 @@ impl Hub {
             unroutable: Unroutable::default(),
             alive: Alive::new(),
             registered_on_link: Default::default(),
+            subscriptions: Subscriptions::default(),
             held_for_commit: VecDeque::new(),
             commit_failures: 0,
             trim: MemoryTrim::default(),
@@ -577,27 +569,20 @@ impl Hub {
                 self.drain_heartbeat();
             }
             if ready.has(Slot::IopubClient) {
-                // (Un)subscriptions: one frame each, passed on as they came.
-                while let Ok(sub) = self.sockets.iopub_client.recv_msg(zmq::DONTWAIT) {
-                    if let Err(e) = self.sockets.iopub_engine.send(sub, zmq::DONTWAIT) {
-                        debug!(error = %e, "an iopub subscription was not passed on");
-                    }
+                // (Un)subscriptions: one frame each; the engines hear the
+                // set as it stands after them.
+                let mut changed = false;
+                while let Ok(change) = self.sockets.iopub_client.recv_bytes(zmq::DONTWAIT) {
+                    changed |= self.subscriptions.client_change(&change);
                 }
-            }
-            if ready.has(Slot::IopubEngine) {
-                for frames in drain(
-                    &self.sockets.iopub_engine,
-                    BATCH,
-                    &mut self.trim.bytes_since,
-                ) {
-                    if let Err(e) = send_frames(&self.sockets.iopub_client, frames, zmq::DONTWAIT) {
-                        debug!(error = %e, "iopub message dropped");
-                    }
+                if changed {
+                    self.subscriptions.owe_all();
                 }
             }
             self.handle(Event::Tick);
             self.retry_held_commit();
             self.retry_unroutable();
+            self.send_subscriptions();
             // A reply is as good as a pong: a busy machine delays pongs, not
             // the work engines answer.
             if let Some(uuids) = self.alive.due(self.config.hb_period / 4) {
@@ -622,6 +607,16 @@ impl Hub {
         frames.remove(1);
         match tag {
             LinkTag::Channel(channel) => self.handle(Event::EngineReply { channel, frames }),
+            LinkTag::Iopub => {
+                // `[uuid, topic, …]`: published as it came, topic first.
+                frames.remove(0);
+                if let Err(e) = send_frames(&self.sockets.iopub_client, frames, zmq::DONTWAIT) {
+                    debug!(error = %e, "iopub message dropped");
+                }
+            }
+            LinkTag::Subscriptions => {
+                warn!(engine = %String::from_utf8_lossy(&frames[0]), "dropped a subscription message an engine sent (only the hub sends them)")
+            }
             LinkTag::Registration => {
                 if !self.registered_on_link.contains(&frames[0][..]) {
                     self.registered_on_link.insert(frames[0].to_vec());
@@ -734,12 +729,15 @@ impl Hub {
                 self.commit_records();
                 Ok(())
             }
-            Action::Watch { uuid } => self
-                .sockets
-                .hb_pipe
-                .send_multipart([heartbeat::WATCH, &uuid[..]], 0),
+            Action::Watch { uuid } => {
+                self.subscriptions.engine_joined(&uuid);
+                self.sockets
+                    .hb_pipe
+                    .send_multipart([heartbeat::WATCH, &uuid[..]], 0)
+            }
             Action::Forget { uuid } => {
                 self.registered_on_link.remove(&uuid);
+                self.subscriptions.engine_left(&uuid);
                 self.sockets
                     .hb_pipe
                     .send_multipart([heartbeat::FORGET, &uuid[..]], 0)
@@ -818,6 +816,22 @@ impl Hub {
         }
     }
 
+    /// Sends the iopub topics to the engines owed them (registered, or
+    /// not reached since the set changed).
+    fn send_subscriptions(&mut self) {
+        if !self.subscriptions.any_owed() {
+            return;
+        }
+        let sockets = &self.sockets;
+        self.subscriptions.pay(|uuid, topics| {
+            let frames = topics.into_iter().map(zmq::Message::from).collect();
+            matches!(
+                send_on_link(sockets, LinkTag::Subscriptions, uuid, frames),
+                Sent::Done
+            )
+        });
+    }
+
     fn shutdown(&mut self) {
         if !self.stopping {
             // Stopped by a signal: engines are told to stop too.
@@ -840,14 +854,15 @@ fn send_to_engine(sockets: &Sockets, channel: Channel, uuid: &[u8], frames: Fram
     send_on_link(sockets, LinkTag::Channel(channel), uuid, frames)
 }
 
-/// Sends `frames` to engine `uuid` on its link after `tag`: the frames
-/// back if its link is not up.
+/// Sends `frames` to engine `uuid` on its link after `tag` (the tag alone
+/// when there are none): the frames back if its link is not up.
 fn send_on_link(sockets: &Sockets, tag: LinkTag, uuid: &[u8], frames: Frames) -> Sent {
     let sock = &sockets.link;
     match sock.send(uuid, zmq::SNDMORE | zmq::DONTWAIT) {
         Ok(()) => {
+            let more = if frames.is_empty() { 0 } else { zmq::SNDMORE };
             let tagged = sock
-                .send(tag.frame(), zmq::SNDMORE)
+                .send(tag.frame(), more)
                 .and_then(|()| send_frames(sock, frames, 0));
             if let Err(e) = tagged {
                 warn!(error = %e, "forwarding to an engine failed");
@@ -958,8 +973,8 @@ fn release_free_memory() {
 }
 
 /// Raises this process's soft limit on open files to its hard limit. Every
-/// engine holds three connections to the hub, so the common soft limit of
-/// 1,024 would stop a hub at about 270 engines, while the hard limit
+/// engine holds two connections to the hub, so the common soft limit of
+/// 1,024 would stop a hub at about 400 engines, while the hard limit
 /// (often 524,288) allows thousands.
 fn raise_open_file_limit() -> Option<u64> {
     let files = zpar_protocol::net::raise_open_file_limit()?;

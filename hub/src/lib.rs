@@ -13,7 +13,8 @@
 //!   from client-facing ROUTERs to the engines' link ROUTER (one connection
 //!   per engine, each message tagged with its channel), one message with a
 //!   target list fanned out here; replies routed back by the client identity
-//!   they carry; iopub forwarded from engines to clients;
+//!   they carry; iopub from engines' links published to clients, and the
+//!   topics clients subscribe to sent to the engines;
 //! - **task records** ([`records`]): every request and its reply, in memory
 //!   or in SQLite, committed before the reply goes out;
 //! - **notifications** (PUB): engines joining and leaving;
@@ -48,6 +49,7 @@ pub mod handshakes;
 pub mod heartbeat;
 pub mod hub;
 pub mod records;
+mod subscriptions;
 mod unroutable;
 pub use crate::core::{registry, scheduler};
 pub use config::{CurveMode, Db, HubConfig, PortPlan, DEFAULT_DB_LIMIT};

@@ -12,7 +12,7 @@
 //! its request with `Undelivered`.
 
 use crate::core::Frames;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 use zpar_protocol::Channel;
 
@@ -36,6 +36,9 @@ pub(crate) enum Sent {
 #[derive(Default)]
 pub(crate) struct Unroutable {
     queue: VecDeque<Waiting>,
+    /// How many of the queue's messages wait for each engine and channel:
+    /// a send need not walk the queue to learn whether it must wait.
+    waiting: HashMap<(Channel, Vec<u8>), usize>,
 }
 
 impl Unroutable {
@@ -55,10 +58,8 @@ impl Unroutable {
         now: Instant,
         send: impl FnOnce(Channel, &[u8], Frames) -> Sent,
     ) {
-        let behind = self
-            .queue
-            .iter()
-            .any(|w| w.channel == channel && w.engine == engine);
+        let behind =
+            !self.waiting.is_empty() && self.waiting.contains_key(&(channel, engine.clone()));
         let frames = if behind {
             frames
         } else {
@@ -67,12 +68,31 @@ impl Unroutable {
                 Sent::NotConnected(frames) => frames,
             }
         };
-        self.queue.push_back(Waiting {
+        self.push(Waiting {
             channel,
             engine,
             frames,
             since: now,
         });
+    }
+
+    /// Puts a message at the back of the queue, counting it.
+    fn push(&mut self, w: Waiting) {
+        *self
+            .waiting
+            .entry((w.channel, w.engine.clone()))
+            .or_default() += 1;
+        self.queue.push_back(w);
+    }
+
+    /// Counts a message for `key` taken off the queue for good.
+    fn taken(&mut self, key: &(Channel, Vec<u8>)) {
+        if let Some(n) = self.waiting.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.waiting.remove(key);
+            }
+        }
     }
 
     /// Tries every waiting message again, in order per engine and channel
@@ -93,23 +113,36 @@ impl Unroutable {
             let Some(w) = self.queue.pop_front() else {
                 break;
             };
+            let key = (w.channel, w.engine.clone());
             if gone(&w.engine) {
+                self.taken(&key);
                 continue;
             }
             if now.saturating_duration_since(w.since) > limit {
+                self.taken(&key);
                 expired.push(w);
                 continue;
             }
-            let key = (w.channel, w.engine.clone());
             if blocked.contains(&key) {
                 self.queue.push_back(w);
                 continue;
             }
-            match send(w.channel, &w.engine, w.frames) {
-                Sent::Done => {}
+            let Waiting {
+                channel,
+                engine,
+                frames,
+                since,
+            } = w;
+            match send(channel, &engine, frames) {
+                Sent::Done => self.taken(&key),
                 Sent::NotConnected(frames) => {
                     blocked.insert(key);
-                    self.queue.push_back(Waiting { frames, ..w });
+                    self.queue.push_back(Waiting {
+                        channel,
+                        engine,
+                        frames,
+                        since,
+                    });
                 }
             }
         }
@@ -194,6 +227,7 @@ mod tests {
         assert!(expired.is_empty());
         assert_eq!(links.sent, ["b-1", "a-ctl", "a-head", "a-chunk"]);
         assert!(q.is_empty());
+        assert!(q.waiting.is_empty(), "every count goes with its message");
     }
 
     #[test]
@@ -227,5 +261,6 @@ mod tests {
         let tags: Vec<String> = expired.iter().map(|w| tag(&w.frames)).collect();
         assert_eq!(tags, ["m0", "m1"]);
         assert!(q.is_empty());
+        assert!(q.waiting.is_empty(), "every count goes with its message");
     }
 }

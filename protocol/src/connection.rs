@@ -59,9 +59,8 @@ pub struct ClientConnection {
     pub curve_secretkey: Option<String>,
 }
 
-/// Where an engine connects: the hub's three engine-facing ports. An
-/// engine holds one connection to each: its link, its heartbeat and its
-/// output.
+/// Where an engine connects: the hub's two engine-facing ports. An engine
+/// holds one connection to each: its link and its heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineConnection {
     /// `tcp`.
@@ -72,14 +71,12 @@ pub struct EngineConnection {
     pub key: String,
     /// `hmac-sha256`.
     pub signature_scheme: String,
-    /// The engine's link (ROUTER): registration, and the requests and
-    /// replies of every channel, each message after a tag frame naming its
-    /// channel ([`crate::contract::LinkTag`]).
+    /// The engine's link (ROUTER): registration, the requests and replies
+    /// of every channel, and the engine's output, each message after a
+    /// tag frame saying what it is ([`crate::contract::LinkTag`]).
     pub link: u16,
     /// Heartbeat (ROUTER): the hub's pings and the engine's pongs.
     pub heartbeat: u16,
-    /// Output streams and results (XSUB on the hub).
-    pub iopub: u16,
     /// The hub's CURVE public key, Z85 (jupyter_client's field name).
     /// Absent when the hub runs without CURVE; then nothing is encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -58,16 +58,24 @@ impl Channel {
 
 /// The first frame of every message on an engine's link (after the
 /// engine's identity frame on the hub's ROUTER): the channel the message
-/// belongs to, or that it is a registration message. One connection
-/// carries them all; the engine sorts what arrives by this tag, so control
-/// is still served before work that arrived ahead of it (though on the
-/// wire it waits behind what the hub queued on the link before it).
+/// belongs to, a registration message, the engine's output, or the topics
+/// the hub's clients subscribe to. One connection carries them all; the
+/// engine sorts what arrives by this tag, so control is still served
+/// before work that arrived ahead of it (though on the wire it waits
+/// behind what the hub queued on the link before it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkTag {
     /// A request or reply of a channel.
     Channel(Channel),
     /// Registration, unregistration and their replies.
     Registration,
+    /// Engine to hub: an iopub message (`[topic, <IDS|MSG>, …]`), which
+    /// the hub publishes to its clients as it came.
+    Iopub,
+    /// Hub to engine: every iopub topic prefix some client subscribes to,
+    /// one frame each (none: nobody listens), replacing the set sent
+    /// before. The engine builds no output nobody would get.
+    Subscriptions,
 }
 
 impl LinkTag {
@@ -75,7 +83,12 @@ impl LinkTag {
     ///
     /// ```
     /// use zpar_protocol::contract::{Channel, LinkTag};
-    /// for tag in [LinkTag::Channel(Channel::Control), LinkTag::Registration] {
+    /// for tag in [
+    ///     LinkTag::Channel(Channel::Control),
+    ///     LinkTag::Registration,
+    ///     LinkTag::Iopub,
+    ///     LinkTag::Subscriptions,
+    /// ] {
     ///     assert_eq!(LinkTag::parse(tag.frame()), Some(tag));
     /// }
     /// assert_eq!(LinkTag::parse(b"x"), None);
@@ -86,6 +99,8 @@ impl LinkTag {
             LinkTag::Channel(Channel::Task) => b"t",
             LinkTag::Channel(Channel::Control) => b"c",
             LinkTag::Registration => b"r",
+            LinkTag::Iopub => b"i",
+            LinkTag::Subscriptions => b"s",
         }
     }
 
@@ -96,6 +111,8 @@ impl LinkTag {
             b"t" => Some(LinkTag::Channel(Channel::Task)),
             b"c" => Some(LinkTag::Channel(Channel::Control)),
             b"r" => Some(LinkTag::Registration),
+            b"i" => Some(LinkTag::Iopub),
+            b"s" => Some(LinkTag::Subscriptions),
             _ => None,
         }
     }

@@ -127,9 +127,10 @@ fn default_gateway(table: &str) -> Option<Ipv4Addr> {
     })
 }
 
-/// Connections each engine holds to the hub: its link (registration and
-/// every channel's requests and replies), its heartbeat and its iopub.
-pub const CONNECTIONS_PER_ENGINE: u64 = 3;
+/// Connections each engine holds to the hub: its link (registration,
+/// every channel's requests and replies, and its output) and its
+/// heartbeat.
+pub const CONNECTIONS_PER_ENGINE: u64 = 2;
 
 /// What to add to a socket error that says the process ran out of file
 /// descriptors (`EMFILE`, `ENFILE`): the limit and how to raise it; empty

@@ -44,7 +44,7 @@ pub(super) enum ClusterCmd {
         /// The hub's load-balancing scheme: leastload, lru or random.
         #[arg(long)]
         scheme: Option<zpar_hub::Scheme>,
-        /// The hub binds twelve consecutive ports from this one.
+        /// The hub binds its ports from this one up (within twelve).
         #[arg(long)]
         port_base: Option<u16>,
         /// Each engine's limit of script operations per request.

@@ -77,8 +77,8 @@ struct HubArgs {
     /// address).
     #[arg(long)]
     location: Option<String>,
-    /// Bind the hub's ports from this one up (to this + 11; + 6 and + 8
-    /// are left unused) instead of random ports.
+    /// Bind the hub's ports from this one up (to this + 11; + 6, + 8 and
+    /// + 9 are left unused) instead of random ports.
     #[arg(long)]
     port_base: Option<u16>,
     /// Reuse the ports, key and CURVE keys of the profile's existing
@@ -275,9 +275,8 @@ fn run_hub(a: HubArgs) -> Result<()> {
             mux_client: p(3)?,
             link: p(4)?,
             task_client: p(5)?,
-            // 6 and 8 were the engines' task and control ports.
+            // 6, 8 and 9 were the engines' task, control and iopub ports.
             control_client: p(7)?,
-            iopub_engine: p(9)?,
             iopub_client: p(10)?,
             notification: p(11)?,
         };
@@ -317,7 +316,6 @@ fn run_hub(a: HubArgs) -> Result<()> {
             link: e.link,
             task_client: c.task,
             control_client: c.control,
-            iopub_engine: e.iopub,
             iopub_client: c.iopub,
             notification: c.notification,
         };

@@ -112,7 +112,6 @@ fn hub_ports(
         ("mux (clients)", c.mux, zmq::DEALER),
         ("task (clients)", c.task, zmq::DEALER),
         ("control (clients)", c.control, zmq::DEALER),
-        ("iopub (engines)", e.iopub, zmq::PUB),
         ("iopub (clients)", c.iopub, zmq::SUB),
         ("notification", c.notification, zmq::SUB),
     ]

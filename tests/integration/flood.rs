@@ -75,7 +75,6 @@ fn frames_of_a_gib_cost_their_sender_the_connection_not_the_hub_or_engine_its_me
             clients.notification,
             engines.heartbeat,
             engines.link,
-            engines.iopub,
         ]
         .map(at),
     );
@@ -129,7 +128,7 @@ fn two_thousand_idle_plain_connections_do_not_keep_engines_out() {
     let engines: zpar::EngineConnection =
         zpar_protocol::connection::read_json_file(&cluster.profile().engine_file()).unwrap();
     // Plain TCP, never a byte: spread over the ports engines use.
-    let ports = [engines.link, engines.heartbeat, engines.iopub];
+    let ports = [engines.link, engines.heartbeat];
     let idle: Vec<std::net::TcpStream> = (0..2_000)
         .map(|i| std::net::TcpStream::connect(("127.0.0.1", ports[i % ports.len()])).unwrap())
         .collect();
@@ -145,7 +144,7 @@ fn two_thousand_idle_plain_connections_do_not_keep_engines_out() {
     drop(idle);
 }
 
-/// A hub whose limit on open files leaves room for 8 engines (217 files,
+/// A hub whose limit on open files leaves room for 8 engines (209 files,
 /// set in the child before it starts) refuses the ninth and tenth engine's
 /// registration at once, in one line that names the limit and the remedy,
 /// and serves the eight.
@@ -164,8 +163,8 @@ fn engines_past_the_hubs_limit_on_open_files_are_refused_naming_it() {
     unsafe {
         hub.pre_exec(|| {
             let limit = libc::rlimit {
-                rlim_cur: 217,
-                rlim_max: 217,
+                rlim_cur: 209,
+                rlim_max: 209,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
                 Ok(())
@@ -213,7 +212,7 @@ fn engines_past_the_hubs_limit_on_open_files_are_refused_naming_it() {
         assert_eq!(status.code(), Some(1), "{err}");
         assert!(
             err.contains("no room for another engine")
-                && err.contains("ulimit -n) is 217")
+                && err.contains("ulimit -n) is 209")
                 && err.contains("room for 8 engines"),
             "{err}"
         );

@@ -20,7 +20,7 @@
 //! | shell | ROUTER | the engine's main thread, between requests, like mux |
 //! | control | ROUTER | the main thread, first, and mid-script from Rhai's progress callback (interrupt) |
 //! | stdin | ROUTER | bound for Jupyter; Rhai has no `input()`, so nothing is ever asked on it |
-//! | iopub | the engine's PUB | also connected to the hub: one socket, one stream of output |
+//! | iopub | the engine's XPUB (a standalone kernel's: a PUB) | the main thread; the same output goes to the hub on the engine's link |
 //! | heartbeat | REP | a thread of its own ([`heartbeat`]), so a busy kernel still answers |
 //!
 //! Shell requests and the hub's requests are taken by one thread from one
@@ -58,16 +58,13 @@ use zpar_protocol::{KernelConnection, Limits, Value};
 
 /// The kernel's sockets, bound. Dropping it closes them, stops the
 /// heartbeat thread and removes the connection file it wrote; the iopub
-/// address must be unbound from the engine's PUB first
+/// address must be unbound from the engine's iopub socket first
 /// ([`Kernel::unbind_iopub`]).
 pub(crate) struct Kernel {
     pub(crate) shell: zmq::Socket,
     pub(crate) control: zmq::Socket,
     pub(crate) stdin: zmq::Socket,
     iopub_endpoint: String,
-    /// The kernel's own iopub PUB, when the engine's cannot serve: see
-    /// [`Kernel::bind`].
-    pub(crate) own_iopub: Option<zmq::Socket>,
     _heartbeat: HeartbeatEcho,
     pub(crate) connection: KernelConnection,
     pub(crate) file: Option<PathBuf>,
@@ -75,7 +72,7 @@ pub(crate) struct Kernel {
 
 impl Kernel {
     /// Binds the kernel's sockets as `plan` says (and the iopub address on
-    /// the engine's `iopub` PUB), starts the heartbeat echo and writes the
+    /// the engine's `iopub` socket), starts the heartbeat echo and writes the
     /// connection file.
     pub(crate) fn bind(
         ctx: &zmq::Context,
@@ -121,27 +118,17 @@ impl Kernel {
         let (stdin, stdin_at) = listen(zmq::ROUTER, on(connection.stdin_port, "stdin")?, "stdin")?;
         let (hb, hb_at) = listen(zmq::REP, on(connection.hb_port, "heartbeat")?, "heartbeat")?;
         let iopub_url = on(connection.iopub_port, "iopub")?;
-        // When the hub encrypts, the engine's PUB is a CURVE client, and a
-        // bind takes the socket's security along: Jupyter's front ends
-        // (plain) could never connect. The kernel then publishes on a plain
-        // PUB of its own too (signed, like every kernel socket).
-        let own_iopub = match iopub.get_mechanism() {
-            Ok(zmq::Mechanism::ZMQ_NULL) => None,
-            _ => Some(ctx.socket(zmq::PUB).map_err(|source| KernelError::Bind {
-                channel: "iopub",
-                url: iopub_url.clone(),
-                source,
-            })?),
-        };
-        let publisher = own_iopub.as_ref().unwrap_or(iopub);
-        cap_inbound_frames(publisher, &Limits::default())
-            .and_then(|()| publisher.bind(&iopub_url))
+        // The engine's iopub socket is plain (its output to the hub goes
+        // on the link), as Jupyter's front ends are; signed, like every
+        // kernel socket.
+        cap_inbound_frames(iopub, &Limits::default())
+            .and_then(|()| iopub.bind(&iopub_url))
             .map_err(|source| KernelError::Bind {
                 channel: "iopub",
                 url: iopub_url.clone(),
                 source,
             })?;
-        let iopub_endpoint = publisher
+        let iopub_endpoint = iopub
             .get_last_endpoint()
             .ok()
             .and_then(Result::ok)
@@ -157,7 +144,6 @@ impl Kernel {
             control,
             stdin,
             iopub_endpoint,
-            own_iopub,
             _heartbeat: heartbeat,
             connection,
             file: None,
@@ -183,12 +169,8 @@ impl Kernel {
         Ok(kernel)
     }
 
-    /// Stops publishing to the kernel's iopub address (the engine's PUB
-    /// stays connected to the hub).
+    /// Stops publishing to the kernel's iopub address.
     pub(crate) fn unbind_iopub(&self, iopub: &zmq::Socket) {
-        if self.own_iopub.is_some() {
-            return; // its own PUB closes with it
-        }
         if let Err(e) = iopub.unbind(&self.iopub_endpoint) {
             warn!(error = %Chain(&e), endpoint = %self.iopub_endpoint, "cannot unbind the kernel's iopub address");
         }

@@ -270,7 +270,7 @@ impl EngineRoom {
     ///
     /// ```
     /// use zpar_hub::core::EngineRoom;
-    /// assert_eq!(EngineRoom::for_files(1024).engines, 277); // (1024 - 192) / 3
+    /// assert_eq!(EngineRoom::for_files(1024).engines, 416); // (1024 - 192) / 2
     /// assert_eq!(EngineRoom::for_files(100).engines, 0);
     /// ```
     pub fn for_files(files: u64) -> EngineRoom {
@@ -457,7 +457,7 @@ impl HubCore {
                 "engine {} is not found by its uuid",
                 e.id
             );
-            for (msg_id, p) in &e.pending {
+            for (msg_id, p) in e.pending() {
                 if p.channel == Channel::Task {
                     assert!(
                         seen_tasks.insert(msg_id.clone()),

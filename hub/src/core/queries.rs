@@ -69,11 +69,11 @@ impl HubCore {
                         (
                             e.id,
                             EngineQueue {
-                                queue: e.pending.len() as u64,
+                                queue: e.pending().len() as u64,
                                 completed: e.completed,
                                 tasks: e.tasks(),
                                 msg_ids: if r.verbose {
-                                    e.pending.keys().cloned().collect()
+                                    e.pending().keys().cloned().collect()
                                 } else {
                                     vec![]
                                 },
@@ -207,7 +207,7 @@ impl HubCore {
             });
         }
         if let Some(room) = self.config.engine_room {
-            let registered = self.registry.engines().count();
+            let registered = self.registry.len();
             if self.registry.id_of(uuid).is_none() && registered >= room.engines {
                 self.room_refusals.0 += 1;
                 if now - self.room_refusals.1 >= 10.0 {

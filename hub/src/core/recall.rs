@@ -61,7 +61,7 @@ impl HubCore {
                     continue;
                 }
                 let mut silent: Vec<(&String, &Pending)> = e
-                    .pending
+                    .pending()
                     .iter()
                     .filter(|(_, p)| p.channel == channel && now - p.received >= after)
                     .collect();
@@ -123,9 +123,10 @@ impl HubCore {
         };
         let sent_at_recall = e.ledger(channel).sent_at_recall;
         // Ids answered meanwhile are no longer pending: nothing to do.
+        let registry = &mut self.registry;
         let mut take = |ids: &[String]| -> Vec<(String, Pending)> {
             ids.iter()
-                .filter_map(|id| Some((id.clone(), e.pending.remove(id)?)))
+                .filter_map(|id| Some((id.clone(), registry.drop_pending(engine, id)?)))
                 .collect()
         };
         let unknown = take(&answer.unknown);

@@ -5,7 +5,7 @@
 //! that engine still owed.
 
 use super::queued::QueuedTask;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use zpar_protocol::vitals::EngineVitals;
 use zpar_protocol::{Channel, Header};
 
@@ -62,12 +62,13 @@ pub struct EngineEntry {
     pub id: u32,
     /// Its uuid, also its identity on the engine sockets.
     pub uuid: Vec<u8>,
-    /// Requests it owes replies to, by msg id.
-    pub pending: HashMap<String, Pending>,
+    /// Requests it owes replies to, by msg id; changed only through the
+    /// [`Registry`], which keeps its engines ordered by load.
+    pending: HashMap<String, Pending>,
     /// How many replies it has sent.
     pub completed: u64,
     /// The scheduler's clock value when it last got a task.
-    pub last_assigned: u64,
+    last_assigned: u64,
     /// The address it said its peers reach it at.
     pub host: Option<String>,
     /// Where other engines send it relayed chunks (`tcp://host:port`);
@@ -82,6 +83,27 @@ pub struct EngineEntry {
 }
 
 impl EngineEntry {
+    /// Requests it owes replies to, by msg id.
+    pub fn pending(&self) -> &HashMap<String, Pending> {
+        &self.pending
+    }
+
+    /// Takes what an engine taken out of the registry
+    /// ([`Registry::unregister`]) owed.
+    pub fn take_pending(&mut self) -> HashMap<String, Pending> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The scheduler's clock value when it last got a task.
+    pub fn last_assigned(&self) -> u64 {
+        self.last_assigned
+    }
+
+    /// Where it stands in [`Registry::least_loaded`]'s order.
+    fn load_key(&self) -> (usize, u64, u32) {
+        (self.pending.len(), self.last_assigned, self.id)
+    }
+
     /// The ledger of one channel.
     pub fn ledger(&mut self, channel: Channel) -> &mut ChannelLedger {
         &mut self.ledgers[match channel {
@@ -100,12 +122,19 @@ impl EngineEntry {
     }
 }
 
-/// Registered engines by id and uuid. Ids count up from 0 and are never
-/// reused.
+/// Registered engines by id and uuid, and in order of load, so that
+/// neither addressing one engine nor picking the least loaded walks them
+/// all. Ids count up from 0 and are never reused.
 #[derive(Default)]
 pub struct Registry {
     engines: BTreeMap<u32, EngineEntry>,
     by_uuid: HashMap<Vec<u8>, u32>,
+    /// Every engine's (requests pending, last assigned, id): the least
+    /// loaded first, the least recently assigned of those first.
+    by_load: BTreeSet<(usize, u64, u32)>,
+    /// Every engine's (last assigned, id): the least recently assigned
+    /// first.
+    by_recency: BTreeSet<(u64, u32)>,
     next_id: u32,
 }
 
@@ -122,6 +151,8 @@ impl Registry {
             _ => self.next_id,
         };
         self.next_id = self.next_id.max(id + 1);
+        self.by_load.insert((0, 0, id));
+        self.by_recency.insert((0, id));
         self.engines.insert(
             id,
             EngineEntry {
@@ -145,7 +176,53 @@ impl Registry {
     pub fn unregister(&mut self, id: u32) -> Option<EngineEntry> {
         let e = self.engines.remove(&id)?;
         self.by_uuid.remove(&e.uuid);
+        self.by_load.remove(&e.load_key());
+        self.by_recency.remove(&(e.last_assigned, id));
         Some(e)
+    }
+
+    /// How many engines are registered.
+    pub fn len(&self) -> usize {
+        self.engines.len()
+    }
+
+    /// Whether no engine is registered.
+    pub fn is_empty(&self) -> bool {
+        self.engines.is_empty()
+    }
+
+    /// The engine owing the fewest replies (the least recently assigned of
+    /// those), without walking the others.
+    pub fn least_loaded(&self) -> Option<u32> {
+        self.by_load.first().map(|(_, _, id)| *id)
+    }
+
+    /// The engine assigned a task least recently, without walking the
+    /// others.
+    pub fn least_recent(&self) -> Option<u32> {
+        self.by_recency.first().map(|(_, id)| *id)
+    }
+
+    /// Notes that `id` got a task at the scheduler's `clock`.
+    pub fn mark_assigned(&mut self, id: u32, clock: u64) {
+        self.change(id, |e| e.last_assigned = clock);
+    }
+
+    /// Changes engine `id` with `f`, keeping the load orders true.
+    fn change<T>(&mut self, id: u32, f: impl FnOnce(&mut EngineEntry) -> T) -> Option<T> {
+        let e = self.engines.get_mut(&id)?;
+        let (load, recency) = (e.load_key(), (e.last_assigned, id));
+        let out = f(e);
+        let (new_load, new_recency) = (e.load_key(), (e.last_assigned, id));
+        if new_load != load {
+            self.by_load.remove(&load);
+            self.by_load.insert(new_load);
+        }
+        if new_recency != recency {
+            self.by_recency.remove(&recency);
+            self.by_recency.insert(new_recency);
+        }
+        Some(out)
     }
 
     /// The id registered for a uuid.
@@ -196,22 +273,30 @@ impl Registry {
 
     /// Records that `id` now owes a reply to `msg_id`.
     pub fn add_pending(&mut self, id: u32, msg_id: String, mut pending: Pending) {
-        if let Some(e) = self.engines.get_mut(&id) {
+        self.change(id, |e| {
             let ledger = e.ledger(pending.channel);
             ledger.sent += 1;
             pending.seq = ledger.sent;
             e.pending.insert(msg_id, pending);
-        }
+        });
     }
 
     /// `id` answered `msg_id`; returns what was pending.
     pub fn complete(&mut self, id: u32, msg_id: &str) -> Option<Pending> {
-        let e = self.engines.get_mut(&id)?;
-        let p = e.pending.remove(msg_id);
-        if p.is_some() {
-            e.completed += 1;
-        }
-        p
+        self.change(id, |e| {
+            let p = e.pending.remove(msg_id);
+            if p.is_some() {
+                e.completed += 1;
+            }
+            p
+        })
+        .flatten()
+    }
+
+    /// `id` will not answer `msg_id` (it never got it, or the answer was
+    /// lost); returns what was pending.
+    pub fn drop_pending(&mut self, id: u32, msg_id: &str) -> Option<Pending> {
+        self.change(id, |e| e.pending.remove(msg_id)).flatten()
     }
 }
 
@@ -226,6 +311,65 @@ mod tests {
             Channel::Mux,
             0.0,
         )
+    }
+
+    #[test]
+    fn the_load_orders_agree_with_a_walk_over_every_engine() {
+        let mut r = Registry::default();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut clock = 0;
+        let mut next_msg = 0;
+        for _ in 0..2_000 {
+            let ids = r.ids();
+            let pick = rng.usize(..ids.len().max(1));
+            let some_id = || ids.get(pick).copied();
+            match rng.u8(..6) {
+                0 => {
+                    r.register(format!("e{}", rng.u32(..40)).as_bytes(), None);
+                }
+                1 => {
+                    if let Some(id) = some_id() {
+                        r.unregister(id);
+                    }
+                }
+                2 | 3 => {
+                    if let Some(id) = some_id() {
+                        next_msg += 1;
+                        r.add_pending(id, format!("m{next_msg}"), pending());
+                    }
+                }
+                4 => {
+                    if let Some(id) = some_id() {
+                        let owed: Vec<String> =
+                            r.get(id).unwrap().pending().keys().cloned().collect();
+                        if let Some(m) = owed.first() {
+                            if rng.bool() {
+                                r.complete(id, m).unwrap();
+                            } else {
+                                r.drop_pending(id, m).unwrap();
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(id) = some_id() {
+                        clock += 1;
+                        r.mark_assigned(id, clock);
+                    }
+                }
+            }
+            let walked_load = r
+                .engines()
+                .min_by_key(|e| (e.pending().len(), e.last_assigned(), e.id))
+                .map(|e| e.id);
+            let walked_recency = r
+                .engines()
+                .min_by_key(|e| (e.last_assigned(), e.id))
+                .map(|e| e.id);
+            assert_eq!(r.least_loaded(), walked_load);
+            assert_eq!(r.least_recent(), walked_recency);
+            assert_eq!((r.by_load.len(), r.by_recency.len()), (r.len(), r.len()));
+        }
     }
 
     #[test]

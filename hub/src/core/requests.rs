@@ -509,11 +509,7 @@ impl HubCore {
         } else {
             header.msg_id
         };
-        let Some(pending) = self
-            .registry
-            .get_mut(engine)
-            .and_then(|e| e.pending.remove(&msg_id))
-        else {
+        let Some(pending) = self.registry.drop_pending(engine, &msg_id) else {
             // Answered or failed already (a later chunk of a failed stream).
             return debug!(engine, %msg_id, "an undeliverable message of a request no longer pending");
         };

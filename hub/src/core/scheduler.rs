@@ -67,30 +67,36 @@ impl Scheduler {
     }
 
     /// Picks one of `allowed` (all engines when None) and marks it used.
+    /// Among all engines, least-load and LRU take the first of the
+    /// registry's orders (no walk over the engines); among `allowed`, the
+    /// walk is over those only.
     pub fn pick(&mut self, registry: &mut Registry, allowed: Option<&[u32]>) -> Option<u32> {
-        let candidates: Vec<u32> = registry
-            .ids()
-            .into_iter()
-            .filter(|id| allowed.is_none_or(|a| a.contains(id)))
-            .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let load = |id: &u32| {
-            registry
-                .get(*id)
-                .map(|e| (e.pending.len(), e.last_assigned))
-                .unwrap_or_default()
-        };
-        let chosen = match self.scheme {
-            Scheme::LeastLoad => *candidates.iter().min_by_key(|id| load(id))?,
-            Scheme::Lru => *candidates.iter().min_by_key(|id| load(id).1)?,
-            Scheme::Random => candidates[self.rng.usize(..candidates.len())],
+        let chosen = match allowed {
+            None => match self.scheme {
+                Scheme::LeastLoad => registry.least_loaded()?,
+                Scheme::Lru => registry.least_recent()?,
+                Scheme::Random => {
+                    let ids = registry.ids();
+                    *ids.get(self.rng.usize(..ids.len().max(1)))?
+                }
+            },
+            Some(allowed) => {
+                let candidates = allowed.iter().filter_map(|id| registry.get(*id));
+                match self.scheme {
+                    Scheme::LeastLoad => {
+                        candidates.min_by_key(|e| (e.pending().len(), e.last_assigned(), e.id))?
+                    }
+                    Scheme::Lru => candidates.min_by_key(|e| (e.last_assigned(), e.id))?,
+                    Scheme::Random => {
+                        let candidates: Vec<_> = candidates.collect();
+                        *candidates.get(self.rng.usize(..candidates.len().max(1)))?
+                    }
+                }
+                .id
+            }
         };
         self.clock += 1;
-        if let Some(e) = registry.get_mut(chosen) {
-            e.last_assigned = self.clock;
-        }
+        registry.mark_assigned(chosen, self.clock);
         Some(chosen)
     }
 }

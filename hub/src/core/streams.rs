@@ -103,7 +103,7 @@ impl HubCore {
                 *id,
                 uuid.clone(),
                 e.relay.clone()?,
-                e.pending.is_empty(),
+                e.pending().is_empty(),
             ));
         }
         let head = engines.iter().filter(|e| e.4).min_by_key(|e| e.1)?;
@@ -197,7 +197,7 @@ impl HubCore {
         let pending = self
             .registry
             .get(engine)
-            .is_some_and(|e| e.pending.contains_key(&parent));
+            .is_some_and(|e| e.pending().contains_key(&parent));
         if !pending || raw.identities.is_empty() {
             return debug!(engine, msg_id = %parent, "dropped a chunk of a request not pending there");
         }

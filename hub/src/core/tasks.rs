@@ -69,7 +69,7 @@ impl HubCore {
         r.engine.is_some_and(|e| {
             self.registry
                 .get(e)
-                .is_none_or(|entry| !entry.pending.contains_key(&r.msg_id))
+                .is_none_or(|entry| !entry.pending().contains_key(&r.msg_id))
         })
     }
 
@@ -275,7 +275,7 @@ impl HubCore {
         now: f64,
         out: &mut Vec<Action>,
     ) {
-        let Some(entry) = self.registry.unregister(id) else {
+        let Some(mut entry) = self.registry.unregister(id) else {
             return;
         };
         out.push(Action::Forget {
@@ -285,7 +285,7 @@ impl HubCore {
         if reason.is_failure() {
             warn!(
                 engine = id,
-                pending = entry.pending.len(),
+                pending = entry.pending().len(),
                 reason = reason.describe(),
                 "engine lost"
             );
@@ -293,7 +293,7 @@ impl HubCore {
             info!(engine = id, "engine unregistered");
         }
         // Oldest first, so retried tasks keep their order in the queue.
-        let mut owed: Vec<(String, Pending)> = entry.pending.into_iter().collect();
+        let mut owed: Vec<(String, Pending)> = entry.take_pending().into_iter().collect();
         owed.sort_by(|a, b| a.1.received.total_cmp(&b.1.received));
         for (msg_id, p) in owed {
             if let Some(mut task) = p.retry {

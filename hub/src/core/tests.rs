@@ -346,7 +346,7 @@ impl HubHarness {
     }
 
     fn pending_on(&self, engine: u32) -> usize {
-        self.core.registry().get(engine).unwrap().pending.len()
+        self.core.registry().get(engine).unwrap().pending().len()
     }
 }
 
