@@ -34,8 +34,9 @@ pub struct Heartbeat {
     last_ping: Arc<AtomicU64>,
     epoch: Instant,
     hub_changed: Arc<AtomicBool>,
-    /// The hub answered a pong with "unknown": it dropped this engine.
-    unknown: Arc<AtomicBool>,
+    /// When the hub last answered a pong with "unknown" (it dropped this
+    /// engine), in milliseconds since `epoch` + 1; 0: not since last taken.
+    unknown: Arc<AtomicU64>,
     hub: Arc<Mutex<Option<Vec<u8>>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -51,7 +52,10 @@ impl Heartbeat {
         identity: &[u8],
         curve: Option<&CurveKeys>,
     ) -> Result<Heartbeat, EngineError> {
-        let dealer = ctx.socket(zmq::DEALER)?;
+        let mut dealer = ctx.socket(zmq::DEALER)?;
+        // Pings, pongs and hellos only: small buffers (packed engines
+        // are many to a process).
+        zpar_protocol::net::small_buffers(&mut dealer)?;
         zpar_protocol::keepalive::set_zmtp_heartbeats(&dealer)?;
         secure_client(&dealer, curve)?;
         dealer.set_identity(identity)?;
@@ -74,7 +78,7 @@ impl Heartbeat {
         let changed = hub_changed.clone();
         let hub = Arc::new(Mutex::new(None));
         let known = hub.clone();
-        let unknown = Arc::new(AtomicBool::new(false));
+        let unknown = Arc::new(AtomicU64::new(0));
         let flags = Flags {
             stop: flag,
             seen,
@@ -112,11 +116,14 @@ impl Heartbeat {
         self.hub_changed.swap(false, Ordering::Relaxed)
     }
 
-    /// Whether the hub said it does not know this engine (it dropped it
-    /// after missed heartbeats, during a network cut say); true once per
-    /// answer.
-    pub fn take_unknown(&self) -> bool {
-        self.unknown.swap(false, Ordering::Relaxed)
+    /// When the hub last said it does not know this engine (it dropped it
+    /// after missed heartbeats, during a network cut say), if it did since
+    /// last asked.
+    pub fn take_unknown(&self) -> Option<Instant> {
+        match self.unknown.swap(0, Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.epoch + Duration::from_millis(ms - 1)),
+        }
     }
 
     /// How long since the hub's last ping (since start, if none yet).
@@ -136,7 +143,7 @@ struct Flags {
     stop: Arc<AtomicBool>,
     seen: Arc<AtomicU64>,
     changed: Arc<AtomicBool>,
-    unknown: Arc<AtomicBool>,
+    unknown: Arc<AtomicU64>,
 }
 
 /// The least silence after which the engine says hello; past the first
@@ -201,7 +208,7 @@ fn echo(
                 // The hub is there (it answered), but does not know this
                 // engine: no pings come until it registers again.
                 seen.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
-                unknown.store(true, Ordering::Relaxed);
+                unknown.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
                 continue;
             }
             let now = Instant::now();

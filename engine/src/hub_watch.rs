@@ -55,6 +55,8 @@ pub(crate) struct HubWatch {
     /// The engine's relay address, given again when it registers again.
     relay: String,
     lost: bool,
+    /// When the hub was last found lost.
+    lost_at: Instant,
     last_attempt: Instant,
     /// Why the hub last refused a registration, once said.
     refused: Option<String>,
@@ -77,6 +79,7 @@ impl HubWatch {
             hb_period,
             relay,
             lost: false,
+            lost_at: Instant::now(),
             last_attempt: Instant::now(),
             refused: None,
         }
@@ -102,20 +105,24 @@ impl HubWatch {
     /// `advertise` is where this engine's communicators listen.
     pub(crate) fn watch(&mut self, io: &mut Io, advertise: &str) -> Option<Registered> {
         let silence = self.heartbeat.silence();
+        // Whether the hub just spoke to this engine (so it is there).
+        let mut hub_spoke = false;
         if self.heartbeat.take_hub_changed() {
             warn!("the hub restarted; registering again");
-            self.lost = true;
-        } else if self.heartbeat.take_unknown()
-            && !self.lost
-            && self.last_attempt.elapsed() > self.hb_period * 2
+            (self.lost, self.lost_at, hub_spoke) = (true, Instant::now(), true);
+        } else if self
+            .heartbeat
+            .take_unknown()
+            .is_some_and(|at| !self.lost && at > self.last_attempt + self.hb_period * 2)
         {
             // Answers to pongs sent before this engine (re)registered are
-            // ignored: the hub knows it by now.
+            // ignored, however late they are looked at: the hub knows it by
+            // now.
             warn!("the hub dropped this engine (a network cut?); registering again");
-            self.lost = true;
+            (self.lost, self.lost_at, hub_spoke) = (true, Instant::now(), true);
         } else if !self.lost && silence > self.lost_after() {
             warn!(silence = ?silence, "no heartbeat from the hub; will register again when it is back");
-            self.lost = true;
+            (self.lost, self.lost_at) = (true, Instant::now());
         }
         let mut accepted = None;
         // Answers to our re-registration: only while one can come (a look
@@ -167,7 +174,12 @@ impl HubWatch {
                 Err(e) => warn!(error = %Chain(&e), "bad message on the registration channel"),
             }
         }
-        let back = silence < self.hb_period * 2;
+        // The hub is back when it spoke, when pings are fresh, or when one
+        // came since the loss was noticed: a hub that does not know this
+        // engine pings it only in answer to its hellos, one ping every few
+        // seconds, which the request loop (woken every couple of seconds
+        // when idle) may not look at while it is fresh.
+        let back = hub_spoke || silence < self.hb_period * 2 || silence < self.lost_at.elapsed();
         if self.lost && back && self.last_attempt.elapsed() > Duration::from_millis(500) {
             self.last_attempt = Instant::now();
             let req = Message::new(

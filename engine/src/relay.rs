@@ -216,7 +216,14 @@ impl RelayThread {
                 self.inbound.as_poll_item(zmq::POLLIN),
                 self.from_main.as_poll_item(zmq::POLLIN),
             ];
-            match zmq::poll(&mut items, 1000) {
+            // Woken by what comes; the links it keeps are closed after
+            // minutes unused, so with none there is nothing to wait for.
+            let timeout = if self.links.is_empty() && self.broken.is_empty() {
+                -1
+            } else {
+                10_000
+            };
+            match zmq::poll(&mut items, timeout) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return warn!(error = %e, "the relay thread's poll failed; it stops"),
             }

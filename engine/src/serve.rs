@@ -3,8 +3,8 @@
 //! # Design
 //!
 //! One thread does everything that touches the namespace and the engine's
-//! sockets. Each turn of [`Serving::serve`] waits up to 250 ms for any
-//! socket (the hub's link, read into a queue per channel, and a kernel's
+//! sockets. Each turn of [`Serving::serve`] waits up to [`IDLE_WAIT_MS`]
+//! for any socket (the hub's link, read into a queue per channel, and a kernel's
 //! sockets); if control (the hub's, the kernel's) has something, the turn
 //! serves control only and starts again; otherwise it takes up to
 //! [`REQUESTS_PER_TURN`] messages from each of mux, task and the kernel's
@@ -272,6 +272,15 @@ fn take_all(shared: &Shared, mut runner: Option<&mut Runner>, source: Source) {
 /// again (bounded, so mux, task and a kernel's shell take turns).
 const REQUESTS_PER_TURN: usize = 16;
 
+/// How long an idle engine waits for a message before it looks at what
+/// has no socket: a stop signal, the hub's heartbeat (a silence, a new
+/// hub), stale shared-memory segments. Every wake of a thousand idle
+/// packed engines costs the machine: at 250 ms, 2,000 engines kept a
+/// tenth of two cores busy doing nothing. A signal or a hub change is
+/// acted on this much later at most (a lost hub is noticed after seconds
+/// of silence anyway).
+const IDLE_WAIT_MS: i64 = 2_000;
+
 /// A slot of the loop's poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -400,7 +409,7 @@ impl<'a> Serving<'a> {
         }
     }
 
-    /// Waits up to 250 ms for any socket to have something (no wait when a
+    /// Waits up to [`IDLE_WAIT_MS`] for any socket to have something (no wait when a
     /// request read off the link or stashed is ready); the slots ready, or
     /// None if the poll itself failed (a signal). The hub's channels share
     /// the link: it is polled once, and what it holds is read and sorted by
@@ -429,7 +438,7 @@ impl<'a> Serving<'a> {
         // Requests read off the link already, or stashed while a chunk
         // stream came in, are ready at once.
         let waiting = hub_sources.iter().any(|s| io.has_arrived(*s));
-        let timeout = if waiting { 0 } else { 250 };
+        let timeout = if waiting { 0 } else { IDLE_WAIT_MS };
         match zmq::poll(&mut items, timeout) {
             Ok(_) => {}
             Err(zmq::Error::EINTR) => return None,

@@ -227,12 +227,17 @@ pub struct Hub {
     _ctx: zmq::Context,
 }
 
-/// Who connects to a bound socket, for how the hub finds dead peers.
+/// Who connects to a bound socket and for what: how the hub finds dead
+/// peers, and how much each connection may buffer.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Peers {
     /// Engines (thousands): they ping, the hub keeps no timer per
     /// connection.
     Engines,
+    /// Engines' heartbeats: as [`Peers::Engines`], and each connection
+    /// carries only pings and pongs, so its buffers are small
+    /// (`net::small_buffers`): a tenth of the hub's memory per engine.
+    EngineHeartbeats,
     /// Clients (a few): the hub pings them too, so output it keeps sending
     /// to a client that vanished (TCP keepalive never probes a connection
     /// in use) is dropped within 20 s, not queued for the kernel's minutes.
@@ -247,7 +252,10 @@ fn bind(
     curve: Option<&CurveKeys>,
     peers: Peers,
 ) -> Result<(zmq::Socket, u16), HubError> {
-    let s = ctx.socket(kind)?;
+    let mut s = ctx.socket(kind)?;
+    if peers == Peers::EngineHeartbeats {
+        zpar_protocol::net::small_buffers(&mut s)?;
+    }
     curve::secure_server(&s, curve)?;
     // A connection whose peer vanished without a word is dropped, not kept
     // until the kernel's TCP timeouts (`keepalive`).
@@ -340,8 +348,14 @@ impl Hub {
         // Clients hear the hub's pings on a PUB; engines get theirs on the
         // ROUTER they answer on (one connection each, not two).
         let (hb_ping_sock, hb_ping) = bind(&ctx, zmq::PUB, ip, p.hb_ping, curve, Peers::Clients)?;
-        let (heartbeat_sock, heartbeat_port) =
-            bind(&ctx, zmq::ROUTER, ip, p.heartbeat, curve, Peers::Engines)?;
+        let (heartbeat_sock, heartbeat_port) = bind(
+            &ctx,
+            zmq::ROUTER,
+            ip,
+            p.heartbeat,
+            curve,
+            Peers::EngineHeartbeats,
+        )?;
         // An engine that reconnects under its uuid (its old connection died
         // unnoticed) gets its pings on the new connection.
         heartbeat_sock.set_router_handover(true)?;

@@ -132,6 +132,44 @@ fn default_gateway(table: &str) -> Option<Ipv4Addr> {
 /// heartbeat.
 pub const CONNECTIONS_PER_ENGINE: u64 = 2;
 
+/// The receive and send buffer of each connection of a socket that
+/// carries only small messages (heartbeats), in bytes.
+pub const SMALL_BUFFER_BYTES: i32 = 512;
+
+/// Gives each connection `socket` makes or accepts from now on receive and
+/// send buffers of [`SMALL_BUFFER_BYTES`] instead of ZeroMQ's 8 KiB
+/// (`ZMQ_IN_BATCH_SIZE`, `ZMQ_OUT_BATCH_SIZE`; larger messages still pass,
+/// in more system calls). The receive side's buffer also keeps a counter
+/// for each message it may hold, so a connection's two buffers cost some
+/// 26 KiB at the default and about 1.5 KiB here: for a hub with thousands
+/// of engines, each one's heartbeat connection.
+///
+/// ```
+/// let ctx = zmq::Context::new();
+/// let mut socket = ctx.socket(zmq::ROUTER).unwrap();
+/// zpar_protocol::net::small_buffers(&mut socket).unwrap();
+/// ```
+pub fn small_buffers(socket: &mut zmq::Socket) -> zmq::Result<()> {
+    for option in [zmq_sys::ZMQ_IN_BATCH_SIZE, zmq_sys::ZMQ_OUT_BATCH_SIZE] {
+        let value: libc::c_int = SMALL_BUFFER_BYTES;
+        // SAFETY: the socket pointer is live for the borrow; the option
+        // takes an int, passed by pointer with its size.
+        let rc = unsafe {
+            zmq_sys::zmq_setsockopt(
+                socket.as_mut_ptr(),
+                option as libc::c_int,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>(),
+            )
+        };
+        if rc != 0 {
+            // SAFETY: reads the calling thread's errno, as libzmq set it.
+            return Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }));
+        }
+    }
+    Ok(())
+}
+
 /// What to add to a socket error that says the process ran out of file
 /// descriptors (`EMFILE`, `ENFILE`): the limit and how to raise it; empty
 /// for any other error.

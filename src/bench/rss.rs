@@ -1,5 +1,5 @@
-//! A process's memory, read from `/proc/PID/status` (Linux; NaN
-//! elsewhere).
+//! A process's memory, read from `/proc/PID/status`, and the CPU time it
+//! used, from `/proc/PID/stat` (Linux; NaN elsewhere).
 
 use std::time::Duration;
 
@@ -28,6 +28,25 @@ pub fn settled_rss_mib(pid: u32) -> f64 {
 /// The most memory `pid` has held resident since it started, in MiB.
 pub fn peak_rss_mib(pid: u32) -> f64 {
     status_mib(pid, "VmHWM:")
+}
+
+/// CPU time `pid` has used so far (user and system, all its threads), in
+/// seconds (NaN if unreadable).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces), from
+            // field 3 on: utime and stime are fields 14 and 15.
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let user = fields.get(11)?.parse::<f64>().ok()?;
+            let system = fields.get(12)?.parse::<f64>().ok()?;
+            Some((user + system) / ticks)
+        })
+        .unwrap_or(f64::NAN)
 }
 
 /// A `kB` field of `/proc/PID/status`, in MiB (NaN if unreadable).

@@ -1,10 +1,11 @@
 //! `zpar bench scale`: many engines on this machine (`--many`, default
 //! 1000): how long until all are registered, an execute on all of them,
 //! setting up a communicator over all, and an allreduce of one integer
-//! timed inside the engines; the hub's memory with them all.
+//! timed inside the engines; the hub's memory with them all, and what the
+//! hub and engines cost the machine while idle.
 
 use super::report::{median, median_us, reps, Report};
-use super::rss::{peak_rss_mib, rss_mib};
+use super::rss::{cpu_seconds, peak_rss_mib, rss_mib};
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 use zpar_client::{LocalCluster, Value};
@@ -104,7 +105,29 @@ pub(crate) fn scale(
         "MiB",
         None,
     );
+    report.add(
+        &format!("hub and {many} idle engines: CPU, share of the machine"),
+        idle_share(&cluster, Duration::from_secs(10)),
+        "%",
+        None,
+    );
     Ok(())
+}
+
+/// The CPU the cluster's processes (hub and engines) use over `window`
+/// while nobody asks anything of them, as a share of all of this
+/// machine's cores, in percent.
+fn idle_share(cluster: &LocalCluster, window: Duration) -> f64 {
+    let pids = cluster.pids();
+    let all: Vec<u32> = std::iter::once(pids.hub)
+        .chain(pids.engines.iter().copied())
+        .collect();
+    let used = || all.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let before = used();
+    let t = Instant::now();
+    std::thread::sleep(window);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    100.0 * (used() - before) / (t.elapsed().as_secs_f64() * cores)
 }
 
 /// A million load-balanced tasks on 2 engines, submitted in batches of

@@ -12,11 +12,17 @@ use zpar_protocol::error::Chain;
 use zpar_protocol::{send_frames, ConnectionRequest, Content, Message, ResultRequest};
 
 /// How many times the hub is asked about a request it does not know
-/// before that request fails.
+/// before that request fails (and for at least [`CHECK_WINDOW`]).
 const CHECK_TRIES: u32 = 4;
 
+/// How long the hub is asked about a request it does not know before that
+/// request fails: a request queued in another of the client's sockets
+/// reaches a restarted hub when that socket has reconnected, which on a
+/// loaded machine took more than the 1.5 s four questions take.
+const CHECK_WINDOW: Duration = Duration::from_secs(5);
+
 /// The pause before asking the hub again (times the tries so far: 0.25,
-/// 0.5, 0.75 s).
+/// 0.5, 0.75 s, …, at most 1 s).
 const CHECK_RETRY: Duration = Duration::from_millis(250);
 
 /// How often the I/O thread looks for silent requests.
@@ -29,8 +35,8 @@ const SILENT_IDS_PER_CHECK: usize = 1000;
 /// (`result_request`): what the hub finished is filled from its records,
 /// what it runs waits on for its reply, and what it never received fails
 /// with `error` once it still does not know it after [`CHECK_TRIES`]
-/// questions (a request sent on another socket than the question may reach
-/// the hub a moment after it).
+/// questions and [`CHECK_WINDOW`] (a request sent on another socket than
+/// the question may reach the hub a moment after it).
 ///
 /// Two things start one: a hub restart (every request still waiting: sent
 /// after the old hub died, they were delivered to the new one when the
@@ -49,6 +55,8 @@ pub(super) struct RecordCheck {
     asking: Option<(String, Instant)>,
     /// Questions answered so far.
     tries: u32,
+    /// When the check began.
+    started: Instant,
     /// When to ask next.
     next: Instant,
 }
@@ -196,6 +204,7 @@ impl IoLoop {
                     error: error.clone(),
                     asking: None,
                     tries: 0,
+                    started: Instant::now(),
                     next: Instant::now(),
                 });
             }
@@ -214,8 +223,14 @@ impl IoLoop {
             failed += state.fail_open(&error);
         }
         // The engines registered with the lost hub; a hub that comes back
-        // lists its own (engines register again by themselves).
-        self.table.engines.lock().expect("table lock").clear();
+        // lists its own (engines register again by themselves). A hub that
+        // restarted answers already: the table stands until its list
+        // (asked for at once) replaces it, so that a command sent meanwhile
+        // does not find no engines at all, while engines that registered
+        // with it before this client noticed the restart are listed.
+        if !keep_requests {
+            self.table.engines.lock().expect("table lock").clear();
+        }
         self.announced = Some(Default::default());
         for (_, reply) in self.queries.drain() {
             let _ = reply.send(Err(error.clone()));
@@ -273,6 +288,7 @@ impl IoLoop {
             },
             asking: None,
             tries: 0,
+            started: now,
             next: now,
         });
     }
@@ -332,7 +348,8 @@ impl IoLoop {
     /// The hub's answer: what it finished is filled from its records, what
     /// it runs stays waiting for its reply, and what it has never heard of
     /// fails with the check's error ([`HubLoss::Restarted`] after a
-    /// restart) once it still has not after [`CHECK_TRIES`] questions.
+    /// restart) once it still has not after [`CHECK_TRIES`] questions and
+    /// [`CHECK_WINDOW`].
     pub(super) fn on_record_check_reply(&mut self, msg: Message) {
         let Some(mut check) = self.record_check.take() else {
             return;
@@ -372,11 +389,11 @@ impl IoLoop {
         if self
             .record_check
             .as_ref()
-            .is_some_and(|c| c.tries >= CHECK_TRIES)
+            .is_some_and(|c| c.tries >= CHECK_TRIES && c.started.elapsed() >= CHECK_WINDOW)
         {
             self.end_record_check();
         } else if let Some(c) = &mut self.record_check {
-            c.next = Instant::now() + CHECK_RETRY * c.tries;
+            c.next = Instant::now() + (CHECK_RETRY * c.tries).min(Duration::from_secs(1));
         }
     }
 
