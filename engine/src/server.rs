@@ -350,8 +350,7 @@ impl EngineServer {
     /// ```
     /// use zpar_engine::{EngineConfig, EngineServer};
     /// # let conn: zpar_protocol::EngineConnection = serde_json::from_str(r#"{"transport": "tcp", "ip": "127.0.0.1",
-    /// #   "key": "k", "signature_scheme": "hmac-sha256", "link": 1, "heartbeat": 2,
-    /// #   "iopub": 3}"#).unwrap();
+    /// #   "key": "k", "signature_scheme": "hmac-sha256", "link": 1, "heartbeat": 2}"#).unwrap();
     /// let mut server = EngineServer::new(EngineConfig::new(conn));
     /// server.on_setup(|e| { e.register_fn("triple", |x: i64| 3 * x); });
     /// assert_eq!(server.native_functions(), vec!["triple(i64) -> i64".to_string()]);

@@ -635,6 +635,13 @@ impl Hub {
                 if !self.registered_on_link.contains(&frames[0][..]) {
                     self.registered_on_link.insert(frames[0].to_vec());
                 }
+                // An engine registered already that registers again (a
+                // process restarted under its uuid, or a link that dropped
+                // with the set in it) is sent the topics again: only a
+                // fresh registration is watched, and owed them, anew.
+                if self.core.registry().id_of(&frames[0]).is_some() {
+                    self.subscriptions.engine_joined(&frames[0]);
+                }
                 self.handle(Event::Query { frames });
             }
         }
@@ -744,7 +751,10 @@ impl Hub {
                 Ok(())
             }
             Action::Watch { uuid } => {
+                // The topics go at once, ahead of the tasks the engine's
+                // registration lets the core send it next.
                 self.subscriptions.engine_joined(&uuid);
+                self.send_subscriptions();
                 self.sockets
                     .hb_pipe
                     .send_multipart([heartbeat::WATCH, &uuid[..]], 0)

@@ -129,7 +129,7 @@ impl EngineConnection {
 /// let dir = std::env::temp_dir().join(format!("zpar-doc-conn-{}", zpar_protocol::new_id()));
 /// let path = dir.join("zpar-engine.json");
 /// let text = r#"{"transport": "tcp", "ip": "127.0.0.1", "key": "k", "signature_scheme": "hmac-sha256",
-///   "link": 1, "heartbeat": 2, "iopub": 3,
+///   "link": 1, "heartbeat": 2,
 ///   "curve_publickey": "truncated", "curve_secretkey": "truncated"}"#;
 /// let conn: EngineConnection = serde_json::from_str(text).unwrap();
 /// write_json_file(&path, &conn).unwrap();

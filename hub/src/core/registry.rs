@@ -88,10 +88,10 @@ impl EngineEntry {
         &self.pending
     }
 
-    /// Takes what an engine taken out of the registry
+    /// What an engine taken out of the registry
     /// ([`Registry::unregister`]) owed.
-    pub fn take_pending(&mut self) -> HashMap<String, Pending> {
-        std::mem::take(&mut self.pending)
+    pub fn into_pending(self) -> HashMap<String, Pending> {
+        self.pending
     }
 
     /// The scheduler's clock value when it last got a task.

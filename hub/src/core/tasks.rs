@@ -275,7 +275,7 @@ impl HubCore {
         now: f64,
         out: &mut Vec<Action>,
     ) {
-        let Some(mut entry) = self.registry.unregister(id) else {
+        let Some(entry) = self.registry.unregister(id) else {
             return;
         };
         out.push(Action::Forget {
@@ -292,8 +292,9 @@ impl HubCore {
         } else {
             info!(engine = id, "engine unregistered");
         }
+        let uuid = entry.uuid.clone();
         // Oldest first, so retried tasks keep their order in the queue.
-        let mut owed: Vec<(String, Pending)> = entry.take_pending().into_iter().collect();
+        let mut owed: Vec<(String, Pending)> = entry.into_pending().into_iter().collect();
         owed.sort_by(|a, b| a.1.received.total_cmp(&b.1.received));
         for (msg_id, p) in owed {
             if let Some(mut task) = p.retry {
@@ -310,7 +311,7 @@ impl HubCore {
             if reason == LossReason::Unregistered
                 && p.header.message_type() == Some(MessageType::ShutdownRequest)
             {
-                self.shut_down_as_asked(id, &entry.uuid, &msg_id, p, now);
+                self.shut_down_as_asked(id, &uuid, &msg_id, p, now);
                 continue;
             }
             let why = format!("engine {id} died before answering ({})", reason.describe());
@@ -331,7 +332,7 @@ impl HubCore {
         self.notify(
             Content::UnregistrationNotification(EngineNotification {
                 id,
-                uuid: String::from_utf8_lossy(&entry.uuid).into_owned(),
+                uuid: String::from_utf8_lossy(&uuid).into_owned(),
                 reason: Some(reason.describe().to_string()),
             }),
             out,
