@@ -325,3 +325,61 @@ fn work_sent_while_the_hub_was_down_is_answered_by_the_restarted_hub() {
     expect_restart_reported(&events);
     assert_eq!(sent.get_timeout(WAIT).unwrap(), vec![Value::Int(42)]);
 }
+
+/// An engine killed and started again under the same uuid before the hub
+/// noticed (slow beats) registers again while the hub still holds it: not
+/// a fresh registration, yet it must be sent the clients' iopub topics
+/// again, or its output never leaves it. Its output streams while its
+/// request runs.
+#[test]
+fn an_engine_restarted_under_its_uuid_is_sent_the_output_topics_again() {
+    let _watchdog = support::watchdog();
+    let cluster = zpar::LocalCluster::builder()
+        .binary(zpar_bin())
+        .engines(0)
+        .hub_args(["--hb-period-ms", "20000", "--hb-misses", "5"])
+        .timeout(WAIT)
+        .start()
+        .expect("starting a hub");
+    let client = cluster.client().expect("client");
+    let uuid = zpar_protocol::new_id();
+    let engine = || {
+        Command::new(zpar_bin())
+            .args([
+                "engine",
+                "--timeout",
+                "30",
+                "--uuid",
+                &uuid,
+                "--profile-dir",
+            ])
+            .arg(&cluster.profile().dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting an engine")
+    };
+    let mut first = support::Reaper::of(engine());
+    client.wait_for_engines(1, WAIT).unwrap();
+    let view = client.view(0);
+    assert_eq!(
+        view.execute("1 + 1").unwrap().get_timeout(WAIT).unwrap(),
+        vec![Value::Int(2)]
+    );
+    // Killed; the hub, beating every 20 s, still lists it.
+    first.0[0].kill().unwrap();
+    first.0[0].wait().unwrap();
+    let _second = support::Reaper::of(engine());
+    // Held by the hub until the new process's link is up, then run there.
+    assert_eq!(
+        view.execute("40 + 2").unwrap().get_timeout(WAIT).unwrap(),
+        vec![Value::Int(42)]
+    );
+    let looping = view.execute(&support::running_loop()).unwrap();
+    support::wait_until_printed(&looping, 0, "running");
+    client
+        .abort_running(0u32, None)
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+}
