@@ -176,6 +176,16 @@ impl ClusterBuilder {
         // A stale file from a hub that died must not be mistaken for ours.
         let _ = std::fs::remove_file(profile.client_file());
         let _ = std::fs::remove_file(profile.engine_file());
+        let mut engine_args = self.engine_args.clone();
+        // Engines keep trying to register as long as the cluster waits for
+        // them: thousands starting at once wait their turn at the hub for
+        // longer than an engine's default 30 s.
+        if !engine_args
+            .iter()
+            .any(|a| a == "--timeout" || a.starts_with("--timeout="))
+        {
+            engine_args.push(format!("--timeout={}", self.timeout.as_secs_f64().max(1.0)));
+        }
         let mut cluster = LocalCluster {
             hub: None,
             engines: Vec::new(),
@@ -183,7 +193,7 @@ impl ClusterBuilder {
             temporary,
             binary,
             as_child,
-            engine_args: self.engine_args.clone(),
+            engine_args,
             log_dir: self.log_dir.clone(),
             client: None,
             detached: false,

@@ -34,6 +34,17 @@ pub enum EngineError {
     /// how to raise it).
     #[error("socket error{}", zpar_protocol::net::out_of_files_hint(.0))]
     Zmq(#[from] zmq::Error),
+    /// A socket could not bind to a port the system picks (none free, it
+    /// says why and what to do).
+    #[error("could not bind {what} on {ip}: {source}{}", zpar_protocol::net::no_free_port_hint(.source))]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// The address.
+        ip: String,
+        /// Why.
+        source: zmq::Error,
+    },
     /// A thread of the engine could not start.
     #[error("could not start {what}")]
     Spawn {

@@ -189,6 +189,7 @@ impl HubWatch {
                     id: Some(io.engine_id),
                     host: Some(advertise.to_string()),
                     relay: Some(self.relay.clone()),
+                    heartbeat: Some(self.heartbeat.route().to_string()),
                 }),
             );
             io.send_registration(io.session.encode(&req).into_frames());

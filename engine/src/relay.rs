@@ -79,7 +79,13 @@ impl Relay {
         inbound.set_linger(0)?;
         inbound.set_rcvhwm(0)?;
         cap_inbound_frames(&inbound, &Limits::default())?;
-        inbound.bind(&format!("tcp://{bind_ip}:*"))?;
+        inbound
+            .bind(&format!("tcp://{bind_ip}:*"))
+            .map_err(|source| EngineError::Bind {
+                what: "the relay socket",
+                ip: bind_ip.to_string(),
+                source,
+            })?;
         let port = inbound
             .get_last_endpoint()?
             .ok()

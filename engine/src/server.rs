@@ -11,7 +11,7 @@
 use crate::communicator::{self, CommEnv};
 use crate::core::{EngineCore, Role};
 use crate::error::EngineError;
-use crate::heartbeat::Heartbeat;
+use crate::heartbeat::{Heartbeat, HeartbeatHost};
 use crate::hub_watch::{HubWatch, Registered};
 use crate::io::{send_on_link, Io};
 use crate::kernel::{Kernel, KernelConfig, KernelHome};
@@ -21,9 +21,10 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
-use zpar_protocol::curve::{secure_client, HandshakeMonitor, HandshakeWatch};
+use zpar_protocol::curve::{secure_client, CurveKeys, HandshakeMonitor, HandshakeWatch};
 use zpar_protocol::error::Chain;
 use zpar_protocol::{
     new_id, recv_frames, Content, EngineConnection, LinkTag, Message, RegistrationRequest, Session,
@@ -59,9 +60,58 @@ pub struct EngineConfig {
 }
 
 /// A ZeroMQ context engines of one process share (their sockets' I/O
-/// threads and descriptors), in an [`EngineConfig`].
+/// threads and descriptors), in an [`EngineConfig`]; they share one
+/// heartbeat connection to the hub too ([`HeartbeatHost`]).
+///
+/// ```
+/// # let conn: zpar_protocol::EngineConnection = serde_json::from_str(r#"{"transport": "tcp", "ip": "127.0.0.1",
+/// #   "key": "k", "signature_scheme": "hmac-sha256", "link": 1, "heartbeat": 2}"#).unwrap();
+/// let shared = zpar_engine::server::SharedContext::new(zmq::Context::new());
+/// let mut config = zpar_engine::EngineConfig::new(conn);
+/// config.context = Some(shared.clone()); // and so for each engine of the process
+/// ```
 #[derive(Clone)]
-pub struct SharedContext(pub zmq::Context);
+pub struct SharedContext {
+    context: zmq::Context,
+    /// Started by the first engine that asks.
+    heartbeat: Arc<Mutex<Option<Arc<HeartbeatHost>>>>,
+}
+
+impl SharedContext {
+    /// Engines given clones of it share `context` and one heartbeat
+    /// connection.
+    pub fn new(context: zmq::Context) -> SharedContext {
+        SharedContext {
+            context,
+            heartbeat: Default::default(),
+        }
+    }
+
+    /// The shared ZeroMQ context.
+    pub fn context(&self) -> &zmq::Context {
+        &self.context
+    }
+
+    /// The heartbeat host for the hub at `url`: the one the engines share,
+    /// started by the first to ask (one asking for another hub gets one of
+    /// its own).
+    fn heartbeat_host(
+        &self,
+        url: &str,
+        curve: Option<&CurveKeys>,
+    ) -> Result<Arc<HeartbeatHost>, EngineError> {
+        let mut slot = self.heartbeat.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            Some(host) if host.serves(url, curve) => Ok(host.clone()),
+            Some(_) => HeartbeatHost::start(&self.context, url, curve),
+            None => {
+                let host = HeartbeatHost::start(&self.context, url, curve)?;
+                *slot = Some(host.clone());
+                Ok(host)
+            }
+        }
+    }
+}
 
 impl std::fmt::Debug for SharedContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,7 +208,7 @@ impl EngineServer {
         let ctx = config
             .context
             .as_ref()
-            .map(|c| c.0.clone())
+            .map(|c| c.context().clone())
             .unwrap_or_default();
         // Shared segments a killed engine or client of this host left.
         zpar_protocol::bulk::sweep_stale();
@@ -193,12 +243,13 @@ impl EngineServer {
         // nobody reads is built (`Io::publish`).
         let iopub = ctx.socket(zmq::XPUB)?;
         iopub.set_linger(1000)?;
-        let heartbeat = Heartbeat::start(
-            &ctx,
-            &conn.url(conn.heartbeat),
-            uuid.as_bytes(),
-            curve.as_ref(),
-        )?;
+        // One heartbeat connection for all the engines of this process.
+        let heartbeat_url = conn.url(conn.heartbeat);
+        let heartbeat_host = match &config.context {
+            Some(shared) => shared.heartbeat_host(&heartbeat_url, curve.as_ref())?,
+            None => HeartbeatHost::start(&ctx, &heartbeat_url, curve.as_ref())?,
+        };
+        let heartbeat = Heartbeat::join(&heartbeat_host, uuid.as_bytes());
 
         let (ip, advertise) = bind_address(config.bind_ip.as_deref(), &conn.ip);
         // Other engines pass relayed chunks to it (`crate::relay`); the hub
@@ -218,7 +269,7 @@ impl EngineServer {
             &link,
             &handshakes,
             &uuid,
-            (&advertise, &relay_url),
+            (&advertise, &relay_url, heartbeat.route()),
             config,
             &mut early,
         );
@@ -412,7 +463,7 @@ fn register(
     socket: &zmq::Socket,
     handshakes: &HandshakeMonitor,
     uuid: &str,
-    (host, relay): (&str, &str),
+    (host, relay, heartbeat): (&str, &str, &str),
     config: &EngineConfig,
     early: &mut Vec<Vec<zmq::Message>>,
 ) -> Result<Registered, EngineError> {
@@ -440,6 +491,7 @@ fn register(
                 id: config.requested_id,
                 host: Some(host.to_string()),
                 relay: Some(relay.to_string()),
+                heartbeat: Some(heartbeat.to_string()),
             }),
         );
         send_on_link(

@@ -236,7 +236,7 @@ impl Counts {
             let limit = self.descriptors.unwrap_or_default();
             lines.push(format!(
                 "{open} connections are open to the hub ({}), more than half its limit of \
-                 {limit} open files: an engine needs {} and a client 6, and peers that \
+                 {limit} open files: an engine needs up to {} and a client 6, and peers that \
                  connect and never sign a message hold theirs too; raise `ulimit -n`, and on \
                  a shared machine run the hub with --curve (peers without the keys are then \
                  dropped at the handshake)",

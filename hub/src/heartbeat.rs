@@ -1,6 +1,7 @@
 //! Liveness: the hub pings every watched engine and collects its pongs on
-//! one ROUTER (one connection per engine), and pings its clients on a PUB,
-//! on a thread of its own so a busy hub loop never delays a beat.
+//! one ROUTER (one connection per process of engines, each message naming
+//! the engines it is for), and pings its clients on a PUB, on a thread of
+//! its own so a busy hub loop never delays a beat.
 //!
 //! [`HeartMonitor`] is the bookkeeping (which engine answered which beat),
 //! a plain state machine tested without sockets; [`spawn`] runs it.
@@ -253,6 +254,12 @@ impl BeatReport {
 /// Runs the heartbeat on its own thread. `ping` (PUB, the clients') and
 /// `pong` (ROUTER, the engines': pings out, pongs in) are bound already;
 /// `pipe` is the thread's end of an inproc PAIR to the hub loop.
+///
+/// The engines of a process share one connection to `pong`: each message
+/// names the engines it is for after its first frame (see the engine's
+/// `heartbeat` module), and an engine is pinged on the connection its last
+/// hello or pong came on, one ping per connection and beat for all its
+/// engines.
 pub fn spawn(
     ping: zmq::Socket,
     pong: zmq::Socket,
@@ -265,6 +272,7 @@ pub fn spawn(
         .name("zpar-hub-heartbeat".into())
         .spawn(move || {
             let mut monitor = HeartMonitor::new(&instance, max_misses);
+            let mut routes = Routes::default();
             let mut next = Instant::now() + period;
             let mut hub_cpu = CpuShare::of_this_process();
             // This beat's answers: uuid, vitals frame, uuid, …
@@ -289,7 +297,10 @@ pub fn spawn(
                                 }
                             }
                             (Some(WATCH), Some(u)) => monitor.watch(u),
-                            (Some(FORGET), Some(u)) => monitor.forget(u),
+                            (Some(FORGET), Some(u)) => {
+                                monitor.forget(u);
+                                routes.forget(u);
+                            }
                             (Some(STOP), _) => return,
                             _ => tracing::warn!("heartbeat: unknown pipe message"),
                         }
@@ -297,17 +308,35 @@ pub fn spawn(
                 }
                 if items[0].is_readable() {
                     while let Ok(frames) = zpar_protocol::recv_frames(&pong, zmq::DONTWAIT) {
-                        let Some(uuid) = frames.first() else { continue };
-                        if monitor.pong(uuid) {
-                            tracing::debug!(engine = %String::from_utf8_lossy(uuid), "a pong from an engine the hub does not know: telling it to register");
-                            let _ = pong.send_multipart([&uuid[..], UNKNOWN], zmq::DONTWAIT);
+                        let [route, _ping, named @ ..] = &frames[..] else {
+                            continue;
+                        };
+                        // The engines it names: uuid, vitals, uuid, vitals, …
+                        let mut unknown: Vec<&[u8]> = Vec::new();
+                        for pair in named.chunks(2) {
+                            let uuid = &pair[0][..];
+                            if monitor.pong(uuid) {
+                                tracing::debug!(engine = %String::from_utf8_lossy(uuid), "a pong from an engine the hub does not know: telling it to register");
+                                unknown.push(uuid);
+                                continue;
+                            }
+                            routes.heard(uuid, route);
+                            answered.push(uuid.to_vec());
+                            answered.push(pair.get(1).map(|f| f.to_vec()).unwrap_or_default());
+                        }
+                        if !unknown.is_empty() {
+                            let payload = monitor.payload();
+                            let told = std::iter::once(&route[..])
+                                .chain([UNKNOWN])
+                                .chain(unknown.iter().copied());
+                            let _ = pong.send_multipart(told, zmq::DONTWAIT);
                             // And a ping: its instance tells an engine of
                             // an earlier hub that this one is new.
-                            let _ = pong.send_multipart([&uuid[..], &monitor.payload()[..]], zmq::DONTWAIT);
-                            continue;
+                            let pinged = std::iter::once(&route[..])
+                                .chain([&payload[..]])
+                                .chain(unknown.iter().copied());
+                            let _ = pong.send_multipart(pinged, zmq::DONTWAIT);
                         }
-                        answered.push(uuid.to_vec());
-                        answered.push(frames.get(2).map(|f| f.to_vec()).unwrap_or_default());
                     }
                 }
                 let now = Instant::now();
@@ -323,8 +352,14 @@ pub fn spawn(
                         next = now + period;
                     }
                     let (payload, dead) = monitor.tick(late);
-                    for uuid in monitor.watched() {
-                        let _ = pong.send_multipart([uuid, &payload[..]], zmq::DONTWAIT);
+                    for uuid in &dead {
+                        routes.forget(uuid);
+                    }
+                    for (route, uuids) in routes.by_route(monitor.watched()) {
+                        let frames = std::iter::once(route)
+                            .chain([&payload[..]])
+                            .chain(uuids);
+                        let _ = pong.send_multipart(frames, zmq::DONTWAIT);
                     }
                     let _ = ping.send(payload, zmq::DONTWAIT);
                     let hub = HubVitals {
@@ -340,6 +375,48 @@ pub fn spawn(
             }
         })
         .expect("spawning the heartbeat thread")
+}
+
+/// Which heartbeat connection each engine was last heard on (the engines
+/// of a process share one).
+#[derive(Debug, Default)]
+pub struct Routes {
+    /// uuid → the routing id of its connection.
+    of_engine: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Routes {
+    /// `uuid` was heard on `route`.
+    pub fn heard(&mut self, uuid: &[u8], route: &[u8]) {
+        match self.of_engine.get_mut(uuid) {
+            Some(known) if known == route => {}
+            Some(known) => *known = route.to_vec(),
+            None => {
+                self.of_engine.insert(uuid.to_vec(), route.to_vec());
+            }
+        }
+    }
+
+    /// `uuid` is no longer watched.
+    pub fn forget(&mut self, uuid: &[u8]) {
+        self.of_engine.remove(uuid);
+    }
+
+    /// The engines of `uuids` grouped by connection, one group per ping;
+    /// an engine not heard from yet is left out (it says hello once it
+    /// has registered, and every few seconds while it hears no ping).
+    pub fn by_route<'a>(
+        &'a self,
+        uuids: impl Iterator<Item = &'a [u8]>,
+    ) -> HashMap<&'a [u8], Vec<&'a [u8]>> {
+        let mut groups: HashMap<&[u8], Vec<&[u8]>> = HashMap::new();
+        for uuid in uuids {
+            if let Some(route) = self.of_engine.get(uuid) {
+                groups.entry(&route[..]).or_default().push(uuid);
+            }
+        }
+        groups
+    }
 }
 
 #[cfg(test)]
@@ -492,5 +569,37 @@ mod tests {
         assert!(m.pong(b"dropped"), "and again the next beat");
         m.watch(b"dropped");
         assert!(!m.pong(b"dropped"), "until it registers again");
+    }
+
+    #[test]
+    fn engines_are_pinged_on_the_connection_they_were_last_heard_on() {
+        let mut routes = Routes::default();
+        routes.heard(b"a", b"process-1");
+        routes.heard(b"b", b"process-1");
+        routes.heard(b"c", b"process-2");
+        let watched: [&[u8]; 4] = [b"a", b"b", b"c", b"silent"];
+        let mut groups: Vec<(Vec<u8>, Vec<Vec<u8>>)> = routes
+            .by_route(watched.into_iter())
+            .into_iter()
+            .map(|(r, mut u)| {
+                u.sort();
+                (r.to_vec(), u.into_iter().map(|u| u.to_vec()).collect())
+            })
+            .collect();
+        groups.sort();
+        assert_eq!(
+            groups,
+            vec![
+                (b"process-1".to_vec(), vec![b"a".to_vec(), b"b".to_vec()]),
+                (b"process-2".to_vec(), vec![b"c".to_vec()]),
+            ],
+            "one ping per connection; an engine never heard from is not pinged"
+        );
+        // Restarted in another process under its uuid: pinged there.
+        routes.heard(b"a", b"process-3");
+        routes.forget(b"b");
+        let groups = routes.by_route([&b"a"[..], b"b"].into_iter());
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[&b"process-3"[..]], vec![&b"a"[..]]);
     }
 }

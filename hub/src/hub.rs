@@ -14,9 +14,10 @@
 //! on their links and goes out on the clients' XPUB as it came, and the
 //! topics clients subscribe to go to the engines ([`crate::subscriptions`]).
 //!
-//! Each engine holds two connections: its link (one ROUTER for
-//! registration, every channel and its output, each message after a
-//! [`LinkTag`] frame) and its heartbeat. The link ROUTER is
+//! Each engine holds its link (one ROUTER for registration, every channel
+//! and its output, each message after a [`LinkTag`] frame), and each
+//! engine process a heartbeat connection its engines share. The link
+//! ROUTER is
 //! `ROUTER_MANDATORY`: a message for an engine whose connection is not up
 //! is kept and retried rather than silently dropped.
 
@@ -997,17 +998,19 @@ fn release_free_memory() {
 }
 
 /// Raises this process's soft limit on open files to its hard limit. Every
-/// engine holds two connections to the hub, so the common soft limit of
-/// 1,024 would stop a hub at about 400 engines, while the hard limit
-/// (often 524,288) allows thousands.
+/// engine holds a connection to the hub, and every engine process a
+/// heartbeat connection, so the common soft limit of 1,024 would stop a hub
+/// at about 400 engines, while the hard limit (often 524,288) allows
+/// thousands.
 fn raise_open_file_limit() -> Option<u64> {
     let files = zpar_protocol::net::raise_open_file_limit()?;
     let room = EngineRoom::for_files(files);
     info!(
         files,
-        engines = room.engines,
-        connections_per_engine = EngineRoom::FILES_PER_ENGINE,
-        "the limit on open files leaves room for this many engines; registrations past it are \
+        engines_one_per_process = room.engines(1),
+        engines_packed_40_per_process = room.engines(40),
+        "the limit on open files leaves room for this many engines (each holds its link to the \
+         hub, and each engine process one heartbeat connection); registrations past it are \
          refused, naming the limit"
     );
     Some(files)

@@ -174,6 +174,12 @@ pub struct RegistrationRequest {
     /// None: the hub sends it every chunk itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<String>,
+    /// The identity of the heartbeat connection this engine shares with
+    /// the other engines of its process (one connection carries the
+    /// heartbeats of them all); the hub counts its open connections by it.
+    /// None: a connection of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<String>,
 }
 
 /// The hub's answer to a registration.

@@ -41,7 +41,7 @@
 //! ```
 
 /// How often each side of a connection pings, in milliseconds. Every engine
-/// has two connections to its hub, so at thousands of engines a ping
+/// has a connection to its hub, so at thousands of engines a ping
 /// a second would be thousands of pings a second for the hub's I/O thread;
 /// one every 5 s finds a dead connection within 20 s at a fifth of that.
 pub const ZMTP_HEARTBEAT_IVL_MS: i32 = 5_000;

@@ -127,9 +127,10 @@ fn default_gateway(table: &str) -> Option<Ipv4Addr> {
     })
 }
 
-/// Connections each engine holds to the hub: its link (registration,
-/// every channel's requests and replies, and its output) and its
-/// heartbeat.
+/// Connections each engine holds to the hub at most: its link
+/// (registration, every channel's requests and replies, and its output)
+/// and a heartbeat connection, which the engines of one process share (up
+/// to 40 of them).
 pub const CONNECTIONS_PER_ENGINE: u64 = 2;
 
 /// The receive and send buffer of each connection of a socket that
@@ -196,7 +197,35 @@ pub fn out_of_files_hint(e: &zmq::Error) -> String {
     };
     format!(
         " (this process ran out of file descriptors{now}: raise the limit with `ulimit -n` \
-         before starting it; each engine holds {CONNECTIONS_PER_ENGINE} connections to the hub)"
+         before starting it; each engine holds up to {CONNECTIONS_PER_ENGINE} connections to the hub)"
+    )
+}
+
+/// What to add to the error of a bind to a port the system picks
+/// (`tcp://ip:*`) that found none free (`EADDRINUSE`, `EADDRNOTAVAIL`): the
+/// range of ports the system hands out, and what uses them; empty for any
+/// other error.
+///
+/// ```
+/// use zpar_protocol::net::no_free_port_hint;
+/// assert!(no_free_port_hint(&zmq::Error::EADDRINUSE).contains("ip_local_port_range"));
+/// assert_eq!(no_free_port_hint(&zmq::Error::EAGAIN), "");
+/// ```
+pub fn no_free_port_hint(e: &zmq::Error) -> String {
+    if e.to_raw() != libc::EADDRINUSE && e.to_raw() != libc::EADDRNOTAVAIL {
+        return String::new();
+    }
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .map(|r| r.split_whitespace().collect::<Vec<_>>().join("–"))
+        .filter(|r| !r.is_empty())
+        .map(|r| format!(" ({r} here)"))
+        .unwrap_or_default();
+    format!(
+        " (no free port on this address: the system hands out the ports of \
+         net.ipv4.ip_local_port_range{range}, and each engine listens on two of them (relay and \
+         communicator) and connects from one or two more: run fewer engines on this host, or \
+         widen the range with `sysctl net.ipv4.ip_local_port_range`)"
     )
 }
 

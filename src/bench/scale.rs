@@ -52,26 +52,41 @@ pub(crate) fn scale(
         "ms",
         None,
     );
-    let t = Instant::now();
-    all.setup_communicator("com", Duration::from_secs(300))?;
-    report.add(
-        &format!("setup_communicator over {many} engines"),
-        t.elapsed().as_secs_f64(),
-        "s",
-        None,
-    );
-    let calls = reps(20, scale).max(3);
-    let code = format!(
-        "let ts = []; for i in 0..{calls} {{ let t = timestamp(); com.allreduce(\"sum\", 1); ts.push(t.elapsed); }} ts.sort(); ts[ts.len / 2] * 1000.0"
-    );
-    let inside = all.execute(&code)?.get_timeout(Duration::from_secs(300))?;
-    let mut ms: Vec<f64> = inside.iter().filter_map(Value::as_f64).collect();
-    report.add(
-        &format!("allreduce of one integer over {many} engines, in engines"),
-        median(&mut ms),
-        "ms",
-        None,
-    );
+    // A communicator that cannot be built (no free ports for thousands of
+    // engines' listeners, say) is reported, and the other figures are
+    // still taken.
+    let communicator = (|| -> Result<()> {
+        let t = Instant::now();
+        all.setup_communicator("com", Duration::from_secs(300))?;
+        report.add(
+            &format!("setup_communicator over {many} engines"),
+            t.elapsed().as_secs_f64(),
+            "s",
+            None,
+        );
+        let calls = reps(20, scale).max(3);
+        let code = format!(
+            "let ts = []; for i in 0..{calls} {{ let t = timestamp(); com.allreduce(\"sum\", 1); ts.push(t.elapsed); }} ts.sort(); ts[ts.len / 2] * 1000.0"
+        );
+        let inside = all.execute(&code)?.get_timeout(Duration::from_secs(300))?;
+        let mut ms: Vec<f64> = inside.iter().filter_map(Value::as_f64).collect();
+        report.add(
+            &format!("allreduce of one integer over {many} engines, in engines"),
+            median(&mut ms),
+            "ms",
+            None,
+        );
+        Ok(())
+    })();
+    if let Err(e) = communicator {
+        let said = format!("{e:#}");
+        let lines: Vec<&str> = said.lines().collect();
+        eprintln!(
+            "setup_communicator or allreduce over {many} engines failed ({} lines; the first 4):\n{}",
+            lines.len(),
+            lines[..lines.len().min(4)].join("\n")
+        );
+    }
     let q = median_us(reps(10, scale), || {
         client.queue_status()?;
         Ok(())
@@ -89,6 +104,15 @@ pub(crate) fn scale(
     report.add(
         &format!("engines declared dead during the run (of {many})"),
         died as f64,
+        "",
+        None,
+    );
+    let hub_files = std::fs::read_dir(format!("/proc/{}/fd", cluster.pids().hub))
+        .map(|d| d.count())
+        .unwrap_or_default();
+    report.add(
+        &format!("hub open files with {many} engines"),
+        hub_files as f64,
         "",
         None,
     );

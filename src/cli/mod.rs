@@ -438,9 +438,9 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
     serve_packed(config, uuids, serve)
 }
 
-/// Engines that share one ZeroMQ context: libzmq allows 1,023 sockets per
-/// context, and an engine holds about twenty (its connections to the hub,
-/// heartbeat, relay and their inproc pipes).
+/// Engines that share one ZeroMQ context and one heartbeat connection to
+/// the hub: libzmq allows 1,023 sockets per context, and an engine holds
+/// about twenty (its link to the hub, relay and their inproc pipes).
 const ENGINES_PER_CONTEXT: usize = 40;
 
 /// Runs one engine per uuid slot on a thread of its own, sharing ZeroMQ
@@ -460,15 +460,15 @@ fn serve_packed(
     // Each engine holds about a dozen descriptors (its connections to the
     // hub, its relay socket, its context's share).
     zpar_protocol::net::raise_open_file_limit();
-    let contexts: Vec<zmq::Context> = (0..count.div_ceil(ENGINES_PER_CONTEXT))
-        .map(|_| zmq::Context::new())
+    let contexts: Vec<zpar_engine::server::SharedContext> = (0..count
+        .div_ceil(ENGINES_PER_CONTEXT))
+        .map(|_| zpar_engine::server::SharedContext::new(zmq::Context::new()))
         .collect();
     let threads: Vec<_> = uuids
         .into_iter()
         .enumerate()
         .map(|(i, uuid)| {
-            let ctx = contexts[i / ENGINES_PER_CONTEXT].clone();
-            config.context = Some(zpar_engine::server::SharedContext(ctx));
+            config.context = Some(contexts[i / ENGINES_PER_CONTEXT].clone());
             let (config, serve) = (config.clone(), serve.clone());
             std::thread::Builder::new()
                 .name(format!("zpar-engine-{i}"))

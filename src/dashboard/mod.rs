@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Value as Json};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,6 +30,9 @@ pub const PERIOD: Duration = Duration::from_secs(1);
 const TASKS_KEPT: usize = 5_000;
 /// Seconds of task stream and throughput shown.
 const WINDOW_SECS: f64 = 120.0;
+/// Seconds of task records read again at each poll (see
+/// `Collector::read_records`).
+const REREAD_SECS: f64 = 5.0;
 /// Errors listed (the latest).
 const ERRORS_KEPT: usize = 20;
 
@@ -96,6 +99,19 @@ struct Latest {
     stop: AtomicBool,
 }
 
+/// Now, in Unix seconds.
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Unix seconds as the ISO 8601 time a record query compares.
+fn iso_of_secs(secs: f64) -> String {
+    zpar_protocol::header::iso8601(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
+}
+
 /// Collects snapshots from the hub.
 struct Collector {
     client: Client,
@@ -105,8 +121,12 @@ struct Collector {
     dead: BTreeMap<u32, Instant>,
     tasks: VecDeque<TaskBar>,
     errors: VecDeque<Json>,
-    /// The latest `completed` time already read (ISO 8601).
-    seen_completed: String,
+    /// The latest `received` time already read (the hub's clock, Unix
+    /// seconds).
+    seen_received: f64,
+    /// Tasks read lately, by msg id, with their `received` time: each
+    /// poll reads [`REREAD_SECS`] back again, and these are not shown twice.
+    shown: HashMap<String, f64>,
     /// Total answered requests per second (from queue status).
     done_total: Option<u64>,
     throughput: VecDeque<u64>,
@@ -123,17 +143,15 @@ impl Collector {
             dead: BTreeMap::new(),
             tasks: VecDeque::new(),
             errors: VecDeque::new(),
-            seen_completed: zpar_protocol::header::iso8601_now(),
+            seen_received: now_secs(),
+            shown: HashMap::new(),
             done_total: None,
             throughput: VecDeque::new(),
         })
     }
 
     fn snapshot(&mut self) -> Snapshot {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now = now_secs();
         let mut snap = Snapshot {
             time: now,
             ..Snapshot::default()
@@ -229,21 +247,31 @@ impl Collector {
             "engine",
             "started",
             "completed",
+            "received",
             "status",
             "ename",
             "evalue",
             "label",
         ];
-        let query = json!({"completed": {"$gt": self.seen_completed}});
+        // By when the hub received each reply, not when the engine said it
+        // finished (engines' clocks and replies' travel would let a task
+        // that finished earlier arrive after a later one was read, and be
+        // missed); and a few seconds back again, so a record written a
+        // moment late is still read.
+        let since = self.seen_received - REREAD_SECS;
+        let query = json!({"received": {"$gt": iso_of_secs(since)}});
         match self.client.db_query(query, Some(&keys)) {
             Ok(records) => {
+                self.shown.retain(|_, received| *received > since);
                 for r in records {
-                    let completed = r["completed"].as_str().unwrap_or_default().to_string();
-                    if completed > self.seen_completed {
-                        self.seen_completed = completed.clone();
-                    }
                     let time =
                         |k: &str| r[k].as_str().and_then(zpar_protocol::header::parse_iso8601);
+                    let received = time("received").unwrap_or(now);
+                    self.seen_received = self.seen_received.max(received);
+                    let msg_id = r["msg_id"].as_str().unwrap_or_default().to_string();
+                    if self.shown.insert(msg_id, received).is_some() {
+                        continue;
+                    }
                     let (Some(engine), Some(end)) = (r["engine"].as_u64(), time("completed"))
                     else {
                         continue;
@@ -280,9 +308,7 @@ impl Collector {
             self.tasks.pop_front();
         }
         // Labelled work submitted in the window: done of total per label.
-        let since = zpar_protocol::header::iso8601(
-            std::time::UNIX_EPOCH + Duration::from_secs_f64((now - WINDOW_SECS).max(0.0)),
-        );
+        let since = iso_of_secs(now - WINDOW_SECS);
         let query = json!({"submitted": {"$gte": since}, "label": {"$glob": "*"}});
         if let Ok(records) = self.client.db_query(query, Some(&["label", "status"])) {
             let mut by_label: BTreeMap<String, (u64, u64)> = BTreeMap::new();

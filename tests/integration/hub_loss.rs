@@ -383,3 +383,70 @@ fn an_engine_restarted_under_its_uuid_is_sent_the_output_topics_again() {
         .get_timeout(WAIT)
         .unwrap();
 }
+
+/// Established TCP connections whose local end is `port` on this machine
+/// (the hub's side of its peers' connections to that port).
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("reading /proc/net/tcp");
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // cols[1]: local address, cols[3]: state (01: established).
+            cols.get(1).is_some_and(|a| a.ends_with(&local)) && cols.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// Three engines packed in one process share one heartbeat connection to
+/// the hub; when the hub is killed and restarted on its records, that
+/// connection's hellos bring all three back under their ids.
+#[test]
+fn packed_engines_share_one_heartbeat_connection_and_all_come_back_to_a_restarted_hub() {
+    let _watchdog = support::watchdog();
+    let db = Db::new();
+    let mut cluster = zpar::LocalCluster::builder()
+        .binary(zpar_bin())
+        .engines(3)
+        .per_process(3)
+        .hub_args([
+            "--hb-period-ms",
+            "200",
+            "--hb-misses",
+            "5",
+            "--db",
+            &db.arg(),
+        ])
+        .timeout(WAIT)
+        .start()
+        .expect("starting three packed engines");
+    let client = cluster.client().unwrap();
+    client.set_hub_timeout(Duration::from_secs(1)).unwrap();
+    let engines: zpar::EngineConnection =
+        zpar_protocol::connection::read_json_file(&cluster.profile().engine_file()).unwrap();
+    support::wait_until("one heartbeat connection for the three", || {
+        connections_to(engines.heartbeat) == 1
+    });
+    assert_eq!(connections_to(engines.link), 3, "a link each");
+    let events = client.events().unwrap();
+    cluster.kill_hub().unwrap();
+    next_event(&events, "HubLost", |e| {
+        matches!(e, ClientEvent::HubLost { .. }).then_some(())
+    });
+    let _hub = Restarted::hub(&cluster.profile().dir, &db.arg());
+    support::wait_until("the three engines are back under their ids", || {
+        client
+            .refresh_engines(WAIT)
+            .is_ok_and(|ids| ids == vec![0, 1, 2])
+    });
+    let values = client
+        .all()
+        .execute("6 * 7")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(values, vec![Value::Int(42); 3]);
+    assert_eq!(connections_to(engines.heartbeat), 1, "still one");
+}

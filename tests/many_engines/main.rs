@@ -12,8 +12,8 @@ use support::{departures, zpar_bin, Watchdog, WAIT};
 use zpar::{LocalCluster, Value};
 
 /// Two thousand engines packed fifty to a process (`--per-process`):
-/// they register with ids 0..2000, run an execute on all and an
-/// allreduce; a `kill -9` of one process is fifty engine deaths, each
+/// they register with ids 0..2000, cost the hub about one descriptor
+/// each, run an execute on all and an allreduce; a `kill -9` of one process is fifty engine deaths, each
 /// reported, and the rest serve on.
 #[test]
 fn two_thousand_packed_engines_register_execute_allreduce_and_die_together() {
@@ -45,6 +45,16 @@ fn two_thousand_packed_engines_register_execute_allreduce_and_die_together() {
     let events = client.events().unwrap();
     let ids = client.wait_for_engines(N, WAIT).unwrap();
     assert_eq!(ids, (0..N as u32).collect::<Vec<_>>());
+    // A connection per engine (its link), and one heartbeat connection
+    // per context of packed engines (two per process of fifty): not two
+    // per engine.
+    let hub_files = std::fs::read_dir(format!("/proc/{}/fd", cluster.pids().hub))
+        .unwrap()
+        .count();
+    assert!(
+        hub_files < N + N / 10,
+        "the hub holds {hub_files} descriptors for {N} engines"
+    );
     let all = client.all();
     let got = all
         .execute("40 + 2")

@@ -33,3 +33,9 @@ pub(super) fn err(msg: impl Into<String>) -> Box<EvalAltResult> {
 pub(super) fn zerr(what: &str, e: zmq::Error) -> Box<EvalAltResult> {
     err(format!("communicator: {what}: {e}"))
 }
+
+/// A bind to a port the system picks failed (none free, say).
+pub(super) fn bind_err(ip: &str, e: zmq::Error) -> Box<EvalAltResult> {
+    let hint = zpar_protocol::net::no_free_port_hint(&e);
+    err(format!("communicator: bind on {ip}: {e}{hint}"))
+}

@@ -13,7 +13,7 @@
 
 use super::collective::{Collective, Msg, Output, Source, Tree};
 use super::env::{CommEnv, RhaiResult, DEFAULT_TIMEOUT_SECS};
-use super::errors::{err, zerr};
+use super::errors::{bind_err, err, zerr};
 use super::ring::{Ring, RingPlace};
 use super::shared::SharedArea;
 use super::wire::{from_frames, to_frames, Payload, Wire};
@@ -141,7 +141,7 @@ impl Comm {
         cap_inbound_frames(&router, &Limits::default()).map_err(|e| zerr("frame cap", e))?;
         router
             .bind(&format!("tcp://{}:*", env.ip))
-            .map_err(|e| zerr(&format!("bind on {}", env.ip), e))?;
+            .map_err(|e| bind_err(&env.ip, e))?;
         let router_url = advertised(&router, &env.advertise);
         let publisher = if is_root {
             // An XPUB publishes like a PUB and also hands the root every
@@ -156,7 +156,7 @@ impl Comm {
             p.set_backlog(4096).ok();
             cap_inbound_frames(&p, &Limits::default()).map_err(|e| zerr("frame cap", e))?;
             p.bind(&format!("tcp://{}:*", env.ip))
-                .map_err(|e| zerr(&format!("bind on {}", env.ip), e))?;
+                .map_err(|e| bind_err(&env.ip, e))?;
             let url = advertised(&p, &env.advertise);
             Some((p, url))
         } else {

@@ -40,7 +40,7 @@
 //! let mut core = HubCore::new(session, CoreConfig::default(), Records::memory(100, 1 << 16));
 //! let engine = Session::new(b"key", "hmac-sha256", "engine").unwrap();
 //! let mut hello = Message::new(&engine, Content::RegistrationRequest(RegistrationRequest {
-//!     uuid: "e0".into(), id: None, host: None, relay: None }));
+//!     uuid: "e0".into(), id: None, host: None, relay: None, heartbeat: None }));
 //! hello.identities = vec![b"e0".to_vec()];
 //! let frames = engine.encode(&hello).into_frames();
 //! let actions = core.handle(Event::Query { frames }, 0.0);
@@ -255,13 +255,12 @@ pub struct EngineRoom {
     /// The hub's limit on open files (`ulimit -n`, after raising the soft
     /// limit to the hard one).
     pub files: u64,
-    /// Engines it leaves room for.
-    pub engines: usize,
+    /// Connections to engines it leaves room for: each engine's link, and
+    /// a heartbeat connection per process of engines.
+    pub connections: usize,
 }
 
 impl EngineRoom {
-    /// Connections each engine holds to the hub.
-    pub const FILES_PER_ENGINE: u64 = zpar_protocol::net::CONNECTIONS_PER_ENGINE;
     /// Descriptors kept for the hub itself (its bound sockets, monitors,
     /// the record store) and for a few dozen clients.
     pub const RESERVED_FILES: u64 = 192;
@@ -270,14 +269,24 @@ impl EngineRoom {
     ///
     /// ```
     /// use zpar_hub::core::EngineRoom;
-    /// assert_eq!(EngineRoom::for_files(1024).engines, 416); // (1024 - 192) / 2
-    /// assert_eq!(EngineRoom::for_files(100).engines, 0);
+    /// let room = EngineRoom::for_files(1024);
+    /// assert_eq!(room.connections, 832); // 1024 - 192
+    /// assert_eq!(room.engines(1), 416); // each in a process of its own
+    /// assert_eq!(room.engines(40), 811); // 40 to a process
+    /// assert_eq!(EngineRoom::for_files(100).engines(1), 0);
     /// ```
     pub fn for_files(files: u64) -> EngineRoom {
         EngineRoom {
             files,
-            engines: (files.saturating_sub(Self::RESERVED_FILES) / Self::FILES_PER_ENGINE) as usize,
+            connections: files.saturating_sub(Self::RESERVED_FILES) as usize,
         }
+    }
+
+    /// Engines it leaves room for when `per_process` engines share each
+    /// heartbeat connection (`zpar engine --count`).
+    pub fn engines(&self, per_process: usize) -> usize {
+        let k = per_process.max(1);
+        self.connections * k / (k + 1)
     }
 }
 

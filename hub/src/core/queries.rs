@@ -3,7 +3,7 @@
 //! resubmitting.
 
 use super::queued::QueuedTask;
-use super::{Action, EngineRoom, Frames, HubCore, LossReason};
+use super::{Action, Frames, HubCore, LossReason};
 use crate::records::{Filter, TaskRecord};
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
@@ -208,7 +208,8 @@ impl HubCore {
         }
         if let Some(room) = self.config.engine_room {
             let registered = self.registry.len();
-            if self.registry.id_of(uuid).is_none() && registered >= room.engines {
+            let needed = self.registry.connections_with(r.heartbeat.as_deref());
+            if self.registry.id_of(uuid).is_none() && needed > room.connections {
                 self.room_refusals.0 += 1;
                 if now - self.room_refusals.1 >= 10.0 {
                     warn!(refused = self.room_refusals.0, registered, files = room.files,
@@ -219,13 +220,17 @@ impl HubCore {
                     status: Status::Error,
                     evalue: Some(format!(
                         "the hub has no room for another engine: its limit on open files \
-                         (ulimit -n) is {}, which leaves room for {} engines ({} connections \
-                         each), and {registered} are registered; start the hub with a higher \
+                         (ulimit -n) is {}, which leaves room for {} engines each in a process \
+                         of its own, or {} packed 40 to a process ({} connections: one per \
+                         engine, and a heartbeat connection per engine process), and \
+                         {registered} are registered, holding {}; start the hub with a higher \
                          limit (`ulimit -n 65536` before `zpar hub`, up to the hard limit \
                          `ulimit -Hn`), or run fewer engines",
                         room.files,
-                        room.engines,
-                        EngineRoom::FILES_PER_ENGINE
+                        room.engines(1),
+                        room.engines(40),
+                        room.connections,
+                        self.registry.connections(),
                     )),
                     ..Default::default()
                 });
@@ -236,6 +241,7 @@ impl HubCore {
             e.host = r.host.clone();
             e.relay = r.relay.clone();
         }
+        self.registry.set_heartbeat(id, r.heartbeat.clone());
         if fresh {
             out.push(Action::Watch {
                 uuid: uuid.to_vec(),

@@ -50,7 +50,7 @@ impl HubCore {
         self.last_recall_scan = now;
         let after = self.config.recall_after.as_secs_f64();
         let mut questions = Vec::new();
-        for id in self.registry.ids() {
+        for id in self.registry.owing_ids() {
             let Some(e) = self.registry.get_mut(id) else {
                 continue;
             };

@@ -80,6 +80,10 @@ pub struct EngineEntry {
     pub vitals: EngineVitals,
     /// When its last heartbeat pong came (Unix seconds).
     pub last_beat: Option<f64>,
+    /// The heartbeat connection it shares with the engines of its
+    /// process (None: one of its own); set through the [`Registry`],
+    /// which counts the connections.
+    heartbeat: Option<String>,
 }
 
 impl EngineEntry {
@@ -136,6 +140,10 @@ pub struct Registry {
     /// first.
     by_recency: BTreeSet<(u64, u32)>,
     next_id: u32,
+    /// Engines per shared heartbeat connection.
+    heartbeat_routes: HashMap<String, usize>,
+    /// Engines with a heartbeat connection of their own.
+    own_heartbeats: usize,
 }
 
 impl Registry {
@@ -166,8 +174,10 @@ impl Registry {
                 ledgers: Default::default(),
                 vitals: EngineVitals::default(),
                 last_beat: None,
+                heartbeat: None,
             },
         );
+        self.own_heartbeats += 1;
         self.by_uuid.insert(uuid.to_vec(), id);
         (id, true)
     }
@@ -178,7 +188,50 @@ impl Registry {
         self.by_uuid.remove(&e.uuid);
         self.by_load.remove(&e.load_key());
         self.by_recency.remove(&(e.last_assigned, id));
+        self.count_heartbeat(e.heartbeat.as_deref(), false);
         Some(e)
+    }
+
+    /// Notes which heartbeat connection engine `id` shares (None: one of
+    /// its own), as its registration said.
+    pub fn set_heartbeat(&mut self, id: u32, route: Option<String>) {
+        let Some(e) = self.engines.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut e.heartbeat, route);
+        let new = e.heartbeat.clone();
+        self.count_heartbeat(old.as_deref(), false);
+        self.count_heartbeat(new.as_deref(), true);
+    }
+
+    fn count_heartbeat(&mut self, route: Option<&str>, added: bool) {
+        match (route, added) {
+            (None, true) => self.own_heartbeats += 1,
+            (None, false) => self.own_heartbeats -= 1,
+            (Some(r), true) => *self.heartbeat_routes.entry(r.to_string()).or_default() += 1,
+            (Some(r), false) => {
+                if let Some(n) = self.heartbeat_routes.get_mut(r) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.heartbeat_routes.remove(r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Connections the registered engines hold to the hub: each its link,
+    /// and a heartbeat connection per process (or per engine, for those
+    /// with their own).
+    pub fn connections(&self) -> usize {
+        self.engines.len() + self.heartbeat_routes.len() + self.own_heartbeats
+    }
+
+    /// What [`Registry::connections`] would be with one more engine, whose
+    /// heartbeat goes on `route`.
+    pub fn connections_with(&self, route: Option<&str>) -> usize {
+        let new_heartbeat = route.is_none_or(|r| !self.heartbeat_routes.contains_key(r));
+        self.connections() + 1 + usize::from(new_heartbeat)
     }
 
     /// How many engines are registered.
@@ -195,6 +248,17 @@ impl Registry {
     /// those), without walking the others.
     pub fn least_loaded(&self) -> Option<u32> {
         self.by_load.first().map(|(_, _, id)| *id)
+    }
+
+    /// The engines that owe replies, without walking the idle ones (the
+    /// hub looks for silent requests every second).
+    pub fn owing_ids(&self) -> Vec<u32> {
+        self.by_load
+            .iter()
+            .rev()
+            .take_while(|(pending, _, _)| *pending > 0)
+            .map(|(_, _, id)| *id)
+            .collect()
     }
 
     /// The engine assigned a task least recently, without walking the
@@ -368,6 +432,14 @@ mod tests {
                 .map(|e| e.id);
             assert_eq!(r.least_loaded(), walked_load);
             assert_eq!(r.least_recent(), walked_recency);
+            let mut owing = r.owing_ids();
+            owing.sort();
+            let walked_owing: Vec<u32> = r
+                .engines()
+                .filter(|e| !e.pending().is_empty())
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(owing, walked_owing);
             assert_eq!((r.by_load.len(), r.by_recency.len()), (r.len(), r.len()));
         }
     }
@@ -403,5 +475,32 @@ mod tests {
         assert_eq!(e.completed, 1);
         assert_eq!(e.pending.len(), 1);
         assert!(r.id_of(b"a").is_none());
+    }
+
+    #[test]
+    fn connections_count_a_link_per_engine_and_a_heartbeat_per_process() {
+        let mut r = Registry::default();
+        let (a, _) = r.register(b"a", None);
+        assert_eq!(r.connections(), 2, "a link and a heartbeat of its own");
+        r.set_heartbeat(a, Some("p1".into()));
+        assert_eq!(r.connections(), 2);
+        assert_eq!(r.connections_with(Some("p1")), 3, "p1's heartbeat is open");
+        assert_eq!(r.connections_with(Some("p2")), 4);
+        assert_eq!(r.connections_with(None), 4);
+        let (b, _) = r.register(b"b", None);
+        r.set_heartbeat(b, Some("p1".into()));
+        assert_eq!(r.connections(), 3, "two links, one shared heartbeat");
+        let (c, _) = r.register(b"c", None);
+        assert_eq!(r.connections(), 5);
+        r.set_heartbeat(c, Some("p2".into()));
+        assert_eq!(r.connections(), 5);
+        r.unregister(a);
+        assert_eq!(r.connections(), 4, "p1 still holds b");
+        r.unregister(b);
+        assert_eq!(r.connections(), 2, "p1 closed with its last engine");
+        r.set_heartbeat(c, None);
+        assert_eq!(r.connections(), 2);
+        r.unregister(c);
+        assert_eq!(r.connections(), 0);
     }
 }

@@ -151,6 +151,7 @@ impl HubHarness {
                 id: requested,
                 host: Some(format!("host-of-{uuid}")),
                 relay: None,
+                heartbeat: None,
             }),
         );
         let Content::RegistrationReply(r) = reply.content else {
@@ -1267,6 +1268,7 @@ fn registering_again_keeps_the_id_and_makes_no_noise() {
             id: None,
             host: None,
             relay: None,
+            heartbeat: None,
         }),
     );
     let Content::RegistrationReply(r) = r.content else {
@@ -1290,6 +1292,7 @@ fn every_engine_gets_the_communicator_keys_at_registration() {
                 id: None,
                 host: None,
                 relay: None,
+                heartbeat: None,
             }),
         );
         let Content::RegistrationReply(r) = r.content else {
@@ -1315,6 +1318,7 @@ fn every_engine_gets_the_communicator_keys_at_registration() {
             id: None,
             host: None,
             relay: None,
+            heartbeat: None,
         }),
     );
     let Content::RegistrationReply(r) = r.content else {
@@ -1337,6 +1341,7 @@ fn a_registration_must_come_from_the_uuid_it_names() {
             id: None,
             host: None,
             relay: None,
+            heartbeat: None,
         }),
     );
     let Content::RegistrationReply(r) = r.content else {
@@ -2220,6 +2225,7 @@ fn a_streamed_request_to_engines_with_relays_goes_along_a_chain_host_by_host() {
                 id: None,
                 host: Some(host.into()),
                 relay: Some(format!("tcp://{host}:{}", 7000 + i)),
+                heartbeat: None,
             }),
         );
         h.take();

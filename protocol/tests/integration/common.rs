@@ -127,6 +127,7 @@ pub fn sample_message(session: &Session, rng: &mut Rng) -> Message {
             id: Some(3),
             host: Some("10.0.0.3".into()),
             relay: None,
+            heartbeat: None,
         }),
         5 => Content::Stream(Stream {
             name: "stdout".into(),
