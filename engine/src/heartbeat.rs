@@ -1,11 +1,11 @@
 //! The engine's heartbeat: a thread that echoes the hub's pings, so an
 //! engine busy in a long script still counts as alive.
 //!
-//! The engines of one process that share a ZeroMQ context share one
-//! [`HeartbeatHost`]: one thread and one DEALER connection to the hub's
-//! heartbeat ROUTER carry the heartbeats of them all (a thousand packed
-//! engines hold 25 heartbeat connections at the hub, not a thousand, and
-//! wake 25 threads a beat). Each engine joins it with a [`Heartbeat`], which
+//! The engines of one process that share a ZeroMQ context (up to 40 of
+//! them) share one [`HeartbeatHost`]: one thread and one DEALER connection
+//! to the hub's heartbeat ROUTER carry the heartbeats of them all (a
+//! thousand engines packed 40 to a process hold 25 heartbeat connections at
+//! the hub, not a thousand, and wake 25 threads a beat). Each engine joins it with a [`Heartbeat`], which
 //! the request loop reads, and leaves when that is dropped.
 //!
 //! On the wire (after the ROUTER's routing frame at the hub), every
@@ -137,6 +137,9 @@ struct Flags {
     /// registration is how the hub learns of it, and thousands of engines
     /// waiting their turn would each be answered "unknown").
     registered: AtomicBool,
+    /// When it last registered (as `seen`): its silence counts from then
+    /// at the latest, however long it waited for its turn.
+    registered_at: AtomicU64,
 }
 
 /// The least silence after which an engine says hello; past the first
@@ -213,6 +216,12 @@ impl HeartbeatHost {
         self.shared.members().len()
     }
 
+    /// Whether its thread still serves (it ends only when dropped, or if
+    /// polling its sockets failed).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     fn wake(&self) {
         let wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = wake.send(&b"wake"[..], zmq::DONTWAIT) {
@@ -250,8 +259,8 @@ impl Heartbeat {
             cpu: CpuShare::of_this_thread(),
             last_ping: None,
             hello_after: HELLO_AFTER,
-            // The engine's start counts as its first hello: the hub pings
-            // an engine once it registers it.
+            // No hello before it registers; then one at once
+            // (`Heartbeat::set_hub`).
             last_hello: Some(Instant::now()),
             pongs: 0,
         };
@@ -276,6 +285,9 @@ impl Heartbeat {
             *self.flags.hub.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(instance.as_bytes().to_vec());
         }
+        self.flags
+            .registered_at
+            .store(self.host.shared.now_ms(), Ordering::Relaxed);
         self.flags.registered.store(true, Ordering::Relaxed);
         self.flags.hello_now.store(true, Ordering::Relaxed);
         self.host.wake();
@@ -297,10 +309,16 @@ impl Heartbeat {
         }
     }
 
-    /// How long since the hub's last ping (since the host started, if none
+    /// How long since the hub's last ping, or since this engine last
+    /// registered if that is later (since the host started, if neither
     /// yet).
     pub fn silence(&self) -> Duration {
-        let last = Duration::from_millis(self.flags.seen.load(Ordering::Relaxed).saturating_sub(1));
+        let last = self
+            .flags
+            .seen
+            .load(Ordering::Relaxed)
+            .max(self.flags.registered_at.load(Ordering::Relaxed));
+        let last = Duration::from_millis(last.saturating_sub(1));
         self.host.shared.epoch.elapsed().saturating_sub(last)
     }
 

@@ -102,9 +102,12 @@ impl SharedContext {
     ) -> Result<Arc<HeartbeatHost>, EngineError> {
         let mut slot = self.heartbeat.lock().unwrap_or_else(|e| e.into_inner());
         match slot.as_ref() {
-            Some(host) if host.serves(url, curve) => Ok(host.clone()),
-            Some(_) => HeartbeatHost::start(&self.context, url, curve),
-            None => {
+            Some(host) if host.serves(url, curve) && host.is_running() => Ok(host.clone()),
+            Some(host) if !host.serves(url, curve) => {
+                HeartbeatHost::start(&self.context, url, curve)
+            }
+            // None yet, or its thread ended (a failed poll): a new one.
+            _ => {
                 let host = HeartbeatHost::start(&self.context, url, curve)?;
                 *slot = Some(host.clone());
                 Ok(host)

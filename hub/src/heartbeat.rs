@@ -91,6 +91,11 @@ impl HeartMonitor {
         self.hearts.remove(uuid);
     }
 
+    /// Whether the engine is watched.
+    pub fn watches(&self, uuid: &[u8]) -> bool {
+        self.hearts.contains_key(uuid)
+    }
+
     /// The current beat's ping: `<hub instance>:<beat>`.
     pub fn payload(&self) -> Vec<u8> {
         format!("{}:{}", self.instance, self.beat).into_bytes()
@@ -191,6 +196,12 @@ impl HeartMonitor {
         (self.payload(), dead)
     }
 }
+
+/// The most engines one heartbeat message may name; the rest are ignored.
+/// Engines share a connection forty to a ZeroMQ context, so this is room
+/// to spare, and a peer cannot make the hub keep a route for each of a
+/// million made-up names.
+pub const ENGINES_PER_MESSAGE: usize = 1024;
 
 /// Messages between the hub loop and the heartbeat thread, over inproc.
 pub const WATCH: &[u8] = b"watch";
@@ -312,12 +323,17 @@ pub fn spawn(
                             continue;
                         };
                         // The engines it names: uuid, vitals, uuid, vitals, …
+                        // (no more than a process shares a connection by).
                         let mut unknown: Vec<&[u8]> = Vec::new();
-                        for pair in named.chunks(2) {
+                        for pair in named.chunks(2).take(ENGINES_PER_MESSAGE) {
                             let uuid = &pair[0][..];
                             if monitor.pong(uuid) {
                                 tracing::debug!(engine = %String::from_utf8_lossy(uuid), "a pong from an engine the hub does not know: telling it to register");
                                 unknown.push(uuid);
+                                continue;
+                            }
+                            if !monitor.watches(uuid) {
+                                // Unknown and told so this beat already.
                                 continue;
                             }
                             routes.heard(uuid, route);

@@ -1008,7 +1008,7 @@ fn raise_open_file_limit() -> Option<u64> {
     info!(
         files,
         engines_one_per_process = room.engines(1),
-        engines_packed_40_per_process = room.engines(40),
+        engines_packed_40_per_heartbeat = room.engines(40),
         "the limit on open files leaves room for this many engines (each holds its link to the \
          hub, and each engine process one heartbeat connection); registrations past it are \
          refused, naming the limit"

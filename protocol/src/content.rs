@@ -177,7 +177,8 @@ pub struct RegistrationRequest {
     /// The identity of the heartbeat connection this engine shares with
     /// the other engines of its process (one connection carries the
     /// heartbeats of them all); the hub counts its open connections by it.
-    /// None: a connection of its own.
+    /// None only from an engine older than this field, which the hub
+    /// refuses (it cannot serve its heartbeat).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<String>,
 }

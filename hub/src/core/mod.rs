@@ -40,7 +40,8 @@
 //! let mut core = HubCore::new(session, CoreConfig::default(), Records::memory(100, 1 << 16));
 //! let engine = Session::new(b"key", "hmac-sha256", "engine").unwrap();
 //! let mut hello = Message::new(&engine, Content::RegistrationRequest(RegistrationRequest {
-//!     uuid: "e0".into(), id: None, host: None, relay: None, heartbeat: None }));
+//!     uuid: "e0".into(), id: None, host: None, relay: None,
+//!     heartbeat: Some("heartbeat-1".into()) }));
 //! hello.identities = vec![b"e0".to_vec()];
 //! let frames = engine.encode(&hello).into_frames();
 //! let actions = core.handle(Event::Query { frames }, 0.0);

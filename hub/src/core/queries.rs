@@ -206,6 +206,18 @@ impl HubCore {
                 ..Default::default()
             });
         }
+        if r.heartbeat.is_none() {
+            return Content::RegistrationReply(RegistrationReply {
+                status: Status::Error,
+                evalue: Some(
+                    "the registration names no heartbeat connection: this engine is of an older \
+                     zpar than the hub, whose heartbeat the hub cannot serve; run the same zpar \
+                     version on every host"
+                        .into(),
+                ),
+                ..Default::default()
+            });
+        }
         if let Some(room) = self.config.engine_room {
             let registered = self.registry.len();
             let needed = self.registry.connections_with(r.heartbeat.as_deref());
@@ -221,8 +233,8 @@ impl HubCore {
                     evalue: Some(format!(
                         "the hub has no room for another engine: its limit on open files \
                          (ulimit -n) is {}, which leaves room for {} engines each in a process \
-                         of its own, or {} packed 40 to a process ({} connections: one per \
-                         engine, and a heartbeat connection per engine process), and \
+                         of its own, or {} packed 40 to a heartbeat connection ({} connections: \
+                         one per engine, and the heartbeat connections of its processes), and \
                          {registered} are registered, holding {}; start the hub with a higher \
                          limit (`ulimit -n 65536` before `zpar hub`, up to the hard limit \
                          `ulimit -Hn`), or run fewer engines",

@@ -151,7 +151,7 @@ impl HubHarness {
                 id: requested,
                 host: Some(format!("host-of-{uuid}")),
                 relay: None,
-                heartbeat: None,
+                heartbeat: Some("heartbeat-test".into()),
             }),
         );
         let Content::RegistrationReply(r) = reply.content else {
@@ -1268,7 +1268,7 @@ fn registering_again_keeps_the_id_and_makes_no_noise() {
             id: None,
             host: None,
             relay: None,
-            heartbeat: None,
+            heartbeat: Some("heartbeat-test".into()),
         }),
     );
     let Content::RegistrationReply(r) = r.content else {
@@ -1292,7 +1292,7 @@ fn every_engine_gets_the_communicator_keys_at_registration() {
                 id: None,
                 host: None,
                 relay: None,
-                heartbeat: None,
+                heartbeat: Some("heartbeat-test".into()),
             }),
         );
         let Content::RegistrationReply(r) = r.content else {
@@ -1318,7 +1318,7 @@ fn every_engine_gets_the_communicator_keys_at_registration() {
             id: None,
             host: None,
             relay: None,
-            heartbeat: None,
+            heartbeat: Some("heartbeat-test".into()),
         }),
     );
     let Content::RegistrationReply(r) = r.content else {
@@ -1341,7 +1341,7 @@ fn a_registration_must_come_from_the_uuid_it_names() {
             id: None,
             host: None,
             relay: None,
-            heartbeat: None,
+            heartbeat: Some("heartbeat-test".into()),
         }),
     );
     let Content::RegistrationReply(r) = r.content else {
@@ -2100,6 +2100,35 @@ fn a_result_request_also_answers_in_ipyparallels_shape() {
     h.assert_no_more();
 }
 
+/// An engine of an older zpar names no heartbeat connection: the hub
+/// cannot serve its heartbeat, so it refuses it, saying why, and watches
+/// nothing.
+#[test]
+fn a_registration_naming_no_heartbeat_connection_is_refused_as_too_old() {
+    let mut h = HubHarness::new();
+    let reply = h.query_as(
+        uuid_of(0).as_bytes(),
+        Content::RegistrationRequest(RegistrationRequest {
+            uuid: uuid_of(0),
+            ..Default::default()
+        }),
+    );
+    let Content::RegistrationReply(r) = reply.content else {
+        panic!("not a registration reply")
+    };
+    assert_eq!(r.status, Status::Error);
+    assert!(
+        r.evalue
+            .as_deref()
+            .unwrap()
+            .contains("older zpar than the hub"),
+        "{:?}",
+        r.evalue
+    );
+    h.assert_no_more();
+    assert!(h.core.registry().is_empty());
+}
+
 /// Past the room the hub's limit on open files leaves, a new engine's
 /// registration is refused, naming the limit; an engine already known
 /// registers again.
@@ -2114,6 +2143,8 @@ fn engines_past_the_room_of_the_open_file_limit_are_refused_naming_it() {
         uuid_of(1).as_bytes(),
         Content::RegistrationRequest(RegistrationRequest {
             uuid: uuid_of(1),
+            // Another process: its heartbeat connection would be one more.
+            heartbeat: Some("heartbeat-other".into()),
             ..Default::default()
         }),
     );
@@ -2136,6 +2167,7 @@ fn engines_past_the_room_of_the_open_file_limit_are_refused_naming_it() {
         Content::RegistrationRequest(RegistrationRequest {
             uuid: uuid_of(0),
             id: Some(0),
+            heartbeat: Some("heartbeat-test".into()),
             ..Default::default()
         }),
     );
@@ -2225,7 +2257,7 @@ fn a_streamed_request_to_engines_with_relays_goes_along_a_chain_host_by_host() {
                 id: None,
                 host: Some(host.into()),
                 relay: Some(format!("tcp://{host}:{}", 7000 + i)),
-                heartbeat: None,
+                heartbeat: Some("heartbeat-test".into()),
             }),
         );
         h.take();
