@@ -57,12 +57,14 @@ pub const UNKNOWN: &[u8] = b"unknown";
 /// use zpar_engine::heartbeat::{Heartbeat, HeartbeatHost};
 /// let ctx = zmq::Context::new();
 /// let host = HeartbeatHost::start(&ctx, "tcp://127.0.0.1:5502", None)?;
-/// let heartbeat = Heartbeat::join(&host, b"engine-uuid");
+/// let heartbeat = Heartbeat::join(&host, b"engine-uuid")?;
 /// assert!(!heartbeat.heard_any());
 /// # Ok(()) }
 /// ```
 pub struct HeartbeatHost {
     shared: Arc<HostShared>,
+    /// For the sockets that wake each engine's request loop.
+    ctx: zmq::Context,
     /// Wakes the thread: to stop, or to say hello for an engine that just
     /// registered (it sleeps until a ping or a hello is due otherwise: a
     /// thousand engines polling every 100 ms cost a tenth of the machine).
@@ -100,6 +102,10 @@ impl HostShared {
 /// One engine, as the host's thread keeps it.
 struct Member {
     flags: Arc<Flags>,
+    /// Wakes the engine's request loop (which sleeps for many seconds when
+    /// idle) when the hub's news cannot wait: a new hub, an "unknown",
+    /// pings after a silence.
+    poke: zmq::Socket,
     /// The engine's serving thread's CPU clock; sampled only under the
     /// members' lock, which the engine takes to leave before that thread
     /// ends.
@@ -112,6 +118,13 @@ struct Member {
 }
 
 impl Member {
+    fn poke(&self) {
+        if let Err(e) = self.poke.send(&b""[..], zmq::DONTWAIT) {
+            // A full pipe: the engine has wakes enough to come.
+            tracing::trace!(error = %Chain(&e), "an engine's request loop was not woken");
+        }
+    }
+
     /// When this engine's next hello is due.
     fn hello_due(&self) -> Option<Instant> {
         self.last_ping
@@ -192,6 +205,7 @@ impl HeartbeatHost {
             })?;
         Ok(Arc::new(HeartbeatHost {
             shared,
+            ctx: ctx.clone(),
             wake: Mutex::new(wake),
             url: url.to_string(),
             curve: curve.cloned(),
@@ -247,15 +261,23 @@ pub struct Heartbeat {
     host: Arc<HeartbeatHost>,
     uuid: Vec<u8>,
     flags: Arc<Flags>,
+    /// Readable when the host's thread has news for this engine.
+    woken: zmq::Socket,
 }
 
 impl Heartbeat {
     /// Joins `host` as the engine `uuid`. Call it on the engine's serving
     /// thread: the vitals report that thread's CPU share.
-    pub fn join(host: &Arc<HeartbeatHost>, uuid: &[u8]) -> Heartbeat {
+    pub fn join(host: &Arc<HeartbeatHost>, uuid: &[u8]) -> Result<Heartbeat, EngineError> {
         let flags = Arc::new(Flags::default());
+        let wake_url = format!("inproc://zpar-heartbeat-news-{}", zpar_protocol::new_id());
+        let woken = host.ctx.socket(zmq::PAIR)?;
+        woken.bind(&wake_url)?;
+        let poke = host.ctx.socket(zmq::PAIR)?;
+        poke.connect(&wake_url)?;
         let member = Member {
             flags: flags.clone(),
+            poke,
             cpu: CpuShare::of_this_thread(),
             last_ping: None,
             hello_after: HELLO_AFTER,
@@ -265,11 +287,23 @@ impl Heartbeat {
             pongs: 0,
         };
         host.shared.members().insert(uuid.to_vec(), member);
-        Heartbeat {
+        Ok(Heartbeat {
             host: host.clone(),
             uuid: uuid.to_vec(),
             flags,
-        }
+            woken,
+        })
+    }
+
+    /// Readable when the heartbeat thread has news for this engine (poll
+    /// it beside the engine's sockets, then [`Heartbeat::drain_wakes`]).
+    pub fn wake_socket(&self) -> &zmq::Socket {
+        &self.woken
+    }
+
+    /// Takes the wake-ups that came.
+    pub fn drain_wakes(&self) {
+        while self.woken.recv_msg(zmq::DONTWAIT).is_ok() {}
     }
 
     /// The identity of the heartbeat connection, for the registration.
@@ -410,6 +444,7 @@ fn answer(dealer: &zmq::Socket, shared: &HostShared, frames: Vec<zmq::Message>) 
             if let Some(m) = members.get(&uuid[..]) {
                 m.flags.seen.store(now_ms, Ordering::Relaxed);
                 m.flags.unknown.store(now_ms, Ordering::Relaxed);
+                m.poke();
             }
         }
         return;
@@ -425,6 +460,12 @@ fn answer(dealer: &zmq::Socket, shared: &HostShared, frames: Vec<zmq::Message>) 
             // It left; the hub hears no more of it.
             continue;
         };
+        // Pings after a silence longer than any beat (the hub back): the
+        // engine may be waiting for them to register again. (A shorter one
+        // it finds within 2 s: it looks that often while the hub is lost.)
+        let mut news = m
+            .last_ping
+            .is_some_and(|before| now.duration_since(before) > HELLO_AFTER_AT_MOST);
         if let Some(before) = m.last_ping {
             m.hello_after =
                 (now.duration_since(before) * 2).clamp(HELLO_AFTER, HELLO_AFTER_AT_MOST);
@@ -435,8 +476,12 @@ fn answer(dealer: &zmq::Socket, shared: &HostShared, frames: Vec<zmq::Message>) 
             let mut known = m.flags.hub.lock().unwrap_or_else(|e| e.into_inner());
             if known.as_deref().is_some_and(|h| h != instance) {
                 m.flags.hub_changed.store(true, Ordering::Relaxed);
+                news = true;
             }
             *known = Some(instance.to_vec());
+        }
+        if news {
+            m.poke();
         }
         let vitals = if m.pongs.is_multiple_of(VITALS_EVERY) {
             let vitals = EngineVitals {

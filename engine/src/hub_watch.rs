@@ -62,6 +62,9 @@ pub(crate) struct HubWatch {
     refused: Option<String>,
 }
 
+/// How often an engine whose hub is lost looks for its return.
+const LOOK_WHILE_LOST: Duration = Duration::from_secs(2);
+
 /// How much longer than usual a refused engine waits to ask again.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
@@ -97,6 +100,31 @@ impl HubWatch {
         } else {
             limit * 4
         }
+    }
+
+    /// How long the request loop may sleep before it must look again: until
+    /// the hub's silence would reach the limit; every 2 s while the hub is
+    /// lost (its return is looked for). News that cannot wait (a new hub,
+    /// an "unknown", pings after a silence) wakes the loop through
+    /// [`HubWatch::wake_socket`].
+    pub(crate) fn next_look(&self) -> Duration {
+        if self.lost {
+            return LOOK_WHILE_LOST;
+        }
+        self.lost_after()
+            .saturating_sub(self.heartbeat.silence())
+            .max(Duration::from_millis(1))
+    }
+
+    /// Readable when the heartbeat thread has news for this engine.
+    pub(crate) fn wake_socket(&self) -> &zmq::Socket {
+        self.heartbeat.wake_socket()
+    }
+
+    /// Takes the heartbeat thread's wake-ups (the news itself is in its
+    /// flags, read by [`HubWatch::watch`]).
+    pub(crate) fn drain_wakes(&self) {
+        self.heartbeat.drain_wakes();
     }
 
     /// Looks at the heartbeat and the link's registration answers: notices a lost

@@ -3,9 +3,10 @@
 //! # Design
 //!
 //! One thread does everything that touches the namespace and the engine's
-//! sockets. Each turn of [`Serving::serve`] waits up to [`IDLE_WAIT_MS`]
-//! for any socket (the hub's link, read into a queue per channel, and a kernel's
-//! sockets); if control (the hub's, the kernel's) has something, the turn
+//! sockets. Each turn of [`Serving::serve`] waits for any socket (the hub's
+//! link, read into a queue per channel, and a kernel's sockets), a stop
+//! signal or the heartbeat's news of the hub, idle for many seconds at a
+//! time ([`LONGEST_IDLE_WAIT`], [`IDLE_WAIT_MS`]); if control (the hub's, the kernel's) has something, the turn
 //! serves control only and starts again; otherwise it takes up to
 //! [`REQUESTS_PER_TURN`] messages from each of mux, task and the kernel's
 //! shell that has some, serving control after each, and stops taking them
@@ -35,6 +36,7 @@ use crate::namespace::Namespace;
 use crate::stop::{Interrupter, StopReason};
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -273,13 +275,19 @@ fn take_all(shared: &Shared, mut runner: Option<&mut Runner>, source: Source) {
 const REQUESTS_PER_TURN: usize = 16;
 
 /// How long an idle engine waits for a message before it looks at what
-/// has no socket: a stop signal, the hub's heartbeat (a silence, a new
-/// hub), stale shared-memory segments. Every wake of a thousand idle
-/// packed engines costs the machine: at 250 ms (and the relay thread's
-/// 1 s), 2,000 idle engines kept 15 % of two cores busy; 7 % now. A signal or a hub change is
-/// acted on this much later at most (a lost hub is noticed after seconds
-/// of silence anyway).
+/// has no socket, when nothing else can wake it: a stop signal with no
+/// descriptor to wake it, a standalone kernel's parent, a hub found lost
+/// (whose return it looks for). Every wake of a thousand idle packed
+/// engines costs the machine: at 250 ms (and the relay thread's 1 s),
+/// 2,000 idle engines kept 15 % of two cores busy.
 const IDLE_WAIT_MS: i64 = 2_000;
+
+/// The longest an idle engine with a hub waits: stop signals and the
+/// heartbeat's news wake it at once (a descriptor the signal handler writes
+/// to, a socket its heartbeat thread pokes); it looks again when the hub
+/// would have been silent too long, and at least this often (shared
+/// segments of replies expire, relay links close when idle).
+const LONGEST_IDLE_WAIT: Duration = Duration::from_secs(30);
 
 /// A slot of the loop's poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +307,9 @@ pub(crate) struct Serving<'a> {
     comm_env: CommEnv,
     /// Set from outside (a signal handler) to stop the engine.
     stop: Option<&'static AtomicBool>,
+    /// Turns readable once `stop` is set (None: a standalone kernel,
+    /// which looks every 2 s).
+    stop_wake: Option<RawFd>,
     /// A standalone kernel's parent (Jupyter's `JPY_PARENT_PID`): when it
     /// is gone, the kernel is an orphan and stops.
     parent_pid: Option<u32>,
@@ -312,7 +323,7 @@ impl<'a> Serving<'a> {
         make_engine: &'a dyn Fn() -> rhai::Engine,
         hub: Option<HubWatch>,
         comm_env: CommEnv,
-        stop: Option<&'static AtomicBool>,
+        (stop, stop_wake): (Option<&'static AtomicBool>, Option<RawFd>),
         parent_pid: Option<u32>,
     ) -> Serving<'a> {
         Serving {
@@ -325,7 +336,18 @@ impl<'a> Serving<'a> {
             hub,
             comm_env,
             stop,
+            stop_wake,
             parent_pid,
+        }
+    }
+
+    /// How long an idle turn may wait for a socket (see
+    /// [`LONGEST_IDLE_WAIT`]), in milliseconds.
+    fn idle_wait_ms(&self) -> i64 {
+        let unwoken_stop = self.stop.is_some() && self.stop_wake.is_none();
+        match &self.hub {
+            Some(hub) if !unwoken_stop => hub.next_look().min(LONGEST_IDLE_WAIT).as_millis() as i64,
+            _ => IDLE_WAIT_MS,
         }
     }
 
@@ -424,7 +446,7 @@ impl<'a> Serving<'a> {
             Slot::Stdin,
         ];
         let mut polled = Vec::with_capacity(slots.len());
-        let mut items = Vec::with_capacity(slots.len());
+        let mut items = Vec::with_capacity(slots.len() + 2);
         for slot in slots {
             let socket = match slot {
                 Slot::Source(source) => io.socket(source),
@@ -435,10 +457,19 @@ impl<'a> Serving<'a> {
                 items.push(socket.as_poll_item(zmq::POLLIN));
             }
         }
+        // What wakes an idle engine besides its sockets (after the slots:
+        // the zip below leaves them out): a stop signal, the heartbeat's
+        // news of the hub.
+        if let Some(fd) = self.stop_wake {
+            items.push(zmq::PollItem::from_fd(fd, zmq::POLLIN));
+        }
+        if let Some(hub) = &self.hub {
+            items.push(hub.wake_socket().as_poll_item(zmq::POLLIN));
+        }
         // Requests read off the link already, or stashed while a chunk
         // stream came in, are ready at once.
         let waiting = hub_sources.iter().any(|s| io.has_arrived(*s));
-        let timeout = if waiting { 0 } else { IDLE_WAIT_MS };
+        let timeout = if waiting { 0 } else { self.idle_wait_ms() };
         match zmq::poll(&mut items, timeout) {
             Ok(_) => {}
             Err(zmq::Error::EINTR) => return None,
@@ -454,6 +485,9 @@ impl<'a> Serving<'a> {
             .map(|(slot, _)| slot)
             .collect();
         drop(items);
+        if let Some(hub) = &self.hub {
+            hub.drain_wakes();
+        }
         // The link's slot stands for all three hub channels: read it, and
         // tell each channel that has something.
         let mut ready: Vec<Slot> = readable

@@ -47,8 +47,8 @@ pub struct EngineConfig {
     pub requested_id: Option<u32>,
     /// This engine's uuid (default: a fresh one).
     pub uuid: Option<String>,
-    /// Set from outside (a signal handler) to stop the engine.
-    pub stop: Option<&'static AtomicBool>,
+    /// How a signal handler stops the engine.
+    pub stop: Option<StopSignal>,
     /// Serve as a Jupyter kernel too, from the start (`--bind-kernel`).
     pub bind_kernel: bool,
     /// Where a bound kernel writes `kernel-<engine id>.json`: the profile's
@@ -57,6 +57,29 @@ pub struct EngineConfig {
     /// A ZeroMQ context to share with other engines of this process
     /// (`zpar engine --count K`); default: one of its own.
     pub context: Option<SharedContext>,
+}
+
+/// How a signal handler stops an engine: the flag it sets, and a
+/// descriptor it makes readable at the same time (a pipe it writes to,
+/// never read), which an engine idle for many seconds polls so it stops at
+/// once.
+///
+/// ```
+/// use std::sync::atomic::AtomicBool;
+/// static STOP: AtomicBool = AtomicBool::new(false);
+/// let (read, _write) = std::os::unix::net::UnixStream::pair().unwrap();
+/// let stop = zpar_engine::server::StopSignal {
+///     flag: &STOP,
+///     wake: std::os::fd::AsRawFd::as_raw_fd(&read),
+/// };
+/// # let _ = stop;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct StopSignal {
+    /// Set to stop the engine.
+    pub flag: &'static AtomicBool,
+    /// Turns readable when `flag` is set.
+    pub wake: std::os::fd::RawFd,
 }
 
 /// A ZeroMQ context engines of one process share (their sockets' I/O
@@ -252,7 +275,7 @@ impl EngineServer {
             Some(shared) => shared.heartbeat_host(&heartbeat_url, curve.as_ref())?,
             None => HeartbeatHost::start(&ctx, &heartbeat_url, curve.as_ref())?,
         };
-        let heartbeat = Heartbeat::join(&heartbeat_host, uuid.as_bytes());
+        let heartbeat = Heartbeat::join(&heartbeat_host, uuid.as_bytes())?;
 
         let (ip, advertise) = bind_address(config.bind_ip.as_deref(), &conn.ip);
         // Other engines pass relayed chunks to it (`crate::relay`); the hub
@@ -318,7 +341,7 @@ impl EngineServer {
             &make_engine,
             Some(watch),
             comm_env.clone(),
-            config.stop,
+            (config.stop.map(|s| s.flag), config.stop.map(|s| s.wake)),
             None,
         );
         let bound = match config.bind_kernel {
@@ -388,7 +411,8 @@ impl EngineServer {
             &make_engine,
             None,
             comm_env.clone(),
-            config.stop,
+            // A kernel's parent is looked for every 2 s anyway.
+            (config.stop, None),
             config.parent_pid,
         );
         serving.serve();

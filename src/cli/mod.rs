@@ -419,7 +419,10 @@ fn run_engine(a: EngineArgs, setup: Option<EngineSetup>) -> Result<()> {
         config.requested_id = Some(rank);
     }
     install_signal_handlers()?;
-    config.stop = Some(&**STOP);
+    config.stop = Some(zpar_engine::server::StopSignal {
+        flag: &STOP,
+        wake: stop::stop_signal_fd().context("the stop signal's pipe is not set up")?,
+    });
     let serve = move |mut config: zpar_engine::EngineConfig, uuid: Option<String>| {
         config.uuid = uuid;
         let mut server = zpar_engine::EngineServer::new(config);

@@ -351,3 +351,54 @@ impl Drop for KillOnDrop {
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Whether process `pid` has ended (gone, or a zombie its parent has not
+/// reaped yet).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Idle packed engines act on SIGTERM at once: with a slow heartbeat
+/// their request loops sleep up to about four beats between looks, and the
+/// signal interrupts none of their polls (it lands on the process's main
+/// thread), but they poll the pipe the signal handler writes to.
+#[test]
+fn idle_packed_engines_stop_at_once_on_sigterm() {
+    use std::time::{Duration, Instant};
+    let _watchdog = support::watchdog();
+    let cluster = zpar::LocalCluster::builder()
+        .binary(zpar_bin())
+        .engines(3)
+        .per_process(3)
+        .hub_args(["--hb-period-ms", "3000"])
+        .timeout(WAIT)
+        .start()
+        .expect("starting a cluster");
+    let client = cluster.client().unwrap();
+    let ones = client
+        .all()
+        .execute("1")
+        .unwrap()
+        .get_timeout(WAIT)
+        .unwrap();
+    assert_eq!(ones, vec![Value::Int(1); 3]);
+    let pid = cluster.engine_pid(0).expect("the engines' process");
+    // SAFETY: a signal to a child process this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let signalled = Instant::now();
+    // Their loops would next look at the stop flag some 12 s from now.
+    let within = Duration::from_secs(6);
+    let pauses =
+        zpar_protocol::backoff::Backoff::new(Duration::from_millis(1), Duration::from_millis(20));
+    let stopped =
+        zpar_protocol::backoff::poll_until(signalled + within, pauses, || ended(pid).then_some(()));
+    assert!(
+        stopped.is_some(),
+        "the idle engines were still running {within:?} after SIGTERM"
+    );
+}

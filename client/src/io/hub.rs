@@ -445,28 +445,40 @@ impl IoLoop {
         let id = ask.header.msg_id.clone();
         let frames = self.session.encode_owned(ask).into_frames();
         match send_frames(&self.sockets.query, frames, zmq::DONTWAIT) {
-            Ok(()) => self.probe = Some((id, now)),
+            Ok(()) => {
+                self.probe = Some((id, now));
+                self.since_probe.clear();
+            }
             Err(e) => debug!(error = %Chain(&e), "connection request not sent"),
         }
     }
 
     /// The answer to [`send_probe`](Self::send_probe).
-    /// The engine table it holds replaces ours; engines that joined or
-    /// left unseen (while the notification socket was connecting) are
-    /// announced.
+    /// The engine table it holds replaces ours, with the notifications
+    /// that came since the question went applied on top (the answer may
+    /// be older than they are); engines that joined or left unseen (while
+    /// the notification socket was connecting) are announced.
     pub(super) fn on_probe_reply(&mut self, msg: Message) {
         let Content::ConnectionReply(r) = msg.content else {
             return;
         };
+        // What notifications said since the question went is newer.
+        let mut engines = r.engines;
+        for (id, change) in self.since_probe.drain(..) {
+            match change {
+                Some(uuid) => engines.insert(id, uuid),
+                None => engines.remove(&id),
+            };
+        }
         let mut events = Vec::new();
         if let Some(announced) = &mut self.announced {
-            for id in r.engines.keys() {
+            for id in engines.keys() {
                 if announced.insert(*id) {
                     events.push(ClientEvent::EngineRegistered(*id));
                 }
             }
             announced.retain(|id| {
-                let listed = r.engines.contains_key(id);
+                let listed = engines.contains_key(id);
                 if !listed {
                     events.push(ClientEvent::EngineUnregistered {
                         engine: *id,
@@ -476,7 +488,7 @@ impl IoLoop {
                 listed
             });
         }
-        *self.table.engines.lock().expect("table lock") = r.engines;
+        *self.table.engines.lock().expect("table lock") = engines;
         self.table.changed.notify_all();
         for event in events {
             self.emit(event);

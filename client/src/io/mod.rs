@@ -183,6 +183,11 @@ pub(crate) struct IoLoop {
     /// hub without heartbeat port, or the table refresh when it is back),
     /// and when it went.
     probe: Option<(String, Instant)>,
+    /// Engines that joined (with their uuid) or left (None), by
+    /// notification, since that request went: its answer was made before
+    /// some of them (the notification and the answer come on different
+    /// sockets), and must not undo them.
+    since_probe: Vec<(u32, Option<String>)>,
     /// When to ask for the engine table again after the hub came back
     /// (engines register again over the next seconds, and a notification
     /// published before our subscription took is never seen).
@@ -270,6 +275,7 @@ impl IoLoop {
             identity,
             hub: HubLiveness::new(HUB_TIMEOUT),
             probe: None,
+            since_probe: Vec::new(),
             reprobes: hub::REPROBES_MS
                 .iter()
                 .map(|ms| Instant::now() + Duration::from_millis(*ms))
@@ -752,6 +758,9 @@ impl IoLoop {
             };
             let event = match msg.content {
                 Content::RegistrationNotification(n) => {
+                    if self.probe.is_some() {
+                        self.since_probe.push((n.id, Some(n.uuid.clone())));
+                    }
                     self.table
                         .engines
                         .lock()
@@ -764,6 +773,9 @@ impl IoLoop {
                     ClientEvent::EngineRegistered(n.id)
                 }
                 Content::UnregistrationNotification(n) => {
+                    if self.probe.is_some() {
+                        self.since_probe.push((n.id, None));
+                    }
                     self.table.engines.lock().expect("table lock").remove(&n.id);
                     if let Some(a) = &mut self.announced {
                         a.remove(&n.id);
