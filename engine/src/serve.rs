@@ -6,8 +6,9 @@
 //! sockets. Each turn of [`Serving::serve`] waits for any socket (the hub's
 //! link, read into a queue per channel, and a kernel's sockets), a stop
 //! signal or the heartbeat's news of the hub, idle for many seconds at a
-//! time ([`LONGEST_IDLE_WAIT`], [`IDLE_WAIT_MS`]); if control (the hub's, the kernel's) has something, the turn
-//! serves control only and starts again; otherwise it takes up to
+//! time ([`LONGEST_IDLE_WAIT`], [`IDLE_WAIT_MS`]); if control (the hub's,
+//! the kernel's) has something, the turn serves control only and starts
+//! again; otherwise it takes up to
 //! [`REQUESTS_PER_TURN`] messages from each of mux, task and the kernel's
 //! shell that has some, serving control after each, and stops taking them
 //! once a shutdown or stop signal came. Every message goes the same way:
