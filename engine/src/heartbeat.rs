@@ -225,11 +225,6 @@ impl HeartbeatHost {
         self.url == url && self.curve.as_ref() == curve
     }
 
-    /// Engines served now.
-    pub fn engines(&self) -> usize {
-        self.shared.members().len()
-    }
-
     /// Whether its thread still serves (it ends only when dropped, or if
     /// polling its sockets failed).
     pub fn is_running(&self) -> bool {
